@@ -1,0 +1,997 @@
+//! The election definition: what is being elected, where, by whom, and under which rule
+//! options. Hand-written as TOML; contests, candidates, units and township populations may come
+//! from CSV files beside it, because election offices keep those in spreadsheets.
+//!
+//! Loading never stops at the first problem: it collects every error, each naming the file,
+//! the line or record, the field, and what is wrong, so a clerk fixes them all in one pass.
+//! This module reads no files itself; the caller hands it the text of each file it asks for.
+
+use crate::apportion::{Method, TieRule};
+use crate::congress::{LawRevision, Level, SeatRounding};
+use crate::ids::{CandidateId, ContestId, KeyId, TownshipId, UnitId, check_id};
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+/// The most seats a constituency may elect (Art 25).
+pub const CONSTITUENCY_SEATS_MAX: u32 = 3;
+/// Bounds on what a definition may hold, so a malformed file cannot exhaust memory.
+pub const TOWNSHIPS_MAX: usize = 10_000;
+pub const CONTESTS_MAX: usize = 1_000_000;
+pub const UNITS_MAX: usize = 1_000_000;
+pub const NAME_LEN_MAX: usize = 200;
+
+/// The rule options the law leaves open. Each is named in the definition file; the defaults
+/// are the readings `election-rules.md` gives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rules {
+    /// Which Election Law revision sets the Art 12 bases.
+    pub law_revision: LawRevision,
+    /// How "one seat per 5,000 people" is rounded.
+    pub seat_rounding: SeatRounding,
+    /// Scrutineers a mobile ballot box's sheet must name (the law sets none; provinces ask for 2 or 3).
+    pub mobile_box_scrutineers_min: u32,
+    /// Whether a further election (另行选举) also needs more than half of the registered voters
+    /// to vote. The law is silent; the default applies it.
+    pub further_election_turnout_required: bool,
+    /// Apportionment method for seats among townships and constituencies.
+    pub apportionment: Method,
+    /// How an apportionment tie is resolved; `report` never breaks one.
+    pub apportionment_tie_rule: TieRule,
+    /// Whether sheets report disapprovals and abstentions per candidate, not only approvals.
+    pub record_disapprovals: bool,
+    /// Warn when void ballots exceed this share of ballots collected, in percent.
+    pub void_ballots_warn_percent: u32,
+    /// Warn when ballots issued and collected differ by more than this share of issued, in percent.
+    pub issued_collected_gap_warn_percent: u32,
+    /// Warn when a unit's turnout is this many percentage points away from its constituency's.
+    pub turnout_outlier_warn_points: u32,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            law_revision: LawRevision::Rev2020,
+            seat_rounding: SeatRounding::Floor,
+            mobile_box_scrutineers_min: 2,
+            further_election_turnout_required: true,
+            apportionment: Method::LargestRemainderHare,
+            apportionment_tie_rule: TieRule::Report,
+            record_disapprovals: false,
+            void_ballots_warn_percent: 5,
+            issued_collected_gap_warn_percent: 2,
+            turnout_outlier_warn_points: 25,
+        }
+    }
+}
+
+/// A polling place (Art 38).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitKind {
+    /// 投票站
+    Station,
+    /// 选举大会
+    Assembly,
+    /// 流动票箱
+    MobileBox,
+}
+
+impl UnitKind {
+    pub fn chinese(self) -> &'static str {
+        match self {
+            UnitKind::Station => "投票站",
+            UnitKind::Assembly => "选举大会",
+            UnitKind::MobileBox => "流动票箱",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Election {
+    pub id: String,
+    pub name: String,
+}
+
+/// An area with a congress: the county, or one township.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Area {
+    pub id: TownshipId,
+    pub name: String,
+    pub population: u64,
+    /// The total stated by the definition; required for a small area, else it overrides Art 12
+    /// only if it agrees with it (a disagreement is an error).
+    pub seats: Option<u64>,
+    /// Extra seats granted by the province (up to 5%), as a whole number.
+    pub extra_seats: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    pub id: CandidateId,
+    pub name: String,
+}
+
+/// One constituency (选区) at one level: the unit of the count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Contest {
+    pub id: ContestId,
+    pub name: String,
+    pub level: Level,
+    /// The township the constituency lies in (for a county constituency spanning several
+    /// townships, the one that runs its election).
+    pub township: TownshipId,
+    pub seats: u32,
+    pub registered_voters: u64,
+    pub candidates: Vec<Candidate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PollingUnit {
+    pub id: UnitId,
+    pub name: String,
+    pub kind: UnitKind,
+    pub township: TownshipId,
+    pub contests: Vec<ContestId>,
+    #[serde(serialize_with = "serialize_key")]
+    pub public_key: VerifyingKey,
+    pub key_id: KeyId,
+}
+
+fn serialize_key<S: serde::Serializer>(key: &VerifyingKey, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(key.as_bytes()))
+}
+
+/// A loaded and validated election definition. Lookups by id are O(1).
+#[derive(Debug, Clone, Serialize)]
+pub struct Definition {
+    pub election: Election,
+    pub rules: Rules,
+    pub county: Area,
+    pub townships: Vec<Area>,
+    pub contests: Vec<Contest>,
+    pub units: Vec<PollingUnit>,
+    #[serde(skip)]
+    township_index: HashMap<TownshipId, usize>,
+    #[serde(skip)]
+    contest_index: HashMap<ContestId, usize>,
+    #[serde(skip)]
+    unit_index: HashMap<UnitId, usize>,
+    #[serde(skip)]
+    key_index: HashMap<KeyId, usize>,
+    /// For each contest (by index), the units that serve it, in definition order.
+    #[serde(skip)]
+    units_by_contest: Vec<Vec<usize>>,
+}
+
+impl Definition {
+    pub fn township(&self, id: &TownshipId) -> Option<&Area> {
+        self.township_index.get(id).map(|&i| &self.townships[i])
+    }
+    pub fn contest(&self, id: &ContestId) -> Option<&Contest> {
+        self.contest_index.get(id).map(|&i| &self.contests[i])
+    }
+    pub fn contest_position(&self, id: &ContestId) -> Option<usize> {
+        self.contest_index.get(id).copied()
+    }
+    pub fn unit(&self, id: &UnitId) -> Option<&PollingUnit> {
+        self.unit_index.get(id).map(|&i| &self.units[i])
+    }
+    pub fn unit_by_key(&self, key_id: &KeyId) -> Option<&PollingUnit> {
+        self.key_index.get(key_id).map(|&i| &self.units[i])
+    }
+    /// The units that serve a contest, in definition order.
+    pub fn units_serving(&self, contest: &ContestId) -> impl Iterator<Item = &PollingUnit> {
+        let positions: &[usize] = self
+            .contest_index
+            .get(contest)
+            .map(|&i| self.units_by_contest[i].as_slice())
+            .unwrap_or(&[]);
+        positions.iter().map(|&u| &self.units[u])
+    }
+    pub fn units_serving_count(&self, contest: &ContestId) -> usize {
+        self.contest_index
+            .get(contest)
+            .map_or(0, |&i| self.units_by_contest[i].len())
+    }
+    /// The seat total of the county congress, stated or from Art 12.
+    pub fn congress_seats(&self, level: Level, area: &Area) -> Option<u64> {
+        area.seats.or_else(|| {
+            crate::congress::congress_seats(
+                level,
+                area.population,
+                self.rules.law_revision,
+                self.rules.seat_rounding,
+                area.extra_seats,
+            )
+            .map(|s| s.total)
+        })
+    }
+}
+
+/// Where in which file a problem is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DefinitionError {
+    pub file: String,
+    /// `line 12` or `record 7 (line 8)`; empty when the problem is with the file as a whole.
+    pub location: String,
+    /// The field, as the file names it (`contests[3].seats`, `units.csv: public_key`).
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for DefinitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if !self.location.is_empty() {
+            write!(f, ", {}", self.location)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ", {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found while loading, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct DefinitionErrors(pub Vec<DefinitionError>);
+
+impl fmt::Display for DefinitionErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.0.len();
+        writeln!(
+            f,
+            "the election definition has {count} problem{}:",
+            if count == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---- The file format, as written. Spanned fields carry their byte position for messages. ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefinition {
+    election: RawElection,
+    #[serde(default)]
+    rules: Rules,
+    county: RawArea,
+    #[serde(default)]
+    townships: Vec<RawArea>,
+    /// CSV with columns id,name,population[,seats,extra_seats].
+    townships_csv: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    contests: Vec<RawContest>,
+    /// CSV with columns id,level,township,name,seats,registered_voters.
+    contests_csv: Option<toml::Spanned<String>>,
+    /// CSV with columns contest,id,name.
+    candidates_csv: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    units: Vec<RawUnit>,
+    /// CSV with columns id,name,kind,township,contests,public_key (contests separated by ';').
+    units_csv: Option<toml::Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawElection {
+    id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArea {
+    id: toml::Spanned<String>,
+    name: String,
+    population: u64,
+    seats: Option<u64>,
+    #[serde(default)]
+    extra_seats: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCandidate {
+    id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContest {
+    id: toml::Spanned<String>,
+    name: String,
+    level: Level,
+    township: String,
+    seats: u32,
+    registered_voters: u64,
+    #[serde(default)]
+    candidates: Vec<RawCandidate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnit {
+    id: toml::Spanned<String>,
+    name: String,
+    kind: UnitKind,
+    township: String,
+    contests: Vec<String>,
+    public_key: String,
+}
+
+#[derive(Deserialize)]
+struct CsvArea {
+    id: String,
+    name: String,
+    population: u64,
+    #[serde(default)]
+    seats: Option<u64>,
+    #[serde(default)]
+    extra_seats: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CsvContest {
+    id: String,
+    level: Level,
+    township: String,
+    name: String,
+    seats: u32,
+    registered_voters: u64,
+}
+
+#[derive(Deserialize)]
+struct CsvCandidate {
+    contest: String,
+    id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct CsvUnit {
+    id: String,
+    name: String,
+    kind: UnitKind,
+    township: String,
+    contests: String,
+    public_key: String,
+}
+
+/// Parses a public key written as 64 hex digits (or 44 characters of standard base64).
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
+    let text = text.trim();
+    let bytes = if text.len() == 64 {
+        hex::decode(text).map_err(|e| format!("is not 64 hex digits: {e}"))?
+    } else {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| {
+                format!(
+                    "is {} characters; write the 32-byte Ed25519 public key as 64 hex digits (as `tally keygen` prints it)",
+                    text.len()
+                )
+            })?
+    };
+    let bytes: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("is {} bytes, an Ed25519 public key is 32", bytes.len()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| "is not a valid Ed25519 public key".to_string())
+}
+
+/// Where a record came from, for messages.
+#[derive(Clone)]
+struct Origin {
+    file: String,
+    location: String,
+    /// Prefix for field names: `contests[2].` in TOML, empty in CSV (the column name suffices).
+    field_prefix: String,
+}
+
+struct Loader {
+    errors: Vec<DefinitionError>,
+}
+
+impl Loader {
+    fn error(&mut self, origin: &Origin, field: &str, message: impl Into<String>) {
+        self.errors.push(DefinitionError {
+            file: origin.file.clone(),
+            location: origin.location.clone(),
+            field: format!("{}{}", origin.field_prefix, field),
+            message: message.into(),
+        });
+    }
+
+    fn check_id(&mut self, origin: &Origin, field: &str, id: &str) {
+        if let Err(e) = check_id(id) {
+            self.error(origin, field, format!("id {id:?} {e}"));
+        }
+    }
+
+    fn check_name(&mut self, origin: &Origin, field: &str, name: &str) {
+        if name.trim().is_empty() {
+            self.error(origin, field, "is empty; give the name as it appears on the ballot");
+        } else if name.len() > NAME_LEN_MAX {
+            self.error(
+                origin,
+                field,
+                format!("is {} bytes long, more than {NAME_LEN_MAX}", name.len()),
+            );
+        }
+    }
+
+    /// Reads one CSV file into records of `T`, reporting each bad record with its line.
+    fn read_csv<T: serde::de::DeserializeOwned>(
+        &mut self,
+        file: &str,
+        text: &str,
+        limit: usize,
+    ) -> Vec<(Origin, T)> {
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .comment(Some(b'#'))
+            .from_reader(text.trim_start_matches('\u{feff}').as_bytes());
+        let mut out = Vec::new();
+        for (number, record) in reader.deserialize::<T>().enumerate() {
+            let record_number = number + 1;
+            match record {
+                Ok(value) => {
+                    if out.len() == limit {
+                        self.errors.push(DefinitionError {
+                            file: file.to_owned(),
+                            location: format!("record {record_number}"),
+                            field: String::new(),
+                            message: format!("more than {limit} records; split the election"),
+                        });
+                        break;
+                    }
+                    // The record's own line is not known once it parsed; count it as header + n.
+                    let location = format!("record {record_number}");
+                    out.push((
+                        Origin {
+                            file: file.to_owned(),
+                            location,
+                            field_prefix: String::new(),
+                        },
+                        value,
+                    ));
+                }
+                Err(e) => {
+                    let location = match e.position() {
+                        Some(p) => format!("record {record_number} (line {})", p.line()),
+                        None => format!("record {record_number}"),
+                    };
+                    let (field, message) = describe_csv_error(&e);
+                    self.errors.push(DefinitionError {
+                        file: file.to_owned(),
+                        location,
+                        field,
+                        message,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+fn describe_csv_error(e: &csv::Error) -> (String, String) {
+    match e.kind() {
+        csv::ErrorKind::Deserialize { err, .. } => {
+            let field = err.field().map(|f| format!("column {}", f + 1)).unwrap_or_default();
+            (field, err.kind().to_string())
+        }
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => (
+            String::new(),
+            format!("has {len} fields where the header has {expected_len}"),
+        ),
+        csv::ErrorKind::Utf8 { .. } => (
+            String::new(),
+            "is not valid UTF-8; save the spreadsheet as CSV UTF-8".to_owned(),
+        ),
+        _ => (String::new(), e.to_string()),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Loads a definition from the text of its TOML file. `read_sibling` is asked for the text of
+/// each CSV file the TOML names (paths as written, relative to the TOML file); it returns an
+/// error message if the file cannot be read.
+pub fn load(
+    toml_file: &str,
+    toml_text: &str,
+    read_sibling: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<Definition, DefinitionErrors> {
+    let mut loader = Loader { errors: Vec::new() };
+    let raw: RawDefinition = match toml::from_str(toml_text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let location = e
+                .span()
+                .map(|s| format!("line {}", line_of(toml_text, s.start)))
+                .unwrap_or_default();
+            return Err(DefinitionErrors(vec![DefinitionError {
+                file: toml_file.to_owned(),
+                location,
+                field: String::new(),
+                message: e.message().trim_end_matches('\n').to_owned(),
+            }]));
+        }
+    };
+    let toml_origin = |prefix: String, span_start: usize| Origin {
+        file: toml_file.to_owned(),
+        location: format!("line {}", line_of(toml_text, span_start)),
+        field_prefix: prefix,
+    };
+
+    let mut read_csv_text = |loader: &mut Loader, field: &str, path: &toml::Spanned<String>| {
+        match read_sibling(path.get_ref()) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                loader.error(
+                    &toml_origin(String::new(), path.span().start),
+                    field,
+                    format!("cannot read {:?}: {e}", path.get_ref()),
+                );
+                None
+            }
+        }
+    };
+
+    // Areas: the county, then townships from TOML and CSV.
+    let county_origin = toml_origin("county.".into(), raw.county.id.span().start);
+    loader.check_id(&county_origin, "id", raw.county.id.get_ref());
+    loader.check_name(&county_origin, "name", &raw.county.name);
+    let county = Area {
+        id: TownshipId::new(raw.county.id.get_ref().clone()),
+        name: raw.county.name,
+        population: raw.county.population,
+        seats: raw.county.seats,
+        extra_seats: raw.county.extra_seats,
+    };
+    let mut areas: Vec<(Origin, Area)> = Vec::new();
+    for (i, t) in raw.townships.into_iter().enumerate() {
+        let origin = toml_origin(format!("townships[{i}]."), t.id.span().start);
+        areas.push((
+            origin,
+            Area {
+                id: TownshipId::new(t.id.into_inner()),
+                name: t.name,
+                population: t.population,
+                seats: t.seats,
+                extra_seats: t.extra_seats,
+            },
+        ));
+    }
+    if let Some(path) = &raw.townships_csv {
+        if let Some(text) = read_csv_text(&mut loader, "townships_csv", path) {
+            for (origin, t) in loader.read_csv::<CsvArea>(path.get_ref(), &text, TOWNSHIPS_MAX) {
+                areas.push((
+                    origin,
+                    Area {
+                        id: TownshipId::new(t.id),
+                        name: t.name,
+                        population: t.population,
+                        seats: t.seats,
+                        extra_seats: t.extra_seats.unwrap_or(0),
+                    },
+                ));
+            }
+        }
+    }
+    let mut township_index = HashMap::new();
+    let mut townships = Vec::new();
+    for (origin, area) in areas {
+        loader.check_id(&origin, "id", area.id.as_str());
+        loader.check_name(&origin, "name", &area.name);
+        if township_index.contains_key(&area.id) {
+            loader.error(&origin, "id", format!("township {} is defined twice", area.id));
+            continue;
+        }
+        township_index.insert(area.id.clone(), townships.len());
+        townships.push((origin, area));
+    }
+    if townships.is_empty() {
+        loader.errors.push(DefinitionError {
+            file: toml_file.to_owned(),
+            location: String::new(),
+            field: "townships".into(),
+            message: "no townships; list them as [[townships]] or in townships_csv".into(),
+        });
+    }
+
+    // Contests, from TOML and CSV, then candidates from CSV.
+    let mut raw_contests: Vec<(Origin, Contest)> = Vec::new();
+    for (i, c) in raw.contests.into_iter().enumerate() {
+        let origin = toml_origin(format!("contests[{i}]."), c.id.span().start);
+        let candidates = c
+            .candidates
+            .into_iter()
+            .map(|c| Candidate {
+                id: CandidateId::new(c.id),
+                name: c.name,
+            })
+            .collect();
+        raw_contests.push((
+            origin,
+            Contest {
+                id: ContestId::new(c.id.into_inner()),
+                name: c.name,
+                level: c.level,
+                township: TownshipId::new(c.township),
+                seats: c.seats,
+                registered_voters: c.registered_voters,
+                candidates,
+            },
+        ));
+    }
+    if let Some(path) = &raw.contests_csv {
+        if let Some(text) = read_csv_text(&mut loader, "contests_csv", path) {
+            for (origin, c) in loader.read_csv::<CsvContest>(path.get_ref(), &text, CONTESTS_MAX) {
+                raw_contests.push((
+                    origin,
+                    Contest {
+                        id: ContestId::new(c.id),
+                        name: c.name,
+                        level: c.level,
+                        township: TownshipId::new(c.township),
+                        seats: c.seats,
+                        registered_voters: c.registered_voters,
+                        candidates: Vec::new(),
+                    },
+                ));
+            }
+        }
+    }
+    let mut contest_index: HashMap<ContestId, usize> = HashMap::new();
+    let mut contests: Vec<(Origin, Contest)> = Vec::new();
+    for (origin, contest) in raw_contests {
+        loader.check_id(&origin, "id", contest.id.as_str());
+        loader.check_name(&origin, "name", &contest.name);
+        if contest_index.contains_key(&contest.id) {
+            loader.error(&origin, "id", format!("contest {} is defined twice", contest.id));
+            continue;
+        }
+        contest_index.insert(contest.id.clone(), contests.len());
+        contests.push((origin, contest));
+    }
+    if let Some(path) = &raw.candidates_csv {
+        if let Some(text) = read_csv_text(&mut loader, "candidates_csv", path) {
+            for (origin, c) in
+                loader.read_csv::<CsvCandidate>(path.get_ref(), &text, CONTESTS_MAX * 6)
+            {
+                match contest_index.get(&ContestId::new(c.contest.clone())) {
+                    Some(&i) => contests[i].1.candidates.push(Candidate {
+                        id: CandidateId::new(c.id),
+                        name: c.name,
+                    }),
+                    None => loader.error(
+                        &origin,
+                        "contest",
+                        format!("contest {:?} is not defined", c.contest),
+                    ),
+                }
+            }
+        }
+    }
+    for (origin, contest) in &contests {
+        check_contest(&mut loader, origin, contest, &township_index);
+    }
+
+    // Units.
+    let mut raw_units: Vec<(Origin, RawUnitFields)> = Vec::new();
+    for (i, u) in raw.units.into_iter().enumerate() {
+        let origin = toml_origin(format!("units[{i}]."), u.id.span().start);
+        raw_units.push((
+            origin,
+            RawUnitFields {
+                id: u.id.into_inner(),
+                name: u.name,
+                kind: u.kind,
+                township: u.township,
+                contests: u.contests,
+                public_key: u.public_key,
+            },
+        ));
+    }
+    if let Some(path) = &raw.units_csv {
+        if let Some(text) = read_csv_text(&mut loader, "units_csv", path) {
+            for (origin, u) in loader.read_csv::<CsvUnit>(path.get_ref(), &text, UNITS_MAX) {
+                let contests = u
+                    .contests
+                    .split([';', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                raw_units.push((
+                    origin,
+                    RawUnitFields {
+                        id: u.id,
+                        name: u.name,
+                        kind: u.kind,
+                        township: u.township,
+                        contests,
+                        public_key: u.public_key,
+                    },
+                ));
+            }
+        }
+    }
+    let mut unit_index = HashMap::new();
+    let mut key_index: HashMap<KeyId, usize> = HashMap::new();
+    let mut units: Vec<PollingUnit> = Vec::new();
+    let mut units_by_contest = vec![Vec::new(); contests.len()];
+    for (origin, u) in raw_units {
+        loader.check_id(&origin, "id", &u.id);
+        loader.check_name(&origin, "name", &u.name);
+        let id = UnitId::new(u.id);
+        if unit_index.contains_key(&id) {
+            loader.error(&origin, "id", format!("unit {id} is defined twice"));
+            continue;
+        }
+        let township = TownshipId::new(u.township);
+        if !township_index.contains_key(&township) {
+            loader.error(
+                &origin,
+                "township",
+                format!("township {township:?} is not defined"),
+            );
+        }
+        if u.contests.is_empty() {
+            loader.error(&origin, "contests", "lists no contests; a unit serves at least one");
+        }
+        let mut served = Vec::new();
+        let mut seen = HashSet::new();
+        for c in u.contests {
+            let contest = ContestId::new(c);
+            if !seen.insert(contest.clone()) {
+                loader.error(&origin, "contests", format!("lists {contest} twice"));
+                continue;
+            }
+            match contest_index.get(&contest) {
+                Some(&ci) => {
+                    units_by_contest[ci].push(units.len());
+                    served.push(contest);
+                }
+                None => loader.error(
+                    &origin,
+                    "contests",
+                    format!("contest {contest:?} is not defined"),
+                ),
+            }
+        }
+        let public_key = match parse_public_key(&u.public_key) {
+            Ok(k) => k,
+            Err(e) => {
+                loader.error(&origin, "public_key", e);
+                continue;
+            }
+        };
+        let key_id = KeyId::of(&public_key);
+        if let Some(&other) = key_index.get(&key_id) {
+            loader.error(
+                &origin,
+                "public_key",
+                format!(
+                    "is also the key of unit {}; every unit needs its own key (tally keygen)",
+                    units[other].id
+                ),
+            );
+            continue;
+        }
+        key_index.insert(key_id, units.len());
+        unit_index.insert(id.clone(), units.len());
+        units.push(PollingUnit {
+            id,
+            name: u.name,
+            kind: u.kind,
+            township,
+            contests: served,
+            public_key,
+            key_id,
+        });
+    }
+    for (ci, (origin, contest)) in contests.iter().enumerate() {
+        if units_by_contest[ci].is_empty() {
+            loader.error(
+                origin,
+                "id",
+                format!("no polling unit serves contest {}", contest.id),
+            );
+        }
+    }
+
+    // Seat totals and rule options.
+    let rules_origin = Origin {
+        file: toml_file.to_owned(),
+        location: String::new(),
+        field_prefix: "rules.".into(),
+    };
+    if raw.rules.mobile_box_scrutineers_min > 10 {
+        loader.error(
+            &rules_origin,
+            "mobile_box_scrutineers_min",
+            "is more than 10; provinces ask for 2 or 3",
+        );
+    }
+    check_area_seats(&mut loader, &county_origin, Level::County, &county, &raw.rules);
+    for (origin, area) in &townships {
+        check_area_seats(&mut loader, origin, Level::Township, area, &raw.rules);
+    }
+
+    if !loader.errors.is_empty() {
+        return Err(DefinitionErrors(loader.errors));
+    }
+    Ok(Definition {
+        election: Election {
+            id: raw.election.id,
+            name: raw.election.name,
+        },
+        rules: raw.rules,
+        county,
+        townships: townships.into_iter().map(|(_, a)| a).collect(),
+        contests: contests.into_iter().map(|(_, c)| c).collect(),
+        units,
+        township_index,
+        contest_index,
+        unit_index,
+        key_index,
+        units_by_contest,
+    })
+}
+
+struct RawUnitFields {
+    id: String,
+    name: String,
+    kind: UnitKind,
+    township: String,
+    contests: Vec<String>,
+    public_key: String,
+}
+
+fn check_contest(
+    loader: &mut Loader,
+    origin: &Origin,
+    contest: &Contest,
+    township_index: &HashMap<TownshipId, usize>,
+) {
+    if !township_index.contains_key(&contest.township) {
+        loader.error(
+            origin,
+            "township",
+            format!("township {:?} is not defined", contest.township.as_str()),
+        );
+    }
+    if contest.seats == 0 || contest.seats > CONSTITUENCY_SEATS_MAX {
+        loader.error(
+            origin,
+            "seats",
+            format!(
+                "is {}; a constituency elects 1 to {CONSTITUENCY_SEATS_MAX} deputies (Art 25)",
+                contest.seats
+            ),
+        );
+    }
+    if contest.registered_voters == 0 {
+        loader.error(origin, "registered_voters", "is 0");
+    }
+    let seats = u64::from(contest.seats);
+    let candidates = contest.candidates.len() as u64;
+    let low = (4 * seats).div_ceil(3);
+    let high = 2 * seats;
+    if contest.seats > 0 && !(low..=high).contains(&candidates) {
+        loader.error(
+            origin,
+            "candidates",
+            format!(
+                "contest {} has {candidates} candidates for {seats} seat{}; Art 31 asks for {} (one third to one times more candidates than seats)",
+                contest.id,
+                if seats == 1 { "" } else { "s" },
+                if low == high { format!("exactly {low}") } else { format!("{low} to {high}") },
+            ),
+        );
+    }
+    let mut ids = HashSet::new();
+    let mut names = HashSet::new();
+    for (i, c) in contest.candidates.iter().enumerate() {
+        let field = format!("candidates[{i}]");
+        loader.check_id(origin, &field, c.id.as_str());
+        loader.check_name(origin, &field, &c.name);
+        if !ids.insert(&c.id) {
+            loader.error(origin, &field, format!("candidate id {} appears twice", c.id));
+        }
+        if !names.insert(c.name.trim()) {
+            loader.error(
+                origin,
+                &field,
+                format!(
+                    "two candidates are named {:?}; add a distinguishing mark to the name as on the ballot",
+                    c.name
+                ),
+            );
+        }
+    }
+}
+
+fn check_area_seats(loader: &mut Loader, origin: &Origin, level: Level, area: &Area, rules: &Rules) {
+    let computed = crate::congress::congress_seats(
+        level,
+        area.population,
+        rules.law_revision,
+        rules.seat_rounding,
+        area.extra_seats,
+    );
+    if area.population == 0 {
+        loader.error(origin, "population", "is 0");
+    }
+    // Art 12 allows up to 5% extra; the definition states the whole number.
+    if let Some(c) = computed {
+        let before_extra = c.total - c.extra;
+        if area.extra_seats * 20 > before_extra {
+            loader.error(
+                origin,
+                "extra_seats",
+                format!(
+                    "is {}, more than 5% of {before_extra} (Art 12 allows up to 5%)",
+                    area.extra_seats
+                ),
+            );
+        }
+    }
+    match (computed, area.seats) {
+        (None, None) => loader.error(
+            origin,
+            "seats",
+            format!(
+                "{} has {} people, too few for the Art 12 formula; state the {} congress total as seats = N",
+                area.id,
+                area.population,
+                level.name()
+            ),
+        ),
+        (Some(c), Some(stated)) if c.total != stated => loader.error(
+            origin,
+            "seats",
+            format!(
+                "is {stated}, but Art 12 gives {} for {} people ({} + {}{}{}); remove seats or correct the population",
+                c.total,
+                area.population,
+                c.base,
+                c.added_for_population,
+                if c.capped { ", capped" } else { "" },
+                if c.extra > 0 { format!(" + {} extra", c.extra) } else { String::new() },
+            ),
+        ),
+        _ => {}
+    }
+}
+
+/// Summary counts for messages and reports.
+pub fn contest_counts(definition: &Definition) -> BTreeMap<Level, (usize, u64)> {
+    let mut out = BTreeMap::new();
+    for c in &definition.contests {
+        let e = out.entry(c.level).or_insert((0usize, 0u64));
+        e.0 += 1;
+        e.1 += u64::from(c.seats);
+    }
+    out
+}

@@ -1,0 +1,41 @@
+//! The tally.v1 wire contract: the protobuf types of `proto/tally/v1/sheet.proto`, their
+//! conversion to and from the domain types of `tally-core`, and the signed sheet envelope.
+//!
+//! This is the only crate that knows protobuf. It turns untrusted bytes into proof-carrying
+//! domain values at the edge: a [`VerifiedSheet`] exists only if its signature checked out
+//! against the key the election definition registers for the sheet's unit, and its sheet
+//! passed the decoding limits. It must not depend on tokio, tonic, a clock or storage; the
+//! servers and the command line hand it bytes and get values back.
+//!
+//! # Layout
+//! - [`pb`]: the generated protobuf types, package `tally.v1`.
+//! - [`convert`]: [`encode_sheet`] and [`decode_sheet`], with the limits a reader enforces.
+//! - [`envelope`]: [`SignedSheet`], [`sign`], [`verify`] and the signing message.
+//! - [`batch`]: [`verify_batch`], Ed25519 batch verification spread over all cores.
+//! - [`bundle`]: [`write_bundle`] and [`read_bundle`], many signed sheets in one file.
+//!
+//! The signing scheme is documented byte by byte in the proto file and in `docs/signing.md`,
+//! whose worked example is asserted by a test here so the two cannot drift.
+
+pub mod batch;
+pub mod bundle;
+pub mod convert;
+pub mod envelope;
+#[cfg(test)]
+mod proptests;
+
+/// The types generated from `proto/tally/v1/sheet.proto`.
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/tally.v1.rs"));
+}
+
+pub use batch::{VERIFY_BATCH_CHUNK, verify_batch};
+pub use bundle::{BUNDLE_RECORDS_MAX, read_bundle, write_bundle};
+pub use convert::{
+    DecodeError, NAME_LEN_MAX, SIGNED_SHEET_BYTES_MAX, UNIX_SECONDS_MAX, UTC_OFFSET_MINUTES_MAX,
+    decode_sheet, encode_sheet,
+};
+pub use envelope::{
+    SIGNING_DOMAIN, SignedSheet, VerifiedSheet, VerifyError, decode_signed, encode_signed, sign,
+    signing_message, verify,
+};

@@ -1,0 +1,376 @@
+//! The `tally` command line. Each subcommand parses its arguments and calls into the library;
+//! exit codes tell success (0), failure (1), a usage error (2, from clap) and findings (3)
+//! apart, so scripts can act on them.
+
+use crate::files::{self, load_definition, read_secret_key, sheet_bundle_paths};
+use crate::synth::{self, GenParams};
+use crate::intake::intake;
+use crate::report::{self, Format};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// What a command found, for its exit code.
+pub enum Outcome {
+    /// Done, nothing to flag.
+    Clean,
+    /// Done, and there are findings the user must look at (refused sheets, warnings, conflicts).
+    Findings,
+}
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_FINDINGS: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Election-night tally for county and township people's congress elections (县乡两级人大换届选举)",
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 findings to review (refused sheets, warnings, conflicts)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a signing key for a polling unit: writes the secret key file, prints the public key.
+    Keygen {
+        /// Where to write the secret key (never overwritten).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Sign and verify tally sheets.
+    #[command(subcommand)]
+    Sheet(SheetCommand),
+    /// Compute the Election Law result of every contest from signed sheets.
+    Results {
+        /// The election definition (TOML).
+        #[arg(long, short)]
+        definition: PathBuf,
+        /// Signed-sheet bundles (.sheets files), or folders of them.
+        #[arg(long, short, num_args = 1.., required = true)]
+        sheets: Vec<PathBuf>,
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Seat totals (Art 12) and apportionment of seats by population or votes.
+    Seats {
+        /// Congress totals and the apportionment of county seats to townships for a definition.
+        #[arg(long, short, conflicts_with = "weights")]
+        definition: Option<PathBuf>,
+        /// A CSV of `name,weight` rows (population or votes) to apportion --total seats among.
+        #[arg(long, requires = "total")]
+        weights: Option<PathBuf>,
+        /// Seats to apportion (with --weights).
+        #[arg(long)]
+        total: Option<u32>,
+        /// The method; defaults to the definition's, or largest-remainder-hare.
+        #[arg(long)]
+        method: Option<String>,
+        /// Minimum seats per row (with --weights).
+        #[arg(long, default_value_t = 0)]
+        min: u32,
+        /// Maximum seats per row (with --weights).
+        #[arg(long)]
+        max: Option<u32>,
+        /// Treat weights as votes for lists and give no seats to a list under this percentage.
+        #[arg(long)]
+        threshold_percent: Option<u32>,
+        /// How a tie is resolved: report, definition-order or larger-weight-first.
+        #[arg(long, default_value = "report")]
+        tie_rule: String,
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Generate a synthetic county (definition, keys and signed sheets) for tests and benchmarks.
+    Gen {
+        /// The folder to write (created; must be empty or absent).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// The built-in sample county (the one in examples/sample-county).
+        #[arg(long)]
+        sample: bool,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 18)]
+        townships: usize,
+        /// Total population.
+        #[arg(long, default_value_t = 700_000)]
+        population: u64,
+        /// Registered voters per polling station, roughly (smaller gives more units).
+        #[arg(long, default_value_t = 1_200)]
+        voters_per_station: u64,
+        /// Leave out the planted cases (void vote, tie, further election, vacancy, correction).
+        #[arg(long)]
+        no_scenarios: bool,
+    },
+    /// Run the offline path end to end on the built-in sample county.
+    Demo {
+        /// Where to keep the demo's files (default: a new folder under the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SheetCommand {
+    /// Check a clerk's sheet files against the definition and sign them with the unit's key.
+    Sign {
+        #[arg(long, short)]
+        definition: PathBuf,
+        /// The unit's secret key file (from `tally keygen`).
+        #[arg(long, short)]
+        key: PathBuf,
+        /// Where to write the signed sheets (a .sheets bundle).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Sheet files (TOML) as the clerk filled them in.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Verify the signatures and check the numbers of signed sheets.
+    Verify {
+        #[arg(long, short)]
+        definition: PathBuf,
+        /// Signed-sheet bundles (.sheets), or folders of them.
+        #[arg(required = true)]
+        sheets: Vec<PathBuf>,
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Findings) => ExitCode::from(EXIT_FINDINGS),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<Outcome> {
+    match command {
+        Command::Keygen { out } => keygen(&out),
+        Command::Sheet(SheetCommand::Sign {
+            definition,
+            key,
+            out,
+            files,
+        }) => sign(&definition, &key, &out, &files),
+        Command::Sheet(SheetCommand::Verify {
+            definition,
+            sheets,
+            format,
+        }) => verify(&definition, &sheets, format),
+        Command::Results {
+            definition,
+            sheets,
+            format,
+        } => results(&definition, &sheets, format),
+        Command::Seats {
+            definition,
+            weights,
+            total,
+            method,
+            min,
+            max,
+            threshold_percent,
+            tie_rule,
+            format,
+        } => report::seats_command(report::SeatsArgs {
+            definition: definition.as_deref(),
+            weights: weights.as_deref(),
+            total,
+            method: method.as_deref(),
+            min,
+            max,
+            threshold_percent,
+            tie_rule: &tie_rule,
+            format,
+        }),
+        Command::Gen {
+            out,
+            sample,
+            seed,
+            townships,
+            population,
+            voters_per_station,
+            no_scenarios,
+        } => {
+            let params = if sample {
+                GenParams::sample()
+            } else {
+                GenParams {
+                    seed,
+                    county_name: "合成县".into(),
+                    townships,
+                    population,
+                    voters_per_station,
+                    scenarios: !no_scenarios,
+                }
+            };
+            let summary = write_generated(&params, &out)?;
+            println!("{summary}");
+            Ok(Outcome::Clean)
+        }
+        Command::Demo { dir } => crate::demo::run(dir),
+    }
+}
+
+fn keygen(out: &Path) -> Result<Outcome> {
+    let mut seed = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    files::write_secret(
+        out,
+        &format!(
+            "# tally unit signing key (Ed25519 secret). Keep it on the unit's machine only.\n{}\n",
+            hex::encode(seed)
+        ),
+    )?;
+    let public = key.verifying_key();
+    println!("secret key written to {}", out.display());
+    println!("public key (put it in the unit's public_key field): {}", hex::encode(public.as_bytes()));
+    println!("key id: {}", tally_core::ids::KeyId::of(&public));
+    Ok(Outcome::Clean)
+}
+
+fn sign(definition: &Path, key: &Path, out: &Path, sheet_files: &[PathBuf]) -> Result<Outcome> {
+    let definition = load_definition(definition)?;
+    let key = read_secret_key(key)?;
+    let key_id = tally_core::ids::KeyId::of(&key.verifying_key());
+    let Some(unit) = definition.unit_by_key(&key_id) else {
+        bail!(
+            "the key's public key (id {key_id}) is not the key of any unit in the definition; check the unit's public_key"
+        );
+    };
+    let mut signed = Vec::new();
+    let mut problems = Vec::new();
+    for path in sheet_files {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the sheet file {}", path.display()))?;
+        let sheet = tally_core::sheet_file::parse(&path.display().to_string(), &text)?;
+        if sheet.unit != unit.id {
+            problems.push(format!(
+                "{}: the sheet is for unit {}, but the key is unit {}'s",
+                path.display(),
+                sheet.unit,
+                unit.id
+            ));
+            continue;
+        }
+        let findings = tally_core::validate::check_sheet(&definition, &sheet);
+        for f in &findings {
+            let kind = if f.is_error() { "error" } else { "warning" };
+            eprintln!("{}: {kind} {f}", path.display());
+        }
+        if findings.iter().any(|f| f.is_error()) {
+            problems.push(format!(
+                "{}: not signed, fix the errors above and sign again",
+                path.display()
+            ));
+            continue;
+        }
+        signed.push(tally_proto::sign(&sheet, &key));
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    std::fs::write(out, tally_proto::write_bundle(&signed))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("signed {} sheet(s) of unit {} into {}", signed.len(), unit.id, out.display());
+    Ok(Outcome::Clean)
+}
+
+/// Reads every bundle named, with errors that name the file.
+pub fn read_bundles(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<tally_proto::SignedSheet>)>> {
+    sheet_bundle_paths(paths)?
+        .into_iter()
+        .map(|path| {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let sheets = tally_proto::read_bundle(&bytes)
+                .with_context(|| format!("{} is not a readable sheet bundle", path.display()))?;
+            Ok((path, sheets))
+        })
+        .collect()
+}
+
+fn verify(definition: &Path, sheets: &[PathBuf], format: Format) -> Result<Outcome> {
+    let definition = load_definition(definition)?;
+    let bundles = read_bundles(sheets)?;
+    let intake = intake(&definition, &bundles);
+    report::print_intake(&intake, format)?;
+    Ok(if intake.has_findings() {
+        Outcome::Findings
+    } else {
+        Outcome::Clean
+    })
+}
+
+fn results(definition: &Path, sheets: &[PathBuf], format: Format) -> Result<Outcome> {
+    let definition = load_definition(definition)?;
+    let bundles = read_bundles(sheets)?;
+    let intake = intake(&definition, &bundles);
+    let result = tally_core::results::compute(&definition, &intake.ledger);
+    report::print_results(&definition, &intake, &result, format)?;
+    Ok(if intake.has_findings() || !result.findings.is_empty() {
+        Outcome::Findings
+    } else {
+        Outcome::Clean
+    })
+}
+
+/// Generates a county into `out` and returns a one-paragraph summary.
+pub fn write_generated(params: &GenParams, out: &Path) -> Result<String> {
+    if out.exists()
+        && std::fs::read_dir(out)
+            .with_context(|| format!("cannot list {}", out.display()))?
+            .next()
+            .is_some()
+    {
+        bail!("{} is not empty; give a new folder to generate into", out.display());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let generated = synth::generate(params)?;
+    let files = synth::files(&generated);
+    let write = |name: &str, contents: &[u8]| -> Result<()> {
+        let path = out.join(name);
+        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))
+    };
+    write("election.toml", files.definition_toml.as_bytes())?;
+    write("townships.csv", files.townships_csv.as_bytes())?;
+    write("contests.csv", files.contests_csv.as_bytes())?;
+    write("candidates.csv", files.candidates_csv.as_bytes())?;
+    write("units.csv", files.units_csv.as_bytes())?;
+    write("unit-keys.csv", files.unit_keys_csv.as_bytes())?;
+    let signed = synth::sign_all(&generated);
+    write("sheets.sheets", &tally_proto::write_bundle(&signed))?;
+    let mut notes = String::new();
+    for s in &generated.scenarios {
+        notes.push_str("- ");
+        notes.push_str(s);
+        notes.push('\n');
+    }
+    write("SCENARIOS.md", format!("# Planted cases\n\n{notes}").as_bytes())?;
+    let seats: u64 = generated.contests.iter().map(|c| u64::from(c.seats)).sum();
+    let voters: u64 = generated.units.iter().map(|u| u.registered_voters).sum();
+    Ok(format!(
+        "generated {} in {}: {} townships, {} contests, {} seats, {} units, {} registered voters, {} signed sheets",
+        params.county_name,
+        out.display(),
+        generated.townships.len(),
+        generated.contests.len(),
+        seats,
+        generated.units.len(),
+        voters,
+        signed.len()
+    ))
+}

@@ -1,0 +1,96 @@
+//! The offline intake: verify signed sheets, validate them, and record the good ones in a
+//! ledger exactly once. The same steps the township and the county run on the network.
+
+use rayon::prelude::*;
+use serde::Serialize;
+use std::path::PathBuf;
+use tally_core::definition::Definition;
+use tally_core::ledger::{Ledger, Submission};
+use tally_core::validate::{self, Finding};
+use tally_proto::SignedSheet;
+
+/// A sheet that was not counted, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    /// `file.sheets #12` – where the sheet came from.
+    pub source: String,
+    /// The sheet's label when it could be read, else empty.
+    pub sheet: String,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Default, Serialize)]
+pub struct Intake {
+    #[serde(skip)]
+    pub ledger: Ledger,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub superseded: usize,
+    pub conflicts: usize,
+    pub refused: Vec<Refusal>,
+    /// Warnings on accepted sheets: counted, but flagged for the committee.
+    pub warnings: Vec<Finding>,
+}
+
+impl Intake {
+    pub fn has_findings(&self) -> bool {
+        !self.refused.is_empty() || !self.warnings.is_empty() || self.conflicts > 0
+    }
+}
+
+/// Verifies (in parallel, batched) and records every sheet of every bundle, in order.
+pub fn intake(definition: &Definition, bundles: &[(PathBuf, Vec<SignedSheet>)]) -> Intake {
+    let mut out = Intake::default();
+    for (path, signed) in bundles {
+        let verified = tally_proto::verify_batch(definition, signed);
+        // Validation is independent per sheet, so it runs in parallel too; recording in the
+        // ledger stays sequential and in bundle order.
+        let checked: Vec<_> = verified
+            .into_par_iter()
+            .map(|v| {
+                v.map(|v| {
+                    let findings = validate::check_sheet(definition, &v.sheet);
+                    (v, findings)
+                })
+            })
+            .collect();
+        for (i, item) in checked.into_iter().enumerate() {
+            let source = format!("{} #{}", path.display(), i + 1);
+            match item {
+                Err(e) => out.refused.push(Refusal {
+                    source,
+                    sheet: String::new(),
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                }),
+                Ok((verified, findings)) => {
+                    if let Some(error) = findings.iter().find(|f| f.is_error()) {
+                        out.refused.push(Refusal {
+                            source,
+                            sheet: verified.sheet.label(),
+                            code: error.code.as_str().to_owned(),
+                            message: findings
+                                .iter()
+                                .filter(|f| f.is_error())
+                                .map(|f| f.to_string())
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        });
+                        continue;
+                    }
+                    match out.ledger.submit(verified.sheet, verified.digest) {
+                        Submission::Accepted => {
+                            out.accepted += 1;
+                            out.warnings.extend(findings);
+                        }
+                        Submission::Duplicate => out.duplicates += 1,
+                        Submission::Superseded { .. } => out.superseded += 1,
+                        Submission::Conflict { .. } => out.conflicts += 1,
+                    }
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,13 @@
+//! The `tally` command line and the offline tools behind it: synthetic counties, the offline
+//! intake of signed sheets, reports, and the demo. The binary in `main.rs` only calls [`cli::main`].
+//!
+//! This crate may do I/O; the rules themselves live in `tally-core`, the wire format in
+//! `tally-proto`.
+
+pub mod cli;
+pub mod demo;
+pub mod files;
+pub mod synth;
+pub mod intake;
+pub mod report;
+pub mod table;

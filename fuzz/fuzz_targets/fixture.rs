@@ -1,0 +1,56 @@
+// Shared by the targets through `#[path]`: a small election definition whose units have known
+// test keys, unit n (1 to 3) holding the secret key of 32 bytes of n.
+
+use ed25519_dalek::SigningKey;
+use std::sync::OnceLock;
+use tally_core::definition::Definition;
+
+pub const UNITS: u8 = 3;
+
+pub fn unit_key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+pub fn definition() -> &'static Definition {
+    static DEFINITION: OnceLock<Definition> = OnceLock::new();
+    DEFINITION.get_or_init(|| {
+        let mut toml = String::from(
+            r#"
+[election]
+id = "fuzz"
+name = "fuzz"
+
+[county]
+id = "C"
+name = "county"
+population = 1000
+seats = 30
+
+[[townships]]
+id = "T01"
+name = "township"
+population = 1000
+seats = 20
+
+[[contests]]
+id = "T01-C01"
+name = "contest"
+level = "township"
+township = "T01"
+seats = 1
+registered_voters = 1000
+candidates = [{ id = "K1", name = "a" }, { id = "K2", name = "b" }]
+"#,
+        );
+        for n in 1..=UNITS {
+            let public_key = hex::encode(unit_key(n).verifying_key().as_bytes());
+            toml.push_str(&format!(
+                "\n[[units]]\nid = \"T01-U{n:03}\"\nname = \"unit {n}\"\nkind = \"station\"\ntownship = \"T01\"\ncontests = [\"T01-C01\"]\npublic_key = \"{public_key}\"\n"
+            ));
+        }
+        tally_core::definition::load("fuzz.toml", &toml, &mut |path| {
+            Err(format!("no file {path}"))
+        })
+        .expect("the fuzz definition is valid")
+    })
+}
