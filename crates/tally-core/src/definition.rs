@@ -369,18 +369,19 @@ struct CsvUnit {
 /// Parses a public key written as 64 hex digits (or 44 characters of standard base64).
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
     let text = text.trim();
-    let bytes = if text.len() == 64 {
-        hex::decode(text).map_err(|e| format!("is not 64 hex digits: {e}"))?
-    } else {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|_| {
-                format!(
-                    "is {} characters; write the 32-byte Ed25519 public key as 64 hex digits (as `tally keygen` prints it)",
-                    text.len()
-                )
-            })?
+    let bytes = match text.len() {
+        64 => hex::decode(text).map_err(|e| format!("is not 64 hex digits: {e}"))?,
+        44 => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| format!("is not 44 characters of base64: {e}"))?
+        }
+        n => {
+            return Err(format!(
+                "is {n} characters; write the 32-byte Ed25519 public key as 64 hex digits (as `tally keygen` prints it)"
+            ));
+        }
     };
     let bytes: [u8; 32] = bytes
         .as_slice()
@@ -753,7 +754,7 @@ pub fn load(
             loader.error(
                 &origin,
                 "township",
-                format!("township {township:?} is not defined"),
+                format!("township {:?} is not defined", township.as_str()),
             );
         }
         if u.contests.is_empty() {
@@ -775,7 +776,7 @@ pub fn load(
                 None => loader.error(
                     &origin,
                     "contests",
-                    format!("contest {contest:?} is not defined"),
+                    format!("contest {:?} is not defined", contest.as_str()),
                 ),
             }
         }
@@ -994,4 +995,189 @@ pub fn contest_counts(definition: &Definition) -> BTreeMap<Level, (usize, u64)> 
         e.1 += u64::from(c.seats);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_hex(n: u8) -> String {
+        hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[n; 32])
+                .verifying_key()
+                .as_bytes(),
+        )
+    }
+
+    fn minimal() -> String {
+        format!(
+            r#"
+[election]
+id = "e1"
+name = "测试县选举"
+
+[county]
+id = "C"
+name = "测试县"
+population = 60000
+
+[[townships]]
+id = "T01"
+name = "城关镇"
+population = 38700
+
+[[contests]]
+id = "T01-C01"
+name = "城关镇第1选区(县)"
+level = "county"
+township = "T01"
+seats = 2
+registered_voters = 1000
+candidates = [{{ id = "a", name = "张三" }}, {{ id = "b", name = "李四" }}, {{ id = "c", name = "王五" }}]
+
+[[units]]
+id = "T01-U001"
+name = "东村投票站"
+kind = "station"
+township = "T01"
+contests = ["T01-C01"]
+public_key = "{}"
+"#,
+            key_hex(1)
+        )
+    }
+
+    fn load_str(text: &str) -> Result<Definition, DefinitionErrors> {
+        load("election.toml", text, &mut |p| Err(format!("no file {p}")))
+    }
+
+    fn messages(text: &str) -> Vec<String> {
+        load_str(text)
+            .expect_err("the definition should be rejected")
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    // Goal: a well-formed definition loads, with its defaults and lookups.
+    #[test]
+    fn minimal_definition_loads() {
+        let d = load_str(&minimal()).unwrap();
+        assert_eq!(d.rules, Rules::default());
+        assert_eq!(d.contest(&"T01-C01".into()).unwrap().seats, 2);
+        let unit = d.unit(&"T01-U001".into()).unwrap();
+        assert_eq!(d.unit_by_key(&unit.key_id).unwrap().id, unit.id);
+        assert_eq!(d.units_serving_count(&"T01-C01".into()), 1);
+        assert_eq!(d.congress_seats(Level::Township, &d.townships[0]), Some(70));
+    }
+
+    // Goal: a TOML mistake names the file and line. Method: misspell a field.
+    #[test]
+    fn syntax_and_unknown_fields_name_the_line() {
+        let m = messages(&minimal().replace("registered_voters", "registerd_voters"));
+        assert_eq!(m.len(), 1);
+        assert!(m[0].starts_with("election.toml, line "), "{m:?}");
+        assert!(m[0].contains("registerd_voters"), "{m:?}");
+    }
+
+    // Goal: every semantic problem is reported at once, each with file, line, field and what
+    // to do. Method: break seats (Art 25), the candidate ratio (Art 31), a unit's contest and
+    // its key in one file.
+    #[test]
+    fn all_problems_reported_together() {
+        let text = minimal()
+            .replace("seats = 2", "seats = 4")
+            .replace(r#"contests = ["T01-C01"]"#, r#"contests = ["T01-C01", "T01-C09"]"#)
+            .replace(&key_hex(1), "abcd");
+        let m = messages(&text);
+        assert!(
+            m.iter().any(|e| e.contains("contests[0].seats") && e.contains("1 to 3 deputies (Art 25)")),
+            "{m:?}"
+        );
+        assert!(m.iter().any(|e| e.contains("contests[0].candidates") && e.contains("Art 31")), "{m:?}");
+        assert!(
+            m.iter().any(|e| e.contains("units[0].contests") && e.contains("\"T01-C09\" is not defined")),
+            "{m:?}"
+        );
+        assert!(
+        m.iter().any(|e| e.contains("units[0].public_key: is 4 characters; write the 32-byte Ed25519 public key as 64 hex digits")),
+        "{m:?}"
+    );
+        assert!(m.iter().all(|e| e.starts_with("election.toml, line ")), "{m:?}");
+    }
+
+    // Goal: the Art 31 ratio is exactly ceil(4S/3)..=2S. Method: one seat with 3 candidates.
+    #[test]
+    fn candidate_ratio() {
+        let text = minimal().replace("seats = 2", "seats = 1");
+        let m = messages(&text);
+        assert!(m[0].contains("3 candidates for 1 seat; Art 31 asks for exactly 2"), "{m:?}");
+    }
+
+    // Goal: duplicated ids and keys are refused; one key may not serve two units.
+    #[test]
+    fn duplicates_refused() {
+        let unit = minimal().split("[[units]]").nth(1).unwrap().to_owned();
+        let text = format!("{}[[units]]{}", minimal(), unit);
+        let m = messages(&text);
+        assert!(m.iter().any(|e| e.contains("unit T01-U001 is defined twice")), "{m:?}");
+        let other = unit.replace("T01-U001", "T01-U002");
+        let m = messages(&format!("{}[[units]]{}", minimal(), other));
+        assert!(m.iter().any(|e| e.contains("is also the key of unit T01-U001")), "{m:?}");
+    }
+
+    // Goal: CSV imports report the file and record; a missing CSV file is named.
+    // Method: a units CSV with a bad kind, and a contests_csv that cannot be read.
+    #[test]
+    fn csv_errors_name_file_and_record() {
+        let text = format!(
+            "units_csv = \"units.csv\"\ncontests_csv = \"gone.csv\"\n{}",
+            minimal()
+        );
+        let units_csv = format!(
+            "id,name,kind,township,contests,public_key\nT01-U002,西村投票站,station,T01,T01-C01,{}\nT01-U003,北村,boat,T01,T01-C01,{}\n",
+            key_hex(2),
+            key_hex(3)
+        );
+        let err = load("election.toml", &text, &mut |p| match p {
+            "units.csv" => Ok(units_csv.clone()),
+            other => Err(format!("no file {other}")),
+        })
+        .unwrap_err();
+        let m: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
+        assert!(
+            m.iter().any(|e| e.starts_with("election.toml, line 2, contests_csv: cannot read \"gone.csv\"")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter().any(|e| e.starts_with("units.csv, record 2 (line 3)") && e.contains("boat")),
+            "{m:?}"
+        );
+    }
+
+    // Goal: a stated congress total must agree with Art 12, and a small area must state one.
+    #[test]
+    fn congress_totals_checked() {
+        let m = messages(&minimal().replace("population = 38700", "population = 38700\nseats = 71"));
+        assert!(m[0].contains("Art 12 gives 70 for 38700 people"), "{m:?}");
+        let m = messages(&minimal().replace("population = 38700", "population = 1500"));
+        assert!(m[0].contains("state the township congress total as seats = N"), "{m:?}");
+        let small = minimal().replace("population = 38700", "population = 1500\nseats = 30");
+        assert!(load_str(&small).is_ok());
+    }
+
+    // Goal: Chinese names and a UTF-8 BOM from a spreadsheet export load as written.
+    #[test]
+    fn csv_with_bom_and_chinese_names() {
+        let text = format!("candidates_csv = \"c.csv\"\n{}", minimal().replace(
+            r#"candidates = [{ id = "a", name = "张三" }, { id = "b", name = "李四" }, { id = "c", name = "王五" }]"#,
+            "",
+        ));
+        let d = load("election.toml", &text, &mut |_| {
+            Ok("\u{feff}contest,id,name\nT01-C01,a,欧阳建国\nT01-C01,b,司马春梅\nT01-C01,c,李四\n".into())
+        })
+        .unwrap();
+        assert_eq!(d.contests[0].candidates[0].name, "欧阳建国");
+    }
 }

@@ -29,8 +29,9 @@
 //!    ([`FollowUp::FurtherCandidatesTie`]) for the committee, and no round is called.
 //!    If fewer candidates are left than the ratio asks, all of them are listed.
 //! 5. **Further election** (kind `Further`). The most votes win, but only with
-//!    `votes * 3 >= ballots issued` (at least one third). A tie at the last seat among those
-//!    who reach a third goes to a revote. A seat still unfilled stays vacant.
+//!    `votes * 3 >= ballots issued` (at least one third). Written-in people can win it too
+//!    (Art 41 applies to every vote). A tie at the last seat among those who reach a third
+//!    goes to a revote. A seat still unfilled stays vacant.
 //! 6. **Revote** (kind `Revote`). *Chosen reading:* decided among the tied people only, by
 //!    the further-election rule (most votes, at least one third); a new tie at the last seat
 //!    goes to another revote; an unfilled seat stays vacant.

@@ -11,7 +11,7 @@ use tally_core::sheet::{CandidateCount, CountClosedAt, Round, TallySheet, WriteI
 use tally_proto::{VERIFY_BATCH_CHUNK, sign, signing_message, verify_batch};
 
 const UNITS: u8 = 20;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 10;
 
 fn main() {
     let count: usize = std::env::args()
@@ -56,6 +56,23 @@ fn main() {
         assert!(results.iter().all(Result::is_ok));
         ours_best = ours_best.min(start.elapsed().as_secs_f64());
     }
+    let start = Instant::now();
+    for s in &signed {
+        std::hint::black_box(tally_proto::decode_sheet(&s.sheet).expect("decodes"));
+    }
+    let decode_each = start.elapsed().as_secs_f64() / count as f64;
+    let start = Instant::now();
+    for s in &signed {
+        use sha2::Digest;
+        std::hint::black_box(sha2::Sha256::digest(&s.sheet));
+    }
+    let digest_each = start.elapsed().as_secs_f64() / count as f64;
+    println!(
+        "one thread: decode {:.2} us/sheet, digest {:.2} us/sheet, sheet {} bytes",
+        decode_each * 1e6,
+        digest_each * 1e6,
+        signed[0].sheet.len()
+    );
     let dalek_rate = count as f64 / dalek_best;
     let ours_rate = count as f64 / ours_best;
     println!(

@@ -399,7 +399,8 @@ pub(crate) mod tests {
     #[test]
     fn limits_name_the_field() {
         let base = sample_sheet("T01-U001");
-        let cases: Vec<(Box<dyn Fn(&mut TallySheet)>, &str)> = vec![
+        type Breaks = Box<dyn Fn(&mut TallySheet)>;
+        let cases: Vec<(Breaks, &str)> = vec![
             (
                 Box::new(|s| s.unit = UnitId::new("")),
                 "sheet field unit_id is empty",

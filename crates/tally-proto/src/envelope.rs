@@ -136,10 +136,12 @@ pub fn decode_signed(bytes: &[u8]) -> Result<SignedSheet, DecodeError> {
 
 /// A sheet whose signature checked out against the key the election definition registers for
 /// the sheet's own unit, and which passed the decoding limits. Only [`verify`] and
-/// [`verify_batch`](crate::verify_batch) make one (the private field sees to that), so a
+/// [`verify_batch`](crate::verify_batch) make one (`non_exhaustive` forbids building one
+/// outside this crate), so a
 /// function taking a `VerifiedSheet` need not check again. Changing a field afterwards voids
 /// that promise; don't.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifiedSheet {
     pub sheet: TallySheet,
     /// SHA-256 over the exact sheet bytes that were signed (the envelope's `sheet` field).
@@ -152,7 +154,6 @@ pub struct VerifiedSheet {
     pub key_id: KeyId,
     /// The envelope as received, kept so the bytes can be stored and forwarded as signed.
     pub signed: SignedSheet,
-    proof: (),
 }
 
 /// Why an envelope did not verify. Each variant has a stable code ([`VerifyError::code`]).
@@ -275,7 +276,6 @@ pub(crate) fn finish(
         key_id: signed.key_id,
         signed: signed.clone(),
         sheet,
-        proof: (),
     })
 }
 

@@ -40,10 +40,10 @@ pub fn run(dir: Option<PathBuf>) -> Result<Outcome> {
     let verify_started = Instant::now();
     let intake = intake(&definition, &bundles);
     println!(
-        "   {total} signed sheets in {} ms: {} accepted, {} superseded by a correction, {} refused, {} carry warnings",
+        "   {total} signed sheets in {} ms: {} accepted ({} of them corrections), {} refused, {} carry warnings",
         verify_started.elapsed().as_millis(),
         intake.accepted,
-        intake.superseded,
+        intake.corrections,
         intake.refused.len(),
         intake.warnings.len()
     );

@@ -25,6 +25,8 @@ pub struct Intake {
     #[serde(skip)]
     pub ledger: Ledger,
     pub accepted: usize,
+    /// Accepted sheets that correct an earlier version (version 2 and up).
+    pub corrections: usize,
     pub duplicates: usize,
     pub superseded: usize,
     pub conflicts: usize,
@@ -79,9 +81,11 @@ pub fn intake(definition: &Definition, bundles: &[(PathBuf, Vec<SignedSheet>)]) 
                         });
                         continue;
                     }
+                    let version = verified.sheet.version;
                     match out.ledger.submit(verified.sheet, verified.digest) {
                         Submission::Accepted => {
                             out.accepted += 1;
+                            out.corrections += usize::from(version > 1);
                             out.warnings.extend(findings);
                         }
                         Submission::Duplicate => out.duplicates += 1,

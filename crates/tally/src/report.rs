@@ -380,8 +380,9 @@ pub fn print_intake(intake: &crate::intake::Intake, format: Format) -> Result<()
                 return Ok(());
             }
             println!(
-                "{} accepted, {} duplicate, {} superseded by a later version, {} conflicting, {} refused, {} warning(s)",
+                "{} accepted ({} of them corrections), {} duplicate, {} superseded by a later version, {} conflicting, {} refused, {} warning(s)",
                 intake.accepted,
+                intake.corrections,
                 intake.duplicates,
                 intake.superseded,
                 intake.conflicts,
@@ -575,8 +576,9 @@ pub fn results_table(
     let _ = writeln!(out, "{}\n", definition.election.name);
     let _ = writeln!(
         out,
-        "Sheets: {} accepted, {} duplicate, {} superseded by a correction, {} conflicting, {} refused, {} with warnings",
+        "Sheets: {} accepted ({} of them corrections), {} duplicate, {} older versions superseded, {} conflicting, {} refused, {} with warnings",
         intake.accepted,
+        intake.corrections,
         intake.duplicates,
         intake.superseded,
         intake.conflicts,

@@ -532,8 +532,14 @@ fn make_sheet(
     let seats = u64::from(contest.seats);
     let mut write_ins = Vec::new();
     if rng.chance(200) && marks + 3 <= valid * seats {
+        // Voters write in someone not on the ballot (另选他人); a candidate's own name would
+        // be a clerk's error (E114), so the generator never writes one.
+        let mut name = person_name(rng);
+        while contest.candidates.iter().any(|(_, c)| c == &name) {
+            name = person_name(rng);
+        }
         write_ins.push(WriteIn {
-            name: person_name(rng),
+            name,
             votes: rng.range(1, 3),
         });
     }
