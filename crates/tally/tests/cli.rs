@@ -1,0 +1,886 @@
+//! End-to-end tests of the `tally` command line: the binary is run as a user runs it, in a
+//! fresh temporary folder per test, on the hand-written `examples/small-town` county and on the
+//! generated `examples/sample-county`. Tests check what a user checks: exit codes, the names
+//! and codes in messages, and the results in the table, JSON and CSV output.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tempfile::TempDir;
+
+/// Exit codes of `tally` (see `crates/tally/src/cli.rs`).
+const EXIT_SUCCESS: i32 = 0;
+const EXIT_FAILURE: i32 = 1;
+const EXIT_FINDINGS: i32 = 3;
+
+/// The three units of the small town, each with the sheets its clerk filled in.
+const SMALL_TOWN_UNITS: [(&str, &[&str]); 3] = [
+    ("T01-U01", &["T01-U01-XH-C01.toml", "T01-U01-T01-X01.toml"]),
+    ("T01-U02", &["T01-U02-XH-C01.toml", "T01-U02-T01-X01.toml"]),
+    ("T02-U01", &["T02-U01-T02-X01.toml"]),
+];
+
+/// What one run of the binary gave.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Everything the run printed, for messages when an assertion fails.
+    fn dump(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.dump()))
+    }
+
+    /// No run may end in a panic, whatever the input.
+    fn assert_no_panic(&self) {
+        assert!(!self.stderr.contains("panicked"), "{}", self.dump());
+    }
+}
+
+/// Runs `tally` with `args` in the folder `cwd`.
+fn tally_in<I, S>(cwd: &Path, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the tally binary runs");
+    let run = Run {
+        // A run killed by a signal has no code; report it as -1 so an assertion shows it.
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    };
+    run.assert_no_panic();
+    run
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn small_town() -> PathBuf {
+    repo_root().join("examples/small-town")
+}
+
+fn sample_county() -> PathBuf {
+    repo_root().join("examples/sample-county")
+}
+
+fn tempdir() -> TempDir {
+    tempfile::tempdir().expect("a temporary folder can be made")
+}
+
+/// Copies the small town's definition, keys and sheets into `dir`, so a test can change them.
+fn copy_small_town(dir: &Path) {
+    for sub in ["", "keys", "sheets"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for entry in std::fs::read_dir(small_town().join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.join(sub).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+}
+
+/// Copies the sample county's files into `dir`.
+fn copy_sample_county(dir: &Path) {
+    for entry in std::fs::read_dir(sample_county()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Signs every unit's sheets with its key, in `dir` (a copy of the small town), into
+/// `dir/signed/UNIT.sheets`, as the README shows.
+fn sign_small_town(dir: &Path) {
+    std::fs::create_dir_all(dir.join("signed")).unwrap();
+    for (unit, sheets) in SMALL_TOWN_UNITS {
+        let mut args = vec![
+            "sheet".to_owned(),
+            "sign".into(),
+            "--definition".into(),
+            "election.toml".into(),
+            "--key".into(),
+            format!("keys/{unit}.key"),
+            "--out".into(),
+            format!("signed/{unit}.sheets"),
+        ];
+        args.extend(sheets.iter().map(|s| format!("sheets/{s}")));
+        let run = tally_in(dir, &args);
+        assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
+        assert!(
+            run.stdout
+                .contains(&format!("signed {} sheet(s) of unit {unit}", sheets.len())),
+            "{}",
+            run.dump()
+        );
+    }
+}
+
+/// Splits a bundle into its records (each a varint length prefix and that many bytes), to
+/// reorder or damage them.
+fn bundle_records(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut records = Vec::new();
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let (len, prefix) = varint(&bytes[offset..]);
+        let end = offset + prefix + len;
+        records.push(&bytes[offset..end]);
+        offset = end;
+    }
+    records
+}
+
+/// A protobuf varint: the value and the bytes it took.
+fn varint(bytes: &[u8]) -> (usize, usize) {
+    let mut value = 0usize;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        value |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (value, i + 1);
+        }
+    }
+    panic!("a varint longer than 10 bytes");
+}
+
+/// The contest of a results JSON with the given id.
+fn contest<'a>(results: &'a Value, id: &str) -> &'a Value {
+    results["result"]["contests"]
+        .as_array()
+        .expect("result.contests is a list")
+        .iter()
+        .find(|c| c["contest"] == id)
+        .unwrap_or_else(|| panic!("no contest {id} in the results"))
+}
+
+/// The candidate ids of a contest's elected people (write-ins by name).
+fn elected_ids(contest: &Value) -> Vec<String> {
+    contest["elected"]
+        .as_array()
+        .expect("elected is a list")
+        .iter()
+        .map(|e| match &e["person"] {
+            Value::Object(o) if o.contains_key("Candidate") => {
+                o["Candidate"].as_str().unwrap().to_owned()
+            }
+            Value::Object(o) => o["WriteIn"].as_str().unwrap().to_owned(),
+            other => panic!("unexpected person {other}"),
+        })
+        .collect()
+}
+
+/// The name of a value that serializes as a plain string or as a one-key object
+/// (`"Decided"`, `{"VoidArt44": {...}}`).
+fn variant(value: &Value) -> &str {
+    match value {
+        Value::String(s) => s,
+        Value::Object(o) if o.len() == 1 => o.keys().next().unwrap(),
+        other => panic!("not an enum value: {other}"),
+    }
+}
+
+// ---- The small town walkthrough ----
+
+// Goal: the README's walkthrough of the small town works as written and elects the people the
+// README says. Method: sign each unit's sheets with its own key, verify the signed bundles,
+// then read the results as a table, as JSON and as CSV.
+#[test]
+fn small_town_walkthrough() {
+    let dir = tempdir();
+    copy_small_town(dir.path());
+    sign_small_town(dir.path());
+
+    let verify = tally_in(
+        dir.path(),
+        ["sheet", "verify", "--definition", "election.toml", "signed"],
+    );
+    assert_eq!(verify.code, EXIT_SUCCESS, "{}", verify.dump());
+    assert!(verify.stdout.starts_with("5 accepted"), "{}", verify.dump());
+    assert!(verify.stdout.contains("0 refused"), "{}", verify.dump());
+
+    let table = tally_in(
+        dir.path(),
+        [
+            "results",
+            "--definition",
+            "election.toml",
+            "--sheets",
+            "signed",
+        ],
+    );
+    assert_eq!(table.code, EXIT_SUCCESS, "{}", table.dump());
+    for line in [
+        "小河县2026年县乡两级人民代表大会代表换届选举",
+        "张建国 (1,350)、李春梅 (1,100)",
+        "刘文 (790)",
+        "孙丽 (520)",
+    ] {
+        assert!(
+            table.stdout.contains(line),
+            "missing {line:?}:\n{}",
+            table.dump()
+        );
+    }
+    assert!(!table.stdout.contains("王志强 ("), "{}", table.dump());
+
+    let json = tally_in(
+        dir.path(),
+        [
+            "results",
+            "--definition",
+            "election.toml",
+            "--sheets",
+            "signed",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(json.code, EXIT_SUCCESS, "{}", json.dump());
+    let results = json.json();
+    assert_eq!(results["intake"]["accepted"], 5);
+    assert_eq!(results["intake"]["refused"], Value::Array(vec![]));
+    let expected = [
+        ("XH-C01", vec!["XH-C01-1", "XH-C01-2"]),
+        ("T01-X01", vec!["T01-X01-1"]),
+        ("T02-X01", vec!["T02-X01-1"]),
+    ];
+    assert_eq!(results["result"]["contests"].as_array().unwrap().len(), 3);
+    for (id, elected) in expected {
+        let c = contest(&results, id);
+        assert_eq!(c["status"], "Decided", "{id}");
+        assert_eq!(c["vacancies"], 0, "{id}");
+        assert_eq!(elected_ids(c), elected, "{id}");
+    }
+
+    let csv = tally_in(
+        dir.path(),
+        [
+            "results",
+            "--definition",
+            "election.toml",
+            "--sheets",
+            "signed",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(csv.code, EXIT_SUCCESS, "{}", csv.dump());
+    let lines: Vec<&str> = csv.stdout.lines().collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    for column in ["contest", "person", "name", "write_in", "votes", "elected"] {
+        assert!(header.contains(&column), "no column {column}: {}", lines[0]);
+    }
+    // One row per person per contest: 3 + 2 + 2 candidates and 3 written-in people.
+    assert_eq!(lines.len(), 1 + 10, "{}", csv.stdout);
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines[1..].iter().map(|l| l.split(',').collect()).collect();
+    let elected: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r[column("elected")] == "yes")
+        .map(|r| (r[column("contest")], r[column("name")]))
+        .collect();
+    assert_eq!(
+        elected,
+        [
+            ("XH-C01", "张建国"),
+            ("XH-C01", "李春梅"),
+            ("T01-X01", "刘文"),
+            ("T02-X01", "孙丽")
+        ]
+    );
+    let write_in = rows
+        .iter()
+        .find(|r| r[column("name")] == "赵海燕")
+        .expect("the written-in 赵海燕 has a row");
+    assert_eq!(write_in[column("write_in")], "yes");
+    assert_eq!(write_in[column("votes")], "30");
+}
+
+// ---- keygen ----
+
+// Goal: `tally keygen` writes a secret key only its owner can read, never overwrites one, and
+// prints the public key to put in the definition. Method: make a key, check the file, its
+// mode and the printed key; make it again at the same path.
+#[test]
+fn keygen_writes_a_private_key_once() {
+    let dir = tempdir();
+    let run = tally_in(dir.path(), ["keygen", "--out", "unit.key"]);
+    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
+    let key_path = dir.path().join("unit.key");
+    let written = std::fs::read_to_string(&key_path).unwrap();
+    assert!(
+        written
+            .lines()
+            .any(|l| l.len() == 64 && l.chars().all(|c| c.is_ascii_hexdigit())),
+        "{written}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    }
+    let public = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public key (put it in the unit's public_key field): "))
+        .unwrap_or_else(|| panic!("no public key line:\n{}", run.dump()));
+    assert_eq!(public.len(), 64, "{public}");
+    assert!(public.chars().all(|c| c.is_ascii_hexdigit()), "{public}");
+
+    let again = tally_in(dir.path(), ["keygen", "--out", "unit.key"]);
+    assert_eq!(again.code, EXIT_FAILURE, "{}", again.dump());
+    assert!(again.stderr.contains("unit.key"), "{}", again.dump());
+    assert!(
+        again.stderr.contains("never overwritten"),
+        "{}",
+        again.dump()
+    );
+    assert_eq!(std::fs::read_to_string(&key_path).unwrap(), written);
+}
+
+// ---- sheet sign refuses ----
+
+// Goal: a sheet whose ballots do not add up is not signed, and the clerk is told which file and
+// which check (E101: void + valid differ from collected). Method: change ballots_valid in a
+// copy of a small-town sheet and sign it.
+#[test]
+fn sign_refuses_unbalanced_sheet() {
+    let dir = tempdir();
+    copy_small_town(dir.path());
+    let sheet = dir.path().join("sheets/T01-U01-XH-C01.toml");
+    let text = std::fs::read_to_string(&sheet).unwrap();
+    std::fs::write(
+        &sheet,
+        text.replace("ballots_valid = 1606", "ballots_valid = 1605"),
+    )
+    .unwrap();
+    let run = tally_in(
+        dir.path(),
+        [
+            "sheet",
+            "sign",
+            "--definition",
+            "election.toml",
+            "--key",
+            "keys/T01-U01.key",
+            "--out",
+            "out.sheets",
+            "sheets/T01-U01-XH-C01.toml",
+        ],
+    );
+    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
+    assert!(
+        run.stderr
+            .contains("sheets/T01-U01-XH-C01.toml: error E101"),
+        "{}",
+        run.dump()
+    );
+    assert!(run.stderr.contains("not signed"), "{}", run.dump());
+    assert!(!dir.path().join("out.sheets").exists());
+}
+
+// Goal: a unit can sign only its own sheets, and only with a key the definition knows.
+// Method: sign a T01-U01 sheet with T02-U01's key, then with a new key no unit has.
+#[test]
+fn sign_refuses_a_key_that_is_not_the_units() {
+    let dir = tempdir();
+    copy_small_town(dir.path());
+    let sign = |key: &str| {
+        tally_in(
+            dir.path(),
+            [
+                "sheet",
+                "sign",
+                "--definition",
+                "election.toml",
+                "--key",
+                key,
+                "--out",
+                "out.sheets",
+                "sheets/T01-U01-XH-C01.toml",
+            ],
+        )
+    };
+    let other_unit = sign("keys/T02-U01.key");
+    assert_eq!(other_unit.code, EXIT_FAILURE, "{}", other_unit.dump());
+    assert!(
+        other_unit.stderr.contains(
+            "sheets/T01-U01-XH-C01.toml: the sheet is for unit T01-U01, but the key is unit T02-U01's"
+        ),
+        "{}",
+        other_unit.dump()
+    );
+
+    let keygen = tally_in(dir.path(), ["keygen", "--out", "stranger.key"]);
+    assert_eq!(keygen.code, EXIT_SUCCESS, "{}", keygen.dump());
+    let stranger = sign("stranger.key");
+    assert_eq!(stranger.code, EXIT_FAILURE, "{}", stranger.dump());
+    assert!(
+        stranger
+            .stderr
+            .contains("is not the key of any unit in the definition"),
+        "{}",
+        stranger.dump()
+    );
+    assert!(!dir.path().join("out.sheets").exists());
+}
+
+// Goal: a misspelled field in a clerk's sheet file is named with the file and its line.
+// Method: misspell ballots_blank (line 9 of the file) and sign.
+#[test]
+fn sign_refuses_misspelled_field() {
+    let dir = tempdir();
+    copy_small_town(dir.path());
+    let sheet = dir.path().join("sheets/T01-U01-XH-C01.toml");
+    let text = std::fs::read_to_string(&sheet).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("ballots_blank"))
+        .unwrap()
+        + 1;
+    std::fs::write(&sheet, text.replace("ballots_blank", "ballots_blnk")).unwrap();
+    let run = tally_in(
+        dir.path(),
+        [
+            "sheet",
+            "sign",
+            "--definition",
+            "election.toml",
+            "--key",
+            "keys/T01-U01.key",
+            "--out",
+            "out.sheets",
+            "sheets/T01-U01-XH-C01.toml",
+        ],
+    );
+    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
+    assert!(
+        run.stderr
+            .contains(&format!("sheets/T01-U01-XH-C01.toml, line {line}:")),
+        "{}",
+        run.dump()
+    );
+    assert!(run.stderr.contains("ballots_blnk"), "{}", run.dump());
+}
+
+// ---- sheet verify finds ----
+
+// Goal: a sheet changed after signing is refused and shown with the bad-signature code, and
+// the run exits with "findings". Method: flip one byte inside the first sheet's bytes of a
+// signed small-town bundle, then verify it.
+#[test]
+fn verify_finds_a_tampered_sheet() {
+    let dir = tempdir();
+    copy_small_town(dir.path());
+    sign_small_town(dir.path());
+    let bundle = dir.path().join("signed/T01-U01.sheets");
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    // Record 1: length prefix, then field 1 (tag 0x0a), its length, then the sheet's bytes.
+    let (_, record_prefix) = varint(&bytes);
+    assert_eq!(
+        bytes[record_prefix], 0x0a,
+        "field 1, the sheet, comes first"
+    );
+    let (sheet_len, sheet_prefix) = varint(&bytes[record_prefix + 1..]);
+    let sheet_start = record_prefix + 1 + sheet_prefix;
+    bytes[sheet_start + sheet_len / 2] ^= 0x01;
+    std::fs::write(&bundle, &bytes).unwrap();
+
+    let run = tally_in(
+        dir.path(),
+        ["sheet", "verify", "--definition", "election.toml", "signed"],
+    );
+    assert_eq!(run.code, EXIT_FINDINGS, "{}", run.dump());
+    assert!(run.stdout.contains("4 accepted"), "{}", run.dump());
+    assert!(run.stdout.contains("1 refused"), "{}", run.dump());
+    assert!(run.stdout.contains("T01-U01.sheets #1"), "{}", run.dump());
+    assert!(run.stdout.contains("bad signature"), "{}", run.dump());
+    // FIXME: validate.rs's code table gives the signature layer E204 (bad signature), E205
+    // (key not the unit's) and E206 (malformed envelope), but tally-proto's VerifyError::code
+    // uses E201/E202/E203, which the table gives to unknown unit/contest/not served. A bad
+    // signature should show E204; today it shows E201.
+    assert!(run.stdout.contains("E201 bad signature"), "{}", run.dump());
+
+    let json = tally_in(
+        dir.path(),
+        [
+            "sheet",
+            "verify",
+            "--definition",
+            "election.toml",
+            "signed",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(json.code, EXIT_FINDINGS, "{}", json.dump());
+    let refused = &json.json()["refused"];
+    assert_eq!(refused.as_array().unwrap().len(), 1, "{}", json.dump());
+    // FIXME: should be "E204" (see above).
+    assert_eq!(refused[0]["code"], "E201");
+}
+
+// Goal: a bundle cut short is a failure with a message naming the file, not a panic.
+// Method: cut a signed small-town bundle in the middle of its last record and verify it.
+#[test]
+fn verify_reports_a_truncated_bundle() {
+    let dir = tempdir();
+    copy_small_town(dir.path());
+    sign_small_town(dir.path());
+    let bundle = dir.path().join("signed/T01-U01.sheets");
+    let bytes = std::fs::read(&bundle).unwrap();
+    std::fs::write(&bundle, &bytes[..bytes.len() - 10]).unwrap();
+
+    let run = tally_in(
+        dir.path(),
+        [
+            "sheet",
+            "verify",
+            "--definition",
+            "election.toml",
+            "signed/T01-U01.sheets",
+        ],
+    );
+    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
+    assert!(
+        run.stderr
+            .contains("signed/T01-U01.sheets is not a readable sheet bundle"),
+        "{}",
+        run.dump()
+    );
+    assert!(run.stderr.contains("bundle record 2"), "{}", run.dump());
+}
+
+// ---- The sample county ----
+
+fn sample_results(dir: &Path, sheets: &[&str]) -> Run {
+    let definition = sample_county().join("election.toml");
+    let mut args = vec![
+        "results".into(),
+        "--definition".into(),
+        definition.into_os_string(),
+        "--format".into(),
+        "json".into(),
+        "--sheets".into(),
+    ];
+    args.extend(sheets.iter().map(|s| s.into()));
+    tally_in(dir, args)
+}
+
+// Goal: the sample county's planted cases come out as SCENARIOS.md says, and the run exits
+// with "findings" because of the planted W301. Method: results as JSON on the committed
+// sample; check each planted contest's rounds and that every other contest is decided.
+#[test]
+fn sample_county_planted_outcomes() {
+    let dir = tempdir();
+    let sheets = sample_county().join("sheets.sheets");
+    let run = sample_results(dir.path(), &[sheets.to_str().unwrap()]);
+    assert_eq!(run.code, EXIT_FINDINGS, "{}", run.dump());
+    let results = run.json();
+    let intake = &results["intake"];
+    assert_eq!(intake["corrections"], 1);
+    assert_eq!(intake["refused"], Value::Array(vec![]));
+    let warnings: Vec<&str> = intake["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(warnings, ["W301"]);
+
+    let first_round = |id: &str| contest(&results, id)["rounds"][0].clone();
+    assert_eq!(variant(&first_round("T01-X05")["follow_up"]), "Revote");
+    assert_eq!(variant(&first_round("T01-X06")["follow_up"]), "Further");
+    assert_eq!(variant(&first_round("T03-C02")["status"]), "VoidArt44");
+    assert_eq!(variant(&first_round("T01-X02")["status"]), "TurnoutFailed");
+    let x03 = contest(&results, "T01-X03");
+    assert_eq!(x03["vacancies"], 1);
+    let last = x03["rounds"].as_array().unwrap().last().unwrap();
+    assert_eq!(variant(&last["follow_up"]), "Vacant");
+
+    let contests = results["result"]["contests"].as_array().unwrap();
+    assert!(contests.len() > 600, "{} contests", contests.len());
+    for c in contests {
+        assert_eq!(c["status"], "Decided", "{}", c["contest"]);
+    }
+    let planted = ["T01-X05", "T01-X06", "T01-X03", "T03-C02", "T01-X02"];
+    for c in contests
+        .iter()
+        .filter(|c| !planted.contains(&c["contest"].as_str().unwrap()))
+    {
+        assert_eq!(c["rounds"].as_array().unwrap().len(), 1, "{}", c["contest"]);
+        assert_eq!(c["vacancies"], 0, "{}", c["contest"]);
+    }
+}
+
+// Goal: the result does not depend on the order sheets arrive in, and a resubmitted sheet is
+// counted once. Method: compare the JSON `result` of the sample bundle with (a) the bundle
+// concatenated with itself, and (b) its records reversed, split into two files passed
+// second-first, followed by the doubled bundle.
+#[test]
+fn order_independent_and_counted_once() {
+    let dir = tempdir();
+    let original = std::fs::read(sample_county().join("sheets.sheets")).unwrap();
+    let records = bundle_records(&original);
+    let doubled = [original.as_slice(), original.as_slice()].concat();
+    std::fs::write(dir.path().join("doubled.sheets"), &doubled).unwrap();
+    let reversed: Vec<&[u8]> = records.iter().rev().copied().collect();
+    let (late, early) = reversed.split_at(reversed.len() / 2);
+    std::fs::write(dir.path().join("late.sheets"), late.concat()).unwrap();
+    std::fs::write(dir.path().join("early.sheets"), early.concat()).unwrap();
+
+    let sheets = sample_county().join("sheets.sheets");
+    let single = sample_results(dir.path(), &[sheets.to_str().unwrap()]).json();
+
+    let twice = sample_results(dir.path(), &["doubled.sheets"]);
+    assert_eq!(twice.code, EXIT_FINDINGS, "{}", twice.dump());
+    let twice = twice.json();
+    assert_eq!(twice["result"], single["result"]);
+    assert_eq!(twice["intake"]["duplicates"], records.len());
+    assert_eq!(twice["intake"]["accepted"], single["intake"]["accepted"]);
+
+    let shuffled = sample_results(
+        dir.path(),
+        &["early.sheets", "late.sheets", "doubled.sheets"],
+    );
+    assert_eq!(shuffled.code, EXIT_FINDINGS, "{}", shuffled.dump());
+    let shuffled = shuffled.json();
+    assert_eq!(shuffled["result"], single["result"]);
+    assert!(
+        shuffled["intake"]["duplicates"].as_u64().unwrap() >= records.len() as u64,
+        "{}",
+        shuffled["intake"]
+    );
+    assert_eq!(shuffled["intake"]["conflicts"], 0);
+}
+
+// Goal: the committed sample county is exactly what the generator makes, so the two cannot
+// drift apart. Method: `tally gen --sample` into a new folder; compare every file byte for
+// byte, both ways.
+#[test]
+fn gen_sample_reproduces_examples_sample_county() {
+    let dir = tempdir();
+    let out = dir.path().join("sample");
+    let run = tally_in(dir.path(), ["gen", "--sample", "--out", "sample"]);
+    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
+    let names = |folder: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&out), names(&sample_county()));
+    for name in names(&out) {
+        let generated = std::fs::read(out.join(&name)).unwrap();
+        let committed = std::fs::read(sample_county().join(&name)).unwrap();
+        assert!(
+            generated == committed,
+            "examples/sample-county/{name} differs from `tally gen --sample`; regenerate it"
+        );
+    }
+}
+
+// ---- Definition errors ----
+
+// Goal: a broken definition is refused, each problem named with file, line or record, and
+// field. Method: give a small-town contest 5 seats (Art 25 allows 1 to 3); in a copy of the
+// sample county, make units.csv name a contest that does not exist.
+#[test]
+fn definition_errors_name_file_place_and_field() {
+    let dir = tempdir();
+    copy_small_town(dir.path());
+    let definition = dir.path().join("election.toml");
+    let text = std::fs::read_to_string(&definition).unwrap();
+    let line = text.lines().position(|l| l == r#"id = "XH-C01""#).unwrap() + 1;
+    std::fs::write(&definition, text.replacen("seats = 2", "seats = 5", 1)).unwrap();
+    let run = tally_in(dir.path(), ["seats", "--definition", "election.toml"]);
+    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
+    assert!(
+        run.stderr.contains(&format!(
+            "election.toml, line {line}, contests[0].seats: is 5; a constituency elects 1 to 3 deputies (Art 25)"
+        )),
+        "{}",
+        run.dump()
+    );
+
+    let county = dir.path().join("county");
+    std::fs::create_dir(&county).unwrap();
+    copy_sample_county(&county);
+    let units = std::fs::read_to_string(county.join("units.csv")).unwrap();
+    // Record 1 is T01-U001, serving T01-C01 and T01-X01.
+    assert!(units.lines().nth(1).unwrap().contains("T01-C01;T01-X01"));
+    std::fs::write(
+        county.join("units.csv"),
+        units.replacen("T01-C01;T01-X01", "T01-C01;T01-X99", 1),
+    )
+    .unwrap();
+    let run = tally_in(&county, ["seats", "--definition", "election.toml"]);
+    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
+    assert!(
+        run.stderr
+            .contains(r#"units.csv, record 1, contests: contest "T01-X99" is not defined"#),
+        "{}",
+        run.dump()
+    );
+}
+
+// ---- Seats ----
+
+// Goal: the seats of the sample county's congress are Art 12's 280, and it exits cleanly.
+// Method: `tally seats --definition` as a table and as JSON.
+#[test]
+fn seats_of_the_sample_county() {
+    let dir = tempdir();
+    let definition = sample_county().join("election.toml");
+    let definition = definition.to_str().unwrap();
+    let table = tally_in(dir.path(), ["seats", "--definition", definition]);
+    assert_eq!(table.code, EXIT_SUCCESS, "{}", table.dump());
+    assert!(
+        table
+            .stdout
+            .contains("青山县 county congress: 280 seats for 700,000 people"),
+        "{}",
+        table.dump()
+    );
+    let json = tally_in(
+        dir.path(),
+        ["seats", "--definition", definition, "--format", "json"],
+    );
+    assert_eq!(json.code, EXIT_SUCCESS, "{}", json.dump());
+    let report = json.json();
+    assert_eq!(report["county"]["congress_seats"], 280);
+    let apportioned: u64 = report["townships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["county_seats_apportioned"].as_u64().unwrap())
+        .sum();
+    assert_eq!(apportioned, 280);
+}
+
+/// Runs `tally seats --weights` on the given rows, as JSON, and returns the run.
+fn seats_by_weights(dir: &Path, rows: &str, extra: &[&str]) -> Run {
+    std::fs::write(dir.join("weights.csv"), rows).unwrap();
+    let mut args = vec!["seats", "--weights", "weights.csv", "--format", "json"];
+    args.extend(extra);
+    tally_in(dir, args)
+}
+
+fn seats_column(report: &Value) -> Vec<u64> {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seats"].as_u64().unwrap())
+        .collect()
+}
+
+// Goal: the rulebook's worked example of divisor methods comes out as the rulebook says.
+// Method: populations 100,000 / 80,000 / 30,000 / 20,000 and 8 seats, by d'Hondt (4,3,1,0)
+// and by Sainte-Laguë (3,3,1,1).
+#[test]
+fn seats_by_weights_rulebook_example() {
+    let dir = tempdir();
+    let rows = "name,population\n甲乡,100000\n乙乡,80000\n丙乡,30000\n丁乡,20000\n";
+    let d_hondt = seats_by_weights(dir.path(), rows, &["--total", "8", "--method", "d-hondt"]);
+    assert_eq!(d_hondt.code, EXIT_SUCCESS, "{}", d_hondt.dump());
+    assert_eq!(seats_column(&d_hondt.json()), [4, 3, 1, 0]);
+    assert_eq!(d_hondt.json()["rows"][0]["name"], "甲乡");
+
+    let sainte_lague = seats_by_weights(
+        dir.path(),
+        rows,
+        &["--total", "8", "--method", "sainte-lague"],
+    );
+    assert_eq!(sainte_lague.code, EXIT_SUCCESS, "{}", sainte_lague.dump());
+    assert_eq!(seats_column(&sainte_lague.json()), [3, 3, 1, 1]);
+}
+
+// Goal: a tie the method cannot break is reported for the committee, with exit 3, and never
+// broken silently. Method: two equal rows and one seat with `--tie-rule report`.
+#[test]
+fn seats_tie_is_reported() {
+    let dir = tempdir();
+    let run = seats_by_weights(
+        dir.path(),
+        "甲乡,5000\n乙乡,5000\n",
+        &["--total", "1", "--tie-rule", "report"],
+    );
+    assert_eq!(run.code, EXIT_FINDINGS, "{}", run.dump());
+    let report = run.json();
+    assert_eq!(report["tie"]["seats"], 1);
+    assert_eq!(seats_column(&report), [0, 0]);
+    assert_eq!(report["rows"][0]["tied"], true);
+    assert_eq!(report["rows"][1]["tied"], true);
+
+    let table = tally_in(
+        dir.path(),
+        [
+            "seats",
+            "--weights",
+            "weights.csv",
+            "--total",
+            "1",
+            "--tie-rule",
+            "report",
+        ],
+    );
+    assert_eq!(table.code, EXIT_FINDINGS, "{}", table.dump());
+    assert!(
+        table
+            .stdout
+            .contains("TIE: 1 seat(s) undecided between 甲乡, 乙乡"),
+        "{}",
+        table.dump()
+    );
+}
+
+// ---- demo ----
+
+// Goal: `tally demo` runs the offline path on the sample county and ends by saying where the
+// files are. Method: run it into a temporary folder; check the exit code, the last lines and
+// that the folder holds the files it names.
+#[test]
+fn demo_runs_and_says_where_the_files_are() {
+    let dir = tempdir();
+    let run = tally_in(dir.path(), ["demo", "--dir", "demo"]);
+    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
+    let county = Path::new("demo").join("sample-county");
+    let ending: Vec<&str> = run.stdout.lines().rev().take(10).collect();
+    assert!(
+        ending
+            .iter()
+            .any(|l| l.contains(&format!("The files are in {}", county.display()))),
+        "{}",
+        run.dump()
+    );
+    assert!(
+        ending.iter().any(|l| l.contains(&format!(
+            "tally results --definition {}",
+            county.join("election.toml").display()
+        ))),
+        "{}",
+        run.dump()
+    );
+    for file in ["election.toml", "sheets.sheets", "SCENARIOS.md"] {
+        assert!(dir.path().join(&county).join(file).is_file(), "{file}");
+    }
+}
