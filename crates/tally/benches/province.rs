@@ -30,6 +30,8 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     let mut best = Duration::MAX;
     let mut last = None;
     for _ in 0..runs {
+        // Drop the previous run's value first, so peak memory is that of one run.
+        last = None;
         let started = Instant::now();
         let value = f();
         best = best.min(started.elapsed());

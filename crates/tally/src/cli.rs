@@ -217,7 +217,7 @@ fn run(command: Command) -> Result<Outcome> {
                 }
             };
             let summary = write_generated(&params, &out)?;
-            println!("{summary}");
+            crate::say!("{summary}");
             Ok(Outcome::Clean)
         }
         Command::Demo { dir } => crate::demo::run(dir),
@@ -236,9 +236,9 @@ fn keygen(out: &Path) -> Result<Outcome> {
         ),
     )?;
     let public = key.verifying_key();
-    println!("secret key written to {}", out.display());
-    println!("public key (put it in the unit's public_key field): {}", hex::encode(public.as_bytes()));
-    println!("key id: {}", tally_core::ids::KeyId::of(&public));
+    crate::say!("secret key written to {}", out.display());
+    crate::say!("public key (put it in the unit's public_key field): {}", hex::encode(public.as_bytes()));
+    crate::say!("key id: {}", tally_core::ids::KeyId::of(&public));
     Ok(Outcome::Clean)
 }
 
@@ -285,7 +285,7 @@ fn sign(definition: &Path, key: &Path, out: &Path, sheet_files: &[PathBuf]) -> R
     }
     std::fs::write(out, tally_proto::write_bundle(&signed))
         .with_context(|| format!("cannot write {}", out.display()))?;
-    println!("signed {} sheet(s) of unit {} into {}", signed.len(), unit.id, out.display());
+    crate::say!("signed {} sheet(s) of unit {} into {}", signed.len(), unit.id, out.display());
     Ok(Outcome::Clean)
 }
 

@@ -17,16 +17,16 @@ pub fn run(dir: Option<PathBuf>) -> Result<Outcome> {
         None => std::env::temp_dir().join(format!("tally-demo-{}", std::process::id())),
     };
     let county = dir.join("sample-county");
-    println!("tally demo: the offline path on the built-in sample county\n");
+    crate::say!("tally demo: the offline path on the built-in sample county\n");
 
     let started = Instant::now();
-    println!("1. Generating the sample county (definition, unit keys, signed sheets)");
-    println!("   {}", write_generated(&GenParams::sample(), &county)?);
+    crate::say!("1. Generating the sample county (definition, unit keys, signed sheets)");
+    crate::say!("   {}", write_generated(&GenParams::sample(), &county)?);
 
-    println!("2. Loading and checking the election definition");
+    crate::say!("2. Loading and checking the election definition");
     let definition_path = county.join("election.toml");
     let definition = load_definition(&definition_path)?;
-    println!(
+    crate::say!(
         "   {}: {} townships, {} contests, {} polling units",
         definition.election.name,
         definition.townships.len(),
@@ -34,12 +34,12 @@ pub fn run(dir: Option<PathBuf>) -> Result<Outcome> {
         definition.units.len()
     );
 
-    println!("3. Verifying every signature and checking every sheet");
+    crate::say!("3. Verifying every signature and checking every sheet");
     let bundles = read_bundles(&[county.join("sheets.sheets")])?;
     let total: usize = bundles.iter().map(|(_, s)| s.len()).sum();
     let verify_started = Instant::now();
     let intake = intake(&definition, &bundles);
-    println!(
+    crate::say!(
         "   {total} signed sheets in {} ms: {} accepted ({} of them corrections), {} refused, {} carry warnings",
         verify_started.elapsed().as_millis(),
         intake.accepted,
@@ -48,11 +48,11 @@ pub fn run(dir: Option<PathBuf>) -> Result<Outcome> {
         intake.warnings.len()
     );
 
-    println!("4. Applying the Election Law\n");
+    crate::say!("4. Applying the Election Law\n");
     let result = tally_core::results::compute(&definition, &intake.ledger);
-    print!("{}", report::results_table(&definition, &intake, &result));
+    crate::say_part!("{}", report::results_table(&definition, &intake, &result));
 
-    println!("\n5. Seats (Art 12) and the apportionment of county seats to townships\n");
+    crate::say!("\n5. Seats (Art 12) and the apportionment of county seats to townships\n");
     report::seats_command(report::SeatsArgs {
         definition: Some(&definition_path),
         weights: None,
@@ -65,20 +65,20 @@ pub fn run(dir: Option<PathBuf>) -> Result<Outcome> {
         format: Format::Table,
     })?;
 
-    println!(
+    crate::say!(
         "\nDone in {:.1} s. The files are in {}:",
         started.elapsed().as_secs_f64(),
         county.display()
     );
-    println!("  election.toml + *.csv   the election definition");
-    println!("  sheets.sheets           every signed sheet (a bundle)");
-    println!("  SCENARIOS.md            the planted cases: void vote, tie, further election, vacancy, correction");
-    println!("Look again with:");
-    println!(
+    crate::say!("  election.toml + *.csv   the election definition");
+    crate::say!("  sheets.sheets           every signed sheet (a bundle)");
+    crate::say!("  SCENARIOS.md            the planted cases: void vote, tie, further election, vacancy, correction");
+    crate::say!("Look again with:");
+    crate::say!(
         "  tally results --definition {} --sheets {}",
         definition_path.display(),
         county.join("sheets.sheets").display()
     );
-    println!("  tally results ... --format csv     (or json)");
+    crate::say!("  tally results ... --format csv     (or json)");
     Ok(Outcome::Clean)
 }

@@ -9,5 +9,6 @@ pub mod demo;
 pub mod files;
 pub mod synth;
 pub mod intake;
+pub mod output;
 pub mod report;
 pub mod table;

@@ -19,7 +19,7 @@ pub enum Format {
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value).context("encoding JSON")?);
+    crate::say!("{}", serde_json::to_string_pretty(value).context("encoding JSON")?);
     Ok(())
 }
 
@@ -176,18 +176,18 @@ fn print_seats(report: &SeatsReport, format: Format) -> Result<()> {
     match format {
         Format::Json => print_json(report),
         Format::Csv => {
-            print!("{}", table.to_csv());
+            crate::say_part!("{}", table.to_csv());
             Ok(())
         }
         Format::Table => {
-            println!("{} seats by {}", report.seats, report.method);
-            print!("{}", table.render());
+            crate::say!("{} seats by {}", report.seats, report.method);
+            crate::say_part!("{}", table.render());
             for t in &report.broken_ties {
-                println!("tie for {} seat(s) among rows {:?} broken by the tie rule", t.seats, t.units);
+                crate::say!("tie for {} seat(s) among rows {:?} broken by the tie rule", t.seats, t.units);
             }
             if let Some(t) = &report.tie {
                 let names: Vec<&str> = t.units.iter().map(|&i| report.rows[i].name.as_str()).collect();
-                println!(
+                crate::say!(
                     "TIE: {} seat(s) undecided between {}; the tie rule is `report`, so the committee decides (e.g. by drawing lots) and records the order",
                     t.seats,
                     names.join(", ")
@@ -301,7 +301,7 @@ fn definition_seats(
     }
     match format {
         Format::Json => print_json(&report)?,
-        Format::Csv => print!("{}", table.to_csv()),
+        Format::Csv => crate::say_part!("{}", table.to_csv()),
         Format::Table => {
             let working = congress_seats(
                 Level::County,
@@ -310,7 +310,7 @@ fn definition_seats(
                 definition.rules.seat_rounding,
                 definition.county.extra_seats,
             );
-            println!(
+            crate::say!(
                 "{} county congress: {} seats for {} people{}; {} seats defined in county contests",
                 definition.county.name,
                 county_total,
@@ -326,17 +326,17 @@ fn definition_seats(
                     .unwrap_or_default(),
                 report.county.defined_seats
             );
-            println!("County seats apportioned to townships by {method}, at least one each:");
-            print!("{}", table.render());
+            crate::say!("County seats apportioned to townships by {method}, at least one each:");
+            crate::say_part!("{}", table.render());
             let township_total: u64 = report.townships.iter().filter_map(|t| t.congress_seats).sum();
-            println!(
+            crate::say!(
                 "Deputies across both congresses: {} county + {} township = {}",
                 county_total,
                 township_total,
                 county_total + township_total
             );
             if let Some(t) = &report.tie {
-                println!("TIE: {} county seat(s) undecided between townships {:?}", t.seats, t.units);
+                crate::say!("TIE: {} county seat(s) undecided between townships {:?}", t.seats, t.units);
             }
         }
     }
@@ -344,7 +344,7 @@ fn definition_seats(
         t.congress_seats.is_some_and(|s| s != t.defined_seats)
     });
     if mismatch && format == Format::Table {
-        println!("note: a township's contests do not add up to its Art 12 total; check contests.csv");
+        crate::say!("note: a township's contests do not add up to its Art 12 total; check the contests of the definition");
     }
     Ok(if report.tie.is_some() || mismatch {
         Outcome::Findings
@@ -376,10 +376,10 @@ pub fn print_intake(intake: &crate::intake::Intake, format: Format) -> Result<()
                 ]);
             }
             if format == Format::Csv {
-                print!("{}", table.to_csv());
+                crate::say_part!("{}", table.to_csv());
                 return Ok(());
             }
-            println!(
+            crate::say!(
                 "{} accepted ({} of them corrections), {} duplicate, {} superseded by a later version, {} conflicting, {} refused, {} warning(s)",
                 intake.accepted,
                 intake.corrections,
@@ -390,7 +390,7 @@ pub fn print_intake(intake: &crate::intake::Intake, format: Format) -> Result<()
                 intake.warnings.len()
             );
             if !table.is_empty() {
-                print!("{}", table.render());
+                crate::say_part!("{}", table.render());
             }
             Ok(())
         }
@@ -489,11 +489,11 @@ pub fn print_results(
     match format {
         Format::Json => print_json(&ResultsJson { intake, result }),
         Format::Csv => {
-            print!("{}", results_csv(result).to_csv());
+            crate::say_part!("{}", results_csv(result).to_csv());
             Ok(())
         }
         Format::Table => {
-            print!("{}", results_table(definition, intake, result));
+            crate::say_part!("{}", results_table(definition, intake, result));
             Ok(())
         }
     }
