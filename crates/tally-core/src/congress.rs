@@ -150,8 +150,14 @@ mod tests {
         assert_eq!(total(Level::County, 1_800_000, LawRevision::Rev2020), 450);
         assert_eq!(total(Level::Township, 38_700, LawRevision::Rev2020), 70);
         assert_eq!(total(Level::Township, 250_000, LawRevision::Rev2020), 160);
-        let capped = congress_seats(Level::County, 1_800_000, LawRevision::Rev2020, SeatRounding::Floor, 0)
-            .unwrap();
+        let capped = congress_seats(
+            Level::County,
+            1_800_000,
+            LawRevision::Rev2020,
+            SeatRounding::Floor,
+            0,
+        )
+        .unwrap();
         assert!(capped.capped);
         assert_eq!(capped.added_for_population, 360);
     }
@@ -171,13 +177,43 @@ mod tests {
     // half-up rounding counts a half part.
     #[test]
     fn small_areas_extra_and_rounding() {
-        assert!(congress_seats(Level::County, 49_999, LawRevision::Rev2020, SeatRounding::Floor, 0).is_none());
-        assert!(congress_seats(Level::Township, 1_999, LawRevision::Rev2020, SeatRounding::Floor, 0).is_none());
-        let with_extra =
-            congress_seats(Level::County, 1_800_000, LawRevision::Rev2020, SeatRounding::Floor, 20).unwrap();
+        assert!(
+            congress_seats(
+                Level::County,
+                49_999,
+                LawRevision::Rev2020,
+                SeatRounding::Floor,
+                0
+            )
+            .is_none()
+        );
+        assert!(
+            congress_seats(
+                Level::Township,
+                1_999,
+                LawRevision::Rev2020,
+                SeatRounding::Floor,
+                0
+            )
+            .is_none()
+        );
+        let with_extra = congress_seats(
+            Level::County,
+            1_800_000,
+            LawRevision::Rev2020,
+            SeatRounding::Floor,
+            20,
+        )
+        .unwrap();
         assert_eq!(with_extra.total, 470);
-        let half_up =
-            congress_seats(Level::Township, 38_700, LawRevision::Rev2020, SeatRounding::HalfUp, 0).unwrap();
+        let half_up = congress_seats(
+            Level::Township,
+            38_700,
+            LawRevision::Rev2020,
+            SeatRounding::HalfUp,
+            0,
+        )
+        .unwrap();
         assert_eq!(half_up.total, 71); // 38,700 / 1,500 = 25.8 → 26
     }
 }

@@ -421,7 +421,11 @@ impl Loader {
 
     fn check_name(&mut self, origin: &Origin, field: &str, name: &str) {
         if name.trim().is_empty() {
-            self.error(origin, field, "is empty; give the name as it appears on the ballot");
+            self.error(
+                origin,
+                field,
+                "is empty; give the name as it appears on the ballot",
+            );
         } else if name.len() > NAME_LEN_MAX {
             self.error(
                 origin,
@@ -489,7 +493,10 @@ impl Loader {
 fn describe_csv_error(e: &csv::Error) -> (String, String) {
     match e.kind() {
         csv::ErrorKind::Deserialize { err, .. } => {
-            let field = err.field().map(|f| format!("column {}", f + 1)).unwrap_or_default();
+            let field = err
+                .field()
+                .map(|f| format!("column {}", f + 1))
+                .unwrap_or_default();
             (field, err.kind().to_string())
         }
         csv::ErrorKind::UnequalLengths {
@@ -544,8 +551,10 @@ pub fn load(
         field_prefix: prefix,
     };
 
-    let mut read_csv_text = |loader: &mut Loader, field: &str, path: &toml::Spanned<String>| {
-        match read_sibling(path.get_ref()) {
+    let mut read_csv_text =
+        |loader: &mut Loader, field: &str, path: &toml::Spanned<String>| match read_sibling(
+            path.get_ref(),
+        ) {
             Ok(text) => Some(text),
             Err(e) => {
                 loader.error(
@@ -555,8 +564,7 @@ pub fn load(
                 );
                 None
             }
-        }
-    };
+        };
 
     // Areas: the county, then townships from TOML and CSV.
     let county_origin = toml_origin("county.".into(), raw.county.id.span().start);
@@ -583,20 +591,20 @@ pub fn load(
             },
         ));
     }
-    if let Some(path) = &raw.townships_csv {
-        if let Some(text) = read_csv_text(&mut loader, "townships_csv", path) {
-            for (origin, t) in loader.read_csv::<CsvArea>(path.get_ref(), &text, TOWNSHIPS_MAX) {
-                areas.push((
-                    origin,
-                    Area {
-                        id: TownshipId::new(t.id),
-                        name: t.name,
-                        population: t.population,
-                        seats: t.seats,
-                        extra_seats: t.extra_seats.unwrap_or(0),
-                    },
-                ));
-            }
+    if let Some(path) = &raw.townships_csv
+        && let Some(text) = read_csv_text(&mut loader, "townships_csv", path)
+    {
+        for (origin, t) in loader.read_csv::<CsvArea>(path.get_ref(), &text, TOWNSHIPS_MAX) {
+            areas.push((
+                origin,
+                Area {
+                    id: TownshipId::new(t.id),
+                    name: t.name,
+                    population: t.population,
+                    seats: t.seats,
+                    extra_seats: t.extra_seats.unwrap_or(0),
+                },
+            ));
         }
     }
     let mut township_index = HashMap::new();
@@ -605,7 +613,11 @@ pub fn load(
         loader.check_id(&origin, "id", area.id.as_str());
         loader.check_name(&origin, "name", &area.name);
         if township_index.contains_key(&area.id) {
-            loader.error(&origin, "id", format!("township {} is defined twice", area.id));
+            loader.error(
+                &origin,
+                "id",
+                format!("township {} is defined twice", area.id),
+            );
             continue;
         }
         township_index.insert(area.id.clone(), townships.len());
@@ -645,22 +657,22 @@ pub fn load(
             },
         ));
     }
-    if let Some(path) = &raw.contests_csv {
-        if let Some(text) = read_csv_text(&mut loader, "contests_csv", path) {
-            for (origin, c) in loader.read_csv::<CsvContest>(path.get_ref(), &text, CONTESTS_MAX) {
-                raw_contests.push((
-                    origin,
-                    Contest {
-                        id: ContestId::new(c.id),
-                        name: c.name,
-                        level: c.level,
-                        township: TownshipId::new(c.township),
-                        seats: c.seats,
-                        registered_voters: c.registered_voters,
-                        candidates: Vec::new(),
-                    },
-                ));
-            }
+    if let Some(path) = &raw.contests_csv
+        && let Some(text) = read_csv_text(&mut loader, "contests_csv", path)
+    {
+        for (origin, c) in loader.read_csv::<CsvContest>(path.get_ref(), &text, CONTESTS_MAX) {
+            raw_contests.push((
+                origin,
+                Contest {
+                    id: ContestId::new(c.id),
+                    name: c.name,
+                    level: c.level,
+                    township: TownshipId::new(c.township),
+                    seats: c.seats,
+                    registered_voters: c.registered_voters,
+                    candidates: Vec::new(),
+                },
+            ));
         }
     }
     let mut contest_index: HashMap<ContestId, usize> = HashMap::new();
@@ -669,28 +681,31 @@ pub fn load(
         loader.check_id(&origin, "id", contest.id.as_str());
         loader.check_name(&origin, "name", &contest.name);
         if contest_index.contains_key(&contest.id) {
-            loader.error(&origin, "id", format!("contest {} is defined twice", contest.id));
+            loader.error(
+                &origin,
+                "id",
+                format!("contest {} is defined twice", contest.id),
+            );
             continue;
         }
         contest_index.insert(contest.id.clone(), contests.len());
         contests.push((origin, contest));
     }
-    if let Some(path) = &raw.candidates_csv {
-        if let Some(text) = read_csv_text(&mut loader, "candidates_csv", path) {
-            for (origin, c) in
-                loader.read_csv::<CsvCandidate>(path.get_ref(), &text, CONTESTS_MAX * 6)
-            {
-                match contest_index.get(&ContestId::new(c.contest.clone())) {
-                    Some(&i) => contests[i].1.candidates.push(Candidate {
-                        id: CandidateId::new(c.id),
-                        name: c.name,
-                    }),
-                    None => loader.error(
-                        &origin,
-                        "contest",
-                        format!("contest {:?} is not defined", c.contest),
-                    ),
-                }
+    if let Some(path) = &raw.candidates_csv
+        && let Some(text) = read_csv_text(&mut loader, "candidates_csv", path)
+    {
+        for (origin, c) in loader.read_csv::<CsvCandidate>(path.get_ref(), &text, CONTESTS_MAX * 6)
+        {
+            match contest_index.get(&ContestId::new(c.contest.clone())) {
+                Some(&i) => contests[i].1.candidates.push(Candidate {
+                    id: CandidateId::new(c.id),
+                    name: c.name,
+                }),
+                None => loader.error(
+                    &origin,
+                    "contest",
+                    format!("contest {:?} is not defined", c.contest),
+                ),
             }
         }
     }
@@ -714,27 +729,27 @@ pub fn load(
             },
         ));
     }
-    if let Some(path) = &raw.units_csv {
-        if let Some(text) = read_csv_text(&mut loader, "units_csv", path) {
-            for (origin, u) in loader.read_csv::<CsvUnit>(path.get_ref(), &text, UNITS_MAX) {
-                let contests = u
-                    .contests
-                    .split([';', ' '])
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                raw_units.push((
-                    origin,
-                    RawUnitFields {
-                        id: u.id,
-                        name: u.name,
-                        kind: u.kind,
-                        township: u.township,
-                        contests,
-                        public_key: u.public_key,
-                    },
-                ));
-            }
+    if let Some(path) = &raw.units_csv
+        && let Some(text) = read_csv_text(&mut loader, "units_csv", path)
+    {
+        for (origin, u) in loader.read_csv::<CsvUnit>(path.get_ref(), &text, UNITS_MAX) {
+            let contests = u
+                .contests
+                .split([';', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            raw_units.push((
+                origin,
+                RawUnitFields {
+                    id: u.id,
+                    name: u.name,
+                    kind: u.kind,
+                    township: u.township,
+                    contests,
+                    public_key: u.public_key,
+                },
+            ));
         }
     }
     let mut unit_index = HashMap::new();
@@ -758,7 +773,11 @@ pub fn load(
             );
         }
         if u.contests.is_empty() {
-            loader.error(&origin, "contests", "lists no contests; a unit serves at least one");
+            loader.error(
+                &origin,
+                "contests",
+                "lists no contests; a unit serves at least one",
+            );
         }
         let mut served = Vec::new();
         let mut seen = HashSet::new();
@@ -834,7 +853,13 @@ pub fn load(
             "is more than 10; provinces ask for 2 or 3",
         );
     }
-    check_area_seats(&mut loader, &county_origin, Level::County, &county, &raw.rules);
+    check_area_seats(
+        &mut loader,
+        &county_origin,
+        Level::County,
+        &county,
+        &raw.rules,
+    );
     for (origin, area) in &townships {
         check_area_seats(&mut loader, origin, Level::Township, area, &raw.rules);
     }
@@ -918,7 +943,11 @@ fn check_contest(
         loader.check_id(origin, &field, c.id.as_str());
         loader.check_name(origin, &field, &c.name);
         if !ids.insert(&c.id) {
-            loader.error(origin, &field, format!("candidate id {} appears twice", c.id));
+            loader.error(
+                origin,
+                &field,
+                format!("candidate id {} appears twice", c.id),
+            );
         }
         if !names.insert(c.name.trim()) {
             loader.error(
@@ -933,7 +962,13 @@ fn check_contest(
     }
 }
 
-fn check_area_seats(loader: &mut Loader, origin: &Origin, level: Level, area: &Area, rules: &Rules) {
+fn check_area_seats(
+    loader: &mut Loader,
+    origin: &Origin,
+    level: Level,
+    area: &Area,
+    rules: &Rules,
+) {
     let computed = crate::congress::congress_seats(
         level,
         area.population,
@@ -1088,23 +1123,36 @@ public_key = "{}"
     fn all_problems_reported_together() {
         let text = minimal()
             .replace("seats = 2", "seats = 4")
-            .replace(r#"contests = ["T01-C01"]"#, r#"contests = ["T01-C01", "T01-C09"]"#)
+            .replace(
+                r#"contests = ["T01-C01"]"#,
+                r#"contests = ["T01-C01", "T01-C09"]"#,
+            )
             .replace(&key_hex(1), "abcd");
         let m = messages(&text);
         assert!(
-            m.iter().any(|e| e.contains("contests[0].seats") && e.contains("1 to 3 deputies (Art 25)")),
+            m.iter()
+                .any(|e| e.contains("contests[0].seats") && e.contains("1 to 3 deputies (Art 25)")),
             "{m:?}"
         );
-        assert!(m.iter().any(|e| e.contains("contests[0].candidates") && e.contains("Art 31")), "{m:?}");
         assert!(
-            m.iter().any(|e| e.contains("units[0].contests") && e.contains("\"T01-C09\" is not defined")),
+            m.iter()
+                .any(|e| e.contains("contests[0].candidates") && e.contains("Art 31")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter().any(
+                |e| e.contains("units[0].contests") && e.contains("\"T01-C09\" is not defined")
+            ),
             "{m:?}"
         );
         assert!(
         m.iter().any(|e| e.contains("units[0].public_key: is 4 characters; write the 32-byte Ed25519 public key as 64 hex digits")),
         "{m:?}"
     );
-        assert!(m.iter().all(|e| e.starts_with("election.toml, line ")), "{m:?}");
+        assert!(
+            m.iter().all(|e| e.starts_with("election.toml, line ")),
+            "{m:?}"
+        );
     }
 
     // Goal: the Art 31 ratio is exactly ceil(4S/3)..=2S. Method: one seat with 3 candidates.
@@ -1112,7 +1160,10 @@ public_key = "{}"
     fn candidate_ratio() {
         let text = minimal().replace("seats = 2", "seats = 1");
         let m = messages(&text);
-        assert!(m[0].contains("3 candidates for 1 seat; Art 31 asks for exactly 2"), "{m:?}");
+        assert!(
+            m[0].contains("3 candidates for 1 seat; Art 31 asks for exactly 2"),
+            "{m:?}"
+        );
     }
 
     // Goal: duplicated ids and keys are refused; one key may not serve two units.
@@ -1121,10 +1172,18 @@ public_key = "{}"
         let unit = minimal().split("[[units]]").nth(1).unwrap().to_owned();
         let text = format!("{}[[units]]{}", minimal(), unit);
         let m = messages(&text);
-        assert!(m.iter().any(|e| e.contains("unit T01-U001 is defined twice")), "{m:?}");
+        assert!(
+            m.iter()
+                .any(|e| e.contains("unit T01-U001 is defined twice")),
+            "{m:?}"
+        );
         let other = unit.replace("T01-U001", "T01-U002");
         let m = messages(&format!("{}[[units]]{}", minimal(), other));
-        assert!(m.iter().any(|e| e.contains("is also the key of unit T01-U001")), "{m:?}");
+        assert!(
+            m.iter()
+                .any(|e| e.contains("is also the key of unit T01-U001")),
+            "{m:?}"
+        );
     }
 
     // Goal: CSV imports report the file and record; a missing CSV file is named.
@@ -1147,11 +1206,14 @@ public_key = "{}"
         .unwrap_err();
         let m: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
         assert!(
-            m.iter().any(|e| e.starts_with("election.toml, line 2, contests_csv: cannot read \"gone.csv\"")),
+            m.iter()
+                .any(|e| e
+                    .starts_with("election.toml, line 2, contests_csv: cannot read \"gone.csv\"")),
             "{m:?}"
         );
         assert!(
-            m.iter().any(|e| e.starts_with("units.csv, record 2 (line 3)") && e.contains("boat")),
+            m.iter()
+                .any(|e| e.starts_with("units.csv, record 2 (line 3)") && e.contains("boat")),
             "{m:?}"
         );
     }
@@ -1159,10 +1221,14 @@ public_key = "{}"
     // Goal: a stated congress total must agree with Art 12, and a small area must state one.
     #[test]
     fn congress_totals_checked() {
-        let m = messages(&minimal().replace("population = 38700", "population = 38700\nseats = 71"));
+        let m =
+            messages(&minimal().replace("population = 38700", "population = 38700\nseats = 71"));
         assert!(m[0].contains("Art 12 gives 70 for 38700 people"), "{m:?}");
         let m = messages(&minimal().replace("population = 38700", "population = 1500"));
-        assert!(m[0].contains("state the township congress total as seats = N"), "{m:?}");
+        assert!(
+            m[0].contains("state the township congress total as seats = N"),
+            "{m:?}"
+        );
         let small = minimal().replace("population = 38700", "population = 1500\nseats = 30");
         assert!(load_str(&small).is_ok());
     }
@@ -1175,7 +1241,10 @@ public_key = "{}"
             "",
         ));
         let d = load("election.toml", &text, &mut |_| {
-            Ok("\u{feff}contest,id,name\nT01-C01,a,欧阳建国\nT01-C01,b,司马春梅\nT01-C01,c,李四\n".into())
+            Ok(
+                "\u{feff}contest,id,name\nT01-C01,a,欧阳建国\nT01-C01,b,司马春梅\nT01-C01,c,李四\n"
+                    .into(),
+            )
         })
         .unwrap();
         assert_eq!(d.contests[0].candidates[0].name, "欧阳建国");

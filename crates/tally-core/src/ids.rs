@@ -64,7 +64,10 @@ pub fn check_id(id: &str) -> Result<(), String> {
         return Err("is empty".into());
     }
     if id.len() > ID_LEN_MAX {
-        return Err(format!("is {} bytes long, more than {ID_LEN_MAX}", id.len()));
+        return Err(format!(
+            "is {} bytes long, more than {ID_LEN_MAX}",
+            id.len()
+        ));
     }
     if let Some(c) = id
         .chars()

@@ -218,7 +218,11 @@ pub fn to_toml(sheet: &TallySheet) -> String {
     let _ = writeln!(out, "scrutineers = [{}]", list(&sheet.scrutineers));
     let _ = writeln!(out, "counters = [{}]", list(&sheet.counters));
     for c in &sheet.candidates {
-        let _ = writeln!(out, "\n[[candidates]]\nid = {}", quote(c.candidate.as_str()));
+        let _ = writeln!(
+            out,
+            "\n[[candidates]]\nid = {}",
+            quote(c.candidate.as_str())
+        );
         let _ = writeln!(out, "approvals = {}", c.approvals);
         if let Some(d) = c.disapprovals {
             let _ = writeln!(out, "disapprovals = {d}");
@@ -228,7 +232,12 @@ pub fn to_toml(sheet: &TallySheet) -> String {
         }
     }
     for w in &sheet.write_ins {
-        let _ = writeln!(out, "\n[[write_ins]]\nname = {}\nvotes = {}", quote(&w.name), w.votes);
+        let _ = writeln!(
+            out,
+            "\n[[write_ins]]\nname = {}\nvotes = {}",
+            quote(&w.name),
+            w.votes
+        );
     }
     out
 }

@@ -357,23 +357,23 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
             ),
         );
     }
-    if let (Some(unit), Some(contest)) = (unit, contest) {
-        if !unit.contests.contains(&contest.id) {
-            out.add(
-                Code::UnitNotServingContest,
-                "contest",
-                format!(
-                    "polling unit {} does not serve contest {}; it serves {}",
-                    unit.id,
-                    contest.id,
-                    unit.contests
-                        .iter()
-                        .map(|c| c.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            );
-        }
+    if let (Some(unit), Some(contest)) = (unit, contest)
+        && !unit.contests.contains(&contest.id)
+    {
+        out.add(
+            Code::UnitNotServingContest,
+            "contest",
+            format!(
+                "polling unit {} does not serve contest {}; it serves {}",
+                unit.id,
+                contest.id,
+                unit.contests
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
     }
 
     // Round and version.
@@ -566,9 +566,10 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
             ),
         );
     }
-    if let Some(contest) = contest {
-        if sheet.registered_voters > contest.registered_voters {
-            out.add(
+    if let Some(contest) = contest
+        && sheet.registered_voters > contest.registered_voters
+    {
+        out.add(
                 Code::RegisteredOverContest,
                 "registered_voters",
                 format!(
@@ -576,7 +577,6 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
                     sheet.registered_voters, contest.id, contest.registered_voters
                 ),
             );
-        }
     }
 
     // Candidates.
@@ -586,17 +586,17 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
     for (i, count) in sheet.candidates.iter().enumerate() {
         let field = format!("candidates[{}]", count.candidate);
         marks += u128::from(count.approvals);
-        if let Some(contest) = contest {
-            if !contest.candidates.iter().any(|c| c.id == count.candidate) {
-                out.add(
-                    Code::CandidateListMismatch,
-                    &field,
-                    format!(
-                        "entry {i}: {} is not a candidate of contest {}; remove it",
-                        count.candidate, contest.id
-                    ),
-                );
-            }
+        if let Some(contest) = contest
+            && !contest.candidates.iter().any(|c| c.id == count.candidate)
+        {
+            out.add(
+                Code::CandidateListMismatch,
+                &field,
+                format!(
+                    "entry {i}: {} is not a candidate of contest {}; remove it",
+                    count.candidate, contest.id
+                ),
+            );
         }
         if !listed.insert(&count.candidate) {
             out.add(
@@ -649,11 +649,12 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
             ),
         }
     }
-    if let Some(contest) = contest {
-        if sheet.round == crate::sheet::Round::FIRST {
-            for c in &contest.candidates {
-                if !listed.contains(&c.id) {
-                    out.add(
+    if let Some(contest) = contest
+        && sheet.round == crate::sheet::Round::FIRST
+    {
+        for c in &contest.candidates {
+            if !listed.contains(&c.id) {
+                out.add(
                         Code::CandidateListMismatch,
                         "candidates",
                         format!(
@@ -661,7 +662,6 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
                             c.id, c.name
                         ),
                     );
-                }
             }
         }
     }
@@ -683,13 +683,13 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
             );
             continue;
         }
-        if let Some(contest) = contest {
-            if let Some(c) = contest
+        if let Some(contest) = contest
+            && let Some(c) = contest
                 .candidates
                 .iter()
                 .find(|c| c.name.trim() == name && listed.contains(&c.id))
-            {
-                out.add(
+        {
+            out.add(
                     Code::WriteInIsCandidate,
                     format!("{field}.name"),
                     format!(
@@ -697,7 +697,6 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
                         c.id, w.votes, c.id
                     ),
                 );
-            }
         }
         if !write_in_names.insert(name) {
             out.add(

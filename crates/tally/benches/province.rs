@@ -31,7 +31,7 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     let mut last = None;
     for _ in 0..runs {
         // Drop the previous run's value first, so peak memory is that of one run.
-        last = None;
+        drop(last.take());
         let started = Instant::now();
         let value = f();
         best = best.min(started.elapsed());
@@ -91,10 +91,16 @@ fn main() {
     drop(generated);
 
     // The ceiling: ed25519-dalek's batch verification of the same messages, chunked the same.
-    let prepared: Vec<(Vec<u8>, ed25519_dalek::Signature, ed25519_dalek::VerifyingKey)> = signed
+    let prepared: Vec<(
+        Vec<u8>,
+        ed25519_dalek::Signature,
+        ed25519_dalek::VerifyingKey,
+    )> = signed
         .iter()
         .map(|s| {
-            let unit = definition.unit_by_key(&s.key_id).expect("every key is registered");
+            let unit = definition
+                .unit_by_key(&s.key_id)
+                .expect("every key is registered");
             (
                 tally_proto::signing_message(&s.key_id, &s.sheet),
                 s.signature,
@@ -118,7 +124,10 @@ fn main() {
     let dalek_rate = signed.len() as f64 / dalek_time.as_secs_f64();
 
     let (ours_time, verified) = best_of(3, || tally_proto::verify_batch(&definition, &signed));
-    assert!(verified.iter().all(Result::is_ok), "every generated sheet verifies");
+    assert!(
+        verified.iter().all(Result::is_ok),
+        "every generated sheet verifies"
+    );
     drop(verified);
     let ours_rate = signed.len() as f64 / ours_time.as_secs_f64();
     let after_verify_mib = peak_memory_mib();
@@ -128,8 +137,9 @@ fn main() {
     assert_eq!(intake.refused.len(), 0, "no generated sheet is refused");
     let after_intake_mib = peak_memory_mib();
 
-    let (results_time, result) =
-        best_of(5, || tally_core::results::compute(&definition, &intake.ledger));
+    let (results_time, result) = best_of(5, || {
+        tally_core::results::compute(&definition, &intake.ledger)
+    });
     let decided = result.county.all.contests_decided;
 
     println!();
@@ -142,7 +152,10 @@ fn main() {
         dalek_rate
     );
     println!("| tally verify_batch (lookup, verify, decode, digest) | {ours_rate:.0} sheets/s |");
-    println!("| ratio to ed25519-dalek | {:.1}% (target >= 80%) |", 100.0 * ours_rate / dalek_rate);
+    println!(
+        "| ratio to ed25519-dalek | {:.1}% (target >= 80%) |",
+        100.0 * ours_rate / dalek_rate
+    );
     println!(
         "| full intake (verify, validate, record) | {:.2} s, {:.0} sheets/s |",
         intake_time.as_secs_f64(),

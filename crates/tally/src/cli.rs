@@ -3,9 +3,9 @@
 //! apart, so scripts can act on them.
 
 use crate::files::{self, load_definition, read_secret_key, sheet_bundle_paths};
-use crate::synth::{self, GenParams};
 use crate::intake::intake;
 use crate::report::{self, Format};
+use crate::synth::{self, GenParams};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -237,7 +237,10 @@ fn keygen(out: &Path) -> Result<Outcome> {
     )?;
     let public = key.verifying_key();
     crate::say!("secret key written to {}", out.display());
-    crate::say!("public key (put it in the unit's public_key field): {}", hex::encode(public.as_bytes()));
+    crate::say!(
+        "public key (put it in the unit's public_key field): {}",
+        hex::encode(public.as_bytes())
+    );
     crate::say!("key id: {}", tally_core::ids::KeyId::of(&public));
     Ok(Outcome::Clean)
 }
@@ -285,7 +288,12 @@ fn sign(definition: &Path, key: &Path, out: &Path, sheet_files: &[PathBuf]) -> R
     }
     std::fs::write(out, tally_proto::write_bundle(&signed))
         .with_context(|| format!("cannot write {}", out.display()))?;
-    crate::say!("signed {} sheet(s) of unit {} into {}", signed.len(), unit.id, out.display());
+    crate::say!(
+        "signed {} sheet(s) of unit {} into {}",
+        signed.len(),
+        unit.id,
+        out.display()
+    );
     Ok(Outcome::Clean)
 }
 
@@ -336,7 +344,10 @@ pub fn write_generated(params: &GenParams, out: &Path) -> Result<String> {
             .next()
             .is_some()
     {
-        bail!("{} is not empty; give a new folder to generate into", out.display());
+        bail!(
+            "{} is not empty; give a new folder to generate into",
+            out.display()
+        );
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let generated = synth::generate(params)?;
@@ -359,7 +370,10 @@ pub fn write_generated(params: &GenParams, out: &Path) -> Result<String> {
         notes.push_str(s);
         notes.push('\n');
     }
-    write("SCENARIOS.md", format!("# Planted cases\n\n{notes}").as_bytes())?;
+    write(
+        "SCENARIOS.md",
+        format!("# Planted cases\n\n{notes}").as_bytes(),
+    )?;
     let seats: u64 = generated.contests.iter().map(|c| u64::from(c.seats)).sum();
     let voters: u64 = generated.units.iter().map(|u| u.registered_voters).sum();
     Ok(format!(

@@ -4,9 +4,9 @@
 
 use crate::cli::{Outcome, read_bundles, write_generated};
 use crate::files::load_definition;
-use crate::synth::GenParams;
 use crate::intake::intake;
 use crate::report::{self, Format};
+use crate::synth::GenParams;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -72,7 +72,9 @@ pub fn run(dir: Option<PathBuf>) -> Result<Outcome> {
     );
     crate::say!("  election.toml + *.csv   the election definition");
     crate::say!("  sheets.sheets           every signed sheet (a bundle)");
-    crate::say!("  SCENARIOS.md            the planted cases: void vote, tie, further election, vacancy, correction");
+    crate::say!(
+        "  SCENARIOS.md            the planted cases: void vote, tie, further election, vacancy, correction"
+    );
     crate::say!("Look again with:");
     crate::say!(
         "  tally results --definition {} --sheets {}",

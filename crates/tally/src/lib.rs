@@ -7,8 +7,8 @@
 pub mod cli;
 pub mod demo;
 pub mod files;
-pub mod synth;
 pub mod intake;
 pub mod output;
 pub mod report;
+pub mod synth;
 pub mod table;

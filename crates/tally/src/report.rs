@@ -19,7 +19,10 @@ pub enum Format {
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<()> {
-    crate::say!("{}", serde_json::to_string_pretty(value).context("encoding JSON")?);
+    crate::say!(
+        "{}",
+        serde_json::to_string_pretty(value).context("encoding JSON")?
+    );
     Ok(())
 }
 
@@ -40,9 +43,9 @@ fn parse_tie_rule(text: &str) -> Result<TieRule> {
         "report" => Ok(TieRule::Report),
         "definition-order" => Ok(TieRule::DefinitionOrder),
         "larger-weight-first" => Ok(TieRule::LargerWeightFirst),
-        other => bail!(
-            "unknown tie rule {other:?}; use report, definition-order or larger-weight-first"
-        ),
+        other => {
+            bail!("unknown tie rule {other:?}; use report, definition-order or larger-weight-first")
+        }
     }
 }
 
@@ -90,7 +93,11 @@ pub fn seats_command(args: SeatsArgs) -> Result<Outcome> {
             continue;
         }
         let Some((name, weight)) = line.rsplit_once(',') else {
-            bail!("{}, line {}: expected name,weight", weights_path.display(), i + 1);
+            bail!(
+                "{}, line {}: expected name,weight",
+                weights_path.display(),
+                i + 1
+            );
         };
         let Ok(weight) = weight.trim().parse::<u64>() else {
             if names.is_empty() {
@@ -161,7 +168,11 @@ pub fn seats_command(args: SeatsArgs) -> Result<Outcome> {
 }
 
 fn print_seats(report: &SeatsReport, format: Format) -> Result<()> {
-    let mut table = Table::new(&[("name", Align::Left), ("weight", Align::Right), ("seats", Align::Right)]);
+    let mut table = Table::new(&[
+        ("name", Align::Left),
+        ("weight", Align::Right),
+        ("seats", Align::Right),
+    ]);
     for row in &report.rows {
         table.row(vec![
             row.name.clone(),
@@ -183,10 +194,18 @@ fn print_seats(report: &SeatsReport, format: Format) -> Result<()> {
             crate::say!("{} seats by {}", report.seats, report.method);
             crate::say_part!("{}", table.render());
             for t in &report.broken_ties {
-                crate::say!("tie for {} seat(s) among rows {:?} broken by the tie rule", t.seats, t.units);
+                crate::say!(
+                    "tie for {} seat(s) among rows {:?} broken by the tie rule",
+                    t.seats,
+                    t.units
+                );
             }
             if let Some(t) = &report.tie {
-                let names: Vec<&str> = t.units.iter().map(|&i| report.rows[i].name.as_str()).collect();
+                let names: Vec<&str> = t
+                    .units
+                    .iter()
+                    .map(|&i| report.rows[i].name.as_str())
+                    .collect();
                 crate::say!(
                     "TIE: {} seat(s) undecided between {}; the tie rule is `report`, so the committee decides (e.g. by drawing lots) and records the order",
                     t.seats,
@@ -295,7 +314,8 @@ fn definition_seats(
             thousands(t.population),
             t.congress_seats.map_or("-".into(), |s| s.to_string()),
             t.defined_seats.to_string(),
-            t.county_seats_apportioned.map_or("-".into(), |s| s.to_string()),
+            t.county_seats_apportioned
+                .map_or("-".into(), |s| s.to_string()),
             t.county_seats_defined.to_string(),
         ]);
     }
@@ -321,14 +341,22 @@ fn definition_seats(
                         w.base,
                         w.added_for_population,
                         if w.capped { ", capped" } else { "" },
-                        if w.extra > 0 { format!(" + {} extra", w.extra) } else { String::new() }
+                        if w.extra > 0 {
+                            format!(" + {} extra", w.extra)
+                        } else {
+                            String::new()
+                        }
                     ))
                     .unwrap_or_default(),
                 report.county.defined_seats
             );
             crate::say!("County seats apportioned to townships by {method}, at least one each:");
             crate::say_part!("{}", table.render());
-            let township_total: u64 = report.townships.iter().filter_map(|t| t.congress_seats).sum();
+            let township_total: u64 = report
+                .townships
+                .iter()
+                .filter_map(|t| t.congress_seats)
+                .sum();
             crate::say!(
                 "Deputies across both congresses: {} county + {} township = {}",
                 county_total,
@@ -336,15 +364,22 @@ fn definition_seats(
                 county_total + township_total
             );
             if let Some(t) = &report.tie {
-                crate::say!("TIE: {} county seat(s) undecided between townships {:?}", t.seats, t.units);
+                crate::say!(
+                    "TIE: {} county seat(s) undecided between townships {:?}",
+                    t.seats,
+                    t.units
+                );
             }
         }
     }
-    let mismatch = report.townships.iter().any(|t| {
-        t.congress_seats.is_some_and(|s| s != t.defined_seats)
-    });
+    let mismatch = report
+        .townships
+        .iter()
+        .any(|t| t.congress_seats.is_some_and(|s| s != t.defined_seats));
     if mismatch && format == Format::Table {
-        crate::say!("note: a township's contests do not add up to its Art 12 total; check the contests of the definition");
+        crate::say!(
+            "note: a township's contests do not add up to its Art 12 total; check the contests of the definition"
+        );
     }
     Ok(if report.tie.is_some() || mismatch {
         Outcome::Findings
@@ -365,7 +400,12 @@ pub fn print_intake(intake: &crate::intake::Intake, format: Format) -> Result<()
                 ("problem", Align::Left),
             ]);
             for r in &intake.refused {
-                table.row(vec![r.source.clone(), r.sheet.clone(), r.code.clone(), r.message.clone()]);
+                table.row(vec![
+                    r.source.clone(),
+                    r.sheet.clone(),
+                    r.code.clone(),
+                    r.message.clone(),
+                ]);
             }
             for w in &intake.warnings {
                 table.row(vec![
@@ -599,8 +639,16 @@ pub fn results_table(
         cells.extend(summary_cells(s));
         progress.row(cells);
     };
-    add(&result.county.name, "县级 county", &result.county.county_level);
-    add(&result.county.name, "乡级 township (all)", &result.county.township_level);
+    add(
+        &result.county.name,
+        "县级 county",
+        &result.county.county_level,
+    );
+    add(
+        &result.county.name,
+        "乡级 township (all)",
+        &result.county.township_level,
+    );
     for t in &result.townships {
         add(&t.name, "乡级 township", &t.township_level);
     }
@@ -617,7 +665,9 @@ pub fn results_table(
         let special = c.rounds.len() > 1
             || c.status != ContestStatus::Decided
             || c.vacancies > 0
-            || c.rounds.iter().any(|r| !matches!(r.follow_up, FollowUp::None));
+            || c.rounds
+                .iter()
+                .any(|r| !matches!(r.follow_up, FollowUp::None));
         if special {
             let history: Vec<String> = c
                 .rounds

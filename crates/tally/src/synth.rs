@@ -73,8 +73,8 @@ const SURNAMES: &[&str] = &[
 ];
 const GIVEN: &[&str] = &[
     "伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明",
-    "超", "秀英", "霞", "平", "刚", "桂英", "建华", "文", "华", "红", "玉兰", "志强", "海燕", "建国",
-    "春梅", "国庆", "晓东", "立新",
+    "超", "秀英", "霞", "平", "刚", "桂英", "建华", "文", "华", "红", "玉兰", "志强", "海燕",
+    "建国", "春梅", "国庆", "晓东", "立新",
 ];
 const TOWNSHIP_STEMS: &[&str] = &[
     "城关", "东坝", "西河", "南山", "北岭", "石桥", "柳林", "杏花", "青龙", "白马", "黄土", "清水",
@@ -288,8 +288,8 @@ pub fn generate(params: &GenParams) -> Result<Generated> {
             let station_voters = voters - mobile_voters;
             let village = rng.pick(VILLAGE_STEMS);
             for s in 0..stations {
-                let share = station_voters / stations
-                    + if s == 0 { station_voters % stations } else { 0 };
+                let share =
+                    station_voters / stations + if s == 0 { station_voters % stations } else { 0 };
                 let (kind, label) = if assembly {
                     ("assembly", "选举大会")
                 } else {
@@ -330,7 +330,10 @@ pub fn generate(params: &GenParams) -> Result<Generated> {
     let mut per_township = vec![0usize; townships.len()];
     for u in &mut units {
         per_township[u.township] += 1;
-        u.id = UnitId::new(format!("{}-U{:03}", townships[u.township].id, per_township[u.township]));
+        u.id = UnitId::new(format!(
+            "{}-U{:03}",
+            townships[u.township].id, per_township[u.township]
+        ));
     }
     // A contest's roll is the sum of its units' rolls.
     let position: std::collections::HashMap<ContestId, usize> = contests
@@ -424,7 +427,7 @@ fn new_unit(
 /// Derives a unit's synthetic secret key from the seed. Not for real elections.
 mod sha2_free_key {
     pub fn derive(seed: u64, serial: u64) -> [u8; 32] {
-        let mut rng = super::Rng(seed ^ 0x5EED_0F_4B_E7 ^ serial.wrapping_mul(0x9E37_79B9));
+        let mut rng = super::Rng(seed ^ 0x005E_ED0F_4BE7 ^ serial.wrapping_mul(0x9E37_79B9));
         let mut key = [0u8; 32];
         for chunk in key.chunks_mut(8) {
             chunk.copy_from_slice(&rng.next().to_le_bytes());
@@ -439,9 +442,18 @@ struct Planted {
     what: &'static str,
 }
 
-fn find_contest(g: &Generated, level: Level, seats: u32, candidates: usize, skip: &[usize]) -> Option<usize> {
+fn find_contest(
+    g: &Generated,
+    level: Level,
+    seats: u32,
+    candidates: usize,
+    skip: &[usize],
+) -> Option<usize> {
     g.contests.iter().enumerate().position(|(i, c)| {
-        c.level == level && c.seats == seats && c.candidates.len() == candidates && !skip.contains(&i)
+        c.level == level
+            && c.seats == seats
+            && c.candidates.len() == candidates
+            && !skip.contains(&i)
     })
 }
 
@@ -470,18 +482,33 @@ fn plant_scenarios(g: &mut Generated, _rng: &mut Rng) {
         let note = match p.what {
             "tie" => {
                 c.shares = vec![700, 560, 560];
-                format!("{} {}: the 2nd and 3rd candidates tie for the last seat; round 2 is another vote between them (再次投票)", c.id, c.name)
+                format!(
+                    "{} {}: the 2nd and 3rd candidates tie for the last seat; round 2 is another vote between them (再次投票)",
+                    c.id, c.name
+                )
             }
             "further" => {
                 c.shares = vec![720, 430, 380];
-                format!("{} {}: only one candidate passes the majority; round 2 is a further election (另行选举) for one seat", c.id, c.name)
+                format!(
+                    "{} {}: only one candidate passes the majority; round 2 is a further election (另行选举) for one seat",
+                    c.id, c.name
+                )
             }
             "vacancy" => {
                 c.shares = vec![450, 400];
-                format!("{} {}: no one passes; the further election in round 2 gives no one a third of the ballots, so the seat stays vacant", c.id, c.name)
+                format!(
+                    "{} {}: no one passes; the further election in round 2 gives no one a third of the ballots, so the seat stays vacant",
+                    c.id, c.name
+                )
             }
-            "void-art44" => format!("{} {}: one unit found more ballots in the box than it issued; the vote is void as a whole (Art 44) and held again in round 2", c.id, c.name),
-            _ => format!("{} {}: not more than half of the voters voted (Art 45); round 2 holds the vote again", c.id, c.name),
+            "void-art44" => format!(
+                "{} {}: one unit found more ballots in the box than it issued; the vote is void as a whole (Art 44) and held again in round 2",
+                c.id, c.name
+            ),
+            _ => format!(
+                "{} {}: not more than half of the voters voted (Art 45); round 2 holds the vote again",
+                c.id, c.name
+            ),
         };
         g.scenarios.push(note);
     }
@@ -500,6 +527,7 @@ fn closed_at(rng: &mut Rng, day_offset: u32) -> CountClosedAt {
 }
 
 /// One sheet for a unit in a contest, with the given turnout and shares (per mille of valid).
+#[allow(clippy::too_many_arguments)] // A private helper; a struct would only rename the arguments.
 fn make_sheet(
     rng: &mut Rng,
     unit: &GenUnit,
@@ -543,7 +571,11 @@ fn make_sheet(
             votes: rng.range(1, 3),
         });
     }
-    let scrutineers_n = if unit.kind == "mobile-box" { 3 } else { rng.range(2, 3) };
+    let scrutineers_n = if unit.kind == "mobile-box" {
+        3
+    } else {
+        rng.range(2, 3)
+    };
     TallySheet {
         unit: unit.id.clone(),
         contest: contest.id.clone(),
@@ -566,13 +598,24 @@ fn make_sheet(
 }
 
 fn units_of<'a>(g: &'a Generated, contest: &ContestId) -> Vec<&'a GenUnit> {
-    g.units.iter().filter(|u| u.contests.contains(contest)).collect()
+    g.units
+        .iter()
+        .filter(|u| u.contests.contains(contest))
+        .collect()
 }
 
 fn first_round_sheets(g: &Generated, rng: &mut Rng) -> Vec<TallySheet> {
-    let planted = if g.params.scenarios { planted(g) } else { Vec::new() };
-    let position: std::collections::HashMap<&ContestId, usize> =
-        g.contests.iter().enumerate().map(|(i, c)| (&c.id, i)).collect();
+    let planted = if g.params.scenarios {
+        planted(g)
+    } else {
+        Vec::new()
+    };
+    let position: std::collections::HashMap<&ContestId, usize> = g
+        .contests
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (&c.id, i))
+        .collect();
     let mut sheets = Vec::with_capacity(g.units.len() * 2);
     for unit in &g.units {
         for contest_id in &unit.contests {
@@ -606,7 +649,10 @@ fn add_scenario_sheets(g: &mut Generated, rng: &mut Rng) {
             "tie" => (vec![1, 2], vec![610, 330]),
             "further" => (vec![1, 2], vec![560, 380]),
             "vacancy" => (vec![0, 1], vec![300, 280]),
-            _ => ((0..contest.candidates.len()).collect(), contest.shares.clone()),
+            _ => (
+                (0..contest.candidates.len()).collect(),
+                contest.shares.clone(),
+            ),
         };
         let shares = if p.what == "void-art44" || p.what == "turnout" {
             normal_shares(rng, contest.seats, contest.candidates.len())
@@ -615,7 +661,16 @@ fn add_scenario_sheets(g: &mut Generated, rng: &mut Rng) {
         };
         for unit in units_of(g, &contest.id) {
             let turnout = rng.range(800, 900);
-            extra.push(make_sheet(rng, unit, contest, 2, &candidates, &shares, turnout, 7));
+            extra.push(make_sheet(
+                rng,
+                unit,
+                contest,
+                2,
+                &candidates,
+                &shares,
+                turnout,
+                7,
+            ));
         }
     }
     // A correction: the first unit's county sheet is reissued with one void ballot found valid.
@@ -693,7 +748,13 @@ population = {population}
     );
     let mut townships_csv = String::from("id,name,population\n");
     for t in &g.townships {
-        let _ = writeln!(townships_csv, "{},{},{}", t.id, csv_field(&t.name), t.population);
+        let _ = writeln!(
+            townships_csv,
+            "{},{},{}",
+            t.id,
+            csv_field(&t.name),
+            t.population
+        );
     }
     let mut contests_csv = String::from("id,level,township,name,seats,registered_voters\n");
     let mut candidates_csv = String::from("contest,id,name\n");

@@ -24,7 +24,11 @@ impl Table {
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        debug_assert_eq!(cells.len(), self.headers.len(), "a row has one cell per column");
+        debug_assert_eq!(
+            cells.len(),
+            self.headers.len(),
+            "a row has one cell per column"
+        );
         self.rows.push(cells);
     }
 
@@ -93,7 +97,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
