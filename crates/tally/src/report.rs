@@ -231,6 +231,69 @@ struct AreaSeats {
     county_seats_apportioned: Option<u32>,
     /// County congress seats of the county contests defined in this township.
     county_seats_defined: u64,
+    /// Contests whose defined seats differ from an apportionment of the area's seats among
+    /// its contests by registered voters (1 to 3 seats each, Art 25), at either level.
+    constituencies_differing: Vec<ConstituencyCheck>,
+}
+
+#[derive(Serialize)]
+struct ConstituencyCheck {
+    contest: String,
+    name: String,
+    registered_voters: u64,
+    defined: u32,
+    apportioned: Option<u32>,
+}
+
+/// Apportions the seats defined at one level in one township among its contests by their
+/// registered voters (each deputy should represent about as many people, Art 15, 26) and
+/// returns the contests where the definition differs, so an office can review its districting.
+fn check_constituencies(
+    definition: &Definition,
+    township: &str,
+    level: Level,
+    method: Method,
+    tie_rule: TieRule,
+) -> Vec<ConstituencyCheck> {
+    let contests: Vec<_> = definition
+        .contests
+        .iter()
+        .filter(|c| c.level == level && c.township.as_str() == township)
+        .collect();
+    let seats: u32 = contests.iter().map(|c| c.seats).sum();
+    let weights: Vec<u64> = contests.iter().map(|c| c.registered_voters).collect();
+    let bounds = vec![
+        Bounds {
+            min: 1,
+            max: Some(3)
+        };
+        contests.len()
+    ];
+    let apportioned = apportion::apportion(&apportion::Request {
+        weights: &weights,
+        seats,
+        method,
+        bounds: &bounds,
+        tie_rule,
+    })
+    .ok();
+    contests
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let got = apportioned.as_ref().and_then(|a| {
+                let tied = a.tie.as_ref().is_some_and(|t| t.units.contains(&i));
+                (!tied).then_some(a.seats[i])
+            });
+            (got != Some(c.seats)).then(|| ConstituencyCheck {
+                contest: c.id.to_string(),
+                name: c.name.clone(),
+                registered_voters: c.registered_voters,
+                defined: c.seats,
+                apportioned: got,
+            })
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -280,6 +343,7 @@ fn definition_seats(
             defined_seats: defined(Level::County, None),
             county_seats_apportioned: None,
             county_seats_defined: defined(Level::County, None),
+            constituencies_differing: Vec::new(),
         },
         townships: definition
             .townships
@@ -294,6 +358,12 @@ fn definition_seats(
                 defined_seats: defined(Level::Township, Some(t.id.as_str())),
                 county_seats_apportioned: Some(apportioned.seats[i]),
                 county_seats_defined: defined(Level::County, Some(t.id.as_str())),
+                constituencies_differing: [Level::County, Level::Township]
+                    .into_iter()
+                    .flat_map(|level| {
+                        check_constituencies(definition, t.id.as_str(), level, method, tie_rule)
+                    })
+                    .collect(),
             })
             .collect(),
         tie: apportioned.tie.clone(),
@@ -306,6 +376,7 @@ fn definition_seats(
         ("defined", Align::Right),
         ("county seats apportioned", Align::Right),
         ("defined", Align::Right),
+        ("constituencies to review", Align::Right),
     ]);
     for t in &report.townships {
         table.row(vec![
@@ -317,6 +388,7 @@ fn definition_seats(
             t.county_seats_apportioned
                 .map_or("-".into(), |s| s.to_string()),
             t.county_seats_defined.to_string(),
+            t.constituencies_differing.len().to_string(),
         ]);
     }
     match format {
@@ -369,6 +441,33 @@ fn definition_seats(
                     t.seats,
                     t.units
                 );
+            }
+            let review: Vec<&ConstituencyCheck> = report
+                .townships
+                .iter()
+                .flat_map(|t| &t.constituencies_differing)
+                .collect();
+            if !review.is_empty() {
+                crate::say!(
+                    "\nConstituencies whose seats differ from an apportionment by registered voters ({method}, 1 to 3 seats each); review the districting:"
+                );
+                let mut table = Table::new(&[
+                    ("contest", Align::Left),
+                    ("name", Align::Left),
+                    ("registered voters", Align::Right),
+                    ("defined", Align::Right),
+                    ("apportioned", Align::Right),
+                ]);
+                for c in review {
+                    table.row(vec![
+                        c.contest.clone(),
+                        c.name.clone(),
+                        thousands(c.registered_voters),
+                        c.defined.to_string(),
+                        c.apportioned.map_or("tie".into(), |a| a.to_string()),
+                    ]);
+                }
+                crate::say_part!("{}", table.render());
             }
         }
     }

@@ -278,8 +278,25 @@ pub fn generate(params: &GenParams) -> Result<Generated> {
                 ti,
                 seats,
             ));
-            // Each township constituency lies inside one county constituency.
-            let county_contest = county_first + xi * county_split.len() / township_split.len();
+            // Each township constituency lies inside one county constituency, chosen so that
+            // a county constituency's voters follow its seats (Art 15, 26): the township
+            // constituency's midpoint along the township's voters falls in the county
+            // constituency's share of the county seats.
+            let seats_before: u64 = township_split[..xi].iter().map(|&s| u64::from(s)).sum();
+            let midpoint_halves = 2 * seats_before + u64::from(seats);
+            let county_seats_total: u64 = county_split.iter().map(|&s| u64::from(s)).sum();
+            let mut county_seats_through = 0u64;
+            let mut county_offset = county_split.len() - 1;
+            for (k, &county_seats) in county_split.iter().enumerate() {
+                county_seats_through += u64::from(county_seats);
+                if u128::from(midpoint_halves) * u128::from(county_seats_total)
+                    < 2 * u128::from(county_seats_through) * u128::from(seats_total)
+                {
+                    county_offset = k;
+                    break;
+                }
+            }
+            let county_contest = county_first + county_offset;
             let voters = voters_total * u64::from(seats) / seats_total;
             let stations = (voters / params.voters_per_station).max(1);
             let mobile = rng.chance(300);
