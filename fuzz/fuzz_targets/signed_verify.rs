@@ -15,8 +15,8 @@ use ed25519_dalek::Signer;
 use libfuzzer_sys::fuzz_target;
 use tally_core::ids::KeyId;
 use tally_proto::{
-    SignedSheet, decode_sheet, decode_signed, encode_sheet, encode_signed, signing_message,
-    verify, verify_batch,
+    SignedSheet, decode_sheet, decode_signed, encode_sheet, encode_signed, signing_message, verify,
+    verify_batch,
 };
 
 fuzz_target!(|data: &[u8]| {
