@@ -93,7 +93,7 @@ mod tests {
         assert_eq!(results.len(), 200);
         for (i, result) in results.iter().enumerate() {
             if i == bad {
-                assert_eq!(result.as_ref().unwrap_err().code(), "E201");
+                assert_eq!(result.as_ref().unwrap_err().code(), "E204");
             } else {
                 let verified = result.as_ref().unwrap();
                 assert_eq!(verified.signed, signed[i], "result {i} out of order");
@@ -120,7 +120,7 @@ mod tests {
             .enumerate()
             .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e.code())))
             .collect();
-        assert_eq!(codes, vec![(3, "E202"), (70, "E202"), (129, "E203")]);
+        assert_eq!(codes, vec![(3, "E205"), (70, "E205"), (129, "E206")]);
         for (i, result) in results.iter().enumerate() {
             assert_eq!(result, &verify(&def, &signed[i]), "result {i}");
         }

@@ -85,7 +85,7 @@ fn field_error(field: impl Into<String>, problem: impl Into<String>) -> DecodeEr
 /// `Some(0)` (which validation rejects) therefore decodes back as `None`.
 ///
 /// Encoding does not check the limits: a sheet outside them encodes and signs, and is then
-/// rejected by every reader (E203).
+/// rejected by every reader (E206).
 pub fn encode_sheet(sheet: &TallySheet) -> Vec<u8> {
     to_pb(sheet).encode_to_vec()
 }

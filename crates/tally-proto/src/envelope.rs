@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tally_core::definition::{Definition, PollingUnit};
 use tally_core::ids::{KeyId, UnitId};
 use tally_core::sheet::TallySheet;
+use tally_core::validate::Code;
 
 /// The domain separation prefix of the signing message: the 20 ASCII bytes
 /// `tally.v1.SignedSheet` and one zero byte. A signature made for a sheet can therefore not be
@@ -159,9 +160,9 @@ pub struct VerifiedSheet {
 /// Why an envelope did not verify. Each variant has a stable code ([`VerifyError::code`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
-    /// E201.
+    /// E204.
     #[error(
-        "E201 bad signature on {claimed}, signed with the key {key_id} of unit {unit}: the sheet was changed after signing or signed with another key; ask unit {unit} to sign the sheet again and resend it"
+        "E204 bad signature on {claimed}, signed with the key {key_id} of unit {unit}: the sheet was changed after signing or signed with another key; ask unit {unit} to sign the sheet again and resend it"
     )]
     BadSignature {
         key_id: KeyId,
@@ -169,14 +170,14 @@ pub enum VerifyError {
         /// The sheet's unverified description of itself.
         claimed: String,
     },
-    /// E202: no unit of the election definition has this key.
+    /// E205: no unit of the election definition has this key.
     #[error(
-        "E202 {claimed} is signed with the key {key_id}, which no polling unit of the election definition has; check that the unit signed with its registered key (tally keygen) and that the definition is the current one"
+        "E205 {claimed} is signed with the key {key_id}, which no polling unit of the election definition has; check that the unit signed with its registered key (tally keygen) and that the definition is the current one"
     )]
     UnknownKey { key_id: KeyId, claimed: String },
-    /// E202: the key belongs to a unit other than the one the sheet reports for.
+    /// E205: the key belongs to a unit other than the one the sheet reports for.
     #[error(
-        "E202 the sheet for {label} is signed with the key {key_id} of unit {key_unit}; a unit signs only its own sheets, so ask unit {sheet_unit} to sign it with its own key"
+        "E205 the sheet for {label} is signed with the key {key_id} of unit {key_unit}; a unit signs only its own sheets, so ask unit {sheet_unit} to sign it with its own key"
     )]
     KeyOfAnotherUnit {
         key_id: KeyId,
@@ -184,18 +185,18 @@ pub enum VerifyError {
         sheet_unit: UnitId,
         label: String,
     },
-    /// E203: the envelope or the sheet inside it breaks the contract.
+    /// E206: the envelope or the sheet inside it breaks the contract.
     #[error(
-        "E203 malformed sheet signed with the key {key_id} of unit {unit}: {source}; fix the sending software's encoder (see docs/signing.md)"
+        "E206 malformed sheet signed with the key {key_id} of unit {unit}: {source}; fix the sending software's encoder (see docs/signing.md)"
     )]
     Malformed {
         key_id: KeyId,
         unit: UnitId,
         source: DecodeError,
     },
-    /// E203: the envelope could not be decoded at all.
+    /// E206: the envelope could not be decoded at all.
     #[error(
-        "E203 malformed signed sheet: {source}; fix the sending software's encoder (see docs/signing.md)"
+        "E206 malformed signed sheet: {source}; fix the sending software's encoder (see docs/signing.md)"
     )]
     MalformedEnvelope { source: DecodeError },
 }
@@ -203,10 +204,20 @@ pub enum VerifyError {
 impl VerifyError {
     /// The stable code of the error, for logs, replies and documentation.
     pub fn code(&self) -> &'static str {
+        self.finding_code().as_str()
+    }
+
+    /// The code in the core's table (`tally_core::validate`), so a refusal at the signature
+    /// layer is reported like any other finding.
+    pub fn finding_code(&self) -> Code {
         match self {
-            VerifyError::BadSignature { .. } => "E201",
-            VerifyError::UnknownKey { .. } | VerifyError::KeyOfAnotherUnit { .. } => "E202",
-            VerifyError::Malformed { .. } | VerifyError::MalformedEnvelope { .. } => "E203",
+            VerifyError::BadSignature { .. } => Code::BadSignature,
+            VerifyError::UnknownKey { .. } | VerifyError::KeyOfAnotherUnit { .. } => {
+                Code::KeyNotUnits
+            }
+            VerifyError::Malformed { .. } | VerifyError::MalformedEnvelope { .. } => {
+                Code::MalformedEnvelope
+            }
         }
     }
 }
@@ -353,7 +364,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
         assert_eq!(verified.signed, signed);
     }
 
-    // Goal: changing any byte of the signed sheet fails with E201, never with a panic.
+    // Goal: changing any byte of the signed sheet fails with E204, never with a panic.
     // Method: flip each bit of one byte at every position of the sheet bytes.
     #[test]
     fn tampered_byte_is_e201() {
@@ -363,29 +374,29 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
             let mut tampered = signed.clone();
             tampered.sheet[i] ^= 0x01;
             let err = verify(&def, &tampered).unwrap_err();
-            assert_eq!(err.code(), "E201", "byte {i}: {err}");
+            assert_eq!(err.code(), "E204", "byte {i}: {err}");
         }
         let mut tampered = signed.clone();
         let mut signature = tampered.signature.to_bytes();
         signature[10] ^= 0x80;
         tampered.signature = Signature::from_bytes(&signature);
         let err = verify(&def, &tampered).unwrap_err();
-        assert_eq!(err.code(), "E201");
+        assert_eq!(err.code(), "E204");
         assert!(
             err.to_string().starts_with(
-                "E201 bad signature on the sheet for unit T01-U001, contest T01-C01, round 1, version 1, signed with the key"
+                "E204 bad signature on the sheet for unit T01-U001, contest T01-C01, round 1, version 1, signed with the key"
             ),
             "{err}"
         );
     }
 
-    // Goal: a sheet for one unit signed with another unit's key is E202, as is an unknown key.
+    // Goal: a sheet for one unit signed with another unit's key is E205, as is an unknown key.
     // Method: unit 2 signs unit 1's sheet; a key not in the definition signs unit 1's sheet.
     #[test]
     fn key_of_another_unit_is_e202() {
         let def = definition(2);
         let err = verify(&def, &sign(&sample_sheet("T01-U001"), &unit_key(2))).unwrap_err();
-        assert_eq!(err.code(), "E202");
+        assert_eq!(err.code(), "E205");
         assert!(
             matches!(&err, VerifyError::KeyOfAnotherUnit { key_unit, sheet_unit, .. }
                 if key_unit.as_str() == "T01-U002" && sheet_unit.as_str() == "T01-U001"),
@@ -397,11 +408,11 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
         );
 
         let err = verify(&def, &sign(&sample_sheet("T01-U001"), &unit_key(9))).unwrap_err();
-        assert_eq!(err.code(), "E202");
+        assert_eq!(err.code(), "E205");
         assert!(matches!(err, VerifyError::UnknownKey { .. }), "{err}");
     }
 
-    // Goal: a correctly signed sheet that breaks the contract is E203, naming the sheet's
+    // Goal: a correctly signed sheet that breaks the contract is E206, naming the sheet's
     // unit and the field.
     // Method: sign a sheet with 201 write-ins, and bytes that are not a sheet at all.
     #[test]
@@ -410,7 +421,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
         let mut sheet = sample_sheet("T01-U001");
         sheet.write_ins = vec![sheet.write_ins[0].clone(); 201];
         let err = verify(&def, &sign(&sheet, &unit_key(1))).unwrap_err();
-        assert_eq!(err.code(), "E203");
+        assert_eq!(err.code(), "E206");
         assert!(
             err.to_string().contains("write_ins has 201 entries"),
             "{err}"
@@ -424,17 +435,17 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
             sheet: garbage,
             key_id,
         };
-        assert_eq!(verify(&def, &signed).unwrap_err().code(), "E203");
+        assert_eq!(verify(&def, &signed).unwrap_err().code(), "E206");
     }
 
-    // Goal: garbage, truncated and oversized envelopes are E203 errors and never panic.
+    // Goal: garbage, truncated and oversized envelopes are E206 errors and never panic.
     // Method: every prefix of a good envelope, wrong field lengths, and an oversized buffer.
     #[test]
     fn garbage_envelopes_are_e203() {
         let encoded = encode_signed(&sign(&sample_sheet("T01-U001"), &unit_key(1)));
         for cut in 0..encoded.len() {
             let err = decode_signed(&encoded[..cut]).unwrap_err();
-            assert_eq!(VerifyError::from(err).code(), "E203");
+            assert_eq!(VerifyError::from(err).code(), "E206");
         }
         let short_signature = pb::SignedSheet {
             sheet: vec![],

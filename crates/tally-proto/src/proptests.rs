@@ -43,7 +43,7 @@ proptest! {
         if let Ok(decoded) = decode_signed(&bytes) {
             match verify(&def, &decoded) {
                 Ok(verified) => prop_assert_eq!(verified.sheet, sample_sheet("T01-U001")),
-                Err(e) => prop_assert!(["E201", "E202", "E203"].contains(&e.code())),
+                Err(e) => prop_assert!(["E204", "E205", "E206"].contains(&e.code())),
             }
         }
         let _ = decode_sheet(&bytes);

@@ -511,11 +511,8 @@ fn verify_finds_a_tampered_sheet() {
     assert!(run.stdout.contains("1 refused"), "{}", run.dump());
     assert!(run.stdout.contains("T01-U01.sheets #1"), "{}", run.dump());
     assert!(run.stdout.contains("bad signature"), "{}", run.dump());
-    // FIXME: validate.rs's code table gives the signature layer E204 (bad signature), E205
-    // (key not the unit's) and E206 (malformed envelope), but tally-proto's VerifyError::code
-    // uses E201/E202/E203, which the table gives to unknown unit/contest/not served. A bad
-    // signature should show E204; today it shows E201.
-    assert!(run.stdout.contains("E201 bad signature"), "{}", run.dump());
+    // The signature layer's codes are those of the core's table: E204 is a bad signature.
+    assert!(run.stdout.contains("E204 bad signature"), "{}", run.dump());
 
     let json = tally_in(
         dir.path(),
@@ -532,8 +529,7 @@ fn verify_finds_a_tampered_sheet() {
     assert_eq!(json.code, EXIT_FINDINGS, "{}", json.dump());
     let refused = &json.json()["refused"];
     assert_eq!(refused.as_array().unwrap().len(), 1, "{}", json.dump());
-    // FIXME: should be "E204" (see above).
-    assert_eq!(refused[0]["code"], "E201");
+    assert_eq!(refused[0]["code"], "E204");
 }
 
 // Goal: a bundle cut short is a failure with a message naming the file, not a panic.
