@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 use tally::intake::intake;
-use tally::synth::{self, GenParams};
+use tally_synth::{self as synth, GenParams};
 
 fn peak_memory_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -5,7 +5,7 @@
 use crate::files::{self, load_definition, read_secret_key, sheet_bundle_paths};
 use crate::intake::intake;
 use crate::report::{self, Format};
-use crate::synth::{self, GenParams};
+use tally_synth::{self as synth, GenParams};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@ use crate::cli::{Outcome, read_bundles, write_generated};
 use crate::files::load_definition;
 use crate::intake::intake;
 use crate::report::{self, Format};
-use crate::synth::GenParams;
+use tally_synth::GenParams;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Instant;

@@ -10,5 +10,5 @@ pub mod files;
 pub mod intake;
 pub mod output;
 pub mod report;
-pub mod synth;
+
 pub mod table;

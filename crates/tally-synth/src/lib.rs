@@ -1,5 +1,8 @@
 //! Synthetic counties, for the sample data, tests and benchmarks.
 //!
+//! It owns nothing of the rules: it writes the files an election office would keep and signs
+//! sheets as polling units would, through `tally-core` and `tally-proto`.
+//!
 //! Everything is derived from a seed by a small deterministic generator (SplitMix64), so the
 //! same arguments always give byte-identical files: `examples/sample-county` is this
 //! generator's output and a test checks that it still is. Unit keys are derived from the seed
@@ -827,4 +830,20 @@ pub fn sign_all(g: &Generated) -> Vec<tally_proto::SignedSheet> {
         .par_iter()
         .map(|s| tally_proto::sign(s, keys[&s.unit]))
         .collect()
+}
+
+/// Loads the generated definition as `tally-core` would from the files, without touching disk.
+pub fn definition(g: &Generated) -> Result<tally_core::definition::Definition> {
+    let files = files(g);
+    let mut read_sibling = |name: &str| -> Result<String, String> {
+        match name {
+            "townships.csv" => Ok(files.townships_csv.clone()),
+            "contests.csv" => Ok(files.contests_csv.clone()),
+            "candidates.csv" => Ok(files.candidates_csv.clone()),
+            "units.csv" => Ok(files.units_csv.clone()),
+            other => Err(format!("the generator writes no file {other}")),
+        }
+    };
+    tally_core::definition::load("election.toml", &files.definition_toml, &mut read_sibling)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
