@@ -6,11 +6,16 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let proto_root = manifest_dir.join("../../proto");
-    let sheet_proto = proto_root.join("tally/v1/sheet.proto");
+    let protos = [
+        proto_root.join("tally/v1/sheet.proto"),
+        proto_root.join("tally/v1/county.proto"),
+    ];
     println!("cargo:rerun-if-changed={}", proto_root.display());
-    println!("cargo:rerun-if-changed={}", sheet_proto.display());
+    for proto in &protos {
+        println!("cargo:rerun-if-changed={}", proto.display());
+    }
 
-    let descriptors = protox::compile([&sheet_proto], [&proto_root])?;
+    let descriptors = protox::compile(&protos, [&proto_root])?;
     prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

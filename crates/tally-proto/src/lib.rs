@@ -13,6 +13,7 @@
 //! - [`envelope`]: [`SignedSheet`], [`sign`], [`verify`] and the signing message.
 //! - [`batch`]: [`verify_batch`], Ed25519 batch verification spread over all cores.
 //! - [`bundle`]: [`write_bundle`] and [`read_bundle`], many signed sheets in one file.
+//! - [`county`]: the county coordinator's raft entry (a command) and snapshot image.
 //!
 //! The signing scheme is documented byte by byte in the proto file and in `docs/signing.md`,
 //! whose worked example is asserted by a test here so the two cannot drift.
@@ -20,11 +21,12 @@
 pub mod batch;
 pub mod bundle;
 pub mod convert;
+pub mod county;
 pub mod envelope;
 #[cfg(test)]
 mod proptests;
 
-/// The types generated from `proto/tally/v1/sheet.proto`.
+/// The types generated from `proto/tally/v1/sheet.proto` and `proto/tally/v1/county.proto`.
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/tally.v1.rs"));
 }

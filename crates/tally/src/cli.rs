@@ -5,11 +5,11 @@
 use crate::files::{self, load_definition, read_secret_key, sheet_bundle_paths};
 use crate::intake::intake;
 use crate::report::{self, Format};
-use tally_synth::{self as synth, GenParams};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tally_synth::{self as synth, GenParams};
 
 /// What a command found, for its exit code.
 pub enum Outcome {

@@ -6,10 +6,10 @@ use crate::cli::{Outcome, read_bundles, write_generated};
 use crate::files::load_definition;
 use crate::intake::intake;
 use crate::report::{self, Format};
-use tally_synth::GenParams;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Instant;
+use tally_synth::GenParams;
 
 pub fn run(dir: Option<PathBuf>) -> Result<Outcome> {
     let dir = match dir {

@@ -1,0 +1,17 @@
+//! The county coordinator: the authority of record on election night. A cluster of 3 or 5
+//! replicas, replicated with raft (tikv raft-rs), each keeping its raft log and its state
+//! machine in one redb database. See `docs/design/county.md`.
+//!
+//! This crate owns consensus, durable storage and the replicated state machine. It does not
+//! own the network (tonic services and TLS live beside it) and takes time and messages as
+//! inputs, so a cluster can run deterministically in one thread.
+//!
+//! # Layout
+//! - [`storage`]: `DiskStorage`, raft-rs `Storage` on redb, with atomic persist and apply.
+//! - [`state`]: `CountyState`, the deterministic state machine: ledger, hash chain, conflicts.
+//! - [`command`]: `Command`, what one raft log entry carries.
+
+pub mod command;
+pub mod replica;
+pub mod state;
+pub mod storage;

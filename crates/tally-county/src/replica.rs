@@ -1,0 +1,407 @@
+//! The consensus driver of one replica: a raft-rs `RawNode` over [`DiskStorage`], with the
+//! [`CountyState`] it applies committed entries to.
+//!
+//! The driver does no I/O of its own beyond the storage it owns and reads no clock: the caller
+//! ticks it on a fixed interval, steps it with received messages, and sends the messages each
+//! [`Replica::handle_ready`] returns. That keeps the same code usable under tokio, in the
+//! deterministic in-process cluster of the tests, and in a simulation.
+//!
+//! `handle_ready` follows the safe order of `../shared/design/replication-notes.md`:
+//! send the leader's messages at once; persist snapshot, entries and hard state in one fsynced
+//! transaction; install the snapshot's state; apply committed entries; only then send the
+//! messages that had to wait for persistence; advance; handle the light ready likewise.
+
+use crate::command::Command;
+use crate::state::{Applied, CountyState};
+use crate::storage::{DiskStorage, StorageError};
+use raft::eraftpb::{ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, ReadState, StateRole, Storage};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tally_core::definition::Definition;
+
+/// Ticks without hearing from a leader before a follower campaigns (with PreVote first).
+pub const ELECTION_TICKS: usize = 10;
+/// Ticks between a leader's heartbeats.
+pub const HEARTBEAT_TICKS: usize = 3;
+/// Bound on the bytes of entries in one append message.
+pub const MESSAGE_BYTES_MAX: u64 = 4 << 20;
+/// Bound on append messages in flight to one follower.
+pub const INFLIGHT_MESSAGES_MAX: usize = 256;
+/// Applied entries kept in the log before it is compacted into a snapshot.
+pub const LOG_ENTRIES_BEFORE_COMPACTION: u64 = 10_000;
+
+/// Identifies a proposal of this replica, so its outcome can be returned to whoever asked.
+/// Carried in the entry's context: the proposing replica's id, then this number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProposalId(pub u64);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("a committed entry at index {index} cannot be decoded: {message}")]
+    BadEntry { index: u64, message: String },
+}
+
+/// Why a proposal was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this replica is not the leader; the leader is replica {leader:?}")]
+    NotLeader { leader: Option<u64> },
+    #[error("the proposal was dropped (a leadership transfer is in progress); try again")]
+    Dropped,
+}
+
+/// What one ready cycle produced.
+#[derive(Debug, Default)]
+pub struct ReadyOutput {
+    /// Raft messages to send, in order.
+    pub messages: Vec<Message>,
+    /// Outcomes of this replica's proposals that were applied.
+    pub applied: Vec<(ProposalId, Applied)>,
+    /// Read requests (by their context) that are now safe to answer: the index they need has
+    /// been applied.
+    pub reads_ready: Vec<Vec<u8>>,
+    /// Membership changed: the new voters and learners.
+    pub membership_changed: bool,
+}
+
+/// A snapshot of the replica's view, for the status API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub id: u64,
+    pub role: StateRole,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// For the leader: each peer's match index.
+    pub progress: Vec<(u64, u64)>,
+}
+
+pub struct Replica {
+    id: u64,
+    raw: RawNode<DiskStorage>,
+    storage: DiskStorage,
+    state: CountyState,
+    next_proposal: u64,
+    /// Read requests waiting for their index to be applied.
+    pending_reads: Vec<ReadState>,
+    /// Proposals whose outcome this replica reports (by their context).
+    proposals_in_flight: HashMap<u64, ()>,
+}
+
+fn raft_config(id: u64, applied: u64) -> raft::Config {
+    raft::Config {
+        id,
+        election_tick: ELECTION_TICKS,
+        heartbeat_tick: HEARTBEAT_TICKS,
+        applied,
+        max_size_per_msg: MESSAGE_BYTES_MAX,
+        max_inflight_msgs: INFLIGHT_MESSAGES_MAX,
+        pre_vote: true,
+        check_quorum: true,
+        ..Default::default()
+    }
+}
+
+impl Replica {
+    /// Opens a replica over its storage: restores the state machine and the applied index, so
+    /// committed entries are not applied twice after a restart.
+    pub fn open(
+        id: u64,
+        storage: DiskStorage,
+        definition: Arc<Definition>,
+    ) -> Result<Self, ReplicaError> {
+        let state = storage.load_state(definition)?;
+        let config = raft_config(id, state.applied_index());
+        config.validate()?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&config, storage.clone(), &logger)?;
+        Ok(Replica {
+            id,
+            raw,
+            storage,
+            state,
+            next_proposal: 1,
+            pending_reads: Vec::new(),
+            proposals_in_flight: HashMap::new(),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn state(&self) -> &CountyState {
+        &self.state
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        let leader = self.raw.raft.leader_id;
+        (leader != raft::INVALID_ID).then_some(leader)
+    }
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// Feeds a message from a peer. Messages from unknown or removed peers are dropped by raft.
+    pub fn step(&mut self, message: Message) -> Result<(), ReplicaError> {
+        match self.raw.step(message) {
+            // A message for a stale term or from a peer no longer in the group is expected.
+            Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Proposes a command; its outcome comes back from a later `handle_ready` under the
+    /// returned id, once the entry is committed on a majority and applied here.
+    pub fn propose(&mut self, command: &Command) -> Result<ProposalId, ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let id = ProposalId(self.next_proposal);
+        self.next_proposal += 1;
+        let mut context = Vec::with_capacity(16);
+        context.extend_from_slice(&self.id.to_be_bytes());
+        context.extend_from_slice(&id.0.to_be_bytes());
+        match self.raw.propose(context, command.encode()) {
+            Ok(()) => {
+                self.proposals_in_flight.insert(id.0, ());
+                Ok(id)
+            }
+            Err(raft::Error::ProposalDropped) => Err(ProposeError::Dropped),
+            Err(_) => Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            }),
+        }
+    }
+
+    /// Proposes a membership change: add a learner, promote a learner to voter, or remove.
+    pub fn propose_membership(
+        &mut self,
+        change: ConfChangeType,
+        node: u64,
+    ) -> Result<(), ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let mut single = raft::eraftpb::ConfChangeSingle::default();
+        single.set_change_type(change);
+        single.node_id = node;
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        self.raw
+            .propose_conf_change(Vec::new(), cc)
+            .map_err(|_| ProposeError::Dropped)
+    }
+
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.raw.transfer_leader(to);
+    }
+
+    /// Starts a linearizable read; `handle_ready` returns `context` once it is safe to answer.
+    pub fn read_index(&mut self, context: Vec<u8>) {
+        self.raw.read_index(context);
+    }
+
+    /// Tells raft whether a snapshot sent to `peer` arrived.
+    pub fn report_snapshot(&mut self, peer: u64, delivered: bool) {
+        let status = if delivered {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(peer, status);
+    }
+
+    /// Tells raft a message to `peer` could not be sent, so it goes back to probing.
+    pub fn report_unreachable(&mut self, peer: u64) {
+        self.raw.report_unreachable(peer);
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    /// Runs one ready cycle in the safe order. Returns what to send and what was applied.
+    pub fn handle_ready(&mut self) -> Result<ReadyOutput, ReplicaError> {
+        let mut out = ReadyOutput::default();
+        if !self.raw.has_ready() {
+            return Ok(out);
+        }
+        let mut ready = self.raw.ready();
+
+        // 1. A leader's messages may go before its own fsync (raft thesis 10.2.1).
+        out.messages.extend(ready.take_messages());
+
+        // 2. Snapshot, entries and hard state: one transaction, one fsync.
+        let snapshot: Option<Snapshot> =
+            (*ready.snapshot() != Snapshot::default()).then(|| ready.snapshot().clone());
+        if snapshot.is_some() || !ready.entries().is_empty() || ready.hs().is_some() {
+            self.storage
+                .persist(snapshot.as_ref(), ready.entries(), ready.hs())?;
+        }
+
+        // 3. A snapshot replaces the state machine.
+        if snapshot.is_some() {
+            self.state = self.storage.load_state(self.state.definition())?;
+        }
+
+        // 4. Apply what is committed (entries persisted in earlier readies).
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed, &mut out)?;
+
+        // 5. Messages that promise persisted state (votes, append responses) only now.
+        out.messages.extend(ready.take_persisted_messages());
+        self.pending_reads.extend(ready.take_read_states());
+
+        // 6. The light ready: the new commit index, more messages and committed entries.
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.storage.set_commit(commit)?;
+        }
+        out.messages.extend(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed, &mut out)?;
+        self.raw.advance_apply();
+
+        // 7. Reads whose index is applied can be answered.
+        let applied = self.state.applied_index();
+        let (ready_reads, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_reads)
+            .into_iter()
+            .partition(|r| r.index <= applied);
+        self.pending_reads = waiting;
+        out.reads_ready
+            .extend(ready_reads.into_iter().map(|r| r.request_ctx));
+
+        self.maybe_compact()?;
+        Ok(out)
+    }
+
+    fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        out: &mut ReadyOutput,
+    ) -> Result<(), ReplicaError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut last_index = self.state.applied_index();
+        for entry in entries {
+            last_index = entry.index;
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if entry.data.is_empty() {
+                        // A new leader's empty entry.
+                        self.state.apply_empty(entry.index);
+                        continue;
+                    }
+                    let command =
+                        Command::decode(&entry.data).map_err(|e| ReplicaError::BadEntry {
+                            index: entry.index,
+                            message: e.to_string(),
+                        })?;
+                    let applied = self.state.apply(entry.index, &command);
+                    if let Some(id) = self.own_proposal(&entry.context) {
+                        out.applied.push((id, applied));
+                    }
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let conf_state = if entry.get_entry_type() == EntryType::EntryConfChange {
+                        let mut cc = raft::eraftpb::ConfChange::default();
+                        protobuf::Message::merge_from_bytes(&mut cc, &entry.data).map_err(|e| {
+                            ReplicaError::BadEntry {
+                                index: entry.index,
+                                message: e.to_string(),
+                            }
+                        })?;
+                        self.raw.apply_conf_change(&cc)?
+                    } else {
+                        let mut cc = ConfChangeV2::default();
+                        protobuf::Message::merge_from_bytes(&mut cc, &entry.data).map_err(|e| {
+                            ReplicaError::BadEntry {
+                                index: entry.index,
+                                message: e.to_string(),
+                            }
+                        })?;
+                        self.raw.apply_conf_change(&cc)?
+                    };
+                    self.storage.set_conf_state(&conf_state)?;
+                    self.state.apply_empty(entry.index);
+                    out.membership_changed = true;
+                }
+            }
+        }
+        self.storage.save_applied(&self.state)?;
+        debug_assert_eq!(self.state.applied_index(), last_index);
+        Ok(())
+    }
+
+    fn own_proposal(&mut self, context: &[u8]) -> Option<ProposalId> {
+        if context.len() != 16 || context[..8] != self.id.to_be_bytes() {
+            return None;
+        }
+        let mut number = [0u8; 8];
+        number.copy_from_slice(&context[8..]);
+        let number = u64::from_be_bytes(number);
+        self.proposals_in_flight
+            .remove(&number)
+            .map(|()| ProposalId(number))
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), ReplicaError> {
+        let first = self.storage.first_index()?;
+        if self.state.applied_index() >= first + LOG_ENTRIES_BEFORE_COMPACTION {
+            let conf_state = self.raw.raft.prs().conf().to_conf_state();
+            self.storage.compact(&self.state, &conf_state)?;
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        let raft = &self.raw.raft;
+        let conf = raft.prs().conf().to_conf_state();
+        let progress = if self.is_leader() {
+            let mut p: Vec<(u64, u64)> = raft
+                .prs()
+                .iter()
+                .map(|(id, pr)| (*id, pr.matched))
+                .collect();
+            p.sort_unstable();
+            p
+        } else {
+            Vec::new()
+        };
+        ReplicaStatus {
+            id: self.id,
+            role: raft.state,
+            term: raft.term,
+            leader: self.leader(),
+            commit_index: raft.raft_log.committed,
+            applied_index: self.state.applied_index(),
+            first_index: self.storage.first_index().unwrap_or(0),
+            last_index: self.storage.last_index().unwrap_or(0),
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+            progress,
+        }
+    }
+}

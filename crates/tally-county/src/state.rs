@@ -1,0 +1,732 @@
+//! `CountyState`, the replicated state machine: the ledger of recorded sheets, the hash chain
+//! over them, and the evidence (the signed bytes of every recorded sheet).
+//!
+//! Invariants:
+//! - [`CountyState::apply`] is deterministic: it depends only on the definition, the state and
+//!   `(index, command)`. No clock, no randomness, no hash-map iteration order, no I/O.
+//! - Every sheet the ledger records (accepted, superseded, or a new conflict) extends the
+//!   chain exactly once and is kept as evidence; a duplicate (and a conflicting sheet sent
+//!   again) changes nothing.
+//! - The evidence, in chain order, determines everything else: replaying it through a fresh
+//!   ledger rebuilds the ledger, the conflicts and the chain. Snapshots and the store's rows
+//!   rely on this.
+//!
+//! Apply re-checks only what is cheap. The leader verified each signature and validated each
+//! sheet before proposing; repeating Ed25519 on every replica for every entry would cost more
+//! than the rest of apply together. What apply checks: the sheet bytes decode within the
+//! contract's limits, the key id is a unit's registered key, and the sheet is that unit's own.
+
+use crate::command::Command;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use std::sync::Arc;
+use tally_core::definition::Definition;
+use tally_core::ledger::{ConflictRecord, Digest, Ledger, Submission};
+use tally_core::results::{ElectionResult, compute};
+use tally_proto::county::{StateImage, decode_image, encode_image};
+use tally_proto::{DecodeError, SignedSheet, VerifyError, decode_sheet};
+
+pub use tally_proto::county::ChainRecord;
+
+/// The domain separation prefix of a chain link: `tally.v1.chain` and one zero byte.
+pub const CHAIN_DOMAIN: &[u8; 15] = b"tally.v1.chain\0";
+
+/// The domain separation prefix of [`CountyState::fingerprint`].
+const FINGERPRINT_DOMAIN: &[u8; 22] = b"tally.v1.county-state\0";
+
+/// The chain's head before any record.
+pub const CHAIN_HEAD_EMPTY: [u8; 32] = [0; 32];
+
+/// The hash chain's head, and the log index the state it describes reflects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChainHead {
+    /// `SHA-256(CHAIN_DOMAIN || previous head || log_index_be || digest)` of the last record;
+    /// all zero for an empty chain.
+    #[serde(serialize_with = "serialize_hex")]
+    pub head: [u8; 32],
+    /// The number of records in the chain.
+    pub length: u64,
+    /// The applied index of the state: the last log index whose command the head reflects
+    /// (the head may have been last extended at an earlier index).
+    pub log_index: u64,
+}
+
+fn serialize_hex<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(bytes))
+}
+
+/// One link: the head after recording `digest` at `log_index` on top of `head`.
+pub fn chain_link(head: &[u8; 32], log_index: u64, digest: &Digest) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(CHAIN_DOMAIN);
+    hasher.update(head);
+    hasher.update(log_index.to_be_bytes());
+    hasher.update(digest);
+    hasher.finalize().into()
+}
+
+/// The digest the ledger and the chain know a sheet by: SHA-256 over the exact signed sheet
+/// bytes (as `VerifiedSheet::digest`).
+pub fn sheet_digest(signed: &SignedSheet) -> Digest {
+    Sha256::digest(&signed.sheet).into()
+}
+
+/// What became of one sheet of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SheetOutcome {
+    /// A new slot or a higher version: it counts now. Recorded, chained.
+    Accepted,
+    /// The very same bytes are already recorded: nothing changed.
+    Duplicate,
+    /// Another sheet holds this slot and version: kept for the committee, never counted.
+    /// Recorded and chained the first time; sent again, it changes nothing.
+    Conflict,
+    /// A version lower than the one counted: recorded and chained, not counted.
+    Superseded,
+    /// Failed a check the leader should have made; nothing changed. `code` is the stable
+    /// code of the refusal (E205, E206).
+    Refused { code: &'static str, message: String },
+}
+
+/// The outcome of applying one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// One per sheet of the command, in order.
+    pub outcomes: Vec<SheetOutcome>,
+}
+
+/// Why a snapshot image or stored rows could not be rebuilt into a state. Every variant means
+/// the bytes are corrupt or were made for another election definition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("the county state image does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    #[error(
+        "chain record {position} (log index {log_index}) was not recorded again when replayed ({outcome}); the evidence is corrupt or belongs to another election definition"
+    )]
+    NotRecorded {
+        position: u64,
+        log_index: u64,
+        outcome: String,
+    },
+    #[error(
+        "chain record {position} (log index {log_index}) gives another head when replayed than the one stored; the evidence is corrupt"
+    )]
+    HeadMismatch { position: u64, log_index: u64 },
+    #[error(
+        "chain record {position} has log index {log_index}, before the {previous} of the record before it or after the applied index {applied_index}"
+    )]
+    OutOfOrder {
+        position: u64,
+        log_index: u64,
+        previous: u64,
+        applied_index: u64,
+    },
+}
+
+/// The county state machine.
+#[derive(Debug, Clone)]
+pub struct CountyState {
+    definition: Arc<Definition>,
+    ledger: Ledger,
+    /// The evidence in chain order, each with the head after it.
+    records: Vec<ChainRecord>,
+    head: [u8; 32],
+    applied_index: u64,
+}
+
+impl CountyState {
+    pub fn new(definition: Arc<Definition>) -> Self {
+        CountyState {
+            definition,
+            ledger: Ledger::new(),
+            records: Vec::new(),
+            head: CHAIN_HEAD_EMPTY,
+            applied_index: 0,
+        }
+    }
+
+    /// Applies the command of log entry `index`. Deterministic: depends only on the
+    /// definition, the state and `(index, command)`.
+    ///
+    /// # Panics
+    /// If `index` is not after the applied index: raft delivers each entry once, in order,
+    /// so anything else is a bug in the driver, and applying it would fork the chain.
+    pub fn apply(&mut self, index: u64, command: &Command) -> Applied {
+        assert!(
+            index > self.applied_index,
+            "apply of log index {index} at applied index {}",
+            self.applied_index
+        );
+        let outcomes = match command {
+            Command::Ingest { sheets, .. } => sheets
+                .iter()
+                .map(|signed| self.record(index, signed))
+                .collect(),
+        };
+        self.applied_index = index;
+        Applied { outcomes }
+    }
+
+    /// Applies an entry that is not a command (raft's empty entry, a configuration change):
+    /// only the applied index moves, so the state says which index it reflects.
+    ///
+    /// # Panics
+    /// If `index` is not after the applied index, as [`CountyState::apply`].
+    pub fn apply_empty(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "apply of log index {index} at applied index {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+    }
+
+    /// Sets the applied index stored beside the evidence, when rebuilding a state.
+    pub(crate) fn set_applied_index(&mut self, index: u64) {
+        debug_assert!(index >= self.applied_index);
+        self.applied_index = index;
+    }
+
+    /// Checks and records one sheet; extends the chain if the ledger recorded it.
+    fn record(&mut self, index: u64, signed: &SignedSheet) -> SheetOutcome {
+        let sheet = match decode_sheet(&signed.sheet) {
+            Ok(sheet) => sheet,
+            Err(source) => {
+                let error = match self.definition.unit_by_key(&signed.key_id) {
+                    Some(unit) => VerifyError::Malformed {
+                        key_id: signed.key_id,
+                        unit: unit.id.clone(),
+                        source,
+                    },
+                    None => VerifyError::MalformedEnvelope { source },
+                };
+                return refused(&error);
+            }
+        };
+        let Some(unit) = self.definition.unit_by_key(&signed.key_id) else {
+            return refused(&VerifyError::UnknownKey {
+                key_id: signed.key_id,
+                claimed: format!("the sheet for {}", sheet.label()),
+            });
+        };
+        if sheet.unit != unit.id {
+            return refused(&VerifyError::KeyOfAnotherUnit {
+                key_id: signed.key_id,
+                key_unit: unit.id.clone(),
+                sheet_unit: sheet.unit.clone(),
+                label: sheet.label(),
+            });
+        }
+        let digest = sheet_digest(signed);
+        let conflicts_before = self.ledger.conflicts().len();
+        let (outcome, recorded) = match self.ledger.submit(sheet, digest) {
+            Submission::Accepted => (SheetOutcome::Accepted, true),
+            Submission::Superseded { .. } => (SheetOutcome::Superseded, true),
+            Submission::Duplicate => (SheetOutcome::Duplicate, false),
+            // The ledger keeps a conflicting sheet once; sent again it is not recorded again.
+            Submission::Conflict { .. } => (
+                SheetOutcome::Conflict,
+                self.ledger.conflicts().len() > conflicts_before,
+            ),
+        };
+        if recorded {
+            self.head = chain_link(&self.head, index, &digest);
+            self.records.push(ChainRecord {
+                log_index: index,
+                signed: signed.clone(),
+                head: self.head,
+            });
+        }
+        outcome
+    }
+
+    /// Replays one stored record on top of this state: it must be recorded again and give
+    /// the stored head. Used to rebuild a state from a snapshot image or stored rows.
+    pub(crate) fn replay(&mut self, record: &ChainRecord) -> Result<(), StateError> {
+        let position = self.records.len() as u64;
+        let previous = self.records.last().map_or(0, |r| r.log_index);
+        if record.log_index < previous || record.log_index == 0 {
+            return Err(StateError::OutOfOrder {
+                position,
+                log_index: record.log_index,
+                previous,
+                applied_index: self.applied_index,
+            });
+        }
+        let outcome = self.record(record.log_index, &record.signed);
+        if self.records.len() as u64 != position + 1 {
+            return Err(StateError::NotRecorded {
+                position,
+                log_index: record.log_index,
+                outcome: format!("{outcome:?}"),
+            });
+        }
+        if self.head != record.head {
+            return Err(StateError::HeadMismatch {
+                position,
+                log_index: record.log_index,
+            });
+        }
+        self.applied_index = self.applied_index.max(record.log_index);
+        Ok(())
+    }
+
+    /// The election definition (a shared handle).
+    pub fn definition(&self) -> Arc<Definition> {
+        Arc::clone(&self.definition)
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn chain_head(&self) -> ChainHead {
+        ChainHead {
+            head: self.head,
+            length: self.records.len() as u64,
+            log_index: self.applied_index,
+        }
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The evidence in chain order: every recorded sheet as signed, with its log index and
+    /// the head after it. `records()[n..]` are the records after the first `n`.
+    pub fn records(&self) -> &[ChainRecord] {
+        &self.records
+    }
+
+    /// The digests of the recorded sheets in chain order (each appears once). Hashes every
+    /// record, so it is for tests and audits, not for a hot path.
+    pub fn recorded_digests(&self) -> Vec<Digest> {
+        self.records
+            .iter()
+            .map(|r| sheet_digest(&r.signed))
+            .collect()
+    }
+
+    /// The election result of the counted sheets, with the chain head it reflects.
+    pub fn results(&self) -> (ElectionResult, ChainHead) {
+        (compute(&self.definition, &self.ledger), self.chain_head())
+    }
+
+    /// Refused sheets that claimed a recorded slot and version, in arrival order.
+    pub fn conflicts(&self) -> &[ConflictRecord] {
+        self.ledger.conflicts()
+    }
+
+    /// A full image for a raft snapshot: the evidence in chain order and the applied index.
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        encode_image(&StateImage {
+            applied_index: self.applied_index,
+            chain_head: self.head,
+            records: self.records.clone(),
+        })
+    }
+
+    /// Rebuilds a state from [`CountyState::snapshot_bytes`] by replaying its records, checking
+    /// every link and the final head.
+    pub fn restore(definition: Arc<Definition>, bytes: &[u8]) -> Result<Self, StateError> {
+        let image = decode_image(bytes)?;
+        let mut state = CountyState::new(definition);
+        for record in &image.records {
+            state.replay(record)?;
+        }
+        let last = state.records.last().map_or(0, |r| r.log_index);
+        if image.applied_index < last {
+            return Err(StateError::OutOfOrder {
+                position: state.records.len() as u64 - 1,
+                log_index: last,
+                previous: last,
+                applied_index: image.applied_index,
+            });
+        }
+        if state.head != image.chain_head {
+            return Err(StateError::HeadMismatch {
+                position: state.records.len() as u64,
+                log_index: image.applied_index,
+            });
+        }
+        state.applied_index = image.applied_index;
+        Ok(state)
+    }
+
+    /// A digest of the whole state (evidence, chain and applied index, which determine the
+    /// ledger and conflicts), for tests that compare replicas.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(FINGERPRINT_DOMAIN);
+        hasher.update(self.snapshot_bytes());
+        hasher.finalize().into()
+    }
+}
+
+fn refused(error: &VerifyError) -> SheetOutcome {
+    SheetOutcome::Refused {
+        code: error.code(),
+        message: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testkit {
+    //! A small election with real keys, and signed sheets for it.
+
+    use ed25519_dalek::SigningKey;
+    use std::sync::Arc;
+    use tally_core::definition::Definition;
+    use tally_core::ids::{CandidateId, ContestId, UnitId};
+    use tally_core::sheet::{CandidateCount, CountClosedAt, Round, TallySheet};
+    use tally_proto::{SignedSheet, sign};
+
+    /// Units in the fixture.
+    pub(crate) const UNITS: u8 = 3;
+
+    /// The secret key of unit `T1-U{n}`: 32 bytes of `n`. Test keys only.
+    pub(crate) fn unit_key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    /// Township T1, one contest T1-C1 (1 seat, candidates A and B, 900 voters), served by
+    /// units T1-U1..T1-U3.
+    pub(crate) fn definition() -> Arc<Definition> {
+        let mut toml = String::from(
+            r#"
+[election]
+id = "test"
+name = "测试选举"
+
+[county]
+id = "C"
+name = "测试县"
+population = 1000
+seats = 30
+
+[[townships]]
+id = "T1"
+name = "一乡"
+population = 1000
+seats = 20
+
+[[contests]]
+id = "T1-C1"
+name = "第一选区"
+level = "township"
+township = "T1"
+seats = 1
+registered_voters = 900
+candidates = [{ id = "T1-C1-A", name = "甲" }, { id = "T1-C1-B", name = "乙" }]
+"#,
+        );
+        for n in 1..=UNITS {
+            let public_key = hex::encode(unit_key(n).verifying_key().as_bytes());
+            toml.push_str(&format!(
+                "\n[[units]]\nid = \"T1-U{n}\"\nname = \"站{n}\"\nkind = \"station\"\ntownship = \"T1\"\ncontests = [\"T1-C1\"]\npublic_key = \"{public_key}\"\n"
+            ));
+        }
+        Arc::new(
+            tally_core::definition::load("test.toml", &toml, &mut |path| {
+                Err(format!("no file {path} in tests"))
+            })
+            .expect("the test definition is valid"),
+        )
+    }
+
+    /// Unit `n`'s sheet, version `version`, with `approvals` for candidate A (and 10 for B).
+    pub(crate) fn sheet(n: u8, version: u32, approvals: u64) -> TallySheet {
+        TallySheet {
+            unit: UnitId::new(format!("T1-U{n}")),
+            contest: ContestId::new("T1-C1"),
+            round: Round::FIRST,
+            version,
+            replaces_version: (version > 1).then(|| version - 1),
+            registered_voters: 300,
+            ballots_issued: 200,
+            ballots_collected: 200,
+            ballots_void: 0,
+            ballots_valid: 200,
+            ballots_blank: 0,
+            proxies: 0,
+            candidates: vec![
+                CandidateCount {
+                    candidate: CandidateId::new("T1-C1-A"),
+                    approvals,
+                    disapprovals: None,
+                    abstentions: None,
+                },
+                CandidateCount {
+                    candidate: CandidateId::new("T1-C1-B"),
+                    approvals: 10,
+                    disapprovals: None,
+                    abstentions: None,
+                },
+            ],
+            write_ins: vec![],
+            scrutineers: vec!["张三".into(), "李四".into()],
+            counters: vec!["赵六".into()],
+            count_closed_at: CountClosedAt {
+                unix_seconds: 1_795_861_800,
+                utc_offset_minutes: 480,
+            },
+        }
+    }
+
+    /// [`sheet`] signed by its own unit.
+    pub(crate) fn signed(n: u8, version: u32, approvals: u64) -> SignedSheet {
+        sign(&sheet(n, version, approvals), &unit_key(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::*;
+    use super::*;
+    use proptest::prelude::*;
+    use tally_core::ids::TownshipId;
+
+    fn ingest(sheets: Vec<SignedSheet>) -> Command {
+        Command::Ingest {
+            township: TownshipId::new("T1"),
+            sheets,
+        }
+    }
+
+    fn digest(signed: &SignedSheet) -> Digest {
+        sheet_digest(signed)
+    }
+
+    // Goal: a sheet is recorded exactly once: the same bytes again are a duplicate and leave
+    // the ledger and the chain as they were; the chain link is the documented hash.
+    // Method: apply one sheet at index 3, then the same sheet at index 4; recompute the head.
+    #[test]
+    fn exactly_once() {
+        let mut state = CountyState::new(definition());
+        let sheet = signed(1, 1, 100);
+        let applied = state.apply(3, &ingest(vec![sheet.clone()]));
+        assert_eq!(applied.outcomes, vec![SheetOutcome::Accepted]);
+        let head = state.chain_head();
+        let expected = chain_link(&CHAIN_HEAD_EMPTY, 3, &digest(&sheet));
+        assert_eq!(
+            head,
+            ChainHead {
+                head: expected,
+                length: 1,
+                log_index: 3
+            }
+        );
+        let mut by_hand = Sha256::new();
+        by_hand.update(b"tally.v1.chain\0");
+        by_hand.update([0u8; 32]);
+        by_hand.update([0, 0, 0, 0, 0, 0, 0, 3]);
+        by_hand.update(digest(&sheet));
+        assert_eq!(expected, <[u8; 32]>::from(by_hand.finalize()));
+
+        let ledger_before = state.ledger().clone();
+        let applied = state.apply(4, &ingest(vec![sheet]));
+        assert_eq!(applied.outcomes, vec![SheetOutcome::Duplicate]);
+        assert_eq!(state.ledger(), &ledger_before);
+        assert_eq!(
+            (state.chain_head().head, state.chain_head().length),
+            (expected, 1)
+        );
+        assert_eq!(state.applied_index(), 4);
+        assert_eq!(state.records().len(), 1);
+    }
+
+    // Goal: a conflicting sheet (same slot and version, other bytes) is recorded, chained
+    // once, flagged, and not counted; sent again it changes nothing.
+    // Method: apply version 1 with 100 approvals, then version 1 with 999 twice.
+    #[test]
+    fn conflict_recorded_not_counted() {
+        let mut state = CountyState::new(definition());
+        let first = signed(1, 1, 100);
+        let conflicting = signed(1, 1, 999);
+        state.apply(1, &ingest(vec![first]));
+        let applied = state.apply(2, &ingest(vec![conflicting.clone()]));
+        assert_eq!(applied.outcomes, vec![SheetOutcome::Conflict]);
+        assert_eq!(state.chain_head().length, 2);
+        assert_eq!(state.conflicts().len(), 1);
+        assert_eq!(state.conflicts()[0].conflicting, digest(&conflicting));
+        let counted: Vec<_> = state.ledger().counted().collect();
+        assert_eq!(counted.len(), 1);
+        assert_eq!(counted[0].candidates[0].approvals, 100);
+
+        let head = state.chain_head().head;
+        let applied = state.apply(3, &ingest(vec![conflicting]));
+        assert_eq!(applied.outcomes, vec![SheetOutcome::Conflict]);
+        assert_eq!(state.chain_head().head, head);
+        assert_eq!(state.chain_head().length, 2);
+        assert_eq!(state.conflicts().len(), 1);
+    }
+
+    // Goal: a correction (a higher version) counts and the lower version stays recorded; a
+    // late lower version is superseded, recorded and chained; the result shows the correction.
+    // Method: apply v1, v2, then v1 of another unit and v1 of unit 1 again, in one command.
+    #[test]
+    fn correction_counted() {
+        let mut state = CountyState::new(definition());
+        state.apply(1, &ingest(vec![signed(1, 2, 150)]));
+        let applied = state.apply(2, &ingest(vec![signed(1, 1, 100), signed(2, 1, 50)]));
+        assert_eq!(
+            applied.outcomes,
+            vec![SheetOutcome::Superseded, SheetOutcome::Accepted]
+        );
+        assert_eq!(state.chain_head().length, 3);
+        assert_eq!(state.ledger().recorded_len(), 3);
+        let (result, head) = state.results();
+        assert_eq!(head, state.chain_head());
+        let round = &result.contests[0].rounds[0];
+        assert_eq!(round.units_reported, 2);
+        let a = round
+            .votes
+            .iter()
+            .find(|v| v.name == "甲")
+            .expect("candidate A has votes");
+        assert_eq!(a.votes, 200);
+    }
+
+    // Goal: the cheap checks refuse what the leader should not have proposed, changing
+    // nothing: bytes that are not a sheet (E206), a key no unit has (E205), a unit's key on
+    // another unit's sheet (E205).
+    // Method: apply one command with each, and a good sheet after them.
+    #[test]
+    fn cheap_checks_refuse() {
+        let mut state = CountyState::new(definition());
+        let mut garbage = signed(1, 1, 100);
+        garbage.sheet = vec![0xff; 10];
+        let unknown = tally_proto::sign(&sheet(1, 1, 100), &unit_key(9));
+        let other = tally_proto::sign(&sheet(1, 1, 100), &unit_key(2));
+        let applied = state.apply(1, &ingest(vec![garbage, unknown, other, signed(3, 1, 5)]));
+        let codes: Vec<_> = applied
+            .outcomes
+            .iter()
+            .map(|o| match o {
+                SheetOutcome::Refused { code, .. } => *code,
+                _ => "ok",
+            })
+            .collect();
+        assert_eq!(codes, vec!["E206", "E205", "E205", "ok"]);
+        assert_eq!(state.chain_head().length, 1);
+        assert_eq!(state.ledger().recorded_len(), 1);
+    }
+
+    // Goal: apply is deterministic, and a snapshot image restores to the same state.
+    // Method: feed two states the same commands; compare fingerprints, heads, ledgers; then
+    // restore one from its snapshot bytes and compare again, and apply more to both.
+    #[test]
+    fn deterministic_and_snapshot_round_trip() {
+        let commands = [
+            ingest(vec![signed(1, 1, 100), signed(2, 1, 80)]),
+            ingest(vec![signed(1, 1, 101)]),
+            ingest(vec![signed(1, 2, 120), signed(2, 1, 80)]),
+        ];
+        let mut a = CountyState::new(definition());
+        let mut b = CountyState::new(definition());
+        for (i, command) in commands.iter().enumerate() {
+            a.apply(i as u64 + 1, command);
+            b.apply(i as u64 + 1, command);
+        }
+        a.apply_empty(5);
+        b.apply_empty(5);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.chain_head(), b.chain_head());
+
+        let restored = CountyState::restore(definition(), &a.snapshot_bytes()).unwrap();
+        assert_eq!(restored.fingerprint(), a.fingerprint());
+        assert_eq!(restored.chain_head(), a.chain_head());
+        assert_eq!(restored.ledger(), a.ledger());
+        assert_eq!(restored.conflicts(), a.conflicts());
+        assert_eq!(restored.applied_index(), 5);
+
+        let mut restored = restored;
+        let more = ingest(vec![signed(3, 1, 7)]);
+        restored.apply(6, &more);
+        a.apply(6, &more);
+        assert_eq!(restored.fingerprint(), a.fingerprint());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    // Goal: a corrupt image is an error, never a wrong state.
+    // Method: change the stored head of one record; change the chain head; cut the bytes.
+    #[test]
+    fn corrupt_image_refused() {
+        let mut state = CountyState::new(definition());
+        state.apply(1, &ingest(vec![signed(1, 1, 100), signed(2, 1, 80)]));
+        let image = decode_image(&state.snapshot_bytes()).unwrap();
+
+        let mut bad = image.clone();
+        bad.records[0].head[0] ^= 1;
+        let err = CountyState::restore(definition(), &encode_image(&bad)).unwrap_err();
+        assert!(
+            matches!(err, StateError::HeadMismatch { position: 0, .. }),
+            "{err}"
+        );
+
+        let mut bad = image.clone();
+        bad.chain_head[0] ^= 1;
+        assert!(CountyState::restore(definition(), &encode_image(&bad)).is_err());
+
+        let mut bad = image.clone();
+        bad.records.push(bad.records[0].clone());
+        let err = CountyState::restore(definition(), &encode_image(&bad)).unwrap_err();
+        assert!(
+            matches!(err, StateError::NotRecorded { position: 2, .. }),
+            "{err}"
+        );
+
+        let bytes = state.snapshot_bytes();
+        assert!(CountyState::restore(definition(), &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A sheet drawn from a small space so that duplicates, corrections, superseded versions
+    /// and conflicts all occur: unit 1..=3 (sometimes signed with another unit's key),
+    /// version 1..=3, approvals 0..=2.
+    fn arbitrary_sheet() -> impl Strategy<Value = SignedSheet> {
+        (1..=UNITS, 1..=3u32, 0..=2u64, 0..8u8).prop_map(|(n, version, approvals, key)| {
+            let signer = if key == 0 { n % UNITS + 1 } else { n };
+            tally_proto::sign(&sheet(n, version, approvals), &unit_key(signer))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        // Goal: any command sequence gives equal states on two replicas, and the ledger is
+        // exactly a plain `Ledger` fed the sheets that pass the cheap checks; the snapshot
+        // restores to the same fingerprint.
+        // Method: random batches of random sheets; apply to two fresh states at increasing
+        // indexes with gaps; feed a Ledger alongside; compare.
+        #[test]
+        fn any_sequence_is_deterministic(
+            batches in prop::collection::vec(prop::collection::vec(arbitrary_sheet(), 0..5), 0..12),
+            gaps in prop::collection::vec(1..3u64, 12),
+        ) {
+            let mut a = CountyState::new(definition());
+            let mut b = CountyState::new(definition());
+            let mut plain = Ledger::new();
+            let mut index = 0;
+            for (batch, gap) in batches.into_iter().zip(gaps) {
+                index += gap;
+                for signed in &batch {
+                    let sheet = decode_sheet(&signed.sheet).unwrap();
+                    if sheet.unit == a.definition().unit_by_key(&signed.key_id).unwrap().id {
+                        plain.submit(sheet, digest(signed));
+                    }
+                }
+                let command = ingest(batch);
+                let outcome_a = a.apply(index, &command);
+                let outcome_b = b.apply(index, &command);
+                prop_assert_eq!(outcome_a, outcome_b);
+            }
+            prop_assert_eq!(a.fingerprint(), b.fingerprint());
+            prop_assert_eq!(a.chain_head(), b.chain_head());
+            prop_assert_eq!(a.ledger(), &plain);
+            let restored = CountyState::restore(definition(), &a.snapshot_bytes()).unwrap();
+            prop_assert_eq!(restored.fingerprint(), a.fingerprint());
+            prop_assert_eq!(restored.ledger(), a.ledger());
+        }
+    }
+}
