@@ -36,6 +36,16 @@ pub struct Rules {
     /// Whether a further election (另行选举) also needs more than half of the registered voters
     /// to vote. The law is silent; the default applies it.
     pub further_election_turnout_required: bool,
+    /// Whether people written in (另选他人) in the round before may be listed on a further
+    /// election's ballot, in vote order with the candidates. The law speaks of candidates; the
+    /// default (`false`) lists candidates only (written-in people may still be written in again).
+    pub further_election_lists_write_ins: bool,
+    /// How a revote (再次投票) between people tied for the last seat(s) is decided. Art 45 says
+    /// the one with more votes wins (以得票多的当选); the default `plurality` follows it.
+    pub revote_rule: RevoteRule,
+    /// Whether a revote also needs more than half of the registered voters to vote. The law
+    /// is silent; the default applies it, as for any vote of the constituency.
+    pub revote_turnout_required: bool,
     /// Apportionment method for seats among townships and constituencies.
     pub apportionment: Method,
     /// How an apportionment tie is resolved; `report` never breaks one.
@@ -57,6 +67,9 @@ impl Default for Rules {
             seat_rounding: SeatRounding::Floor,
             mobile_box_scrutineers_min: 2,
             further_election_turnout_required: true,
+            further_election_lists_write_ins: false,
+            revote_rule: RevoteRule::Plurality,
+            revote_turnout_required: true,
             apportionment: Method::LargestRemainderHare,
             apportionment_tie_rule: TieRule::Report,
             record_disapprovals: false,
@@ -65,6 +78,18 @@ impl Default for Rules {
             turnout_outlier_warn_points: 25,
         }
     }
+}
+
+/// How a revote (再次投票) between people tied for the last seat(s) is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevoteRule {
+    /// `plurality`: the most votes win (Art 45, 以得票多的当选); a new tie at the last seat goes
+    /// to another revote. Nobody with zero votes is elected.
+    Plurality,
+    /// `one-third`: as a further election, the most votes win but only with at least one third
+    /// of the ballots issued in the revote; a seat nobody wins stays vacant.
+    OneThird,
 }
 
 /// A polling place (Art 38).
@@ -435,7 +460,8 @@ impl Loader {
         }
     }
 
-    /// Reads one CSV file into records of `T`, reporting each bad record with its line.
+    /// Reads one CSV file into records of `T`, reporting each bad record with its line, the
+    /// column by its header name, and the value as written.
     fn read_csv<T: serde::de::DeserializeOwned>(
         &mut self,
         file: &str,
@@ -447,9 +473,29 @@ impl Loader {
             .comment(Some(b'#'))
             .from_reader(text.trim_start_matches('\u{feff}').as_bytes());
         let mut out = Vec::new();
-        for (number, record) in reader.deserialize::<T>().enumerate() {
-            let record_number = number + 1;
-            match record {
+        let headers = match reader.headers() {
+            Ok(h) => h.clone(),
+            Err(e) => {
+                let (field, message) = describe_csv_error(&e, None, None);
+                self.errors.push(DefinitionError {
+                    file: file.to_owned(),
+                    location: "header".into(),
+                    field,
+                    message,
+                });
+                return out;
+            }
+        };
+        let mut record = csv::StringRecord::new();
+        let mut record_number = 0;
+        loop {
+            let read = reader.read_record(&mut record);
+            if matches!(read, Ok(false)) {
+                break;
+            }
+            record_number += 1;
+            let parsed = read.and_then(|_| record.deserialize::<T>(Some(&headers)));
+            match parsed {
                 Ok(value) => {
                     if out.len() == limit {
                         self.errors.push(DefinitionError {
@@ -460,23 +506,25 @@ impl Loader {
                         });
                         break;
                     }
-                    // The record's own line is not known once it parsed; count it as header + n.
-                    let location = format!("record {record_number}");
                     out.push((
                         Origin {
                             file: file.to_owned(),
-                            location,
+                            location: format!("record {record_number}"),
                             field_prefix: String::new(),
                         },
                         value,
                     ));
                 }
                 Err(e) => {
-                    let location = match e.position() {
-                        Some(p) => format!("record {record_number} (line {})", p.line()),
+                    let line = e
+                        .position()
+                        .or_else(|| record.position())
+                        .map(csv::Position::line);
+                    let location = match line {
+                        Some(line) => format!("record {record_number} (line {line})"),
                         None => format!("record {record_number}"),
                     };
-                    let (field, message) = describe_csv_error(&e);
+                    let (field, message) = describe_csv_error(&e, Some(&headers), Some(&record));
                     self.errors.push(DefinitionError {
                         file: file.to_owned(),
                         location,
@@ -490,14 +538,40 @@ impl Loader {
     }
 }
 
-fn describe_csv_error(e: &csv::Error) -> (String, String) {
+/// The column (by its header name) and a message for a CSV error; the value as written is
+/// quoted when the error is about one field.
+fn describe_csv_error(
+    e: &csv::Error,
+    headers: Option<&csv::StringRecord>,
+    record: Option<&csv::StringRecord>,
+) -> (String, String) {
     match e.kind() {
         csv::ErrorKind::Deserialize { err, .. } => {
-            let field = err
+            let Some(index) = err
                 .field()
-                .map(|f| format!("column {}", f + 1))
-                .unwrap_or_default();
-            (field, err.kind().to_string())
+                .map(|f| f as usize)
+                .or_else(|| unknown_variant_column(err.kind(), record))
+            else {
+                return (String::new(), err.kind().to_string());
+            };
+            let field = headers
+                .and_then(|h| h.get(index))
+                .filter(|h| !h.is_empty())
+                .map_or_else(|| format!("column {}", index + 1), str::to_owned);
+            let Some(value) = record.and_then(|r| r.get(index)) else {
+                return (field, err.kind().to_string());
+            };
+            use csv::DeserializeErrorKind as K;
+            let message = match err.kind() {
+                K::ParseInt(e) if value.is_empty() => {
+                    format!("is empty; give a whole number ({e})")
+                }
+                K::ParseInt(e) => format!("{value:?} is not a whole number ({e})"),
+                K::ParseFloat(e) => format!("{value:?} is not a number ({e})"),
+                K::ParseBool(e) => format!("{value:?} is not true or false ({e})"),
+                other => format!("{value:?}: {other}"),
+            };
+            (field, message)
         }
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
@@ -511,6 +585,42 @@ fn describe_csv_error(e: &csv::Error) -> (String, String) {
         ),
         _ => (String::new(), e.to_string()),
     }
+}
+
+/// The column of an `unknown variant` error, which the CSV reader does not locate: the one
+/// column holding that value, if exactly one does.
+fn unknown_variant_column(
+    kind: &csv::DeserializeErrorKind,
+    record: Option<&csv::StringRecord>,
+) -> Option<usize> {
+    let csv::DeserializeErrorKind::Message(message) = kind else {
+        return None;
+    };
+    let rest = message.strip_prefix("unknown variant `")?;
+    let value = &rest[..rest.find('`')?];
+    let mut columns = record?
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| *v == value)
+        .map(|(i, _)| i);
+    let first = columns.next()?;
+    columns.next().is_none().then_some(first)
+}
+
+/// The key a TOML value at `offset` is given to (`seats` in `seats = "two"`), read from the
+/// text before it on its line; `None` if the value is not right after `key =`.
+fn toml_key_at(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let key = line.trim_end().strip_suffix('=')?.trim_end();
+    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"');
+    let start = key
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !is_key(c))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let key = key[start..].trim_matches('"');
+    (!key.is_empty()).then_some(key)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -537,10 +647,16 @@ pub fn load(
                 .span()
                 .map(|s| format!("line {}", line_of(toml_text, s.start)))
                 .unwrap_or_default();
+            // A type error's span is the value; name the key it was given to.
+            let field = e
+                .span()
+                .and_then(|s| toml_key_at(toml_text, s.start))
+                .unwrap_or_default()
+                .to_owned();
             return Err(DefinitionErrors(vec![DefinitionError {
                 file: toml_file.to_owned(),
                 location,
-                field: String::new(),
+                field,
                 message: e.message().trim_end_matches('\n').to_owned(),
             }]));
         }
@@ -691,16 +807,25 @@ pub fn load(
         contest_index.insert(contest.id.clone(), contests.len());
         contests.push((origin, contest));
     }
+    // Where each candidate was written: `None` for one listed in its TOML contest (the
+    // contest's origin names it), the CSV record for one from candidates_csv.
+    let mut candidate_origins: Vec<Vec<Option<Origin>>> = contests
+        .iter()
+        .map(|(_, c)| vec![None; c.candidates.len()])
+        .collect();
     if let Some(path) = &raw.candidates_csv
         && let Some(text) = read_csv_text(&mut loader, "candidates_csv", path)
     {
         for (origin, c) in loader.read_csv::<CsvCandidate>(path.get_ref(), &text, CONTESTS_MAX * 6)
         {
             match contest_index.get(&ContestId::new(c.contest.clone())) {
-                Some(&i) => contests[i].1.candidates.push(Candidate {
-                    id: CandidateId::new(c.id),
-                    name: c.name,
-                }),
+                Some(&i) => {
+                    contests[i].1.candidates.push(Candidate {
+                        id: CandidateId::new(c.id),
+                        name: c.name,
+                    });
+                    candidate_origins[i].push(Some(origin));
+                }
                 None => loader.error(
                     &origin,
                     "contest",
@@ -709,8 +834,14 @@ pub fn load(
             }
         }
     }
-    for (origin, contest) in &contests {
-        check_contest(&mut loader, origin, contest, &township_index);
+    for ((origin, contest), candidate_origins) in contests.iter().zip(&candidate_origins) {
+        check_contest(
+            &mut loader,
+            origin,
+            contest,
+            candidate_origins,
+            &township_index,
+        );
     }
 
     // Units.
@@ -894,10 +1025,14 @@ struct RawUnitFields {
     public_key: String,
 }
 
+/// Checks one contest. Contest-level problems (township, seats, the Art 31 count) are reported
+/// at the contest's `origin`; a candidate's own problems at the candidate's CSV record when it
+/// came from candidates_csv (`candidate_origins[i]`), else at the contest as `candidates[i]`.
 fn check_contest(
     loader: &mut Loader,
     origin: &Origin,
     contest: &Contest,
+    candidate_origins: &[Option<Origin>],
     township_index: &HashMap<TownshipId, usize>,
 ) {
     if !township_index.contains_key(&contest.township) {
@@ -939,23 +1074,34 @@ fn check_contest(
     let mut ids = HashSet::new();
     let mut names = HashSet::new();
     for (i, c) in contest.candidates.iter().enumerate() {
-        let field = format!("candidates[{i}]");
-        loader.check_id(origin, &field, c.id.as_str());
-        loader.check_name(origin, &field, &c.name);
+        let (origin, id_field, name_field) = match candidate_origins.get(i).and_then(Option::as_ref)
+        {
+            Some(own) => (own, "id".to_owned(), "name".to_owned()),
+            None => (
+                origin,
+                format!("candidates[{i}]"),
+                format!("candidates[{i}]"),
+            ),
+        };
+        loader.check_id(origin, &id_field, c.id.as_str());
+        loader.check_name(origin, &name_field, &c.name);
         if !ids.insert(&c.id) {
             loader.error(
                 origin,
-                &field,
-                format!("candidate id {} appears twice", c.id),
+                &id_field,
+                format!(
+                    "candidate id {} appears twice in contest {}",
+                    c.id, contest.id
+                ),
             );
         }
         if !names.insert(c.name.trim()) {
             loader.error(
                 origin,
-                &field,
+                &name_field,
                 format!(
-                    "two candidates are named {:?}; add a distinguishing mark to the name as on the ballot",
-                    c.name
+                    "two candidates of contest {} are named {:?}; add a distinguishing mark to the name as on the ballot",
+                    contest.id, c.name
                 ),
             );
         }
@@ -1231,6 +1377,129 @@ public_key = "{}"
         );
         let small = minimal().replace("population = 38700", "population = 1500\nseats = 30");
         assert!(load_str(&small).is_ok());
+    }
+
+    // Goal: the new rule options have the documented names, values and defaults.
+    // Method: a definition naming each option with its non-default value.
+    #[test]
+    fn revote_and_further_election_options() {
+        let d = load_str(&minimal().replace(
+            "[county]",
+            "[rules]\nrevote_rule = \"one-third\"\nrevote_turnout_required = false\nfurther_election_lists_write_ins = true\n\n[county]",
+        ))
+        .unwrap();
+        assert_eq!(d.rules.revote_rule, RevoteRule::OneThird);
+        assert!(!d.rules.revote_turnout_required);
+        assert!(d.rules.further_election_lists_write_ins);
+        let defaults = Rules::default();
+        assert_eq!(defaults.revote_rule, RevoteRule::Plurality);
+        assert!(defaults.revote_turnout_required);
+        assert!(!defaults.further_election_lists_write_ins);
+        let m = messages(
+            &minimal().replace("[county]", "[rules]\nrevote_rule = \"third\"\n\n[county]"),
+        );
+        assert!(
+            m[0].contains("revote_rule") && m[0].contains("expected `plurality` or `one-third`"),
+            "{m:?}"
+        );
+    }
+
+    /// The minimal definition with its contest in contests.csv and candidates in c.csv.
+    fn load_with_csv(contests_csv: &str, candidates_csv: &str) -> Vec<String> {
+        let contest = minimal()
+            .split("[[contests]]")
+            .nth(1)
+            .unwrap()
+            .split("[[units]]")
+            .next()
+            .unwrap()
+            .to_owned();
+        let text = format!(
+            "contests_csv = \"contests.csv\"\ncandidates_csv = \"c.csv\"\n{}",
+            minimal().replace(&format!("[[contests]]{contest}"), "")
+        );
+        let (contests_csv, candidates_csv) = (contests_csv.to_owned(), candidates_csv.to_owned());
+        let err = load("election.toml", &text, &mut |p| match p {
+            "contests.csv" => Ok(contests_csv.clone()),
+            "c.csv" => Ok(candidates_csv.clone()),
+            other => Err(format!("no file {other}")),
+        })
+        .expect_err("the definition should be rejected");
+        err.0.iter().map(|e| e.to_string()).collect()
+    }
+
+    const CONTESTS_HEADER: &str = "id,level,township,name,seats,registered_voters\n";
+
+    // Goal: a candidate's own problems are reported at its record in candidates.csv, not at
+    // the contest; the Art 31 count stays with the contest.
+    // Method: contests.csv with one 2-seat contest; c.csv with an empty name, a duplicate id,
+    // a duplicate name (3 records, 2 with distinct ids: so 3 candidates pass the count), then
+    // with only 1 candidate.
+    #[test]
+    fn candidate_csv_errors_name_the_candidate_record() {
+        let contests = format!("{CONTESTS_HEADER}T01-C01,county,T01,第1选区,2,1000\n");
+        let m = load_with_csv(
+            &contests,
+            "contest,id,name\n# a comment\nT01-C01,a,张三\nT01-C01,b,\nT01-C01,a,李四\nT01-C01,c,张三\n",
+        );
+        assert_eq!(
+            m,
+            [
+                "c.csv, record 2, name: is empty; give the name as it appears on the ballot",
+                "c.csv, record 3, id: candidate id a appears twice in contest T01-C01",
+                "c.csv, record 4, name: two candidates of contest T01-C01 are named \"张三\"; add a distinguishing mark to the name as on the ballot",
+            ],
+        );
+        let m = load_with_csv(&contests, "contest,id,name\nT01-C01,a,张三\n");
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with(
+                "contests.csv, record 1, candidates: contest T01-C01 has 1 candidates"
+            ),
+            "{m:?}"
+        );
+    }
+
+    // Goal: a CSV value of the wrong type names its column by header and quotes the value; a
+    // TOML one names its key.
+    // Method: seats "2x" and registered voters empty in contests.csv; a kind that is not one
+    // in units.csv; seats = "two" in TOML.
+    #[test]
+    fn type_errors_name_the_column_and_value() {
+        let m = load_with_csv(
+            &format!(
+                "{CONTESTS_HEADER}T01-C01,county,T01,第1选区,2x,1000\nT01-C02,county,T01,第2选区,1,\n"
+            ),
+            "contest,id,name\n",
+        );
+        assert!(
+            m.contains(&"contests.csv, record 1 (line 2), seats: \"2x\" is not a whole number (invalid digit found in string)".to_owned()),
+            "{m:?}"
+        );
+        assert!(
+            m.contains(&"contests.csv, record 2 (line 3), registered_voters: is empty; give a whole number (cannot parse integer from empty string)".to_owned()),
+            "{m:?}"
+        );
+        let text = format!("units_csv = \"units.csv\"\n{}", minimal());
+        let err = load("election.toml", &text, &mut |_| {
+            Ok(format!(
+                "id,name,kind,township,contests,public_key\nT01-U003,北村,boat,T01,T01-C01,{}\n",
+                key_hex(3)
+            ))
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.0[0].to_string(),
+            "units.csv, record 1 (line 2), kind: \"boat\": unknown variant `boat`, expected one of `station`, `assembly`, `mobile-box`"
+        );
+        let text = minimal().replace("seats = 2", "seats = \"two\"");
+        let line = text.lines().position(|l| l.starts_with("seats")).unwrap() + 1;
+        assert_eq!(
+            messages(&text),
+            [format!(
+                "election.toml, line {line}, seats: invalid type: string \"two\", expected u32"
+            )]
+        );
     }
 
     // Goal: Chinese names and a UTF-8 BOM from a spreadsheet export load as written.

@@ -11,10 +11,10 @@
 //! 1. **Art 44, ballots vs voters.** More ballots collected than issued across the contest:
 //!    the round is void as a whole and held again.
 //! 2. **Art 45, turnout.** Not more than half of the contest's registered voters (from the
-//!    definition) voted (`issued * 2 <= registered`): the round is invalid and held again. A
-//!    further election skips this check when `rules.further_election_turnout_required` is
-//!    false. *Chosen reading:* a revote (再次投票) always needs the turnout; the law's silence
-//!    is only about the further election.
+//!    definition) voted (`issued * 2 <= registered`): the round is invalid and held again. The
+//!    law is silent on the later rounds: a further election skips this check when
+//!    `rules.further_election_turnout_required` is false, a revote (再次投票) when
+//!    `rules.revote_turnout_required` is false (both default to `true`).
 //! 3. **Art 45, majority** (rounds of kind `First` and `Repeat`). Elected with
 //!    `votes * 2 > ballots issued`; void ballots stay in the denominator. Write-ins (另选他人)
 //!    can be elected like candidates. If more pass than there are seats, the highest win and a
@@ -22,19 +22,25 @@
 //!    those who passed stand and the remaining seats go to a further election (另行选举).
 //! 4. **Further election candidates (Art 31 ratio).** The candidates on the round's ballot who
 //!    were not elected, in vote order. *Chosen count:* for one seat exactly 2; for `n` seats the
-//!    least the ratio allows, `max(ceil(4n/3), n + 1)`. *Chosen reading:* written-in people are
-//!    not put on the further election ballot (the law speaks of candidates; they may still be
-//!    written in again). If the candidate at the cut-off ties with the next one, the list cannot
-//!    be drawn without a rule the law does not give: the outcome reports the tie
-//!    ([`FollowUp::FurtherCandidatesTie`]) for the committee, and no round is called.
-//!    If fewer candidates are left than the ratio asks, all of them are listed.
+//!    least the ratio allows, `max(ceil(4n/3), n + 1)`. Written-in people who were not elected
+//!    are listed too, in the same vote order, only when `rules.further_election_lists_write_ins`
+//!    is true; by default (`false`) they are not put on the ballot (the law speaks of
+//!    candidates; they may still be written in again). If the person at the cut-off ties with
+//!    the next one, the list cannot be drawn without a rule the law does not give: the outcome
+//!    reports the tie ([`FollowUp::FurtherCandidatesTie`]) for the committee, and no round is
+//!    called. If fewer people are left than the ratio asks, all of them are listed. A listed
+//!    written-in person's votes are reported on the sheet as a write-in under that name, as in
+//!    a revote.
 //! 5. **Further election** (kind `Further`). The most votes win, but only with
 //!    `votes * 3 >= ballots issued` (at least one third). Written-in people can win it too
 //!    (Art 41 applies to every vote). A tie at the last seat among those who reach a third
 //!    goes to a revote. A seat still unfilled stays vacant.
-//! 6. **Revote** (kind `Revote`). *Chosen reading:* decided among the tied people only, by
-//!    the further-election rule (most votes, at least one third); a new tie at the last seat
-//!    goes to another revote; an unfilled seat stays vacant.
+//! 6. **Revote** (kind `Revote`). Decided among the tied people only (votes for anyone else
+//!    are not counted for a seat), by `rules.revote_rule`: `plurality` (default; Art 45, 以得票多
+//!    的当选) elects the most votes; `one-third` elects the most votes only with
+//!    `votes * 3 >= ballots issued`. Under either, a new tie at the last seat goes to another
+//!    revote, and a seat nobody wins (under `plurality` only when the tied people have no
+//!    votes) stays vacant.
 //! 7. **Held again.** A void or turnout-failed round is held again with the same candidates and
 //!    seats. A first round or a repeat is held again as a `Repeat` (first-round rules); a
 //!    further election or a revote is held again as the same kind, since holding it again does
@@ -43,16 +49,19 @@
 //! Nobody with zero votes is elected, whatever the rule. At most [`ROUND_MAX`] rounds are
 //! counted; a contest that needs more is reported with [`ContestStatus::RoundLimit`].
 //!
-//! Sheets for a round no outcome called for (E207) and later-round sheets whose candidate list
-//! is not that round's ballot (E118) are reported in [`ElectionResult::findings`] and not
-//! counted. So are the contest-level warnings W305 (turnout outlier) and W306 (registered voters
-//! do not add up).
+//! Sheets for a round no outcome called for (E207), later-round sheets whose candidate list
+//! is not that round's ballot (E118), and sheets with more marks in total than valid ballots
+//! times the *round's* seats (E105) or one person with more votes than valid ballots (E103)
+//! are reported in [`ElectionResult::findings`] and not counted (the sheet checks of
+//! `validate` know only the contest's seats; a revote or further election may be for fewer).
+//! So are the contest-level warnings W305 (turnout outlier) and W306 (registered voters do not
+//! add up).
 //!
 //! Everything is integer arithmetic and ordered collections: the same ledger contents give the
 //! same result, byte for byte.
 
 use crate::congress::Level;
-use crate::definition::{Contest, Definition, Rules};
+use crate::definition::{Contest, Definition, RevoteRule, Rules};
 use crate::ids::{CandidateId, ContestId, TownshipId};
 use crate::ledger::Ledger;
 use crate::sheet::{ROUND_MAX, TallySheet};
@@ -68,7 +77,8 @@ pub enum RoundKind {
     First,
     /// A first round or repeat held again after a void or turnout-failed vote: majority.
     Repeat,
-    /// Another vote (再次投票) between people tied for the last seat(s).
+    /// Another vote (再次投票) between people tied for the last seat(s), decided by
+    /// `rules.revote_rule`.
     Revote,
     /// A further election (另行选举) for seats left unfilled: most votes, at least one third.
     Further,
@@ -184,7 +194,8 @@ pub struct RoundResult {
     pub totals: RoundTotals,
     /// Votes per person, most first; ties in definition order, then write-ins by name.
     pub votes: Vec<PersonVotes>,
-    /// The fewest votes that can win under this round's rule, for the ballots issued so far.
+    /// The fewest votes that can win under this round's rule, for the ballots issued so far
+    /// (1 for a `plurality` revote: any votes can win it).
     pub votes_needed: u64,
     pub status: RoundStatus,
     pub elected: Vec<ElectedPerson>,
@@ -314,7 +325,8 @@ pub struct ElectionResult {
     /// In definition order.
     pub townships: Vec<AreaSummary>,
     pub county: CountySummary,
-    /// Contest-level findings (E118, E202, E203, E207, W305, W306), in contest and round order.
+    /// Contest-level findings (E103, E105, E118, E202, E203, E207, W305, W306), in contest and
+    /// round order.
     pub findings: Vec<Finding>,
 }
 
@@ -598,6 +610,10 @@ fn count_round(
             ));
             continue;
         }
+        if let Some(finding) = round_marks_finding(spec, sheet) {
+            findings.push(finding);
+            continue;
+        }
         counted.push(sheet);
     }
 
@@ -657,11 +673,12 @@ fn count_round(
 
     let units_expected = definition.units_serving_count(&contest.id);
     let issued = totals.ballots_issued;
-    let majority_rule = matches!(spec.kind, RoundKind::First | RoundKind::Repeat);
-    let votes_needed = if majority_rule {
-        issued / 2 + 1
-    } else {
-        issued.div_ceil(3).max(1)
+    let votes_needed = match (spec.kind, rules.revote_rule) {
+        (RoundKind::First | RoundKind::Repeat, _) => issued / 2 + 1,
+        (RoundKind::Revote, RevoteRule::Plurality) => 1,
+        (RoundKind::Further, _) | (RoundKind::Revote, RevoteRule::OneThird) => {
+            issued.div_ceil(3).max(1)
+        }
     };
     let mut result = RoundResult {
         round: spec.round,
@@ -682,8 +699,11 @@ fn count_round(
         return result;
     }
     let t = &result.totals;
-    let turnout_required =
-        spec.kind != RoundKind::Further || rules.further_election_turnout_required;
+    let turnout_required = match spec.kind {
+        RoundKind::First | RoundKind::Repeat => true,
+        RoundKind::Further => rules.further_election_turnout_required,
+        RoundKind::Revote => rules.revote_turnout_required,
+    };
     if t.ballots_collected > t.ballots_issued {
         result.status = RoundStatus::VoidArt44 {
             issued: t.ballots_issued,
@@ -700,7 +720,7 @@ fn count_round(
         result.follow_up = FollowUp::HeldAgain;
     } else {
         result.status = RoundStatus::Decided;
-        let (elected, follow_up) = decide(contest, spec, &result.votes, issued);
+        let (elected, follow_up) = decide(contest, rules, spec, &result.votes, issued);
         result.elected = elected
             .into_iter()
             .map(|pv| ElectedPerson {
@@ -713,6 +733,47 @@ fn count_round(
         result.follow_up = follow_up;
     }
     result
+}
+
+/// E103 or E105 for a sheet whose marks cannot fit the round's ballot: one person with more
+/// votes than valid ballots, or more marks in total than valid ballots times the round's seats.
+fn round_marks_finding(spec: &NextRound, sheet: &TallySheet) -> Option<Finding> {
+    let valid = sheet.ballots_valid;
+    let people = sheet
+        .candidates
+        .iter()
+        .map(|c| (c.candidate.as_str(), c.approvals))
+        .chain(sheet.write_ins.iter().map(|w| (w.name.trim(), w.votes)));
+    let mut marks: u128 = 0;
+    for (name, votes) in people {
+        if votes > valid {
+            return Some(sheet_finding(
+                sheet,
+                Code::VotesOverValid,
+                "candidates",
+                format!(
+                    "{name} has {votes} votes, but only {valid} valid ballots; the sheet is not counted, send a corrected version"
+                ),
+            ));
+        }
+        marks += u128::from(votes);
+    }
+    let limit = u128::from(valid) * u128::from(spec.seats);
+    (marks > limit).then(|| {
+        sheet_finding(
+            sheet,
+            Code::MarksOverSeats,
+            "candidates",
+            format!(
+                "round {} ({:?}) elects {} seat{}: {marks} approvals and written-in votes in total, but {valid} valid ballots × {} = {limit}; a ballot marking more people than the round's seats is void; the sheet is not counted, recount and send a corrected version",
+                spec.round,
+                spec.kind,
+                spec.seats,
+                if spec.seats == 1 { "" } else { "s" },
+                spec.seats,
+            ),
+        )
+    })
 }
 
 fn join_ids<'a>(ids: impl Iterator<Item = &'a CandidateId>) -> String {
@@ -737,6 +798,7 @@ pub fn further_election_candidates(seats: u32) -> u32 {
 /// Applies the round's rule to a complete, valid round. `votes` is sorted, most first.
 fn decide<'a>(
     contest: &Contest,
+    rules: &Rules,
     spec: &NextRound,
     votes: &'a [PersonVotes],
     issued: u64,
@@ -748,7 +810,13 @@ fn decide<'a>(
             && match spec.kind {
                 RoundKind::First | RoundKind::Repeat => v * 2 > issued,
                 RoundKind::Further => v * 3 >= issued,
-                RoundKind::Revote => v * 3 >= issued && spec.candidates.contains(&pv.person),
+                RoundKind::Revote => {
+                    spec.candidates.contains(&pv.person)
+                        && match rules.revote_rule {
+                            RevoteRule::Plurality => true,
+                            RevoteRule::OneThird => v * 3 >= issued,
+                        }
+                }
             }
     };
     let qualified: Vec<&PersonVotes> = votes.iter().filter(|pv| qualifies(pv)).collect();
@@ -778,18 +846,19 @@ fn decide<'a>(
     if !matches!(spec.kind, RoundKind::First | RoundKind::Repeat) {
         return (qualified, FollowUp::Vacant { seats: remaining });
     }
-    // Too few passed: a further election between the ballot's candidates not elected.
+    // Too few passed: a further election between the ballot's candidates not elected (and,
+    // if the rules say so, the written-in people not elected who received votes).
     let pool: Vec<&PersonVotes> = votes
         .iter()
-        .filter(|pv| matches!(pv.person, Person::Candidate(_)))
-        .filter(|pv| spec.candidates.contains(&pv.person))
+        .filter(|pv| match pv.person {
+            Person::Candidate(_) => spec.candidates.contains(&pv.person),
+            Person::WriteIn(_) => rules.further_election_lists_write_ins && pv.votes > 0,
+        })
         .filter(|pv| !qualified.iter().any(|q| q.person == pv.person))
         .collect();
-    debug_assert!(pool.iter().all(|pv| {
-        contest
-            .candidates
-            .iter()
-            .any(|c| Person::Candidate(c.id.clone()) == pv.person)
+    debug_assert!(pool.iter().all(|pv| match &pv.person {
+        Person::Candidate(id) => contest.candidates.iter().any(|c| &c.id == id),
+        Person::WriteIn(_) => true,
     }));
     if pool.is_empty() {
         return (qualified, FollowUp::Vacant { seats: remaining });
@@ -1573,6 +1642,202 @@ mod tests {
         assert_eq!(c.rounds[1].units_reported, 0);
         assert_eq!(c.rounds[1].status, RoundStatus::Pending);
         assert_eq!(c.status, ContestStatus::Counting);
+    }
+
+    // Goal: a later round's sheet is checked against the round's seats, not the contest's:
+    // a revote for 1 seat with 600 valid ballots cannot have 750 marks (E105), nor one person
+    // more votes than valid ballots (E103); such a sheet is not counted.
+    // Method: 2 seats, revote for 1 between B and C; B 400, C 350 passes the sheet checks
+    // (750 <= 600 × 2) but not the round's; then a write-in with 601 votes.
+    #[test]
+    fn later_round_marks_checked_against_round_seats() {
+        let d = single(2, 3, 1000, "");
+        let first = sheet(&d, 1, 620, 620, 0, &[("A", 400), ("B", 320), ("C", 320)]);
+        let over = sheet(&d, 2, 600, 600, 0, &[("B", 400), ("C", 350)]);
+        let r = run(&d, vec![first.clone(), over]);
+        let c = &r.contests[0];
+        assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+        assert_eq!(r.findings[0].code, Code::MarksOverSeats);
+        assert!(
+            r.findings[0]
+                .message
+                .contains("round 2 (Revote) elects 1 seat: 750 approvals and written-in votes in total, but 600 valid ballots × 1 = 600"),
+            "{}",
+            r.findings[0].message
+        );
+        assert_eq!(c.rounds[1].units_reported, 0);
+        assert_eq!(c.rounds[1].status, RoundStatus::Pending);
+        assert_eq!(elected_letters(c), ["A"]);
+        assert_eq!(c.status, ContestStatus::Counting);
+
+        // Exactly valid × round seats is counted.
+        let full = sheet(&d, 2, 600, 600, 0, &[("B", 350), ("C", 250)]);
+        let r = run(&d, vec![first.clone(), full]);
+        assert!(r.findings.is_empty(), "{:#?}", r.findings);
+        assert_eq!(elected_letters(&r.contests[0]), ["A", "B"]);
+
+        // One person over the valid ballots: the sheet checks would block it, but the ledger
+        // does not check; the results refuse to count it either way.
+        let mut ledger = Ledger::new();
+        ledger.submit(first, [1; 32]);
+        let mut bad = sheet(&d, 2, 600, 600, 0, &[("B", 0), ("C", 0)]);
+        bad.write_ins = vec![WriteIn {
+            name: "王五".into(),
+            votes: 601,
+        }];
+        ledger.submit(bad, [2; 32]);
+        let r = compute(&d, &ledger);
+        assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+        assert_eq!(r.findings[0].code, Code::VotesOverValid);
+        assert_eq!(r.contests[0].rounds[1].units_reported, 0);
+    }
+
+    // Goal: `revote_rule`: rulebook numbers "600 ballots: B 190, C 180" in a revote for one
+    // seat. `plurality` (default, Art 45 以得票多的当选) elects B; `one-third` needs 200 and
+    // leaves the seat vacant.
+    // Method: round 1 A 400, B 320, C 320 (2 seats), then the revote under each rule.
+    #[test]
+    fn revote_rule_option() {
+        let revote_votes = [("B", 190), ("C", 180)];
+        let d = single(2, 3, 1000, "");
+        let first = sheet(&d, 1, 620, 620, 0, &[("A", 400), ("B", 320), ("C", 320)]);
+        let r = run(
+            &d,
+            vec![first.clone(), sheet(&d, 2, 600, 600, 0, &revote_votes)],
+        );
+        let c = &r.contests[0];
+        assert_eq!(c.rounds[1].kind, RoundKind::Revote);
+        assert_eq!(c.rounds[1].votes_needed, 1);
+        assert_eq!(elected_letters(c), ["A", "B"]);
+        assert_eq!(c.elected[1].round, 2);
+        assert_eq!((c.seats_filled, c.vacancies), (2, 0));
+        assert_eq!(c.status, ContestStatus::Decided);
+
+        let d = single(2, 3, 1000, r#"revote_rule = "one-third""#);
+        let r = run(
+            &d,
+            vec![first.clone(), sheet(&d, 2, 600, 600, 0, &revote_votes)],
+        );
+        let c = &r.contests[0];
+        assert_eq!(c.rounds[1].votes_needed, 200);
+        assert_eq!(elected_letters(c), ["A"]);
+        assert_eq!(c.rounds[1].follow_up, FollowUp::Vacant { seats: 1 });
+        assert_eq!((c.seats_filled, c.vacancies), (1, 1));
+        assert_eq!(c.status, ContestStatus::Decided);
+    }
+
+    // Goal: under `plurality`, a new tie at the last seat goes to another revote, and nobody
+    // with zero votes is elected.
+    // Method: revote B 150, C 150 -> round 3 revote; then B 0, C 0 -> vacant.
+    #[test]
+    fn plurality_revote_tie_and_zero_votes() {
+        let d = single(2, 3, 1000, "");
+        let first = sheet(&d, 1, 620, 620, 0, &[("A", 400), ("B", 320), ("C", 320)]);
+        let tie = sheet(&d, 2, 600, 600, 0, &[("B", 150), ("C", 150)]);
+        let r = run(&d, vec![first.clone(), tie.clone()]);
+        let c = &r.contests[0];
+        assert_eq!(
+            c.next_round,
+            Some(NextRound {
+                round: 3,
+                kind: RoundKind::Revote,
+                seats: 1,
+                candidates: vec![cand("B"), cand("C")],
+            })
+        );
+        let r = run(
+            &d,
+            vec![first, tie, sheet(&d, 3, 600, 600, 0, &[("B", 0), ("C", 0)])],
+        );
+        let c = &r.contests[0];
+        assert_eq!(c.rounds[2].follow_up, FollowUp::Vacant { seats: 1 });
+        assert_eq!(elected_letters(c), ["A"]);
+        assert_eq!(c.status, ContestStatus::Decided);
+    }
+
+    // Goal: `revote_turnout_required` (default true) decides whether a revote needs more than
+    // half of the registered voters.
+    // Method: 400 of 1000 vote in the revote, under both settings.
+    #[test]
+    fn revote_turnout_option() {
+        let first_votes = [("A", 400), ("B", 320), ("C", 320)];
+        let revote_votes = [("B", 250), ("C", 150)];
+        let d = single(2, 3, 1000, "");
+        let r = run(
+            &d,
+            vec![
+                sheet(&d, 1, 620, 620, 0, &first_votes),
+                sheet(&d, 2, 400, 400, 0, &revote_votes),
+            ],
+        );
+        let c = &r.contests[0];
+        assert_eq!(
+            c.rounds[1].status,
+            RoundStatus::TurnoutFailed {
+                voted: 400,
+                registered: 1000
+            }
+        );
+        assert_eq!(c.next_round.as_ref().unwrap().kind, RoundKind::Revote);
+
+        let d = single(2, 3, 1000, "revote_turnout_required = false");
+        let r = run(
+            &d,
+            vec![
+                sheet(&d, 1, 620, 620, 0, &first_votes),
+                sheet(&d, 2, 400, 400, 0, &revote_votes),
+            ],
+        );
+        let c = &r.contests[0];
+        assert_eq!(c.rounds[1].status, RoundStatus::Decided);
+        assert_eq!(elected_letters(c), ["A", "B"]);
+    }
+
+    // Goal: `further_election_lists_write_ins` (default false) decides whether a written-in
+    // person who was not elected is put on the further election's ballot in vote order.
+    // Method: 1 seat; A 250, 王五 (written in) 200, B 150 of 620: nobody passes. By default
+    // the further election is A against B; with the option, A against 王五, whose votes in
+    // the further election arrive as a write-in.
+    #[test]
+    fn further_election_write_ins_option() {
+        let first = |d: &Definition| {
+            let mut s = sheet(d, 1, 620, 620, 0, &[("A", 250), ("B", 150)]);
+            s.write_ins = vec![WriteIn {
+                name: "王五".into(),
+                votes: 200,
+            }];
+            s
+        };
+        let d = single(1, 2, 1000, "");
+        let r = run(&d, vec![first(&d)]);
+        assert_eq!(
+            r.contests[0].next_round.as_ref().unwrap().candidates,
+            vec![cand("A"), cand("B")]
+        );
+
+        let d = single(1, 2, 1000, "further_election_lists_write_ins = true");
+        let r = run(&d, vec![first(&d)]);
+        let wang = Person::WriteIn("王五".into());
+        assert_eq!(
+            r.contests[0].next_round,
+            Some(NextRound {
+                round: 2,
+                kind: RoundKind::Further,
+                seats: 1,
+                candidates: vec![cand("A"), wang.clone()],
+            })
+        );
+        let mut further = sheet(&d, 2, 600, 600, 0, &[("A", 250)]);
+        further.write_ins = vec![WriteIn {
+            name: "王五".into(),
+            votes: 340,
+        }];
+        let r = run(&d, vec![first(&d), further]);
+        let c = &r.contests[0];
+        assert!(r.findings.is_empty(), "{:#?}", r.findings);
+        assert_eq!(elected_letters(c), ["王五"]);
+        assert_eq!(c.elected[0].person, wang);
+        assert_eq!(c.status, ContestStatus::Decided);
     }
 
     // Goal: W305 flags a unit whose turnout is more than 25 points from its contest's; W306

@@ -11,9 +11,9 @@
 //! |------|----------|----------|---------|
 //! | E101 | error | sheet | void + valid ballots differ from ballots collected |
 //! | E102 | error | sheet | more blank ballots than valid ballots |
-//! | E103 | error | sheet | one person (candidate or written-in) has more votes than valid ballots |
+//! | E103 | error | sheet, results | one person (candidate or written-in) has more votes than valid ballots; in the results, not counted |
 //! | E104 | error | sheet | a candidate's approvals + disapprovals + abstentions exceed valid ballots |
-//! | E105 | error | sheet | more marks in total than valid ballots times seats |
+//! | E105 | error | sheet, results | more marks in total than valid ballots times seats: the contest's seats on the sheet; the round's seats in the results (a revote or further election may be for fewer), not counted |
 //! | E106 | error | sheet | more ballots issued than registered voters served |
 //! | E107 | error | sheet | more proxy votes than ballots issued |
 //! | E108 | error | sheet | candidate list is not the contest's (missing, unknown, listed twice) |

@@ -764,25 +764,74 @@ impl raft::Storage for DiskStorage {
         Ok(self.cache().last_index)
     }
 
-    /// The current snapshot (taken by [`DiskStorage::compact`] or installed from a leader).
-    /// Unavailable if there is none or it is older than `request_index`; raft asks again
-    /// later, and a newer one exists after the next compaction.
+    /// A snapshot of the applied state, as raft-rs's MemStorage makes one at request time:
+    /// at the stored applied index, with the current configuration (the one applied at that
+    /// index) and the state image there (the stored image plus the chain rows after it).
+    ///
+    /// Not the stored snapshot: that one may carry an old configuration (the founding one
+    /// of [`DiskStorage::bootstrap`], or the one at the last compaction) that lacks the peer
+    /// it is for, and raft-rs's follower refuses a snapshot whose configuration does not
+    /// name it. Unavailable if nothing is applied or the applied index is before
+    /// `request_index`; raft asks again later.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let metadata = self.cache().snapshot_metadata.clone();
-        if metadata.index == 0 || metadata.index < request_index {
+        let cache = self.cache();
+        let index = cache.applied_index;
+        if index == 0 || index < request_index {
             return Err(raft::Error::Store(
                 raft::StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
+        let term = if index == cache.snapshot_metadata.index {
+            cache.snapshot_metadata.term
+        } else {
+            self.stored_term(index)?
+        };
         let txn = self.database.begin_read().map_err(db)?;
         let meta = txn.open_table(META).map_err(db)?;
-        let data = meta
-            .get(META_SNAPSHOT_DATA)
-            .map_err(db)?
-            .ok_or_else(|| corrupt("snapshot", "has metadata but no data"))?;
+        let mut image = match meta.get(META_SNAPSHOT_DATA).map_err(db)? {
+            Some(v) => decode_image(v.value()).map_err(|e| corrupt("snapshot data", e))?,
+            None => tally_proto::county::StateImage {
+                applied_index: 0,
+                chain_head: crate::state::CHAIN_HEAD_EMPTY,
+                records: Vec::new(),
+            },
+        };
+        let chain = txn.open_table(CHAIN).map_err(db)?;
+        for row in chain.range(image.records.len() as u64..).map_err(db)? {
+            let (position, value) = row.map_err(db)?;
+            if position.value() != image.records.len() as u64 {
+                return Err(corrupt(
+                    "chain",
+                    format!(
+                        "has row {} where {} was due",
+                        position.value(),
+                        image.records.len()
+                    ),
+                )
+                .into());
+            }
+            let record = decode_chain_record(value.value()).map_err(|e| corrupt("chain row", e))?;
+            image.chain_head = record.head;
+            image.records.push(record);
+        }
+        if image.records.len() as u64 != cache.chain_stored {
+            return Err(corrupt(
+                "chain",
+                format!(
+                    "holds {} records where {} were stored",
+                    image.records.len(),
+                    cache.chain_stored
+                ),
+            )
+            .into());
+        }
+        image.applied_index = index;
         let mut snapshot = Snapshot::default();
-        snapshot.set_metadata(metadata);
-        snapshot.data = data.value().to_vec().into();
+        let metadata = snapshot.mut_metadata();
+        metadata.index = index;
+        metadata.term = term;
+        metadata.set_conf_state(cache.conf_state.clone());
+        snapshot.data = tally_proto::county::encode_image(&image).into();
         Ok(snapshot)
     }
 }
@@ -999,8 +1048,9 @@ mod tests {
         ));
     }
 
-    // Goal: snapshot() hands out the stored snapshot with its conf state and state image;
-    // none before compaction, and a request beyond it is temporarily unavailable.
+    // Goal: snapshot() hands out a snapshot of the applied state with its conf state and
+    // state image; none before anything is applied, and a request beyond the applied index
+    // is temporarily unavailable.
     // Method: after MemStorage's test_storage_create_snapshot: compact at 4, ask at 0, 4, 5.
     #[test]
     fn storage_snapshot() {
@@ -1229,10 +1279,20 @@ mod tests {
         let loaded = storage.load_state(definition()).unwrap();
         assert_eq!(loaded.fingerprint(), state.fingerprint());
         assert_eq!(loaded.applied_index(), 6);
+        // The snapshot handed to raft is of the applied state (6), not the stored one (5).
         let snapshot = storage.snapshot(0, 2).unwrap();
+        assert_eq!(
+            (snapshot.get_metadata().index, snapshot.get_metadata().term),
+            (6, 2)
+        );
+        assert_eq!(
+            snapshot.get_metadata().get_conf_state().voters,
+            vec![1, 2, 3]
+        );
         let from_snapshot = CountyState::restore(definition(), &snapshot.data).unwrap();
-        assert_eq!(from_snapshot.applied_index(), 5);
-        assert_eq!(from_snapshot.chain_head().length, 4);
+        assert_eq!(from_snapshot.applied_index(), 6);
+        assert_eq!(from_snapshot.chain_head().length, 5);
+        assert_eq!(from_snapshot.fingerprint(), state.fingerprint());
     }
 
     // Goal: a follower that installs a leader's snapshot stores its image, and the state

@@ -40,17 +40,17 @@ pub fn read_bundle(bytes: &[u8]) -> Result<Vec<SignedSheet>, DecodeError> {
                 max: BUNDLE_RECORDS_MAX,
             });
         }
-        let in_record = |source: DecodeError| DecodeError::BundleRecord {
+        let in_record = |cause: DecodeError| DecodeError::BundleRecord {
             record,
             offset,
-            source: Box::new(source),
+            cause: Box::new(cause),
         };
         let mut rest = &bytes[offset..];
         let before = rest.len();
-        let len = prost::encoding::decode_varint(&mut rest).map_err(|source| {
+        let len = prost::encoding::decode_varint(&mut rest).map_err(|cause| {
             in_record(DecodeError::Protobuf {
                 what: "length prefix",
-                source,
+                cause,
             })
         })?;
         let prefix_len = before - rest.len();

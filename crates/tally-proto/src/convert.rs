@@ -43,10 +43,11 @@ pub enum DecodeError {
         len: usize,
         max: usize,
     },
-    #[error("{what} is not valid protobuf: {source}")]
+    // The cause is in the message, so it is not also a `source` (anyhow would print it twice).
+    #[error("{what} is not valid protobuf: {cause}")]
     Protobuf {
         what: &'static str,
-        source: prost::DecodeError,
+        cause: prost::DecodeError,
     },
     #[error("{what} field {field} {problem}")]
     Field {
@@ -61,13 +62,13 @@ pub enum DecodeError {
         needed: usize,
         available: usize,
     },
-    #[error("bundle record {record} (at byte {offset}): {source}")]
+    #[error("bundle record {record} (at byte {offset}): {cause}")]
     BundleRecord {
         /// 1 for the first record.
         record: usize,
         /// Where the record's length prefix starts.
         offset: usize,
-        source: Box<DecodeError>,
+        cause: Box<DecodeError>,
     },
     #[error("bundle holds more than {max} records; split it into several bundles")]
     BundleTooLong { max: usize },
@@ -140,9 +141,9 @@ pub fn decode_sheet(bytes: &[u8]) -> Result<TallySheet, DecodeError> {
         });
     }
     // prost checks that every string field is UTF-8 and that lengths stay inside the buffer.
-    let sheet = pb::TallySheet::decode(bytes).map_err(|source| DecodeError::Protobuf {
+    let sheet = pb::TallySheet::decode(bytes).map_err(|cause| DecodeError::Protobuf {
         what: "sheet",
-        source,
+        cause,
     })?;
     from_pb(sheet)
 }

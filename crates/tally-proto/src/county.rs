@@ -52,9 +52,9 @@ pub fn decode_command(bytes: &[u8]) -> Result<CountyCommand, DecodeError> {
             max: COUNTY_COMMAND_BYTES_MAX,
         });
     }
-    let command = pb::CountyCommand::decode(bytes).map_err(|source| DecodeError::Protobuf {
+    let command = pb::CountyCommand::decode(bytes).map_err(|cause| DecodeError::Protobuf {
         what: "county command",
-        source,
+        cause,
     })?;
     match command.command {
         Some(pb::county_command::Command::Ingest(batch)) => {
@@ -148,9 +148,9 @@ pub fn encode_chain_record(record: &ChainRecord) -> Vec<u8> {
 
 /// Decodes one chain record.
 pub fn decode_chain_record(bytes: &[u8]) -> Result<ChainRecord, DecodeError> {
-    let record = pb::ChainRecord::decode(bytes).map_err(|source| DecodeError::Protobuf {
+    let record = pb::ChainRecord::decode(bytes).map_err(|cause| DecodeError::Protobuf {
         what: "chain record",
-        source,
+        cause,
     })?;
     record_from_pb(record)
 }
@@ -170,9 +170,9 @@ pub fn encode_image(image: &StateImage) -> Vec<u8> {
 /// An image is as large as the county's evidence, so it has no size bound beyond the raft
 /// snapshot that carries it.
 pub fn decode_image(bytes: &[u8]) -> Result<StateImage, DecodeError> {
-    let image = pb::CountySnapshot::decode(bytes).map_err(|source| DecodeError::Protobuf {
+    let image = pb::CountySnapshot::decode(bytes).map_err(|cause| DecodeError::Protobuf {
         what: "county snapshot",
-        source,
+        cause,
     })?;
     if image.chain_length != image.records.len() as u64 {
         return Err(DecodeError::Field {

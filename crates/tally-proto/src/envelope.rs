@@ -128,9 +128,9 @@ pub fn decode_signed(bytes: &[u8]) -> Result<SignedSheet, DecodeError> {
             max: SIGNED_SHEET_BYTES_MAX,
         });
     }
-    let signed = pb::SignedSheet::decode(bytes).map_err(|source| DecodeError::Protobuf {
+    let signed = pb::SignedSheet::decode(bytes).map_err(|cause| DecodeError::Protobuf {
         what: "signed sheet",
-        source,
+        cause,
     })?;
     SignedSheet::from_pb(signed)
 }

@@ -192,6 +192,9 @@ pub fn generate(params: &GenParams) -> Result<Generated> {
     if params.townships == 0 || params.townships > 5_000 {
         bail!("--townships must be 1 to 5000, not {}", params.townships);
     }
+    if params.voters_per_station == 0 {
+        bail!("--voters-per-station must be at least 1");
+    }
     let mut rng = Rng(params.seed);
     let rules_method = Method::LargestRemainderHare;
 

@@ -286,7 +286,22 @@ fn sign(definition: &Path, key: &Path, out: &Path, sheet_files: &[PathBuf]) -> R
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
-    std::fs::write(out, tally_proto::write_bundle(&signed))
+    // A bundle already there may hold sheets not yet sent; never overwrite it silently.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::anyhow!(
+                    "{} already exists; give a new file name (a bundle may hold sheets not yet sent)",
+                    out.display()
+                )
+            } else {
+                anyhow::anyhow!("cannot create {}: {e}", out.display())
+            }
+        })?;
+    std::io::Write::write_all(&mut file, &tally_proto::write_bundle(&signed))
         .with_context(|| format!("cannot write {}", out.display()))?;
     crate::say!(
         "signed {} sheet(s) of unit {} into {}",
@@ -304,16 +319,41 @@ pub fn read_bundles(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<tally_proto::
         .map(|path| {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let sheets = tally_proto::read_bundle(&bytes)
-                .with_context(|| format!("{} is not a readable sheet bundle", path.display()))?;
+            let sheets = tally_proto::read_bundle(&bytes).with_context(|| {
+                // An unsigned clerk's file given where a signed bundle belongs is the likely
+                // mistake; say so.
+                let looks_like_sheet_file = std::str::from_utf8(&bytes)
+                    .is_ok_and(|t| t.contains("unit =") || t.contains("unit="));
+                if looks_like_sheet_file {
+                    format!(
+                        "{} is a sheet file a clerk fills in, not a signed bundle; sign it first with `tally sheet sign`",
+                        path.display()
+                    )
+                } else {
+                    format!("{} is not a readable sheet bundle", path.display())
+                }
+            })?;
             Ok((path, sheets))
         })
         .collect()
 }
 
+/// Refuses to report on nothing: an empty set of bundles is a mistake worth naming.
+fn require_sheets(bundles: &[(PathBuf, Vec<tally_proto::SignedSheet>)]) -> Result<()> {
+    if bundles.iter().all(|(_, sheets)| sheets.is_empty()) {
+        let names: Vec<String> = bundles
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        bail!("{} hold no signed sheets", names.join(", "));
+    }
+    Ok(())
+}
+
 fn verify(definition: &Path, sheets: &[PathBuf], format: Format) -> Result<Outcome> {
     let definition = load_definition(definition)?;
     let bundles = read_bundles(sheets)?;
+    require_sheets(&bundles)?;
     let intake = intake(&definition, &bundles);
     report::print_intake(&intake, format)?;
     Ok(if intake.has_findings() {
@@ -326,6 +366,7 @@ fn verify(definition: &Path, sheets: &[PathBuf], format: Format) -> Result<Outco
 fn results(definition: &Path, sheets: &[PathBuf], format: Format) -> Result<Outcome> {
     let definition = load_definition(definition)?;
     let bundles = read_bundles(sheets)?;
+    require_sheets(&bundles)?;
     let intake = intake(&definition, &bundles);
     let result = tally_core::results::compute(&definition, &intake.ledger);
     report::print_results(&definition, &intake, &result, format)?;

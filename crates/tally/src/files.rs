@@ -54,11 +54,15 @@ pub fn write_secret(path: &Path, contents: &str) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).with_context(|| {
-        format!(
-            "cannot create {} (a key file is never overwritten; move the old one away first)",
-            path.display()
-        )
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow!(
+                "{} already exists; a key file is never overwritten, so move the old one away first",
+                path.display()
+            )
+        } else {
+            anyhow!("cannot create {}: {e}", path.display())
+        }
     })?;
     file.write_all(contents.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
@@ -70,12 +74,19 @@ pub fn sheet_bundle_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for arg in args {
         if arg.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(arg)
+            let (mut found, skipped): (Vec<PathBuf>, Vec<PathBuf>) = std::fs::read_dir(arg)
                 .with_context(|| format!("cannot list {}", arg.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "sheets"))
-                .collect();
+                .filter(|p| p.is_file())
+                .partition(|p| p.extension().is_some_and(|e| e == "sheets"));
             found.sort();
+            // A clerk who saved a bundle under another name must hear that it was not read.
+            for path in &skipped {
+                eprintln!(
+                    "note: skipped {} (only files named *.sheets in a folder are read; name it on the command line to read it anyway)",
+                    path.display()
+                );
+            }
             if found.is_empty() {
                 bail!("{} holds no .sheets files", arg.display());
             }

@@ -82,6 +82,7 @@ pub fn intake(definition: &Definition, bundles: &[(PathBuf, Vec<SignedSheet>)]) 
                         continue;
                     }
                     let version = verified.sheet.version;
+                    let label = verified.sheet.label();
                     match out.ledger.submit(verified.sheet, verified.digest) {
                         Submission::Accepted => {
                             out.accepted += 1;
@@ -90,7 +91,18 @@ pub fn intake(definition: &Definition, bundles: &[(PathBuf, Vec<SignedSheet>)]) 
                         }
                         Submission::Duplicate => out.duplicates += 1,
                         Submission::Superseded { .. } => out.superseded += 1,
-                        Submission::Conflict { .. } => out.conflicts += 1,
+                        Submission::Conflict { existing } => {
+                            out.conflicts += 1;
+                            out.refused.push(Refusal {
+                                source,
+                                sheet: label,
+                                code: "conflict".into(),
+                                message: format!(
+                                    "a different sheet for the same unit, contest, round and version was accepted before (sheet digest {}); this one is recorded and not counted: the committee must establish which is genuine, and the unit corrects it with a new version",
+                                    hex::encode(&existing[..8])
+                                ),
+                            });
+                        }
                     }
                 }
             }

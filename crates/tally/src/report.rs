@@ -18,6 +18,13 @@ pub enum Format {
     Csv,
 }
 
+/// A refusal's message without the code it starts with, for tables that show the code apart.
+fn without_code<'a>(code: &str, message: &'a str) -> &'a str {
+    message
+        .strip_prefix(code)
+        .map_or(message, |rest| rest.trim_start())
+}
+
 fn print_json<T: Serialize>(value: &T) -> Result<()> {
     crate::say!(
         "{}",
@@ -85,34 +92,7 @@ pub fn seats_command(args: SeatsArgs) -> Result<Outcome> {
     let method = method(Method::LargestRemainderHare)?;
     let text = std::fs::read_to_string(weights_path)
         .with_context(|| format!("cannot read {}", weights_path.display()))?;
-    let mut names = Vec::new();
-    let mut weights = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((name, weight)) = line.rsplit_once(',') else {
-            bail!(
-                "{}, line {}: expected name,weight",
-                weights_path.display(),
-                i + 1
-            );
-        };
-        let Ok(weight) = weight.trim().parse::<u64>() else {
-            if names.is_empty() {
-                continue; // a header row
-            }
-            bail!(
-                "{}, line {}: weight {:?} is not a whole number",
-                weights_path.display(),
-                i + 1,
-                weight.trim()
-            );
-        };
-        names.push(name.trim().trim_matches('"').to_owned());
-        weights.push(weight);
-    }
+    let (names, weights) = parse_weights(weights_path, &text)?;
     let result = match args.threshold_percent {
         Some(percent) => apportion::allocate_lists(
             &weights,
@@ -167,6 +147,49 @@ pub fn seats_command(args: SeatsArgs) -> Result<Outcome> {
     })
 }
 
+/// Reads `name,weight` rows (a spreadsheet's CSV export). Only the first row may be a header;
+/// any other row whose weight is not a whole number is an error naming its line, never skipped.
+fn parse_weights(path: &Path, text: &str) -> Result<(Vec<String>, Vec<u64>)> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_reader(text.trim_start_matches('\u{feff}').as_bytes());
+    let mut names = Vec::new();
+    let mut weights = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{} is not readable CSV", path.display()))?;
+        let line = record.position().map_or(i as u64 + 1, |p| p.line());
+        if record.len() != 2 {
+            bail!(
+                "{}, line {line}: expected two fields, name and weight, found {}",
+                path.display(),
+                record.len()
+            );
+        }
+        let weight_text = record[1].replace(['_'], "");
+        match weight_text.parse::<u64>() {
+            Ok(weight) => {
+                names.push(record[0].to_owned());
+                weights.push(weight);
+            }
+            // A header names its columns; a first row with digits in it is data gone wrong.
+            Err(_) if i == 0 && !record[1].chars().any(|c| c.is_ascii_digit()) => {}
+            Err(_) => bail!(
+                "{}, line {line}: weight {:?} of {:?} is not a whole number; write digits only, without separators",
+                path.display(),
+                &record[1],
+                &record[0]
+            ),
+        }
+    }
+    if names.is_empty() {
+        bail!("{} has no name,weight rows", path.display());
+    }
+    Ok((names, weights))
+}
+
 fn print_seats(report: &SeatsReport, format: Format) -> Result<()> {
     let mut table = Table::new(&[
         ("name", Align::Left),
@@ -176,7 +199,11 @@ fn print_seats(report: &SeatsReport, format: Format) -> Result<()> {
     for row in &report.rows {
         table.row(vec![
             row.name.clone(),
-            thousands(row.weight),
+            if format == Format::Csv {
+                row.weight.to_string()
+            } else {
+                thousands(row.weight)
+            },
             if row.tied {
                 format!("{} + tie", row.seats)
             } else {
@@ -373,16 +400,24 @@ fn definition_seats(
         ("name", Align::Left),
         ("population", Align::Right),
         ("township congress (Art 12)", Align::Right),
-        ("defined", Align::Right),
+        ("township seats defined", Align::Right),
         ("county seats apportioned", Align::Right),
-        ("defined", Align::Right),
+        ("county seats defined", Align::Right),
         ("constituencies to review", Align::Right),
     ]);
+    // Spreadsheets want plain numbers; people want thousands separators.
+    let number = |n: u64| {
+        if format == Format::Csv {
+            n.to_string()
+        } else {
+            thousands(n)
+        }
+    };
     for t in &report.townships {
         table.row(vec![
             t.id.clone(),
             t.name.clone(),
-            thousands(t.population),
+            number(t.population),
             t.congress_seats.map_or("-".into(), |s| s.to_string()),
             t.defined_seats.to_string(),
             t.county_seats_apportioned
@@ -503,7 +538,7 @@ pub fn print_intake(intake: &crate::intake::Intake, format: Format) -> Result<()
                     r.source.clone(),
                     r.sheet.clone(),
                     r.code.clone(),
-                    r.message.clone(),
+                    without_code(&r.code, &r.message).to_owned(),
                 ]);
             }
             for w in &intake.warnings {
@@ -802,7 +837,8 @@ pub fn results_table(
             ("state", Align::Left),
         ]);
         for c in result.contests.iter().filter(|c| c.level == level) {
-            let first = &c.rounds[0];
+            // The turnout of the round that decided (or is deciding) the contest.
+            let first = c.rounds.last().unwrap_or(&c.rounds[0]);
             elected.row(vec![
                 c.contest.to_string(),
                 c.name.clone(),
@@ -826,7 +862,13 @@ pub fn results_table(
     if !result.findings.is_empty() || !intake.warnings.is_empty() || !intake.refused.is_empty() {
         let _ = writeln!(out, "\nFindings for the committee");
         for r in &intake.refused {
-            let _ = writeln!(out, "  refused {} {}: {}", r.code, r.source, r.message);
+            let _ = writeln!(
+                out,
+                "  refused {} {}: {}",
+                r.code,
+                r.source,
+                without_code(&r.code, &r.message)
+            );
         }
         for f in intake.warnings.iter().chain(&result.findings) {
             let _ = writeln!(out, "  {f}");
