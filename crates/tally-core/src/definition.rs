@@ -994,6 +994,19 @@ pub fn load(
     for (origin, area) in &townships {
         check_area_seats(&mut loader, origin, Level::Township, area, &raw.rules);
     }
+    // Subdistricts (街道) elect county deputies but have no township congress, so townships
+    // may hold fewer people than the county; never more.
+    let townships_population: u64 = townships.iter().map(|(_, t)| t.population).sum();
+    if townships_population > county.population {
+        loader.error(
+            &county_origin,
+            "population",
+            format!(
+                "is {}, fewer than the {} people of its townships together; correct the county's or the townships' populations",
+                county.population, townships_population
+            ),
+        );
+    }
 
     if !loader.errors.is_empty() {
         return Err(DefinitionErrors(loader.errors));
@@ -1499,6 +1512,19 @@ public_key = "{}"
             [format!(
                 "election.toml, line {line}, seats: invalid type: string \"two\", expected u32"
             )]
+        );
+    }
+
+    // Goal: a county cannot hold fewer people than its townships together.
+    #[test]
+    fn townships_cannot_outnumber_the_county() {
+        let m =
+            messages(&minimal().replace("population = 60000", "population = 30000\nseats = 100"));
+        assert!(
+            m.iter().any(|e| e.contains(
+                "county.population: is 30000, fewer than the 38700 people of its townships"
+            )),
+            "{m:?}"
         );
     }
 
