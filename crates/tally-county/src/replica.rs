@@ -28,8 +28,24 @@ pub const HEARTBEAT_TICKS: usize = 3;
 pub const MESSAGE_BYTES_MAX: u64 = 4 << 20;
 /// Bound on append messages in flight to one follower.
 pub const INFLIGHT_MESSAGES_MAX: usize = 256;
-/// Applied entries kept in the log before it is compacted into a snapshot.
+/// Applied entries kept in the log before it is compacted into a snapshot (the default of
+/// [`Options::compact_after_entries`]).
 pub const LOG_ENTRIES_BEFORE_COMPACTION: u64 = 10_000;
+
+/// Tunables of one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Applied entries kept in the log before it is compacted into a snapshot.
+    pub compact_after_entries: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            compact_after_entries: LOG_ENTRIES_BEFORE_COMPACTION,
+        }
+    }
+}
 
 /// Identifies a proposal of this replica, so its outcome can be returned to whoever asked.
 /// Carried in the entry's context: the proposing replica's id, then this number.
@@ -62,6 +78,11 @@ pub struct ReadyOutput {
     pub messages: Vec<Message>,
     /// Outcomes of this replica's proposals that were applied.
     pub applied: Vec<(ProposalId, Applied)>,
+    /// This replica's proposals that will never be answered here: another entry was committed
+    /// at the index they were appended at (a newer leader overwrote them, so they were not
+    /// committed), or a snapshot covered that index (their outcome is unknown here). The
+    /// submitter retries; a sheet sent again is recognized as a duplicate.
+    pub abandoned: Vec<ProposalId>,
     /// Read requests (by their context) that are now safe to answer: the index they need has
     /// been applied.
     pub reads_ready: Vec<Vec<u8>>,
@@ -94,8 +115,11 @@ pub struct Replica {
     next_proposal: u64,
     /// Read requests waiting for their index to be applied.
     pending_reads: Vec<ReadState>,
-    /// Proposals whose outcome this replica reports (by their context).
-    proposals_in_flight: HashMap<u64, ()>,
+    /// Proposals whose outcome this replica reports: proposal number → the log index its
+    /// entry was appended at. Only the entry committed at that index, with that number in
+    /// its context, answers it (numbers restart with the process; indexes do not repeat).
+    proposals_in_flight: HashMap<u64, u64>,
+    options: Options,
 }
 
 fn raft_config(id: u64, applied: u64) -> raft::Config {
@@ -120,6 +144,16 @@ impl Replica {
         storage: DiskStorage,
         definition: Arc<Definition>,
     ) -> Result<Self, ReplicaError> {
+        Self::open_with(id, storage, definition, Options::default())
+    }
+
+    /// [`Replica::open`] with explicit [`Options`].
+    pub fn open_with(
+        id: u64,
+        storage: DiskStorage,
+        definition: Arc<Definition>,
+        options: Options,
+    ) -> Result<Self, ReplicaError> {
         let state = storage.load_state(definition)?;
         let config = raft_config(id, state.applied_index());
         config.validate()?;
@@ -133,6 +167,7 @@ impl Replica {
             next_proposal: 1,
             pending_reads: Vec::new(),
             proposals_in_flight: HashMap::new(),
+            options,
         })
     }
 
@@ -182,7 +217,9 @@ impl Replica {
         context.extend_from_slice(&id.0.to_be_bytes());
         match self.raw.propose(context, command.encode()) {
             Ok(()) => {
-                self.proposals_in_flight.insert(id.0, ());
+                // A leader's accepted proposal is appended at the end of its log at once.
+                let index = self.raw.raft.raft_log.last_index();
+                self.proposals_in_flight.insert(id.0, index);
                 Ok(id)
             }
             Err(raft::Error::ProposalDropped) => Err(ProposeError::Dropped),
@@ -292,6 +329,7 @@ impl Replica {
         out.reads_ready
             .extend(ready_reads.into_iter().map(|r| r.request_ctx));
 
+        self.abandon_overtaken(&mut out);
         self.maybe_compact()?;
         Ok(out)
     }
@@ -320,7 +358,7 @@ impl Replica {
                             message: e.to_string(),
                         })?;
                     let applied = self.state.apply(entry.index, &command);
-                    if let Some(id) = self.own_proposal(&entry.context) {
+                    if let Some(id) = self.own_proposal(entry.index, &entry.context) {
                         out.applied.push((id, applied));
                     }
                 }
@@ -355,21 +393,40 @@ impl Replica {
         Ok(())
     }
 
-    fn own_proposal(&mut self, context: &[u8]) -> Option<ProposalId> {
+    fn own_proposal(&mut self, index: u64, context: &[u8]) -> Option<ProposalId> {
         if context.len() != 16 || context[..8] != self.id.to_be_bytes() {
             return None;
         }
         let mut number = [0u8; 8];
         number.copy_from_slice(&context[8..]);
         let number = u64::from_be_bytes(number);
-        self.proposals_in_flight
-            .remove(&number)
-            .map(|()| ProposalId(number))
+        if self.proposals_in_flight.get(&number) != Some(&index) {
+            // A proposal of an earlier run of this replica (numbers restart), or not ours.
+            return None;
+        }
+        self.proposals_in_flight.remove(&number);
+        Some(ProposalId(number))
+    }
+
+    /// Gives up the proposals whose index is applied without having answered them.
+    fn abandon_overtaken(&mut self, out: &mut ReadyOutput) {
+        let applied = self.state.applied_index();
+        let mut gone: Vec<u64> = self
+            .proposals_in_flight
+            .iter()
+            .filter(|&(_, &index)| index <= applied)
+            .map(|(&number, _)| number)
+            .collect();
+        gone.sort_unstable();
+        for number in gone {
+            self.proposals_in_flight.remove(&number);
+            out.abandoned.push(ProposalId(number));
+        }
     }
 
     fn maybe_compact(&mut self) -> Result<(), ReplicaError> {
         let first = self.storage.first_index()?;
-        if self.state.applied_index() >= first + LOG_ENTRIES_BEFORE_COMPACTION {
+        if self.state.applied_index() >= first + self.options.compact_after_entries {
             let conf_state = self.raw.raft.prs().conf().to_conf_state();
             self.storage.compact(&self.state, &conf_state)?;
         }
