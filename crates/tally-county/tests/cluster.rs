@@ -23,16 +23,8 @@ const STEPS_PER_TICK: u64 = 4;
 const STEPS_MAX: u64 = 20_000;
 const CLUSTER_ID: &str = "test-county";
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// The generator's seeded SplitMix64 drives delivery order and loss, so a seed replays a run.
+use tally_synth::Rng;
 
 struct Fixture {
     definition: Arc<Definition>,
