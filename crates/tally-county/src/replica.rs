@@ -122,6 +122,22 @@ pub struct Replica {
     options: Options,
 }
 
+fn bad_entry(entry: &Entry, message: String) -> ReplicaError {
+    ReplicaError::BadEntry {
+        index: entry.index,
+        message,
+    }
+}
+
+/// Decodes a committed conf change entry (either version of the message).
+fn decode_conf_change<M: protobuf::Message + Default>(entry: &Entry) -> Result<M, ReplicaError> {
+    let mut change = M::default();
+    change
+        .merge_from_bytes(&entry.data)
+        .map_err(|e| bad_entry(entry, e.to_string()))?;
+    Ok(change)
+}
+
 fn raft_config(id: u64, applied: u64) -> raft::Config {
     raft::Config {
         id,
@@ -352,11 +368,8 @@ impl Replica {
                         self.state.apply_empty(entry.index);
                         continue;
                     }
-                    let command =
-                        Command::decode(&entry.data).map_err(|e| ReplicaError::BadEntry {
-                            index: entry.index,
-                            message: e.to_string(),
-                        })?;
+                    let command = Command::decode(&entry.data)
+                        .map_err(|e| bad_entry(&entry, e.to_string()))?;
                     let applied = self.state.apply(entry.index, &command);
                     if let Some(id) = self.own_proposal(entry.index, &entry.context) {
                         out.applied.push((id, applied));
@@ -364,22 +377,10 @@ impl Replica {
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let conf_state = if entry.get_entry_type() == EntryType::EntryConfChange {
-                        let mut cc = raft::eraftpb::ConfChange::default();
-                        protobuf::Message::merge_from_bytes(&mut cc, &entry.data).map_err(|e| {
-                            ReplicaError::BadEntry {
-                                index: entry.index,
-                                message: e.to_string(),
-                            }
-                        })?;
+                        let cc: raft::eraftpb::ConfChange = decode_conf_change(&entry)?;
                         self.raw.apply_conf_change(&cc)?
                     } else {
-                        let mut cc = ConfChangeV2::default();
-                        protobuf::Message::merge_from_bytes(&mut cc, &entry.data).map_err(|e| {
-                            ReplicaError::BadEntry {
-                                index: entry.index,
-                                message: e.to_string(),
-                            }
-                        })?;
+                        let cc: ConfChangeV2 = decode_conf_change(&entry)?;
                         self.raw.apply_conf_change(&cc)?
                     };
                     self.storage.set_conf_state(&conf_state)?;

@@ -65,12 +65,6 @@ pub fn chain_link(head: &[u8; 32], log_index: u64, digest: &Digest) -> [u8; 32] 
     hasher.finalize().into()
 }
 
-/// The digest the ledger and the chain know a sheet by: SHA-256 over the exact signed sheet
-/// bytes (as `VerifiedSheet::digest`).
-pub fn sheet_digest(signed: &SignedSheet) -> Digest {
-    Sha256::digest(&signed.sheet).into()
-}
-
 /// What became of one sheet of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SheetOutcome {
@@ -129,9 +123,8 @@ pub enum StateError {
 pub struct CountyState {
     definition: Arc<Definition>,
     ledger: Ledger,
-    /// The evidence in chain order, each with the head after it.
+    /// The evidence in chain order, each with the head after it; the last one's is the head.
     records: Vec<ChainRecord>,
-    head: [u8; 32],
     applied_index: u64,
 }
 
@@ -141,7 +134,6 @@ impl CountyState {
             definition,
             ledger: Ledger::new(),
             records: Vec::new(),
-            head: CHAIN_HEAD_EMPTY,
             applied_index: 0,
         }
     }
@@ -218,7 +210,7 @@ impl CountyState {
                 label: sheet.label(),
             });
         }
-        let digest = sheet_digest(signed);
+        let digest = signed.digest();
         let conflicts_before = self.ledger.conflicts().len();
         let (outcome, recorded) = match self.ledger.submit(sheet, digest) {
             Submission::Accepted => (SheetOutcome::Accepted, true),
@@ -231,11 +223,11 @@ impl CountyState {
             ),
         };
         if recorded {
-            self.head = chain_link(&self.head, index, &digest);
+            let head = chain_link(&self.head(), index, &digest);
             self.records.push(ChainRecord {
                 log_index: index,
                 signed: signed.clone(),
-                head: self.head,
+                head,
             });
         }
         outcome
@@ -262,7 +254,7 @@ impl CountyState {
                 outcome: format!("{outcome:?}"),
             });
         }
-        if self.head != record.head {
+        if self.head() != record.head {
             return Err(StateError::HeadMismatch {
                 position,
                 log_index: record.log_index,
@@ -283,7 +275,7 @@ impl CountyState {
 
     pub fn chain_head(&self) -> ChainHead {
         ChainHead {
-            head: self.head,
+            head: self.head(),
             length: self.records.len() as u64,
             log_index: self.applied_index,
         }
@@ -291,6 +283,11 @@ impl CountyState {
 
     pub fn applied_index(&self) -> u64 {
         self.applied_index
+    }
+
+    /// The chain's head: that of the last record, all zero for an empty chain.
+    fn head(&self) -> [u8; 32] {
+        self.records.last().map_or(CHAIN_HEAD_EMPTY, |r| r.head)
     }
 
     /// The evidence in chain order: every recorded sheet as signed, with its log index and
@@ -302,10 +299,7 @@ impl CountyState {
     /// The digests of the recorded sheets in chain order (each appears once). Hashes every
     /// record, so it is for tests and audits, not for a hot path.
     pub fn recorded_digests(&self) -> Vec<Digest> {
-        self.records
-            .iter()
-            .map(|r| sheet_digest(&r.signed))
-            .collect()
+        self.records.iter().map(|r| r.signed.digest()).collect()
     }
 
     /// The election result of the counted sheets, with the chain head it reflects.
@@ -322,7 +316,7 @@ impl CountyState {
     pub fn snapshot_bytes(&self) -> Vec<u8> {
         encode_image(&StateImage {
             applied_index: self.applied_index,
-            chain_head: self.head,
+            chain_head: self.head(),
             records: self.records.clone(),
         })
     }
@@ -344,7 +338,7 @@ impl CountyState {
                 applied_index: image.applied_index,
             });
         }
-        if state.head != image.chain_head {
+        if state.head() != image.chain_head {
             return Err(StateError::HeadMismatch {
                 position: state.records.len() as u64,
                 log_index: image.applied_index,
@@ -495,7 +489,7 @@ mod tests {
     }
 
     fn digest(signed: &SignedSheet) -> Digest {
-        sheet_digest(signed)
+        signed.digest()
     }
 
     // Goal: a sheet is recorded exactly once: the same bytes again are a duplicate and leave

@@ -318,11 +318,7 @@ impl Cluster {
 
     /// The checks every scenario ends with.
     fn check(&self) {
-        let digests: Vec<[u8; 32]> = self
-            .acknowledged
-            .iter()
-            .map(tally_county::state::sheet_digest)
-            .collect();
+        let digests: Vec<[u8; 32]> = self.acknowledged.iter().map(SignedSheet::digest).collect();
         for replica in self.live() {
             let state = replica.state();
             let recorded = state.recorded_digests();

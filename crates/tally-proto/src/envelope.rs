@@ -33,6 +33,12 @@ pub struct SignedSheet {
 }
 
 impl SignedSheet {
+    /// The digest a sheet is known by everywhere (ledger, chain, conflicts): SHA-256 over the
+    /// exact signed sheet bytes.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(&self.sheet).into()
+    }
+
     /// The protobuf form, for embedding in other messages.
     pub fn to_pb(&self) -> pb::SignedSheet {
         pb::SignedSheet {
@@ -282,7 +288,7 @@ pub(crate) fn finish(
         });
     }
     Ok(VerifiedSheet {
-        digest: Sha256::digest(&signed.sheet).into(),
+        digest: signed.digest(),
         unit: unit.id.clone(),
         key_id: signed.key_id,
         signed: signed.clone(),

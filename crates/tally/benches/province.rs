@@ -64,21 +64,8 @@ fn main() {
 
     let started = Instant::now();
     let generated = synth::generate(&params).expect("the benchmark parameters are valid");
-    let files = synth::files(&generated);
-    let definition_dir = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&definition_dir).expect("temp dir is writable");
-    for (name, text) in [
-        ("election.toml", &files.definition_toml),
-        ("townships.csv", &files.townships_csv),
-        ("contests.csv", &files.contests_csv),
-        ("candidates.csv", &files.candidates_csv),
-        ("units.csv", &files.units_csv),
-    ] {
-        std::fs::write(definition_dir.join(name), text).expect("temp dir is writable");
-    }
-    let definition = tally::files::load_definition(&definition_dir.join("election.toml"))
-        .expect("the generated definition is valid");
-    let _ = std::fs::remove_dir_all(&definition_dir);
+    // The same loader `tally` runs on the files, handed the generated text directly.
+    let definition = synth::definition(&generated).expect("the generated definition is valid");
     let signed = synth::sign_all(&generated);
     println!(
         "generated and signed: {} units, {} contests, {} sheets in {:.1} s (peak {:.0} MiB)",

@@ -80,8 +80,9 @@ enum Command {
         #[arg(long)]
         threshold_percent: Option<u32>,
         /// How a tie is resolved: report, definition-order or larger-weight-first.
-        #[arg(long, default_value = "report")]
-        tie_rule: String,
+        /// Defaults to the definition's recorded rule, or report.
+        #[arg(long)]
+        tie_rule: Option<String>,
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -192,7 +193,7 @@ fn run(command: Command) -> Result<Outcome> {
             min,
             max,
             threshold_percent,
-            tie_rule: &tie_rule,
+            tie_rule: tie_rule.as_deref(),
             format,
         }),
         Command::Gen {

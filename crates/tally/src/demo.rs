@@ -53,17 +53,12 @@ pub fn run(dir: Option<PathBuf>) -> Result<Outcome> {
     crate::say_part!("{}", report::results_table(&definition, &intake, &result));
 
     crate::say!("\n5. Seats (Art 12) and the apportionment of county seats to townships\n");
-    report::seats_command(report::SeatsArgs {
-        definition: Some(&definition_path),
-        weights: None,
-        total: None,
-        method: None,
-        min: 0,
-        max: None,
-        threshold_percent: None,
-        tie_rule: "report",
-        format: Format::Table,
-    })?;
+    report::definition_seats(
+        &definition,
+        definition.rules.apportionment,
+        definition.rules.apportionment_tie_rule,
+        Format::Table,
+    )?;
 
     crate::say!(
         "\nDone in {:.1} s. The files are in {}:",

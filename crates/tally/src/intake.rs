@@ -17,7 +17,24 @@ pub struct Refusal {
     /// The sheet's label when it could be read, else empty.
     pub sheet: String,
     pub code: String,
+    /// What is wrong and what to do, without the code (it has its own field).
     pub message: String,
+}
+
+impl Refusal {
+    fn new(source: String, sheet: String, code: &str, message: String) -> Self {
+        // Errors print their code first; here the code has its own column.
+        let message = match message.strip_prefix(code) {
+            Some(rest) => rest.trim_start().to_owned(),
+            None => message,
+        };
+        Refusal {
+            source,
+            sheet,
+            code: code.to_owned(),
+            message,
+        }
+    }
 }
 
 #[derive(Default, Serialize)]
@@ -60,29 +77,28 @@ pub fn intake(definition: &Definition, bundles: &[(PathBuf, Vec<SignedSheet>)]) 
         for (i, item) in checked.into_iter().enumerate() {
             let source = format!("{} #{}", path.display(), i + 1);
             match item {
-                Err(e) => out.refused.push(Refusal {
-                    source,
-                    sheet: String::new(),
-                    code: e.code().to_owned(),
-                    message: e.to_string(),
-                }),
+                Err(e) => {
+                    out.refused
+                        .push(Refusal::new(source, String::new(), e.code(), e.to_string()))
+                }
                 Ok((verified, findings)) => {
                     if let Some(error) = findings.iter().find(|f| f.is_error()) {
-                        out.refused.push(Refusal {
+                        let message = findings
+                            .iter()
+                            .filter(|f| f.is_error())
+                            .map(|f| format!("{} {}: {}", f.code.as_str(), f.field, f.message))
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        out.refused.push(Refusal::new(
                             source,
-                            sheet: verified.sheet.label(),
-                            code: error.code.as_str().to_owned(),
-                            message: findings
-                                .iter()
-                                .filter(|f| f.is_error())
-                                .map(|f| f.to_string())
-                                .collect::<Vec<_>>()
-                                .join("; "),
-                        });
+                            verified.sheet.label(),
+                            error.code.as_str(),
+                            message,
+                        ));
                         continue;
                     }
                     let version = verified.sheet.version;
-                    let label = verified.sheet.label();
+                    let digest = verified.digest;
                     match out.ledger.submit(verified.sheet, verified.digest) {
                         Submission::Accepted => {
                             out.accepted += 1;
@@ -93,15 +109,23 @@ pub fn intake(definition: &Definition, bundles: &[(PathBuf, Vec<SignedSheet>)]) 
                         Submission::Superseded { .. } => out.superseded += 1,
                         Submission::Conflict { existing } => {
                             out.conflicts += 1;
-                            out.refused.push(Refusal {
+                            // The ledger keeps the refused sheet; name it only in this rare case.
+                            let label = out
+                                .ledger
+                                .conflicts()
+                                .iter()
+                                .find(|c| c.conflicting == digest)
+                                .map(|c| c.sheet.label())
+                                .unwrap_or_default();
+                            out.refused.push(Refusal::new(
                                 source,
-                                sheet: label,
-                                code: "conflict".into(),
-                                message: format!(
+                                label,
+                                "conflict",
+                                format!(
                                     "a different sheet for the same unit, contest, round and version was accepted before (sheet digest {}); this one is recorded and not counted: the committee must establish which is genuine, and the unit corrects it with a new version",
                                     hex::encode(&existing[..8])
                                 ),
-                            });
+                            ));
                         }
                     }
                 }

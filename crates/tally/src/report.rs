@@ -18,13 +18,6 @@ pub enum Format {
     Csv,
 }
 
-/// A refusal's message without the code it starts with, for tables that show the code apart.
-fn without_code<'a>(code: &str, message: &'a str) -> &'a str {
-    message
-        .strip_prefix(code)
-        .map_or(message, |rest| rest.trim_start())
-}
-
 fn print_json<T: Serialize>(value: &T) -> Result<()> {
     crate::say!(
         "{}",
@@ -41,7 +34,8 @@ pub struct SeatsArgs<'a> {
     pub min: u32,
     pub max: Option<u32>,
     pub threshold_percent: Option<u32>,
-    pub tie_rule: &'a str,
+    /// `None`: the definition's recorded rule, or `report` without a definition.
+    pub tie_rule: Option<&'a str>,
     pub format: Format,
 }
 
@@ -74,7 +68,8 @@ struct SeatsReport {
 }
 
 pub fn seats_command(args: SeatsArgs) -> Result<Outcome> {
-    let tie_rule = parse_tie_rule(args.tie_rule)?;
+    let tie_rule =
+        |default: TieRule| -> Result<TieRule> { args.tie_rule.map_or(Ok(default), parse_tie_rule) };
     let method = |default: Method| -> Result<Method> {
         args.method
             .map(|m| m.parse::<Method>().map_err(|e| anyhow!("--method: {e}")))
@@ -83,6 +78,7 @@ pub fn seats_command(args: SeatsArgs) -> Result<Outcome> {
     if let Some(path) = args.definition {
         let definition = load_definition(path)?;
         let method = method(definition.rules.apportionment)?;
+        let tie_rule = tie_rule(definition.rules.apportionment_tie_rule)?;
         return definition_seats(&definition, method, tie_rule, args.format);
     }
     let Some(weights_path) = args.weights else {
@@ -90,6 +86,7 @@ pub fn seats_command(args: SeatsArgs) -> Result<Outcome> {
     };
     let total = args.total.context("--weights needs --total N")?;
     let method = method(Method::LargestRemainderHare)?;
+    let tie_rule = tie_rule(TieRule::Report)?;
     let text = std::fs::read_to_string(weights_path)
         .with_context(|| format!("cannot read {}", weights_path.display()))?;
     let (names, weights) = parse_weights(weights_path, &text)?;
@@ -331,7 +328,8 @@ struct DefinitionSeats {
     tie: Option<apportion::Tie>,
 }
 
-fn definition_seats(
+/// Congress totals and apportionments of a loaded definition (`tally seats --definition`).
+pub fn definition_seats(
     definition: &Definition,
     method: Method,
     tie_rule: TieRule,
@@ -538,7 +536,7 @@ pub fn print_intake(intake: &crate::intake::Intake, format: Format) -> Result<()
                     r.source.clone(),
                     r.sheet.clone(),
                     r.code.clone(),
-                    without_code(&r.code, &r.message).to_owned(),
+                    r.message.clone(),
                 ]);
             }
             for w in &intake.warnings {
@@ -572,14 +570,20 @@ pub fn print_intake(intake: &crate::intake::Intake, format: Format) -> Result<()
 }
 
 use tally_core::results::{
-    ContestResult, ContestStatus, ElectionResult, FollowUp, Person, RoundStatus, Summary,
+    ContestResult, ContestStatus, ElectionResult, FollowUp, Person, RoundResult, RoundStatus,
+    Summary,
 };
 
 /// One line that says where a contest stands, in words a clerk reads at 2 a.m.
 pub fn contest_state(contest: &ContestResult) -> String {
-    let Some(round) = contest.rounds.last() else {
-        return "no round".into();
-    };
+    contest
+        .rounds
+        .last()
+        .map_or_else(|| "no round".into(), |round| round_state(contest, round))
+}
+
+/// Where one round of a contest stands.
+fn round_state(contest: &ContestResult, round: &RoundResult) -> String {
     let names = |people: &[Person]| -> String {
         people
             .iter()
@@ -630,11 +634,10 @@ pub fn contest_state(contest: &ContestResult) -> String {
         (RoundStatus::Decided, FollowUp::Vacant { seats }) => {
             format!("{round_label}decided, {seats} seat(s) VACANT")
         }
-        (RoundStatus::Decided, _) => match contest.status {
-            ContestStatus::Decided => format!("{round_label}decided"),
-            ContestStatus::RoundLimit => "ROUND LIMIT reached; the committee decides".into(),
-            _ => format!("{round_label}decided"),
-        },
+        (RoundStatus::Decided, _) if contest.status == ContestStatus::RoundLimit => {
+            "ROUND LIMIT reached; the committee decides".into()
+        }
+        (RoundStatus::Decided, _) => format!("{round_label}decided"),
     }
 }
 
@@ -803,17 +806,7 @@ pub fn results_table(
                 .iter()
                 .any(|r| !matches!(r.follow_up, FollowUp::None));
         if special {
-            let history: Vec<String> = c
-                .rounds
-                .iter()
-                .map(|r| {
-                    let one = ContestResult {
-                        rounds: vec![r.clone()],
-                        ..c.clone()
-                    };
-                    contest_state(&one)
-                })
-                .collect();
+            let history: Vec<String> = c.rounds.iter().map(|r| round_state(c, r)).collect();
             attention.row(vec![
                 c.contest.to_string(),
                 c.name.clone(),
@@ -862,13 +855,7 @@ pub fn results_table(
     if !result.findings.is_empty() || !intake.warnings.is_empty() || !intake.refused.is_empty() {
         let _ = writeln!(out, "\nFindings for the committee");
         for r in &intake.refused {
-            let _ = writeln!(
-                out,
-                "  refused {} {}: {}",
-                r.code,
-                r.source,
-                without_code(&r.code, &r.message)
-            );
+            let _ = writeln!(out, "  refused {} {}: {}", r.code, r.source, r.message);
         }
         for f in intake.warnings.iter().chain(&result.findings) {
             let _ = writeln!(out, "  {f}");
