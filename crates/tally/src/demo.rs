@@ -70,12 +70,16 @@ pub fn run(dir: Option<PathBuf>) -> Result<Outcome> {
     crate::say!(
         "  SCENARIOS.md            the planted cases: void vote, tie, further election, vacancy, correction"
     );
+    // The binary's own path, so the command works pasted as is even when `tally` is not
+    // installed on the PATH (as after `cargo run`).
+    let program =
+        std::env::current_exe().map_or_else(|_| "tally".to_owned(), |p| p.display().to_string());
     crate::say!("Look again with:");
     crate::say!(
-        "  tally results --definition {} --sheets {}",
+        "  {program} results --definition {} --sheets {}",
         definition_path.display(),
         county.join("sheets.sheets").display()
     );
-    crate::say!("  tally results ... --format csv     (or json)");
+    crate::say!("  {program} results ... --format csv     (or json)");
     Ok(Outcome::Clean)
 }
