@@ -12,6 +12,10 @@
 //! - [`command`]: `Command`, what one raft log entry carries.
 
 pub mod command;
+pub mod node;
 pub mod replica;
+pub mod server;
+pub mod service;
 pub mod state;
 pub mod storage;
+pub mod transport;

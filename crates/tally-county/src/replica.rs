@@ -12,7 +12,7 @@
 //! messages that had to wait for persistence; advance; handle the light ready likewise.
 
 use crate::command::Command;
-use crate::state::{Applied, CountyState};
+use crate::state::{Applied, ChainHead, CountyState};
 use crate::storage::{DiskStorage, StorageError};
 use raft::eraftpb::{ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, ReadState, StateRole, Storage};
@@ -77,7 +77,7 @@ pub struct ReadyOutput {
     /// Raft messages to send, in order.
     pub messages: Vec<Message>,
     /// Outcomes of this replica's proposals that were applied.
-    pub applied: Vec<(ProposalId, Applied)>,
+    pub applied: Vec<AppliedProposal>,
     /// This replica's proposals that will never be answered here: another entry was committed
     /// at the index they were appended at (a newer leader overwrote them, so they were not
     /// committed), or a snapshot covered that index (their outcome is unknown here). The
@@ -88,6 +88,41 @@ pub struct ReadyOutput {
     pub reads_ready: Vec<Vec<u8>>,
     /// Membership changed: the new voters and learners.
     pub membership_changed: bool,
+    /// Each single change of the configuration changes applied, with the context it was
+    /// proposed with (the address of an added replica).
+    pub conf_changes: Vec<AppliedConfChange>,
+}
+
+/// A proposal of this replica, applied: what became of each sheet, and where in the log and
+/// the hash chain it landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedProposal {
+    pub id: ProposalId,
+    pub applied: Applied,
+    /// The chain after the command: its head, length, and the command's log index.
+    pub chain: ChainHead,
+}
+
+/// One change of membership, as applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedConfChange {
+    pub change: ConfChangeType,
+    pub node: u64,
+    /// The proposer's context: for an added replica, the address it is reached at.
+    pub context: Vec<u8>,
+}
+
+/// The leader's view of one other replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub id: u64,
+    /// The highest log index known to be in its log.
+    pub matched: u64,
+    /// `probe`, `replicate` or `snapshot` (a snapshot is being sent to it).
+    pub state: &'static str,
+    /// Whether it was heard from within the last election timeout.
+    pub recent_active: bool,
+    pub voter: bool,
 }
 
 /// A snapshot of the replica's view, for the status API.
@@ -103,8 +138,8 @@ pub struct ReplicaStatus {
     pub last_index: u64,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
-    /// For the leader: each peer's match index.
-    pub progress: Vec<(u64, u64)>,
+    /// For the leader: every replica's progress (its own included).
+    pub progress: Vec<PeerProgress>,
 }
 
 pub struct Replica {
@@ -195,6 +230,11 @@ impl Replica {
         &self.state
     }
 
+    /// The storage the replica persists to (shared; the driver keeps its own records there).
+    pub fn storage(&self) -> &DiskStorage {
+        &self.storage
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }
@@ -246,10 +286,14 @@ impl Replica {
     }
 
     /// Proposes a membership change: add a learner, promote a learner to voter, or remove.
+    /// `context` travels with the change to every replica (the address of an added one).
+    /// Raft turns a change proposed while another is pending into an empty entry, so the
+    /// caller judges the outcome by the configuration it sees applied, not by this call.
     pub fn propose_membership(
         &mut self,
         change: ConfChangeType,
         node: u64,
+        context: Vec<u8>,
     ) -> Result<(), ProposeError> {
         if !self.is_leader() {
             return Err(ProposeError::NotLeader {
@@ -262,7 +306,7 @@ impl Replica {
         let mut cc = ConfChangeV2::default();
         cc.mut_changes().push(single);
         self.raw
-            .propose_conf_change(Vec::new(), cc)
+            .propose_conf_change(context, cc)
             .map_err(|_| ProposeError::Dropped)
     }
 
@@ -372,15 +416,31 @@ impl Replica {
                         .map_err(|e| bad_entry(&entry, e.to_string()))?;
                     let applied = self.state.apply(entry.index, &command);
                     if let Some(id) = self.own_proposal(entry.index, &entry.context) {
-                        out.applied.push((id, applied));
+                        out.applied.push(AppliedProposal {
+                            id,
+                            applied,
+                            chain: self.state.chain_head(),
+                        });
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let conf_state = if entry.get_entry_type() == EntryType::EntryConfChange {
                         let cc: raft::eraftpb::ConfChange = decode_conf_change(&entry)?;
+                        out.conf_changes.push(AppliedConfChange {
+                            change: cc.get_change_type(),
+                            node: cc.node_id,
+                            context: entry.context.to_vec(),
+                        });
                         self.raw.apply_conf_change(&cc)?
                     } else {
                         let cc: ConfChangeV2 = decode_conf_change(&entry)?;
+                        for single in cc.get_changes() {
+                            out.conf_changes.push(AppliedConfChange {
+                                change: single.get_change_type(),
+                                node: single.node_id,
+                                context: entry.context.to_vec(),
+                            });
+                        }
                         self.raw.apply_conf_change(&cc)?
                     };
                     self.storage.set_conf_state(&conf_state)?;
@@ -438,12 +498,22 @@ impl Replica {
         let raft = &self.raw.raft;
         let conf = raft.prs().conf().to_conf_state();
         let progress = if self.is_leader() {
-            let mut p: Vec<(u64, u64)> = raft
+            let mut p: Vec<PeerProgress> = raft
                 .prs()
                 .iter()
-                .map(|(id, pr)| (*id, pr.matched))
+                .map(|(id, pr)| PeerProgress {
+                    id: *id,
+                    matched: pr.matched,
+                    state: match pr.state {
+                        raft::ProgressState::Probe => "probe",
+                        raft::ProgressState::Replicate => "replicate",
+                        raft::ProgressState::Snapshot => "snapshot",
+                    },
+                    recent_active: pr.recent_active,
+                    voter: conf.voters.contains(id),
+                })
                 .collect();
-            p.sort_unstable();
+            p.sort_unstable_by_key(|p| p.id);
             p
         } else {
             Vec::new()

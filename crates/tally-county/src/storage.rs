@@ -53,6 +53,8 @@ use tally_proto::county::{decode_chain_record, decode_image, encode_chain_record
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CHAIN: TableDefinition<u64, &[u8]> = TableDefinition::new("chain");
+/// Records of the networked replica beside raft's own (peer addresses, peers' incarnations).
+const NODE: TableDefinition<&str, &[u8]> = TableDefinition::new("node");
 
 const META_CLUSTER_ID: &str = "cluster_id";
 const META_REPLICA_ID: &str = "replica_id";
@@ -61,6 +63,10 @@ const META_CONF_STATE: &str = "conf_state";
 const META_SNAPSHOT_METADATA: &str = "snapshot_metadata";
 const META_SNAPSHOT_DATA: &str = "snapshot_data";
 const META_APPLIED_INDEX: &str = "applied_index";
+const META_INCARNATION: &str = "incarnation";
+
+/// Bytes of a data directory's incarnation: random, made when the directory is created.
+pub const INCARNATION_BYTES: usize = 16;
 
 /// The database file inside a replica's data directory.
 pub const DATABASE_FILE: &str = "county.redb";
@@ -226,6 +232,7 @@ impl DiskStorage {
             // transactions always find all three.
             txn.open_table(LOG).map_err(db)?;
             txn.open_table(CHAIN).map_err(db)?;
+            txn.open_table(NODE).map_err(db)?;
             let mut meta = txn.open_table(META).map_err(db)?;
             let stored_cluster = meta
                 .get(META_CLUSTER_ID)
@@ -257,6 +264,10 @@ impl DiskStorage {
                         identity.replica_id.to_be_bytes().as_slice(),
                     )
                     .map_err(db)?;
+                    let mut incarnation = [0u8; INCARNATION_BYTES];
+                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut incarnation);
+                    meta.insert(META_INCARNATION, incarnation.as_slice())
+                        .map_err(db)?;
                 }
                 _ => {
                     return Err(corrupt(
@@ -273,6 +284,47 @@ impl DiskStorage {
             database: Arc::new(database),
             cache: Arc::new(Mutex::new(cache)),
         })
+    }
+
+    /// The data directory's incarnation: random bytes made when it was created. A replica
+    /// whose directory was wiped and made again has another, so its peers can tell it is not
+    /// the replica that voted and acknowledged entries under its id.
+    pub fn incarnation(&self) -> Result<[u8; INCARNATION_BYTES], StorageError> {
+        let txn = self.database.begin_read().map_err(db)?;
+        let meta = txn.open_table(META).map_err(db)?;
+        let value = meta
+            .get(META_INCARNATION)
+            .map_err(db)?
+            .ok_or_else(|| corrupt("incarnation", "is missing"))?;
+        value
+            .value()
+            .try_into()
+            .map_err(|_| corrupt("incarnation", "is not 16 bytes"))
+    }
+
+    /// Stores a record of the networked replica (fsynced before it returns).
+    pub fn put_node_record(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        let txn = self.begin_write(Durability::Immediate)?;
+        {
+            let mut table = txn.open_table(NODE).map_err(db)?;
+            table.insert(key, value).map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// Every record of the networked replica whose key starts with `prefix`, in key order.
+    pub fn node_records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let txn = self.database.begin_read().map_err(db)?;
+        let table = txn.open_table(NODE).map_err(db)?;
+        let mut out = Vec::new();
+        for row in table.range(prefix..).map_err(db)? {
+            let (key, value) = row.map_err(db)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            out.push((key.value().to_owned(), value.value().to_vec()));
+        }
+        Ok(out)
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache> {

@@ -171,7 +171,12 @@ impl Cluster {
                     self.abandoned += 1;
                 }
             }
-            for (ProposalId(number), applied) in out.applied {
+            for tally_county::replica::AppliedProposal {
+                id: ProposalId(number),
+                applied,
+                ..
+            } in out.applied
+            {
                 if let Some(sheets) = self.proposals.remove(&(id, number)) {
                     for (sheet, outcome) in sheets.into_iter().zip(applied.outcomes) {
                         if !matches!(outcome, SheetOutcome::Refused { .. }) {
@@ -497,7 +502,7 @@ fn wiped_replica_rejoins_under_new_id_by_snapshot() {
         .get_mut(&leader)
         .and_then(Option::as_mut)
         .unwrap()
-        .propose_membership(ConfChangeType::RemoveNode, 3)
+        .propose_membership(ConfChangeType::RemoveNode, 3, Vec::new())
         .expect("leader takes the change");
     c.run_until("replica 3 removed", |c| {
         c.live().all(|r| !r.status().voters.contains(&3))
@@ -520,7 +525,7 @@ fn wiped_replica_rejoins_under_new_id_by_snapshot() {
         .get_mut(&leader)
         .and_then(Option::as_mut)
         .unwrap()
-        .propose_membership(ConfChangeType::AddLearnerNode, 4)
+        .propose_membership(ConfChangeType::AddLearnerNode, 4, Vec::new())
         .expect("leader takes the change");
     c.converge();
     let leader = c.wait_for_leader();
@@ -528,7 +533,7 @@ fn wiped_replica_rejoins_under_new_id_by_snapshot() {
         .get_mut(&leader)
         .and_then(Option::as_mut)
         .unwrap()
-        .propose_membership(ConfChangeType::AddNode, 4)
+        .propose_membership(ConfChangeType::AddNode, 4, Vec::new())
         .expect("leader takes the change");
     c.run_until("replica 4 is a voter", |c| {
         c.live().all(|r| r.status().voters.contains(&4))

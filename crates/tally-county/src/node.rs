@@ -1,0 +1,491 @@
+//! The replica as a tokio task: one driver task owns the [`Replica`] and is the only code that
+//! touches it. Everything else talks to it through a [`NodeHandle`]: proposals, raft messages
+//! from peers, linearizable reads, membership changes and queries of the state come in on one
+//! channel; the state of the replica goes out on a `watch` channel ([`NodeStatus`]).
+//!
+//! # Group commit
+//! The driver takes one input, then every input already waiting (up to
+//! [`INPUTS_PER_READY_MAX`]), and only then runs one ready cycle: all the proposals that
+//! arrived while the previous cycle was fsyncing go into the log with one fsync. Under load
+//! the batches grow by themselves; idle, a lone sheet is written at once.
+//!
+//! # Time
+//! The driver reads no clock of its own: it ticks on a `tokio::time::interval`, which the
+//! simulation's runtime controls, so the same code runs under turmoil.
+
+use crate::command::Command;
+use crate::replica::{AppliedProposal, PeerProgress, ProposeError, Replica, ReplicaError};
+use crate::state::ChainHead;
+use crate::storage::INCARNATION_BYTES;
+use crate::transport::{Dialer, PeerLink};
+use raft::eraftpb::{ConfChangeType, Message, MessageType};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// The most inputs taken into one ready cycle, so ticks and peers' messages are never starved
+/// by a flood of proposals.
+pub const INPUTS_PER_READY_MAX: usize = 4096;
+
+/// Inputs waiting for the driver before senders wait.
+pub const INPUT_QUEUE: usize = 16 * 1024;
+
+/// Node records key prefix for the addresses replicas are reached at.
+const ADDRESS_RECORD: &str = "address/";
+
+/// How a write ended when it was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error("this replica is not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error(
+        "the proposal was dropped (a leadership transfer or a new election is in progress); send it again"
+    )]
+    Dropped,
+    #[error(
+        "the entry was overtaken by a new leader before it was committed; send it again (a sheet recorded meanwhile is answered as a duplicate)"
+    )]
+    Abandoned,
+    #[error("the replica stopped: {0}")]
+    Stopped(String),
+}
+
+/// What the driver is asked to do.
+pub(crate) enum Input {
+    Propose {
+        command: Command,
+        reply: oneshot::Sender<Result<AppliedProposal, WriteError>>,
+    },
+    Raft(Vec<Message>),
+    Read {
+        reply: oneshot::Sender<()>,
+    },
+    Membership {
+        change: ConfChangeType,
+        node: u64,
+        context: Vec<u8>,
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+    Transfer {
+        to: u64,
+    },
+    Unreachable(u64),
+    SnapshotReport {
+        peer: u64,
+        delivered: bool,
+    },
+    Query(Box<dyn FnOnce(&Replica) + Send>),
+}
+
+/// The replica as the services and operators see it; published after every ready cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub cluster_id: String,
+    /// `leader`, `follower`, `candidate`, `pre-candidate` or `learner`.
+    pub role: &'static str,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub progress: Vec<PeerProgress>,
+    pub chain: ChainHead,
+    pub sheets_counted: u64,
+    pub conflicts: u64,
+    pub addresses: BTreeMap<u64, String>,
+    /// False once the driver has stopped (a storage error); the reason is in `stopped`.
+    pub running: bool,
+    pub stopped: Option<String>,
+}
+
+/// The way in to a running replica. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle {
+    inputs: mpsc::Sender<Input>,
+    status: watch::Receiver<Arc<NodeStatus>>,
+    incarnation: [u8; INCARNATION_BYTES],
+}
+
+impl NodeHandle {
+    async fn send(&self, input: Input) -> Result<(), WriteError> {
+        self.inputs
+            .send(input)
+            .await
+            .map_err(|_| WriteError::Stopped(self.stop_reason()))
+    }
+
+    fn stop_reason(&self) -> String {
+        self.status
+            .borrow()
+            .stopped
+            .clone()
+            .unwrap_or_else(|| "the replica is shutting down".to_owned())
+    }
+
+    /// Proposes a command and waits until it is applied here (committed on a majority, each
+    /// of which fsynced it) or known not to be.
+    pub async fn propose(&self, command: Command) -> Result<AppliedProposal, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Propose { command, reply }).await?;
+        answer
+            .await
+            .map_err(|_| WriteError::Stopped(self.stop_reason()))?
+    }
+
+    /// Waits until this replica has applied everything committed when the read began
+    /// (ReadIndex): a read of the state afterwards is linearizable. Never answered while no
+    /// leader is known; callers set a deadline.
+    pub async fn read_barrier(&self) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Read { reply }).await?;
+        answer
+            .await
+            .map_err(|_| WriteError::Stopped(self.stop_reason()))
+    }
+
+    /// Runs `f` on the replica in the driver task and returns its value. Keep it short: the
+    /// driver does nothing else meanwhile.
+    pub async fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Replica) -> T + Send + 'static,
+    ) -> Result<T, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Query(Box::new(move |replica| {
+            let _ = reply.send(f(replica));
+        })))
+        .await?;
+        answer
+            .await
+            .map_err(|_| WriteError::Stopped(self.stop_reason()))
+    }
+
+    /// Proposes a membership change; the caller watches [`NodeHandle::status`] for its effect.
+    pub async fn change_membership(
+        &self,
+        change: ConfChangeType,
+        node: u64,
+        context: Vec<u8>,
+    ) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Membership {
+            change,
+            node,
+            context,
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| WriteError::Stopped(self.stop_reason()))?
+    }
+
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), WriteError> {
+        self.send(Input::Transfer { to }).await
+    }
+
+    /// Hands raft messages from a peer to the driver.
+    pub async fn step(&self, messages: Vec<Message>) -> Result<(), WriteError> {
+        self.send(Input::Raft(messages)).await
+    }
+
+    /// The latest status; `changed()` on the receiver waits for the next.
+    pub fn status(&self) -> watch::Receiver<Arc<NodeStatus>> {
+        self.status.clone()
+    }
+
+    pub fn incarnation(&self) -> [u8; INCARNATION_BYTES] {
+        self.incarnation
+    }
+}
+
+/// Starts the driver task of `replica`. `addresses` are the replicas known from the config;
+/// addresses learned from membership changes are added and kept in the data directory.
+pub fn start(
+    replica: Replica,
+    cluster_id: String,
+    addresses: BTreeMap<u64, String>,
+    tick: Duration,
+    dialer: Arc<dyn Dialer>,
+) -> Result<NodeHandle, ReplicaError> {
+    let storage = replica.storage().clone();
+    let incarnation = storage.incarnation()?;
+    let mut book = addresses;
+    for (key, value) in storage.node_records(ADDRESS_RECORD)? {
+        if let (Ok(id), Ok(address)) = (
+            key[ADDRESS_RECORD.len()..].parse::<u64>(),
+            String::from_utf8(value),
+        ) {
+            book.insert(id, address);
+        }
+    }
+    let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
+    let mut driver = Driver {
+        replica,
+        cluster_id,
+        addresses: book,
+        dialer,
+        links: HashMap::new(),
+        inputs_tx: inputs_tx.clone(),
+        incarnation,
+        proposals: HashMap::new(),
+        reads: HashMap::new(),
+        next_read: 1,
+        last_leader: None,
+    };
+    let (status_tx, status) = watch::channel(Arc::new(driver.status()));
+    tokio::spawn(async move {
+        let reason = match driver.run(inputs, &status_tx, tick).await {
+            Ok(()) => "the replica is shutting down".to_owned(),
+            Err(e) => {
+                tracing::error!(error = %e, "replica driver stopped");
+                e.to_string()
+            }
+        };
+        let mut last = (**status_tx.borrow()).clone();
+        last.running = false;
+        last.stopped = Some(reason);
+        status_tx.send_replace(Arc::new(last));
+    });
+    Ok(NodeHandle {
+        inputs: inputs_tx,
+        status,
+        incarnation,
+    })
+}
+
+struct Driver {
+    replica: Replica,
+    cluster_id: String,
+    addresses: BTreeMap<u64, String>,
+    dialer: Arc<dyn Dialer>,
+    links: HashMap<u64, PeerLink>,
+    inputs_tx: mpsc::Sender<Input>,
+    incarnation: [u8; INCARNATION_BYTES],
+    proposals: HashMap<u64, oneshot::Sender<Result<AppliedProposal, WriteError>>>,
+    reads: HashMap<u64, oneshot::Sender<()>>,
+    next_read: u64,
+    last_leader: Option<u64>,
+}
+
+impl Driver {
+    async fn run(
+        &mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        status: &watch::Sender<Arc<NodeStatus>>,
+        tick: Duration,
+    ) -> Result<(), ReplicaError> {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.replica.tick(),
+                input = inputs.recv() => {
+                    let Some(input) = input else { return Ok(()) };
+                    self.handle(input)?;
+                    let mut taken = 1;
+                    while taken < INPUTS_PER_READY_MAX {
+                        match inputs.try_recv() {
+                            Ok(input) => self.handle(input)?,
+                            Err(_) => break,
+                        }
+                        taken += 1;
+                    }
+                }
+            }
+            // A ready cycle may leave more to do (a light ready's committed entries make the
+            // next one); run until raft has nothing.
+            while self.replica.has_ready() {
+                let out = self.replica.handle_ready()?;
+                self.dispatch(out)?;
+            }
+            let now = self.status();
+            status.send_if_modified(|current| {
+                if **current == now {
+                    false
+                } else {
+                    *current = Arc::new(now);
+                    true
+                }
+            });
+            let leader = self.replica.leader();
+            if leader != self.last_leader {
+                tracing::info!(
+                    replica = self.replica.id(),
+                    term = self.replica.status().term,
+                    leader = ?leader,
+                    "leader changed"
+                );
+                self.last_leader = leader;
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) -> Result<(), ReplicaError> {
+        match input {
+            Input::Propose { command, reply } => match self.replica.propose(&command) {
+                Ok(id) => {
+                    self.proposals.insert(id.0, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(propose_error(e)));
+                }
+            },
+            Input::Raft(messages) => {
+                for message in messages {
+                    self.replica.step(message)?;
+                }
+            }
+            Input::Read { reply } => {
+                let number = self.next_read;
+                self.next_read += 1;
+                self.reads.insert(number, reply);
+                self.replica.read_index(number.to_be_bytes().to_vec());
+            }
+            Input::Membership {
+                change,
+                node,
+                context,
+                reply,
+            } => {
+                let result = self
+                    .replica
+                    .propose_membership(change, node, context)
+                    .map_err(propose_error);
+                let _ = reply.send(result);
+            }
+            Input::Transfer { to } => self.replica.transfer_leader(to),
+            Input::Unreachable(peer) => self.replica.report_unreachable(peer),
+            Input::SnapshotReport { peer, delivered } => {
+                self.replica.report_snapshot(peer, delivered)
+            }
+            Input::Query(f) => f(&self.replica),
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, out: crate::replica::ReadyOutput) -> Result<(), ReplicaError> {
+        for change in &out.conf_changes {
+            if matches!(
+                change.change,
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode
+            ) && !change.context.is_empty()
+                && let Ok(address) = String::from_utf8(change.context.clone())
+                && self.addresses.get(&change.node) != Some(&address)
+            {
+                self.replica.storage().put_node_record(
+                    &format!("{ADDRESS_RECORD}{}", change.node),
+                    address.as_bytes(),
+                )?;
+                tracing::info!(replica = change.node, %address, "learned a replica's address");
+                self.addresses.insert(change.node, address);
+                // A link to the old address is dropped; the next message dials the new one.
+                self.links.remove(&change.node);
+            }
+            if change.change == ConfChangeType::RemoveNode {
+                self.links.remove(&change.node);
+            }
+        }
+        for message in out.messages {
+            self.send(message);
+        }
+        for applied in out.applied {
+            if let Some(reply) = self.proposals.remove(&applied.id.0) {
+                let _ = reply.send(Ok(applied));
+            }
+        }
+        for id in out.abandoned {
+            if let Some(reply) = self.proposals.remove(&id.0) {
+                let _ = reply.send(Err(WriteError::Abandoned));
+            }
+        }
+        for context in out.reads_ready {
+            if let Ok(bytes) = <[u8; 8]>::try_from(context.as_slice())
+                && let Some(reply) = self.reads.remove(&u64::from_be_bytes(bytes))
+            {
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, message: Message) {
+        let to = message.to;
+        if !self.links.contains_key(&to) {
+            let Some(address) = self.addresses.get(&to) else {
+                tracing::warn!(
+                    replica = to,
+                    "no address known for replica {to}; add it to [peers] in the config"
+                );
+                if message.get_msg_type() == MessageType::MsgSnapshot {
+                    self.replica.report_snapshot(to, false);
+                }
+                self.replica.report_unreachable(to);
+                return;
+            };
+            let link = PeerLink::start(
+                self.replica.id(),
+                to,
+                address.clone(),
+                self.incarnation,
+                self.dialer.clone(),
+                self.inputs_tx.clone(),
+            );
+            self.links.insert(to, link);
+        }
+        let link = &self.links[&to];
+        if let Err(message) = link.send(message) {
+            // The link's queue is full or its task ended: raft sends again after probing.
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                self.replica.report_snapshot(to, false);
+            }
+            self.replica.report_unreachable(to);
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let s = self.replica.status();
+        let state = self.replica.state();
+        let role = if s.learners.contains(&s.id) {
+            "learner"
+        } else {
+            match s.role {
+                raft::StateRole::Leader => "leader",
+                raft::StateRole::Follower => "follower",
+                raft::StateRole::Candidate => "candidate",
+                raft::StateRole::PreCandidate => "pre-candidate",
+            }
+        };
+        NodeStatus {
+            id: s.id,
+            cluster_id: self.cluster_id.clone(),
+            role,
+            term: s.term,
+            leader: s.leader,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            first_index: s.first_index,
+            last_index: s.last_index,
+            voters: s.voters,
+            learners: s.learners,
+            progress: s.progress,
+            chain: state.chain_head(),
+            sheets_counted: state.ledger().len() as u64,
+            conflicts: state.conflicts().len() as u64,
+            addresses: self.addresses.clone(),
+            running: true,
+            stopped: None,
+        }
+    }
+}
+
+fn propose_error(e: ProposeError) -> WriteError {
+    match e {
+        ProposeError::NotLeader { leader } => WriteError::NotLeader { leader },
+        ProposeError::Dropped => WriteError::Dropped,
+    }
+}

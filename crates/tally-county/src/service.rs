@@ -1,0 +1,993 @@
+//! The tally.v1 services of one replica (`proto/tally/v1/service.proto`) over its
+//! [`NodeHandle`]: `County` (ingest, results, status), `Admin` (membership, leadership) and
+//! `Raft` (the replicas' transport).
+//!
+//! Every handler first establishes who is calling from the certificate the TLS handshake
+//! verified ([`tally_net::peer_identity`]) and what that role may do. Writes go to the leader:
+//! a follower forwards an ingest or an admin call to the leader it knows (once; a forwarded
+//! call is never forwarded again) and says so when it knows none.
+
+use crate::command::{Command, INGEST_SHEETS_MAX};
+use crate::node::{NodeHandle, NodeStatus, WriteError};
+use crate::state::{ChainHead, SheetOutcome};
+use crate::storage::{DiskStorage, INCARNATION_BYTES};
+use crate::transport::Dialer;
+use protobuf::Message as _;
+use raft::eraftpb::ConfChangeType;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tally_core::definition::Definition;
+use tally_core::ids::TownshipId;
+use tally_core::results::{ContestStatus, ElectionResult, Person};
+use tally_core::validate;
+use tally_net::{Identity, Role, peer_identity, require};
+use tally_proto::SignedSheet;
+use tally_rpc::pb;
+use tally_rpc::pb::admin_client::AdminClient;
+use tally_rpc::pb::county_client::CountyClient;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Metadata a replica adds to a call it forwards to the leader, naming itself.
+pub const FORWARDED_BY: &str = "tally-forwarded-by";
+/// How long a write may wait to be committed before the caller is told to send it again.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a linearizable read waits for the leader to confirm its index.
+pub const READ_DEADLINE: Duration = Duration::from_secs(3);
+/// How long an admin call waits to see its change applied.
+pub const ADMIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Default for `ReplicaRequest.max_lag` when promoting a learner.
+pub const PROMOTE_MAX_LAG: u64 = 100;
+
+/// What the services of one replica share.
+pub struct Shared {
+    pub node: NodeHandle,
+    pub definition: Arc<Definition>,
+    pub dialer: Arc<dyn Dialer>,
+    pub storage: DiskStorage,
+    /// Results computed at a log index, so repeated reads do not recompute them.
+    results: Mutex<Option<Arc<ResultsAt>>>,
+    /// Each peer's data directory incarnation, as first seen.
+    incarnations: Mutex<HashMap<u64, [u8; INCARNATION_BYTES]>>,
+}
+
+const INCARNATION_RECORD: &str = "incarnation/";
+
+/// The full results at one log index, and the conflicts recorded up to it.
+pub struct ResultsAt {
+    pub result: ElectionResult,
+    pub chain: ChainHead,
+    pub conflicts: Vec<pb::ConflictNotice>,
+}
+
+impl Shared {
+    pub fn new(
+        node: NodeHandle,
+        definition: Arc<Definition>,
+        dialer: Arc<dyn Dialer>,
+        storage: DiskStorage,
+    ) -> Result<Arc<Shared>, crate::storage::StorageError> {
+        let mut incarnations = HashMap::new();
+        for (key, value) in storage.node_records(INCARNATION_RECORD)? {
+            if let (Ok(id), Ok(bytes)) = (
+                key[INCARNATION_RECORD.len()..].parse::<u64>(),
+                <[u8; INCARNATION_BYTES]>::try_from(value.as_slice()),
+            ) {
+                incarnations.insert(id, bytes);
+            }
+        }
+        Ok(Arc::new(Shared {
+            node,
+            definition,
+            dialer,
+            storage,
+            results: Mutex::new(None),
+            incarnations: Mutex::new(incarnations),
+        }))
+    }
+
+    fn status(&self) -> Arc<NodeStatus> {
+        self.node.status().borrow().clone()
+    }
+
+    /// The results as of this replica's applied index (computed in the driver, once per
+    /// index).
+    pub async fn results(&self) -> Result<Arc<ResultsAt>, Status> {
+        let applied = self.status().applied_index;
+        if let Some(cached) = self.results.lock().unwrap().as_ref()
+            && cached.chain.log_index >= applied
+        {
+            return Ok(cached.clone());
+        }
+        let at = self
+            .node
+            .query(|replica| {
+                let state = replica.state();
+                let (result, chain) = state.results();
+                let conflicts = state
+                    .conflicts()
+                    .iter()
+                    .map(|c| pb::ConflictNotice {
+                        unit_id: c.slot.unit.to_string(),
+                        contest_id: c.slot.contest.to_string(),
+                        round: c.slot.round.0,
+                        version: c.version,
+                        counted_digest: hex::encode(c.existing),
+                        conflicting_digest: hex::encode(c.conflicting),
+                        log_index: state
+                            .records()
+                            .iter()
+                            .find(|r| r.signed.digest() == c.conflicting)
+                            .map_or(0, |r| r.log_index),
+                    })
+                    .collect();
+                Arc::new(ResultsAt {
+                    result,
+                    chain,
+                    conflicts,
+                })
+            })
+            .await
+            .map_err(unavailable)?;
+        let mut cache = self.results.lock().unwrap();
+        if cache
+            .as_ref()
+            .is_none_or(|c| c.chain.log_index < at.chain.log_index)
+        {
+            *cache = Some(at.clone());
+        }
+        Ok(at)
+    }
+
+    /// A client of the leader's service, when this replica is not the leader and the call was
+    /// not forwarded to it already.
+    fn leader_channel<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<tonic::transport::Channel>, Status> {
+        let status = self.status();
+        if status.leader == Some(status.id) {
+            return Ok(None);
+        }
+        let Some(leader) = status.leader else {
+            return Err(Status::unavailable(format!(
+                "replica {} knows no leader right now (an election is under way or a majority is unreachable); send again in a few seconds",
+                status.id
+            )));
+        };
+        if let Some(by) = request.metadata().get(FORWARDED_BY) {
+            return Err(Status::unavailable(format!(
+                "replica {} forwarded this call here but replica {} is not the leader either (the leader is {leader}); send again",
+                by.to_str().unwrap_or("?"),
+                status.id
+            )));
+        }
+        let address = status.addresses.get(&leader).ok_or_else(|| {
+            Status::unavailable(format!(
+                "the leader is replica {leader}, whose address replica {} does not know; call it directly",
+                status.id
+            ))
+        })?;
+        self.dialer
+            .channel(address)
+            .map(Some)
+            .map_err(Status::unavailable)
+    }
+
+    fn forwarded<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            FORWARDED_BY,
+            self.status()
+                .id
+                .to_string()
+                .parse()
+                .expect("a number is valid metadata"),
+        );
+        request
+    }
+
+    fn check_incarnation(&self, peer: u64, incarnation: &[u8]) -> Result<(), Status> {
+        let incarnation = <[u8; INCARNATION_BYTES]>::try_from(incarnation).map_err(|_| {
+            Status::invalid_argument("the raft batch carries no 16-byte incarnation")
+        })?;
+        let mut known = self.incarnations.lock().unwrap();
+        match known.get(&peer) {
+            Some(seen) if *seen == incarnation => Ok(()),
+            Some(_) => Err(Status::failed_precondition(format!(
+                "replica {peer}'s data directory was made again since it last spoke to this cluster; a replica that lost its data must not rejoin under its old id: remove it (`tally cluster remove {peer}`) and add it under a new id (`tally cluster add`)"
+            ))),
+            None => {
+                self.storage
+                    .put_node_record(&format!("{INCARNATION_RECORD}{peer}"), &incarnation)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                known.insert(peer, incarnation);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn unavailable(e: WriteError) -> Status {
+    match e {
+        WriteError::NotLeader { leader } => Status::unavailable(format!(
+            "this replica is not the leader (leader: {}); send again",
+            leader.map_or("unknown".to_owned(), |l| format!("replica {l}"))
+        )),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+/// Waits for `future` up to `deadline`, or says what to do when it does not end in time.
+async fn within<T>(
+    deadline: Duration,
+    what: &str,
+    future: impl std::future::Future<Output = Result<T, WriteError>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(deadline, future).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "{what} did not complete within {} s (a majority of replicas may be unreachable); its outcome is unknown: send it again, and a sheet already recorded is answered as a duplicate",
+            deadline.as_secs()
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------- County
+
+pub struct CountyService {
+    pub shared: Arc<Shared>,
+}
+
+fn refused(code: &str, message: String, digest: [u8; 32]) -> pb::SheetOutcome {
+    let message = match message.strip_prefix(code) {
+        Some(rest) => rest.trim_start_matches(':').trim_start().to_owned(),
+        None => message,
+    };
+    pb::SheetOutcome {
+        kind: pb::sheet_outcome::Kind::Refused as i32,
+        code: code.to_owned(),
+        message,
+        warnings: Vec::new(),
+        digest: hex::encode(digest),
+    }
+}
+
+/// Verifies and validates a batch for `township`: the sheets to propose (with their
+/// positions in the request), and an outcome for each refused one.
+fn check_batch(
+    definition: &Definition,
+    township: &TownshipId,
+    signed: Vec<SignedSheet>,
+) -> (
+    Vec<(usize, SignedSheet, Vec<String>)>,
+    Vec<(usize, pb::SheetOutcome)>,
+) {
+    let verified = tally_proto::verify_batch(definition, &signed);
+    let mut pass = Vec::new();
+    let mut refuse = Vec::new();
+    for (i, (signed, verified)) in signed.into_iter().zip(verified).enumerate() {
+        let digest = signed.digest();
+        let verified = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                refuse.push((i, refused(e.code(), e.to_string(), digest)));
+                continue;
+            }
+        };
+        let unit_township = definition
+            .unit(&verified.unit)
+            .map(|u| u.township.clone());
+        if unit_township.as_ref() != Some(township) {
+            refuse.push((
+                i,
+                refused(
+                    "E209",
+                    format!(
+                        "unit {} belongs to township {}, not to {township}, which forwarded it; each township forwards only its own units' sheets",
+                        verified.unit,
+                        unit_township.map_or("(none)".to_owned(), |t| t.to_string())
+                    ),
+                    digest,
+                ),
+            ));
+            continue;
+        }
+        let findings = validate::check_sheet(definition, &verified.sheet);
+        if let Some(error) = findings.iter().find(|f| f.is_error()) {
+            let message = findings
+                .iter()
+                .filter(|f| f.is_error())
+                .map(|f| format!("{} {}: {}", f.code.as_str(), f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            refuse.push((
+                i,
+                refused(
+                    error.code.as_str(),
+                    format!("{}: {message}", verified.sheet.label()),
+                    digest,
+                ),
+            ));
+            continue;
+        }
+        let warnings = findings
+            .iter()
+            .map(|f| format!("{} {}: {}", f.code.as_str(), f.field, f.message))
+            .collect();
+        pass.push((i, signed, warnings));
+    }
+    (pass, refuse)
+}
+
+fn outcome(o: &SheetOutcome, digest: [u8; 32], warnings: Vec<String>) -> pb::SheetOutcome {
+    use pb::sheet_outcome::Kind;
+    let (kind, code, message) = match o {
+        SheetOutcome::Accepted => (Kind::Accepted, String::new(), String::new()),
+        SheetOutcome::Duplicate => (
+            Kind::Duplicate,
+            String::new(),
+            "recorded before; nothing changed".to_owned(),
+        ),
+        SheetOutcome::Conflict => (
+            Kind::Conflict,
+            "conflict".to_owned(),
+            "another sheet holds this unit, contest, round and version: this one is recorded for the committee and not counted; the unit corrects it with a new version".to_owned(),
+        ),
+        SheetOutcome::Superseded => (
+            Kind::Superseded,
+            String::new(),
+            "a higher version of this sheet counts; this one is recorded, not counted".to_owned(),
+        ),
+        SheetOutcome::Refused { code, message } => {
+            return refused(code, message.clone(), digest);
+        }
+    };
+    pb::SheetOutcome {
+        kind: kind as i32,
+        code,
+        message,
+        warnings: if kind == Kind::Accepted {
+            warnings
+        } else {
+            Vec::new()
+        },
+        digest: hex::encode(digest),
+    }
+}
+
+type ResultsStream = Pin<Box<dyn Stream<Item = Result<pb::ResultsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::county_server::County for CountyService {
+    async fn ingest(
+        &self,
+        request: Request<pb::IngestRequest>,
+    ) -> Result<Response<pb::IngestResponse>, Status> {
+        let caller = peer_identity(&request)?;
+        require(&caller, &[Role::Township, Role::Replica])?;
+        let shared = &self.shared;
+        let township = TownshipId::new(&request.get_ref().township_id);
+        if caller.role() == Role::Township && caller.name() != township.as_str() {
+            return Err(Status::permission_denied(format!(
+                "this certificate is township {}'s; it may forward only township {}'s sheets, not township {township}'s",
+                caller.name(),
+                caller.name()
+            )));
+        }
+        if shared.definition.township(&township).is_none() {
+            return Err(Status::invalid_argument(format!(
+                "township_id {township:?} is not a township of this election's definition"
+            )));
+        }
+        let n = request.get_ref().sheets.len();
+        if n == 0 || n > INGEST_SHEETS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a batch carries 1 to {INGEST_SHEETS_MAX} sheets; this one has {n}: split it"
+            )));
+        }
+        if let Some(channel) = shared.leader_channel(&request)? {
+            let forwarded = shared.forwarded(request.into_inner());
+            return CountyClient::new(channel)
+                .max_decoding_message_size(crate::transport::RAFT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(crate::transport::RAFT_MESSAGE_BYTES_MAX)
+                .ingest(forwarded)
+                .await;
+        }
+        let request = request.into_inner();
+
+        // Envelopes that do not even decode are refused here; the rest are checked in bulk.
+        let mut outcomes: Vec<Option<pb::SheetOutcome>> = vec![None; n];
+        let mut signed = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        for (i, envelope) in request.sheets.into_iter().enumerate() {
+            match SignedSheet::from_pb(envelope) {
+                Ok(s) => {
+                    signed.push(s);
+                    positions.push(i);
+                }
+                Err(e) => outcomes[i] = Some(refused("E206", e.to_string(), [0; 32])),
+            }
+        }
+        let definition = shared.definition.clone();
+        let township_for_check = township.clone();
+        let (pass, refuse) = tokio::task::spawn_blocking(move || {
+            check_batch(&definition, &township_for_check, signed)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("checking the batch failed: {e}")))?;
+        for (i, o) in refuse {
+            outcomes[positions[i]] = Some(o);
+        }
+        let mut response = pb::IngestResponse {
+            leader_id: shared.status().id,
+            ..Default::default()
+        };
+        if !pass.is_empty() {
+            let sheets: Vec<SignedSheet> = pass.iter().map(|(_, s, _)| s.clone()).collect();
+            let applied = within(
+                WRITE_DEADLINE,
+                "recording the batch",
+                shared.node.propose(Command::Ingest { township, sheets }),
+            )
+            .await?;
+            for ((i, signed, warnings), o) in pass.into_iter().zip(&applied.applied.outcomes) {
+                outcomes[positions[i]] = Some(outcome(o, signed.digest(), warnings));
+            }
+            response.log_index = applied.chain.log_index;
+            response.chain_head = applied.chain.head.to_vec();
+        }
+        response.outcomes = outcomes
+            .into_iter()
+            .map(|o| o.expect("every sheet has an outcome"))
+            .collect();
+        Ok(Response::new(response))
+    }
+
+    async fn results(
+        &self,
+        request: Request<pb::ResultsRequest>,
+    ) -> Result<Response<pb::ResultsResponse>, Status> {
+        let caller = peer_identity(&request)?;
+        let filter = results_filter(&caller, request.into_inner())?;
+        if !filter.stale {
+            within(
+                READ_DEADLINE,
+                "confirming the latest committed index with the leader",
+                self.shared.node.read_barrier(),
+            )
+            .await
+            .map_err(|s| {
+                Status::unavailable(format!(
+                    "{}; ask for a stale read (`stale`) to see this replica's possibly older results",
+                    s.message()
+                ))
+            })?;
+        }
+        let at = self.shared.results().await?;
+        Ok(Response::new(results_response(
+            &at,
+            &filter,
+            self.shared.status().id,
+        )))
+    }
+
+    type WatchResultsStream = ResultsStream;
+
+    async fn watch_results(
+        &self,
+        request: Request<pb::ResultsRequest>,
+    ) -> Result<Response<Self::WatchResultsStream>, Status> {
+        let caller = peer_identity(&request)?;
+        let filter = results_filter(&caller, request.into_inner())?;
+        let interval = Duration::from_millis(match filter.min_interval_ms {
+            0 => 500,
+            ms => u64::from(ms.max(50)),
+        });
+        let shared = self.shared.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut status = shared.node.status();
+            let mut last_sent = None;
+            loop {
+                let applied = status.borrow_and_update().applied_index;
+                if last_sent != Some(applied) {
+                    let item = shared
+                        .results()
+                        .await
+                        .map(|at| results_response(&at, &filter, shared.status().id));
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                    last_sent = Some(applied);
+                }
+                tokio::time::sleep(interval).await;
+                tokio::select! {
+                    changed = status.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let caller = peer_identity(&request)?;
+        require(&caller, &[Role::Operator, Role::Township, Role::Replica])?;
+        Ok(Response::new(status_response(&self.shared.status())))
+    }
+}
+
+/// What a results call asks for, limited to what the caller may see.
+#[derive(Clone)]
+struct Filter {
+    township: Option<String>,
+    contest: Option<String>,
+    stale: bool,
+    min_interval_ms: u32,
+}
+
+fn results_filter(caller: &Identity, request: pb::ResultsRequest) -> Result<Filter, Status> {
+    require(caller, &[Role::Operator, Role::Township])?;
+    let mut township = (!request.township_id.is_empty()).then_some(request.township_id);
+    if caller.role() == Role::Township {
+        match &township {
+            Some(t) if t != caller.name() => {
+                return Err(Status::permission_denied(format!(
+                    "township {} may read only its own results, not township {t}'s",
+                    caller.name()
+                )));
+            }
+            _ => township = Some(caller.name().to_owned()),
+        }
+    }
+    Ok(Filter {
+        township,
+        contest: (!request.contest_id.is_empty()).then_some(request.contest_id),
+        stale: request.stale,
+        min_interval_ms: request.min_interval_ms,
+    })
+}
+
+pub fn contest_status_name(status: ContestStatus) -> &'static str {
+    match status {
+        ContestStatus::Counting => "counting",
+        ContestStatus::AwaitingRound => "awaiting_round",
+        ContestStatus::CommitteeDecision => "committee_decision",
+        ContestStatus::RoundLimit => "round_limit",
+        ContestStatus::Decided => "decided",
+    }
+}
+
+fn summary(s: &tally_core::results::Summary) -> pb::Summary {
+    pb::Summary {
+        contests_total: s.contests_total,
+        contests_decided: s.contests_decided,
+        seats_total: s.seats_total,
+        seats_filled: s.seats_filled,
+        vacancies: s.vacancies,
+        units_reported: s.units_reported,
+        units_expected: s.units_expected,
+        registered_voters: s.registered_voters,
+        voted: s.voted,
+        turnout_per_mille: s.turnout_per_mille,
+    }
+}
+
+fn candidate_id(person: &Person) -> String {
+    match person {
+        Person::Candidate(id) => id.to_string(),
+        Person::WriteIn(_) => String::new(),
+    }
+}
+
+fn results_response(at: &ResultsAt, filter: &Filter, replica: u64) -> pb::ResultsResponse {
+    let result = &at.result;
+    let keep_township = |t: &str| filter.township.as_deref().is_none_or(|f| f == t);
+    let keep_contest = |c: &str| filter.contest.as_deref().is_none_or(|f| f == c);
+    let contests: Vec<&tally_core::results::ContestResult> = result
+        .contests
+        .iter()
+        .filter(|c| keep_township(c.township.as_str()) && keep_contest(c.contest.as_str()))
+        .collect();
+    let whole = filter.township.is_none() && filter.contest.is_none();
+    let result_json = if whole {
+        serde_json::to_string(result).unwrap_or_default()
+    } else {
+        serde_json::json!({
+            "election": result.election,
+            "contests": contests,
+            "townships": result.townships.iter().filter(|t| keep_township(t.township.as_str())).collect::<Vec<_>>(),
+        })
+        .to_string()
+    };
+    pb::ResultsResponse {
+        log_index: at.chain.log_index,
+        chain_head: at.chain.head.to_vec(),
+        chain_length: at.chain.length,
+        election: result.election.clone(),
+        county: whole.then(|| summary(&result.county.all)),
+        townships: result
+            .townships
+            .iter()
+            .filter(|t| keep_township(t.township.as_str()))
+            .map(|t| pb::TownshipSummary {
+                township_id: t.township.to_string(),
+                name: t.name.clone(),
+                county_level: Some(summary(&t.county_level)),
+                township_level: Some(summary(&t.township_level)),
+            })
+            .collect(),
+        contests: contests
+            .iter()
+            .map(|c| {
+                let latest = c.rounds.last();
+                pb::ContestResult {
+                    contest_id: c.contest.to_string(),
+                    name: c.name.clone(),
+                    level: c.level.name().to_owned(),
+                    township_id: c.township.to_string(),
+                    seats: c.seats,
+                    status: contest_status_name(c.status).to_owned(),
+                    seats_filled: c.seats_filled,
+                    vacancies: c.vacancies,
+                    rounds: c.rounds.len() as u32,
+                    units_reported: latest.map_or(0, |r| r.units_reported as u64),
+                    units_expected: latest.map_or(0, |r| r.units_expected as u64),
+                    votes: latest
+                        .map(|r| {
+                            r.votes
+                                .iter()
+                                .map(|v| pb::CandidateVotes {
+                                    candidate_id: candidate_id(&v.person),
+                                    name: v.name.clone(),
+                                    votes: v.votes,
+                                    round: r.round,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    elected: c
+                        .elected
+                        .iter()
+                        .map(|e| pb::CandidateVotes {
+                            candidate_id: candidate_id(&e.person),
+                            name: e.name.clone(),
+                            votes: e.votes,
+                            round: e.round,
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+        conflicts: at
+            .conflicts
+            .iter()
+            .filter(|c| keep_contest(&c.contest_id))
+            .filter(|c| {
+                filter.township.is_none()
+                    || contests
+                        .iter()
+                        .any(|k| k.contest.as_str() == c.contest_id.as_str())
+            })
+            .cloned()
+            .collect(),
+        result_json,
+        replica_id: replica,
+    }
+}
+
+pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
+    let last = s.last_index;
+    pb::StatusResponse {
+        replica_id: s.id,
+        cluster_id: s.cluster_id.clone(),
+        role: s.role.to_owned(),
+        term: s.term,
+        leader_id: s.leader.unwrap_or(0),
+        commit_index: s.commit_index,
+        applied_index: s.applied_index,
+        first_index: s.first_index,
+        last_index: s.last_index,
+        voters: s.voters.clone(),
+        learners: s.learners.clone(),
+        peers: s
+            .progress
+            .iter()
+            .filter(|p| p.id != s.id)
+            .map(|p| pb::PeerProgress {
+                replica_id: p.id,
+                match_index: p.matched,
+                lag: last.saturating_sub(p.matched),
+                state: p.state.to_owned(),
+                voter: p.voter,
+                recent_active: p.recent_active,
+            })
+            .collect(),
+        chain_head: s.chain.head.to_vec(),
+        chain_length: s.chain.length,
+        sheets_counted: s.sheets_counted,
+        conflicts: s.conflicts,
+        addresses: s.addresses.clone().into_iter().collect(),
+    }
+}
+
+// ---------------------------------------------------------------- Admin
+
+pub struct AdminService {
+    pub shared: Arc<Shared>,
+}
+
+impl AdminService {
+    /// Waits until the status satisfies `done`, or says the change was not seen in time.
+    async fn wait_for(
+        &self,
+        what: String,
+        done: impl Fn(&NodeStatus) -> bool,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        let mut status = self.shared.node.status();
+        let seen = tokio::time::timeout(ADMIN_DEADLINE, async {
+            loop {
+                if done(&status.borrow_and_update()) {
+                    return true;
+                }
+                if status.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        let s = self.shared.status();
+        if !seen {
+            return Err(Status::deadline_exceeded(format!(
+                "{what}: not applied within {} s; `tally cluster status` shows whether it happened (another membership change may have been pending; try again)",
+                ADMIN_DEADLINE.as_secs()
+            )));
+        }
+        Ok(Response::new(pb::AdminResponse {
+            message: what,
+            voters: s.voters.clone(),
+            learners: s.learners.clone(),
+            leader_id: s.leader.unwrap_or(0),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn add_replica(
+        &self,
+        request: Request<pb::AddReplicaRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
+        if let Some(channel) = self.shared.leader_channel(&request)? {
+            return AdminClient::new(channel)
+                .add_replica(self.shared.forwarded(request.into_inner()))
+                .await;
+        }
+        let pb::AddReplicaRequest { id, address } = request.into_inner();
+        let status = self.shared.status();
+        if id == 0 {
+            return Err(Status::invalid_argument("replica ids start at 1"));
+        }
+        if status.voters.contains(&id) || status.learners.contains(&id) {
+            return Err(Status::already_exists(format!(
+                "replica {id} is already a member of the cluster"
+            )));
+        }
+        let highest = status
+            .addresses
+            .keys()
+            .chain(&status.voters)
+            .chain(&status.learners)
+            .copied()
+            .max()
+            .unwrap_or(0);
+        if id <= highest {
+            return Err(Status::invalid_argument(format!(
+                "replica id {id} is not new: ids up to {highest} have been used in this cluster, and an id is never used twice (a replica that lost its data must not pass for the one that voted); use id {}",
+                highest + 1
+            )));
+        }
+        if address.is_empty() || !address.contains(':') {
+            return Err(Status::invalid_argument(format!(
+                "address {address:?} is not host:port"
+            )));
+        }
+        self.shared
+            .node
+            .change_membership(
+                ConfChangeType::AddLearnerNode,
+                id,
+                address.clone().into_bytes(),
+            )
+            .await
+            .map_err(unavailable)?;
+        self.wait_for(
+            format!("replica {id} ({address}) added as a learner; promote it once it has caught up (`tally cluster promote {id}`)"),
+            move |s| s.learners.contains(&id),
+        )
+        .await
+    }
+
+    async fn promote_replica(
+        &self,
+        request: Request<pb::ReplicaRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
+        if let Some(channel) = self.shared.leader_channel(&request)? {
+            return AdminClient::new(channel)
+                .promote_replica(self.shared.forwarded(request.into_inner()))
+                .await;
+        }
+        let pb::ReplicaRequest { id, max_lag } = request.into_inner();
+        let max_lag = if max_lag == 0 {
+            PROMOTE_MAX_LAG
+        } else {
+            max_lag
+        };
+        let status = self.shared.status();
+        if status.voters.contains(&id) {
+            return Err(Status::already_exists(format!(
+                "replica {id} is already a voter"
+            )));
+        }
+        if !status.learners.contains(&id) {
+            return Err(Status::not_found(format!(
+                "replica {id} is not a learner of this cluster; add it first (`tally cluster add {id} HOST:PORT`)"
+            )));
+        }
+        let matched = status
+            .progress
+            .iter()
+            .find(|p| p.id == id)
+            .map_or(0, |p| p.matched);
+        let lag = status.last_index.saturating_sub(matched);
+        if lag > max_lag {
+            return Err(Status::failed_precondition(format!(
+                "replica {id} is {lag} entries behind the leader (at most {max_lag} allowed); wait until it has caught up (`tally cluster status` shows its lag) and promote it again"
+            )));
+        }
+        self.shared
+            .node
+            .change_membership(ConfChangeType::AddNode, id, Vec::new())
+            .await
+            .map_err(unavailable)?;
+        self.wait_for(format!("replica {id} is now a voter"), move |s| {
+            s.voters.contains(&id)
+        })
+        .await
+    }
+
+    async fn remove_replica(
+        &self,
+        request: Request<pb::ReplicaRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
+        if let Some(channel) = self.shared.leader_channel(&request)? {
+            return AdminClient::new(channel)
+                .remove_replica(self.shared.forwarded(request.into_inner()))
+                .await;
+        }
+        let id = request.into_inner().id;
+        let status = self.shared.status();
+        if !status.voters.contains(&id) && !status.learners.contains(&id) {
+            return Err(Status::not_found(format!(
+                "replica {id} is not a member of this cluster"
+            )));
+        }
+        if status.leader == Some(id) {
+            return Err(Status::failed_precondition(format!(
+                "replica {id} is the leader; hand leadership to another voter first (`tally cluster transfer TO`)"
+            )));
+        }
+        if status.voters == [id] {
+            return Err(Status::failed_precondition(
+                "replica {id} is the last voter; a cluster cannot remove its last voter",
+            ));
+        }
+        self.shared
+            .node
+            .change_membership(ConfChangeType::RemoveNode, id, Vec::new())
+            .await
+            .map_err(unavailable)?;
+        self.wait_for(
+            format!("replica {id} removed; its id is never used again"),
+            move |s| !s.voters.contains(&id) && !s.learners.contains(&id),
+        )
+        .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::ReplicaRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
+        if let Some(channel) = self.shared.leader_channel(&request)? {
+            return AdminClient::new(channel)
+                .transfer_leader(self.shared.forwarded(request.into_inner()))
+                .await;
+        }
+        let id = request.into_inner().id;
+        let status = self.shared.status();
+        if !status.voters.contains(&id) {
+            return Err(Status::invalid_argument(format!(
+                "replica {id} is not a voter; only a voter can lead"
+            )));
+        }
+        if status.leader == Some(id) {
+            return Ok(Response::new(pb::AdminResponse {
+                message: format!("replica {id} already leads"),
+                voters: status.voters.clone(),
+                learners: status.learners.clone(),
+                leader_id: id,
+            }));
+        }
+        self.shared
+            .node
+            .transfer_leader(id)
+            .await
+            .map_err(unavailable)?;
+        self.wait_for(format!("replica {id} now leads"), move |s| {
+            s.leader == Some(id)
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------- Raft
+
+pub struct RaftService {
+    pub shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftService {
+    async fn send(
+        &self,
+        request: Request<Streaming<pb::RaftBatch>>,
+    ) -> Result<Response<pb::RaftAck>, Status> {
+        let caller = peer_identity(&request)?;
+        require(&caller, &[Role::Replica])?;
+        let peer = caller
+            .replica_id()
+            .ok_or_else(|| Status::permission_denied("a replica certificate without an id"))?;
+        let me = self.shared.status().id;
+        let mut stream = request.into_inner();
+        let mut received = 0u64;
+        while let Some(batch) = stream.message().await? {
+            if batch.from != peer {
+                return Err(Status::permission_denied(format!(
+                    "the batch says it is from replica {} but the certificate is replica {peer}'s",
+                    batch.from
+                )));
+            }
+            self.shared.check_incarnation(peer, &batch.incarnation)?;
+            let mut messages = Vec::with_capacity(batch.messages.len());
+            for bytes in &batch.messages {
+                // Parsed only after the sender proved it is a replica of this county (see
+                // the advisory on rust-protobuf in ../shared/design/replication-notes.md).
+                let message = raft::eraftpb::Message::parse_from_bytes(bytes)
+                    .map_err(|e| Status::invalid_argument(format!("a raft message: {e}")))?;
+                if message.from != peer || message.to != me {
+                    return Err(Status::invalid_argument(format!(
+                        "a raft message from {} to {} arrived on replica {peer}'s link to replica {me}",
+                        message.from, message.to
+                    )));
+                }
+                messages.push(message);
+            }
+            received += messages.len() as u64;
+            self.shared.node.step(messages).await.map_err(unavailable)?;
+        }
+        Ok(Response::new(pb::RaftAck { received }))
+    }
+}

@@ -1,0 +1,17 @@
+//! The tally.v1 gRPC services of `proto/tally/v1/service.proto`: `County` (ingest, results,
+//! status), `Admin` (membership and leadership) and `Raft` (the replicas' transport), as
+//! generated tonic servers and clients.
+//!
+//! Messages the services share with the signed-sheet contract (`SignedSheet`,
+//! `Countersignature`) are `tally_proto::pb` types, re-exported here under the same names.
+
+/// The generated service types, package `tally.v1`.
+#[allow(clippy::all)]
+pub mod pb {
+    pub use tally_proto::pb::*;
+    include!(concat!(env!("OUT_DIR"), "/tally.v1.rs"));
+}
+
+/// The encoded `FileDescriptorSet` of service.proto and everything it imports, for the gRPC
+/// reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tally_descriptor.bin"));
