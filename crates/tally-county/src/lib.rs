@@ -3,15 +3,18 @@
 //! machine in one redb database. See `docs/design/county.md`.
 //!
 //! This crate owns consensus, durable storage and the replicated state machine. It does not
-//! own the network (tonic services and TLS live beside it) and takes time and messages as
-//! inputs, so a cluster can run deterministically in one thread.
+//! own the network (tonic services and TLS live beside it; the config only names the TLS
+//! files) and takes time and messages as inputs, so a cluster can run deterministically in one
+//! thread.
 //!
 //! # Layout
 //! - [`storage`]: `DiskStorage`, raft-rs `Storage` on redb, with atomic persist and apply.
 //! - [`state`]: `CountyState`, the deterministic state machine: ledger, hash chain, conflicts.
 //! - [`command`]: `Command`, what one raft log entry carries.
+//! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
 
 pub mod command;
+pub mod config;
 pub mod node;
 pub mod replica;
 pub mod server;

@@ -108,6 +108,8 @@ enum Command {
         #[arg(long)]
         no_scenarios: bool,
     },
+    /// Make a county CA and certificates for replicas, townships and operators (tests, small deployments).
+    Certs(crate::certs_cmd::CertsArgs),
     /// Run the offline path end to end on the built-in sample county.
     Demo {
         /// Where to keep the demo's files (default: a new folder under the system temp dir).
@@ -222,6 +224,7 @@ fn run(command: Command) -> Result<Outcome> {
             Ok(Outcome::Clean)
         }
         Command::Demo { dir } => crate::demo::run(dir),
+        Command::Certs(args) => crate::certs_cmd::run(&args),
     }
 }
 

@@ -4,6 +4,7 @@
 //! This crate may do I/O; the rules themselves live in `tally-core`, the wire format in
 //! `tally-proto`.
 
+pub mod certs_cmd;
 pub mod cli;
 pub mod demo;
 pub mod files;

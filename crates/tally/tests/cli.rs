@@ -887,3 +887,170 @@ fn demo_runs_and_says_where_the_files_are() {
         assert!(dir.path().join(&county).join(file).is_file(), "{file}");
     }
 }
+
+// ---- Certificates ----
+
+/// The mode bits of a file's permissions (0 where there are none to read).
+fn file_mode(path: &Path) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        0
+    }
+}
+
+// Goal: a first `tally certs` makes a whole small county: the CA, replicas 1 to 3, every
+// township of the definition and the default operator; it prints every file, keeps keys
+// private, points at the doc for an existing CA, and the files load as mutual TLS material.
+// Method: run it on the small town's definition; check the files, the output and the modes,
+// and load replica 1's files with tally-net as a replica will.
+#[test]
+fn certs_makes_a_county_pki() {
+    let dir = tempdir();
+    let definition = small_town().join("election.toml");
+    let definition = definition.to_str().expect("the repository path is UTF-8");
+    let run = tally_in(
+        dir.path(),
+        ["certs", "--out", "pki", "--definition", definition],
+    );
+    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
+    assert!(
+        run.stdout
+            .contains("made a new county CA for 小河县 in pki"),
+        "{}",
+        run.dump()
+    );
+    let pki = dir.path().join("pki");
+    let stems = [
+        "ca",
+        "replica-1",
+        "replica-2",
+        "replica-3",
+        "township-T01",
+        "township-T02",
+        "operator-operator",
+    ];
+    for stem in stems {
+        for ext in ["pem", "key"] {
+            let name = format!("{stem}.{ext}");
+            assert!(pki.join(&name).is_file(), "{name}");
+            let shown = Path::new("pki").join(&name);
+            assert!(
+                run.stdout
+                    .lines()
+                    .any(|l| l == format!("wrote {}", shown.display())),
+                "{name} not listed\n{}",
+                run.dump()
+            );
+        }
+        if cfg!(unix) {
+            assert_eq!(file_mode(&pki.join(format!("{stem}.key"))), 0o600, "{stem}");
+        }
+    }
+    assert_eq!(run.stdout.matches("wrote ").count(), stems.len() * 2);
+    assert!(run.stdout.contains("mode 0600"), "{}", run.dump());
+    assert!(
+        run.stdout
+            .contains("crates/tally-net/README.md#using-an-existing-ca-instead-of-tally-certs"),
+        "{}",
+        run.dump()
+    );
+
+    let replica = tally_net::Identity::replica(1).unwrap();
+    let (_, identity) = tally_net::TlsFiles::in_dir(&pki, &replica)
+        .server_tls()
+        .unwrap_or_else(|e| panic!("replica 1's files do not load: {e}"));
+    assert_eq!(identity, replica);
+}
+
+// Goal: `tally certs` never overwrites a certificate or key, and refuses a bad name, exiting 1
+// with a message naming the file or the name. Method: make township T01's certificate, ask for
+// it again and compare the file before and after; ask for a township named "T 1".
+#[test]
+fn certs_refuses_to_overwrite() {
+    let dir = tempdir();
+    let first = tally_in(dir.path(), ["certs", "--out", "pki", "--townships", "T01"]);
+    assert_eq!(first.code, EXIT_SUCCESS, "{}", first.dump());
+    let cert = dir.path().join("pki/township-T01.pem");
+    let before = std::fs::read_to_string(&cert).unwrap();
+
+    let again = tally_in(dir.path(), ["certs", "--out", "pki", "--townships", "T01"]);
+    assert_eq!(again.code, EXIT_FAILURE, "{}", again.dump());
+    assert!(
+        again.stderr.contains("township-T01.pem"),
+        "{}",
+        again.dump()
+    );
+    assert!(
+        again.stderr.contains("never overwrites"),
+        "{}",
+        again.dump()
+    );
+    assert!(!again.stdout.contains("wrote"), "{}", again.dump());
+    assert_eq!(std::fs::read_to_string(&cert).unwrap(), before);
+
+    let bad = tally_in(
+        dir.path(),
+        ["certs", "--out", "fresh", "--townships", "T 1"],
+    );
+    assert_eq!(bad.code, EXIT_FAILURE, "{}", bad.dump());
+    assert!(bad.stderr.contains("township:T 1"), "{}", bad.dump());
+    assert!(bad.stderr.contains("' '"), "{}", bad.dump());
+    assert!(
+        !dir.path().join("fresh").exists(),
+        "nothing is written when a name is bad"
+    );
+}
+
+// Goal: a county's CA signs certificates added later, and a later run makes only what it
+// names (the first run's defaults are not made again). Method: make a county with township
+// T01, then add T02 into the same folder; the CA files are unchanged, only T02's files are
+// written, and T02's certificate loads against the CA; a run naming nothing is refused.
+#[test]
+fn certs_reuses_the_ca_for_an_added_township() {
+    let dir = tempdir();
+    let first = tally_in(dir.path(), ["certs", "--out", "pki", "--townships", "T01"]);
+    assert_eq!(first.code, EXIT_SUCCESS, "{}", first.dump());
+    let pki = dir.path().join("pki");
+    let ca_before = std::fs::read(pki.join("ca.pem")).unwrap();
+    let ca_key_before = std::fs::read(pki.join("ca.key")).unwrap();
+
+    let added = tally_in(dir.path(), ["certs", "--out", "pki", "--townships", "T02"]);
+    assert_eq!(added.code, EXIT_SUCCESS, "{}", added.dump());
+    assert!(
+        added.stdout.contains("reused the county CA in pki"),
+        "{}",
+        added.dump()
+    );
+    let written: Vec<&str> = added
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("wrote "))
+        .collect();
+    let expected: Vec<String> = ["township-T02.pem", "township-T02.key"]
+        .iter()
+        .map(|f| Path::new("pki").join(f).display().to_string())
+        .collect();
+    assert_eq!(written, expected, "{}", added.dump());
+    assert_eq!(std::fs::read(pki.join("ca.pem")).unwrap(), ca_before);
+    assert_eq!(std::fs::read(pki.join("ca.key")).unwrap(), ca_key_before);
+
+    let township = tally_net::Identity::new(tally_net::Role::Township, "T02").unwrap();
+    let (_, identity) = tally_net::TlsFiles::in_dir(&pki, &township)
+        .client_tls("localhost")
+        .unwrap_or_else(|e| panic!("township T02's files do not load against the CA: {e}"));
+    assert_eq!(identity, township);
+
+    let nothing = tally_in(dir.path(), ["certs", "--out", "pki"]);
+    assert_eq!(nothing.code, EXIT_FAILURE, "{}", nothing.dump());
+    assert!(
+        nothing.stderr.contains("nothing to make"),
+        "{}",
+        nothing.dump()
+    );
+}
