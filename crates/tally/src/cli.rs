@@ -110,6 +110,15 @@ enum Command {
     },
     /// Make a county CA and certificates for replicas, townships and operators (tests, small deployments).
     Certs(crate::certs_cmd::CertsArgs),
+    /// Run one replica of the county coordinator.
+    County {
+        /// The replica's config file (see examples/county-local/replica-1.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Look at and administer the county cluster (as an operator).
+    #[command(subcommand)]
+    Cluster(crate::county_cmd::ClusterCommand),
     /// Run the offline path end to end on the built-in sample county.
     Demo {
         /// Where to keep the demo's files (default: a new folder under the system temp dir).
@@ -225,6 +234,8 @@ fn run(command: Command) -> Result<Outcome> {
         }
         Command::Demo { dir } => crate::demo::run(dir),
         Command::Certs(args) => crate::certs_cmd::run(&args),
+        Command::County { config } => crate::county_cmd::serve(&config),
+        Command::Cluster(command) => crate::county_cmd::cluster(command),
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod certs_cmd;
 pub mod cli;
+pub mod county_cmd;
 pub mod demo;
 pub mod files;
 pub mod intake;
