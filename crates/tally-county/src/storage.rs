@@ -1192,6 +1192,7 @@ mod tests {
         e.data = Command::Ingest {
             township: TownshipId::new("T1"),
             sheets,
+            countersignature: None,
         }
         .encode()
         .into();
