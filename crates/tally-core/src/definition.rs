@@ -131,6 +131,18 @@ pub struct Area {
     pub seats: Option<u64>,
     /// Extra seats granted by the province (up to 5%), as a whole number.
     pub extra_seats: u64,
+    /// The key a township's aggregator countersigns each batch of sheets it forwards with
+    /// (docs/signing.md, "Countersignature"). Optional so that definitions written before
+    /// countersignatures load unchanged; a township without one cannot forward batches to the
+    /// county. The county itself never has one.
+    #[serde(
+        serialize_with = "serialize_optional_key",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub public_key: Option<VerifyingKey>,
+    /// `KeyId::of(public_key)`, present exactly when `public_key` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<KeyId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,6 +181,16 @@ fn serialize_key<S: serde::Serializer>(key: &VerifyingKey, s: S) -> Result<S::Ok
     s.serialize_str(&hex::encode(key.as_bytes()))
 }
 
+fn serialize_optional_key<S: serde::Serializer>(
+    key: &Option<VerifyingKey>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match key {
+        Some(key) => serialize_key(key, s),
+        None => s.serialize_none(),
+    }
+}
+
 /// A loaded and validated election definition. Lookups by id are O(1).
 #[derive(Debug, Clone, Serialize)]
 pub struct Definition {
@@ -186,6 +208,9 @@ pub struct Definition {
     unit_index: HashMap<UnitId, usize>,
     #[serde(skip)]
     key_index: HashMap<KeyId, usize>,
+    /// Townships by the id of their countersigning key; only townships that have one.
+    #[serde(skip)]
+    township_key_index: HashMap<KeyId, usize>,
     /// For each contest (by index), the units that serve it, in definition order.
     #[serde(skip)]
     units_by_contest: Vec<Vec<usize>>,
@@ -206,6 +231,13 @@ impl Definition {
     }
     pub fn unit_by_key(&self, key_id: &KeyId) -> Option<&PollingUnit> {
         self.key_index.get(key_id).map(|&i| &self.units[i])
+    }
+    /// The township whose registered countersigning key has this id. Unit keys and township
+    /// keys never coincide (the loader refuses that), so a key id names one signer at most.
+    pub fn township_by_key(&self, key_id: &KeyId) -> Option<&Area> {
+        self.township_key_index
+            .get(key_id)
+            .map(|&i| &self.townships[i])
     }
     /// The units that serve a contest, in definition order.
     pub fn units_serving(&self, contest: &ContestId) -> impl Iterator<Item = &PollingUnit> {
@@ -290,7 +322,7 @@ struct RawDefinition {
     county: RawArea,
     #[serde(default)]
     townships: Vec<RawArea>,
-    /// CSV with columns id,name,population[,seats,extra_seats].
+    /// CSV with columns id,name,population[,seats,extra_seats,public_key].
     townships_csv: Option<toml::Spanned<String>>,
     #[serde(default)]
     contests: Vec<RawContest>,
@@ -320,6 +352,8 @@ struct RawArea {
     seats: Option<u64>,
     #[serde(default)]
     extra_seats: u64,
+    /// A township's countersigning key; the county may not have one.
+    public_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -362,6 +396,9 @@ struct CsvArea {
     seats: Option<u64>,
     #[serde(default)]
     extra_seats: Option<u64>,
+    /// Optional column; an empty cell is a township without a key.
+    #[serde(default)]
+    public_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -686,14 +723,26 @@ pub fn load(
     let county_origin = toml_origin("county.".into(), raw.county.id.span().start);
     loader.check_id(&county_origin, "id", raw.county.id.get_ref());
     loader.check_name(&county_origin, "name", &raw.county.name);
+    // Only townships countersign batches (they forward sheets; the county receives them).
+    if raw.county.public_key.is_some() {
+        loader.error(
+            &county_origin,
+            "public_key",
+            "the county does not countersign batches; remove it (a township's key goes in its [[townships]] entry or townships.csv's public_key column)",
+        );
+    }
     let county = Area {
         id: TownshipId::new(raw.county.id.get_ref().clone()),
         name: raw.county.name,
         population: raw.county.population,
         seats: raw.county.seats,
         extra_seats: raw.county.extra_seats,
+        public_key: None,
+        key_id: None,
     };
-    let mut areas: Vec<(Origin, Area)> = Vec::new();
+    // Each township with its key as written; the key is parsed once the township is known to
+    // be kept, so a township defined twice reports only that.
+    let mut areas: Vec<(Origin, Area, Option<String>)> = Vec::new();
     for (i, t) in raw.townships.into_iter().enumerate() {
         let origin = toml_origin(format!("townships[{i}]."), t.id.span().start);
         areas.push((
@@ -704,7 +753,10 @@ pub fn load(
                 population: t.population,
                 seats: t.seats,
                 extra_seats: t.extra_seats,
+                public_key: None,
+                key_id: None,
             },
+            t.public_key,
         ));
     }
     if let Some(path) = &raw.townships_csv
@@ -719,13 +771,17 @@ pub fn load(
                     population: t.population,
                     seats: t.seats,
                     extra_seats: t.extra_seats.unwrap_or(0),
+                    public_key: None,
+                    key_id: None,
                 },
+                t.public_key.filter(|k| !k.trim().is_empty()),
             ));
         }
     }
     let mut township_index = HashMap::new();
-    let mut townships = Vec::new();
-    for (origin, area) in areas {
+    let mut township_key_index: HashMap<KeyId, usize> = HashMap::new();
+    let mut townships: Vec<(Origin, Area)> = Vec::new();
+    for (origin, mut area, public_key) in areas {
         loader.check_id(&origin, "id", area.id.as_str());
         loader.check_name(&origin, "name", &area.name);
         if township_index.contains_key(&area.id) {
@@ -735,6 +791,28 @@ pub fn load(
                 format!("township {} is defined twice", area.id),
             );
             continue;
+        }
+        if let Some(text) = public_key {
+            match parse_public_key(&text) {
+                Ok(key) => {
+                    let key_id = KeyId::of(&key);
+                    if let Some(&other) = township_key_index.get(&key_id) {
+                        loader.error(
+                            &origin,
+                            "public_key",
+                            format!(
+                                "is also the key of township {}; every township needs its own key (make one with `tally keygen`)",
+                                townships[other].1.id
+                            ),
+                        );
+                    } else {
+                        township_key_index.insert(key_id, townships.len());
+                        area.public_key = Some(key);
+                        area.key_id = Some(key_id);
+                    }
+                }
+                Err(e) => loader.error(&origin, "public_key", e),
+            }
         }
         township_index.insert(area.id.clone(), townships.len());
         townships.push((origin, area));
@@ -961,6 +1039,22 @@ pub fn load(
             key_id,
         });
     }
+    // A key id must name one signer: a township key that is also a unit's would let the
+    // township sign sheets as that unit, and the unit countersign batches as the township.
+    for (origin, township) in &townships {
+        if let Some(key_id) = &township.key_id
+            && let Some(&unit) = key_index.get(key_id)
+        {
+            loader.error(
+                origin,
+                "public_key",
+                format!(
+                    "is also the key of polling unit {}; a township countersigns with a key of its own, so make one with `tally keygen`",
+                    units[unit].id
+                ),
+            );
+        }
+    }
     for (ci, (origin, contest)) in contests.iter().enumerate() {
         if units_by_contest[ci].is_empty() {
             loader.error(
@@ -1025,6 +1119,7 @@ pub fn load(
         contest_index,
         unit_index,
         key_index,
+        township_key_index,
         units_by_contest,
     })
 }
@@ -1524,6 +1619,112 @@ public_key = "{}"
             m.iter().any(|e| e.contains(
                 "county.population: is 30000, fewer than the 38700 people of its townships"
             )),
+            "{m:?}"
+        );
+    }
+
+    /// The minimal definition with its township in townships.csv instead of TOML.
+    fn load_with_townships_csv(townships_csv: &str) -> Result<Definition, DefinitionErrors> {
+        let text = format!(
+            "townships_csv = \"townships.csv\"\n{}",
+            minimal().replace(
+                "[[townships]]\nid = \"T01\"\nname = \"城关镇\"\npopulation = 38700\n",
+                ""
+            )
+        );
+        let townships_csv = townships_csv.to_owned();
+        load("election.toml", &text, &mut |p| match p {
+            "townships.csv" => Ok(townships_csv.clone()),
+            other => Err(format!("no file {other}")),
+        })
+    }
+
+    // Goal: a township's countersigning key loads from TOML and from townships.csv, is found
+    // by its key id, and definitions without one still load.
+    // Method: the minimal definition as is (no key); with public_key in [[townships]]; with
+    // townships.csv with and without the column, and with an empty cell.
+    #[test]
+    fn township_keys_load_and_are_optional() {
+        let d = load_str(&minimal()).unwrap();
+        assert_eq!(d.townships[0].public_key, None);
+        assert_eq!(d.townships[0].key_id, None);
+
+        let text = minimal().replace(
+            "population = 38700",
+            &format!("population = 38700\npublic_key = \"{}\"", key_hex(7)),
+        );
+        let d = load_str(&text).unwrap();
+        let township = &d.townships[0];
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        assert_eq!(township.public_key, Some(key));
+        assert_eq!(township.key_id, Some(KeyId::of(&key)));
+        assert_eq!(
+            d.township_by_key(&KeyId::of(&key)).unwrap().id.as_str(),
+            "T01"
+        );
+        assert!(d.unit_by_key(&KeyId::of(&key)).is_none());
+        let unit_key_id = d.units[0].key_id;
+        assert!(d.township_by_key(&unit_key_id).is_none());
+
+        let d = load_with_townships_csv(&format!(
+            "id,name,population,public_key\nT01,城关镇,38700,{}\n",
+            key_hex(7)
+        ))
+        .unwrap();
+        assert_eq!(d.townships[0].key_id, Some(KeyId::of(&key)));
+        let d = load_with_townships_csv("id,name,population\nT01,城关镇,38700\n").unwrap();
+        assert_eq!(d.townships[0].public_key, None);
+        let d =
+            load_with_townships_csv("id,name,population,public_key\nT01,城关镇,38700,\n").unwrap();
+        assert_eq!(d.townships[0].public_key, None);
+    }
+
+    // Goal: a bad township key is refused with file, record, field and what to do; a township
+    // key may serve no other township and no unit; the county has no key.
+    // Method: a short key in townships.csv; two townships sharing a key; a township with unit
+    // T01-U001's key; a public_key under [county].
+    #[test]
+    fn township_key_errors() {
+        let err = load_with_townships_csv("id,name,population,public_key\nT01,城关镇,38700,abcd\n")
+            .unwrap_err();
+        assert_eq!(
+            err.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            [
+                "townships.csv, record 1, public_key: is 4 characters; write the 32-byte Ed25519 public key as 64 hex digits (as `tally keygen` prints it)"
+            ]
+        );
+
+        let err = load_with_townships_csv(&format!(
+            "id,name,population,public_key\nT01,城关镇,20000,{k}\nT02,柳溪乡,18700,{k}\n",
+            k = key_hex(7)
+        ))
+        .unwrap_err();
+        let m: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            m,
+            [
+                "townships.csv, record 2, public_key: is also the key of township T01; every township needs its own key (make one with `tally keygen`)"
+            ],
+        );
+
+        let m = messages(&minimal().replace(
+            "population = 38700",
+            &format!("population = 38700\npublic_key = \"{}\"", key_hex(1)),
+        ));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with("election.toml, line ")
+                && m[0].ends_with(", townships[0].public_key: is also the key of polling unit T01-U001; a township countersigns with a key of its own, so make one with `tally keygen`"),
+            "{m:?}"
+        );
+
+        let m = messages(&minimal().replace(
+            "population = 60000",
+            &format!("population = 60000\npublic_key = \"{}\"", key_hex(7)),
+        ));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains("county.public_key: the county does not countersign batches"),
             "{m:?}"
         );
     }

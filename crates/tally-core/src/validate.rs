@@ -5,7 +5,7 @@
 //! Codes never change meaning once published; a retired code is not reused. Numbers are
 //! grouped by range: E1xx the numbers and lists on a sheet, E2xx authenticity and identity
 //! (which unit, which contest, which round; the signature layer in another crate uses E204 to
-//! E206), W3xx warnings.
+//! E206, and the township countersignature over a batch E208 and E209), W3xx warnings.
 //!
 //! | code | severity | found by | meaning |
 //! |------|----------|----------|---------|
@@ -34,6 +34,8 @@
 //! | E205 | error | signature layer | the signing key is not the unit's (another unit's, or no unit's) |
 //! | E206 | error | signature layer | malformed envelope |
 //! | E207 | error | results | a sheet for a round no outcome has called for; not counted |
+//! | E208 | error | countersignature | the batch's countersignature does not verify |
+//! | E209 | error | countersignature | the countersigning key is not this township's registered key, or the township has none |
 //! | W301 | warning | sheet | more ballots collected than issued: voids the whole contest (Art 44) |
 //! | W302 | warning | sheet | void ballots over `rules.void_ballots_warn_percent` of collected |
 //! | W303 | warning | sheet | ballots collected short of issued by more than `rules.issued_collected_gap_warn_percent` |
@@ -113,6 +115,10 @@ pub enum Code {
     MalformedEnvelope,
     #[serde(rename = "E207")]
     RoundNotCalled,
+    #[serde(rename = "E208")]
+    BadCountersignature,
+    #[serde(rename = "E209")]
+    CountersignKeyNotTownships,
     #[serde(rename = "W301")]
     CollectedOverIssued,
     #[serde(rename = "W302")]
@@ -129,7 +135,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 31] = [
+    pub const ALL: [Code; 33] = [
         Code::BallotsNotBalanced,
         Code::BlankOverValid,
         Code::VotesOverValid,
@@ -155,6 +161,8 @@ impl Code {
         Code::KeyNotUnits,
         Code::MalformedEnvelope,
         Code::RoundNotCalled,
+        Code::BadCountersignature,
+        Code::CountersignKeyNotTownships,
         Code::CollectedOverIssued,
         Code::ManyVoidBallots,
         Code::IssuedCollectedGap,
@@ -190,6 +198,8 @@ impl Code {
             Code::KeyNotUnits => "E205",
             Code::MalformedEnvelope => "E206",
             Code::RoundNotCalled => "E207",
+            Code::BadCountersignature => "E208",
+            Code::CountersignKeyNotTownships => "E209",
             Code::CollectedOverIssued => "W301",
             Code::ManyVoidBallots => "W302",
             Code::IssuedCollectedGap => "W303",
@@ -240,6 +250,10 @@ impl Code {
             Code::KeyNotUnits => "the signing key is not the polling unit's",
             Code::MalformedEnvelope => "the signed envelope is malformed",
             Code::RoundNotCalled => "a sheet for a round no outcome has called for; not counted",
+            Code::BadCountersignature => "the batch's countersignature does not verify",
+            Code::CountersignKeyNotTownships => {
+                "the countersigning key is not the township's registered key, or the township has none"
+            }
             Code::CollectedOverIssued => {
                 "more ballots collected than issued: the whole contest is void (Art 44)"
             }

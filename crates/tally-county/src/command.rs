@@ -6,7 +6,7 @@
 
 use tally_core::ids::TownshipId;
 use tally_proto::county::{CountyCommand, decode_command, encode_ingest};
-use tally_proto::{DecodeError, SignedSheet};
+use tally_proto::{Countersignature, DecodeError, SignedSheet};
 
 pub use tally_proto::county::INGEST_SHEETS_MAX;
 
@@ -14,11 +14,16 @@ pub use tally_proto::county::INGEST_SHEETS_MAX;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Signed sheets a township's aggregator forwarded, recorded in this order. The leader
-    /// verified the signatures and validated the sheets before proposing; at most
-    /// [`INGEST_SHEETS_MAX`] sheets (a proposer splits a larger batch).
+    /// verified the signatures, the township's countersignature and the sheets before
+    /// proposing; at most [`INGEST_SHEETS_MAX`] sheets (a proposer splits a larger batch).
     Ingest {
         township: TownshipId,
         sheets: Vec<SignedSheet>,
+        /// The township's countersignature over these sheets. The state machine carries it
+        /// in the log as evidence and does not check it: applying must depend only on the
+        /// log, and the leader already checked it. `None` in entries from before
+        /// countersignatures.
+        countersignature: Option<Countersignature>,
     },
 }
 
@@ -34,7 +39,11 @@ pub enum CommandError {
 impl Command {
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Command::Ingest { township, sheets } => encode_ingest(township, sheets),
+            Command::Ingest {
+                township,
+                sheets,
+                countersignature,
+            } => encode_ingest(township, sheets, countersignature.as_ref()),
         }
     }
 
@@ -45,7 +54,15 @@ impl Command {
             return Err(CommandError::Empty);
         }
         match decode_command(bytes)? {
-            CountyCommand::Ingest { township, sheets } => Ok(Command::Ingest { township, sheets }),
+            CountyCommand::Ingest {
+                township,
+                sheets,
+                countersignature,
+            } => Ok(Command::Ingest {
+                township,
+                sheets,
+                countersignature,
+            }),
         }
     }
 
@@ -61,18 +78,26 @@ impl Command {
 mod tests {
     use super::*;
 
-    // Goal: a command survives encoding; an empty entry is not a command; garbage is an error.
-    // Method: round-trip an ingest with no sheets (state.rs tests carry real sheets), then
-    // decode empty bytes and bytes that are not protobuf.
+    // Goal: a command survives encoding, with its countersignature or without; an empty entry
+    // is not a command; garbage is an error.
+    // Method: round-trip an ingest with no sheets (state.rs tests carry real sheets), once
+    // with a real countersignature and once without, then decode empty bytes and bytes that
+    // are not protobuf.
     #[test]
     fn encode_decode_and_empty_entry() {
-        let command = Command::Ingest {
-            township: TownshipId::new("T1"),
-            sheets: vec![],
-        };
-        let bytes = command.encode();
-        assert!(!bytes.is_empty());
-        assert_eq!(Command::decode(&bytes).unwrap(), command);
+        let township = TownshipId::new("T1");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[0x21; 32]);
+        let countersignature = tally_proto::countersign(&township, &[], &key);
+        for countersignature in [None, Some(countersignature)] {
+            let command = Command::Ingest {
+                township: township.clone(),
+                sheets: vec![],
+                countersignature,
+            };
+            let bytes = command.encode();
+            assert!(!bytes.is_empty());
+            assert_eq!(Command::decode(&bytes).unwrap(), command);
+        }
         assert_eq!(Command::decode(&[]).unwrap_err(), CommandError::Empty);
         assert!(matches!(
             Command::decode(b"\xff\xff\xff"),

@@ -485,6 +485,7 @@ mod tests {
         Command::Ingest {
             township: TownshipId::new("T1"),
             sheets,
+            countersignature: None,
         }
     }
 

@@ -1244,6 +1244,7 @@ mod tests {
         e.data = Command::Ingest {
             township: TownshipId::new("T1"),
             sheets,
+            countersignature: None,
         }
         .encode()
         .into();

@@ -4,9 +4,11 @@
 //! Both travel only between the replicas of one cluster and are read back from their own
 //! data directories, so they are trusted as far as their origin goes; the decoders still
 //! bound what they accept and check every length, so a corrupt entry is an error and never a
-//! panic. Signatures inside are not checked here: the leader verified them before proposing.
+//! panic. Signatures inside are not checked here: the leader verified them (the sheets' and
+//! the township's countersignature) before proposing.
 
 use crate::convert::{DecodeError, SIGNED_SHEET_BYTES_MAX};
+use crate::countersign::Countersignature;
 use crate::envelope::SignedSheet;
 use crate::pb;
 use prost::Message;
@@ -28,22 +30,31 @@ pub enum CountyCommand {
     Ingest {
         township: TownshipId,
         sheets: Vec<SignedSheet>,
+        /// The township's countersignature over exactly these sheets, kept as evidence of
+        /// who forwarded them; `None` in entries written before countersignatures existed.
+        countersignature: Option<Countersignature>,
     },
 }
 
-/// Encodes an ingest command. Does not check [`INGEST_SHEETS_MAX`]: the proposer splits.
-pub fn encode_ingest(township: &TownshipId, sheets: &[SignedSheet]) -> Vec<u8> {
+/// Encodes an ingest command. Does not check [`INGEST_SHEETS_MAX`]: the proposer splits (and
+/// the township countersigns each part it sends).
+pub fn encode_ingest(
+    township: &TownshipId,
+    sheets: &[SignedSheet],
+    countersignature: Option<&Countersignature>,
+) -> Vec<u8> {
     pb::CountyCommand {
         command: Some(pb::county_command::Command::Ingest(pb::IngestBatch {
             township_id: township.as_str().to_owned(),
             sheets: sheets.iter().map(SignedSheet::to_pb).collect(),
+            countersignature: countersignature.map(Countersignature::to_pb),
         })),
     }
     .encode_to_vec()
 }
 
-/// Decodes a command, checking the township id, the number of sheets and every envelope's
-/// field lengths.
+/// Decodes a command, checking the township id, the number of sheets, every envelope's field
+/// lengths and the countersignature's.
 pub fn decode_command(bytes: &[u8]) -> Result<CountyCommand, DecodeError> {
     if bytes.len() > COUNTY_COMMAND_BYTES_MAX {
         return Err(DecodeError::TooLarge {
@@ -78,9 +89,14 @@ pub fn decode_command(bytes: &[u8]) -> Result<CountyCommand, DecodeError> {
                 .into_iter()
                 .map(SignedSheet::from_pb)
                 .collect::<Result<Vec<_>, _>>()?;
+            let countersignature = batch
+                .countersignature
+                .map(Countersignature::from_pb)
+                .transpose()?;
             Ok(CountyCommand::Ingest {
                 township: TownshipId::new(batch.township_id),
                 sheets,
+                countersignature,
             })
         }
         // A command kind this version does not know. Applying it as nothing would let
@@ -200,11 +216,14 @@ pub fn decode_image(bytes: &[u8]) -> Result<StateImage, DecodeError> {
 mod tests {
     use super::*;
     use crate::convert::tests::sample_sheet;
+    use crate::countersign::countersign;
     use crate::envelope::sign;
     use crate::envelope::tests::unit_key;
 
-    // Goal: an ingest command and a state image survive encoding unchanged.
-    // Method: encode and decode each with two real signed sheets.
+    // Goal: an ingest command, with or without a countersignature, and a state image survive
+    // encoding unchanged.
+    // Method: encode and decode each with two real signed sheets, the command once
+    // countersigned and once not.
     #[test]
     fn command_and_image_round_trip() {
         let sheets = vec![
@@ -212,14 +231,18 @@ mod tests {
             sign(&sample_sheet("T01-U002"), &unit_key(2)),
         ];
         let township = TownshipId::new("T01");
-        let bytes = encode_ingest(&township, &sheets);
-        assert_eq!(
-            decode_command(&bytes).unwrap(),
-            CountyCommand::Ingest {
-                township,
-                sheets: sheets.clone()
-            }
-        );
+        let countersignature = countersign(&township, &sheets, &unit_key(0x11));
+        for countersignature in [None, Some(countersignature)] {
+            let bytes = encode_ingest(&township, &sheets, countersignature.as_ref());
+            assert_eq!(
+                decode_command(&bytes).unwrap(),
+                CountyCommand::Ingest {
+                    township: township.clone(),
+                    sheets: sheets.clone(),
+                    countersignature,
+                }
+            );
+        }
 
         let image = StateImage {
             applied_index: 7,
@@ -255,12 +278,34 @@ mod tests {
                 .to_string()
                 .contains("is not set")
         );
-        let bytes = encode_ingest(&TownshipId::new(""), &[]);
+        let bytes = encode_ingest(&TownshipId::new(""), &[], None);
         assert!(
             decode_command(&bytes)
                 .unwrap_err()
                 .to_string()
                 .contains("township_id is empty")
+        );
+    }
+
+    // Goal: a countersignature of the wrong length in a logged command is an error naming the
+    // field, never a panic.
+    // Method: an ingest batch whose countersignature has a 10-byte signature.
+    #[test]
+    fn malformed_countersignature_in_a_command_is_an_error() {
+        let bytes = pb::CountyCommand {
+            command: Some(pb::county_command::Command::Ingest(pb::IngestBatch {
+                township_id: "T01".into(),
+                sheets: vec![],
+                countersignature: Some(pb::Countersignature {
+                    key_id: vec![0; 16],
+                    signature: vec![0; 10],
+                }),
+            })),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            decode_command(&bytes).unwrap_err().to_string(),
+            "countersignature field signature is 10 bytes; an Ed25519 signature is 64"
         );
     }
 }

@@ -503,12 +503,12 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
 
 /// The worked example of `docs/signing.md`, asserted here so the document and the code agree.
 #[cfg(test)]
-mod golden {
+pub(crate) mod golden {
     use super::*;
     use tally_core::ids::{CandidateId, ContestId};
     use tally_core::sheet::{CandidateCount, CountClosedAt, Round, WriteIn};
 
-    fn tiny_sheet() -> TallySheet {
+    pub(crate) fn tiny_sheet() -> TallySheet {
         TallySheet {
             unit: UnitId::new("T01-U001"),
             contest: ContestId::new("T01-C01"),

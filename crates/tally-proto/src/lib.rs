@@ -13,6 +13,8 @@
 //! - [`envelope`]: [`SignedSheet`], [`sign`], [`verify`] and the signing message.
 //! - [`batch`]: [`verify_batch`], Ed25519 batch verification spread over all cores.
 //! - [`bundle`]: [`write_bundle`] and [`read_bundle`], many signed sheets in one file.
+//! - [`countersign`]: a township's [`Countersignature`] over a batch it forwards, and
+//!   [`verify_countersignature`].
 //! - [`county`]: the county coordinator's raft entry (a command) and snapshot image.
 //!
 //! The signing scheme is documented byte by byte in the proto file and in `docs/signing.md`,
@@ -21,6 +23,7 @@
 pub mod batch;
 pub mod bundle;
 pub mod convert;
+pub mod countersign;
 pub mod county;
 pub mod envelope;
 #[cfg(test)]
@@ -36,6 +39,10 @@ pub use bundle::{BUNDLE_RECORDS_MAX, read_bundle, write_bundle};
 pub use convert::{
     DecodeError, NAME_LEN_MAX, SIGNED_SHEET_BYTES_MAX, UNIX_SECONDS_MAX, UTC_OFFSET_MINUTES_MAX,
     decode_sheet, encode_sheet,
+};
+pub use countersign::{
+    BATCH_DOMAIN, CountersignError, Countersignature, batch_message, countersign,
+    verify_countersignature,
 };
 pub use envelope::{
     SIGNING_DOMAIN, SignedSheet, VerifiedSheet, VerifyError, decode_signed, encode_signed, sign,

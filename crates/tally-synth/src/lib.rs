@@ -5,15 +5,16 @@
 //!
 //! Everything is derived from a seed by a small deterministic generator (SplitMix64), so the
 //! same arguments always give byte-identical files: `examples/sample-county` is this
-//! generator's output and a test checks that it still is. Unit keys are derived from the seed
-//! too, which is fine for synthetic data and wrong for a real election (use `tally keygen`).
+//! generator's output and a test checks that it still is. Unit and township keys are derived
+//! from the seed too, which is fine for synthetic data and wrong for a real election (use
+//! `tally keygen`).
 
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
 use std::fmt::Write as _;
 use tally_core::apportion::{self, Bounds, Method, TieRule};
 use tally_core::congress::{LawRevision, Level, SeatRounding, congress_seats};
-use tally_core::ids::{CandidateId, ContestId, UnitId};
+use tally_core::ids::{CandidateId, ContestId, TownshipId, UnitId};
 use tally_core::sheet::{CandidateCount, CountClosedAt, Round, TallySheet, WriteIn, unix_seconds};
 
 /// What to generate.
@@ -126,6 +127,8 @@ pub struct GenTownship {
 pub struct Generated {
     pub params: GenParams,
     pub townships: Vec<GenTownship>,
+    /// Each township's countersigning key, in the order of `townships`.
+    pub township_keys: Vec<(TownshipId, SigningKey)>,
     pub contests: Vec<GenContest>,
     pub units: Vec<GenUnit>,
     /// Every sheet to submit, in a plausible arrival order: round 1, corrections, later rounds.
@@ -223,6 +226,18 @@ pub fn generate(params: &GenParams) -> Result<Generated> {
         .collect();
     let assigned: u64 = townships.iter().map(|t| t.population).sum();
     townships[0].population += params.population - assigned;
+    // Derived from the seed apart from `rng`, as unit keys are, so adding them changed no
+    // other generated number.
+    let township_keys: Vec<(TownshipId, SigningKey)> = townships
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                TownshipId::new(t.id.clone()),
+                SigningKey::from_bytes(&sha2_free_key::derive_township(params.seed, i as u64)),
+            )
+        })
+        .collect();
 
     // County congress seats, apportioned to townships by population, at least one each.
     let county_total = congress_seats(
@@ -378,6 +393,7 @@ pub fn generate(params: &GenParams) -> Result<Generated> {
     let mut generated = Generated {
         params: params.clone(),
         townships,
+        township_keys,
         contests,
         units,
         sheets: Vec::new(),
@@ -448,10 +464,21 @@ fn new_unit(
     }
 }
 
-/// Derives a unit's synthetic secret key from the seed. Not for real elections.
+/// Derives synthetic secret keys from the seed. Not for real elections.
 mod sha2_free_key {
+    /// A unit's key.
     pub fn derive(seed: u64, serial: u64) -> [u8; 32] {
-        let mut rng = super::Rng(seed ^ 0x005E_ED0F_4BE7 ^ serial.wrapping_mul(0x9E37_79B9));
+        from_state(seed ^ 0x005E_ED0F_4BE7 ^ serial.wrapping_mul(0x9E37_79B9))
+    }
+
+    /// A township's key: another constant than units', so the two streams do not meet (the
+    /// definition loader would refuse a township key equal to a unit's).
+    pub fn derive_township(seed: u64, serial: u64) -> [u8; 32] {
+        from_state(seed ^ 0x7057_5E4D_0C5B_0000 ^ serial.wrapping_mul(0x9E37_79B9))
+    }
+
+    fn from_state(state: u64) -> [u8; 32] {
+        let mut rng = super::Rng(state);
         let mut key = [0u8; 32];
         for chunk in key.chunks_mut(8) {
             chunk.copy_from_slice(&rng.next().to_le_bytes());
@@ -725,6 +752,8 @@ pub struct GeneratedFiles {
     pub units_csv: String,
     /// SAMPLE ONLY: the units' secret keys, so sheets can be signed again.
     pub unit_keys_csv: String,
+    /// SAMPLE ONLY: the townships' secret keys, so batches can be countersigned.
+    pub township_keys_csv: String,
 }
 
 fn csv_field(s: &str) -> String {
@@ -770,14 +799,24 @@ population = {population}
         county = p.county_name,
         population = p.population,
     );
-    let mut townships_csv = String::from("id,name,population\n");
-    for t in &g.townships {
+    let mut townships_csv = String::from("id,name,population,public_key\n");
+    let mut township_keys_csv = String::from(
+        "# SAMPLE ONLY: secret keys of fictional townships, published so anyone can countersign the sample.\ntownship,secret_key\n",
+    );
+    for (t, (_, key)) in g.townships.iter().zip(&g.township_keys) {
         let _ = writeln!(
             townships_csv,
-            "{},{},{}",
+            "{},{},{},{}",
             t.id,
             csv_field(&t.name),
-            t.population
+            t.population,
+            hex::encode(key.verifying_key().as_bytes())
+        );
+        let _ = writeln!(
+            township_keys_csv,
+            "{},{}",
+            t.id,
+            hex::encode(key.to_bytes())
         );
     }
     let mut contests_csv = String::from("id,level,township,name,seats,registered_voters\n");
@@ -822,6 +861,7 @@ population = {population}
         candidates_csv,
         units_csv,
         unit_keys_csv,
+        township_keys_csv,
     }
 }
 
@@ -850,4 +890,72 @@ pub fn definition(g: &Generated) -> Result<tally_core::definition::Definition> {
     };
     tally_core::definition::load("election.toml", &files.definition_toml, &mut read_sibling)
         .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> GenParams {
+        GenParams {
+            seed: 5,
+            county_name: "测试县".into(),
+            townships: 3,
+            population: 120_000,
+            voters_per_station: 2_000,
+            scenarios: false,
+        }
+    }
+
+    // Goal: every township gets its own countersigning key, the same for the same seed,
+    // registered in townships.csv and written to township-keys.csv, and a batch it
+    // countersigns verifies against the generated definition.
+    // Method: generate twice from one seed and once from another; load the definition; look
+    // each key up by id; countersign the first township's sheets and verify.
+    #[test]
+    fn township_keys_are_deterministic_and_registered() {
+        let g = generate(&small()).unwrap();
+        let again = generate(&small()).unwrap();
+        let other = generate(&GenParams { seed: 6, ..small() }).unwrap();
+        assert_eq!(g.township_keys.len(), g.townships.len());
+        for ((a, b), c) in g
+            .township_keys
+            .iter()
+            .zip(&again.township_keys)
+            .zip(&other.township_keys)
+        {
+            assert_eq!(a.0, b.0);
+            assert_eq!(a.1.to_bytes(), b.1.to_bytes());
+            assert_ne!(a.1.to_bytes(), c.1.to_bytes());
+        }
+
+        let definition = definition(&g).unwrap();
+        for (id, key) in &g.township_keys {
+            let key_id = tally_core::ids::KeyId::of(&key.verifying_key());
+            assert_eq!(&definition.township_by_key(&key_id).unwrap().id, id);
+        }
+        let files = files(&g);
+        assert!(
+            files
+                .townships_csv
+                .starts_with("id,name,population,public_key\n")
+        );
+        for (id, key) in &g.township_keys {
+            let line = format!("{id},{}\n", hex::encode(key.to_bytes()));
+            assert!(files.township_keys_csv.contains(&line), "{id}");
+        }
+
+        let (township, key) = &g.township_keys[0];
+        let signed: Vec<_> = sign_all(&g)
+            .into_iter()
+            .filter(|s| {
+                tally_proto::decode_sheet(&s.sheet)
+                    .is_ok_and(|sheet| sheet.unit.as_str().starts_with(township.as_str()))
+            })
+            .collect();
+        assert!(!signed.is_empty());
+        let countersignature = tally_proto::countersign(township, &signed, key);
+        tally_proto::verify_countersignature(&definition, township, &signed, &countersignature)
+            .unwrap();
+    }
 }

@@ -36,7 +36,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Make a signing key for a polling unit: writes the secret key file, prints the public key.
+    /// Make a signing key for a polling unit, or a township's countersigning key: writes the
+    /// secret key file, prints the public key.
     Keygen {
         /// Where to write the secret key (never overwritten).
         #[arg(long, short)]
@@ -418,6 +419,7 @@ pub fn write_generated(params: &GenParams, out: &Path) -> Result<String> {
     write("candidates.csv", files.candidates_csv.as_bytes())?;
     write("units.csv", files.units_csv.as_bytes())?;
     write("unit-keys.csv", files.unit_keys_csv.as_bytes())?;
+    write("township-keys.csv", files.township_keys_csv.as_bytes())?;
     let signed = synth::sign_all(&generated);
     write("sheets.sheets", &tally_proto::write_bundle(&signed))?;
     let mut notes = String::new();

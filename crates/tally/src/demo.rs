@@ -20,7 +20,9 @@ pub fn run(dir: Option<PathBuf>) -> Result<Outcome> {
     crate::say!("tally demo: the offline path on the built-in sample county\n");
 
     let started = Instant::now();
-    crate::say!("1. Generating the sample county (definition, unit keys, signed sheets)");
+    crate::say!(
+        "1. Generating the sample county (definition, unit and township keys, signed sheets)"
+    );
     crate::say!("   {}", write_generated(&GenParams::sample(), &county)?);
 
     crate::say!("2. Loading and checking the election definition");

@@ -701,6 +701,38 @@ fn gen_sample_reproduces_examples_sample_county() {
     }
 }
 
+// Goal: the township key files of both examples are the keys their definitions register, so
+// the examples' batches can be countersigned. Method: read small-town's keys/T0n.key and each
+// row of the sample county's township-keys.csv; find the township by the key's id.
+#[test]
+fn example_township_keys_match_their_definitions() {
+    use tally::files::{load_definition, read_secret_key};
+    use tally_core::ids::KeyId;
+    let key_id = |key: &ed25519_dalek::SigningKey| KeyId::of(&key.verifying_key());
+
+    let definition = load_definition(&small_town().join("election.toml")).unwrap();
+    for township in ["T01", "T02"] {
+        let key = read_secret_key(&small_town().join(format!("keys/{township}.key"))).unwrap();
+        let registered = definition.township_by_key(&key_id(&key));
+        assert_eq!(registered.map(|t| t.id.as_str()), Some(township));
+    }
+
+    let definition = load_definition(&sample_county().join("election.toml")).unwrap();
+    let keys = std::fs::read_to_string(sample_county().join("township-keys.csv")).unwrap();
+    let rows: Vec<(&str, &str)> = keys
+        .lines()
+        .filter(|l| !l.starts_with('#') && *l != "township,secret_key")
+        .map(|l| l.split_once(',').unwrap())
+        .collect();
+    assert_eq!(rows.len(), definition.townships.len());
+    for (township, secret) in rows {
+        let seed: [u8; 32] = hex::decode(secret).unwrap().try_into().unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let registered = definition.township_by_key(&key_id(&key));
+        assert_eq!(registered.map(|t| t.id.as_str()), Some(township));
+    }
+}
+
 // ---- Definition errors ----
 
 // Goal: a broken definition is refused, each problem named with file, line or record, and
