@@ -36,6 +36,7 @@
 //! | E207 | error | results | a sheet for a round no outcome has called for; not counted |
 //! | E208 | error | countersignature | the batch's countersignature does not verify |
 //! | E209 | error | countersignature | the countersigning key is not this township's registered key, or the township has none |
+//! | E210 | error | batch | the sheet's unit is not in the township that forwarded it |
 //! | W301 | warning | sheet | more ballots collected than issued: voids the whole contest (Art 44) |
 //! | W302 | warning | sheet | void ballots over `rules.void_ballots_warn_percent` of collected |
 //! | W303 | warning | sheet | ballots collected short of issued by more than `rules.issued_collected_gap_warn_percent` |
@@ -119,6 +120,8 @@ pub enum Code {
     BadCountersignature,
     #[serde(rename = "E209")]
     CountersignKeyNotTownships,
+    #[serde(rename = "E210")]
+    UnitOfAnotherTownship,
     #[serde(rename = "W301")]
     CollectedOverIssued,
     #[serde(rename = "W302")]
@@ -135,7 +138,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 33] = [
+    pub const ALL: [Code; 34] = [
         Code::BallotsNotBalanced,
         Code::BlankOverValid,
         Code::VotesOverValid,
@@ -163,6 +166,7 @@ impl Code {
         Code::RoundNotCalled,
         Code::BadCountersignature,
         Code::CountersignKeyNotTownships,
+        Code::UnitOfAnotherTownship,
         Code::CollectedOverIssued,
         Code::ManyVoidBallots,
         Code::IssuedCollectedGap,
@@ -200,6 +204,7 @@ impl Code {
             Code::RoundNotCalled => "E207",
             Code::BadCountersignature => "E208",
             Code::CountersignKeyNotTownships => "E209",
+            Code::UnitOfAnotherTownship => "E210",
             Code::CollectedOverIssued => "W301",
             Code::ManyVoidBallots => "W302",
             Code::IssuedCollectedGap => "W303",
@@ -253,6 +258,9 @@ impl Code {
             Code::BadCountersignature => "the batch's countersignature does not verify",
             Code::CountersignKeyNotTownships => {
                 "the countersigning key is not the township's registered key, or the township has none"
+            }
+            Code::UnitOfAnotherTownship => {
+                "the sheet's unit is not in the township that forwarded it"
             }
             Code::CollectedOverIssued => {
                 "more ballots collected than issued: the whole contest is void (Art 44)"

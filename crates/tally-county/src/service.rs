@@ -38,6 +38,8 @@ pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 pub const READ_DEADLINE: Duration = Duration::from_secs(3);
 /// How long an admin call waits to see its change applied.
 pub const ADMIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Batches of at most this many sheets are verified on the calling task.
+pub const CHECK_IN_PLACE_MAX: usize = 16;
 /// Default for `ReplicaRequest.max_lag` when promoting a learner.
 pub const PROMOTE_MAX_LAG: u64 = 100;
 
@@ -284,7 +286,7 @@ fn check_batch(
             refuse.push((
                 i,
                 refused(
-                    "E209",
+                    tally_core::validate::Code::UnitOfAnotherTownship.as_str(),
                     format!(
                         "unit {} belongs to township {}, not to {township}, which forwarded it; each township forwards only its own units' sheets",
                         verified.unit,
@@ -411,13 +413,45 @@ impl pb::county_server::County for CountyService {
                 Err(e) => outcomes[i] = Some(refused("E206", e.to_string(), [0; 32])),
             }
         }
+        // The township vouches for the batch as it sent it: every envelope, in order. A
+        // batch that does not carry a good countersignature is refused whole.
+        let countersignature = request
+            .countersignature
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "the batch carries no countersignature: township {township} signs each batch with its registered key (E209)"
+                ))
+            })
+            .and_then(|c| {
+                tally_proto::Countersignature::from_pb(c).map_err(|e| {
+                    Status::invalid_argument(format!("countersignature: {e}"))
+                })
+            })?;
+        if outcomes.iter().any(Option::is_some) {
+            return Err(Status::invalid_argument(
+                "an envelope of the batch does not decode, so the countersignature cannot cover it; the township must not forward it (E206)",
+            ));
+        }
+        tally_proto::verify_countersignature(
+            &shared.definition,
+            &township,
+            &signed,
+            &countersignature,
+        )
+        .map_err(|e| Status::permission_denied(format!("{}: {e}", e.code())))?;
         let definition = shared.definition.clone();
         let township_for_check = township.clone();
-        let (pass, refuse) = tokio::task::spawn_blocking(move || {
+        // A small batch is checked in place; a large one on the blocking pool, so it does not
+        // hold up other calls on this thread.
+        let (pass, refuse) = if signed.len() <= CHECK_IN_PLACE_MAX {
             check_batch(&definition, &township_for_check, signed)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("checking the batch failed: {e}")))?;
+        } else {
+            tokio::task::spawn_blocking(move || {
+                check_batch(&definition, &township_for_check, signed)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("checking the batch failed: {e}")))?
+        };
         for (i, o) in refuse {
             outcomes[positions[i]] = Some(o);
         }
@@ -426,11 +460,18 @@ impl pb::county_server::County for CountyService {
             ..Default::default()
         };
         if !pass.is_empty() {
+            // The countersignature covers the batch as sent; the log keeps it with the batch
+            // when every sheet of it is recorded, so it checks against the entry.
+            let countersignature = (pass.len() == n).then_some(countersignature);
             let sheets: Vec<SignedSheet> = pass.iter().map(|(_, s, _)| s.clone()).collect();
             let applied = within(
                 WRITE_DEADLINE,
                 "recording the batch",
-                shared.node.propose(Command::Ingest { township, sheets }),
+                shared.node.propose(Command::Ingest {
+                    township,
+                    sheets,
+                    countersignature,
+                }),
             )
             .await?;
             for ((i, signed, warnings), o) in pass.into_iter().zip(&applied.applied.outcomes) {
