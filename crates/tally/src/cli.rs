@@ -120,6 +120,8 @@ enum Command {
     /// Look at and administer the county cluster (as an operator).
     #[command(subcommand)]
     Cluster(crate::county_cmd::ClusterCommand),
+    /// Forward signed sheets to the county cluster as a township (countersigned batches).
+    Submit(crate::county_cmd::SubmitArgs),
     /// Run the offline path end to end on the built-in sample county.
     Demo {
         /// Where to keep the demo's files (default: a new folder under the system temp dir).
@@ -237,6 +239,7 @@ fn run(command: Command) -> Result<Outcome> {
         Command::Certs(args) => crate::certs_cmd::run(&args),
         Command::County { config } => crate::county_cmd::serve(&config),
         Command::Cluster(command) => crate::county_cmd::cluster(command),
+        Command::Submit(args) => crate::county_cmd::submit(args),
     }
 }
 

@@ -438,3 +438,351 @@ async fn status(
         Outcome::Findings
     })
 }
+
+/// `tally submit`: forward signed sheets to the county as a township (or, with a file of
+/// township keys, as each township whose units signed them: the demo, tests and benchmarks).
+#[derive(Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The election definition (to find each sheet's township).
+    #[arg(long, short)]
+    pub definition: PathBuf,
+    /// Submit as this township only, countersigning with --key.
+    #[arg(long, requires = "key", conflicts_with = "keys")]
+    pub township: Option<String>,
+    /// The township's secret key file (from `tally keygen`).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// A CSV of `township,secret_key` rows (as `tally gen` writes township-keys.csv): submit
+    /// every sheet as its unit's township.
+    #[arg(long, required_unless_present = "township")]
+    pub keys: Option<PathBuf>,
+    /// Sheets per batch (at most 4096).
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Batches in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Give up on a batch after this many seconds of retrying.
+    #[arg(long, default_value_t = 120)]
+    pub retry_for: u64,
+    #[arg(long, short, value_enum, default_value_t = crate::report::Format::Table)]
+    pub format: crate::report::Format,
+    /// Signed-sheet bundles (.sheets), or folders of them.
+    #[arg(required = true)]
+    pub sheets: Vec<PathBuf>,
+}
+
+/// One batch to send: its township, its sheets, and where each came from.
+struct Job {
+    township: tally_core::ids::TownshipId,
+    sheets: Vec<tally_proto::SignedSheet>,
+    sources: Vec<String>,
+}
+
+/// What became of everything submitted.
+#[derive(Default, serde::Serialize)]
+pub struct SubmitReport {
+    pub sheets: usize,
+    pub batches: usize,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub conflicts: usize,
+    pub superseded: usize,
+    pub refused: Vec<crate::intake::Refusal>,
+    /// Batches sent again after an unavailable replica, a new leader or a timeout.
+    pub retries: usize,
+    pub seconds: f64,
+    pub sheets_per_second: f64,
+    /// Latency of a batch from its first send to its answer, milliseconds.
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+    /// The chain head after the last batch the county answered.
+    pub chain_head: String,
+    pub log_index: u64,
+}
+
+fn township_keys(
+    args: &SubmitArgs,
+) -> Result<std::collections::HashMap<String, ed25519_dalek::SigningKey>> {
+    let mut keys = std::collections::HashMap::new();
+    if let (Some(township), Some(key)) = (&args.township, &args.key) {
+        keys.insert(township.clone(), crate::files::read_secret_key(key)?);
+        return Ok(keys);
+    }
+    let Some(path) = &args.keys else {
+        bail!("give --township and --key, or --keys");
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with("township,") {
+            continue;
+        }
+        let (township, secret) = line.split_once(',').ok_or_else(|| {
+            anyhow!(
+                "{} line {}: expected `township,secret_key`",
+                path.display(),
+                i + 1
+            )
+        })?;
+        let seed: [u8; 32] = hex::decode(secret.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} line {}: secret_key must be 64 hex digits",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+        keys.insert(
+            township.trim().to_owned(),
+            ed25519_dalek::SigningKey::from_bytes(&seed),
+        );
+    }
+    Ok(keys)
+}
+
+pub fn submit(args: SubmitArgs) -> Result<Outcome> {
+    if args.batch == 0 || args.batch > tally_county::command::INGEST_SHEETS_MAX {
+        bail!(
+            "--batch {}: a batch carries 1 to {} sheets",
+            args.batch,
+            tally_county::command::INGEST_SHEETS_MAX
+        );
+    }
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let definition = load_definition(&args.definition)?;
+    let keys = township_keys(&args)?;
+    let bundles = crate::cli::read_bundles(&args.sheets)?;
+    let mut report = SubmitReport::default();
+    // Group by township in file order; a sheet whose key no unit holds is refused here.
+    let mut groups: std::collections::BTreeMap<String, (Vec<_>, Vec<String>)> =
+        Default::default();
+    for (path, sheets) in bundles {
+        for (i, signed) in sheets.into_iter().enumerate() {
+            report.sheets += 1;
+            let source = format!("{} #{}", path.display(), i + 1);
+            let township = match (&args.township, definition.unit_by_key(&signed.key_id)) {
+                (Some(t), _) => t.clone(),
+                (None, Some(unit)) => unit.township.to_string(),
+                (None, None) => {
+                    report.refused.push(crate::intake::Refusal {
+                        source,
+                        sheet: String::new(),
+                        code: "E205".into(),
+                        message: "the signing key is no unit's in the definition; not sent".into(),
+                    });
+                    continue;
+                }
+            };
+            let group = groups.entry(township).or_default();
+            group.0.push(signed);
+            group.1.push(source);
+        }
+    }
+    let mut jobs = std::collections::VecDeque::new();
+    for (township, (sheets, sources)) in groups {
+        if !keys.contains_key(&township) {
+            bail!(
+                "no key for township {township} in {}; its sheets cannot be countersigned",
+                args.keys
+                    .as_ref()
+                    .map_or("--key".to_owned(), |p| p.display().to_string())
+            );
+        }
+        for (sheets, sources) in sheets.chunks(args.batch).zip(sources.chunks(args.batch)) {
+            jobs.push_back(Job {
+                township: tally_core::ids::TownshipId::new(&township),
+                sheets: sheets.to_vec(),
+                sources: sources.to_vec(),
+            });
+        }
+    }
+    report.batches = jobs.len();
+    let report = runtime()?.block_on(send_all(&args, keys, jobs, report))?;
+    print_submit(&report, args.format)?;
+    Ok(
+        if report.refused.is_empty() && report.conflicts == 0 {
+            Outcome::Clean
+        } else {
+            Outcome::Findings
+        },
+    )
+}
+
+async fn send_all(
+    args: &SubmitArgs,
+    keys: std::collections::HashMap<String, ed25519_dalek::SigningKey>,
+    jobs: std::collections::VecDeque<Job>,
+    mut report: SubmitReport,
+) -> Result<SubmitReport> {
+    // One channel per township and replica: each township speaks with its own certificate.
+    let mut channels = std::collections::HashMap::new();
+    for job in &jobs {
+        let t = job.township.to_string();
+        if channels.contains_key(&t) {
+            continue;
+        }
+        let identity = Identity::new(Role::Township, t.as_str())
+            .map_err(|e| anyhow!("township {t}: {e}"))?;
+        let files = TlsFiles::in_dir(&args.client.pki, &identity);
+        let mut per_server = Vec::new();
+        for address in &args.client.servers {
+            per_server.push(channel(&files, address)?);
+        }
+        channels.insert(t, per_server);
+    }
+    let channels = Arc::new(channels);
+    let keys = Arc::new(keys);
+    let jobs = Arc::new(std::sync::Mutex::new(jobs));
+    let started = std::time::Instant::now();
+    let retry_for = Duration::from_secs(args.retry_for);
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..args.concurrency {
+        let (channels, keys, jobs) = (channels.clone(), keys.clone(), jobs.clone());
+        workers.spawn(async move {
+            let mut done = Vec::new();
+            let mut server = worker;
+            loop {
+                let Some(job) = jobs.lock().unwrap().pop_front() else {
+                    return Ok::<_, anyhow::Error>(done);
+                };
+                let key = &keys[job.township.as_str()];
+                let request = pb::IngestRequest {
+                    township_id: job.township.to_string(),
+                    sheets: job.sheets.iter().map(|s| s.to_pb()).collect(),
+                    countersignature: Some(
+                        tally_proto::countersign(&job.township, &job.sheets, key).to_pb(),
+                    ),
+                };
+                let servers = &channels[job.township.as_str()];
+                let first = std::time::Instant::now();
+                let mut retries = 0;
+                let mut pause = Duration::from_millis(50);
+                let response = loop {
+                    let mut client = CountyClient::new(servers[server % servers.len()].clone())
+                        .max_decoding_message_size(64 << 20)
+                        .max_encoding_message_size(64 << 20);
+                    match client.ingest(request.clone()).await {
+                        Ok(r) => break r.into_inner(),
+                        Err(status)
+                            if matches!(
+                                status.code(),
+                                tonic::Code::Unavailable
+                                    | tonic::Code::DeadlineExceeded
+                                    | tonic::Code::Unknown
+                                    | tonic::Code::Cancelled
+                            ) && first.elapsed() < retry_for =>
+                        {
+                            tracing::debug!(error = %status.message(), "retrying a batch");
+                            retries += 1;
+                            server += 1;
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(2));
+                        }
+                        Err(status) => bail!(
+                            "township {}, batch from {}: {} ({:?})",
+                            job.township,
+                            job.sources[0],
+                            status.message(),
+                            status.code()
+                        ),
+                    }
+                };
+                done.push((job, response, first.elapsed(), retries));
+            }
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(result) = workers.join_next().await {
+        for (job, response, latency, retries) in result.context("a submitter failed")?? {
+            latencies.push(latency);
+            report.retries += retries;
+            if response.log_index >= report.log_index {
+                report.log_index = response.log_index;
+                report.chain_head = hex::encode(&response.chain_head);
+            }
+            for (outcome, source) in response.outcomes.iter().zip(&job.sources) {
+                use pb::sheet_outcome::Kind;
+                match Kind::try_from(outcome.kind).unwrap_or(Kind::Unspecified) {
+                    Kind::Accepted => report.accepted += 1,
+                    Kind::Duplicate => report.duplicates += 1,
+                    Kind::Superseded => report.superseded += 1,
+                    Kind::Conflict => {
+                        report.conflicts += 1;
+                        report.refused.push(crate::intake::Refusal {
+                            source: source.clone(),
+                            sheet: String::new(),
+                            code: "conflict".into(),
+                            message: outcome.message.clone(),
+                        });
+                    }
+                    Kind::Refused | Kind::Unspecified => {
+                        report.refused.push(crate::intake::Refusal {
+                            source: source.clone(),
+                            sheet: String::new(),
+                            code: outcome.code.clone(),
+                            message: outcome.message.clone(),
+                        })
+                    }
+                }
+            }
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.sheets_per_second = report.sheets as f64 / report.seconds.max(1e-9);
+    latencies.sort_unstable();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    report.latency_p50_ms = pick(0.50);
+    report.latency_p99_ms = pick(0.99);
+    report.latency_max_ms = pick(1.0);
+    Ok(report)
+}
+
+fn print_submit(report: &SubmitReport, format: crate::report::Format) -> Result<()> {
+    if format == crate::report::Format::Json {
+        say!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    say!(
+        "sent {} sheets in {} batches in {:.2} s ({:.0} sheets/s; batch latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} retries)",
+        report.sheets,
+        report.batches,
+        report.seconds,
+        report.sheets_per_second,
+        report.latency_p50_ms,
+        report.latency_p99_ms,
+        report.latency_max_ms,
+        report.retries
+    );
+    say!(
+        "accepted {}, duplicates {}, superseded {}, conflicts {}, refused {}",
+        report.accepted,
+        report.duplicates,
+        report.superseded,
+        report.conflicts,
+        report.refused.len() - report.conflicts
+    );
+    if !report.chain_head.is_empty() {
+        say!(
+            "county chain head {} at log index {}",
+            &report.chain_head[..16.min(report.chain_head.len())],
+            report.log_index
+        );
+    }
+    for r in &report.refused {
+        say!("  {} {}: {}", r.source, r.code, r.message);
+    }
+    Ok(())
+}
