@@ -23,6 +23,7 @@ use std::sync::Arc;
 use tally_core::definition::Definition;
 use tally_core::ledger::{ConflictRecord, Digest, Ledger, Submission};
 use tally_core::results::{ElectionResult, compute};
+use tally_core::validate::Code;
 use tally_proto::county::{StateImage, decode_image, encode_image};
 use tally_proto::{DecodeError, SignedSheet, VerifyError, decode_sheet};
 
@@ -151,9 +152,22 @@ impl CountyState {
             self.applied_index
         );
         let outcomes = match command {
-            Command::Ingest { sheets, .. } => sheets
+            Command::Ingest {
+                township, sheets, ..
+            } => sheets
                 .iter()
-                .map(|signed| self.record(index, signed))
+                .map(|signed| match self.definition.unit_by_key(&signed.key_id) {
+                    // Each township forwards only its own units' sheets; the leader checked,
+                    // and this cheap check keeps a wrong entry from counting anyway.
+                    Some(unit) if unit.township != *township => SheetOutcome::Refused {
+                        code: Code::UnitOfAnotherTownship.as_str(),
+                        message: format!(
+                            "unit {} belongs to township {}, not to {township}, which forwarded it",
+                            unit.id, unit.township
+                        ),
+                    },
+                    _ => self.record(index, signed),
+                })
                 .collect(),
         };
         self.applied_index = index;
@@ -491,6 +505,28 @@ mod tests {
 
     fn digest(signed: &SignedSheet) -> Digest {
         signed.digest()
+    }
+
+    // Goal: a sheet forwarded by a township other than its unit's is never recorded, even if
+    // a leader proposed it. Method: apply a batch as township "T9" holding a T1 unit's sheet;
+    // the outcome is E210, the chain stays empty, the applied index moves.
+    #[test]
+    fn a_sheet_of_another_townships_unit_is_refused() {
+        let mut state = CountyState::new(definition());
+        let applied = state.apply(
+            2,
+            &Command::Ingest {
+                township: TownshipId::new("T9"),
+                sheets: vec![signed(1, 1, 100)],
+                countersignature: None,
+            },
+        );
+        assert!(matches!(
+            &applied.outcomes[..],
+            [SheetOutcome::Refused { code: "E210", message }] if message.contains("T1-U1")
+        ));
+        assert_eq!(state.records().len(), 0);
+        assert_eq!(state.applied_index(), 2);
     }
 
     // Goal: a sheet is recorded exactly once: the same bytes again are a duplicate and leave

@@ -42,7 +42,12 @@ fn fixture() -> Fixture {
     })
     .expect("valid generator parameters");
     let definition = Arc::new(tally_synth::definition(&generated).expect("valid definition"));
-    let sheets = tally_synth::sign_all(&generated);
+    // One township's sheets: the state machine refuses a sheet forwarded by another
+    // township than its unit's, and any slice of these may form a batch.
+    let township = |s: &SignedSheet| definition.unit_by_key(&s.key_id).map(|u| u.township.clone());
+    let sheets: Vec<SignedSheet> = tally_synth::sign_all(&generated);
+    let first = township(&sheets[0]);
+    let sheets = sheets.into_iter().filter(|s| township(s) == first).collect();
     Fixture { definition, sheets }
 }
 
@@ -245,9 +250,15 @@ impl Cluster {
             return false;
         };
         // The state machine does not check countersignatures (the leader does, before it
-        // proposes), so the batches here, which mix townships, carry none.
+        // proposes), so the batches here carry none. It does refuse a sheet of another
+        // township's unit, so a batch goes as its first sheet's township (the fixture holds
+        // one township's sheets).
+        let township = sheets
+            .first()
+            .and_then(|s| self.definition.unit_by_key(&s.key_id))
+            .map_or_else(|| "T01".into(), |u| u.township.clone());
         let command = Command::Ingest {
-            township: "T01".into(),
+            township,
             sheets: sheets.to_vec(),
             countersignature: None,
         };
