@@ -25,8 +25,10 @@ use tonic::transport::{Channel, Endpoint};
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if std::env::var("TALLY_LOG_FORMAT").as_deref() == Ok("json") {
         let _ = builder.json().try_init();
@@ -180,6 +182,26 @@ pub enum ClusterCommand {
         #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
         format: crate::report::Format,
     },
+    /// The county's results as the cluster has them (linearizable unless --stale).
+    Results {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, default_value = "operator")]
+        operator: String,
+        /// Only this township's contests.
+        #[arg(long)]
+        township: Option<String>,
+        /// Only this contest.
+        #[arg(long)]
+        contest: Option<String>,
+        /// Read the replica's own state without asking the leader (may be behind; works
+        /// without a majority).
+        #[arg(long)]
+        stale: bool,
+        /// json prints the full result (rounds, votes needed, further-election lists).
+        #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
+        format: crate::report::Format,
+    },
     /// Add a replica as a learner; promote it when it has caught up.
     Add {
         #[command(flatten)]
@@ -233,6 +255,23 @@ pub fn cluster(command: ClusterCommand) -> Result<Outcome> {
                 operator,
                 format,
             } => status(&client, &operator_files(&client.pki, &operator)?, format).await,
+            ClusterCommand::Results {
+                client,
+                operator,
+                township,
+                contest,
+                stale,
+                format,
+            } => {
+                let files = operator_files(&client.pki, &operator)?;
+                let request = pb::ResultsRequest {
+                    township_id: township.unwrap_or_default(),
+                    contest_id: contest.unwrap_or_default(),
+                    stale,
+                    min_interval_ms: 0,
+                };
+                cluster_results(&client, &files, request, format).await
+            }
             ClusterCommand::Add {
                 client,
                 operator,
@@ -312,6 +351,102 @@ where
         }
     }
     bail!("no replica could take the call:\n  {}", errors.join("\n  "))
+}
+
+async fn cluster_results(
+    client: &ClientArgs,
+    files: &TlsFiles,
+    request: pb::ResultsRequest,
+    format: crate::report::Format,
+) -> Result<Outcome> {
+    let mut errors = Vec::new();
+    let mut response = None;
+    for address in &client.servers {
+        let mut county = CountyClient::new(channel(files, address)?)
+            .max_decoding_message_size(1 << 30);
+        match county.results(request.clone()).await {
+            Ok(r) => {
+                response = Some(r.into_inner());
+                break;
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                errors.push(format!("{address}: {}", status.message()))
+            }
+            Err(status) => bail!("{address}: {}", status.message()),
+        }
+    }
+    let Some(r) = response else {
+        bail!(
+            "no replica could answer:\n  {}\n(--stale reads a replica's own state without a majority)",
+            errors.join("\n  ")
+        );
+    };
+    match format {
+        crate::report::Format::Json => say!("{}", r.result_json),
+        crate::report::Format::Table | crate::report::Format::Csv => {
+            use crate::table::Align::{Left, Right};
+            let mut table = Table::new(&[
+                ("contest", Left),
+                ("name", Left),
+                ("seats", Right),
+                ("units", Right),
+                ("status", Left),
+                ("elected (votes)", Left),
+            ]);
+            for c in &r.contests {
+                let mut elected: Vec<String> = c
+                    .elected
+                    .iter()
+                    .map(|e| format!("{} ({})", e.name, crate::table::thousands(e.votes)))
+                    .collect();
+                if c.vacancies > 0 {
+                    elected.push(format!("{} seat(s) vacant", c.vacancies));
+                }
+                table.row(vec![
+                    c.contest_id.clone(),
+                    c.name.clone(),
+                    format!("{}/{}", c.seats_filled, c.seats),
+                    format!("{}/{}", c.units_reported, c.units_expected),
+                    c.status.clone(),
+                    elected.join(", "),
+                ]);
+            }
+            if format == crate::report::Format::Csv {
+                say_part!("{}", table.to_csv());
+                return Ok(Outcome::Clean);
+            }
+            say!("{} — replica {}, log index {}, {} sheets in the chain, head {}", r.election, r.replica_id, r.log_index, r.chain_length, hex::encode(&r.chain_head[..r.chain_head.len().min(8)]));
+            if let Some(county) = &r.county {
+                say!(
+                    "county: {} of {} contests decided, {} of {} seats filled, {} of {} unit reports in, turnout {}",
+                    county.contests_decided,
+                    county.contests_total,
+                    county.seats_filled,
+                    county.seats_total,
+                    crate::table::thousands(county.units_reported),
+                    crate::table::thousands(county.units_expected),
+                    crate::table::percent(county.voted, county.registered_voters)
+                );
+            }
+            say_part!("{}", table.render());
+            for c in &r.conflicts {
+                say!(
+                    "conflict: unit {} contest {} round {} version {}: counted sheet {}, conflicting sheet {} (log index {}) — not counted; the committee decides",
+                    c.unit_id, c.contest_id, c.round, c.version, &c.counted_digest[..16.min(c.counted_digest.len())], &c.conflicting_digest[..16.min(c.conflicting_digest.len())], c.log_index
+                );
+            }
+        }
+    }
+    Ok(if r.conflicts.is_empty() {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
 }
 
 async fn status(
