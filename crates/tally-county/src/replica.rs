@@ -155,6 +155,12 @@ pub struct Replica {
     /// its context, answers it (numbers restart with the process; indexes do not repeat).
     proposals_in_flight: HashMap<u64, u64>,
     options: Options,
+    /// Ticks since the replica opened, and the tick each peer's latest message arrived at:
+    /// raft's own `recent_active` is cleared at every quorum check (each election timeout)
+    /// until the peer answers again, so alone it shows a healthy peer as silent for the
+    /// moments after each check.
+    ticks: u64,
+    heard_at_tick: HashMap<u64, u64>,
 }
 
 fn bad_entry(entry: &Entry, message: String) -> ReplicaError {
@@ -219,6 +225,8 @@ impl Replica {
             pending_reads: Vec::new(),
             proposals_in_flight: HashMap::new(),
             options,
+            ticks: 0,
+            heard_at_tick: HashMap::new(),
         })
     }
 
@@ -246,11 +254,13 @@ impl Replica {
 
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
+        self.ticks += 1;
         self.raw.tick();
     }
 
     /// Feeds a message from a peer. Messages from unknown or removed peers are dropped by raft.
     pub fn step(&mut self, message: Message) -> Result<(), ReplicaError> {
+        self.heard_at_tick.insert(message.from, self.ticks);
         match self.raw.step(message) {
             // A message for a stale term or from a peer no longer in the group is expected.
             Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
@@ -509,7 +519,10 @@ impl Replica {
                         raft::ProgressState::Replicate => "replicate",
                         raft::ProgressState::Snapshot => "snapshot",
                     },
-                    recent_active: pr.recent_active,
+                    recent_active: pr.recent_active
+                        || self.heard_at_tick.get(id).is_some_and(|&heard| {
+                            self.ticks - heard <= ELECTION_TICKS as u64
+                        }),
                     voter: conf.voters.contains(id),
                 })
                 .collect();

@@ -38,13 +38,13 @@ pub struct ReplicaSetup {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("data directory {dir}: {source}")]
+    #[error("data_dir {dir}: {source}")]
     Storage {
         dir: PathBuf,
         #[source]
         source: StorageError,
     },
-    #[error("data directory {dir}: {source}")]
+    #[error("data_dir {dir}: {source}")]
     Replica {
         dir: PathBuf,
         #[source]
@@ -111,7 +111,13 @@ pub fn open(setup: ReplicaSetup) -> Result<Opened, ServeError> {
         dir: dir.clone(),
         source,
     })?;
-    let shared = Shared::new(node.clone(), setup.definition, setup.dialer, storage)
+    let shared = Shared::new(
+        node.clone(),
+        setup.definition,
+        setup.dialer,
+        storage,
+        setup.tick,
+    )
         .map_err(storage_error)?;
     Ok(Opened {
         node,

@@ -53,6 +53,10 @@ pub struct Shared {
     results: Mutex<Option<Arc<ResultsAt>>>,
     /// Each peer's data directory incarnation, as first seen.
     incarnations: Mutex<HashMap<u64, [u8; INCARNATION_BYTES]>>,
+    /// When a raft batch last arrived from each peer.
+    heard: Mutex<HashMap<u64, tokio::time::Instant>>,
+    /// A peer not heard from for this long is reported unreachable (two election timeouts).
+    silence_max: Duration,
 }
 
 const INCARNATION_RECORD: &str = "incarnation/";
@@ -70,6 +74,7 @@ impl Shared {
         definition: Arc<Definition>,
         dialer: Arc<dyn Dialer>,
         storage: DiskStorage,
+        tick: Duration,
     ) -> Result<Arc<Shared>, crate::storage::StorageError> {
         let mut incarnations = HashMap::new();
         for (key, value) in storage.node_records(INCARNATION_RECORD)? {
@@ -87,11 +92,27 @@ impl Shared {
             storage,
             results: Mutex::new(None),
             incarnations: Mutex::new(incarnations),
+            heard: Mutex::new(HashMap::new()),
+            silence_max: tick * (2 * crate::replica::ELECTION_TICKS as u32),
         }))
     }
 
     fn status(&self) -> Arc<NodeStatus> {
         self.node.status().borrow().clone()
+    }
+
+    /// The Status call's answer: the driver's status and when each peer was last heard.
+    pub fn status_response(&self) -> pb::StatusResponse {
+        let mut response = status_response(&self.status());
+        let heard = self.heard.lock().unwrap();
+        for peer in &mut response.peers {
+            if let Some(at) = heard.get(&peer.replica_id) {
+                let silence = at.elapsed();
+                peer.last_heard_ms = (silence.as_millis() as u64).max(1);
+                peer.reachable = silence <= self.silence_max;
+            }
+        }
+        response
     }
 
     /// The results as of this replica's applied index (computed in the driver, once per
@@ -562,7 +583,7 @@ impl pb::county_server::County for CountyService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let caller = peer_identity(&request)?;
         require(&caller, &[Role::Operator, Role::Township, Role::Replica])?;
-        Ok(Response::new(status_response(&self.shared.status())))
+        Ok(Response::new(self.shared.status_response()))
     }
 }
 
@@ -725,6 +746,8 @@ fn results_response(at: &ResultsAt, filter: &Filter, replica: u64) -> pb::Result
     }
 }
 
+/// The Status answer from the driver's status alone (peers' `last_heard_ms` and `reachable`
+/// are filled in by [`Shared::status_response`]).
 pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
     let last = s.last_index;
     pb::StatusResponse {
@@ -749,7 +772,8 @@ pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
                 lag: last.saturating_sub(p.matched),
                 state: p.state.to_owned(),
                 voter: p.voter,
-                recent_active: p.recent_active,
+                last_heard_ms: 0,
+                reachable: false,
             })
             .collect(),
         chain_head: s.chain.head.to_vec(),
@@ -1012,6 +1036,11 @@ impl pb::raft_server::Raft for RaftService {
                 )));
             }
             self.shared.check_incarnation(peer, &batch.incarnation)?;
+            self.shared
+                .heard
+                .lock()
+                .unwrap()
+                .insert(peer, tokio::time::Instant::now());
             let mut messages = Vec::with_capacity(batch.messages.len());
             for bytes in &batch.messages {
                 // Parsed only after the sender proved it is a replica of this county (see

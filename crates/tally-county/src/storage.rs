@@ -88,6 +88,10 @@ pub enum StorageError {
     #[error("storage database: {0}")]
     Database(#[from] redb::Error),
     #[error(
+        "{path} is in use by another process (is this replica already running?); stop it first, or give this replica its own data_dir"
+    )]
+    InUse { path: PathBuf },
+    #[error(
         "the data directory {dir} belongs to cluster {stored_cluster:?} replica {stored_replica}, not to cluster {cluster:?} replica {replica}; check the configuration, or give a new replica an empty directory and a new id"
     )]
     IdentityMismatch {
@@ -224,7 +228,12 @@ impl DiskStorage {
             path: dir.to_owned(),
             source,
         })?;
-        let database = Database::create(dir.join(DATABASE_FILE)).map_err(db)?;
+        let database = Database::create(dir.join(DATABASE_FILE)).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::InUse {
+                path: dir.join(DATABASE_FILE),
+            },
+            e => db(e),
+        })?;
         let mut txn = database.begin_write().map_err(db)?;
         txn.set_durability(Durability::Immediate).map_err(db)?;
         let cache = {

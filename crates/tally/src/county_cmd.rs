@@ -37,6 +37,9 @@ pub fn init_logging() {
     }
 }
 
+/// How long calls in progress may take to finish once a replica is told to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -114,10 +117,24 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
             .context("TLS configuration")?
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)));
-        server::router(server, opened.shared)
-            .serve_with_incoming_shutdown(incoming, shutdown_signal())
-            .await
-            .context("the gRPC server failed")?;
+        // On SIGTERM or Ctrl-C stop taking calls, give calls in progress a moment, then stop:
+        // the other replicas' raft streams never end by themselves.
+        let (stopping, stop) = tokio::sync::oneshot::channel::<()>();
+        let serve = server::router(server, opened.shared).serve_with_incoming_shutdown(
+            incoming,
+            async move {
+                shutdown_signal().await;
+                tracing::info!(replica = config.replica_id, "stopping");
+                let _ = stopping.send(());
+            },
+        );
+        tokio::select! {
+            served = serve => served.context("the gRPC server failed")?,
+            _ = async {
+                let _ = stop.await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {}
+        }
         tracing::info!(replica = config.replica_id, "stopped");
         Ok(Outcome::Clean)
     })
@@ -493,8 +510,11 @@ async fn status(
         None => problems.push("no replica is the leader: the cluster cannot accept sheets".to_owned()),
         Some(l) => {
             for p in &l.peers {
-                if !p.recent_active {
-                    problems.push(format!("replica {} has not been heard from recently", p.replica_id));
+                if !p.reachable {
+                    problems.push(match p.last_heard_ms {
+                        0 => format!("replica {} has not been heard from since the leader started", p.replica_id),
+                        ms => format!("replica {} has not been heard from for {:.1} s", p.replica_id, ms as f64 / 1000.0),
+                    });
                 } else if p.lag > 1000 {
                     problems.push(format!("replica {} lags {} entries behind", p.replica_id, p.lag));
                 }
