@@ -83,7 +83,8 @@ pub(crate) enum Input {
 pub struct NodeStatus {
     pub id: u64,
     pub cluster_id: String,
-    /// `leader`, `follower`, `candidate`, `pre-candidate` or `learner`.
+    /// `leader`, `follower`, `candidate`, `pre-candidate`, `learner`, `joining` (waiting to be
+    /// added and sent a snapshot) or `removed` (no longer a member).
     pub role: &'static str,
     pub term: u64,
     pub leader: Option<u64>,
@@ -450,8 +451,12 @@ impl Driver {
     fn status(&self) -> NodeStatus {
         let s = self.replica.status();
         let state = self.replica.state();
-        let role = if s.learners.contains(&s.id) {
+        let role = if s.voters.is_empty() && s.learners.is_empty() {
+            "joining"
+        } else if s.learners.contains(&s.id) {
             "learner"
+        } else if !s.voters.contains(&s.id) {
+            "removed"
         } else {
             match s.role {
                 raft::StateRole::Leader => "leader",
@@ -470,8 +475,8 @@ impl Driver {
             applied_index: s.applied_index,
             first_index: s.first_index,
             last_index: s.last_index,
-            voters: s.voters,
-            learners: s.learners,
+            voters: sorted(s.voters),
+            learners: sorted(s.learners),
             progress: s.progress,
             chain: state.chain_head(),
             sheets_counted: state.ledger().len() as u64,
@@ -481,6 +486,11 @@ impl Driver {
             stopped: None,
         }
     }
+}
+
+fn sorted(mut ids: Vec<u64>) -> Vec<u64> {
+    ids.sort_unstable();
+    ids
 }
 
 fn propose_error(e: ProposeError) -> WriteError {
