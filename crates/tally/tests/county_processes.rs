@@ -1,0 +1,667 @@
+//! End-to-end test of the county coordinator as operators run it: three `tally county`
+//! processes on 127.0.0.1, each with its own data folder, fed by `tally submit` and watched
+//! with `tally cluster status`, while the test kills and restarts the leader's process.
+//!
+//! Every wait polls its condition with a deadline; a wait that runs out panics with the tail
+//! of each replica's log. Every process the test starts is killed when the test ends, passed
+//! or failed.
+
+use serde_json::Value;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tally_net::{Identity, Role, TlsFiles};
+use tally_rpc::pb;
+use tally_rpc::pb::county_client::CountyClient;
+use tempfile::TempDir;
+use tonic::transport::Endpoint;
+
+const REPLICAS: [u64; 3] = [1, 2, 3];
+/// A short raft tick, so an election (10 to 20 ticks) takes well under a second.
+const TICK_MS: u64 = 30;
+/// The fewest entries a replica keeps before compacting its log into a snapshot, so the
+/// ingest (some 330 entries) compacts it several times and the restarted replica, whose
+/// log the leader has compacted away meanwhile, catches up from a snapshot.
+const COMPACT_AFTER_ENTRIES: u64 = 100;
+/// The generated county: 18 townships of 4,000,000 people give 5,166 signed sheets (two per
+/// unit), enough that ingest in batches of 16 takes several seconds.
+const COUNTY_POPULATION: u64 = 4_000_000;
+const COUNTY_SEED: u64 = 7;
+const SUBMIT_BATCH: usize = 16;
+const SUBMIT_CONCURRENCY: usize = 4;
+/// The leader is killed once this share (per mille) of the sheets is counted: early enough
+/// that the other two compact their logs past the killed one's while the ingest goes on.
+const KILL_AFTER_COUNTED_PER_MILLE: u64 = 150;
+/// Entries the leader may append between the status that names it and its kill (a status
+/// call takes tens of milliseconds; the ingest appends some 50 entries a second).
+const KILLED_LOG_GROWTH_MAX: u64 = 20;
+
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+const CLUSTER_READY_DEADLINE: Duration = Duration::from_secs(15);
+const SUBMIT_DEADLINE: Duration = Duration::from_secs(45);
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(15);
+const RESULTS_DEADLINE: Duration = Duration::from_secs(20);
+/// Times the settled cluster's status is read, each of which must be healthy.
+const HEALTHY_LOOKS: usize = 10;
+/// Lines of each replica's log shown when a check fails.
+const LOG_TAIL_LINES: usize = 40;
+
+/// The `tally` binary built for these tests.
+fn tally() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+    // Plain log lines (no colour codes) in the files a failure prints.
+    command.env("NO_COLOR", "1").env("TALLY_LOG", "info");
+    command
+}
+
+/// Runs `tally` in `cwd` to its end; the commands run this way finish in seconds.
+fn run(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = tally()
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the tally binary runs");
+    (
+        // A run killed by a signal has no code; report it as -1 so an assertion shows it.
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    )
+}
+
+/// Free ports on 127.0.0.1: bound to port 0, read, and let go for the replicas to bind.
+fn free_ports() -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = REPLICAS
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
+}
+
+/// A process that is killed (SIGKILL) and reaped when dropped, so a failing test leaves no
+/// process behind.
+struct Process(Child);
+
+impl Process {
+    /// How it ended, or `None` while it runs.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0
+            .try_wait()
+            .expect("a child process can be waited for")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Three `tally county` processes in a temporary folder, with the generated county, the PKI
+/// and one config per replica.
+struct Cluster {
+    dir: TempDir,
+    addresses: Vec<String>,
+    /// Indexed by replica id - 1; `None` while the replica is down.
+    processes: Vec<Option<Process>>,
+}
+
+impl Cluster {
+    /// Generates the county and the certificates, writes the configs and starts the replicas.
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder can be made");
+        let population = COUNTY_POPULATION.to_string();
+        let seed = COUNTY_SEED.to_string();
+        let (code, stdout, stderr) = run(
+            dir.path(),
+            &[
+                "gen",
+                "--out",
+                "county",
+                "--population",
+                &population,
+                "--seed",
+                &seed,
+                "--no-scenarios",
+            ],
+        );
+        assert_eq!(code, 0, "tally gen: {stdout}{stderr}");
+        let (code, stdout, stderr) = run(
+            dir.path(),
+            &[
+                "certs",
+                "--out",
+                "pki",
+                "--definition",
+                "county/election.toml",
+                "--hosts",
+                "127.0.0.1,localhost",
+            ],
+        );
+        assert_eq!(code, 0, "tally certs: {stdout}{stderr}");
+
+        let addresses: Vec<String> = free_ports()
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let peers: String = REPLICAS
+            .iter()
+            .zip(&addresses)
+            .map(|(id, address)| format!("{id} = \"{address}\"\n"))
+            .collect();
+        for (id, address) in REPLICAS.iter().zip(&addresses) {
+            let config = format!(
+                "cluster_id = \"process-test\"\n\
+                 replica_id = {id}\n\
+                 listen = \"{address}\"\n\
+                 advertise = \"{address}\"\n\
+                 data_dir = \"data/replica-{id}\"\n\
+                 definition = \"county/election.toml\"\n\
+                 initial_voters = [1, 2, 3]\n\
+                 \n[peers]\n{peers}\n\
+                 [tls]\n\
+                 ca = \"pki/ca.pem\"\n\
+                 cert = \"pki/replica-{id}.pem\"\n\
+                 key = \"pki/replica-{id}.key\"\n\
+                 \n[raft]\n\
+                 tick_ms = {TICK_MS}\n\
+                 compact_after_entries = {COMPACT_AFTER_ENTRIES}\n"
+            );
+            std::fs::write(dir.path().join(format!("replica-{id}.toml")), config)
+                .expect("the config can be written");
+        }
+        let mut cluster = Cluster {
+            dir,
+            addresses,
+            processes: REPLICAS.iter().map(|_| None).collect(),
+        };
+        for id in REPLICAS {
+            cluster.start_replica(id);
+        }
+        cluster
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn servers(&self) -> String {
+        self.addresses.join(",")
+    }
+
+    fn log_path(&self, id: u64) -> PathBuf {
+        self.path().join(format!("replica-{id}.log"))
+    }
+
+    /// Starts (or restarts) replica `id` with its config; its log is appended to its file.
+    fn start_replica(&mut self, id: u64) {
+        use std::io::Write;
+        let mut log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("the log file opens");
+        writeln!(log, "--- tally county --config replica-{id}.toml ---").unwrap();
+        let child = tally()
+            .args(["county", "--config", &format!("replica-{id}.toml")])
+            .current_dir(self.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tally county starts");
+        self.processes[index(id)] = Some(Process(child));
+    }
+
+    /// Kills replica `id` with SIGKILL: no shutdown, no flush beyond what it already did.
+    fn kill_replica(&mut self, id: u64) {
+        let mut process = self.processes[index(id)]
+            .take()
+            .unwrap_or_else(|| panic!("replica {id} is not running"));
+        process.0.kill().expect("the replica can be killed");
+        process.0.wait().expect("the killed replica is reaped");
+    }
+
+    /// The last lines of every replica's log, for a failure message.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for id in REPLICAS {
+            let text = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            out.push_str(&format!(
+                "\n--- replica {id} log (last {} lines)\n{}",
+                tail.len(),
+                tail.join("\n")
+            ));
+        }
+        out
+    }
+
+    /// Panics with `message` and the replicas' logs.
+    fn fail(&self, message: &str) -> ! {
+        panic!("{message}\n{}", self.logs())
+    }
+
+    /// Polls `check` until it gives a value, at most `deadline`; `what` names the condition.
+    fn wait_for<T>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut check: impl FnMut() -> Result<T, String>,
+    ) -> T {
+        let started = Instant::now();
+        loop {
+            match check() {
+                Ok(value) => return value,
+                Err(last) if started.elapsed() > deadline => self.fail(&format!(
+                    "timed out after {deadline:?} waiting for {what}; last seen: {last}"
+                )),
+                Err(_) => std::thread::sleep(POLL_INTERVAL),
+            }
+        }
+    }
+
+    /// `tally cluster status --format json`: the replicas as they answer, and the problems
+    /// it names (exit 3 when there are any).
+    fn status(&self) -> Result<Status, String> {
+        let (code, stdout, stderr) = run(
+            self.path(),
+            &[
+                "cluster",
+                "status",
+                "--servers",
+                &self.servers(),
+                "--pki",
+                "pki",
+                "--format",
+                "json",
+            ],
+        );
+        if code != 0 && code != 3 {
+            return Err(format!("exit {code}: {stdout}{stderr}"));
+        }
+        let json: Value = serde_json::from_str(&stdout)
+            .map_err(|e| format!("status is not JSON ({e}): {stdout}"))?;
+        let replicas = json["replicas"]
+            .as_array()
+            .ok_or_else(|| format!("no replicas in {json}"))?
+            .clone();
+        let problems = json["problems"]
+            .as_array()
+            .ok_or_else(|| format!("no problems list in {json}"))?
+            .iter()
+            .map(|p| p.as_str().unwrap_or_default().to_owned())
+            .collect();
+        Ok(Status {
+            code,
+            replicas,
+            problems,
+            text: stdout,
+        })
+    }
+
+    /// Waits until the cluster is healthy (exit 0), all three replicas answer, agree on one
+    /// leader and have applied the same index with the same chain head; returns that state.
+    fn converged(&self, what: &str, deadline: Duration) -> Converged {
+        self.wait_for(what, deadline, || {
+            let status = self.status()?;
+            if status.code != 0 || status.replicas.len() != REPLICAS.len() {
+                return Err(status.text);
+            }
+            let field = |name: &str| -> Vec<Value> {
+                status.replicas.iter().map(|r| r[name].clone()).collect()
+            };
+            let all_same = |values: &[Value]| values.iter().all(|v| *v == values[0]);
+            let (applied, heads, lengths, leaders) = (
+                field("applied_index"),
+                field("chain_head"),
+                field("chain_length"),
+                field("leader"),
+            );
+            let leader = leaders[0].as_u64().unwrap_or(0);
+            if leader == 0
+                || !all_same(&leaders)
+                || !all_same(&applied)
+                || !all_same(&heads)
+                || !all_same(&lengths)
+                || field("commit_index") != applied
+            {
+                return Err(status.text);
+            }
+            Ok(Converged {
+                applied_index: applied[0].as_u64().expect("applied_index is a number"),
+                chain_head: heads[0].as_str().expect("chain_head is hex").to_owned(),
+                chain_length: lengths[0].as_u64().expect("chain_length is a number"),
+            })
+        })
+    }
+
+    /// Starts `tally submit` of the county's sheets in the background, the JSON report to a
+    /// file named `report`.
+    fn submit(&self, report: &str) -> Submit {
+        let stdout = File::create(self.path().join(report)).expect("the report file");
+        let stderr = File::create(self.path().join(format!("{report}.err"))).expect("a file");
+        let child = tally()
+            .args([
+                "submit",
+                "--servers",
+                &self.servers(),
+                "--pki",
+                "pki",
+                "-d",
+                "county/election.toml",
+                "--keys",
+                "county/township-keys.csv",
+                "--batch",
+                &SUBMIT_BATCH.to_string(),
+                "--concurrency",
+                &SUBMIT_CONCURRENCY.to_string(),
+                "--format",
+                "json",
+                "county/sheets.sheets",
+            ])
+            .current_dir(self.path())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("tally submit starts");
+        Submit {
+            process: Process(child),
+            report: report.to_owned(),
+        }
+    }
+
+    /// Waits for a submit to end; it must succeed. Returns its JSON report.
+    fn finish(&self, mut submit: Submit) -> Value {
+        let exit = self.wait_for("tally submit to end", SUBMIT_DEADLINE, || {
+            match submit.process.exited() {
+                Some(exit) => Ok(exit),
+                None => Err("still running".to_owned()),
+            }
+        });
+        let stdout = std::fs::read_to_string(self.path().join(&submit.report)).unwrap();
+        let stderr =
+            std::fs::read_to_string(self.path().join(format!("{}.err", submit.report))).unwrap();
+        if !exit.success() {
+            self.fail(&format!(
+                "tally submit failed ({exit}):\n{stdout}\n--- stderr\n{stderr}"
+            ));
+        }
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| self.fail(&format!("the report is not JSON ({e}): {stdout}")))
+    }
+
+    /// The county's results by the Results RPC, linearizable (not `stale`), as an operator.
+    fn results(&self) -> pb::ResultsResponse {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let identity = Identity::new(Role::Operator, "operator").expect("a valid name");
+        let (tls, _) = TlsFiles::in_dir(&self.path().join("pki"), &identity)
+            .client_tls("127.0.0.1")
+            .expect("the operator's files load");
+        self.wait_for("the Results RPC", RESULTS_DEADLINE, || {
+            runtime.block_on(async {
+                let mut errors = Vec::new();
+                for address in &self.addresses {
+                    let channel = Endpoint::from_shared(format!("https://{address}"))
+                        .expect("a valid URI")
+                        .tls_config(tls.clone())
+                        .expect("a valid TLS config")
+                        .connect_timeout(Duration::from_secs(3))
+                        .timeout(Duration::from_secs(10))
+                        .connect_lazy();
+                    // The whole county's results JSON is several megabytes.
+                    let mut client = CountyClient::new(channel).max_decoding_message_size(64 << 20);
+                    match client.results(pb::ResultsRequest::default()).await {
+                        Ok(response) => return Ok(response.into_inner()),
+                        Err(status) => errors.push(format!("{address}: {status}")),
+                    }
+                }
+                Err(errors.join("; "))
+            })
+        })
+    }
+}
+
+fn index(id: u64) -> usize {
+    usize::try_from(id - 1).expect("a replica id is small")
+}
+
+/// One `tally cluster status --format json`.
+struct Status {
+    code: i32,
+    replicas: Vec<Value>,
+    problems: Vec<String>,
+    text: String,
+}
+
+impl Status {
+    /// The replica that says it is the leader.
+    fn leader(&self) -> Option<Leader> {
+        let number = |r: &Value, field: &str| {
+            r[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{field} is not a number in {r}"))
+        };
+        self.replicas
+            .iter()
+            .find(|r| r["role"] == "leader")
+            .map(|r| Leader {
+                id: number(r, "replica"),
+                sheets_counted: number(r, "sheets_counted"),
+                first_index: number(r, "first_index"),
+                last_index: number(r, "last_index"),
+            })
+    }
+}
+
+/// The leader's view of its own log and count.
+struct Leader {
+    id: u64,
+    sheets_counted: u64,
+    /// The first entry still in its log; those before it are compacted into its snapshot.
+    first_index: u64,
+    last_index: u64,
+}
+
+/// What all three replicas agree on.
+#[derive(Debug)]
+struct Converged {
+    applied_index: u64,
+    chain_head: String,
+    chain_length: u64,
+}
+
+/// A `tally submit` running in the background.
+struct Submit {
+    process: Process,
+    report: String,
+}
+
+fn count(report: &Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is not a count in {report}"))
+}
+
+// Goal: a county of three replica processes loses its leader to SIGKILL in the middle of
+// ingest and still counts every sheet exactly once: `tally submit` finishes without a refusal,
+// the chain holds each sheet once, the replicas converge (the restarted one included), the
+// county's results equal the offline count of the same sheets, and a second submit of
+// everything changes nothing. Method: generate a county of 5,166 sheets; start three
+// `tally county` processes (tick 30 ms, compaction after 100 entries) on free ports; run
+// `tally submit --batch 16 --concurrency 4` in the background; once 15% of the sheets is
+// counted, find the leader with `tally cluster status` and SIGKILL its process; wait for
+// the other two to elect a new leader and compact their logs past the killed one's, then
+// restart it with the same config (it catches up from a snapshot); then check the submit
+// report, the converged status, the Results RPC against `tally results`, and submit
+// everything again.
+#[test]
+fn leader_killed_mid_ingest_counts_every_sheet_once() {
+    let mut cluster = Cluster::start();
+    let ready = cluster.converged(
+        "a leader among three running replicas",
+        CLUSTER_READY_DEADLINE,
+    );
+    assert_eq!(ready.chain_length, 0, "a new cluster has counted nothing");
+
+    let (code, stdout, stderr) = run(
+        cluster.path(),
+        &[
+            "results",
+            "-d",
+            "county/election.toml",
+            "-s",
+            "county/sheets.sheets",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "tally results: {stderr}");
+    let offline: Value = serde_json::from_str(&stdout).expect("results JSON");
+    let sheets = count(&offline["intake"], "accepted");
+    // Every generated sheet is distinct and none corrects another: each is counted once.
+    assert_eq!(count(&offline["intake"], "duplicates"), 0);
+    assert_eq!(count(&offline["intake"], "superseded"), 0);
+    assert_eq!(offline["intake"]["refused"], Value::Array(vec![]));
+    assert_eq!(
+        sheets, 5_166,
+        "the generated county changed; update the comments"
+    );
+
+    let mut submit = cluster.submit("submit-1.json");
+    let kill_at = sheets * KILL_AFTER_COUNTED_PER_MILLE / 1000;
+    let killed = cluster.wait_for("the first sheets to be counted", SUBMIT_DEADLINE, || {
+        let status = cluster.status()?;
+        match status.leader() {
+            Some(leader) if leader.sheets_counted >= kill_at => Ok(leader),
+            _ => Err(status.text),
+        }
+    });
+    if submit.process.exited().is_some() {
+        cluster.fail("tally submit ended before the leader was killed; make the county bigger");
+    }
+    cluster.kill_replica(killed.id);
+    // The killed replica's log ends near the last index it reported. Once the new leader's
+    // log starts past it, the restarted replica cannot catch up from the log: it is sent a
+    // snapshot.
+    let killed_last_index = killed.last_index + KILLED_LOG_GROWTH_MAX;
+    cluster.wait_for(
+        "the other two to elect a leader and compact past the killed replica's log",
+        SUBMIT_DEADLINE,
+        || {
+            let status = cluster.status()?;
+            match status.leader() {
+                Some(new) if new.id != killed.id && new.first_index > killed_last_index + 1 => {
+                    Ok(())
+                }
+                _ => Err(status.text),
+            }
+        },
+    );
+    if submit.process.exited().is_some() {
+        cluster.fail("tally submit ended while the leader was down; make the county bigger");
+    }
+    cluster.start_replica(killed.id);
+
+    let report = cluster.finish(submit);
+    assert_eq!(count(&report, "sheets"), sheets, "{report}");
+    assert_eq!(report["refused"], Value::Array(vec![]), "{report}");
+    assert_eq!(count(&report, "conflicts"), 0, "{report}");
+    // A batch the killed leader had committed but not answered comes back as duplicates.
+    assert_eq!(
+        count(&report, "accepted") + count(&report, "duplicates") + count(&report, "superseded"),
+        sheets,
+        "{report}"
+    );
+
+    let after = cluster.converged(
+        "all three replicas, the restarted one too, to agree",
+        CONVERGE_DEADLINE,
+    );
+    assert_eq!(
+        after.chain_length,
+        sheets,
+        "each sheet is recorded exactly once\n{report}{}",
+        cluster.logs()
+    );
+    assert!(
+        after.applied_index >= count(&report, "log_index"),
+        "{after:?} {report}"
+    );
+    // A settled cluster is healthy on every look, not only on most: status once took raft's
+    // "recently active" flag, which raft clears at each quorum check (every election timeout),
+    // and reported a healthy peer as silent about one look in eight. The looks span several
+    // election timeouts.
+    for _ in 0..HEALTHY_LOOKS {
+        let status = cluster.status().unwrap_or_else(|e| cluster.fail(&e));
+        assert_eq!(status.code, 0, "{}", status.text);
+        assert!(status.problems.is_empty(), "{:?}", status.problems);
+        for replica in &status.replicas {
+            assert_eq!(
+                replica["sheets_counted"].as_u64(),
+                Some(sheets),
+                "{}",
+                status.text
+            );
+            assert_eq!(replica["conflicts"].as_u64(), Some(0), "{}", status.text);
+        }
+        std::thread::sleep(Duration::from_millis(TICK_MS * 4));
+    }
+
+    let online = cluster.results();
+    assert_eq!(online.chain_length, sheets);
+    assert_eq!(hex::encode(&online.chain_head), after.chain_head);
+    assert!(online.log_index <= after.applied_index, "{after:?}");
+    let online_result: Value =
+        serde_json::from_str(&online.result_json).expect("result_json is JSON");
+    let offline_contests = offline["result"]["contests"].as_array().expect("contests");
+    let online_contests = online_result["contests"].as_array().expect("contests");
+    assert!(!offline_contests.is_empty());
+    assert_eq!(online_contests.len(), offline_contests.len());
+    for (online, offline) in online_contests.iter().zip(offline_contests) {
+        let contest = &offline["contest"];
+        assert_eq!(online["contest"], *contest);
+        for field in ["status", "elected", "rounds", "vacancies", "seats_filled"] {
+            assert_eq!(
+                online[field], offline[field],
+                "contest {contest}: the county's {field} differs from the offline count"
+            );
+        }
+        // The whole contest too; not printed, as a contest's JSON is long.
+        assert!(
+            online == offline,
+            "contest {contest}: the county's result differs from the offline count"
+        );
+    }
+    // Nothing in a result depends on time or on the order sheets arrived in. The whole
+    // result is megabytes of JSON, so a difference is named by its part, not printed.
+    for part in ["election", "townships", "county", "findings"] {
+        assert!(
+            online_result[part] == offline["result"][part],
+            "the county's {part} differs from the offline count"
+        );
+    }
+    assert!(online_result == offline["result"], "the results differ");
+
+    let again = cluster.submit("submit-2.json");
+    let report = cluster.finish(again);
+    assert_eq!(count(&report, "duplicates"), sheets, "{report}");
+    assert_eq!(count(&report, "accepted"), 0, "{report}");
+    assert_eq!(report["refused"], Value::Array(vec![]), "{report}");
+    let resubmitted = cluster.converged(
+        "all three replicas to agree after the resubmit",
+        CONVERGE_DEADLINE,
+    );
+    assert_eq!(resubmitted.chain_length, sheets, "{resubmitted:?}");
+    assert_eq!(resubmitted.chain_head, after.chain_head, "{resubmitted:?}");
+}
