@@ -55,6 +55,9 @@ pub struct Shared {
     incarnations: Mutex<HashMap<u64, [u8; INCARNATION_BYTES]>>,
     /// When a raft batch last arrived from each peer.
     heard: Mutex<HashMap<u64, tokio::time::Instant>>,
+    /// Channels to other replicas for forwarded calls, by address: one connection each,
+    /// reused (HTTP/2 multiplexes the calls), instead of a TLS handshake per call.
+    forward_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     /// A peer not heard from for this long is reported unreachable (two election timeouts).
     silence_max: Duration,
 }
@@ -93,6 +96,7 @@ impl Shared {
             results: Mutex::new(None),
             incarnations: Mutex::new(incarnations),
             heard: Mutex::new(HashMap::new()),
+            forward_channels: Mutex::new(HashMap::new()),
             silence_max: tick * (2 * crate::replica::ELECTION_TICKS as u32),
         }))
     }
@@ -193,10 +197,16 @@ impl Shared {
                 status.id
             ))
         })?;
-        self.dialer
+        let mut channels = self.forward_channels.lock().unwrap();
+        if let Some(channel) = channels.get(address) {
+            return Ok(Some(channel.clone()));
+        }
+        let channel = self
+            .dialer
             .channel(address)
-            .map(Some)
-            .map_err(Status::unavailable)
+            .map_err(Status::unavailable)?;
+        channels.insert(address.clone(), channel.clone());
+        Ok(Some(channel))
     }
 
     fn forwarded<T>(&self, message: T) -> Request<T> {
@@ -471,7 +481,18 @@ impl pb::county_server::County for CountyService {
                 check_batch(&definition, &township_for_check, signed)
             })
             .await
-            .map_err(|e| Status::internal(format!("checking the batch failed: {e}")))?
+            .map_err(|e| {
+                // The runtime cancels blocking work it has not started when the replica shuts
+                // down: nothing was proposed, and the client must send the batch again
+                // (elsewhere), which it does on UNAVAILABLE, not on INTERNAL.
+                if e.is_cancelled() {
+                    Status::unavailable(
+                        "the replica is shutting down; nothing of the batch was recorded: send it again",
+                    )
+                } else {
+                    Status::internal(format!("checking the batch failed: {e}"))
+                }
+            })?
         };
         for (i, o) in refuse {
             outcomes[positions[i]] = Some(o);

@@ -361,7 +361,14 @@ where
                 );
                 return Ok(Outcome::Clean);
             }
-            Err(status) if status.code() == tonic::Code::Unavailable => {
+            // Another replica may answer (a lost connection is UNKNOWN; a follower that knows
+            // no leader is UNAVAILABLE).
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown
+                ) =>
+            {
                 errors.push(format!("{address}: {}", status.message()));
             }
             Err(status) => bail!("{address}: {}", status.message()),
@@ -389,7 +396,7 @@ async fn cluster_results(
             Err(status)
                 if matches!(
                     status.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
                 ) =>
             {
                 errors.push(format!("{address}: {}", status.message()))
@@ -622,6 +629,9 @@ pub struct SubmitArgs {
     /// Give up on a batch after this many seconds of retrying.
     #[arg(long, default_value_t = 120)]
     pub retry_for: u64,
+    /// Send only the first N sheets, in file order (benchmarks, trials).
+    #[arg(long)]
+    pub limit: Option<usize>,
     #[arg(long, short, value_enum, default_value_t = crate::report::Format::Table)]
     pub format: crate::report::Format,
     /// Signed-sheet bundles (.sheets), or folders of them.
@@ -715,7 +725,14 @@ pub fn submit(args: SubmitArgs) -> Result<Outcome> {
     }
     let definition = load_definition(&args.definition)?;
     let keys = township_keys(&args)?;
-    let bundles = crate::cli::read_bundles(&args.sheets)?;
+    let mut bundles = crate::cli::read_bundles(&args.sheets)?;
+    if let Some(limit) = args.limit {
+        let mut left = limit;
+        for (_, sheets) in &mut bundles {
+            sheets.truncate(left);
+            left -= sheets.len();
+        }
+    }
     let mut report = SubmitReport::default();
     // Group by township in file order; a sheet whose key no unit holds is refused here.
     let mut groups: std::collections::BTreeMap<String, (Vec<_>, Vec<String>)> =
