@@ -59,7 +59,7 @@ pub(crate) enum Input {
     },
     Raft(Vec<Message>),
     Read {
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<u64>,
     },
     Membership {
         change: ConfChangeType,
@@ -140,8 +140,9 @@ impl NodeHandle {
 
     /// Waits until this replica has applied everything committed when the read began
     /// (ReadIndex): a read of the state afterwards is linearizable. Never answered while no
-    /// leader is known; callers set a deadline.
-    pub async fn read_barrier(&self) -> Result<(), WriteError> {
+    /// leader is known; callers set a deadline. Returns the index applied when the read
+    /// became safe: a read of any state at or after it is linearizable.
+    pub async fn read_barrier(&self) -> Result<u64, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Input::Read { reply }).await?;
         answer
@@ -239,13 +240,26 @@ pub fn start(
         last_leader: None,
     };
     let (status_tx, status) = watch::channel(Arc::new(driver.status()));
+    let status_tx = Arc::new(status_tx);
+    let driver_status = status_tx.clone();
+    // The driver runs in a task of its own, watched by this one, so that even a panic in it
+    // (a bug) ends in a status that says the replica stopped and why, instead of a frozen
+    // status that looks alive.
+    let driver_task = tokio::spawn(async move { driver.run(inputs, &driver_status, tick).await });
     tokio::spawn(async move {
-        let reason = match driver.run(inputs, &status_tx, tick).await {
-            Ok(()) => "the replica is shutting down".to_owned(),
-            Err(e) => {
+        let reason = match driver_task.await {
+            Ok(Ok(())) => "the replica is shutting down".to_owned(),
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, "replica driver stopped");
                 e.to_string()
             }
+            Err(e) if e.is_panic() => {
+                let reason =
+                    format!("the replica's driver failed (a bug; its log has the panic): {e}");
+                tracing::error!("{reason}");
+                reason
+            }
+            Err(_) => "the replica is shutting down".to_owned(),
         };
         let mut last = (**status_tx.borrow()).clone();
         last.running = false;
@@ -268,7 +282,7 @@ struct Driver {
     inputs_tx: mpsc::Sender<Input>,
     incarnation: [u8; INCARNATION_BYTES],
     proposals: HashMap<u64, oneshot::Sender<Result<AppliedProposal, WriteError>>>,
-    reads: HashMap<u64, oneshot::Sender<()>>,
+    reads: HashMap<u64, oneshot::Sender<u64>>,
     next_read: u64,
     last_leader: Option<u64>,
 }
@@ -408,7 +422,7 @@ impl Driver {
             if let Ok(bytes) = <[u8; 8]>::try_from(context.as_slice())
                 && let Some(reply) = self.reads.remove(&u64::from_be_bytes(bytes))
             {
-                let _ = reply.send(());
+                let _ = reply.send(self.replica.state().applied_index());
             }
         }
         Ok(())

@@ -14,7 +14,9 @@
 use crate::command::Command;
 use crate::state::{Applied, ChainHead, CountyState};
 use crate::storage::{DiskStorage, StorageError};
-use raft::eraftpb::{ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{
+    ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
+};
 use raft::{RawNode, ReadState, StateRole, Storage};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +62,16 @@ pub enum ReplicaError {
     Raft(#[from] raft::Error),
     #[error("a committed entry at index {index} cannot be decoded: {message}")]
     BadEntry { index: u64, message: String },
+    /// The leader says entries this replica acknowledged are committed, but its log does not
+    /// have them: its data directory lost them (wiped, or restored from an older copy).
+    #[error(
+        "replica {leader} leads with entries up to {commit} committed, which this replica acknowledged, but its log ends at {last_index}: its data directory lost them (made again or restored from an older copy); a replica that lost its data must not rejoin under its old id: stop it, remove it (`tally cluster remove`) and add it under a new id with an empty data directory (`tally cluster add`)"
+    )]
+    LostLog {
+        leader: u64,
+        commit: u64,
+        last_index: u64,
+    },
 }
 
 /// Why a proposal was not taken.
@@ -261,6 +273,16 @@ impl Replica {
     /// Feeds a message from a peer. Messages from unknown or removed peers are dropped by raft.
     pub fn step(&mut self, message: Message) -> Result<(), ReplicaError> {
         self.heard_at_tick.insert(message.from, self.ticks);
+        // A leader's heartbeat commits at most what this replica acknowledged it holds; a log
+        // shorter than that lost acknowledged entries, and raft-rs would panic on it.
+        let last_index = self.raw.raft.raft_log.last_index();
+        if message.get_msg_type() == MessageType::MsgHeartbeat && message.commit > last_index {
+            return Err(ReplicaError::LostLog {
+                leader: message.from,
+                commit: message.commit,
+                last_index,
+            });
+        }
         match self.raw.step(message) {
             // A message for a stale term or from a peer no longer in the group is expected.
             Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
@@ -520,9 +542,10 @@ impl Replica {
                         raft::ProgressState::Snapshot => "snapshot",
                     },
                     recent_active: pr.recent_active
-                        || self.heard_at_tick.get(id).is_some_and(|&heard| {
-                            self.ticks - heard <= ELECTION_TICKS as u64
-                        }),
+                        || self
+                            .heard_at_tick
+                            .get(id)
+                            .is_some_and(|&heard| self.ticks - heard <= ELECTION_TICKS as u64),
                     voter: conf.voters.contains(id),
                 })
                 .collect();

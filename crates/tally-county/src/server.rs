@@ -118,7 +118,7 @@ pub fn open(setup: ReplicaSetup) -> Result<Opened, ServeError> {
         storage,
         setup.tick,
     )
-        .map_err(storage_error)?;
+    .map_err(storage_error)?;
     Ok(Opened {
         node,
         shared,

@@ -121,10 +121,11 @@ impl Shared {
 
     /// The results as of this replica's applied index (computed in the driver, once per
     /// index).
-    pub async fn results(&self) -> Result<Arc<ResultsAt>, Status> {
-        let applied = self.status().applied_index;
+    /// `at_least` is the index a linearizable read must reflect (from the read barrier); a
+    /// stale read passes this replica's published applied index.
+    pub async fn results(&self, at_least: u64) -> Result<Arc<ResultsAt>, Status> {
         if let Some(cached) = self.results.lock().unwrap().as_ref()
-            && cached.chain.log_index >= applied
+            && cached.chain.log_index >= at_least
         {
             return Ok(cached.clone());
         }
@@ -201,10 +202,7 @@ impl Shared {
         if let Some(channel) = channels.get(address) {
             return Ok(Some(channel.clone()));
         }
-        let channel = self
-            .dialer
-            .channel(address)
-            .map_err(Status::unavailable)?;
+        let channel = self.dialer.channel(address).map_err(Status::unavailable)?;
         channels.insert(address.clone(), channel.clone());
         Ok(Some(channel))
     }
@@ -310,9 +308,7 @@ fn check_batch(
                 continue;
             }
         };
-        let unit_township = definition
-            .unit(&verified.unit)
-            .map(|u| u.township.clone());
+        let unit_township = definition.unit(&verified.unit).map(|u| u.township.clone());
         if unit_township.as_ref() != Some(township) {
             refuse.push((
                 i,
@@ -535,8 +531,9 @@ impl pb::county_server::County for CountyService {
     ) -> Result<Response<pb::ResultsResponse>, Status> {
         let caller = peer_identity(&request)?;
         let filter = results_filter(&caller, request.into_inner())?;
+        let mut at_least = self.shared.status().applied_index;
         if !filter.stale {
-            within(
+            at_least = within(
                 READ_DEADLINE,
                 "confirming the latest committed index with the leader",
                 self.shared.node.read_barrier(),
@@ -549,7 +546,7 @@ impl pb::county_server::County for CountyService {
                 ))
             })?;
         }
-        let at = self.shared.results().await?;
+        let at = self.shared.results(at_least).await?;
         Ok(Response::new(results_response(
             &at,
             &filter,
@@ -578,7 +575,7 @@ impl pb::county_server::County for CountyService {
                 let applied = status.borrow_and_update().applied_index;
                 if last_sent != Some(applied) {
                     let item = shared
-                        .results()
+                        .results(applied)
                         .await
                         .map(|at| results_response(&at, &filter, shared.status().id));
                     if tx.send(item).await.is_err() {
@@ -802,6 +799,8 @@ pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
         sheets_counted: s.sheets_counted,
         conflicts: s.conflicts,
         addresses: s.addresses.clone().into_iter().collect(),
+        running: s.running,
+        stopped: s.stopped.clone().unwrap_or_default(),
     }
 }
 

@@ -82,15 +82,7 @@ impl PeerLink {
         driver: mpsc::Sender<Input>,
     ) -> PeerLink {
         let (queue, rx) = mpsc::channel(LINK_QUEUE);
-        tokio::spawn(run_link(
-            from,
-            to,
-            address,
-            incarnation,
-            dialer,
-            driver,
-            rx,
-        ));
+        tokio::spawn(run_link(from, to, address, incarnation, dialer, driver, rx));
         PeerLink { queue }
     }
 

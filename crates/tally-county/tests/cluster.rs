@@ -44,10 +44,17 @@ fn fixture() -> Fixture {
     let definition = Arc::new(tally_synth::definition(&generated).expect("valid definition"));
     // One township's sheets: the state machine refuses a sheet forwarded by another
     // township than its unit's, and any slice of these may form a batch.
-    let township = |s: &SignedSheet| definition.unit_by_key(&s.key_id).map(|u| u.township.clone());
+    let township = |s: &SignedSheet| {
+        definition
+            .unit_by_key(&s.key_id)
+            .map(|u| u.township.clone())
+    };
     let sheets: Vec<SignedSheet> = tally_synth::sign_all(&generated);
     let first = township(&sheets[0]);
-    let sheets = sheets.into_iter().filter(|s| township(s) == first).collect();
+    let sheets = sheets
+        .into_iter()
+        .filter(|s| township(s) == first)
+        .collect();
     Fixture { definition, sheets }
 }
 

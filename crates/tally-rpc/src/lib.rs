@@ -14,4 +14,5 @@ pub mod pb {
 
 /// The encoded `FileDescriptorSet` of service.proto and everything it imports, for the gRPC
 /// reflection service.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tally_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tally_descriptor.bin"));

@@ -97,7 +97,10 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
         .map_err(|e| anyhow!("{}: {e}", config.file.display()))?;
         let status = opened.node.status().borrow().clone();
         let how = if opened.founded {
-            format!("founded cluster {} with voters {:?}", config.cluster_id, config.initial_voters)
+            format!(
+                "founded cluster {} with voters {:?}",
+                config.cluster_id, config.initial_voters
+            )
         } else if status.voters.is_empty() && status.learners.is_empty() {
             "waiting to be added to the cluster (tally cluster add) and sent a snapshot".to_owned()
         } else {
@@ -321,7 +324,8 @@ pub fn cluster(command: ClusterCommand) -> Result<Outcome> {
             } => {
                 let files = operator_files(&client.pki, &operator)?;
                 admin(&client, &files, |mut c| async move {
-                    c.remove_replica(pb::ReplicaRequest { id, max_lag: 0 }).await
+                    c.remove_replica(pb::ReplicaRequest { id, max_lag: 0 })
+                        .await
                 })
                 .await
             }
@@ -332,7 +336,8 @@ pub fn cluster(command: ClusterCommand) -> Result<Outcome> {
             } => {
                 let files = operator_files(&client.pki, &operator)?;
                 admin(&client, &files, |mut c| async move {
-                    c.transfer_leader(pb::ReplicaRequest { id, max_lag: 0 }).await
+                    c.transfer_leader(pb::ReplicaRequest { id, max_lag: 0 })
+                        .await
                 })
                 .await
             }
@@ -386,8 +391,8 @@ async fn cluster_results(
     let mut errors = Vec::new();
     let mut response = None;
     for address in &client.servers {
-        let mut county = CountyClient::new(channel(files, address)?)
-            .max_decoding_message_size(1 << 30);
+        let mut county =
+            CountyClient::new(channel(files, address)?).max_decoding_message_size(1 << 30);
         match county.results(request.clone()).await {
             Ok(r) => {
                 response = Some(r.into_inner());
@@ -444,7 +449,14 @@ async fn cluster_results(
                 say_part!("{}", table.to_csv());
                 return Ok(Outcome::Clean);
             }
-            say!("{} — replica {}, log index {}, {} sheets in the chain, head {}", r.election, r.replica_id, r.log_index, r.chain_length, hex::encode(&r.chain_head[..r.chain_head.len().min(8)]));
+            say!(
+                "{} — replica {}, log index {}, {} sheets in the chain, head {}",
+                r.election,
+                r.replica_id,
+                r.log_index,
+                r.chain_length,
+                hex::encode(&r.chain_head[..r.chain_head.len().min(8)])
+            );
             if let Some(county) = &r.county {
                 say!(
                     "county: {} of {} contests decided, {} of {} seats filled, {} of {} unit reports in, turnout {}",
@@ -461,7 +473,13 @@ async fn cluster_results(
             for c in &r.conflicts {
                 say!(
                     "conflict: unit {} contest {} round {} version {}: counted sheet {}, conflicting sheet {} (log index {}) — not counted; the committee decides",
-                    c.unit_id, c.contest_id, c.round, c.version, &c.counted_digest[..16.min(c.counted_digest.len())], &c.conflicting_digest[..16.min(c.conflicting_digest.len())], c.log_index
+                    c.unit_id,
+                    c.contest_id,
+                    c.round,
+                    c.version,
+                    &c.counted_digest[..16.min(c.counted_digest.len())],
+                    &c.conflicting_digest[..16.min(c.conflicting_digest.len())],
+                    c.log_index
                 );
             }
         }
@@ -486,11 +504,8 @@ async fn status(
         let address = addresses[i].clone();
         i += 1;
         let mut county = CountyClient::new(channel(files, &address)?);
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            county.status(pb::StatusRequest {}),
-        )
-        .await
+        match tokio::time::timeout(Duration::from_secs(5), county.status(pb::StatusRequest {}))
+            .await
         {
             Ok(Ok(response)) => {
                 let s = response.into_inner();
@@ -512,18 +527,38 @@ async fn status(
         }
     }
     let answered: Vec<&pb::StatusResponse> = rows.iter().filter_map(|(_, s)| s.as_ref()).collect();
+    for s in &answered {
+        if !s.running {
+            problems.push(format!(
+                "replica {} has stopped: {}",
+                s.replica_id, s.stopped
+            ));
+        }
+    }
     let leader = answered.iter().find(|s| s.role == "leader");
     match leader {
-        None => problems.push("no replica is the leader: the cluster cannot accept sheets".to_owned()),
+        None => {
+            problems.push("no replica is the leader: the cluster cannot accept sheets".to_owned())
+        }
         Some(l) => {
             for p in &l.peers {
                 if !p.reachable {
                     problems.push(match p.last_heard_ms {
-                        0 => format!("replica {} has not been heard from since the leader started", p.replica_id),
-                        ms => format!("replica {} has not been heard from for {:.1} s", p.replica_id, ms as f64 / 1000.0),
+                        0 => format!(
+                            "replica {} has not been heard from since the leader started",
+                            p.replica_id
+                        ),
+                        ms => format!(
+                            "replica {} has not been heard from for {:.1} s",
+                            p.replica_id,
+                            ms as f64 / 1000.0
+                        ),
                     });
                 } else if p.lag > 1000 {
-                    problems.push(format!("replica {} lags {} entries behind", p.replica_id, p.lag));
+                    problems.push(format!(
+                        "replica {} lags {} entries behind",
+                        p.replica_id, p.lag
+                    ));
                 }
             }
         }
@@ -546,7 +581,9 @@ async fn status(
             .collect();
         say!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "replicas": json, "problems": problems }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "replicas": json, "problems": problems })
+            )?
         );
     } else {
         use crate::table::Align::{Left, Right};
@@ -568,11 +605,24 @@ async fn status(
                 Some(s) => {
                     let lag = leader
                         .and_then(|l| l.peers.iter().find(|p| p.replica_id == s.replica_id))
-                        .map_or_else(|| if s.role == "leader" { "0".to_owned() } else { "?".to_owned() }, |p| p.lag.to_string());
+                        .map_or_else(
+                            || {
+                                if s.role == "leader" {
+                                    "0".to_owned()
+                                } else {
+                                    "?".to_owned()
+                                }
+                            },
+                            |p| p.lag.to_string(),
+                        );
                     table.row(vec![
                         s.replica_id.to_string(),
                         address.clone(),
-                        s.role.clone(),
+                        if s.running {
+                            s.role.clone()
+                        } else {
+                            "stopped".to_owned()
+                        },
                         s.term.to_string(),
                         s.leader_id.to_string(),
                         s.commit_index.to_string(),
@@ -584,8 +634,17 @@ async fn status(
                     ]);
                 }
                 None => table.row(vec![
-                    "?".into(), address.clone(), "unreachable".into(), "".into(), "".into(),
-                    "".into(), "".into(), "".into(), "".into(), "".into(), "".into(),
+                    "?".into(),
+                    address.clone(),
+                    "unreachable".into(),
+                    "".into(),
+                    "".into(),
+                    "".into(),
+                    "".into(),
+                    "".into(),
+                    "".into(),
+                    "".into(),
+                    "".into(),
                 ]),
             }
         }
@@ -680,8 +739,8 @@ fn township_keys(
     let Some(path) = &args.keys else {
         bail!("give --township and --key, or --keys");
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with("township,") {
@@ -735,8 +794,7 @@ pub fn submit(args: SubmitArgs) -> Result<Outcome> {
     }
     let mut report = SubmitReport::default();
     // Group by township in file order; a sheet whose key no unit holds is refused here.
-    let mut groups: std::collections::BTreeMap<String, (Vec<_>, Vec<String>)> =
-        Default::default();
+    let mut groups: std::collections::BTreeMap<String, (Vec<_>, Vec<String>)> = Default::default();
     for (path, sheets) in bundles {
         for (i, signed) in sheets.into_iter().enumerate() {
             report.sheets += 1;
@@ -780,13 +838,11 @@ pub fn submit(args: SubmitArgs) -> Result<Outcome> {
     report.batches = jobs.len();
     let report = runtime()?.block_on(send_all(&args, keys, jobs, report))?;
     print_submit(&report, args.format)?;
-    Ok(
-        if report.refused.is_empty() && report.conflicts == 0 {
-            Outcome::Clean
-        } else {
-            Outcome::Findings
-        },
-    )
+    Ok(if report.refused.is_empty() && report.conflicts == 0 {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
 }
 
 async fn send_all(
@@ -802,8 +858,8 @@ async fn send_all(
         if channels.contains_key(&t) {
             continue;
         }
-        let identity = Identity::new(Role::Township, t.as_str())
-            .map_err(|e| anyhow!("township {t}: {e}"))?;
+        let identity =
+            Identity::new(Role::Township, t.as_str()).map_err(|e| anyhow!("township {t}: {e}"))?;
         let files = TlsFiles::in_dir(&args.client.pki, &identity);
         let mut per_server = Vec::new();
         for address in &args.client.servers {
