@@ -58,6 +58,8 @@ pub struct Shared {
     /// Channels to other replicas for forwarded calls, by address: one connection each,
     /// reused (HTTP/2 multiplexes the calls), instead of a TLS handshake per call.
     forward_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    /// When a refused incarnation was last logged, per peer.
+    refusals_logged: Mutex<HashMap<u64, tokio::time::Instant>>,
     /// A peer not heard from for this long is reported unreachable (two election timeouts).
     silence_max: Duration,
 }
@@ -97,6 +99,7 @@ impl Shared {
             incarnations: Mutex::new(incarnations),
             heard: Mutex::new(HashMap::new()),
             forward_channels: Mutex::new(HashMap::new()),
+            refusals_logged: Mutex::new(HashMap::new()),
             silence_max: tick * (2 * crate::replica::ELECTION_TICKS as u32),
         }))
     }
@@ -227,9 +230,22 @@ impl Shared {
         let mut known = self.incarnations.lock().unwrap();
         match known.get(&peer) {
             Some(seen) if *seen == incarnation => Ok(()),
-            Some(_) => Err(Status::failed_precondition(format!(
-                "replica {peer}'s data directory was made again since it last spoke to this cluster; a replica that lost its data must not rejoin under its old id: remove it (`tally cluster remove {peer}`) and add it under a new id (`tally cluster add`)"
-            ))),
+            Some(_) => {
+                let message = format!(
+                    "replica {peer}'s data directory was made again since it last spoke to this cluster; a replica that lost its data must not rejoin under its old id: remove it (`tally cluster remove {peer}`) and add it under a new id (`tally cluster add`)"
+                );
+                // Said once a minute per peer: the refused replica keeps dialling.
+                let now = tokio::time::Instant::now();
+                let mut warned = self.refusals_logged.lock().unwrap();
+                if warned
+                    .get(&peer)
+                    .is_none_or(|at| now.duration_since(*at) >= Duration::from_secs(60))
+                {
+                    tracing::warn!(replica = peer, "{message}");
+                    warned.insert(peer, now);
+                }
+                Err(Status::failed_precondition(message))
+            }
             None => {
                 self.storage
                     .put_node_record(&format!("{INCARNATION_RECORD}{peer}"), &incarnation)

@@ -181,7 +181,14 @@ async fn run_link(
                 let address = address.clone();
                 tokio::spawn(async move {
                     if let Err(status) = call.send(ReceiverStream::new(body)).await {
-                        tracing::debug!(replica = to, %address, error = %status, "raft stream ended");
+                        if status.code() == tonic::Code::FailedPrecondition
+                            || status.code() == tonic::Code::PermissionDenied
+                        {
+                            // The peer refuses this replica: only the operator can mend it.
+                            tracing::warn!(replica = to, %address, error = %status.message(), "refused by a peer");
+                        } else {
+                            tracing::debug!(replica = to, %address, error = %status, "raft stream ended");
+                        }
                         let _ = driver.send(Input::Unreachable(to)).await;
                     }
                 });
