@@ -302,16 +302,18 @@ fn refused(code: &str, message: String, digest: [u8; 32]) -> pb::SheetOutcome {
     }
 }
 
+/// Sheets that passed the checks: position in the batch, envelope, warnings.
+type Passed = Vec<(usize, SignedSheet, Vec<String>)>;
+/// Sheets refused by the checks: position in the batch, outcome.
+type Refused = Vec<(usize, pb::SheetOutcome)>;
+
 /// Verifies and validates a batch for `township`: the sheets to propose (with their
 /// positions in the request), and an outcome for each refused one.
 fn check_batch(
     definition: &Definition,
     township: &TownshipId,
     signed: Vec<SignedSheet>,
-) -> (
-    Vec<(usize, SignedSheet, Vec<String>)>,
-    Vec<(usize, pb::SheetOutcome)>,
-) {
+) -> (Passed, Refused) {
     let verified = tally_proto::verify_batch(definition, &signed);
     let mut pass = Vec::new();
     let mut refuse = Vec::new();

@@ -86,7 +86,9 @@ impl PeerLink {
         PeerLink { queue }
     }
 
-    /// Queues a message; gives it back if the queue is full or the link has ended.
+    /// Queues a message; gives it back if the queue is full or the link has ended (the
+    /// caller needs its type; it is given back only on this rare path, so not boxed).
+    #[allow(clippy::result_large_err)]
     pub(crate) fn send(&self, message: Message) -> Result<(), Message> {
         self.queue.try_send(message).map_err(|e| match e {
             mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
