@@ -315,7 +315,26 @@ impl Driver {
             // A ready cycle may leave more to do (a light ready's committed entries make the
             // next one); run until raft has nothing.
             while self.replica.has_ready() {
-                let out = self.replica.handle_ready()?;
+                // Appends go out before this replica's own fsync (followers write in parallel);
+                // a link that cannot take one is reported once the cycle is done.
+                let mut failed = Vec::new();
+                let out = {
+                    let mut links = Links {
+                        from: self.replica.id(),
+                        links: &mut self.links,
+                        addresses: &self.addresses,
+                        incarnation: self.incarnation,
+                        dialer: &self.dialer,
+                        inputs: &self.inputs_tx,
+                        failed: &mut failed,
+                    };
+                    self.replica.handle_ready_with(&mut |messages| {
+                        for message in messages {
+                            links.send(message);
+                        }
+                    })?
+                };
+                self.report_failed(failed);
                 self.dispatch(out)?;
             }
             let now = self.status();
@@ -429,33 +448,25 @@ impl Driver {
     }
 
     fn send(&mut self, message: Message) {
-        let to = message.to;
-        if !self.links.contains_key(&to) {
-            let Some(address) = self.addresses.get(&to) else {
-                tracing::warn!(
-                    replica = to,
-                    "no address known for replica {to}; add it to [peers] in the config"
-                );
-                if message.get_msg_type() == MessageType::MsgSnapshot {
-                    self.replica.report_snapshot(to, false);
-                }
-                self.replica.report_unreachable(to);
-                return;
-            };
-            let link = PeerLink::start(
-                self.replica.id(),
-                to,
-                address.clone(),
-                self.incarnation,
-                self.dialer.clone(),
-                self.inputs_tx.clone(),
-            );
-            self.links.insert(to, link);
+        let mut failed = Vec::new();
+        Links {
+            from: self.replica.id(),
+            links: &mut self.links,
+            addresses: &self.addresses,
+            incarnation: self.incarnation,
+            dialer: &self.dialer,
+            inputs: &self.inputs_tx,
+            failed: &mut failed,
         }
-        let link = &self.links[&to];
-        if let Err(message) = link.send(message) {
-            // The link's queue is full or its task ended: raft sends again after probing.
-            if message.get_msg_type() == MessageType::MsgSnapshot {
+        .send(message);
+        self.report_failed(failed);
+    }
+
+    /// Tells raft about messages that could not be queued: the peer goes back to probing,
+    /// and a snapshot that did not go is reported failed.
+    fn report_failed(&mut self, failed: Vec<(u64, bool)>) {
+        for (to, snapshot) in failed {
+            if snapshot {
                 self.replica.report_snapshot(to, false);
             }
             self.replica.report_unreachable(to);
@@ -498,6 +509,49 @@ impl Driver {
             addresses: self.addresses.clone(),
             running: true,
             stopped: None,
+        }
+    }
+}
+
+/// The driver's links to its peers, borrowed apart from the replica so messages can be sent
+/// from inside a ready cycle.
+struct Links<'a> {
+    from: u64,
+    links: &'a mut HashMap<u64, PeerLink>,
+    addresses: &'a BTreeMap<u64, String>,
+    incarnation: [u8; INCARNATION_BYTES],
+    dialer: &'a Arc<dyn Dialer>,
+    inputs: &'a mpsc::Sender<Input>,
+    /// Peers a message could not be queued for, and whether it was a snapshot.
+    failed: &'a mut Vec<(u64, bool)>,
+}
+
+impl Links<'_> {
+    fn send(&mut self, message: Message) {
+        let to = message.to;
+        let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+        if !self.links.contains_key(&to) {
+            let Some(address) = self.addresses.get(&to) else {
+                tracing::warn!(
+                    replica = to,
+                    "no address known for replica {to}; add it to [peers] in the config"
+                );
+                self.failed.push((to, snapshot));
+                return;
+            };
+            let link = PeerLink::start(
+                self.from,
+                to,
+                address.clone(),
+                self.incarnation,
+                self.dialer.clone(),
+                self.inputs.clone(),
+            );
+            self.links.insert(to, link);
+        }
+        if self.links[&to].send(message).is_err() {
+            // The link's queue is full or its task ended: raft sends again after probing.
+            self.failed.push((to, snapshot));
         }
     }
 }

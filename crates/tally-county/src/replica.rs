@@ -372,6 +372,20 @@ impl Replica {
 
     /// Runs one ready cycle in the safe order. Returns what to send and what was applied.
     pub fn handle_ready(&mut self) -> Result<ReadyOutput, ReplicaError> {
+        let mut early = Vec::new();
+        let mut out = self.handle_ready_with(&mut |messages| early.extend(messages))?;
+        early.append(&mut out.messages);
+        out.messages = early;
+        Ok(out)
+    }
+
+    /// [`Replica::handle_ready`], handing the messages that may go before this replica's own
+    /// fsync (a leader's appends and heartbeats) to `send_now` before it persists, so the
+    /// followers write their copy while the leader writes its own. The rest are returned.
+    pub fn handle_ready_with(
+        &mut self,
+        send_now: &mut dyn FnMut(Vec<Message>),
+    ) -> Result<ReadyOutput, ReplicaError> {
         let mut out = ReadyOutput::default();
         if !self.raw.has_ready() {
             return Ok(out);
@@ -379,12 +393,26 @@ impl Replica {
         let mut ready = self.raw.ready();
 
         // 1. A leader's messages may go before its own fsync (raft thesis 10.2.1).
-        out.messages.extend(ready.take_messages());
+        let early = ready.take_messages();
+        if !early.is_empty() {
+            send_now(early);
+        }
 
-        // 2. Snapshot, entries and hard state: one transaction, one fsync.
+        // 2. Snapshot, entries and hard state: one transaction, one fsync. A hard state whose
+        // term and vote are unchanged (only the commit index moved) needs no fsync: the
+        // commit index is learnt again from the leader after a crash (as etcd does).
         let snapshot: Option<Snapshot> =
             (*ready.snapshot() != Snapshot::default()).then(|| ready.snapshot().clone());
-        if snapshot.is_some() || !ready.entries().is_empty() || ready.hs().is_some() {
+        let commit_only = snapshot.is_none()
+            && ready.entries().is_empty()
+            && ready.hs().is_some_and(|hs| {
+                let stored = self.storage.hard_state();
+                hs.term == stored.term && hs.vote == stored.vote
+            });
+        if commit_only {
+            let commit = ready.hs().map_or(0, |hs| hs.commit);
+            self.storage.set_commit(commit)?;
+        } else if snapshot.is_some() || !ready.entries().is_empty() || ready.hs().is_some() {
             self.storage
                 .persist(snapshot.as_ref(), ready.entries(), ready.hs())?;
         }

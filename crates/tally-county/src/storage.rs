@@ -496,6 +496,11 @@ impl DiskStorage {
         Ok(())
     }
 
+    /// The hard state as stored (term, vote, commit).
+    pub fn hard_state(&self) -> HardState {
+        self.cache().hard_state.clone()
+    }
+
     /// Records the configuration after a configuration change was applied.
     pub fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), StorageError> {
         let mut cache = self.cache();

@@ -114,7 +114,11 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
             "replica {} serving; {how}",
             config.replica_id
         );
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Small answers must not wait for Nagle's algorithm (tonic's `tcp_nodelay` does not
+        // reach sockets from a listener given to it, so it is set here).
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(30)));
         let server = tonic::transport::Server::builder()
             .tls_config(tls)
             .context("TLS configuration")?
