@@ -1755,3 +1755,127 @@ async fn health_reports_serving_with_a_leader() {
         .expect("the survivor answers");
     assert_eq!(alone.leader_id, 0, "{}", describe(&[Ok(alone.clone())]));
 }
+
+// Goal: an operator's results stream follows the count as it grows, a township sees only
+// its own township, and stock gRPC tools can discover the services (reflection).
+// Method: subscribe to WatchResults on a follower before any sheet; ingest one township's
+// sheets; read updates until one reflects every acknowledged sheet, checking the log index
+// never goes back; ask Results as that township (its own contests only) and for another
+// township (refused); list services through grpc.reflection.v1.
+#[tokio::test]
+async fn results_stream_township_scope_and_reflection() {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let members = [1, 2, 3];
+    let cluster = Cluster::start(&members, COMPACT_AFTER_ENTRIES_DEFAULT).await;
+    let leader = cluster.wait_for_leader(&members).await.replica_id;
+    let follower = others(&members, leader)[0];
+
+    let mut updates = cluster
+        .county(follower, &operator())
+        .watch_results(pb::ResultsRequest {
+            min_interval_ms: 50,
+            ..Default::default()
+        })
+        .await
+        .expect("an operator may watch the results")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), updates.next())
+        .await
+        .expect("the first update comes at once")
+        .expect("the stream is open")
+        .expect("an update");
+    assert_eq!(first.chain_length, 0, "nothing is recorded yet");
+
+    let f = fixture();
+    let township = f.township_keys.keys().next().expect("a township").clone();
+    let own: Vec<&Sheet> = f.sheets.iter().filter(|s| s.township == township).collect();
+    cluster
+        .ingest_lane(&members, leader, &batches(own.iter().copied(), 32), None)
+        .await;
+    let recorded = cluster.journal.lock().unwrap().recorded.len() as u64;
+    assert_eq!(recorded, own.len() as u64);
+
+    let mut last_index = first.log_index;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let update = tokio::time::timeout_at(deadline, updates.next())
+            .await
+            .expect("an update reflecting every sheet within 20 s")
+            .expect("the stream stays open")
+            .expect("an update");
+        assert!(
+            update.log_index >= last_index,
+            "updates never go back: {} after {last_index}",
+            update.log_index
+        );
+        last_index = update.log_index;
+        if update.chain_length == recorded {
+            assert!(
+                update.county.is_some(),
+                "a county-wide update has the summary"
+            );
+            break;
+        }
+    }
+
+    let mine = cluster
+        .county(follower, &township_identity(&township))
+        .results(pb::ResultsRequest::default())
+        .await
+        .expect("a township may read its own results")
+        .into_inner();
+    assert!(!mine.contests.is_empty());
+    assert!(
+        mine.contests
+            .iter()
+            .all(|c| c.township_id == township.as_str()),
+        "a township sees only its own contests"
+    );
+    let other = f
+        .township_keys
+        .keys()
+        .find(|t| **t != township)
+        .expect("a second township");
+    let refused = cluster
+        .county(follower, &township_identity(&township))
+        .results(pb::ResultsRequest {
+            township_id: other.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("another township's results are refused");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    let mut reflection = ServerReflectionClient::new(cluster.channel(follower, &operator()));
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let answer = answers
+        .next()
+        .await
+        .expect("one answer")
+        .expect("a list of services");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("expected a list of services, got {answer:?}");
+    };
+    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in [
+        "tally.v1.County",
+        "tally.v1.Admin",
+        "tally.v1.Raft",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(service), "{service} is listed: {names:?}");
+    }
+    cluster.check_end(&members).await;
+}
