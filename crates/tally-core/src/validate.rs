@@ -320,6 +320,19 @@ pub fn has_errors(findings: &[Finding]) -> bool {
     findings.iter().any(Finding::is_error)
 }
 
+/// The blocking findings of one sheet as one refusal: the first error's code, and every
+/// error as `CODE field: message`, joined with `; `. `None` when nothing blocks the sheet.
+pub fn refusal(findings: &[Finding]) -> Option<(Code, String)> {
+    let first = findings.iter().find(|f| f.is_error())?;
+    let message = findings
+        .iter()
+        .filter(|f| f.is_error())
+        .map(|f| format!("{} {}: {}", f.code.as_str(), f.field, f.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some((first.code, message))
+}
+
 struct Findings {
     sheet: String,
     list: Vec<Finding>,

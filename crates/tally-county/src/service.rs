@@ -343,17 +343,11 @@ fn check_batch(
             continue;
         }
         let findings = validate::check_sheet(definition, &verified.sheet);
-        if let Some(error) = findings.iter().find(|f| f.is_error()) {
-            let message = findings
-                .iter()
-                .filter(|f| f.is_error())
-                .map(|f| format!("{} {}: {}", f.code.as_str(), f.field, f.message))
-                .collect::<Vec<_>>()
-                .join("; ");
+        if let Some((code, message)) = validate::refusal(&findings) {
             refuse.push((
                 i,
                 refused(
-                    error.code.as_str(),
+                    code.as_str(),
                     format!("{}: {message}", verified.sheet.label()),
                     digest,
                 ),
@@ -993,9 +987,9 @@ impl pb::admin_server::Admin for AdminService {
             )));
         }
         if status.voters == [id] {
-            return Err(Status::failed_precondition(
-                "replica {id} is the last voter; a cluster cannot remove its last voter",
-            ));
+            return Err(Status::failed_precondition(format!(
+                "replica {id} is the last voter; a cluster cannot remove its last voter"
+            )));
         }
         self.shared
             .node

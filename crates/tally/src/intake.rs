@@ -82,17 +82,11 @@ pub fn intake(definition: &Definition, bundles: &[(PathBuf, Vec<SignedSheet>)]) 
                         .push(Refusal::new(source, String::new(), e.code(), e.to_string()))
                 }
                 Ok((verified, findings)) => {
-                    if let Some(error) = findings.iter().find(|f| f.is_error()) {
-                        let message = findings
-                            .iter()
-                            .filter(|f| f.is_error())
-                            .map(|f| format!("{} {}: {}", f.code.as_str(), f.field, f.message))
-                            .collect::<Vec<_>>()
-                            .join("; ");
+                    if let Some((code, message)) = validate::refusal(&findings) {
                         out.refused.push(Refusal::new(
                             source,
                             verified.sheet.label(),
-                            error.code.as_str(),
+                            code.as_str(),
                             message,
                         ));
                         continue;
