@@ -600,7 +600,7 @@ async fn status(
             ("commit", Right),
             ("applied", Right),
             ("lag", Right),
-            ("sheets", Right),
+            ("counted", Right),
             ("conflicts", Right),
             ("chain head", Left),
         ]);
