@@ -151,11 +151,13 @@ impl Cluster {
         self.replicas.values().flatten()
     }
 
+    /// The leader of the highest term among live, reachable replicas: a deposed leader that
+    /// has not yet heard of the newer term still says it leads, and must not be chosen.
     fn leader(&self) -> Option<u64> {
         self.live()
             .filter(|r| r.is_leader() && !self.isolated.contains(&r.id()))
+            .max_by_key(|r| (r.status().term, r.id()))
             .map(Replica::id)
-            .max()
     }
 
     fn reachable(&self, from: u64, to: u64) -> bool {
@@ -324,11 +326,27 @@ impl Cluster {
             for _ in 0..16 {
                 self.submit(&[]);
             }
+            // Let time pass, so a deposed leader hears of the new term (or steps down for
+            // want of a quorum) before the cluster is judged settled again.
+            for _ in 0..STEPS_PER_TICK * 2 * tally_county::replica::ELECTION_TICKS as u64 {
+                self.step();
+            }
         }
+        let statuses: Vec<String> = self
+            .live()
+            .map(|r| {
+                let s = r.status();
+                format!(
+                    "replica {} {:?} term {} leader {:?} commit {} applied {} last {}",
+                    s.id, s.role, s.term, s.leader, s.commit_index, s.applied_index, s.last_index
+                )
+            })
+            .collect();
         panic!(
-            "seed {}: proposals never answered: {:?}",
+            "seed {}: proposals never answered: {:?}\n{}",
             self.seed,
-            self.proposals.keys().collect::<Vec<_>>()
+            self.proposals.keys().take(5).collect::<Vec<_>>(),
+            statuses.join("\n")
         );
     }
 
