@@ -32,7 +32,7 @@ pub const INPUTS_PER_READY_MAX: usize = 4096;
 pub const INPUT_QUEUE: usize = 16 * 1024;
 
 /// Node records key prefix for the addresses replicas are reached at.
-const ADDRESS_RECORD: &str = "address/";
+const ADDRESS_RECORD: &str = "address";
 
 /// How a write ended when it was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +82,7 @@ pub(crate) enum Input {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeStatus {
     pub id: u64,
-    pub cluster_id: String,
+    pub cluster_id: Arc<str>,
     /// `leader`, `follower`, `candidate`, `pre-candidate`, `learner`, `joining` (waiting to be
     /// added and sent a snapshot) or `removed` (no longer a member).
     pub role: &'static str,
@@ -98,7 +98,8 @@ pub struct NodeStatus {
     pub chain: ChainHead,
     pub sheets_counted: u64,
     pub conflicts: u64,
-    pub addresses: BTreeMap<u64, String>,
+    /// Shared with the driver: published every cycle without copying the map.
+    pub addresses: Arc<BTreeMap<u64, String>>,
     /// False once the driver has stopped (a storage error); the reason is in `stopped`.
     pub running: bool,
     pub stopped: Option<String>,
@@ -217,23 +218,24 @@ pub fn start(
     let storage = replica.storage().clone();
     let incarnation = storage.incarnation()?;
     let mut book = addresses;
-    for (key, value) in storage.node_records(ADDRESS_RECORD)? {
-        if let (Ok(id), Ok(address)) = (
-            key[ADDRESS_RECORD.len()..].parse::<u64>(),
-            String::from_utf8(value),
-        ) {
+    for (id, address) in storage.peer_records(ADDRESS_RECORD)? {
+        if let Ok(address) = String::from_utf8(address) {
             book.insert(id, address);
         }
     }
     let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
+    let replica_id = replica.id();
     let mut driver = Driver {
         replica,
-        cluster_id,
-        addresses: book,
-        dialer,
-        links: HashMap::new(),
-        inputs_tx: inputs_tx.clone(),
-        incarnation,
+        cluster_id: cluster_id.into(),
+        peers: Peers {
+            from: replica_id,
+            addresses: Arc::new(book),
+            dialer,
+            links: HashMap::new(),
+            inputs: inputs_tx.clone(),
+            incarnation,
+        },
         proposals: HashMap::new(),
         reads: HashMap::new(),
         next_read: 1,
@@ -275,12 +277,8 @@ pub fn start(
 
 struct Driver {
     replica: Replica,
-    cluster_id: String,
-    addresses: BTreeMap<u64, String>,
-    dialer: Arc<dyn Dialer>,
-    links: HashMap<u64, PeerLink>,
-    inputs_tx: mpsc::Sender<Input>,
-    incarnation: [u8; INCARNATION_BYTES],
+    cluster_id: Arc<str>,
+    peers: Peers,
     proposals: HashMap<u64, oneshot::Sender<Result<AppliedProposal, WriteError>>>,
     reads: HashMap<u64, oneshot::Sender<u64>>,
     next_read: u64,
@@ -318,26 +316,25 @@ impl Driver {
                 // Appends go out before this replica's own fsync (followers write in parallel);
                 // a link that cannot take one is reported once the cycle is done.
                 let mut failed = Vec::new();
-                let out = {
-                    let mut links = Links {
-                        from: self.replica.id(),
-                        links: &mut self.links,
-                        addresses: &self.addresses,
-                        incarnation: self.incarnation,
-                        dialer: &self.dialer,
-                        inputs: &self.inputs_tx,
-                        failed: &mut failed,
-                    };
-                    self.replica.handle_ready_with(&mut |messages| {
-                        for message in messages {
-                            links.send(message);
-                        }
-                    })?
-                };
+                let peers = &mut self.peers;
+                let out = self.replica.handle_ready_with(&mut |messages| {
+                    for message in messages {
+                        peers.send(message, &mut failed);
+                    }
+                })?;
                 self.report_failed(failed);
                 self.dispatch(out)?;
             }
             let now = self.status();
+            if now.leader != self.last_leader {
+                tracing::info!(
+                    replica = now.id,
+                    term = now.term,
+                    leader = ?now.leader,
+                    "leader changed"
+                );
+                self.last_leader = now.leader;
+            }
             status.send_if_modified(|current| {
                 if **current == now {
                     false
@@ -346,16 +343,6 @@ impl Driver {
                     true
                 }
             });
-            let leader = self.replica.leader();
-            if leader != self.last_leader {
-                tracing::info!(
-                    replica = self.replica.id(),
-                    term = self.replica.status().term,
-                    leader = ?leader,
-                    "leader changed"
-                );
-                self.last_leader = leader;
-            }
         }
     }
 
@@ -409,19 +396,20 @@ impl Driver {
                 ConfChangeType::AddNode | ConfChangeType::AddLearnerNode
             ) && !change.context.is_empty()
                 && let Ok(address) = String::from_utf8(change.context.clone())
-                && self.addresses.get(&change.node) != Some(&address)
+                && self.peers.addresses.get(&change.node) != Some(&address)
             {
-                self.replica.storage().put_node_record(
-                    &format!("{ADDRESS_RECORD}{}", change.node),
+                self.replica.storage().put_peer_record(
+                    ADDRESS_RECORD,
+                    change.node,
                     address.as_bytes(),
                 )?;
                 tracing::info!(replica = change.node, %address, "learned a replica's address");
-                self.addresses.insert(change.node, address);
+                Arc::make_mut(&mut self.peers.addresses).insert(change.node, address);
                 // A link to the old address is dropped; the next message dials the new one.
-                self.links.remove(&change.node);
+                self.peers.links.remove(&change.node);
             }
             if change.change == ConfChangeType::RemoveNode {
-                self.links.remove(&change.node);
+                self.peers.links.remove(&change.node);
             }
         }
         for message in out.messages {
@@ -449,16 +437,7 @@ impl Driver {
 
     fn send(&mut self, message: Message) {
         let mut failed = Vec::new();
-        Links {
-            from: self.replica.id(),
-            links: &mut self.links,
-            addresses: &self.addresses,
-            incarnation: self.incarnation,
-            dialer: &self.dialer,
-            inputs: &self.inputs_tx,
-            failed: &mut failed,
-        }
-        .send(message);
+        self.peers.send(message, &mut failed);
         self.report_failed(failed);
     }
 
@@ -506,28 +485,29 @@ impl Driver {
             chain: state.chain_head(),
             sheets_counted: state.ledger().len() as u64,
             conflicts: state.conflicts().len() as u64,
-            addresses: self.addresses.clone(),
+            addresses: self.peers.addresses.clone(),
             running: true,
             stopped: None,
         }
     }
 }
 
-/// The driver's links to its peers, borrowed apart from the replica so messages can be sent
+/// The driver's links to its peers, a field apart from the replica so messages can be sent
 /// from inside a ready cycle.
-struct Links<'a> {
+struct Peers {
     from: u64,
-    links: &'a mut HashMap<u64, PeerLink>,
-    addresses: &'a BTreeMap<u64, String>,
+    links: HashMap<u64, PeerLink>,
+    /// Shared with the published status, so publishing does not copy the map.
+    addresses: Arc<BTreeMap<u64, String>>,
     incarnation: [u8; INCARNATION_BYTES],
-    dialer: &'a Arc<dyn Dialer>,
-    inputs: &'a mpsc::Sender<Input>,
-    /// Peers a message could not be queued for, and whether it was a snapshot.
-    failed: &'a mut Vec<(u64, bool)>,
+    dialer: Arc<dyn Dialer>,
+    inputs: mpsc::Sender<Input>,
 }
 
-impl Links<'_> {
-    fn send(&mut self, message: Message) {
+impl Peers {
+    /// Queues `message` on its peer's link (opened on first use). A message that cannot be
+    /// queued is noted in `failed` with whether it was a snapshot.
+    fn send(&mut self, message: Message, failed: &mut Vec<(u64, bool)>) {
         let to = message.to;
         let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
         if !self.links.contains_key(&to) {
@@ -536,7 +516,7 @@ impl Links<'_> {
                     replica = to,
                     "no address known for replica {to}; add it to [peers] in the config"
                 );
-                self.failed.push((to, snapshot));
+                failed.push((to, snapshot));
                 return;
             };
             let link = PeerLink::start(
@@ -549,9 +529,9 @@ impl Links<'_> {
             );
             self.links.insert(to, link);
         }
-        if self.links[&to].send(message).is_err() {
+        if !self.links[&to].send(message) {
             // The link's queue is full or its task ended: raft sends again after probing.
-            self.failed.push((to, snapshot));
+            failed.push((to, snapshot));
         }
     }
 }

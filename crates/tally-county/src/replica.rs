@@ -98,8 +98,6 @@ pub struct ReadyOutput {
     /// Read requests (by their context) that are now safe to answer: the index they need has
     /// been applied.
     pub reads_ready: Vec<Vec<u8>>,
-    /// Membership changed: the new voters and learners.
-    pub membership_changed: bool,
     /// Each single change of the configuration changes applied, with the context it was
     /// proposed with (the address of an added replica).
     pub conf_changes: Vec<AppliedConfChange>,
@@ -132,8 +130,6 @@ pub struct PeerProgress {
     pub matched: u64,
     /// `probe`, `replicate` or `snapshot` (a snapshot is being sent to it).
     pub state: &'static str,
-    /// Whether it was heard from within the last election timeout.
-    pub recent_active: bool,
     pub voter: bool,
 }
 
@@ -167,12 +163,6 @@ pub struct Replica {
     /// its context, answers it (numbers restart with the process; indexes do not repeat).
     proposals_in_flight: HashMap<u64, u64>,
     options: Options,
-    /// Ticks since the replica opened, and the tick each peer's latest message arrived at:
-    /// raft's own `recent_active` is cleared at every quorum check (each election timeout)
-    /// until the peer answers again, so alone it shows a healthy peer as silent for the
-    /// moments after each check.
-    ticks: u64,
-    heard_at_tick: HashMap<u64, u64>,
 }
 
 fn bad_entry(entry: &Entry, message: String) -> ReplicaError {
@@ -237,8 +227,6 @@ impl Replica {
             pending_reads: Vec::new(),
             proposals_in_flight: HashMap::new(),
             options,
-            ticks: 0,
-            heard_at_tick: HashMap::new(),
         })
     }
 
@@ -266,13 +254,11 @@ impl Replica {
 
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
-        self.ticks += 1;
         self.raw.tick();
     }
 
     /// Feeds a message from a peer. Messages from unknown or removed peers are dropped by raft.
     pub fn step(&mut self, message: Message) -> Result<(), ReplicaError> {
-        self.heard_at_tick.insert(message.from, self.ticks);
         // A leader's heartbeat commits at most what this replica acknowledged it holds; a log
         // shorter than that lost acknowledged entries, and raft-rs would panic on it.
         let last_index = self.raw.raft.raft_log.last_index();
@@ -505,7 +491,6 @@ impl Replica {
                     };
                     self.storage.set_conf_state(&conf_state)?;
                     self.state.apply_empty(entry.index);
-                    out.membership_changed = true;
                 }
             }
         }
@@ -569,11 +554,6 @@ impl Replica {
                         raft::ProgressState::Replicate => "replicate",
                         raft::ProgressState::Snapshot => "snapshot",
                     },
-                    recent_active: pr.recent_active
-                        || self
-                            .heard_at_tick
-                            .get(id)
-                            .is_some_and(|&heard| self.ticks - heard <= ELECTION_TICKS as u64),
                     voter: conf.voters.contains(id),
                 })
                 .collect();

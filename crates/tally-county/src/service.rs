@@ -64,7 +64,7 @@ pub struct Shared {
     silence_max: Duration,
 }
 
-const INCARNATION_RECORD: &str = "incarnation/";
+const INCARNATION_RECORD: &str = "incarnation";
 
 /// The full results at one log index, and the conflicts recorded up to it.
 pub struct ResultsAt {
@@ -82,11 +82,8 @@ impl Shared {
         tick: Duration,
     ) -> Result<Arc<Shared>, crate::storage::StorageError> {
         let mut incarnations = HashMap::new();
-        for (key, value) in storage.node_records(INCARNATION_RECORD)? {
-            if let (Ok(id), Ok(bytes)) = (
-                key[INCARNATION_RECORD.len()..].parse::<u64>(),
-                <[u8; INCARNATION_BYTES]>::try_from(value.as_slice()),
-            ) {
+        for (id, value) in storage.peer_records(INCARNATION_RECORD)? {
+            if let Ok(bytes) = <[u8; INCARNATION_BYTES]>::try_from(value.as_slice()) {
                 incarnations.insert(id, bytes);
             }
         }
@@ -137,6 +134,17 @@ impl Shared {
             .query(|replica| {
                 let state = replica.state();
                 let (result, chain) = state.results();
+                // The log index of each conflicting sheet, hashing the records once (and only
+                // when there are conflicts), not once per conflict.
+                let conflicting: HashMap<[u8; 32], u64> = if state.conflicts().is_empty() {
+                    HashMap::new()
+                } else {
+                    state
+                        .records()
+                        .iter()
+                        .map(|r| (r.signed.digest(), r.log_index))
+                        .collect()
+                };
                 let conflicts = state
                     .conflicts()
                     .iter()
@@ -147,11 +155,7 @@ impl Shared {
                         version: c.version,
                         counted_digest: hex::encode(c.existing),
                         conflicting_digest: hex::encode(c.conflicting),
-                        log_index: state
-                            .records()
-                            .iter()
-                            .find(|r| r.signed.digest() == c.conflicting)
-                            .map_or(0, |r| r.log_index),
+                        log_index: conflicting.get(&c.conflicting).copied().unwrap_or(0),
                     })
                     .collect();
                 Arc::new(ResultsAt {
@@ -248,7 +252,7 @@ impl Shared {
             }
             None => {
                 self.storage
-                    .put_node_record(&format!("{INCARNATION_RECORD}{peer}"), &incarnation)
+                    .put_peer_record(INCARNATION_RECORD, peer, &incarnation)
                     .map_err(|e| Status::internal(e.to_string()))?;
                 known.insert(peer, incarnation);
                 Ok(())
@@ -302,8 +306,8 @@ fn refused(code: &str, message: String, digest: [u8; 32]) -> pb::SheetOutcome {
     }
 }
 
-/// Sheets that passed the checks: position in the batch, envelope, warnings.
-type Passed = Vec<(usize, SignedSheet, Vec<String>)>;
+/// Sheets that passed the checks: position in the batch, envelope, its digest, warnings.
+type Passed = Vec<(usize, SignedSheet, [u8; 32], Vec<String>)>;
 /// Sheets refused by the checks: position in the batch, outcome.
 type Refused = Vec<(usize, pb::SheetOutcome)>;
 
@@ -358,7 +362,7 @@ fn check_batch(
             .iter()
             .map(|f| format!("{} {}: {}", f.code.as_str(), f.field, f.message))
             .collect();
-        pass.push((i, signed, warnings));
+        pass.push((i, signed, digest, warnings));
     }
     (pass, refuse)
 }
@@ -513,7 +517,10 @@ impl pb::county_server::County for CountyService {
             // The countersignature covers the batch as sent; the log keeps it with the batch
             // when every sheet of it is recorded, so it checks against the entry.
             let countersignature = (pass.len() == n).then_some(countersignature);
-            let sheets: Vec<SignedSheet> = pass.iter().map(|(_, s, _)| s.clone()).collect();
+            let (sheets, answers): (Vec<SignedSheet>, Vec<_>) = pass
+                .into_iter()
+                .map(|(i, signed, digest, warnings)| (signed, (i, digest, warnings)))
+                .unzip();
             let applied = within(
                 WRITE_DEADLINE,
                 "recording the batch",
@@ -524,8 +531,8 @@ impl pb::county_server::County for CountyService {
                 }),
             )
             .await?;
-            for ((i, signed, warnings), o) in pass.into_iter().zip(&applied.applied.outcomes) {
-                outcomes[positions[i]] = Some(outcome(o, signed.digest(), warnings));
+            for ((i, digest, warnings), o) in answers.into_iter().zip(&applied.applied.outcomes) {
+                outcomes[positions[i]] = Some(outcome(o, digest, warnings));
             }
             response.log_index = applied.chain.log_index;
             response.chain_head = applied.chain.head.to_vec();
@@ -782,7 +789,7 @@ pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
     let last = s.last_index;
     pb::StatusResponse {
         replica_id: s.id,
-        cluster_id: s.cluster_id.clone(),
+        cluster_id: s.cluster_id.to_string(),
         role: s.role.to_owned(),
         term: s.term,
         leader_id: s.leader.unwrap_or(0),
@@ -810,7 +817,11 @@ pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
         chain_length: s.chain.length,
         sheets_counted: s.sheets_counted,
         conflicts: s.conflicts,
-        addresses: s.addresses.clone().into_iter().collect(),
+        addresses: s
+            .addresses
+            .iter()
+            .map(|(id, address)| (*id, address.clone()))
+            .collect(),
         running: s.running,
         stopped: s.stopped.clone().unwrap_or_default(),
     }
@@ -823,6 +834,23 @@ pub struct AdminService {
 }
 
 impl AdminService {
+    /// Proposes a membership change and waits until the status shows it applied.
+    async fn change(
+        &self,
+        change: ConfChangeType,
+        id: u64,
+        context: Vec<u8>,
+        what: String,
+        done: impl Fn(&NodeStatus) -> bool,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        self.shared
+            .node
+            .change_membership(change, id, context)
+            .await
+            .map_err(unavailable)?;
+        self.wait_for(what, done).await
+    }
+
     /// Waits until the status satisfies `done`, or says the change was not seen in time.
     async fn wait_for(
         &self,
@@ -842,19 +870,24 @@ impl AdminService {
         })
         .await
         .unwrap_or(false);
-        let s = self.shared.status();
         if !seen {
             return Err(Status::deadline_exceeded(format!(
                 "{what}: not applied within {} s; `tally cluster status` shows whether it happened (another membership change may have been pending; try again)",
                 ADMIN_DEADLINE.as_secs()
             )));
         }
-        Ok(Response::new(pb::AdminResponse {
-            message: what,
+        Ok(self.answer(what))
+    }
+
+    /// The answer to an admin call: what happened, and the membership as it is now.
+    fn answer(&self, message: String) -> Response<pb::AdminResponse> {
+        let s = self.shared.status();
+        Response::new(pb::AdminResponse {
+            message,
             voters: s.voters.clone(),
             learners: s.learners.clone(),
             leader_id: s.leader.unwrap_or(0),
-        }))
+        })
     }
 }
 
@@ -899,16 +932,10 @@ impl pb::admin_server::Admin for AdminService {
                 "address {address:?} is not host:port"
             )));
         }
-        self.shared
-            .node
-            .change_membership(
-                ConfChangeType::AddLearnerNode,
-                id,
-                address.clone().into_bytes(),
-            )
-            .await
-            .map_err(unavailable)?;
-        self.wait_for(
+        self.change(
+            ConfChangeType::AddLearnerNode,
+            id,
+            address.clone().into_bytes(),
             format!("replica {id} ({address}) added as a learner; promote it once it has caught up (`tally cluster promote {id}`)"),
             move |s| s.learners.contains(&id),
         )
@@ -953,14 +980,13 @@ impl pb::admin_server::Admin for AdminService {
                 "replica {id} is {lag} entries behind the leader (at most {max_lag} allowed); wait until it has caught up (`tally cluster status` shows its lag) and promote it again"
             )));
         }
-        self.shared
-            .node
-            .change_membership(ConfChangeType::AddNode, id, Vec::new())
-            .await
-            .map_err(unavailable)?;
-        self.wait_for(format!("replica {id} is now a voter"), move |s| {
-            s.voters.contains(&id)
-        })
+        self.change(
+            ConfChangeType::AddNode,
+            id,
+            Vec::new(),
+            format!("replica {id} is now a voter"),
+            move |s| s.voters.contains(&id),
+        )
         .await
     }
 
@@ -991,12 +1017,10 @@ impl pb::admin_server::Admin for AdminService {
                 "replica {id} is the last voter; a cluster cannot remove its last voter"
             )));
         }
-        self.shared
-            .node
-            .change_membership(ConfChangeType::RemoveNode, id, Vec::new())
-            .await
-            .map_err(unavailable)?;
-        self.wait_for(
+        self.change(
+            ConfChangeType::RemoveNode,
+            id,
+            Vec::new(),
             format!("replica {id} removed; its id is never used again"),
             move |s| !s.voters.contains(&id) && !s.learners.contains(&id),
         )
@@ -1021,12 +1045,7 @@ impl pb::admin_server::Admin for AdminService {
             )));
         }
         if status.leader == Some(id) {
-            return Ok(Response::new(pb::AdminResponse {
-                message: format!("replica {id} already leads"),
-                voters: status.voters.clone(),
-                learners: status.learners.clone(),
-                leader_id: id,
-            }));
+            return Ok(self.answer(format!("replica {id} already leads")));
         }
         self.shared
             .node

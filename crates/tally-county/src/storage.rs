@@ -311,27 +311,37 @@ impl DiskStorage {
             .map_err(|_| corrupt("incarnation", "is not 16 bytes"))
     }
 
-    /// Stores a record of the networked replica (fsynced before it returns).
-    pub fn put_node_record(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+    /// Stores what the networked replica keeps about another replica (its address, its
+    /// incarnation), under `kind` (fsynced before it returns).
+    pub fn put_peer_record(&self, kind: &str, peer: u64, value: &[u8]) -> Result<(), StorageError> {
         let txn = self.begin_write(Durability::Immediate)?;
         {
             let mut table = txn.open_table(NODE).map_err(db)?;
-            table.insert(key, value).map_err(db)?;
+            table
+                .insert(format!("{kind}/{peer}").as_str(), value)
+                .map_err(db)?;
         }
         txn.commit().map_err(db)
     }
 
-    /// Every record of the networked replica whose key starts with `prefix`, in key order.
-    pub fn node_records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    /// Every record of `kind` ([`DiskStorage::put_peer_record`]), by replica id.
+    pub fn peer_records(&self, kind: &str) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let prefix = format!("{kind}/");
         let txn = self.database.begin_read().map_err(db)?;
         let table = txn.open_table(NODE).map_err(db)?;
         let mut out = Vec::new();
-        for row in table.range(prefix..).map_err(db)? {
+        for row in table.range(prefix.as_str()..).map_err(db)? {
             let (key, value) = row.map_err(db)?;
-            if !key.value().starts_with(prefix) {
+            let Some(id) = key.value().strip_prefix(&prefix) else {
                 break;
-            }
-            out.push((key.value().to_owned(), value.value().to_vec()));
+            };
+            let id = id.parse().map_err(|_| {
+                corrupt(
+                    format!("{kind} record {:?}", key.value()),
+                    "has no replica id",
+                )
+            })?;
+            out.push((id, value.value().to_vec()));
         }
         Ok(out)
     }

@@ -19,7 +19,7 @@ use tally_rpc::pb::RaftBatch;
 use tally_rpc::pb::raft_client::RaftClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 /// Messages waiting for one peer before new ones are dropped.
 pub const LINK_QUEUE: usize = 8 * 1024;
@@ -40,15 +40,22 @@ pub trait Dialer: Send + Sync + 'static {
     fn channel(&self, address: &str) -> Result<Channel, String>;
 }
 
-/// Dials peers over mutual TLS with this replica's certificate.
+/// Dials peers over mutual TLS with this replica's certificate. The files are read and
+/// checked once, when it is made; each dial only names the host it expects.
 pub struct TlsDialer {
-    pub tls: tally_net::TlsFiles,
+    tls: ClientTlsConfig,
+}
+
+impl TlsDialer {
+    pub fn new(files: &tally_net::TlsFiles) -> Result<Self, tally_net::CertError> {
+        let (tls, _) = files.client_tls("localhost")?;
+        Ok(TlsDialer { tls })
+    }
 }
 
 impl Dialer for TlsDialer {
     fn channel(&self, address: &str) -> Result<Channel, String> {
-        let host = host_of(address);
-        let (tls, _) = self.tls.client_tls(host).map_err(|e| e.to_string())?;
+        let tls = self.tls.clone().domain_name(host_of(address));
         let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{address}"))
             .map_err(|e| format!("{address} is not an address: {e}"))?
             .tls_config(tls)
@@ -86,13 +93,9 @@ impl PeerLink {
         PeerLink { queue }
     }
 
-    /// Queues a message; gives it back if the queue is full or the link has ended (the
-    /// caller needs its type; it is given back only on this rare path, so not boxed).
-    #[allow(clippy::result_large_err)]
-    pub(crate) fn send(&self, message: Message) -> Result<(), Message> {
-        self.queue.try_send(message).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
-        })
+    /// Queues a message; false if the queue is full or the link has ended.
+    pub(crate) fn send(&self, message: Message) -> bool {
+        self.queue.try_send(message).is_ok()
     }
 }
 

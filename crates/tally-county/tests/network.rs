@@ -534,9 +534,7 @@ impl Cluster {
             peers: self.addresses.lock().unwrap().clone(),
             tick: TICK,
             compact_after_entries: self.compact_after_entries,
-            dialer: Arc::new(TlsDialer {
-                tls: tls_files.clone(),
-            }),
+            dialer: Arc::new(TlsDialer::new(&tls_files).map_err(|e| e.to_string())?),
         })
         .map_err(|e| e.to_string())?;
         let (tls, _) = tls_files.server_tls().map_err(|e| e.to_string())?;

@@ -18,7 +18,7 @@ use tally_net::{Identity, Role, TlsFiles};
 use tally_rpc::pb;
 use tally_rpc::pb::admin_client::AdminClient;
 use tally_rpc::pb::county_client::CountyClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Logs go to standard error: human-readable by default, JSON lines with `TALLY_LOG_FORMAT=json`;
 /// the level comes from `TALLY_LOG` (e.g. `info`, `tally_county=debug`), default `info`.
@@ -80,9 +80,10 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
                     config.listen
                 )
             })?;
-        let dialer = Arc::new(TlsDialer {
-            tls: config.tls.clone(),
-        });
+        let dialer = Arc::new(
+            TlsDialer::new(&config.tls)
+                .map_err(|e| anyhow!("{}: [tls]: {e}", config.file.display()))?,
+        );
         let opened = server::open(ReplicaSetup {
             cluster_id: config.cluster_id.clone(),
             replica_id: config.replica_id,
@@ -182,13 +183,16 @@ pub struct ClientArgs {
     pub pki: PathBuf,
 }
 
-fn channel(files: &TlsFiles, address: &str) -> Result<Channel> {
-    let (tls, _) = files
-        .client_tls(host_of(address))
-        .map_err(|e| anyhow!("{e}"))?;
+/// Reads and checks a client's TLS files once; [`channel`] names the host per address.
+fn client_config(files: &TlsFiles) -> Result<ClientTlsConfig> {
+    let (tls, _) = files.client_tls("localhost").map_err(|e| anyhow!("{e}"))?;
+    Ok(tls)
+}
+
+fn channel(tls: &ClientTlsConfig, address: &str) -> Result<Channel> {
     Ok(Endpoint::from_shared(format!("https://{address}"))
         .with_context(|| format!("{address} is not host:port"))?
-        .tls_config(tls)?
+        .tls_config(tls.clone().domain_name(host_of(address)))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
         .connect_lazy())
@@ -356,9 +360,10 @@ where
     F: Fn(AdminClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<pb::AdminResponse>, tonic::Status>>,
 {
+    let tls = client_config(files)?;
     let mut errors = Vec::new();
     for address in &client.servers {
-        match call(AdminClient::new(channel(files, address)?)).await {
+        match call(AdminClient::new(channel(&tls, address)?)).await {
             Ok(response) => {
                 let r = response.into_inner();
                 say!("{}", r.message);
@@ -392,11 +397,12 @@ async fn cluster_results(
     request: pb::ResultsRequest,
     format: crate::report::Format,
 ) -> Result<Outcome> {
+    let tls = client_config(files)?;
     let mut errors = Vec::new();
     let mut response = None;
     for address in &client.servers {
         let mut county =
-            CountyClient::new(channel(files, address)?).max_decoding_message_size(1 << 30);
+            CountyClient::new(channel(&tls, address)?).max_decoding_message_size(1 << 30);
         match county.results(request.clone()).await {
             Ok(r) => {
                 response = Some(r.into_inner());
@@ -500,6 +506,7 @@ async fn status(
     files: &TlsFiles,
     format: crate::report::Format,
 ) -> Result<Outcome> {
+    let tls = client_config(files)?;
     let mut rows = Vec::new();
     let mut problems = Vec::new();
     let mut addresses: Vec<String> = client.servers.clone();
@@ -507,7 +514,7 @@ async fn status(
     while i < addresses.len() {
         let address = addresses[i].clone();
         i += 1;
-        let mut county = CountyClient::new(channel(files, &address)?);
+        let mut county = CountyClient::new(channel(&tls, &address)?);
         match tokio::time::timeout(Duration::from_secs(5), county.status(pb::StatusRequest {}))
             .await
         {
@@ -864,10 +871,10 @@ async fn send_all(
         }
         let identity =
             Identity::new(Role::Township, t.as_str()).map_err(|e| anyhow!("township {t}: {e}"))?;
-        let files = TlsFiles::in_dir(&args.client.pki, &identity);
+        let tls = client_config(&TlsFiles::in_dir(&args.client.pki, &identity))?;
         let mut per_server = Vec::new();
         for address in &args.client.servers {
-            per_server.push(channel(&files, address)?);
+            per_server.push(channel(&tls, address)?);
         }
         channels.insert(t, per_server);
     }
