@@ -57,8 +57,8 @@ pub const DEV_LEAF_VALIDITY_DAYS: u32 = 365;
 pub const CLOCK_SKEW_ALLOWANCE_MINUTES: i64 = 60;
 
 /// The most leaves [`write_dev_pki`] writes in one call; a county has a few replicas, some
-/// tens of townships and a handful of operators.
-pub const DEV_PKI_LEAVES_MAX: usize = 1024;
+/// tens of townships, a handful of operators and up to some thousands of polling units.
+pub const DEV_PKI_LEAVES_MAX: usize = 20_000;
 
 /// The most host names or addresses one leaf may carry.
 pub const HOSTS_MAX: usize = 64;
@@ -72,11 +72,14 @@ pub enum Role {
     Township,
     /// A person at the county office; its name is the operator's login.
     Operator,
+    /// A village polling unit (a station, an election assembly or a mobile ballot box); its
+    /// name is the unit's id in the election definition. It talks to its township only.
+    Village,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 3] = [Role::Replica, Role::Township, Role::Operator];
+    pub const ALL: [Role; 4] = [Role::Replica, Role::Township, Role::Operator, Role::Village];
 
     /// The word used in the URI SAN, the common name and file names.
     pub fn as_str(self) -> &'static str {
@@ -84,6 +87,7 @@ impl Role {
             Role::Replica => "replica",
             Role::Township => "township",
             Role::Operator => "operator",
+            Role::Village => "village",
         }
     }
 
@@ -95,6 +99,7 @@ impl Role {
                 "submit the signed tally sheets of its own township and read their status"
             }
             Role::Operator => "read results and administer the county service",
+            Role::Village => "submit its own polling unit's signed tally sheets to its township",
         }
     }
 }
@@ -114,7 +119,7 @@ impl FromStr for Role {
             .find(|role| role.as_str() == s)
             .ok_or_else(|| CertError::BadIdentity {
                 identity: s.to_string(),
-                reason: "the role is not one of replica, township, operator".to_string(),
+                reason: "the role is not one of replica, township, operator, village".to_string(),
             })
     }
 }
@@ -188,7 +193,7 @@ impl Identity {
         match self.role {
             // Identity::new checked that a replica's name is a decimal u64.
             Role::Replica => self.name.parse().ok(),
-            Role::Township | Role::Operator => None,
+            Role::Township | Role::Operator | Role::Village => None,
         }
     }
 
@@ -218,7 +223,7 @@ impl Identity {
             None => Err(bad("expected tally://ROLE/NAME")),
             Some((role, name)) => role
                 .parse::<Role>()
-                .map_err(|_| bad("the role is not one of replica, township, operator"))
+                .map_err(|_| bad("the role is not one of replica, township, operator, village"))
                 .and_then(|role| Identity::new(role, name)),
         })
     }
@@ -346,7 +351,7 @@ pub fn make_ca(county_name: &str) -> Result<CaFiles, CertError> {
 ///
 /// The leaf carries the identity as a URI SAN (see the module doc), both the ServerAuth and
 /// ClientAuth extended key usages (a replica is a server to its peers and a client of them),
-/// and a DNS or IP SAN for each of `hosts`. A replica also always gets `localhost`,
+/// and a DNS or IP SAN for each of `hosts`. A replica or township (the servers) also always gets `localhost`,
 /// `127.0.0.1` and `::1`, so a single machine's cluster and the tests need no host names.
 ///
 /// `ca` may be a CA made elsewhere, as long as its key is one rcgen reads (PKCS#8 PEM).
@@ -425,7 +430,7 @@ pub fn make_leaf(
 /// The identity URI first, then the hosts, without duplicates.
 fn host_sans(identity: &Identity, hosts: &[String]) -> Result<Vec<SanType>, CertError> {
     let mut all_hosts: Vec<&str> = Vec::new();
-    if identity.role() == Role::Replica {
+    if matches!(identity.role(), Role::Replica | Role::Township) {
         all_hosts.extend(["localhost", "127.0.0.1", "::1"]);
     }
     all_hosts.extend(hosts.iter().map(|h| h.trim()));
@@ -498,7 +503,8 @@ pub const CA_KEY_FILE: &str = "ca.key";
 ///
 /// It never overwrites a file. When `ca.pem` and `ca.key` both exist they are reused, so a
 /// new township or replica can be added to a running county; any leaf file that exists is an
-/// error naming it, found before anything is written. `hosts` go on the replica certificates.
+/// error naming it, found before anything is written. `hosts` go on the replica and township
+/// certificates (the servers).
 pub fn write_dev_pki(
     dir: &Path,
     county: &str,
@@ -517,6 +523,17 @@ pub fn write_dev_pki(
     for name in operators {
         identities.push(Identity::new(Role::Operator, name.as_str())?);
     }
+    write_dev_pki_for(dir, county, &identities, hosts)
+}
+
+/// [`write_dev_pki`] for any list of identities (villages among them): the same files, the
+/// same refusal to overwrite, the same reuse of an existing CA.
+pub fn write_dev_pki_for(
+    dir: &Path,
+    county: &str,
+    identities: &[Identity],
+    hosts: &[String],
+) -> Result<DevPki, CertError> {
     if identities.len() > DEV_PKI_LEAVES_MAX {
         return Err(CertError::BadIdentity {
             identity: "(pki)".to_string(),
@@ -587,7 +604,9 @@ pub fn write_dev_pki(
         ca
     };
     for (identity, (cert_path, key_path)) in identities.iter().zip(leaf_paths) {
-        let leaf_hosts: &[String] = if identity.role() == Role::Replica {
+        // Servers are dialled by name: replicas by townships, operators and each other,
+        // townships by their polling units.
+        let leaf_hosts: &[String] = if matches!(identity.role(), Role::Replica | Role::Township) {
             hosts
         } else {
             &[]

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 pub use auth::{RequireRole, authorized_identity, peer_identity, require};
 pub use certs::{
     CaFiles, DevPki, Identity, LeafFiles, Role, identity_of, make_ca, make_leaf, write_dev_pki,
+    write_dev_pki_for,
 };
 pub use tls::{TlsFiles, client_tls, server_tls};
 

@@ -8,6 +8,7 @@ use crate::files::load_definition;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use tally_net::certs::{CA_CERT_FILE, CA_KEY_FILE};
+use tally_net::{Identity, Role};
 
 /// Where the README explains what a certificate from another CA must carry.
 pub const EXISTING_CA_DOC: &str =
@@ -48,18 +49,31 @@ pub struct CertsArgs {
     /// An election definition: a certificate for every township in it.
     #[arg(long, short)]
     definition: Option<PathBuf>,
+    /// Also a village certificate for every polling unit of --definition (each unit's device
+    /// talks to its township with it).
+    #[arg(long, requires = "definition")]
+    villages: bool,
     /// Operator names [default for a new CA: operator].
     #[arg(long, value_delimiter = ',')]
     operators: Option<Vec<String>>,
-    /// Host names and addresses the replicas are dialled at, put on every replica certificate.
+    /// Host names and addresses the replicas and townships are dialled at, put on every
+    /// replica and township certificate.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_HOSTS.map(String::from))]
     hosts: Vec<String>,
 }
 
 pub fn run(args: &CertsArgs) -> Result<Outcome> {
+    let mut villages: Vec<String> = Vec::new();
     let (definition_county, townships) = match &args.definition {
         Some(path) => {
             let definition = load_definition(path)?;
+            if args.villages {
+                villages = definition
+                    .units
+                    .iter()
+                    .map(|u| u.id.as_str().to_owned())
+                    .collect();
+            }
             let townships: Vec<String> = definition
                 .townships
                 .iter()
@@ -92,7 +106,7 @@ pub fn run(args: &CertsArgs) -> Result<Outcome> {
         .operators
         .clone()
         .unwrap_or_else(|| default_unless(ca_exists, vec![DEFAULT_OPERATOR.to_owned()]));
-    if replicas.is_empty() && townships.is_empty() && operators.is_empty() {
+    if replicas.is_empty() && townships.is_empty() && operators.is_empty() && villages.is_empty() {
         bail!(
             "nothing to make: {} already holds a CA, so name the certificates to add with \
              --replicas, --townships, --definition or --operators",
@@ -100,14 +114,20 @@ pub fn run(args: &CertsArgs) -> Result<Outcome> {
         );
     }
 
-    let pki = tally_net::write_dev_pki(
-        &args.out,
-        &county,
-        &replicas,
-        &townships,
-        &operators,
-        &args.hosts,
-    )
+    let mut identities = Vec::new();
+    for id in &replicas {
+        identities.push(Identity::replica(*id)?);
+    }
+    for (role, names) in [
+        (Role::Township, &townships),
+        (Role::Operator, &operators),
+        (Role::Village, &villages),
+    ] {
+        for name in names {
+            identities.push(Identity::new(role, name.as_str())?);
+        }
+    }
+    let pki = tally_net::write_dev_pki_for(&args.out, &county, &identities, &args.hosts)
     .with_context(|| format!("cannot make certificates in {}", args.out.display()))?;
 
     if pki.ca_reused {
