@@ -122,12 +122,9 @@ enum Command {
     Cluster(crate::county_cmd::ClusterCommand),
     /// Forward signed sheets to the county cluster as a township (countersigned batches).
     Submit(crate::county_cmd::SubmitArgs),
-    /// Run the offline path end to end on the built-in sample county.
-    Demo {
-        /// Where to keep the demo's files (default: a new folder under the system temp dir).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
+    /// The whole chain on the built-in sample county: a county cluster, township aggregators
+    /// and polling units as processes on 127.0.0.1 (--offline: count the sample in-process).
+    Demo(crate::demo_net::DemoArgs),
 }
 
 #[derive(Subcommand)]
@@ -235,7 +232,7 @@ fn run(command: Command) -> Result<Outcome> {
             crate::say!("{summary}");
             Ok(Outcome::Clean)
         }
-        Command::Demo { dir } => crate::demo::run(dir),
+        Command::Demo(args) => crate::demo_net::run(args),
         Command::Certs(args) => crate::certs_cmd::run(&args),
         Command::County { config } => crate::county_cmd::serve(&config),
         Command::Cluster(command) => crate::county_cmd::cluster(command),
@@ -397,7 +394,19 @@ fn results(definition: &Path, sheets: &[PathBuf], format: Format) -> Result<Outc
 }
 
 /// Generates a county into `out` and returns a one-paragraph summary.
+/// What [`write_generated_full`] wrote: the summary line, the generated county (with its
+/// keys) and every sheet signed.
+pub struct Written {
+    pub summary: String,
+    pub generated: synth::Generated,
+    pub signed: Vec<tally_proto::SignedSheet>,
+}
+
 pub fn write_generated(params: &GenParams, out: &Path) -> Result<String> {
+    Ok(write_generated_full(params, out)?.summary)
+}
+
+pub fn write_generated_full(params: &GenParams, out: &Path) -> Result<Written> {
     if out.exists()
         && std::fs::read_dir(out)
             .with_context(|| format!("cannot list {}", out.display()))?
@@ -437,7 +446,7 @@ pub fn write_generated(params: &GenParams, out: &Path) -> Result<String> {
     )?;
     let seats: u64 = generated.contests.iter().map(|c| u64::from(c.seats)).sum();
     let voters: u64 = generated.units.iter().map(|u| u.registered_voters).sum();
-    Ok(format!(
+    let summary = format!(
         "generated {} in {}: {} townships, {} contests, {} seats, {} units, {} registered voters, {} signed sheets",
         params.county_name,
         out.display(),
@@ -447,5 +456,10 @@ pub fn write_generated(params: &GenParams, out: &Path) -> Result<String> {
         generated.units.len(),
         voters,
         signed.len()
-    ))
+    );
+    Ok(Written {
+        summary,
+        generated,
+        signed,
+    })
 }

@@ -40,7 +40,7 @@ pub fn init_logging() {
 /// How long calls in progress may take to finish once a replica is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -184,12 +184,12 @@ pub struct ClientArgs {
 }
 
 /// Reads and checks a client's TLS files once; [`channel`] names the host per address.
-fn client_config(files: &TlsFiles) -> Result<ClientTlsConfig> {
+pub(crate) fn client_config(files: &TlsFiles) -> Result<ClientTlsConfig> {
     let (tls, _) = files.client_tls("localhost").map_err(|e| anyhow!("{e}"))?;
     Ok(tls)
 }
 
-fn channel(tls: &ClientTlsConfig, address: &str) -> Result<Channel> {
+pub(crate) fn channel(tls: &ClientTlsConfig, address: &str) -> Result<Channel> {
     Ok(Endpoint::from_shared(format!("https://{address}"))
         .with_context(|| format!("{address} is not host:port"))?
         .tls_config(tls.clone().domain_name(host_of(address)))?
@@ -501,11 +501,11 @@ async fn cluster_results(
     })
 }
 
-async fn status(
-    client: &ClientArgs,
-    files: &TlsFiles,
-    format: crate::report::Format,
-) -> Result<Outcome> {
+/// Each replica's answer (None: unreachable) and what needs attention.
+type ClusterLook = (Vec<(String, Option<pb::StatusResponse>)>, Vec<String>);
+
+/// Asks every replica named, and every replica they know of, for its status.
+pub(crate) async fn look(client: &ClientArgs, files: &TlsFiles) -> Result<ClusterLook> {
     let tls = client_config(files)?;
     let mut rows = Vec::new();
     let mut problems = Vec::new();
@@ -574,6 +574,24 @@ async fn status(
             }
         }
     }
+    Ok((rows, problems))
+}
+
+/// True when nothing about the cluster needs attention.
+pub(crate) async fn healthy(client: &ClientArgs, files: &TlsFiles) -> Result<bool> {
+    Ok(look(client, files).await?.1.is_empty())
+}
+
+pub(crate) async fn status(
+    client: &ClientArgs,
+    files: &TlsFiles,
+    format: crate::report::Format,
+) -> Result<Outcome> {
+    let (rows, problems) = look(client, files).await?;
+    let leader = rows
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .find(|s| s.role == "leader");
     if format == crate::report::Format::Json {
         let json: Vec<serde_json::Value> = rows
             .iter()

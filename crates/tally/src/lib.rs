@@ -8,6 +8,7 @@ pub mod certs_cmd;
 pub mod cli;
 pub mod county_cmd;
 pub mod demo;
+pub mod demo_net;
 pub mod files;
 pub mod intake;
 pub mod output;
