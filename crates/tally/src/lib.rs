@@ -11,6 +11,7 @@ pub mod demo;
 pub mod demo_net;
 pub mod files;
 pub mod intake;
+pub mod localnet;
 pub mod output;
 pub mod report;
 
