@@ -272,20 +272,20 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if i == kill_at {
-            if let Some((id, status)) = watch.leader().await {
-                county
-                    .fleet
-                    .replicas
-                    .get_mut(&id)
-                    .expect("a known replica")
-                    .kill();
-                say_line(format!(
-                    "killed replica {id}, the county leader (term {}), with SIGKILL; the townships keep going",
-                    status.term
-                ));
-                killed = Some((id, Instant::now()));
-            }
+        if i == kill_at
+            && let Some((id, status)) = watch.leader().await
+        {
+            county
+                .fleet
+                .replicas
+                .get_mut(&id)
+                .expect("a known replica")
+                .kill();
+            say_line(format!(
+                "killed replica {id}, the county leader (term {}), with SIGKILL; the townships keep going",
+                status.term
+            ));
+            killed = Some((id, Instant::now()));
         }
         villages.start(unit, bundle)?;
     }
