@@ -10,6 +10,7 @@ pub mod county_cmd;
 pub mod demo;
 pub mod files;
 pub mod intake;
+pub mod offline;
 pub mod output;
 pub mod report;
 
