@@ -15,3 +15,4 @@ pub mod output;
 pub mod report;
 
 pub mod table;
+pub mod village_cmd;
