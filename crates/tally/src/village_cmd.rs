@@ -224,6 +224,7 @@ fn fill_command(config_path: &Path, contest: &str, round: u32, out: &Path) -> Re
         let stdout = std::io::stdout();
         let mut prompter = fill::Prompter {
             terminal: stdin.is_terminal() && stdout.is_terminal(),
+            echo: !stdin.is_terminal(),
             input: stdin.lock(),
             output: stdout.lock(),
         };
@@ -630,7 +631,8 @@ fn print_entry(entry: &Entry) {
 /// Sends every pending sheet, and the journaled sheets in `again`, to the township, oldest
 /// first, in calls of up to [`SUBMIT_SHEETS_MAX`]. A call that fails for a reason worth
 /// retrying is made again after a pause that doubles from [`RETRY_PAUSE_FIRST`] to
-/// [`RETRY_PAUSE_MAX`], until `retry_for` has passed; each answer is recorded in the journal
+/// [`RETRY_PAUSE_MAX`], until `retry_for` has passed (the first call is always made, the
+/// last one at the deadline); each answer is recorded in the journal
 /// (fsynced) before the next call.
 fn deliver(
     config: &VillageConfig,
@@ -686,14 +688,17 @@ fn deliver(
                     Ok(response) => break response.into_inner(),
                     Err(status) if worth_retrying(status.code()) => {
                         last_error = format!("{:?}: {}", status.code(), status.message());
-                        if Instant::now() + pause > deadline {
+                        // The last try is made at the deadline, not a pause before it.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
                             return Ok(());
                         }
+                        let wait = pause.min(left);
                         eprintln!(
                             "township {address} did not take the sheets ({last_error}); trying again in {} ms",
-                            pause.as_millis()
+                            wait.as_millis()
                         );
-                        tokio::time::sleep(pause).await;
+                        tokio::time::sleep(wait).await;
                         pause = (pause * 2).min(RETRY_PAUSE_MAX);
                     }
                     Err(status) => bail!(

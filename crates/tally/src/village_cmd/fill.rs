@@ -91,6 +91,9 @@ pub struct Prompter<R, W> {
     pub input: R,
     pub output: W,
     pub terminal: bool,
+    /// Write each answer after its prompt: when the input is not typed at a terminal, the
+    /// transcript then reads as a person's session would.
+    pub echo: bool,
 }
 
 impl<R: BufRead, W: Write> Prompter<R, W> {
@@ -112,6 +115,9 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
             write!(self.output, "  {}: ", field.label)?;
             self.output.flush()?;
             let answer = self.line()?;
+            if self.echo {
+                writeln!(self.output, "{answer}")?;
+            }
             match parse_answer(&field.kind, &answer) {
                 Ok(value) => return Ok(value),
                 Err(why) => writeln!(self.output, "    {why}; type it again")?,
