@@ -238,11 +238,11 @@ impl Journal {
             let mut envelopes = txn.open_table(ENVELOPES).map_err(|e| db(&self.path, e))?;
             let mut records = txn.open_table(RECORDS).map_err(|e| db(&self.path, e))?;
             let mut digests = txn.open_table(DIGESTS).map_err(|e| db(&self.path, e))?;
-            let mut next = match records.last().map_err(|e| db(&self.path, e))? {
+            let first = match records.last().map_err(|e| db(&self.path, e))? {
                 Some((seq, _)) => seq.value() + 1,
                 None => 1,
             };
-            for (signed, record) in sheets {
+            for (next, (signed, record)) in (first..).zip(sheets) {
                 if next > JOURNAL_SHEETS_MAX {
                     bail!(
                         "the journal {} holds {JOURNAL_SHEETS_MAX} sheets, its limit; a unit never needs more, so check what is being submitted",
@@ -273,7 +273,6 @@ impl Journal {
                     .insert(digest.as_slice(), next)
                     .map_err(|e| db(&self.path, e))?;
                 seqs.push(next);
-                next += 1;
             }
         }
         txn.commit().map_err(|e| db(&self.path, e))?;
