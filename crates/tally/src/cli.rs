@@ -17,17 +17,25 @@ pub enum Outcome {
     Clean,
     /// Done, and there are findings the user must look at (refused sheets, warnings, conflicts).
     Findings,
+    /// `tally village submit`: some sheets were refused (by the township, or here before
+    /// sending); the others went through. Exit 1.
+    Refused,
+    /// `tally village submit`: some sheets are still pending after the retry window; they are
+    /// safe in the journal and the same command sends them. Exit 2.
+    Pending,
 }
 
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_FINDINGS: u8 = 3;
+/// `tally village submit` only: sheets still pending, run it again.
+pub const EXIT_PENDING: u8 = 2;
 
 #[derive(Parser)]
 #[command(
     name = "tally",
     version,
     about = "Election-night tally for county and township people's congress elections (县乡两级人大换届选举)",
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 findings to review (refused sheets, warnings, conflicts)."
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 findings to review (refused sheets, warnings, conflicts). `tally village submit` and `correct`: 1 some sheets refused, 2 some still pending (run the same command again)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -122,6 +130,10 @@ enum Command {
     Cluster(crate::county_cmd::ClusterCommand),
     /// Forward signed sheets to the county cluster as a township (countersigned batches).
     Submit(crate::county_cmd::SubmitArgs),
+    /// A polling unit's device: fill in a sheet by double entry, sign and submit it to the
+    /// township through a local journal, correct it, print it as a QR code.
+    #[command(subcommand)]
+    Village(crate::village_cmd::VillageCommand),
     /// The whole chain on the built-in sample county: a county cluster, township aggregators
     /// and polling units as processes on 127.0.0.1 (--offline: count the sample in-process).
     Demo(crate::demo_net::DemoArgs),
@@ -160,6 +172,8 @@ pub fn main() -> ExitCode {
     match run(cli.command) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Findings) => ExitCode::from(EXIT_FINDINGS),
+        Ok(Outcome::Refused) => ExitCode::from(EXIT_FAILURE),
+        Ok(Outcome::Pending) => ExitCode::from(EXIT_PENDING),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_FAILURE)
@@ -237,6 +251,7 @@ fn run(command: Command) -> Result<Outcome> {
         Command::County { config } => crate::county_cmd::serve(&config),
         Command::Cluster(command) => crate::county_cmd::cluster(command),
         Command::Submit(args) => crate::county_cmd::submit(args),
+        Command::Village(command) => crate::village_cmd::run(command),
     }
 }
 

@@ -12,7 +12,9 @@ pub mod demo_net;
 pub mod files;
 pub mod intake;
 pub mod localnet;
+pub mod offline;
 pub mod output;
 pub mod report;
 
 pub mod table;
+pub mod village_cmd;
