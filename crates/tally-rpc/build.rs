@@ -13,7 +13,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let service = proto_root.join("tally/v1/service.proto");
     let township = proto_root.join("tally/v1/township.proto");
     println!("cargo:rerun-if-changed={}", proto_root.display());
-    for file in ["sheet.proto", "county.proto", "service.proto", "township.proto"] {
+    for file in [
+        "sheet.proto",
+        "county.proto",
+        "service.proto",
+        "township.proto",
+    ] {
         println!(
             "cargo:rerun-if-changed={}",
             proto_root.join("tally/v1").join(file).display()
