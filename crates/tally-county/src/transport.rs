@@ -68,8 +68,11 @@ impl Dialer for TlsDialer {
     }
 }
 
-/// The host part of `host:port`; it lives in tally-net, beside the TLS it serves.
-pub use tally_net::host_of;
+/// The host part of `host:port` (without the brackets of an IPv6 address).
+pub fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
 
 /// The sending side of the link to one peer.
 pub(crate) struct PeerLink {

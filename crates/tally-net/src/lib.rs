@@ -30,7 +30,7 @@ pub use certs::{
     CaFiles, DevPki, Identity, LeafFiles, Role, identity_of, make_ca, make_leaf, write_dev_pki,
     write_dev_pki_for,
 };
-pub use tls::{TlsFiles, client_tls, host_of, server_tls};
+pub use tls::{TlsFiles, client_tls, server_tls};
 
 /// How to get certificates, said at the end of every error about a missing or bad one.
 pub const HOW_TO_MAKE_CERTS: &str = "make a county CA and certificates with `tally certs`, \

@@ -60,13 +60,6 @@ pub fn client_tls(
     material.client_config(server_name)
 }
 
-/// The host part of `host:port` (without the brackets of an IPv6 address): the name a client
-/// expects the server's certificate to carry when it dials that address.
-pub fn host_of(address: &str) -> &str {
-    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
 /// Where one party's TLS files are: the CA certificate, its own certificate and its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {

@@ -70,6 +70,7 @@ pub(crate) async fn run(
     let mut channels: HashMap<String, Channel> = HashMap::new();
     let mut current = 0usize;
     let mut pause = RETRY_PAUSE_MIN;
+    let mut last_warned = None;
     let retry_max = township.settings.retry_max;
     loop {
         if *stop.borrow() {
@@ -99,24 +100,27 @@ pub(crate) async fn run(
                 match record(&township, &address, &batch, response).await {
                     Ok(()) => {
                         pause = RETRY_PAUSE_MIN;
+                        last_warned = None;
                         continue;
                     }
                     Err(error) => {
-                        // Sent again after a pause: the county answers DUPLICATE.
-                        note_failure(&township, &address, error, false);
+                        // The county has the batch; it is sent again after a pause and the
+                        // county answers DUPLICATE.
+                        tracing::error!(township = %township.township, %error, "the county answered but its answer could not be stored; the batch is sent again");
+                        lock(&township.book).last_error = error;
                         retry_max
                     }
                 }
             }
             Attempt::Transient(error) => {
-                note_failure(&township, &address, error, true);
+                note_failure(&township, &address, error, true, &mut last_warned);
                 current += 1;
                 let wait = pause;
                 pause = (pause * 2).min(retry_max);
                 wait
             }
             Attempt::Refused(error) => {
-                note_failure(&township, &address, error, false);
+                note_failure(&township, &address, error, false, &mut last_warned);
                 current += 1;
                 retry_max
             }
@@ -141,16 +145,28 @@ fn jitter(pause: Duration) -> Duration {
     half + Duration::from_millis(extra)
 }
 
-fn note_failure(township: &Township, address: &str, error: String, transient: bool) {
+/// How often a county outage is said at warning level while it lasts; every attempt in
+/// between is logged at debug level.
+pub const OUTAGE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+fn note_failure(
+    township: &Township,
+    address: &str,
+    error: String,
+    transient: bool,
+    last_warned: &mut Option<tokio::time::Instant>,
+) {
     let mut book = lock(&township.book);
     let message = format!("county replica {address}: {error}");
-    // Said at warning level when something changes, not on every retry of a long outage.
-    if book.last_error != message || book.county_reachable {
-        if transient {
-            tracing::warn!(township = %township.township, replica = %address, %error, depth = book.outbox.len(), "cannot forward to the county; trying the next replica");
-        } else {
-            tracing::error!(township = %township.township, replica = %address, %error, depth = book.outbox.len(), "the county refuses the township's batch; the outbox waits until an operator mends it");
-        }
+    let now = tokio::time::Instant::now();
+    let due = book.county_reachable
+        || last_warned.is_none_or(|at| now.duration_since(at) >= OUTAGE_WARNING_INTERVAL);
+    if !transient {
+        // A refusal needs an operator: said every time, at error level.
+        tracing::error!(township = %township.township, replica = %address, %error, depth = book.outbox.len(), "the county refuses the township's batch; the outbox waits until an operator mends it (a wrong key or certificate)");
+    } else if due {
+        tracing::warn!(township = %township.township, replica = %address, %error, depth = book.outbox.len(), "cannot forward to the county; the township keeps taking sheets and tries the next replica");
+        *last_warned = Some(now);
     } else {
         tracing::debug!(township = %township.township, replica = %address, %error, "still cannot forward to the county");
     }
@@ -158,8 +174,16 @@ fn note_failure(township: &Township, address: &str, error: String, transient: bo
     book.last_error = message;
 }
 
+/// The host part of `host:port` (without an IPv6 address's brackets): the name the county
+/// replica's certificate must carry. The same rule as `tally_county::transport::host_of`,
+/// which this crate does not depend on.
+pub fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 fn channel(tls: &ClientTlsConfig, address: &str) -> Result<Channel, String> {
-    let tls = tls.clone().domain_name(tally_net::host_of(address));
+    let tls = tls.clone().domain_name(host_of(address));
     Ok(Endpoint::from_shared(format!("https://{address}"))
         .map_err(|e| format!("{address} is not an address: {e}"))?
         .tls_config(tls)

@@ -128,7 +128,7 @@ pub fn run(args: &CertsArgs) -> Result<Outcome> {
         }
     }
     let pki = tally_net::write_dev_pki_for(&args.out, &county, &identities, &args.hosts)
-    .with_context(|| format!("cannot make certificates in {}", args.out.display()))?;
+        .with_context(|| format!("cannot make certificates in {}", args.out.display()))?;
 
     if pki.ca_reused {
         if args.county.is_some() {

@@ -122,6 +122,9 @@ enum Command {
     Cluster(crate::county_cmd::ClusterCommand),
     /// Forward signed sheets to the county cluster as a township (countersigned batches).
     Submit(crate::county_cmd::SubmitArgs),
+    /// Run a township aggregator (--config township.toml), import sheets carried offline, or
+    /// show the township's picture.
+    Township(crate::township_cmd::TownshipArgs),
     /// Run the offline path end to end on the built-in sample county.
     Demo {
         /// Where to keep the demo's files (default: a new folder under the system temp dir).
@@ -240,6 +243,7 @@ fn run(command: Command) -> Result<Outcome> {
         Command::County { config } => crate::county_cmd::serve(&config),
         Command::Cluster(command) => crate::county_cmd::cluster(command),
         Command::Submit(args) => crate::county_cmd::submit(args),
+        Command::Township(args) => crate::township_cmd::run(args),
     }
 }
 

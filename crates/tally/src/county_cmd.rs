@@ -40,7 +40,7 @@ pub fn init_logging() {
 /// How long calls in progress may take to finish once a replica is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,7 +148,8 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
     })
 }
 
-async fn shutdown_signal() {
+/// Ends on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

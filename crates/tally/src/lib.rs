@@ -10,7 +10,9 @@ pub mod county_cmd;
 pub mod demo;
 pub mod files;
 pub mod intake;
+pub mod offline;
 pub mod output;
 pub mod report;
+pub mod township_cmd;
 
 pub mod table;
