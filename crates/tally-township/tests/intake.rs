@@ -556,3 +556,45 @@ async fn concurrent_submits_are_all_stored_once() {
     assert_eq!(p.outbox.unwrap().depth, sheets.len() as u64);
     township.stop().await;
 }
+
+// Goal: an aggregator refuses to start on what is not its own: a countersigning key other than
+// the one the definition registers for its township, or the data directory of another
+// township; each error says what is wrong.
+// Method: start T01 once (making its data directory) and stop it; start T01 with T02's key;
+// start T02 on T01's data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_refuses_another_townships_key_or_data_directory() {
+    let env = Env::new();
+    start(&env).await.stop().await;
+    let listener = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let server_tls = |id: &str| {
+        tally_net::TlsFiles::in_dir(&env.pki, &clerk(id))
+            .server_tls()
+            .unwrap()
+            .0
+    };
+
+    let mut wrong_key = env.setup(T01, &[unused_address()], settings());
+    wrong_key.countersign_key = fixture().township_keys[&township(T02)].clone();
+    let error = tally_township::start(wrong_key, server_tls(T01), listener().await)
+        .err()
+        .expect("T02's key is refused for T01");
+    assert!(
+        error
+            .to_string()
+            .contains("not the key the election definition registers for township T01"),
+        "{error}"
+    );
+
+    let mut wrong_dir = env.setup(T02, &[unused_address()], settings());
+    wrong_dir.data_dir = env.data_dir("township-T01");
+    let error = tally_township::start(wrong_dir, server_tls(T02), listener().await)
+        .err()
+        .expect("T01's data directory is refused for T02");
+    assert!(
+        error
+            .to_string()
+            .contains("belongs to township T01, not to township T02"),
+        "{error}"
+    );
+}

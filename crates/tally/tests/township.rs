@@ -306,4 +306,21 @@ fn serve_import_picture_and_stop() {
         ),
         "{err}"
     );
+
+    // And a certificate of another township.
+    std::fs::write(
+        root.join("keys/township-T01.key"),
+        keys.lines().find_map(|line| line.strip_prefix("T01,")).unwrap(),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(root.join("townships/T01.toml"))
+        .unwrap()
+        .replace("pki/township-T01.", "pki/township-T02.");
+    std::fs::write(root.join("townships/T01.toml"), config).unwrap();
+    let (code, out, err) = run(root, &["township", "--config", "townships/T01.toml"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("is township:T02's certificate, but this is township T01's aggregator"),
+        "{err}"
+    );
 }
