@@ -2,7 +2,7 @@
 //! and changed only after the transaction that stores a change has committed, so it never runs
 //! ahead of the disk. Every decision about a new sheet (duplicate, conflict, superseded, over
 //! capacity) is taken here, against the book and the sheets of the same group commit not yet
-//! in it ([`Pending`]).
+//! in it (`Pending`).
 
 use crate::store::{CountyLink, Digest, Loaded, Note, SheetRecord, StoreError};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};

@@ -19,6 +19,12 @@
 //! - [`service`]: the `Township` gRPC service and who may call what.
 //! - [`server`]: `prepare` (a config checked), `start` (served on a listener), `Running`.
 //!
+//! # Running one
+//! From a config file: [`start_from_config`]. In a test or a demo, on any listener (port 0):
+//! build a [`TownshipSetup`] (or take [`prepare`]'s) and call [`start`] inside a tokio
+//! runtime; it returns a [`Running`] with its address, its [`Township`] (picture, outbox
+//! depth, stored records) and `stop()`.
+//!
 //! # Invariants
 //! - **A sheet is acknowledged only once it is on disk.** Its envelope, record and outbox
 //!   entry are written in one redb transaction committed with `Durability::Immediate` before
@@ -53,5 +59,5 @@ pub mod store;
 pub mod township;
 
 pub use config::{OutboxSettings, TownshipConfig};
-pub use server::{Prepared, Running, StartError, TownshipSetup, prepare, start};
+pub use server::{Prepared, Running, StartError, TownshipSetup, prepare, start, start_from_config};
 pub use township::Township;

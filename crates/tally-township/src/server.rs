@@ -279,6 +279,14 @@ impl Running {
     }
 }
 
+/// [`prepare`], [`bind`] and [`start`] in one: the aggregator a config file describes, on its
+/// `listen` address, on the current tokio runtime.
+pub async fn start_from_config(config: &TownshipConfig) -> Result<Running, StartError> {
+    let prepared = prepare(config)?;
+    let listener = bind(prepared.listen).await?;
+    start(prepared.setup, prepared.server_tls, listener)
+}
+
 /// Opens the township's data directory, starts its writer and forwarder, and serves it on
 /// `listener` with mutual TLS. Must be called inside a tokio runtime; everything runs on it.
 pub fn start(

@@ -4,7 +4,7 @@
 //! A submit is checked on the blocking pool (signatures, the caller's unit, the township,
 //! validation), then handed to the writer task with everything it needs. The writer takes that
 //! submit and every other already queued (up to [`GROUP_SUBMITS_MAX`]), decides each sheet
-//! against the [`Book`](crate::book::Book), writes the group in one transaction, and only then
+//! against the book (`crate::book`), writes the group in one transaction, and only then
 //! answers all of them: a sheet is acknowledged only once it is on disk.
 
 use crate::book::{Book, Decision, Pending};
