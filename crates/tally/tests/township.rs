@@ -310,7 +310,9 @@ fn serve_import_picture_and_stop() {
     // And a certificate of another township.
     std::fs::write(
         root.join("keys/township-T01.key"),
-        keys.lines().find_map(|line| line.strip_prefix("T01,")).unwrap(),
+        keys.lines()
+            .find_map(|line| line.strip_prefix("T01,"))
+            .unwrap(),
     )
     .unwrap();
     let config = std::fs::read_to_string(root.join("townships/T01.toml"))
