@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tally_core::definition::Definition;
 use tally_core::ids::TownshipId;
-use tally_core::results::{ContestStatus, ElectionResult, Person};
+use tally_core::results::ElectionResult;
 use tally_core::validate;
 use tally_net::{Identity, Role, peer_identity, require};
 use tally_proto::SignedSheet;
@@ -655,37 +655,10 @@ fn results_filter(caller: &Identity, request: pb::ResultsRequest) -> Result<Filt
     })
 }
 
-pub fn contest_status_name(status: ContestStatus) -> &'static str {
-    match status {
-        ContestStatus::Counting => "counting",
-        ContestStatus::AwaitingRound => "awaiting_round",
-        ContestStatus::CommitteeDecision => "committee_decision",
-        ContestStatus::RoundLimit => "round_limit",
-        ContestStatus::Decided => "decided",
-    }
-}
-
-fn summary(s: &tally_core::results::Summary) -> pb::Summary {
-    pb::Summary {
-        contests_total: s.contests_total,
-        contests_decided: s.contests_decided,
-        seats_total: s.seats_total,
-        seats_filled: s.seats_filled,
-        vacancies: s.vacancies,
-        units_reported: s.units_reported,
-        units_expected: s.units_expected,
-        registered_voters: s.registered_voters,
-        voted: s.voted,
-        turnout_per_mille: s.turnout_per_mille,
-    }
-}
-
-fn candidate_id(person: &Person) -> String {
-    match person {
-        Person::Candidate(id) => id.to_string(),
-        Person::WriteIn(_) => String::new(),
-    }
-}
+/// The wire name of a contest's status; the conversion lives in [`tally_rpc::results`], shared
+/// with the township aggregator.
+pub use tally_rpc::results::contest_status_name;
+use tally_rpc::results::{contest_result, summary, township_summary};
 
 fn results_response(at: &ResultsAt, filter: &Filter, replica: u64) -> pb::ResultsResponse {
     let result = &at.result;
@@ -717,55 +690,9 @@ fn results_response(at: &ResultsAt, filter: &Filter, replica: u64) -> pb::Result
             .townships
             .iter()
             .filter(|t| keep_township(t.township.as_str()))
-            .map(|t| pb::TownshipSummary {
-                township_id: t.township.to_string(),
-                name: t.name.clone(),
-                county_level: Some(summary(&t.county_level)),
-                township_level: Some(summary(&t.township_level)),
-            })
+            .map(township_summary)
             .collect(),
-        contests: contests
-            .iter()
-            .map(|c| {
-                let latest = c.rounds.last();
-                pb::ContestResult {
-                    contest_id: c.contest.to_string(),
-                    name: c.name.clone(),
-                    level: c.level.name().to_owned(),
-                    township_id: c.township.to_string(),
-                    seats: c.seats,
-                    status: contest_status_name(c.status).to_owned(),
-                    seats_filled: c.seats_filled,
-                    vacancies: c.vacancies,
-                    rounds: c.rounds.len() as u32,
-                    units_reported: latest.map_or(0, |r| r.units_reported as u64),
-                    units_expected: latest.map_or(0, |r| r.units_expected as u64),
-                    votes: latest
-                        .map(|r| {
-                            r.votes
-                                .iter()
-                                .map(|v| pb::CandidateVotes {
-                                    candidate_id: candidate_id(&v.person),
-                                    name: v.name.clone(),
-                                    votes: v.votes,
-                                    round: r.round,
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    elected: c
-                        .elected
-                        .iter()
-                        .map(|e| pb::CandidateVotes {
-                            candidate_id: candidate_id(&e.person),
-                            name: e.name.clone(),
-                            votes: e.votes,
-                            round: e.round,
-                        })
-                        .collect(),
-                }
-            })
-            .collect(),
+        contests: contests.iter().map(|c| contest_result(c)).collect(),
         conflicts: at
             .conflicts
             .iter()

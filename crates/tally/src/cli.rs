@@ -130,6 +130,9 @@ enum Command {
     Cluster(crate::county_cmd::ClusterCommand),
     /// Forward signed sheets to the county cluster as a township (countersigned batches).
     Submit(crate::county_cmd::SubmitArgs),
+    /// Run a township aggregator (--config township.toml), import sheets carried offline, or
+    /// show the township's picture.
+    Township(crate::township_cmd::TownshipArgs),
     /// A polling unit's device: fill in a sheet by double entry, sign and submit it to the
     /// township through a local journal, correct it, print it as a QR code.
     #[command(subcommand)]
@@ -251,6 +254,7 @@ fn run(command: Command) -> Result<Outcome> {
         Command::County { config } => crate::county_cmd::serve(&config),
         Command::Cluster(command) => crate::county_cmd::cluster(command),
         Command::Submit(args) => crate::county_cmd::submit(args),
+        Command::Township(args) => crate::township_cmd::run(args),
         Command::Village(command) => crate::village_cmd::run(command),
     }
 }

@@ -148,7 +148,8 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
     })
 }
 
-async fn shutdown_signal() {
+/// Ends on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

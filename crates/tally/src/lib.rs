@@ -15,6 +15,7 @@ pub mod localnet;
 pub mod offline;
 pub mod output;
 pub mod report;
+pub mod township_cmd;
 
 pub mod table;
 pub mod village_cmd;

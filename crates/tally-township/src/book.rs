@@ -1,0 +1,181 @@
+//! The township's facts in memory: the same as the database holds, rebuilt from it on start
+//! and changed only after the transaction that stores a change has committed, so it never runs
+//! ahead of the disk. Every decision about a new sheet (duplicate, conflict, superseded, over
+//! capacity) is taken here, against the book and the sheets of the same group commit not yet
+//! in it (`Pending`).
+
+use crate::store::{CountyLink, Digest, Loaded, Note, SheetRecord, StoreError};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use tally_core::ledger::{Ledger, Submission};
+use tally_core::sheet::{SheetSlot, TallySheet};
+
+/// The most notes (refusals, conflicts) the picture shows, newest first.
+pub const PICTURE_NOTES_MAX: usize = 200;
+
+/// What the township holds, in memory.
+pub(crate) struct Book {
+    /// Every stored sheet, for the provisional results and for telling duplicates, conflicts
+    /// and superseded versions apart. Conflicting sheets are never stored, so the ledger
+    /// records none.
+    pub ledger: Ledger,
+    /// Every stored sheet's record, by digest.
+    pub records: HashMap<Digest, SheetRecord>,
+    /// Units with at least one stored sheet.
+    pub units_reported: BTreeSet<String>,
+    /// Sheets not yet answered by the county: arrival number → digest.
+    pub outbox: BTreeMap<u64, Digest>,
+    /// The newest notes, oldest first, at most [`PICTURE_NOTES_MAX`].
+    pub notes: VecDeque<Note>,
+    pub link: CountyLink,
+    /// Whether the last attempt to reach the county succeeded (unknown, so false, at start).
+    pub county_reachable: bool,
+    /// The last error from the county; empty after a success.
+    pub last_error: String,
+    /// Sheets the county has answered.
+    pub forwarded: u64,
+    /// The next arrival number and note number to hand out. Numbers are handed out when a
+    /// write is decided, before it commits, so two writers never take the same one; a failed
+    /// write leaves a gap, which is harmless.
+    pub next_seq: u64,
+    pub next_note: u64,
+    /// One more after every change of the stored sheets, so the picture's results are
+    /// computed again only when they can differ.
+    pub generation: u64,
+}
+
+impl Book {
+    /// The book of what was read from the database.
+    pub fn rebuild(loaded: Loaded) -> Result<Book, StoreError> {
+        let mut book = Book {
+            ledger: Ledger::new(),
+            records: HashMap::with_capacity(loaded.sheets.len()),
+            units_reported: BTreeSet::new(),
+            outbox: loaded.outbox.into_iter().collect(),
+            notes: VecDeque::new(),
+            link: loaded.link,
+            county_reachable: false,
+            last_error: String::new(),
+            forwarded: 0,
+            next_seq: loaded.next_seq,
+            next_note: loaded.next_note,
+            generation: 0,
+        };
+        for stored in loaded.sheets {
+            let digest_hex = hex::encode(stored.digest);
+            // Only verified sheets are stored, so the bytes decode; they are not verified
+            // again (the database is this aggregator's own).
+            let sheet = tally_proto::decode_sheet(&stored.signed.sheet).map_err(|e| {
+                StoreError::Corrupt {
+                    what: format!("sheet {digest_hex}"),
+                    problem: e.to_string(),
+                }
+            })?;
+            match book.ledger.submit(sheet, stored.digest) {
+                Submission::Accepted | Submission::Superseded { .. } => {}
+                other => {
+                    return Err(StoreError::Corrupt {
+                        what: format!("sheet {digest_hex}"),
+                        problem: format!("is {other:?} of another stored sheet"),
+                    });
+                }
+            }
+            if stored.record.county.is_some() {
+                book.forwarded += 1;
+            }
+            book.units_reported.insert(stored.record.unit.clone());
+            book.records.insert(stored.digest, stored.record);
+        }
+        for note in loaded.notes {
+            book.push_note(note);
+        }
+        Ok(book)
+    }
+
+    pub fn push_note(&mut self, note: Note) {
+        if self.notes.len() == PICTURE_NOTES_MAX {
+            self.notes.pop_front();
+        }
+        self.notes.push_back(note);
+    }
+
+    /// Hands out the next note number.
+    pub fn take_note_number(&mut self) -> u64 {
+        let n = self.next_note;
+        self.next_note += 1;
+        n
+    }
+
+    /// What a new sheet is, given the book and the sheets decided before it in the same write
+    /// (`layers`, not yet in the book).
+    pub fn decide(&self, layers: &[&Pending], sheet: &TallySheet, digest: &Digest) -> Decision {
+        let slot = sheet.slot();
+        let version = sheet.version;
+        if self.records.contains_key(digest) || layers.iter().any(|p| p.digests.contains(digest)) {
+            return Decision::Duplicate;
+        }
+        let stored = self
+            .ledger
+            .versions(&slot)
+            .find(|r| r.sheet.version == version)
+            .map(|r| r.digest);
+        let existing = stored.or_else(|| {
+            layers
+                .iter()
+                .find_map(|p| p.at_version.get(&(slot.clone(), version)).copied())
+        });
+        if let Some(existing) = existing {
+            return Decision::Conflict { existing };
+        }
+        let highest = self
+            .ledger
+            .versions(&slot)
+            .map(|r| r.sheet.version)
+            .chain(layers.iter().filter_map(|p| p.highest.get(&slot).copied()))
+            .max();
+        match highest {
+            Some(highest) if highest > version => Decision::Superseded { highest },
+            _ => Decision::New,
+        }
+    }
+}
+
+/// What a new sheet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// The very same sheet is stored (or is being stored in this write).
+    Duplicate,
+    /// Another sheet holds its slot and version; it is not stored.
+    Conflict { existing: Digest },
+    /// A lower version than one stored: stored, forwarded, not counted.
+    Superseded { highest: u32 },
+    /// Stored, and it counts.
+    New,
+}
+
+/// Sheets decided for one write and not yet in the book.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub digests: HashSet<Digest>,
+    pub at_version: HashMap<(SheetSlot, u32), Digest>,
+    pub highest: HashMap<SheetSlot, u32>,
+}
+
+impl Pending {
+    pub fn add(&mut self, sheet: &TallySheet, digest: Digest) {
+        let slot = sheet.slot();
+        self.digests.insert(digest);
+        self.at_version
+            .insert((slot.clone(), sheet.version), digest);
+        let highest = self.highest.entry(slot).or_insert(sheet.version);
+        *highest = (*highest).max(sheet.version);
+    }
+
+    pub fn merge(&mut self, other: Pending) {
+        self.digests.extend(other.digests);
+        self.at_version.extend(other.at_version);
+        for (slot, version) in other.highest {
+            let highest = self.highest.entry(slot).or_insert(version);
+            *highest = (*highest).max(version);
+        }
+    }
+}

@@ -1,0 +1,834 @@
+//! The config file of one township aggregator (`township.toml`): which township it is, where it
+//! listens, where its data, definition, key and TLS files are, and where the county is.
+//!
+//! ```toml
+//! township_id = "T01"
+//! listen = "127.0.0.1:7201"                   # socket address to bind
+//! data_dir = "data/township-T01"
+//! definition = "../sample-county/election.toml"
+//! countersign_key = "keys/township-T01.key"   # 64 hex digits, as `tally keygen` writes
+//! county = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]   # the replicas
+//! [tls]
+//! ca = "pki/ca.pem"
+//! cert = "pki/township-T01.pem"
+//! key = "pki/township-T01.key"
+//! [outbox]                                    # optional
+//! batch_max = 256        # sheets per forwarded batch (1..=4096)
+//! capacity = 100000      # outbox depth at which Submit answers RESOURCE_EXHAUSTED
+//! retry_max_ms = 5000    # the longest pause between two attempts to reach the county
+//! ```
+//!
+//! Paths are relative to the config file's folder, so a config works from any working
+//! directory. As with the county's config (`tally_county::config`), the file is checked as a
+//! whole and every problem is reported at once, each with the file, the line and the key.
+//!
+//! [`TownshipConfig::parse`] checks the text only and touches no file;
+//! [`TownshipConfig::load`] also checks that the definition, the key and the TLS files exist.
+//! Their contents (the key is the one the definition registers, the certificate is this
+//! township's) are checked when the aggregator starts ([`crate::server::prepare`]).
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tally_core::ids::TownshipId;
+use toml::Spanned;
+
+/// The largest config file read; a wrong path (a log, a disk image) is refused, not read.
+pub const CONFIG_BYTES_MAX: u64 = 64 * 1024;
+/// The most county replicas listed: a cluster has 3, 5 or 7 voters and a few being added.
+pub const COUNTY_ADDRESSES_MAX: usize = 16;
+/// The most sheets in one forwarded batch: the county's bound on an ingest.
+pub const BATCH_MAX_LIMIT: usize = 4096;
+/// Sheets per forwarded batch when `[outbox]` does not say.
+pub const BATCH_MAX_DEFAULT: usize = 256;
+/// The outbox depth at which Submit refuses, when `[outbox]` does not say: a township has at
+/// most a few thousand sheets, so this is reached only after a very long county outage.
+pub const CAPACITY_DEFAULT: u64 = 100_000;
+/// The largest outbox allowed: every entry is a stored sheet, and a few hundred megabytes of
+/// sheets is far beyond any township.
+pub const CAPACITY_MAX: u64 = 10_000_000;
+/// The longest pause between attempts to reach the county, when `[outbox]` does not say.
+pub const RETRY_MAX_MS_DEFAULT: u64 = 5_000;
+/// The pause the backoff starts from; `retry_max_ms` may not be shorter.
+pub const RETRY_MIN_MS: u64 = 100;
+/// The longest `retry_max_ms`: beyond a minute a county that is back is noticed too late.
+pub const RETRY_MAX_MS_LIMIT: u64 = 60_000;
+
+/// How the outbox forwards to the county.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxSettings {
+    /// Sheets per forwarded batch.
+    pub batch_max: usize,
+    /// The outbox depth at which Submit answers RESOURCE_EXHAUSTED and stores nothing.
+    pub capacity: u64,
+    /// The longest pause between two attempts to reach the county.
+    pub retry_max: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings {
+            batch_max: BATCH_MAX_DEFAULT,
+            capacity: CAPACITY_DEFAULT,
+            retry_max: Duration::from_millis(RETRY_MAX_MS_DEFAULT),
+        }
+    }
+}
+
+/// One township aggregator's configuration, checked. Paths are resolved against the config
+/// file's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TownshipConfig {
+    /// The config file this came from, for messages.
+    pub file: PathBuf,
+    pub township_id: TownshipId,
+    /// The socket address the aggregator binds.
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The election definition (TOML).
+    pub definition: PathBuf,
+    /// The township's secret countersigning key file.
+    pub countersign_key: PathBuf,
+    /// `host:port` of each county replica; any one will do (followers forward to the leader).
+    pub county: Vec<String>,
+    pub tls: tally_net::TlsFiles,
+    pub outbox: OutboxSettings,
+}
+
+impl TownshipConfig {
+    /// Reads, parses and checks the config at `path`, including that the definition, the key
+    /// and the TLS files exist.
+    pub fn load(path: &Path) -> Result<TownshipConfig, ConfigError> {
+        let read_error = |source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read_error)?.len();
+        if len > CONFIG_BYTES_MAX {
+            return Err(ConfigError::TooLarge {
+                file: path.to_path_buf(),
+                len,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        check(path, &text, FileChecks::Yes)
+    }
+
+    /// Parses and checks the text of the config `file`, resolving its paths against the
+    /// file's folder. Touches no file.
+    pub fn parse(file: &Path, text: &str) -> Result<TownshipConfig, ConfigError> {
+        check(file, text, FileChecks::No)
+    }
+}
+
+/// What is wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the township config {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the township config {} is {len} bytes, more than {CONFIG_BYTES_MAX}; is this the right file?",
+        file.display()
+    )]
+    TooLarge { file: PathBuf, len: u64 },
+    #[error("{}", ProblemList { file, problems })]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+impl ConfigError {
+    /// Every problem found in the file; empty when the file could not be read.
+    pub fn problems(&self) -> &[ConfigProblem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            ConfigError::Read { .. } | ConfigError::TooLarge { .. } => &[],
+        }
+    }
+}
+
+/// One problem: where in the file, which key, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// `line 12`; empty when the problem is with the file as a whole.
+    pub location: String,
+    /// The key as the file writes it: `township_id`, `county`, `outbox.capacity`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.location.is_empty() {
+            write!(f, "{}, ", self.location)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+struct ProblemList<'a> {
+    file: &'a Path,
+    problems: &'a [ConfigProblem],
+}
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        write!(
+            f,
+            "the township config {} has {count} problem{}:",
+            self.file.display(),
+            if count == 1 { "" } else { "s" }
+        )?;
+        for p in self.problems {
+            write!(f, "\n  {}, {p}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+// ---- The file as written. Spanned values carry their byte position, for the line. ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    township_id: Spanned<String>,
+    listen: Spanned<String>,
+    data_dir: Spanned<String>,
+    definition: Spanned<String>,
+    countersign_key: Spanned<String>,
+    county: Spanned<Vec<Spanned<String>>>,
+    tls: RawTls,
+    outbox: Option<RawOutbox>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: Spanned<String>,
+    cert: Spanned<String>,
+    key: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbox {
+    batch_max: Option<Spanned<u64>>,
+    capacity: Option<Spanned<u64>>,
+    retry_max_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileChecks {
+    Yes,
+    No,
+}
+
+/// Collects the problems of one file, each with its line.
+struct Problems<'a> {
+    text: &'a str,
+    list: Vec<ConfigProblem>,
+}
+
+impl Problems<'_> {
+    fn at<T>(&mut self, value: &Spanned<T>, field: &str, message: String) {
+        self.list.push(ConfigProblem {
+            location: format!("line {}", line_of(self.text, value.span().start)),
+            field: field.to_owned(),
+            message,
+        });
+    }
+}
+
+fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipConfig, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        file: file.to_path_buf(),
+        problems,
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            // A TOML or type error stops the parse, so it is the only problem reported.
+            let start = e.span().map(|s| s.start);
+            let field = start.and_then(|s| toml_key_at(text, s)).unwrap_or_default();
+            return Err(invalid(vec![ConfigProblem {
+                location: start
+                    .map(|s| format!("line {}", line_of(text, s)))
+                    .unwrap_or_default(),
+                field: field.to_owned(),
+                message: e.message().trim_end().to_owned(),
+            }]));
+        }
+    };
+    let mut problems = Problems {
+        text,
+        list: Vec::new(),
+    };
+
+    let township_id = raw.township_id.get_ref().trim();
+    if let Err(why) = tally_core::ids::check_id(township_id) {
+        problems.at(
+            &raw.township_id,
+            "township_id",
+            format!("{township_id:?} {why}; give the township's id as the definition writes it, e.g. \"T01\""),
+        );
+    }
+
+    let listen = match raw.listen.get_ref().trim().parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.at(
+                &raw.listen,
+                "listen",
+                format!(
+                    "{:?} is not a socket address; write IP:PORT, e.g. \"127.0.0.1:7201\" or \
+                     \"0.0.0.0:7201\"",
+                    raw.listen.get_ref()
+                ),
+            );
+            None
+        }
+    };
+
+    let mut county = Vec::new();
+    let mut seen = HashSet::new();
+    if raw.county.get_ref().is_empty() {
+        problems.at(
+            &raw.county,
+            "county",
+            "is empty; list the county replicas' host:port, e.g. [\"county-1.example.gov.cn:7100\", \
+             \"county-2.example.gov.cn:7100\", \"county-3.example.gov.cn:7100\"]"
+                .to_owned(),
+        );
+    }
+    if raw.county.get_ref().len() > COUNTY_ADDRESSES_MAX {
+        problems.at(
+            &raw.county,
+            "county",
+            format!(
+                "lists {} addresses, more than {COUNTY_ADDRESSES_MAX}",
+                raw.county.get_ref().len()
+            ),
+        );
+    }
+    for address in raw.county.get_ref() {
+        let written = address.get_ref().trim();
+        if let Err(why) = check_host_port(written) {
+            problems.at(address, "county", format!("{written:?} {why}"));
+        } else if is_unspecified(written) {
+            problems.at(
+                address,
+                "county",
+                format!(
+                    "{written:?} cannot be dialled; give the host name or address the county \
+                     replica is reached at"
+                ),
+            );
+        } else if !seen.insert(written.to_owned()) {
+            problems.at(address, "county", format!("{written:?} is listed twice"));
+        } else {
+            county.push(written.to_owned());
+        }
+    }
+
+    let mut outbox = OutboxSettings::default();
+    if let Some(raw_outbox) = &raw.outbox {
+        if let Some(batch_max) = &raw_outbox.batch_max {
+            let n = *batch_max.get_ref();
+            if n == 0 || n > BATCH_MAX_LIMIT as u64 {
+                problems.at(
+                    batch_max,
+                    "outbox.batch_max",
+                    format!(
+                        "is {n}; give 1 to {BATCH_MAX_LIMIT} (the county takes at most \
+                         {BATCH_MAX_LIMIT} sheets in one batch), or leave it out for \
+                         {BATCH_MAX_DEFAULT}"
+                    ),
+                );
+            } else {
+                outbox.batch_max = n as usize;
+            }
+        }
+        if let Some(capacity) = &raw_outbox.capacity {
+            let n = *capacity.get_ref();
+            if n == 0 || n > CAPACITY_MAX {
+                problems.at(
+                    capacity,
+                    "outbox.capacity",
+                    format!(
+                        "is {n}; give 1 to {CAPACITY_MAX}, or leave it out for \
+                         {CAPACITY_DEFAULT}"
+                    ),
+                );
+            } else {
+                outbox.capacity = n;
+            }
+        }
+        if let Some(retry) = &raw_outbox.retry_max_ms {
+            let ms = *retry.get_ref();
+            if !(RETRY_MIN_MS..=RETRY_MAX_MS_LIMIT).contains(&ms) {
+                problems.at(
+                    retry,
+                    "outbox.retry_max_ms",
+                    format!(
+                        "is {ms}; give {RETRY_MIN_MS} to {RETRY_MAX_MS_LIMIT} (the backoff \
+                         starts at {RETRY_MIN_MS} ms and doubles up to this), or leave it out \
+                         for {RETRY_MAX_MS_DEFAULT}"
+                    ),
+                );
+            } else {
+                outbox.retry_max = Duration::from_millis(ms);
+            }
+        }
+    }
+
+    let folder = file.parent().unwrap_or(Path::new(""));
+    let resolve = |path: &Spanned<String>| folder.join(path.get_ref().trim());
+    let definition = resolve(&raw.definition);
+    let countersign_key = resolve(&raw.countersign_key);
+    let tls = tally_net::TlsFiles {
+        ca: resolve(&raw.tls.ca),
+        cert: resolve(&raw.tls.cert),
+        key: resolve(&raw.tls.key),
+    };
+    let paths = [
+        ("data_dir", &raw.data_dir),
+        ("definition", &raw.definition),
+        ("countersign_key", &raw.countersign_key),
+        ("tls.ca", &raw.tls.ca),
+        ("tls.cert", &raw.tls.cert),
+        ("tls.key", &raw.tls.key),
+    ];
+    for (field, path) in paths {
+        if path.get_ref().trim().is_empty() {
+            problems.at(path, field, "is empty; give a path".to_owned());
+        }
+    }
+    if file_checks == FileChecks::Yes {
+        let wanted = [
+            (
+                "definition",
+                &raw.definition,
+                &definition,
+                "the election definition",
+            ),
+            (
+                "countersign_key",
+                &raw.countersign_key,
+                &countersign_key,
+                "the township's countersigning key",
+            ),
+            ("tls.ca", &raw.tls.ca, &tls.ca, "the county CA certificate"),
+            (
+                "tls.cert",
+                &raw.tls.cert,
+                &tls.cert,
+                "this township's certificate",
+            ),
+            ("tls.key", &raw.tls.key, &tls.key, "this township's TLS key"),
+        ];
+        for (field, written, resolved, what) in wanted {
+            if written.get_ref().trim().is_empty() || resolved.is_file() {
+                continue;
+            }
+            let state = if resolved.exists() {
+                "is not a file"
+            } else {
+                "does not exist"
+            };
+            let hint = match field {
+                "definition" => "give the path of the election definition, relative to this \
+                                 config file's folder"
+                    .to_owned(),
+                "countersign_key" => "give the secret key whose public key the definition \
+                                      registers for this township (townships.csv), as `tally \
+                                      keygen` wrote it"
+                    .to_owned(),
+                _ => tally_net::HOW_TO_MAKE_CERTS.to_owned(),
+            };
+            let shown = if Path::new(written.get_ref().trim()) == resolved.as_path() {
+                format!("{:?}", written.get_ref())
+            } else {
+                format!("{:?} ({})", written.get_ref(), resolved.display())
+            };
+            problems.at(written, field, format!("{what} {shown} {state}; {hint}"));
+        }
+    }
+
+    let listen = match listen {
+        Some(listen) if problems.list.is_empty() => listen,
+        _ => {
+            debug_assert!(!problems.list.is_empty(), "a bad address went unreported");
+            return Err(invalid(problems.list));
+        }
+    };
+    Ok(TownshipConfig {
+        file: file.to_path_buf(),
+        township_id: TownshipId::new(township_id),
+        listen,
+        data_dir: resolve(&raw.data_dir),
+        definition,
+        countersign_key,
+        county,
+        tls,
+        outbox,
+    })
+}
+
+/// Checks `host:port`, where host is a DNS name, an IPv4 address or a bracketed IPv6
+/// address. Returns why not, to follow the quoted address.
+fn check_host_port(address: &str) -> Result<(), String> {
+    const EXPECTED: &str = "write host:port, e.g. \"county-1.example.gov.cn:7100\", \
+         \"10.0.0.7:7100\" or \"[::1]:7100\"";
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let Some((ip, port)) = rest.split_once("]:") else {
+            return Err(format!("is not host:port; {EXPECTED}"));
+        };
+        if ip.parse::<Ipv6Addr>().is_err() {
+            return Err(format!(
+                "has {ip:?} in brackets, which is not an IPv6 address"
+            ));
+        }
+        (None, port)
+    } else {
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return Err(format!("has no port; {EXPECTED}"));
+        };
+        if host.contains(':') {
+            return Err(format!(
+                "looks like an IPv6 address without brackets; {EXPECTED}"
+            ));
+        }
+        (Some(host), port)
+    };
+    if let Some(host) = host {
+        let is_name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.');
+        if host.is_empty() || !host.chars().all(is_name_char) {
+            return Err(format!(
+                "has host {host:?}, which is not a host name or an address; {EXPECTED}"
+            ));
+        }
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(format!("has port {port:?}; a port is 1 to 65535")),
+    }
+}
+
+/// True for `0.0.0.0:P` and `[::]:P`: fine to bind, impossible to dial.
+fn is_unspecified(address: &str) -> bool {
+    address
+        .parse::<SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The key a TOML value at `offset` is given to (`capacity` in `capacity = -1`), read from the
+/// text before it on its line; `None` if the value is not right after `key =`.
+fn toml_key_at(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let key = line.trim_end().strip_suffix('=')?.trim_end();
+    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"');
+    let start = key
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !is_key(c))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let key = key[start..].trim_matches('"');
+    (!key.is_empty()).then_some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The config of the module doc.
+    const GOOD: &str = r#"# township.toml: the aggregator of township T01
+township_id = "T01"
+listen = "127.0.0.1:7201"
+data_dir = "data/township-T01"
+definition = "../sample-county/election.toml"
+countersign_key = "keys/township-T01.key"
+county = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]
+[tls]
+ca = "pki/ca.pem"
+cert = "pki/township-T01.pem"
+key = "pki/township-T01.key"
+[outbox]
+batch_max = 256
+capacity = 100000
+retry_max_ms = 5000
+"#;
+
+    const FILE: &str = "/srv/townships/T01.toml";
+
+    /// `GOOD` with the line that starts with `line_start` replaced by `replacement`, and the
+    /// 1-based number of that line.
+    fn edited(line_start: &str, replacement: &str) -> (String, usize) {
+        let mut found = None;
+        let lines: Vec<&str> = GOOD
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
+                if found.is_none() && line.starts_with(line_start) {
+                    found = Some(i + 1);
+                    replacement
+                } else {
+                    line
+                }
+            })
+            .collect();
+        let line = found.unwrap_or_else(|| panic!("no line starts with {line_start:?}"));
+        (lines.join("\n") + "\n", line)
+    }
+
+    fn problems_of(text: &str) -> Vec<String> {
+        match TownshipConfig::parse(Path::new(FILE), text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn good_config_parses() {
+        // Goal: the documented config gives the values it says, paths resolved against the
+        // config's folder; [outbox] may be left out for its defaults.
+        // Method: parse the module doc's config, then one without [outbox].
+        let config = TownshipConfig::parse(Path::new(FILE), GOOD).unwrap();
+        let folder = Path::new("/srv/townships");
+        assert_eq!(config.file, Path::new(FILE));
+        assert_eq!(config.township_id, TownshipId::new("T01"));
+        assert_eq!(config.listen, "127.0.0.1:7201".parse().unwrap());
+        assert_eq!(config.data_dir, folder.join("data/township-T01"));
+        assert_eq!(
+            config.definition,
+            folder.join("../sample-county/election.toml")
+        );
+        assert_eq!(config.countersign_key, folder.join("keys/township-T01.key"));
+        assert_eq!(
+            config.county,
+            ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]
+        );
+        assert_eq!(config.tls.ca, folder.join("pki/ca.pem"));
+        assert_eq!(config.tls.cert, folder.join("pki/township-T01.pem"));
+        assert_eq!(config.tls.key, folder.join("pki/township-T01.key"));
+        assert_eq!(
+            config.outbox,
+            OutboxSettings {
+                batch_max: 256,
+                capacity: 100_000,
+                retry_max: Duration::from_secs(5)
+            }
+        );
+
+        let bare = GOOD.replace(
+            "[outbox]\nbatch_max = 256\ncapacity = 100000\nretry_max_ms = 5000\n",
+            "",
+        );
+        let config = TownshipConfig::parse(Path::new(FILE), &bare).unwrap();
+        assert_eq!(config.outbox, OutboxSettings::default());
+    }
+
+    #[test]
+    fn each_mistake_is_named_with_its_line_and_key() {
+        // Goal: every check refuses its mistake with the line and key, and says what to do.
+        // Method: a table of one-line edits of the good config, each with the message expected
+        // as printed after the file name.
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "township_id",
+                "township_id = \"\"",
+                "township_id: \"\" is empty; give the township's id",
+            ),
+            (
+                "township_id",
+                "township_id = \"青山\"",
+                "township_id: \"青山\" contains '青'",
+            ),
+            (
+                "listen",
+                "listen = \"localhost:7201\"",
+                "listen: \"localhost:7201\" is not a socket address; write IP:PORT",
+            ),
+            (
+                "county",
+                "county = []",
+                "county: is empty; list the county replicas' host:port",
+            ),
+            (
+                "county",
+                "county = [\"127.0.0.1\"]",
+                "county: \"127.0.0.1\" has no port",
+            ),
+            (
+                "county",
+                "county = [\"0.0.0.0:7101\"]",
+                "county: \"0.0.0.0:7101\" cannot be dialled",
+            ),
+            (
+                "county",
+                "county = [\"127.0.0.1:7101\", \"127.0.0.1:7101\"]",
+                "county: \"127.0.0.1:7101\" is listed twice",
+            ),
+            (
+                "county",
+                "county = [\"::1:7101\"]",
+                "county: \"::1:7101\" looks like an IPv6 address without brackets",
+            ),
+            (
+                "batch_max",
+                "batch_max = 0",
+                "outbox.batch_max: is 0; give 1 to 4096",
+            ),
+            (
+                "batch_max",
+                "batch_max = 5000",
+                "outbox.batch_max: is 5000; give 1 to 4096",
+            ),
+            (
+                "capacity",
+                "capacity = 0",
+                "outbox.capacity: is 0; give 1 to 10000000",
+            ),
+            (
+                "retry_max_ms",
+                "retry_max_ms = 10",
+                "outbox.retry_max_ms: is 10; give 100 to 60000",
+            ),
+            (
+                "capacity",
+                "capacity = -1",
+                "capacity: invalid value: integer `-1`",
+            ),
+            (
+                "data_dir",
+                "data = \"data/township-T01\"",
+                "unknown field `data`",
+            ),
+            (
+                "countersign_key",
+                "countersign_key = \" \"",
+                "countersign_key: is empty; give a path",
+            ),
+        ];
+        let mut missed = Vec::new();
+        for (line_start, replacement, expected) in cases {
+            let (text, line) = edited(line_start, replacement);
+            let problems = problems_of(&text);
+            let wanted = format!("line {line}, {expected}");
+            if !problems.iter().any(|p| p.starts_with(&wanted)) {
+                missed.push(format!(
+                    "{replacement:?}: expected {wanted:?} in {problems:#?}"
+                ));
+            }
+        }
+        assert!(missed.is_empty(), "{}", missed.join("\n"));
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        // Goal: a clerk sees every problem in one pass, the file named in a header and on
+        // each line.
+        // Method: break three keys on three lines; check the error's whole text.
+        let text = GOOD
+            .replace("township_id = \"T01\"", "township_id = \"T 01\"")
+            .replace("capacity = 100000", "capacity = 0")
+            .replace("retry_max_ms = 5000", "retry_max_ms = 1");
+        let error = TownshipConfig::parse(Path::new(FILE), &text).unwrap_err();
+        assert_eq!(error.problems().len(), 3, "{error}");
+        let shown = error.to_string();
+        assert!(
+            shown.starts_with(&format!("the township config {FILE} has 3 problems:\n")),
+            "{shown}"
+        );
+        for expected in [
+            "line 2, township_id: \"T 01\" contains ' '",
+            "line 14, outbox.capacity: is 0",
+            "line 15, outbox.retry_max_ms: is 1",
+        ] {
+            assert!(
+                shown.contains(&format!("\n  {FILE}, {expected}")),
+                "{expected:?} not in:\n{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_names_missing_files() {
+        // Goal: load reports every missing file with its key and the path as written and as
+        // resolved; with the files in place it loads.
+        // Method: write the good config alone into a temporary folder and load it; then create
+        // the files it names (their contents are not read here) and load again.
+        let dir = tempfile::tempdir().unwrap();
+        let townships = dir.path().join("townships");
+        std::fs::create_dir(&townships).unwrap();
+        let file = townships.join("T01.toml");
+        std::fs::write(&file, GOOD).unwrap();
+
+        let error = TownshipConfig::load(&file).unwrap_err();
+        let problems: Vec<String> = error.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 5, "{error}");
+        assert!(
+            problems[0].starts_with("line 5, definition: the election definition"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[1].starts_with(&format!(
+                "line 6, countersign_key: the township's countersigning key \"keys/township-T01.key\" ({}) does not exist",
+                townships.join("keys/township-T01.key").display()
+            )),
+            "{}",
+            problems[1]
+        );
+        for (i, key) in ["tls.ca", "tls.cert", "tls.key"].into_iter().enumerate() {
+            assert!(
+                problems[i + 2].starts_with(&format!("line {}, {key}: ", 9 + i)),
+                "{}",
+                problems[i + 2]
+            );
+            assert!(
+                problems[i + 2].contains("tally certs"),
+                "{}",
+                problems[i + 2]
+            );
+        }
+
+        std::fs::create_dir_all(dir.path().join("sample-county")).unwrap();
+        std::fs::write(dir.path().join("sample-county/election.toml"), "").unwrap();
+        std::fs::create_dir(townships.join("keys")).unwrap();
+        std::fs::write(townships.join("keys/township-T01.key"), "").unwrap();
+        std::fs::create_dir(townships.join("pki")).unwrap();
+        for name in ["ca.pem", "township-T01.pem", "township-T01.key"] {
+            std::fs::write(townships.join("pki").join(name), "").unwrap();
+        }
+        let config = TownshipConfig::load(&file).unwrap();
+        assert_eq!(config.tls.key, townships.join("pki/township-T01.key"));
+
+        let missing = TownshipConfig::load(&townships.join("absent.toml")).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .starts_with("cannot read the township config"),
+            "{missing}"
+        );
+    }
+}
