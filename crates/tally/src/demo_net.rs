@@ -318,7 +318,7 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
             .output()
             .context("cannot run tally township import")?;
         let text = String::from_utf8_lossy(&output.stdout);
-        let duplicates = text.matches("DUPLICATE").count();
+        let duplicates = text.matches(": duplicate:").count();
         say_line(format!(
             "  {unit} at township {township}: {duplicates} answered DUPLICATE (counted once)"
         ));

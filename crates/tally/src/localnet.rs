@@ -27,6 +27,29 @@ use tonic::transport::{Channel, ClientTlsConfig};
 use crate::county_cmd;
 use crate::files::load_definition;
 
+/// Every child process started here and not yet reaped, so a command that must exit at once
+/// (its reader went away: `tally demo | head`) can still stop them: see [`kill_all_children`].
+static CHILDREN: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Kills (SIGKILL) every child process started here that is still running. For the paths that
+/// end the process without running destructors.
+pub fn kill_all_children() {
+    let pids: Vec<u32> = CHILDREN
+        .lock()
+        .map(|mut c| std::mem::take(&mut *c).into_iter().collect())
+        .unwrap_or_default();
+    for pid in pids {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+}
+
+fn forget_child(pid: u32) {
+    if let Ok(mut c) = CHILDREN.lock() {
+        c.remove(&pid);
+    }
+}
+
 /// The replicas of a local county cluster.
 pub const REPLICAS: [u64; 3] = [1, 2, 3];
 /// The operator whose certificate the local tools watch with.
@@ -367,13 +390,19 @@ impl Proc {
             )
             .spawn()
             .with_context(|| format!("cannot start {}", self.name))?;
+        if let Ok(mut c) = CHILDREN.lock() {
+            c.insert(child.id());
+        }
         self.child = Some(child);
         Ok(())
     }
 
     /// The exit status if the process has ended.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut()?.try_wait().ok().flatten()
+        let child = self.child.as_mut()?;
+        let status = child.try_wait().ok().flatten()?;
+        forget_child(child.id());
+        Some(status)
     }
 
     /// SIGKILL, as a power cut or a crash would end it.
@@ -381,6 +410,7 @@ impl Proc {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            forget_child(child.id());
         }
     }
 
@@ -389,6 +419,7 @@ impl Proc {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        forget_child(child.id());
         if child.try_wait().ok().flatten().is_some() {
             return;
         }
