@@ -211,12 +211,13 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
         let watch = Watch::new(county)?;
         tokio::spawn(async move {
             loop {
+                // The county first: a sheet reaches it only after a township stored it, so
+                // read in this order the county never seems ahead of the townships.
+                let counted = watch.county_chain().await;
                 if let Some((stored, _)) = watch.townships().await {
                     progress.stored.store(stored, Ordering::Relaxed);
                 }
-                progress
-                    .counted
-                    .store(watch.county_chain().await, Ordering::Relaxed);
+                progress.counted.store(counted, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
