@@ -23,11 +23,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tally::localnet::{LocalCounty, Watch};
+use tally_core::ids::TownshipId;
 use tally_net::{Identity, Role, TlsFiles};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;
 use tally_rpc::pb::township_client::TownshipClient;
-use tally_core::ids::TownshipId;
 use tally_synth::GenParams;
 use tally_township::store::Store;
 

@@ -17,7 +17,7 @@ use crate::county_cmd;
 use crate::localnet::{Layout, LocalCounty, Proc, REPLICAS, Watch};
 use crate::report::{self, Format};
 use crate::say;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::fs;
@@ -304,32 +304,47 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
     }
 
     say_line(format!(
-        "a township clerk imports the sheets of {DUPLICATE_IMPORTS} units a second time, from the copies carried from the polling place"
+        "a township clerk imports {DUPLICATE_IMPORTS} units' sheets a second time, carried from the polling place as QR codes (PNG)"
     ));
-    for (unit, bundle) in waves.first_reports.iter().take(DUPLICATE_IMPORTS) {
-        let township = county
-            .definition
-            .unit(&tally_core::ids::UnitId::new(unit))
-            .map(|u| u.township.to_string())
-            .ok_or_else(|| anyhow!("unit {unit} is not in the definition"))?;
-        let output = Command::new(&county.program)
-            .args(["township", "import", "--config"])
-            .arg(county.layout.township_config(&township))
-            .arg(bundle)
-            .output()
-            .context("cannot run tally township import")?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let duplicates = text.matches(": duplicate:").count();
-        say_line(format!(
-            "  {unit} at township {township}: {duplicates} answered DUPLICATE (counted once)"
-        ));
-        if !output.status.success() {
-            bail!(
-                "tally township import for {unit} failed ({}):\n{text}{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
+    for (unit, _) in waves.first_reports.iter().take(DUPLICATE_IMPORTS) {
+        let found = county.definition.unit(&tally_core::ids::UnitId::new(unit));
+        let Some(found) = found else {
+            bail!("unit {unit} is not in the definition");
+        };
+        let township = found.township.to_string();
+        let mut answers = Vec::new();
+        for contest in &found.contests {
+            // The unit prints its sheet as a QR code; the township reads the picture.
+            let png = county
+                .layout
+                .village_dir(unit)
+                .join(format!("qr-{contest}.png"));
+            let village = county.layout.village_dir(unit).join("village.toml");
+            run_quiet(
+                Command::new(&county.program)
+                    .args(["village", "qr", "--contest", contest.as_str(), "--config"])
+                    .arg(&village)
+                    .arg("--png")
+                    .arg(&png),
+                "tally village qr",
+            )?;
+            let text = run_quiet(
+                Command::new(&county.program)
+                    .args(["township", "import", "--config"])
+                    .arg(county.layout.township_config(&township))
+                    .arg(&png),
+                "tally township import",
+            )?;
+            answers.push(if text.contains(": duplicate:") {
+                format!("{contest} duplicate")
+            } else {
+                format!("{contest}: {}", text.lines().next().unwrap_or_default())
+            });
         }
+        say_line(format!(
+            "  {unit} at township {township}: {} (counted once)",
+            answers.join(", ")
+        ));
     }
     if !waves.corrections.is_empty() {
         say_line(format!(
@@ -413,6 +428,22 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
     }
     county_cmd::status(&client, &files, Format::Table).await?;
     Ok(outcome)
+}
+
+/// Runs a short command to its end; its standard output, or an error with everything it said.
+fn run_quiet(command: &mut Command, what: &str) -> Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run {what}"))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "{what} failed ({}):\n{text}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(text)
 }
 
 /// The village processes in flight.

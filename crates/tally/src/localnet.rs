@@ -40,7 +40,9 @@ pub fn kill_all_children() {
         .map(|mut c| std::mem::take(&mut *c).into_iter().collect())
         .unwrap_or_default();
     for pid in pids {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
 }
 
