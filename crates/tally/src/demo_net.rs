@@ -66,7 +66,7 @@ pub fn run(args: DemoArgs) -> Result<Outcome> {
     }
     let started = Instant::now();
     say!("tally demo: the whole chain on the built-in sample county, as processes on 127.0.0.1\n");
-    let program = std::env::current_exe().context("cannot find the tally program")?;
+    let program = crate::localnet::this_program()?;
     let mut county = LocalCounty::prepare(&dir, &GenParams::sample(), &program, true)?;
     let waves = Waves::split(&county)?;
     let runtime = county_cmd::runtime()?;
@@ -573,8 +573,8 @@ async fn county_results(county: &LocalCounty) -> Result<Outcome> {
 /// Where to look afterwards.
 fn explain(county: &LocalCounty) {
     let (layout, setup) = (&county.layout, county);
-    let program =
-        std::env::current_exe().map_or_else(|_| "tally".to_owned(), |p| p.display().to_string());
+    let program = crate::localnet::this_program()
+        .map_or_else(|_| "tally".to_owned(), |p| p.display().to_string());
     let root = &layout.root;
     say!("  sample-county/   the election definition, keys and every signed sheet");
     say!(

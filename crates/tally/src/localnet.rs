@@ -52,6 +52,18 @@ fn forget_child(pid: u32) {
     }
 }
 
+/// The path of the running `tally` program. When the file was replaced while it ran (a
+/// rebuild), Linux names it `PATH (deleted)`; the path itself is what to run and to print.
+pub fn this_program() -> Result<PathBuf> {
+    let path = std::env::current_exe().context("cannot find the tally program")?;
+    Ok(
+        match path.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+            Some(stripped) => PathBuf::from(stripped),
+            None => path,
+        },
+    )
+}
+
 /// The replicas of a local county cluster.
 pub const REPLICAS: [u64; 3] = [1, 2, 3];
 /// The operator whose certificate the local tools watch with.
