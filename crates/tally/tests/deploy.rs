@@ -1697,3 +1697,106 @@ fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `1.90` or `1.90.1` as numbers, for comparing Rust versions.
+fn rust_version(text: &str) -> (u64, u64, u64) {
+    let mut parts = text.split('.').map(|p| {
+        p.parse::<u64>()
+            .unwrap_or_else(|_| panic!("{text:?} is not a Rust version"))
+    });
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}
+
+// Goal: the Dockerfile's Rust image can build the tally binary with the versions locked in
+// Cargo.lock: no crate the binary is built from asks for a newer Rust (rust-version) than the
+// image has. Docker cannot build the image here, so this is the check that catches a
+// dependency update that would break `docker compose up --build`.
+// Method: read the build stage's `FROM rust:X.Y-…`; walk `cargo metadata --locked`'s resolved
+// graph from the tally package along normal and build dependencies (not dev), and compare.
+#[test]
+fn dockerfile_rust_builds_the_locked_dependencies() {
+    let dockerfile = read(&deploy("compose/Dockerfile"));
+    let image = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .and_then(|rest| rest.split(['-', ' ']).next())
+        .expect("the build stage is FROM rust:X.Y-...");
+    let image_version = rust_version(image);
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(repo())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
+    let packages: BTreeMap<&str, &Value> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p))
+        .collect();
+    let nodes: BTreeMap<&str, &Value> = metadata["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    let root = packages
+        .values()
+        .find(|p| {
+            p["name"] == "tally"
+                && p["manifest_path"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("crates/tally/Cargo.toml"))
+        })
+        .and_then(|p| p["id"].as_str())
+        .expect("the tally package");
+    let mut seen = BTreeSet::from([root]);
+    let mut queue = vec![root];
+    while let Some(id) = queue.pop() {
+        for dep in nodes[id]["deps"].as_array().into_iter().flatten() {
+            let built = dep["dep_kinds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|k| k["kind"].is_null() || k["kind"] == "build");
+            let dep_id = dep["pkg"].as_str().unwrap();
+            if built && seen.insert(dep_id) {
+                queue.push(dep_id);
+            }
+        }
+    }
+    assert!(
+        seen.len() > 50,
+        "the walk found the dependencies: {}",
+        seen.len()
+    );
+    let too_new: Vec<String> = seen
+        .iter()
+        .filter_map(|id| {
+            let p = packages[id];
+            let wanted = p["rust_version"].as_str()?;
+            (rust_version(wanted) > image_version).then(|| {
+                format!(
+                    "{} {} needs Rust {wanted}",
+                    p["name"].as_str().unwrap_or("?"),
+                    p["version"].as_str().unwrap_or("?")
+                )
+            })
+        })
+        .collect();
+    assert!(
+        too_new.is_empty(),
+        "the Dockerfile builds with rust:{image}, but {too_new:?}"
+    );
+}
