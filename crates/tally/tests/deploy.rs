@@ -977,8 +977,9 @@ fn compose_services_run_real_subcommands_with_mounted_configs() {
     let pki = str_of(&operator.yaml["environment"]["TALLY_PKI"], "TALLY_PKI");
     assert!(operator.mounts.iter().any(|m| m.target == pki));
     eprintln!(
-        "NOTE: compose.yaml is parsed and its setup is run (compose_setup_makes_every_file_the_services_name), \
-         but no container is built or started: Docker has no daemon and no compose here"
+        "NOTE: compose.yaml is parsed and its setup script is run \
+         (compose_setup_makes_every_file_the_services_name), but these tests build and start no \
+         container: they assume no Docker daemon or compose"
     );
 }
 
@@ -1673,6 +1674,12 @@ fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
             match processes[i].child.try_wait().unwrap() {
                 Some(exit) => {
                     let took = stopping.elapsed();
+                    assert!(
+                        took < deadline,
+                        "{} took {took:?} to stop, more than {deadline:?}\n{}",
+                        processes[i].name,
+                        processes[i].log_tail()
+                    );
                     assert!(
                         exit.success(),
                         "{} exited {exit}\n{}",
