@@ -696,7 +696,10 @@ impl pb::county_server::County for CountyService {
             for chunk in records.chunks(EXPORT_RECORDS_PER_CHUNK) {
                 let chunk = pb::ExportChunk {
                     header: None,
-                    records: chunk.iter().map(tally_proto::county::record_to_pb).collect(),
+                    records: chunk
+                        .iter()
+                        .map(tally_proto::county::record_to_pb)
+                        .collect(),
                 };
                 if tx.send(Ok(chunk)).await.is_err() {
                     return;

@@ -167,8 +167,7 @@ fn head_from(what: &'static str, field: &str, bytes: &[u8]) -> Result<[u8; 32], 
     })
 }
 
-/// A chain record from its protobuf message, checking the envelope's and the head's lengths.
-pub fn record_from_pb(record: pb::ChainRecord) -> Result<ChainRecord, DecodeError> {
+fn record_from_pb(record: pb::ChainRecord) -> Result<ChainRecord, DecodeError> {
     let signed = record.sheet.ok_or_else(|| DecodeError::Field {
         what: "chain record",
         field: "sheet".into(),

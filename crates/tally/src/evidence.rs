@@ -159,7 +159,11 @@ async fn read_export(
         .into_inner();
     let mut header = None;
     let mut records = Vec::new();
-    while let Some(chunk) = stream.message().await.map_err(|s| anyhow!("{}", s.message()))? {
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow!("{}", s.message()))?
+    {
         match (chunk.header, &header) {
             (Some(h), None) => header = Some(h),
             (Some(_), Some(_)) => bail!("the export stream carries a second header"),
@@ -218,9 +222,16 @@ pub fn write_bundle(
         .and_then(|n| n.to_str())
         .ok_or_else(|| anyhow!("{} is not a file name", definition.display()))?
         .to_owned();
-    let folder = definition.parent().map(Path::to_path_buf).unwrap_or_default();
-    let text = std::fs::read(definition)
-        .with_context(|| format!("cannot read the election definition {}", definition.display()))?;
+    let folder = definition
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let text = std::fs::read(definition).with_context(|| {
+        format!(
+            "cannot read the election definition {}",
+            definition.display()
+        )
+    })?;
     let named = definition_files(definition)?;
     write(&format!("{DEFINITION_DIR}/{main_name}"), &text)?;
     for relative in &named {
@@ -272,9 +283,16 @@ pub fn write_bundle(
 /// The files a definition names (relative to its folder), as its loader asks for them. Only
 /// plain relative paths below the definition's folder are copied into a bundle.
 fn definition_files(definition: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(definition)
-        .with_context(|| format!("cannot read the election definition {}", definition.display()))?;
-    let folder = definition.parent().map(Path::to_path_buf).unwrap_or_default();
+    let text = std::fs::read_to_string(definition).with_context(|| {
+        format!(
+            "cannot read the election definition {}",
+            definition.display()
+        )
+    })?;
+    let folder = definition
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let mut named = Vec::new();
     let mut read_sibling = |relative: &str| -> Result<String, String> {
         named.push(relative.to_owned());
@@ -629,9 +647,8 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
 }
 
 fn decode_envelope(line: &RecordLine) -> Result<SignedSheet> {
-    let field = |name: &str, text: &str| {
-        hex::decode(text).map_err(|_| anyhow!("{name} is not hex"))
-    };
+    let field =
+        |name: &str, text: &str| hex::decode(text).map_err(|_| anyhow!("{name} is not hex"));
     let envelope = pb::SignedSheet {
         sheet: field("sheet", &line.sheet)?,
         signature: field("signature", &line.signature)?,
@@ -676,7 +693,9 @@ fn compare_results(claimed: &Value, ours: &Value, findings: &mut Findings) {
             (Some(c), Some(o)) => {
                 let mut differences = Vec::new();
                 differences_of("", c, o, &mut differences);
-                let more = differences.len().saturating_sub(DIFFERENCES_PER_CONTEST_MAX);
+                let more = differences
+                    .len()
+                    .saturating_sub(DIFFERENCES_PER_CONTEST_MAX);
                 differences.truncate(DIFFERENCES_PER_CONTEST_MAX);
                 let mut text = format!(
                     "the county's result differs from the one recomputed from the sheets: {}",
