@@ -42,6 +42,13 @@ pub const ADMIN_DEADLINE: Duration = Duration::from_secs(10);
 pub const CHECK_IN_PLACE_MAX: usize = 16;
 /// Default for `ReplicaRequest.max_lag` when promoting a learner.
 pub const PROMOTE_MAX_LAG: u64 = 100;
+/// The most chain records one `Export` chunk carries: some 500 KB of ordinary sheets, well
+/// under the 4 MB a default gRPC client accepts.
+pub const EXPORT_RECORDS_PER_CHUNK: usize = 1024;
+/// Export chunks encoded ahead of a slow reader.
+const EXPORT_CHUNKS_IN_FLIGHT: usize = 4;
+/// What an export says about countersignatures (see `ExportHeader.countersignatures`).
+pub const EXPORT_COUNTERSIGNATURES: &str = "not exported: the county state machine keeps every sheet as its unit signed it, but a township's countersignature over a batch stays only in the raft log entry that carried it, which log compaction drops";
 
 /// What the services of one replica share.
 pub struct Shared {
@@ -404,6 +411,7 @@ fn outcome(o: &SheetOutcome, digest: [u8; 32], warnings: Vec<String>) -> pb::She
 }
 
 type ResultsStream = Pin<Box<dyn Stream<Item = Result<pb::ResultsResponse, Status>> + Send>>;
+type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::county_server::County for CountyService {
@@ -621,6 +629,86 @@ impl pb::county_server::County for CountyService {
         let caller = peer_identity(&request)?;
         require(&caller, &[Role::Operator, Role::Township, Role::Replica])?;
         Ok(Response::new(self.shared.status_response()))
+    }
+
+    type ExportStream = ExportStream;
+
+    async fn export(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let caller = peer_identity(&request)?;
+        require(&caller, &[Role::Operator])?;
+        let shared = self.shared.clone();
+        let mut at_least = shared.status().applied_index;
+        if !request.get_ref().stale {
+            at_least = within(
+                READ_DEADLINE,
+                "confirming the latest committed index with the leader",
+                shared.node.read_barrier(),
+            )
+            .await
+            .map_err(|s| {
+                Status::unavailable(format!(
+                    "{}; ask for a stale export to take this replica's possibly older evidence",
+                    s.message()
+                ))
+            })?;
+        }
+        // One query reads the records, the head and the result from the same state, so the
+        // header describes exactly the records that follow. The driver clones the records
+        // (a few MB for a county) and encoding happens outside it.
+        let (records, chain, result) = shared
+            .node
+            .query(|replica| {
+                let state = replica.state();
+                let (result, chain) = state.results();
+                (state.records().to_vec(), chain, result)
+            })
+            .await
+            .map_err(unavailable)?;
+        if chain.log_index < at_least {
+            return Err(Status::internal(format!(
+                "the state read at index {} is behind the read index {at_least}",
+                chain.log_index
+            )));
+        }
+        let header = pb::ExportHeader {
+            election: result.election.clone(),
+            log_index: chain.log_index,
+            chain_head: chain.head.to_vec(),
+            chain_length: chain.length,
+            result_json: serde_json::to_string(&result).map_err(|e| {
+                Status::internal(format!("the result does not serialize as JSON: {e}"))
+            })?,
+            replica_id: shared.status().id,
+            countersignatures: EXPORT_COUNTERSIGNATURES.to_owned(),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNKS_IN_FLIGHT);
+        tokio::spawn(async move {
+            let first = pb::ExportChunk {
+                header: Some(header),
+                records: Vec::new(),
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            for chunk in records.chunks(EXPORT_RECORDS_PER_CHUNK) {
+                let chunk = pb::ExportChunk {
+                    header: None,
+                    records: chunk
+                        .iter()
+                        .map(tally_proto::county::record_to_pb)
+                        .collect(),
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 

@@ -27,16 +27,12 @@ use tally_core::validate::Code;
 use tally_proto::county::{StateImage, decode_image, encode_image};
 use tally_proto::{DecodeError, SignedSheet, VerifyError, decode_sheet};
 
-pub use tally_proto::county::ChainRecord;
-
-/// The domain separation prefix of a chain link: `tally.v1.chain` and one zero byte.
-pub const CHAIN_DOMAIN: &[u8; 15] = b"tally.v1.chain\0";
+/// The link function lives in `tally-proto`, shared with `tally verify`, which recomputes an
+/// evidence bundle's chain offline.
+pub use tally_proto::county::{CHAIN_DOMAIN, CHAIN_HEAD_EMPTY, ChainRecord, chain_link};
 
 /// The domain separation prefix of [`CountyState::fingerprint`].
 const FINGERPRINT_DOMAIN: &[u8; 22] = b"tally.v1.county-state\0";
-
-/// The chain's head before any record.
-pub const CHAIN_HEAD_EMPTY: [u8; 32] = [0; 32];
 
 /// The hash chain's head, and the log index the state it describes reflects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,16 +50,6 @@ pub struct ChainHead {
 
 fn serialize_hex<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(bytes))
-}
-
-/// One link: the head after recording `digest` at `log_index` on top of `head`.
-pub fn chain_link(head: &[u8; 32], log_index: u64, digest: &Digest) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(CHAIN_DOMAIN);
-    hasher.update(head);
-    hasher.update(log_index.to_be_bytes());
-    hasher.update(digest);
-    hasher.finalize().into()
 }
 
 /// What became of one sheet of a command.

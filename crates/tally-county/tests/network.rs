@@ -1609,6 +1609,49 @@ async fn unauthorized_calls_are_refused() {
     );
     assert!(rest.iter().all(|o| kind(o) == Kind::Accepted), "{rest:?}");
 
+    // Export is for operators only; an operator's export, from a follower, carries the six
+    // records just accepted, linked by the county's own chain function, ending at the head.
+    let denied = while_unavailable("a township does not export", async || {
+        cluster
+            .county(follower, &t01_cert)
+            .export(pb::ExportRequest { stale: false })
+            .await
+    })
+    .await
+    .expect_err("a township does not export");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let mut stream = while_unavailable("an export", async || {
+        cluster
+            .county(follower, &operator())
+            .export(pb::ExportRequest { stale: false })
+            .await
+    })
+    .await
+    .expect("an operator exports");
+    let header = stream
+        .message()
+        .await
+        .expect("the stream reads")
+        .and_then(|c| c.header)
+        .expect("the first chunk is the header");
+    let mut records = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("the stream reads") {
+        assert!(chunk.header.is_none());
+        records.extend(chunk.records);
+    }
+    assert_eq!(records.len() as u64, header.chain_length);
+    assert_eq!(records.len(), 6);
+    assert!(header.log_index >= response.log_index);
+    assert!(header.result_json.contains(&header.election));
+    let mut head = tally_proto::county::CHAIN_HEAD_EMPTY;
+    for (record, sent) in records.iter().zip(&mixed) {
+        let signed = record.sheet.as_ref().expect("a record carries its sheet");
+        assert_eq!(signed, &sent.to_pb(), "the envelope exactly as signed");
+        head = tally_proto::county::chain_link(&head, record.log_index, &sent.digest());
+        assert_eq!(record.head, head.to_vec());
+    }
+    assert_eq!(header.chain_head, head.to_vec());
+
     let denied = ingest(
         leader,
         &operator(),

@@ -109,6 +109,28 @@ pub fn decode_command(bytes: &[u8]) -> Result<CountyCommand, DecodeError> {
     }
 }
 
+/// The domain separation prefix of a chain link: `tally.v1.chain` and one zero byte.
+pub const CHAIN_DOMAIN: &[u8; 15] = b"tally.v1.chain\0";
+
+/// The chain's head before any record.
+pub const CHAIN_HEAD_EMPTY: [u8; 32] = [0; 32];
+
+/// One link: the head after recording the sheet whose bytes have SHA-256 `digest` at
+/// `log_index` on top of `head`:
+/// `SHA-256(CHAIN_DOMAIN || head || u64be(log_index) || digest)`.
+///
+/// The county's state machine extends its chain with it and `tally verify` recomputes an
+/// evidence bundle's chain with it, so the two can never disagree on the formula.
+pub fn chain_link(head: &[u8; 32], log_index: u64, digest: &[u8; 32]) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(CHAIN_DOMAIN);
+    hasher.update(head);
+    hasher.update(log_index.to_be_bytes());
+    hasher.update(digest);
+    hasher.finalize().into()
+}
+
 /// One link of the hash chain: a sheet the ledger recorded, the log index of the command
 /// that recorded it, and the chain's head after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +150,8 @@ pub struct StateImage {
     pub records: Vec<ChainRecord>,
 }
 
-fn record_to_pb(record: &ChainRecord) -> pb::ChainRecord {
+/// A chain record as its protobuf message (a store row, a snapshot's record, an export chunk's).
+pub fn record_to_pb(record: &ChainRecord) -> pb::ChainRecord {
     pb::ChainRecord {
         log_index: record.log_index,
         sheet: Some(record.signed.to_pb()),

@@ -128,6 +128,32 @@ enum Command {
     /// Look at and administer the county cluster (as an operator).
     #[command(subcommand)]
     Cluster(crate::county_cmd::ClusterCommand),
+    /// Write an evidence bundle (as an operator): every sheet the county recorded as its unit
+    /// signed it, the hash chain, the county's results at that log index and the definition.
+    Export {
+        #[command(flatten)]
+        client: crate::county_cmd::ClientArgs,
+        /// The operator certificate to use (operator-NAME.pem in --pki).
+        #[arg(long, default_value = "operator")]
+        operator: String,
+        /// The election definition the county runs (TOML; the CSV files it names are copied too).
+        #[arg(long, short)]
+        definition: PathBuf,
+        /// The bundle folder to write (new or empty).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Read one replica's own state without asking the leader (may be behind).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Check an evidence bundle offline: file hashes, every signature, every chain link, and
+    /// the results recomputed from the sheets against the county's. Exits 3 with findings.
+    Verify {
+        /// The bundle folder `tally export` wrote.
+        bundle: PathBuf,
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Forward signed sheets to the county cluster as a township (countersigned batches).
     Submit(crate::county_cmd::SubmitArgs),
     /// Run a township aggregator (--config township.toml), import sheets carried offline, or
@@ -253,6 +279,20 @@ fn run(command: Command) -> Result<Outcome> {
         Command::Certs(args) => crate::certs_cmd::run(&args),
         Command::County { config } => crate::county_cmd::serve(&config),
         Command::Cluster(command) => crate::county_cmd::cluster(command),
+        Command::Export {
+            client,
+            operator,
+            definition,
+            out,
+            stale,
+        } => crate::evidence::export(crate::evidence::ExportArgs {
+            client,
+            operator,
+            definition,
+            out,
+            stale,
+        }),
+        Command::Verify { bundle, format } => crate::evidence::verify(&bundle, format),
         Command::Submit(args) => crate::county_cmd::submit(args),
         Command::Township(args) => crate::township_cmd::run(args),
         Command::Village(command) => crate::village_cmd::run(command),

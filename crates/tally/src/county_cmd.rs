@@ -271,7 +271,7 @@ pub enum ClusterCommand {
     },
 }
 
-fn operator_files(pki: &Path, name: &str) -> Result<TlsFiles> {
+pub(crate) fn operator_files(pki: &Path, name: &str) -> Result<TlsFiles> {
     let identity = Identity::new(Role::Operator, name).map_err(|e| anyhow!("--operator: {e}"))?;
     Ok(TlsFiles::in_dir(pki, &identity))
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod county_cmd;
 pub mod demo;
 pub mod demo_net;
+pub mod evidence;
 pub mod files;
 pub mod intake;
 pub mod localnet;

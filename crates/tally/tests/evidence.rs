@@ -1,0 +1,258 @@
+//! Evidence bundles end to end: a real county cluster (three `tally county` processes) takes a
+//! synthetic county's signed sheets through `tally submit`; `tally export` writes the bundle
+//! and `tally verify` checks it offline; then copies of the bundle are tampered with, and
+//! verify must name what was changed and exit 3.
+//!
+//! Every process the test starts is killed when the test ends (the fleet's drop, and the
+//! submit runs to its end).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tally::localnet::LocalCounty;
+use tally_synth::GenParams;
+
+/// A county of two townships: some two hundred sheets, with the planted cases.
+fn params() -> GenParams {
+    GenParams {
+        seed: 11,
+        county_name: "证据县".into(),
+        townships: 2,
+        population: 120_000,
+        voters_per_station: 1_200,
+        scenarios: true,
+    }
+}
+
+fn tally(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the tally binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    )
+}
+
+/// `tally verify BUNDLE --format json`: the exit code and the report.
+fn verify(cwd: &Path, bundle: &Path) -> (i32, Value) {
+    let (code, out, err) = tally(
+        cwd,
+        &["verify", bundle.to_str().unwrap(), "--format", "json"],
+    );
+    let report: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("verify prints JSON ({e}); stdout {out}, stderr {err}"));
+    (code, report)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn findings(report: &Value) -> Vec<Value> {
+    report["findings"].as_array().cloned().unwrap_or_default()
+}
+
+/// Rewrites one file of a bundle and, like a careful forger, its SHA-256 in the manifest.
+fn rewrite(bundle: &Path, relative: &str, contents: &str, fix_manifest: bool) {
+    std::fs::write(bundle.join(relative), contents).unwrap();
+    if fix_manifest {
+        use sha2::Digest as _;
+        let path = bundle.join("manifest.json");
+        let mut manifest: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        manifest["files"][relative] =
+            Value::String(hex::encode(sha2::Sha256::digest(contents.as_bytes())));
+        std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    }
+}
+
+// Goal: a bundle exported from a real cluster after ingest verifies, its head is the one the
+// cluster's results carry; and each kind of tampering (a changed sheet byte, a dropped record,
+// a changed claimed result) is found, named by record or contest, with exit 3.
+// Method: three replica processes, `tally submit` of every generated sheet, `tally export`,
+// `tally verify`; then three tampered copies of the bundle, each verified.
+#[test]
+fn export_verify_and_tampering() {
+    let root = tempfile::tempdir().unwrap();
+    let work = root.path();
+    let program = PathBuf::from(env!("CARGO_BIN_EXE_tally"));
+    let mut county = LocalCounty::prepare(&work.join("net"), &params(), &program, false)
+        .expect("the county is laid out");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(county.start_county())
+        .expect("the cluster elects a leader");
+    let servers = county
+        .replica_addresses
+        .values()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    let pki = county.layout.pki.to_str().unwrap().to_owned();
+    let definition = county.layout.county.join("election.toml");
+    let definition = definition.to_str().unwrap();
+    let sheets = county.layout.county.join("sheets.sheets");
+
+    let (code, out, err) = tally(
+        work,
+        &[
+            "submit",
+            "--servers",
+            &servers,
+            "--pki",
+            &pki,
+            "-d",
+            definition,
+            "--keys",
+            county
+                .layout
+                .county
+                .join("township-keys.csv")
+                .to_str()
+                .unwrap(),
+            "--format",
+            "json",
+            sheets.to_str().unwrap(),
+        ],
+    );
+    assert!(code == 0 || code == 3, "submit: {code}\n{out}\n{err}");
+
+    let bundle = work.join("bundle");
+    let (code, out, err) = tally(
+        work,
+        &[
+            "export",
+            "--servers",
+            &servers,
+            "--pki",
+            &pki,
+            "-d",
+            definition,
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "export: {out}\n{err}");
+    let claimed = runtime
+        .block_on(county.county_results())
+        .expect("the cluster serves its results");
+    county.fleet.stop_all();
+
+    // The bundle as exported checks, and is the cluster's evidence.
+    let (code, report) = verify(work, &bundle);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["ok"], true);
+    let records = report["records"].as_u64().unwrap();
+    assert!(records > 100, "{report:#}");
+    assert_eq!(report["chain_length"].as_u64(), Some(claimed.chain_length));
+    assert_eq!(
+        report["chain_head"].as_str(),
+        Some(hex::encode(&claimed.chain_head).as_str())
+    );
+    let (code, table, _) = tally(work, &["verify", bundle.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(table.contains("OK:"), "{table}");
+
+    let chain = std::fs::read_to_string(bundle.join("chain.jsonl")).unwrap();
+    let lines: Vec<&str> = chain.lines().collect();
+    let middle = lines.len() / 2;
+    let line: Value = serde_json::from_str(lines[middle]).unwrap();
+
+    // 1. One byte of one sheet changed: its link and its signature fail, by record.
+    let changed = work.join("changed-sheet");
+    copy_dir(&bundle, &changed);
+    let mut edited: Value = line.clone();
+    let sheet = edited["sheet"].as_str().unwrap().to_owned();
+    // The last byte of the sheet (a field of the count-closed time or a name), flipped.
+    let last = u8::from_str_radix(&sheet[sheet.len() - 2..], 16).unwrap() ^ 1;
+    edited["sheet"] = Value::String(format!("{}{last:02x}", &sheet[..sheet.len() - 2]));
+    let mut tampered: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    tampered[middle] = serde_json::to_string(&edited).unwrap();
+    rewrite(
+        &changed,
+        "chain.jsonl",
+        &(tampered.join("\n") + "\n"),
+        false,
+    );
+    let (code, report) = verify(work, &changed);
+    assert_eq!(code, 3, "{report:#}");
+    let found = findings(&report);
+    let at_record = |kind: &str, record: usize| {
+        found
+            .iter()
+            .any(|f| f["kind"] == kind && f["record"].as_u64() == Some(record as u64))
+    };
+    assert!(found.iter().any(|f| f["kind"] == "file"), "{report:#}");
+    assert!(at_record("chain", middle), "{report:#}");
+    assert!(
+        found.iter().any(|f| f["kind"] == "signature"
+            && f["record"].as_u64() == Some(middle as u64)
+            && f["code"] == "E204"),
+        "{report:#}"
+    );
+
+    // 2. A record dropped (and the manifest's hash made to match): the chain breaks at the
+    // record after the gap.
+    let dropped = work.join("dropped-record");
+    copy_dir(&bundle, &dropped);
+    let mut kept: Vec<&str> = lines.clone();
+    kept.remove(middle);
+    rewrite(&dropped, "chain.jsonl", &(kept.join("\n") + "\n"), true);
+    let (code, report) = verify(work, &dropped);
+    assert_eq!(code, 3, "{report:#}");
+    let found = findings(&report);
+    assert!(
+        found.iter().any(|f| f["kind"] == "chain"
+            && f["record"].as_u64() == Some(middle as u64 + 1)
+            && f["message"].as_str().unwrap().contains("missing")),
+        "{report:#}"
+    );
+    assert!(!found.iter().any(|f| f["kind"] == "file"), "{report:#}");
+
+    // 3. A claimed result changed (and the manifest's hash made to match): verify names the
+    // contest.
+    let result_changed = work.join("changed-result");
+    copy_dir(&bundle, &result_changed);
+    let mut result: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("results.json")).unwrap())
+            .unwrap();
+    let contest = result["contests"][1]["contest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let votes = &mut result["contests"][1]["rounds"][0]["votes"][0]["votes"];
+    *votes = Value::from(votes.as_u64().unwrap() + 1);
+    rewrite(
+        &result_changed,
+        "results.json",
+        &serde_json::to_string(&result).unwrap(),
+        true,
+    );
+    let (code, report) = verify(work, &result_changed);
+    assert_eq!(code, 3, "{report:#}");
+    let found = findings(&report);
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert_eq!(found[0]["kind"], "result");
+    assert_eq!(found[0]["contest"].as_str(), Some(contest.as_str()));
+    assert!(
+        found[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rounds[0].votes[0].votes"),
+        "{report:#}"
+    );
+}
