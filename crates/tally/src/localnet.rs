@@ -518,6 +518,10 @@ impl Proc {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
+        // A paused process (`Proc::pause`) handles the SIGTERM only once it runs again.
+        let _ = Command::new("kill")
+            .args(["-CONT", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if child.try_wait().ok().flatten().is_some() {

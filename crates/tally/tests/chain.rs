@@ -813,6 +813,15 @@ fn county_outage_townships_keep_accepting_then_drain() {
             "township {t} forwarded only what it had before the outage: {}",
             brief(&picture)
         );
+        let error = picture["outbox"]["last_error"].as_str().unwrap_or_default();
+        assert!(
+            chain
+                .county
+                .replica_addresses
+                .values()
+                .any(|a| error.contains(a.as_str())),
+            "the error names the replica it could not reach: {error}"
+        );
     }
 
     chain.start_county();
