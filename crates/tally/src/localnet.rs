@@ -131,17 +131,43 @@ impl Layout {
     /// Starts `program village submit` for `unit` sending `files`, logging to the unit's
     /// folder.
     pub fn village_submit(&self, program: &Path, unit: &str, files: &[PathBuf]) -> Result<Proc> {
+        let files: Vec<OsString> = files.iter().map(|f| f.into()).collect();
+        self.village(program, unit, "submit", &files)
+    }
+
+    /// Starts `program village COMMAND --config <unit's village.toml> ARGS...` (submit with
+    /// `--retry-for`, correct, status, ...), logging to the unit's folder.
+    pub fn village(
+        &self,
+        program: &Path,
+        unit: &str,
+        command: &str,
+        args: &[OsString],
+    ) -> Result<Proc> {
         let dir = self.village_dir(unit);
-        let mut args = os_args(&["village", "submit", "--config"]);
-        args.push(dir.join("village.toml").into());
-        args.extend(files.iter().map(|f| f.into()));
+        let mut all = os_args(&["village", command, "--config"]);
+        all.push(dir.join("village.toml").into());
+        all.extend(args.iter().cloned());
         Proc::start(
             program,
-            &format!("village {unit}"),
-            args,
+            &format!("village {unit} {command}"),
+            all,
             dir.join("village.log"),
         )
     }
+}
+
+/// Settings a test or a benchmark may change from the configs [`LocalCounty::prepare`] writes;
+/// `None` leaves the server's default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tuning {
+    /// The replicas' raft tick (`[raft] tick_ms`): shorter elects a leader sooner.
+    pub raft_tick_ms: Option<u64>,
+    /// The townships' longest pause between attempts to reach the county
+    /// (`[outbox] retry_max_ms`): shorter notices a county that is back sooner.
+    pub outbox_retry_max_ms: Option<u64>,
+    /// The townships' sheets per forwarded batch (`[outbox] batch_max`).
+    pub outbox_batch_max: Option<usize>,
 }
 
 /// A synthetic county laid out on this machine: its files, certificates and configs, and the
@@ -309,6 +335,46 @@ impl LocalCounty {
     }
 }
 
+impl LocalCounty {
+    /// Changes the configs [`LocalCounty::prepare`] wrote; call it before the servers start.
+    pub fn tune(&self, tuning: &Tuning) -> Result<()> {
+        // Each config ends with its [tls] table, so a table appended after it is its own.
+        if let Some(tick_ms) = tuning.raft_tick_ms {
+            for id in REPLICAS {
+                append_config(
+                    &self.layout.replica_config(id),
+                    &format!("[raft]\ntick_ms = {tick_ms}\n"),
+                )?;
+            }
+        }
+        let mut outbox = String::new();
+        if let Some(ms) = tuning.outbox_retry_max_ms {
+            let _ = writeln!(outbox, "retry_max_ms = {ms}");
+        }
+        if let Some(batch_max) = tuning.outbox_batch_max {
+            let _ = writeln!(outbox, "batch_max = {batch_max}");
+        }
+        if !outbox.is_empty() {
+            for township in self.township_addresses.keys() {
+                append_config(
+                    &self.layout.township_config(township),
+                    &format!("[outbox]\n{outbox}"),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn append_config(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot add to {}", path.display()))
+}
+
 fn replica_config(
     id: u64,
     addresses: &BTreeMap<u64, String>,
@@ -419,6 +485,30 @@ impl Proc {
         Some(status)
     }
 
+    /// Whether the process was started and has not been seen to end.
+    pub fn running(&mut self) -> bool {
+        self.child.is_some() && self.exited().is_none()
+    }
+
+    /// SIGSTOP: the process holds its sockets and answers nothing, as a machine that hangs
+    /// (or a link so slow it times out) would. [`Proc::resume`] lets it go on.
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Proc::pause`].
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// SIGKILL, as a power cut or a crash would end it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -439,6 +529,10 @@ impl Proc {
         }
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
+            .status();
+        // A paused process (`Proc::pause`) handles the SIGTERM only once it runs again.
+        let _ = Command::new("kill")
+            .args(["-CONT", &child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
@@ -594,9 +688,16 @@ impl Watch {
 }
 
 impl LocalCounty {
-    /// Starts the county replicas and waits until one leads; returns its id.
+    /// Starts the county replicas (again, those that were stopped) and waits until one leads;
+    /// returns its id.
     pub async fn start_county(&mut self) -> Result<u64> {
         for id in REPLICAS {
+            if let Some(proc) = self.fleet.replicas.get_mut(&id) {
+                if !proc.running() {
+                    proc.spawn()?;
+                }
+                continue;
+            }
             let config = self.layout.replica_config(id);
             let proc = Proc::start(
                 &self.program,
@@ -648,10 +749,11 @@ impl LocalCounty {
         }
     }
 
-    /// Starts one township aggregator (again, if it was stopped) without waiting for it.
+    /// Starts one township aggregator (again, if it was stopped; a running one is left alone)
+    /// without waiting for it.
     pub fn start_township(&mut self, township: &str) -> Result<()> {
         if let Some(proc) = self.fleet.townships.get_mut(township) {
-            return proc.spawn();
+            return if proc.running() { Ok(()) } else { proc.spawn() };
         }
         let proc = Proc::start(
             &self.program,
@@ -671,6 +773,19 @@ impl LocalCounty {
     /// folder.
     pub fn village_submit(&self, unit: &str, files: &[PathBuf]) -> Result<Proc> {
         self.layout.village_submit(&self.program, unit, files)
+    }
+
+    /// A `tally village COMMAND --config <unit's village.toml> ARGS...` process.
+    pub fn village(&self, unit: &str, command: &str, args: &[OsString]) -> Result<Proc> {
+        self.layout.village(&self.program, unit, command, args)
+    }
+
+    /// Kills (SIGKILL) every county replica: a county outage. [`LocalCounty::start_county`]
+    /// brings them back on their data.
+    pub fn kill_county(&mut self) {
+        for proc in self.fleet.replicas.values_mut() {
+            proc.kill();
+        }
     }
 
     /// The operator's client settings for `tally cluster` functions.
