@@ -82,7 +82,7 @@ pub fn run(args: DemoArgs) -> Result<Outcome> {
     say!(
         "\nDone in {:.0} s. Everything is in {}:",
         started.elapsed().as_secs_f64(),
-        dir.display()
+        county.layout.root.display()
     );
     explain(&county);
     Ok(outcome)

@@ -96,6 +96,11 @@ impl Layout {
                 root.display()
             );
         }
+        fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+        // The configs name their files by absolute path, so they work from any folder (a
+        // relative --dir would otherwise be read against each config's own folder).
+        let root = &fs::canonicalize(root)
+            .with_context(|| format!("cannot resolve {}", root.display()))?;
         let layout = Layout {
             root: root.to_path_buf(),
             county: root.join("sample-county"),

@@ -890,13 +890,14 @@ fn seats_tie_is_reported() {
 
 // ---- demo ----
 
-// Goal: `tally demo` runs the offline path on the sample county and ends by saying where the
-// files are. Method: run it into a temporary folder; check the exit code, the last lines and
-// that the folder holds the files it names.
+// Goal: `tally demo --offline` runs the offline path on the sample county and ends by saying
+// where the files are. Method: run it into a temporary folder; check the exit code, the last
+// lines and that the folder holds the files it names. (The networked `tally demo` is what CI
+// runs after the tests, and what tests/chain.rs builds on.)
 #[test]
-fn demo_runs_and_says_where_the_files_are() {
+fn offline_demo_runs_and_says_where_the_files_are() {
     let dir = tempdir();
-    let run = tally_in(dir.path(), ["demo", "--dir", "demo"]);
+    let run = tally_in(dir.path(), ["demo", "--offline", "--dir", "demo"]);
     assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
     let county = Path::new("demo").join("sample-county");
     let ending: Vec<&str> = run.stdout.lines().rev().take(10).collect();
@@ -918,6 +919,74 @@ fn demo_runs_and_says_where_the_files_are() {
     for file in ["election.toml", "sheets.sheets", "SCENARIOS.md"] {
         assert!(dir.path().join(&county).join(file).is_file(), "{file}");
     }
+}
+
+// Goal: `tally demo` (the whole chain as processes) ends with the county's result equal to an
+// offline recount, a healthy cluster, and says where to look. Method: run it with a short pace
+// into a relative folder (the configs it writes must still find their files) and read the
+// report; then check no server it started is still running.
+#[test]
+fn networked_demo_counts_every_sheet_once_and_stops_its_servers() {
+    let dir = tempdir();
+    let run = tally_in(dir.path(), ["demo", "--dir", "demo", "--pace", "3"]);
+    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
+    for expected in [
+        "killed replica",
+        "started again: it catches up from the others",
+        "duplicate (counted once)",
+        "all 1446 sheets counted at the county",
+        "It equals an offline recount of the 1446 signed sheets, each counted once.",
+        "9. Replication status",
+    ] {
+        assert!(
+            run.stdout.contains(expected),
+            "{expected:?}\n{}",
+            run.dump()
+        );
+    }
+    assert!(
+        !run.stdout.contains("attention:"),
+        "the cluster was not healthy at the end\n{}",
+        run.dump()
+    );
+    let root = std::fs::canonicalize(dir.path().join("demo")).unwrap();
+    assert!(
+        run.stdout
+            .contains(&format!("Everything is in {}", root.display())),
+        "{}",
+        run.dump()
+    );
+    // Every server was stopped: none of the demo's configs is in a running command line.
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    let running = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        !running.contains(&root.display().to_string()),
+        "servers still running:\n{running}"
+    );
+}
+
+// Goal: the networked demo refuses a folder that holds something, before starting anything,
+// and names the folder. Method: run it into a folder with a file in it.
+#[test]
+fn demo_refuses_a_folder_that_is_not_empty() {
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("demo")).unwrap();
+    std::fs::write(dir.path().join("demo").join("keep.txt"), "mine").unwrap();
+    let run = tally_in(dir.path(), ["demo", "--dir", "demo"]);
+    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
+    assert!(
+        run.stderr
+            .contains("demo is not empty; give a new folder with --dir"),
+        "{}",
+        run.dump()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("demo").join("keep.txt")).unwrap(),
+        "mine"
+    );
 }
 
 // ---- Certificates ----
