@@ -16,6 +16,7 @@ pub mod localnet;
 pub mod offline;
 pub mod output;
 pub mod report;
+pub mod status_cmd;
 pub mod township_cmd;
 
 pub mod table;

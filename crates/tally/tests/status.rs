@@ -1,0 +1,220 @@
+//! `tally status` against real processes: three `tally county` replicas and two `tally
+//! township` aggregators of a synthetic county (crates/tally/src/localnet.rs).
+//!
+//! Every process the test starts is killed when the test ends (the fleet's drop).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tally::localnet::LocalCounty;
+use tally_synth::GenParams;
+
+/// A county of two townships without planted cases: every sheet is clean.
+fn params() -> GenParams {
+    GenParams {
+        seed: 5,
+        county_name: "状态县".into(),
+        townships: 2,
+        population: 60_000,
+        voters_per_station: 1_500,
+        scenarios: false,
+    }
+}
+
+fn tally(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the tally binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    )
+}
+
+/// `tally status ... --format json`: the exit code and the report.
+fn status(county: &LocalCounty, extra: &[&str]) -> (i32, Value) {
+    let servers = county
+        .replica_addresses
+        .values()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut args = vec![
+        "status",
+        "--servers",
+        &servers,
+        "--pki",
+        county.layout.pki.to_str().unwrap(),
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = tally(&county.layout.root, &args);
+    let report: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("status prints JSON ({e}); stdout {out}, stderr {err}"));
+    (code, report)
+}
+
+fn problems(report: &Value) -> Vec<String> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
+}
+
+// Goal: `tally status` shows every replica and township, exits 0 when all is well, and exits 3
+// naming the problem when a township or a replica is gone; townships are found from their
+// config files as well as from the flag.
+// Method: a local county; one township's sheets imported; status polled (with a deadline) until
+// the outbox drained and it is clean; then a township killed, then a replica killed, and status
+// asked each time.
+#[test]
+fn status_shows_cluster_and_townships_and_flags_problems() {
+    let root = tempfile::tempdir().unwrap();
+    let program = PathBuf::from(env!("CARGO_BIN_EXE_tally"));
+    let mut county = LocalCounty::prepare(&root.path().join("net"), &params(), &program, false)
+        .expect("the county is laid out");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(county.start_county())
+        .expect("the cluster elects a leader");
+    runtime
+        .block_on(county.start_townships())
+        .expect("the townships answer");
+    let townships: Vec<String> = county.township_addresses.keys().cloned().collect();
+    let first = townships[0].clone();
+
+    // The first township's sheets, imported by its clerk.
+    let sheets: Vec<_> = county
+        .sheets
+        .iter()
+        .filter(|s| {
+            county
+                .definition
+                .unit_by_key(&s.key_id)
+                .is_some_and(|u| u.township.as_str() == first)
+        })
+        .cloned()
+        .collect();
+    assert!(!sheets.is_empty());
+    let bundle = county.layout.root.join("first.sheets");
+    std::fs::write(&bundle, tally_proto::write_bundle(&sheets)).unwrap();
+    let config = county.layout.township_config(&first);
+    let (code, out, err) = tally(
+        &county.layout.root,
+        &[
+            "township",
+            "import",
+            "--config",
+            config.to_str().unwrap(),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "import: {out}\n{err}");
+
+    let servers_dir = county.layout.servers.to_str().unwrap().to_owned();
+    let by_config = ["--township-config", servers_dir.as_str()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let (code, report) = status(&county, &by_config);
+        let drained = report["townships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["outbox_depth"] == 0);
+        if code == 0 && drained {
+            break report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never came clean: {report:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(problems(&report).is_empty(), "{report:#}");
+    let replicas = report["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 3, "{report:#}");
+    assert_eq!(
+        replicas.iter().filter(|r| r["role"] == "leader").count(),
+        1,
+        "{report:#}"
+    );
+    assert!(replicas.iter().all(|r| r["lag"].is_u64()), "{report:#}");
+    let shown: Vec<&Value> = report["townships"].as_array().unwrap().iter().collect();
+    assert_eq!(shown.len(), townships.len(), "{report:#}");
+    let t = shown
+        .iter()
+        .find(|t| t["township"] == first.as_str())
+        .unwrap();
+    assert_eq!(t["reachable"], true);
+    assert_eq!(t["county_reachable"], true, "{report:#}");
+    assert_eq!(t["sheets_stored"].as_u64(), Some(sheets.len() as u64));
+    assert_eq!(t["forwarded"].as_u64(), Some(sheets.len() as u64));
+    assert!(t["units_reported"].as_u64().unwrap() > 0);
+    assert_eq!(t["units_reported"], t["units_expected"], "{report:#}");
+
+    // The table names every replica and township.
+    let servers = county
+        .replica_addresses
+        .values()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    let flag = format!("{first}={}", county.township_addresses[&first]);
+    let (code, table, err) = tally(
+        &county.layout.root,
+        &[
+            "status",
+            "--servers",
+            &servers,
+            "--pki",
+            county.layout.pki.to_str().unwrap(),
+            "--townships",
+            &flag,
+        ],
+    );
+    assert_eq!(code, 0, "{table}\n{err}");
+    assert!(
+        table.contains("leader") && table.contains(&first),
+        "{table}"
+    );
+    assert!(table.contains("all well"), "{table}");
+
+    // A township gone: exit 3, named.
+    let second = townships[1].clone();
+    county.fleet.townships.get_mut(&second).unwrap().kill();
+    let (code, report) = status(&county, &by_config);
+    assert_eq!(code, 3, "{report:#}");
+    let found = problems(&report);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains(&format!("township {second}")) && p.contains("unreachable")),
+        "{report:#}"
+    );
+
+    // A replica gone as well: exit 3, the replica's address named.
+    let (&id, address) = county.replica_addresses.iter().next().unwrap();
+    let address = address.clone();
+    county.fleet.replicas.get_mut(&id).unwrap().kill();
+    let (code, report) = status(&county, &by_config);
+    assert_eq!(code, 3, "{report:#}");
+    let found = problems(&report);
+    assert!(found.iter().any(|p| p.contains(&address)), "{report:#}");
+    assert!(
+        report["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["address"] == address.as_str() && r["reachable"] == false),
+        "{report:#}"
+    );
+    county.fleet.stop_all();
+}
