@@ -44,6 +44,8 @@ pub struct Township {
     pub(crate) wake: Arc<Notify>,
     /// The picture's results, computed at a book generation.
     pub(crate) results_cache: Mutex<Option<(u64, Arc<tally_core::results::ElectionResult>)>>,
+    /// Counters and histogram for `GET /metrics`.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A submit waiting for the writer.
@@ -104,6 +106,7 @@ impl Township {
         let (writer, queue) = mpsc::channel(SUBMITS_QUEUED_MAX);
         let book = Arc::new(Mutex::new(book));
         let wake = Arc::new(Notify::new());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let task = tokio::spawn(run_writer(
             queue,
             store.clone(),
@@ -111,6 +114,7 @@ impl Township {
             wake.clone(),
             settings,
             township.clone(),
+            metrics.clone(),
         ));
         let core = Arc::new(Township {
             township,
@@ -122,6 +126,7 @@ impl Township {
             writer: Mutex::new(Some(writer)),
             wake,
             results_cache: Mutex::new(None),
+            metrics,
         });
         (core, task)
     }
@@ -400,6 +405,7 @@ async fn run_writer(
     wake: Arc<Notify>,
     settings: OutboxSettings,
     township: TownshipId,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
@@ -409,7 +415,7 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        commit_group(jobs, &store, &book, &wake, settings, &township).await;
+        commit_group(jobs, &store, &book, &wake, settings, &township, &metrics).await;
     }
 }
 
@@ -437,6 +443,7 @@ async fn commit_group(
     wake: &Notify,
     settings: OutboxSettings,
     township: &TownshipId,
+    metrics: &crate::metrics::Metrics,
 ) {
     let now = unix_ms();
     let mut group = GroupWrite::default();
@@ -516,6 +523,7 @@ async fn commit_group(
     for d in decided {
         for line in &d.log {
             log_line(township, line);
+            metrics.sheet(&line.kind.as_str_name().to_ascii_lowercase(), &line.code);
         }
         let _ = d.reply.send(d.answer);
     }

@@ -60,6 +60,36 @@ fn status(county: &LocalCounty, extra: &[&str]) -> (i32, Value) {
     (code, report)
 }
 
+/// `GET /metrics` over plain HTTP/1.0 (no client library needed): the body.
+fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("the metrics port answers");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("text/plain; version=0.0.4"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The value of one series (`name{labels}` exactly as exposed).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn problems(report: &Value) -> Vec<String> {
     report["problems"]
         .as_array()
@@ -81,6 +111,21 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
     let program = PathBuf::from(env!("CARGO_BIN_EXE_tally"));
     let mut county = LocalCounty::prepare(&root.path().join("net"), &params(), &program, false)
         .expect("the county is laid out");
+    // Every township serves GET /metrics on a port of its own.
+    let mut metrics_addresses = std::collections::BTreeMap::new();
+    let ports = tally::localnet::free_ports(county.township_addresses.len()).unwrap();
+    for (t, port) in county.township_addresses.keys().zip(ports) {
+        let path = county.layout.township_config(t);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let address = format!("127.0.0.1:{port}");
+        let text = text.replacen(
+            "\nlisten = ",
+            &format!("\nhttp_listen = \"{address}\"\nlisten = "),
+            1,
+        );
+        std::fs::write(&path, text).unwrap();
+        metrics_addresses.insert(t.clone(), address);
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime
         .block_on(county.start_county())
@@ -186,6 +231,97 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
         "{table}"
     );
     assert!(table.contains("all well"), "{table}");
+
+    // The township's metrics, scraped: what was imported and forwarded.
+    let text = scrape(&metrics_addresses[&first]);
+    let value = |name: &str| metric(&text, name);
+    let n = sheets.len() as f64;
+    assert_eq!(
+        value("tally_township_sheets_total{outcome=\"accepted\"}"),
+        Some(n),
+        "{text}"
+    );
+    assert_eq!(value("tally_township_outbox_sheets"), Some(0.0), "{text}");
+    assert_eq!(
+        value("tally_township_outbox_oldest_age_seconds"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_outbox_capacity_sheets"),
+        Some(100_000.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_county_reachable"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_forwarded_sheets_total"),
+        Some(n),
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_county_outcomes_total{outcome=\"accepted\"}"),
+        Some(n),
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_signature_failures_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        value("tally_township_forward_batch_duration_seconds_count").unwrap() >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_forward_batch_duration_seconds_bucket{le=\"+Inf\"}"),
+        value("tally_township_forward_batch_duration_seconds_count"),
+        "{text}"
+    );
+
+    // A sheet with a broken signature, imported: refused E204, counted, and flagged by status.
+    let mut forged = sheets[0].clone();
+    let mut signature = forged.signature.to_bytes();
+    signature[0] ^= 1;
+    forged.signature = ed25519_dalek::Signature::from_bytes(&signature);
+    let forged_bundle = county.layout.root.join("forged.sheets");
+    std::fs::write(&forged_bundle, tally_proto::write_bundle(&[forged])).unwrap();
+    let (code, out, err) = tally(
+        &county.layout.root,
+        &[
+            "township",
+            "import",
+            "--config",
+            config.to_str().unwrap(),
+            forged_bundle.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 3, "import of a forged sheet: {out}\n{err}");
+    let text = scrape(&metrics_addresses[&first]);
+    assert_eq!(
+        metric(&text, "tally_township_signature_failures_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tally_township_sheets_total{outcome=\"refused\",code=\"E204\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let (code, report) = status(&county, &by_config);
+    assert_eq!(code, 3, "{report:#}");
+    assert!(
+        problems(&report)
+            .iter()
+            .any(|p| p.contains(&format!("township {first}")) && p.contains("E204")),
+        "{report:#}"
+    );
 
     // A township gone: exit 3, named.
     let second = townships[1].clone();
