@@ -232,6 +232,26 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
     );
     assert!(table.contains("all well"), "{table}");
 
+    // Publication from the cluster: the reports and exports are written; the other township
+    // has not reported, so contests are pending (exit 3).
+    let out_dir = county.layout.root.join("published");
+    let (code, out, err) = tally(
+        &county.layout.root,
+        &[
+            "publish",
+            "--servers",
+            &servers,
+            "--pki",
+            county.layout.pki.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 3, "publish: {out}\n{err}");
+    let html = std::fs::read_to_string(out_dir.join("elected-county.html")).unwrap();
+    assert!(html.contains("状态县人民代表大会代表当选名单"), "{html}");
+    assert!(out_dir.join("results.csv").exists());
+
     // The township's metrics, scraped: what was imported and forwarded.
     let text = scrape(&metrics_addresses[&first]);
     let value = |name: &str| metric(&text, name);
