@@ -323,7 +323,11 @@ async fn record(
                 tracing::warn!(
                     township = %township.township,
                     replica = %address,
-                    digest = %short(digest),
+                    sheet = %short(digest),
+                    unit = record.map_or("", |r| r.unit.as_str()),
+                    contest = record.map_or("", |r| r.contest.as_str()),
+                    round = record.map_or(0, |r| r.round),
+                    version = record.map_or(0, |r| r.version),
                     %code,
                     "the county did not count a sheet: {}",
                     outcome.message

@@ -427,9 +427,17 @@ struct Decided {
     log: Vec<LogLine>,
 }
 
+/// One sheet's decision as a log line: every line about one sheet carries `sheet` (the digest's
+/// first 12 hex digits), `unit`, `contest`, `round` and `version`, so a log search for any of
+/// them finds it.
 struct LogLine {
+    /// The digest's first 12 hex digits.
     sheet: String,
-    digest: String,
+    /// As the sheet claims (empty when it does not decode).
+    unit: String,
+    contest: String,
+    round: u32,
+    version: u32,
     kind: Kind,
     code: String,
     message: String,
@@ -535,7 +543,10 @@ fn log_line(township: &TownshipId, line: &LogLine) {
         Kind::Accepted | Kind::Superseded | Kind::Duplicate => tracing::info!(
             %township,
             sheet = %line.sheet,
-            digest = %line.digest,
+            unit = %line.unit,
+            contest = %line.contest,
+            round = line.round,
+            version = line.version,
             outcome = %kind,
             warnings = line.warnings,
             "sheet {kind}"
@@ -543,7 +554,10 @@ fn log_line(township: &TownshipId, line: &LogLine) {
         _ => tracing::warn!(
             %township,
             sheet = %line.sheet,
-            digest = %line.digest,
+            unit = %line.unit,
+            contest = %line.contest,
+            round = line.round,
+            version = line.version,
             outcome = %kind,
             code = %line.code,
             "sheet {kind}: {}",
@@ -572,8 +586,11 @@ fn decide_job(
         match item {
             Item::Refused { outcome, note } => {
                 log.push(LogLine {
-                    sheet: note_label(&note),
-                    digest: note.digest[..12.min(note.digest.len())].to_owned(),
+                    sheet: note.digest[..12.min(note.digest.len())].to_owned(),
+                    unit: note.unit.clone(),
+                    contest: note.contest.clone(),
+                    round: note.round,
+                    version: note.version,
                     kind: Kind::Refused,
                     code: outcome.code.clone(),
                     message: outcome.message.clone(),
@@ -585,8 +602,11 @@ fn decide_job(
             Item::Passed(p) => {
                 let decision = book.decide(&[group_pending, &pending], &p.sheet, &p.digest);
                 let line = |kind: Kind, code: &str, message: &str| LogLine {
-                    sheet: p.sheet.label(),
-                    digest: short(&p.digest),
+                    sheet: short(&p.digest),
+                    unit: p.sheet.unit.to_string(),
+                    contest: p.sheet.contest.to_string(),
+                    round: p.sheet.round.0,
+                    version: p.sheet.version,
                     kind,
                     code: code.to_owned(),
                     message: message.to_owned(),
@@ -682,16 +702,5 @@ fn decide_job(
         reply: job.reply,
         answer: Ok(outcomes),
         log,
-    }
-}
-
-fn note_label(note: &Note) -> String {
-    if note.unit.is_empty() {
-        "a sheet that does not decode".to_owned()
-    } else {
-        format!(
-            "unit {}, contest {}, round {}, version {} (as claimed)",
-            note.unit, note.contest, note.round, note.version
-        )
     }
 }
