@@ -165,7 +165,7 @@ fn publish_writes_reports_and_exports() {
             .any(|r| &r[0] == first["contest"].as_str().unwrap()
                 && &r[6] == "1"
                 && &r[13] == top["name"].as_str().unwrap()
-                && r[14] == top["votes"].to_string())
+                && r[14] == *top["votes"].to_string())
     );
 
     // contests.csv: one row per contest.
