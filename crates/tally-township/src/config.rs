@@ -4,6 +4,7 @@
 //! ```toml
 //! township_id = "T01"
 //! listen = "127.0.0.1:7201"                   # socket address to bind
+//! http_listen = "127.0.0.1:7281"              # optional; plain HTTP: GET /metrics (Prometheus)
 //! data_dir = "data/township-T01"
 //! definition = "../sample-county/election.toml"
 //! countersign_key = "keys/township-T01.key"   # 64 hex digits, as `tally keygen` writes
@@ -87,6 +88,10 @@ pub struct TownshipConfig {
     pub township_id: TownshipId,
     /// The socket address the aggregator binds.
     pub listen: SocketAddr,
+    /// Where the aggregator serves plain HTTP (`GET /metrics`, Prometheus text); `None` serves
+    /// no HTTP. Read-only and unauthenticated, so bind it where only operators and the metrics
+    /// collector reach it.
+    pub http_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The election definition (TOML).
     pub definition: PathBuf,
@@ -204,6 +209,7 @@ impl fmt::Display for ProblemList<'_> {
 struct RawConfig {
     township_id: Spanned<String>,
     listen: Spanned<String>,
+    http_listen: Option<Spanned<String>>,
     data_dir: Spanned<String>,
     definition: Spanned<String>,
     countersign_key: Spanned<String>,
@@ -465,6 +471,37 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipCon
         }
     }
 
+    let http_listen =
+        raw.http_listen
+            .as_ref()
+            .and_then(|h| match h.get_ref().trim().parse::<SocketAddr>() {
+                Ok(addr) if Some(addr) == listen => {
+                    problems.at(
+                    h,
+                    "http_listen",
+                    format!(
+                        "is {:?}, the same as listen; give the HTTP listener a port of its own, \
+                         e.g. \"127.0.0.1:7281\"",
+                        h.get_ref()
+                    ),
+                );
+                    None
+                }
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    problems.at(
+                        h,
+                        "http_listen",
+                        format!(
+                            "{:?} is not a socket address; write IP:PORT, e.g. \"127.0.0.1:7281\", \
+                         or leave http_listen out to serve no HTTP",
+                            h.get_ref()
+                        ),
+                    );
+                    None
+                }
+            });
+
     let listen = match listen {
         Some(listen) if problems.list.is_empty() => listen,
         _ => {
@@ -476,6 +513,7 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipCon
         file: file.to_path_buf(),
         township_id: TownshipId::new(township_id),
         listen,
+        http_listen,
         data_dir: resolve(&raw.data_dir),
         definition,
         countersign_key,
@@ -605,6 +643,39 @@ retry_max_ms = 5000
             Ok(_) => Vec::new(),
             Err(e) => e.problems().iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn http_listen_is_optional_and_checked() {
+        // Goal: http_listen is left out (no HTTP), given, or named when wrong or the same as
+        // listen. Method: parse GOOD without it, with it, and with two bad values.
+        assert_eq!(
+            TownshipConfig::parse(Path::new(FILE), GOOD)
+                .unwrap()
+                .http_listen,
+            None
+        );
+        let with = |value: &str| {
+            GOOD.replacen(
+                "listen = ",
+                &format!("http_listen = {value:?}\nlisten = "),
+                1,
+            )
+        };
+        let config = TownshipConfig::parse(Path::new(FILE), &with("127.0.0.1:7281")).unwrap();
+        assert_eq!(config.http_listen, Some("127.0.0.1:7281".parse().unwrap()));
+        let found = problems_of(&with("localhost:7281"));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("http_listen") && p.contains("not a socket address")),
+            "{found:?}"
+        );
+        let found = problems_of(&with("127.0.0.1:7201"));
+        assert!(
+            found.iter().any(|p| p.contains("the same as listen")),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -91,10 +91,14 @@ pub(crate) async fn run(
             }
         }
         let address = route.addresses[current % route.addresses.len()].clone();
+        let sent_at = tokio::time::Instant::now();
         let attempt = tokio::select! {
             attempt = send(&township, &route, &mut channels, &address, &batch) => attempt,
             _ = stop.changed() => return,
         };
+        if matches!(attempt, Attempt::Answered(_)) {
+            township.metrics.forward_batch(sent_at.elapsed());
+        }
         let wait = match attempt {
             Attempt::Answered(response) => {
                 match record(&township, &address, &batch, response).await {
@@ -156,6 +160,9 @@ fn note_failure(
     transient: bool,
     last_warned: &mut Option<tokio::time::Instant>,
 ) {
+    township
+        .metrics
+        .forward_failure(if transient { "transient" } else { "refused" });
     let mut book = lock(&township.book);
     let message = format!("county replica {address}: {error}");
     let now = tokio::time::Instant::now();
@@ -316,7 +323,11 @@ async fn record(
                 tracing::warn!(
                     township = %township.township,
                     replica = %address,
-                    digest = %short(digest),
+                    sheet = %short(digest),
+                    unit = record.map_or("", |r| r.unit.as_str()),
+                    contest = record.map_or("", |r| r.contest.as_str()),
+                    round = record.map_or(0, |r| r.round),
+                    version = record.map_or(0, |r| r.version),
                     %code,
                     "the county did not count a sheet: {}",
                     outcome.message
@@ -373,6 +384,9 @@ async fn record(
     }
     for (_, note) in write.notes {
         book.push_note(note);
+    }
+    for (outcome, n) in &counts {
+        township.metrics.county_outcome(outcome, *n as u64);
     }
     let link: CountyLink = write.link;
     book.link = link;

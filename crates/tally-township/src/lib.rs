@@ -16,6 +16,8 @@
 //!   writer.
 //! - [`forward`]: the forwarder, draining the outbox into `County.Ingest`.
 //! - [`picture`]: `Township::picture`, provisional results and the outbox's state.
+//! - [`metrics`]: the Prometheus counters, histogram and gauges; [`http`]: `GET /metrics` on
+//!   the optional `http_listen`.
 //! - [`service`]: the `Township` gRPC service and who may call what.
 //! - [`server`]: `prepare` (a config checked), `start` (served on a listener), `Running`.
 //!
@@ -52,6 +54,8 @@
 pub mod book;
 pub mod config;
 pub mod forward;
+pub mod http;
+pub mod metrics;
 pub mod picture;
 pub mod server;
 pub mod service;

@@ -138,3 +138,35 @@ impl Township {
         }
     }
 }
+
+impl Township {
+    /// The Prometheus text exposition of this aggregator (`GET /metrics`).
+    pub fn metrics_text(&self) -> String {
+        let now = unix_ms();
+        let units_expected = self
+            .definition
+            .units
+            .iter()
+            .filter(|u| u.township == self.township)
+            .count() as u64;
+        let gauges = {
+            let book = lock(&self.book);
+            crate::metrics::Gauges {
+                outbox_sheets: book.outbox.len() as u64,
+                outbox_oldest_age_ms: book
+                    .outbox
+                    .values()
+                    .next()
+                    .and_then(|digest| book.records.get(digest))
+                    .map_or(0, |r| now.saturating_sub(r.received_unix_ms)),
+                outbox_capacity_sheets: self.settings.capacity,
+                county_reachable: book.county_reachable,
+                forwarded_sheets: book.forwarded,
+                units_reported: book.units_reported.len() as u64,
+                units_expected,
+                sheets_stored: book.records.len() as u64,
+            }
+        };
+        self.metrics.render(&gauges)
+    }
+}

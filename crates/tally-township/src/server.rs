@@ -67,6 +67,8 @@ pub struct Prepared {
     pub setup: TownshipSetup,
     pub server_tls: ServerTlsConfig,
     pub listen: SocketAddr,
+    /// Where to serve `GET /metrics` over plain HTTP, if anywhere.
+    pub http_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +212,7 @@ pub fn prepare(config: &TownshipConfig) -> Result<Prepared, StartError> {
         },
         server_tls,
         listen: config.listen,
+        http_listen: config.http_listen,
     })
 }
 
@@ -228,6 +231,8 @@ pub struct Running {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     forwarder: JoinHandle<()>,
     writer: JoinHandle<()>,
+    /// The plain HTTP listener ([`Running::serve_http`]), when there is one.
+    http: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Running {
@@ -238,6 +243,18 @@ impl Running {
 
     pub fn township(&self) -> &Arc<Township> {
         &self.township
+    }
+
+    /// Serves `GET /metrics` ([`crate::http`]) on `listener` until the aggregator stops.
+    pub fn serve_http(&mut self, listener: tokio::net::TcpListener) {
+        let mut shutdown = self.stop.subscribe();
+        self.http = Some(tokio::spawn(crate::http::serve(
+            listener,
+            self.township.clone(),
+            async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            },
+        )));
     }
 
     /// Stops taking calls, lets calls in progress finish for up to [`SHUTDOWN_GRACE`], stops
@@ -252,8 +269,15 @@ impl Running {
             mut server,
             forwarder,
             writer,
+            http,
         } = self;
         let _ = stop.send(true);
+        if let Some(http) = http {
+            // The scrape in progress, if any, is short; the listener stops with the rest.
+            if tokio::time::timeout(SHUTDOWN_GRACE, http).await.is_err() {
+                tracing::info!(%address, "the HTTP listener did not stop within the grace period");
+            }
+        }
         match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => {
@@ -353,6 +377,7 @@ pub fn start(
         server,
         forwarder,
         writer,
+        http: None,
     })
 }
 

@@ -44,6 +44,8 @@ pub struct Township {
     pub(crate) wake: Arc<Notify>,
     /// The picture's results, computed at a book generation.
     pub(crate) results_cache: Mutex<Option<(u64, Arc<tally_core::results::ElectionResult>)>>,
+    /// Counters and histogram for `GET /metrics`.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A submit waiting for the writer.
@@ -104,6 +106,7 @@ impl Township {
         let (writer, queue) = mpsc::channel(SUBMITS_QUEUED_MAX);
         let book = Arc::new(Mutex::new(book));
         let wake = Arc::new(Notify::new());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let task = tokio::spawn(run_writer(
             queue,
             store.clone(),
@@ -111,6 +114,7 @@ impl Township {
             wake.clone(),
             settings,
             township.clone(),
+            metrics.clone(),
         ));
         let core = Arc::new(Township {
             township,
@@ -122,6 +126,7 @@ impl Township {
             writer: Mutex::new(Some(writer)),
             wake,
             results_cache: Mutex::new(None),
+            metrics,
         });
         (core, task)
     }
@@ -400,6 +405,7 @@ async fn run_writer(
     wake: Arc<Notify>,
     settings: OutboxSettings,
     township: TownshipId,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
@@ -409,7 +415,7 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        commit_group(jobs, &store, &book, &wake, settings, &township).await;
+        commit_group(jobs, &store, &book, &wake, settings, &township, &metrics).await;
     }
 }
 
@@ -421,9 +427,17 @@ struct Decided {
     log: Vec<LogLine>,
 }
 
+/// One sheet's decision as a log line: every line about one sheet carries `sheet` (the digest's
+/// first 12 hex digits), `unit`, `contest`, `round` and `version`, so a log search for any of
+/// them finds it.
 struct LogLine {
+    /// The digest's first 12 hex digits.
     sheet: String,
-    digest: String,
+    /// As the sheet claims (empty when it does not decode).
+    unit: String,
+    contest: String,
+    round: u32,
+    version: u32,
     kind: Kind,
     code: String,
     message: String,
@@ -437,6 +451,7 @@ async fn commit_group(
     wake: &Notify,
     settings: OutboxSettings,
     township: &TownshipId,
+    metrics: &crate::metrics::Metrics,
 ) {
     let now = unix_ms();
     let mut group = GroupWrite::default();
@@ -516,6 +531,7 @@ async fn commit_group(
     for d in decided {
         for line in &d.log {
             log_line(township, line);
+            metrics.sheet(&line.kind.as_str_name().to_ascii_lowercase(), &line.code);
         }
         let _ = d.reply.send(d.answer);
     }
@@ -527,7 +543,10 @@ fn log_line(township: &TownshipId, line: &LogLine) {
         Kind::Accepted | Kind::Superseded | Kind::Duplicate => tracing::info!(
             %township,
             sheet = %line.sheet,
-            digest = %line.digest,
+            unit = %line.unit,
+            contest = %line.contest,
+            round = line.round,
+            version = line.version,
             outcome = %kind,
             warnings = line.warnings,
             "sheet {kind}"
@@ -535,7 +554,10 @@ fn log_line(township: &TownshipId, line: &LogLine) {
         _ => tracing::warn!(
             %township,
             sheet = %line.sheet,
-            digest = %line.digest,
+            unit = %line.unit,
+            contest = %line.contest,
+            round = line.round,
+            version = line.version,
             outcome = %kind,
             code = %line.code,
             "sheet {kind}: {}",
@@ -564,8 +586,11 @@ fn decide_job(
         match item {
             Item::Refused { outcome, note } => {
                 log.push(LogLine {
-                    sheet: note_label(&note),
-                    digest: note.digest[..12.min(note.digest.len())].to_owned(),
+                    sheet: note.digest[..12.min(note.digest.len())].to_owned(),
+                    unit: note.unit.clone(),
+                    contest: note.contest.clone(),
+                    round: note.round,
+                    version: note.version,
                     kind: Kind::Refused,
                     code: outcome.code.clone(),
                     message: outcome.message.clone(),
@@ -577,8 +602,11 @@ fn decide_job(
             Item::Passed(p) => {
                 let decision = book.decide(&[group_pending, &pending], &p.sheet, &p.digest);
                 let line = |kind: Kind, code: &str, message: &str| LogLine {
-                    sheet: p.sheet.label(),
-                    digest: short(&p.digest),
+                    sheet: short(&p.digest),
+                    unit: p.sheet.unit.to_string(),
+                    contest: p.sheet.contest.to_string(),
+                    round: p.sheet.round.0,
+                    version: p.sheet.version,
                     kind,
                     code: code.to_owned(),
                     message: message.to_owned(),
@@ -674,16 +702,5 @@ fn decide_job(
         reply: job.reply,
         answer: Ok(outcomes),
         log,
-    }
-}
-
-fn note_label(note: &Note) -> String {
-    if note.unit.is_empty() {
-        "a sheet that does not decode".to_owned()
-    } else {
-        format!(
-            "unit {}, contest {}, round {}, version {} (as claimed)",
-            note.unit, note.contest, note.round, note.version
-        )
     }
 }

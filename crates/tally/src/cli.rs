@@ -154,6 +154,12 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// The county at a glance (as an operator): every replica and every township aggregator,
+    /// with what needs attention; exits 3 when something does.
+    Status(crate::status_cmd::StatusArgs),
+    /// Publish the list of elected deputies (当选代表名单): a printable HTML report per
+    /// congress, and CSV and JSON exports of all results. Exits 3 when a contest is not decided.
+    Publish(crate::publish::PublishArgs),
     /// Forward signed sheets to the county cluster as a township (countersigned batches).
     Submit(crate::county_cmd::SubmitArgs),
     /// Run a township aggregator (--config township.toml), import sheets carried offline, or
@@ -293,6 +299,8 @@ fn run(command: Command) -> Result<Outcome> {
             stale,
         }),
         Command::Verify { bundle, format } => crate::evidence::verify(&bundle, format),
+        Command::Status(args) => crate::status_cmd::run(args),
+        Command::Publish(args) => crate::publish::run(args),
         Command::Submit(args) => crate::county_cmd::submit(args),
         Command::Township(args) => crate::township_cmd::run(args),
         Command::Village(command) => crate::village_cmd::run(command),

@@ -15,7 +15,9 @@ pub mod intake;
 pub mod localnet;
 pub mod offline;
 pub mod output;
+pub mod publish;
 pub mod report;
+pub mod status_cmd;
 pub mod township_cmd;
 
 pub mod table;

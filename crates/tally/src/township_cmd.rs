@@ -91,8 +91,19 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
         let listener = server::bind(prepared.listen)
             .await
             .map_err(|e| anyhow!("{file}: {e}"))?;
-        let running = server::start(prepared.setup, prepared.server_tls, listener)
+        // Bound before the aggregator starts, so a taken port is an error at start.
+        let http = match prepared.http_listen {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.with_context(|| {
+                format!("{file}: http_listen = {address}: cannot bind (is another program using the port?)")
+            })?),
+            None => None,
+        };
+        let mut running = server::start(prepared.setup, prepared.server_tls, listener)
             .map_err(|e| anyhow!("{file}: {e}"))?;
+        if let Some(listener) = http {
+            tracing::info!(township = %config.township_id, address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "serving GET /metrics over HTTP");
+            running.serve_http(listener);
+        }
         shutdown_signal().await;
         tracing::info!(township = %config.township_id, "stopping");
         running.stop().await;

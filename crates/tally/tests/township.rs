@@ -326,3 +326,121 @@ fn serve_import_picture_and_stop() {
         "{err}"
     );
 }
+
+// Goal: with TALLY_LOG_FORMAT=json every log line about one sheet is a JSON object whose
+// fields name the sheet (digest prefix), unit, contest, round and version, for an accepted
+// sheet and a refused one alike.
+// Method: run `tally township --config` with JSON logs; import T01's sheets and one of T02's
+// (refused E210); read the log lines and check the fields against the imported sheets.
+#[cfg(unix)]
+#[test]
+fn json_logs_name_the_sheet_unit_and_contest() {
+    let (dir, _port) = township_office();
+    let root = dir.path();
+    let log_path = root.join("township.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut township = Process(
+        tally()
+            .env("TALLY_LOG_FORMAT", "json")
+            .args(["township", "--config", "townships/T01.toml"])
+            .current_dir(root)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("tally township starts"),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let started = Instant::now();
+    loop {
+        let (code, _, _) = run(
+            root,
+            &["township", "picture", "--config", "townships/T01.toml"],
+        );
+        if code == 0 || code == 3 {
+            break;
+        }
+        if let Some(status) = township.0.try_wait().unwrap() {
+            panic!("the aggregator exited ({status}): {}", log());
+        }
+        assert!(started.elapsed() < START_DEADLINE, "{}", log());
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    let (code, out, err) = run(
+        root,
+        &[
+            "township",
+            "import",
+            "--config",
+            "townships/T01.toml",
+            "t01.sheets",
+            "t02.sheets",
+        ],
+    );
+    assert_eq!(code, 3, "{out}{err}");
+    let t01 = tally_proto::read_bundle(&std::fs::read(root.join("t01.sheets")).unwrap()).unwrap();
+    let first = &t01[0];
+    let sheet = tally_proto::decode_sheet(&first.sheet).unwrap();
+    let digest = hex::encode(first.digest());
+
+    // The writer logs after its commit; poll the log for both lines.
+    let deadline = Instant::now() + START_DEADLINE;
+    let (accepted, refused) = loop {
+        let lines: Vec<Value> = log()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            })
+            .collect();
+        let find = |message: &str, unit_prefix: &str| {
+            lines
+                .iter()
+                .find(|l| {
+                    l["fields"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(message))
+                        && l["fields"]["unit"]
+                            .as_str()
+                            .is_some_and(|u| u.starts_with(unit_prefix))
+                })
+                .cloned()
+        };
+        let accepted = lines
+            .iter()
+            .find(|l| {
+                l["fields"]["message"] == "sheet accepted"
+                    && l["fields"]["sheet"]
+                        .as_str()
+                        .is_some_and(|s| digest.starts_with(s))
+            })
+            .cloned();
+        if let (Some(a), Some(r)) = (accepted, find("sheet refused", "T02-")) {
+            break (a, r);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sheet lines in the log: {}",
+            log()
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    let fields = &accepted["fields"];
+    assert_eq!(fields["sheet"].as_str().unwrap().len(), 12, "{accepted}");
+    assert_eq!(fields["unit"], sheet.unit.as_str(), "{accepted}");
+    assert_eq!(fields["contest"], sheet.contest.as_str(), "{accepted}");
+    assert_eq!(fields["round"], sheet.round.0, "{accepted}");
+    assert_eq!(fields["version"], sheet.version, "{accepted}");
+    assert_eq!(fields["township"], "T01", "{accepted}");
+    assert_eq!(accepted["level"], "INFO");
+    let fields = &refused["fields"];
+    assert_eq!(fields["code"], "E210", "{refused}");
+    assert_eq!(fields["sheet"].as_str().unwrap().len(), 12, "{refused}");
+    assert!(
+        fields["contest"].as_str().is_some_and(|c| !c.is_empty()),
+        "{refused}"
+    );
+    assert!(
+        fields["round"].is_u64() && fields["version"].is_u64(),
+        "{refused}"
+    );
+    assert_eq!(refused["level"], "WARN");
+}

@@ -1,0 +1,376 @@
+//! `tally status` against real processes: three `tally county` replicas and two `tally
+//! township` aggregators of a synthetic county (crates/tally/src/localnet.rs).
+//!
+//! Every process the test starts is killed when the test ends (the fleet's drop).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tally::localnet::LocalCounty;
+use tally_synth::GenParams;
+
+/// A county of two townships without planted cases: every sheet is clean.
+fn params() -> GenParams {
+    GenParams {
+        seed: 5,
+        county_name: "状态县".into(),
+        townships: 2,
+        population: 60_000,
+        voters_per_station: 1_500,
+        scenarios: false,
+    }
+}
+
+fn tally(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the tally binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    )
+}
+
+/// `tally status ... --format json`: the exit code and the report.
+fn status(county: &LocalCounty, extra: &[&str]) -> (i32, Value) {
+    let servers = county
+        .replica_addresses
+        .values()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut args = vec![
+        "status",
+        "--servers",
+        &servers,
+        "--pki",
+        county.layout.pki.to_str().unwrap(),
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = tally(&county.layout.root, &args);
+    let report: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("status prints JSON ({e}); stdout {out}, stderr {err}"));
+    (code, report)
+}
+
+/// `GET /metrics` over plain HTTP/1.0 (no client library needed): the body.
+fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("the metrics port answers");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("text/plain; version=0.0.4"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The value of one series (`name{labels}` exactly as exposed).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn problems(report: &Value) -> Vec<String> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
+}
+
+// Goal: `tally status` shows every replica and township, exits 0 when all is well, and exits 3
+// naming the problem when a township or a replica is gone; townships are found from their
+// config files as well as from the flag.
+// Method: a local county; one township's sheets imported; status polled (with a deadline) until
+// the outbox drained and it is clean; then a township killed, then a replica killed, and status
+// asked each time.
+#[test]
+fn status_shows_cluster_and_townships_and_flags_problems() {
+    let root = tempfile::tempdir().unwrap();
+    let program = PathBuf::from(env!("CARGO_BIN_EXE_tally"));
+    let mut county = LocalCounty::prepare(&root.path().join("net"), &params(), &program, false)
+        .expect("the county is laid out");
+    // Every township serves GET /metrics on a port of its own.
+    let mut metrics_addresses = std::collections::BTreeMap::new();
+    let ports = tally::localnet::free_ports(county.township_addresses.len()).unwrap();
+    for (t, port) in county.township_addresses.keys().zip(ports) {
+        let path = county.layout.township_config(t);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let address = format!("127.0.0.1:{port}");
+        let text = text.replacen(
+            "\nlisten = ",
+            &format!("\nhttp_listen = \"{address}\"\nlisten = "),
+            1,
+        );
+        std::fs::write(&path, text).unwrap();
+        metrics_addresses.insert(t.clone(), address);
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(county.start_county())
+        .expect("the cluster elects a leader");
+    runtime
+        .block_on(county.start_townships())
+        .expect("the townships answer");
+    let townships: Vec<String> = county.township_addresses.keys().cloned().collect();
+    let first = townships[0].clone();
+
+    // The first township's sheets, imported by its clerk.
+    let sheets: Vec<_> = county
+        .sheets
+        .iter()
+        .filter(|s| {
+            county
+                .definition
+                .unit_by_key(&s.key_id)
+                .is_some_and(|u| u.township.as_str() == first)
+        })
+        .cloned()
+        .collect();
+    assert!(!sheets.is_empty());
+    let bundle = county.layout.root.join("first.sheets");
+    std::fs::write(&bundle, tally_proto::write_bundle(&sheets)).unwrap();
+    let config = county.layout.township_config(&first);
+    let (code, out, err) = tally(
+        &county.layout.root,
+        &[
+            "township",
+            "import",
+            "--config",
+            config.to_str().unwrap(),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "import: {out}\n{err}");
+
+    let servers_dir = county.layout.servers.to_str().unwrap().to_owned();
+    let by_config = ["--township-config", servers_dir.as_str()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let (code, report) = status(&county, &by_config);
+        let drained = report["townships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["outbox_depth"] == 0);
+        if code == 0 && drained {
+            break report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never came clean: {report:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(problems(&report).is_empty(), "{report:#}");
+    let replicas = report["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 3, "{report:#}");
+    assert_eq!(
+        replicas.iter().filter(|r| r["role"] == "leader").count(),
+        1,
+        "{report:#}"
+    );
+    assert!(replicas.iter().all(|r| r["lag"].is_u64()), "{report:#}");
+    let shown: Vec<&Value> = report["townships"].as_array().unwrap().iter().collect();
+    assert_eq!(shown.len(), townships.len(), "{report:#}");
+    let t = shown
+        .iter()
+        .find(|t| t["township"] == first.as_str())
+        .unwrap();
+    assert_eq!(t["reachable"], true);
+    assert_eq!(t["county_reachable"], true, "{report:#}");
+    assert_eq!(t["sheets_stored"].as_u64(), Some(sheets.len() as u64));
+    assert_eq!(t["forwarded"].as_u64(), Some(sheets.len() as u64));
+    assert!(t["units_reported"].as_u64().unwrap() > 0);
+    assert_eq!(t["units_reported"], t["units_expected"], "{report:#}");
+
+    // The table names every replica and township.
+    let servers = county
+        .replica_addresses
+        .values()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    let flag = format!("{first}={}", county.township_addresses[&first]);
+    let (code, table, err) = tally(
+        &county.layout.root,
+        &[
+            "status",
+            "--servers",
+            &servers,
+            "--pki",
+            county.layout.pki.to_str().unwrap(),
+            "--townships",
+            &flag,
+        ],
+    );
+    assert_eq!(code, 0, "{table}\n{err}");
+    assert!(
+        table.contains("leader") && table.contains(&first),
+        "{table}"
+    );
+    assert!(table.contains("all well"), "{table}");
+
+    // Publication from the cluster: the reports and exports are written; the other township
+    // has not reported, so contests are pending (exit 3).
+    let out_dir = county.layout.root.join("published");
+    let (code, out, err) = tally(
+        &county.layout.root,
+        &[
+            "publish",
+            "--servers",
+            &servers,
+            "--pki",
+            county.layout.pki.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 3, "publish: {out}\n{err}");
+    let html = std::fs::read_to_string(out_dir.join("elected-county.html")).unwrap();
+    assert!(html.contains("状态县人民代表大会代表当选名单"), "{html}");
+    assert!(out_dir.join("results.csv").exists());
+
+    // The township's metrics, scraped: what was imported and forwarded.
+    let text = scrape(&metrics_addresses[&first]);
+    let value = |name: &str| metric(&text, name);
+    let n = sheets.len() as f64;
+    assert_eq!(
+        value("tally_township_sheets_total{outcome=\"accepted\"}"),
+        Some(n),
+        "{text}"
+    );
+    assert_eq!(value("tally_township_outbox_sheets"), Some(0.0), "{text}");
+    assert_eq!(
+        value("tally_township_outbox_oldest_age_seconds"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_outbox_capacity_sheets"),
+        Some(100_000.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_county_reachable"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_forwarded_sheets_total"),
+        Some(n),
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_county_outcomes_total{outcome=\"accepted\"}"),
+        Some(n),
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_signature_failures_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        value("tally_township_forward_batch_duration_seconds_count").unwrap() >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("tally_township_forward_batch_duration_seconds_bucket{le=\"+Inf\"}"),
+        value("tally_township_forward_batch_duration_seconds_count"),
+        "{text}"
+    );
+
+    // A sheet with a broken signature, imported: refused E204, counted, and flagged by status.
+    let mut forged = sheets[0].clone();
+    let mut signature = forged.signature.to_bytes();
+    signature[0] ^= 1;
+    forged.signature = ed25519_dalek::Signature::from_bytes(&signature);
+    let forged_bundle = county.layout.root.join("forged.sheets");
+    std::fs::write(&forged_bundle, tally_proto::write_bundle(&[forged])).unwrap();
+    let (code, out, err) = tally(
+        &county.layout.root,
+        &[
+            "township",
+            "import",
+            "--config",
+            config.to_str().unwrap(),
+            forged_bundle.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 3, "import of a forged sheet: {out}\n{err}");
+    let text = scrape(&metrics_addresses[&first]);
+    assert_eq!(
+        metric(&text, "tally_township_signature_failures_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tally_township_sheets_total{outcome=\"refused\",code=\"E204\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let (code, report) = status(&county, &by_config);
+    assert_eq!(code, 3, "{report:#}");
+    assert!(
+        problems(&report)
+            .iter()
+            .any(|p| p.contains(&format!("township {first}")) && p.contains("E204")),
+        "{report:#}"
+    );
+
+    // A township gone: exit 3, named.
+    let second = townships[1].clone();
+    county.fleet.townships.get_mut(&second).unwrap().kill();
+    let (code, report) = status(&county, &by_config);
+    assert_eq!(code, 3, "{report:#}");
+    let found = problems(&report);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains(&format!("township {second}")) && p.contains("unreachable")),
+        "{report:#}"
+    );
+
+    // A replica gone as well: exit 3, the replica's address named.
+    let (&id, address) = county.replica_addresses.iter().next().unwrap();
+    let address = address.clone();
+    county.fleet.replicas.get_mut(&id).unwrap().kill();
+    let (code, report) = status(&county, &by_config);
+    assert_eq!(code, 3, "{report:#}");
+    let found = problems(&report);
+    assert!(found.iter().any(|p| p.contains(&address)), "{report:#}");
+    assert!(
+        report["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["address"] == address.as_str() && r["reachable"] == false),
+        "{report:#}"
+    );
+    county.fleet.stop_all();
+}
