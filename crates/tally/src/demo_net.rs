@@ -260,15 +260,7 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
             if let Some((id, at)) = killed
                 && at.elapsed() > Duration::from_secs(3)
             {
-                county
-                    .fleet
-                    .replicas
-                    .get_mut(&id)
-                    .expect("a known replica")
-                    .spawn()?;
-                say_line(format!(
-                    "replica {id} started again: it catches up from the others"
-                ));
+                restart_replica(county, id, &say_line)?;
                 killed = None;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -292,15 +284,7 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
     }
     villages.wait_all(&say_line).await?;
     if let Some((id, _)) = killed {
-        county
-            .fleet
-            .replicas
-            .get_mut(&id)
-            .expect("a known replica")
-            .spawn()?;
-        say_line(format!(
-            "replica {id} started again: it catches up from the others"
-        ));
+        restart_replica(county, id, &say_line)?;
     }
 
     say_line(format!(
@@ -428,6 +412,18 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
     }
     county_cmd::status(&client, &files, Format::Table).await?;
     Ok(outcome)
+}
+
+/// Starts a killed replica again with the same config and data.
+fn restart_replica(county: &mut LocalCounty, id: u64, say_line: &dyn Fn(String)) -> Result<()> {
+    let Some(replica) = county.fleet.replicas.get_mut(&id) else {
+        bail!("replica {id} is not one the demo started");
+    };
+    replica.spawn()?;
+    say_line(format!(
+        "replica {id} started again: it catches up from the others"
+    ));
+    Ok(())
 }
 
 /// Runs a short command to its end; its standard output, or an error with everything it said.
