@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tally_core::results::{ContestResult, FollowUp, RoundStatus, Summary};
+use tally_core::results::{ContestResult, ContestStatus, FollowUp, RoundStatus, Summary};
 use tally_rpc::pb;
 use tally_rpc::pb::county_client::CountyClient;
 
@@ -188,7 +188,7 @@ pub fn contest_flags(c: &ContestResult) -> Vec<&'static str> {
             FollowUp::None | FollowUp::HeldAgain => {}
         }
     }
-    if c.status == tally_core::results::ContestStatus::CommitteeDecision {
+    if c.status == ContestStatus::CommitteeDecision {
         add("committee");
     }
     if c.vacancies > 0 {
@@ -238,6 +238,14 @@ fn dashboard(
                 "seats": c.seats,
                 "status": tally_rpc::results::contest_status_name(c.status),
                 "flags": contest_flags(c),
+                // Something is still to be done: a round to hold or decide, a committee
+                // decision, or seats left vacant (a by-election later).
+                "open": c.vacancies > 0 || matches!(
+                    c.status,
+                    ContestStatus::AwaitingRound
+                        | ContestStatus::CommitteeDecision
+                        | ContestStatus::RoundLimit
+                ),
                 "round": latest.map_or(1, |r| r.round),
                 "rounds": c.rounds.len(),
                 "units_reported": reported,
@@ -397,15 +405,27 @@ fn dashboard(
             ),
         );
     }
-    let attention = contests
+    let open: Vec<&str> = contests
         .iter()
-        .filter(|c| c["flags"].as_array().is_some_and(|f| !f.is_empty()))
-        .count();
-    if attention > 0 {
+        .filter(|c| c["open"] == true)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    if !open.is_empty() {
         alert(
-            "info",
+            "warning",
             format!(
-                "{attention} 个选区需要选举委员会处理（无效、票数相等、另行选举、委员会决定或缺额）· contests needing the committee"
+                "{} 个选区待选举委员会处理（下一轮投票、委员会决定或缺额）：{}{} · contests that need the committee",
+                open.len(),
+                open.iter()
+                    .take(ALERT_NAMES_MAX)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("、"),
+                if open.len() > ALERT_NAMES_MAX {
+                    " …"
+                } else {
+                    ""
+                }
             ),
         );
     }

@@ -261,7 +261,11 @@ impl LocalCounty {
             let mut text = replica_config(id, &replica_addresses, &definition_path, &layout);
             if let Some(http) = replica_http_addresses.get(&id) {
                 // Top-level keys must come before the first table.
-                text = text.replacen("data_dir", &format!("http_listen = \"{http}\"\ndata_dir"), 1);
+                text = text.replacen(
+                    "data_dir",
+                    &format!("http_listen = \"{http}\"\ndata_dir"),
+                    1,
+                );
             }
             write_config(&layout.replica_config(id), &text)?;
         }

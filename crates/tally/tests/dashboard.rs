@@ -62,7 +62,14 @@ fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    Ok((code, if chunked { dechunk(body) } else { body.to_owned() }))
+    Ok((
+        code,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    ))
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -104,7 +111,9 @@ fn grouped(n: u64) -> String {
 // names, reporting progress and turnout), replication health and the alerts.
 // Method: three replica processes with http_listen; `tally submit` of every sheet except the
 // last township's; scrape /metrics on each replica and compare with submit's report; read
-// /api/dashboard; run headless chromium (--dump-dom and --screenshot) on a follower's page.
+// plus one sheet with a broken signature and one conflicting sheet; read /api/dashboard on a
+// follower and the leader; run headless chromium (--dump-dom and --screenshot) on the leader's
+// page.
 #[test]
 fn metrics_and_dashboard_in_a_browser() {
     assert!(
@@ -143,6 +152,31 @@ fn metrics_and_dashboard_in_a_browser() {
         .map(|(s, _)| s.clone())
         .collect();
     assert!(subset.len() < county.sheets.len());
+    // Two bad sheets for the alerts: one whose signature does not verify (E204), and one
+    // that conflicts (the same unit, contest, round and version as an accepted sheet, with
+    // another scrutineer's name, signed by the unit).
+    let mut good = subset
+        .iter()
+        .zip(tally_proto::verify_batch(&county.definition, &subset));
+    let (forged_from, _) = good.find(|(_, v)| v.is_ok()).unwrap();
+    let mut forged = forged_from.clone();
+    let mut signature = forged.signature.to_bytes();
+    signature[0] ^= 1;
+    forged.signature = ed25519_dalek::Signature::from_bytes(&signature);
+    let (_, original) = good.find(|(_, v)| v.is_ok()).unwrap();
+    let mut changed = original.unwrap().sheet;
+    changed.scrutineers.push("王五".to_owned());
+    let key = &county
+        .generated
+        .units
+        .iter()
+        .find(|u| u.id == changed.unit)
+        .unwrap()
+        .key;
+    let conflicting = tally_proto::envelope::sign(&changed, key);
+    let mut subset = subset;
+    subset.push(forged);
+    subset.push(conflicting);
     let bundle = work.join("subset.sheets");
     std::fs::write(&bundle, tally_proto::write_bundle(&subset)).unwrap();
 
@@ -213,7 +247,11 @@ fn metrics_and_dashboard_in_a_browser() {
         }
         assert!(sample(&scrape, "tally_raft_term").unwrap() >= 1.0);
         let is_leader = sample(&scrape, "tally_raft_is_leader").unwrap();
-        assert_eq!(is_leader, f64::from(u8::from(*id == leader)), "replica {id}");
+        assert_eq!(
+            is_leader,
+            f64::from(u8::from(*id == leader)),
+            "replica {id}"
+        );
         assert_eq!(
             sample(&scrape, &format!("tally_raft_role{{role=\"leader\"}}")),
             Some(is_leader)
@@ -230,6 +268,26 @@ fn metrics_and_dashboard_in_a_browser() {
         "{leader_scrape}"
     );
     let conflicts = report["conflicts"].as_u64().unwrap();
+    assert!(conflicts >= 1, "{report:#}");
+    assert_eq!(
+        sample(
+            leader_scrape,
+            "tally_sheets_total{outcome=\"refused\",code=\"E204\"}"
+        ),
+        Some(1.0),
+        "{leader_scrape}"
+    );
+    assert_eq!(
+        sample(
+            leader_scrape,
+            "tally_signature_failures_total{kind=\"sheet\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(leader_scrape, "tally_conflicts"),
+        Some(conflicts as f64)
+    );
     assert_eq!(
         sample(leader_scrape, "tally_sheets_total{outcome=\"conflict\"}").unwrap_or(0.0),
         conflicts as f64
@@ -268,10 +326,26 @@ fn metrics_and_dashboard_in_a_browser() {
     let (code, page) = http_get(&http, "/").unwrap();
     assert_eq!(code, 200);
     assert!(page.contains("<meta charset=\"utf-8\">"));
-    assert!(!page.contains("http://") && !page.contains("https://"), "the page loads nothing from the network");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page loads nothing from the network"
+    );
 
-    // The page in a real browser.
-    let url = format!("http://{http}/");
+    // The leader's JSON also names the bad signatures (refusals are counted by the replica
+    // that answered them, the leader) and the conflicts.
+    let leader_http = county.replica_http_addresses[&leader].clone();
+    let (_, body) = http_get(&leader_http, "/api/dashboard").unwrap();
+    let leader_dashboard: Value = serde_json::from_str(&body).unwrap();
+    let leader_alerts = leader_dashboard["alerts"].to_string();
+    assert!(leader_alerts.contains("签名验证失败"), "{leader_alerts}");
+    assert!(leader_alerts.contains("冲突计票单"), "{leader_alerts}");
+    assert!(
+        alerts.contains("冲突计票单"),
+        "a follower shows the conflicts too: {alerts}"
+    );
+
+    // The leader's page in a real browser.
+    let url = format!("http://{leader_http}/");
     let browse = |extra: &[&str]| {
         let output = Command::new(CHROMIUM)
             .args([
@@ -312,6 +386,8 @@ fn metrics_and_dashboard_in_a_browser() {
         ),
         grouped(results.chain_length),
         "主副本 leader".to_owned(),
+        "签名验证失败".to_owned(),
+        "冲突计票单".to_owned(),
     ];
     let mut elected = 0;
     for contest in &results.contests {
@@ -322,7 +398,10 @@ fn metrics_and_dashboard_in_a_browser() {
         }
     }
     assert!(elected > 5, "some deputies are elected");
-    let missing: Vec<&String> = expected.iter().filter(|s| !dom.contains(s.as_str())).collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|s| !dom.contains(s.as_str()))
+        .collect();
     assert!(missing.is_empty(), "the page lacks {missing:?}:\n{dom}");
 
     let artifacts = Path::new(env!("CARGO_BIN_EXE_tally"))
