@@ -80,7 +80,7 @@ fn dechunk(mut body: &str) -> String {
             break;
         }
         out.push_str(&rest[..size]);
-        body = &rest[size..].trim_start_matches("\r\n");
+        body = rest[size..].trim_start_matches("\r\n");
     }
     out
 }
@@ -98,7 +98,7 @@ fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -253,7 +253,7 @@ fn metrics_and_dashboard_in_a_browser() {
             "replica {id}"
         );
         assert_eq!(
-            sample(&scrape, &format!("tally_raft_role{{role=\"leader\"}}")),
+            sample(&scrape, "tally_raft_role{role=\"leader\"}"),
             Some(is_leader)
         );
         assert!(sample(&scrape, "tally_raft_leader_changes_total").unwrap() >= 1.0);
