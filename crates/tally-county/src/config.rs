@@ -6,6 +6,7 @@
 //! replica_id = 1
 //! listen = "127.0.0.1:7101"          # socket address to bind
 //! advertise = "127.0.0.1:7101"       # optional; what other replicas dial, default = listen
+//! http_listen = "127.0.0.1:7180"     # optional; plain HTTP: /metrics, the dashboard at /
 //! data_dir = "data/replica-1"
 //! definition = "../sample-county/election.toml"
 //! initial_voters = [1, 2, 3]         # the founders; a replica added later is not among them
@@ -73,6 +74,10 @@ pub struct CountyConfig {
     pub listen: SocketAddr,
     /// `host:port` the other replicas dial to reach this one.
     pub advertise: String,
+    /// Where the replica serves plain HTTP (Prometheus `/metrics`, the dashboard at `/`);
+    /// `None` serves no HTTP. Read-only and unauthenticated, so bind it where only operators
+    /// and the metrics collector reach it.
+    pub http_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The election definition (TOML).
     pub definition: PathBuf,
@@ -201,6 +206,7 @@ struct RawConfig {
     replica_id: Spanned<u64>,
     listen: Spanned<String>,
     advertise: Option<Spanned<String>>,
+    http_listen: Option<Spanned<String>>,
     data_dir: Spanned<String>,
     definition: Spanned<String>,
     initial_voters: Spanned<Vec<Spanned<u64>>>,
@@ -310,6 +316,37 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<CountyConfi
             None
         }
     };
+
+    let http_listen =
+        raw.http_listen
+            .as_ref()
+            .and_then(|h| match h.get_ref().trim().parse::<SocketAddr>() {
+                Ok(addr) if Some(addr) == listen => {
+                    problems.at(
+                    h,
+                    "http_listen",
+                    format!(
+                        "is {:?}, the same as listen; give the HTTP listener a port of its own, \
+                         e.g. \"127.0.0.1:7180\"",
+                        h.get_ref()
+                    ),
+                );
+                    None
+                }
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    problems.at(
+                        h,
+                        "http_listen",
+                        format!(
+                            "{:?} is not a socket address; write IP:PORT, e.g. \"127.0.0.1:7180\", \
+                         or leave http_listen out to serve no HTTP",
+                            h.get_ref()
+                        ),
+                    );
+                    None
+                }
+            });
 
     // What the other replicas dial; usable only if it names a host they can reach.
     let (advertise, advertise_field, advertise_span) = match &raw.advertise {
@@ -569,6 +606,7 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<CountyConfi
         replica_id,
         listen,
         advertise,
+        http_listen,
         data_dir: resolve(&raw.data_dir),
         definition,
         initial_voters,
@@ -754,6 +792,7 @@ compact_after_entries = 10000
         assert_eq!(config.replica_id, 1);
         assert_eq!(config.listen, "127.0.0.1:7101".parse().unwrap());
         assert_eq!(config.advertise, "127.0.0.1:7101");
+        assert_eq!(config.http_listen, None);
         assert_eq!(config.data_dir, folder.join("data/replica-1"));
         assert_eq!(
             config.definition,
@@ -786,6 +825,30 @@ compact_after_entries = 10000
         let config = CountyConfig::parse(Path::new(FILE), &added).unwrap();
         assert!(!config.is_founder());
         assert_eq!(config.advertise, "county-4.example.gov.cn:7104");
+    }
+
+    #[test]
+    fn http_listen_is_optional_and_checked() {
+        // Goal: http_listen turns the HTTP listener on at its address; a bad address or the
+        // gRPC address is refused with its line and key.
+        // Method: add the key after advertise (line 6) with a good and two bad values.
+        let with = |value: &str| {
+            GOOD.replace(
+                "advertise = \"127.0.0.1:7101\"\n",
+                &format!("advertise = \"127.0.0.1:7101\"\nhttp_listen = \"{value}\"\n"),
+            )
+        };
+        let config = CountyConfig::parse(Path::new(FILE), &with("127.0.0.1:7180")).unwrap();
+        assert_eq!(config.http_listen, Some("127.0.0.1:7180".parse().unwrap()));
+        let problems = problems_of(&with("localhost:7180"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("line 6, http_listen: \"localhost:7180\" is not a socket"),
+            "{problems:?}"
+        );
+        let problems = problems_of(&with("127.0.0.1:7101"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("the same as listen"), "{problems:?}");
     }
 
     #[test]

@@ -12,9 +12,12 @@
 //! - [`state`]: `CountyState`, the deterministic state machine: ledger, hash chain, conflicts.
 //! - [`command`]: `Command`, what one raft log entry carries.
 //! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
+//! - [`metrics`]: the Prometheus metrics; [`http`]: `/metrics` and the dashboard over HTTP.
 
 pub mod command;
 pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod replica;
 pub mod server;

@@ -14,6 +14,7 @@
 //! simulation's runtime controls, so the same code runs under turmoil.
 
 use crate::command::Command;
+use crate::metrics::NodeMetrics;
 use crate::replica::{AppliedProposal, PeerProgress, ProposeError, Replica, ReplicaError};
 use crate::state::ChainHead;
 use crate::storage::INCARNATION_BYTES;
@@ -109,6 +110,7 @@ pub struct NodeStatus {
 #[derive(Clone)]
 pub struct NodeHandle {
     inputs: mpsc::Sender<Input>,
+    metrics: Arc<NodeMetrics>,
     status: watch::Receiver<Arc<NodeStatus>>,
     incarnation: [u8; INCARNATION_BYTES],
 }
@@ -201,6 +203,11 @@ impl NodeHandle {
         self.status.clone()
     }
 
+    /// The driver's counters and proposal latencies.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
     pub fn incarnation(&self) -> [u8; INCARNATION_BYTES] {
         self.incarnation
     }
@@ -225,7 +232,9 @@ pub fn start(
     }
     let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
     let replica_id = replica.id();
+    let metrics = Arc::new(NodeMetrics::default());
     let mut driver = Driver {
+        metrics: metrics.clone(),
         replica,
         cluster_id: cluster_id.into(),
         peers: Peers {
@@ -270,16 +279,24 @@ pub fn start(
     });
     Ok(NodeHandle {
         inputs: inputs_tx,
+        metrics,
         status,
         incarnation,
     })
 }
 
+/// A proposal waiting for its entry: whom to answer, and since when (for the latency).
+type Waiting = (
+    oneshot::Sender<Result<AppliedProposal, WriteError>>,
+    tokio::time::Instant,
+);
+
 struct Driver {
     replica: Replica,
+    metrics: Arc<NodeMetrics>,
     cluster_id: Arc<str>,
     peers: Peers,
-    proposals: HashMap<u64, oneshot::Sender<Result<AppliedProposal, WriteError>>>,
+    proposals: HashMap<u64, Waiting>,
     reads: HashMap<u64, oneshot::Sender<u64>>,
     next_read: u64,
     last_leader: Option<u64>,
@@ -333,6 +350,11 @@ impl Driver {
                     leader = ?now.leader,
                     "leader changed"
                 );
+                if now.leader.is_some() {
+                    self.metrics
+                        .leader_changes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 self.last_leader = now.leader;
             }
             status.send_if_modified(|current| {
@@ -350,7 +372,8 @@ impl Driver {
         match input {
             Input::Propose { command, reply } => match self.replica.propose(&command) {
                 Ok(id) => {
-                    self.proposals.insert(id.0, reply);
+                    self.proposals
+                        .insert(id.0, (reply, tokio::time::Instant::now()));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(propose_error(e)));
@@ -416,12 +439,13 @@ impl Driver {
             self.send(message);
         }
         for applied in out.applied {
-            if let Some(reply) = self.proposals.remove(&applied.id.0) {
+            if let Some((reply, since)) = self.proposals.remove(&applied.id.0) {
+                self.metrics.proposal_seconds.observe(since.elapsed());
                 let _ = reply.send(Ok(applied));
             }
         }
         for id in out.abandoned {
-            if let Some(reply) = self.proposals.remove(&id.0) {
+            if let Some((reply, _)) = self.proposals.remove(&id.0) {
                 let _ = reply.send(Err(WriteError::Abandoned));
             }
         }

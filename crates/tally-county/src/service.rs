@@ -56,6 +56,8 @@ pub struct Shared {
     pub definition: Arc<Definition>,
     pub dialer: Arc<dyn Dialer>,
     pub storage: DiskStorage,
+    /// Sheets answered by this replica as leader, by outcome, for `/metrics`.
+    pub sheets: crate::metrics::SheetMetrics,
     /// Results computed at a log index, so repeated reads do not recompute them.
     results: Mutex<Option<Arc<ResultsAt>>>,
     /// Each peer's data directory incarnation, as first seen.
@@ -99,6 +101,7 @@ impl Shared {
             definition,
             dialer,
             storage,
+            sheets: Default::default(),
             results: Mutex::new(None),
             incarnations: Mutex::new(incarnations),
             heard: Mutex::new(HashMap::new()),
@@ -219,6 +222,17 @@ impl Shared {
         let channel = self.dialer.channel(address).map_err(Status::unavailable)?;
         channels.insert(address.clone(), channel.clone());
         Ok(Some(channel))
+    }
+
+    /// A channel to the replica at `address`, shared with forwarded calls.
+    pub(crate) fn peer_channel(&self, address: &str) -> Result<tonic::transport::Channel, String> {
+        let mut channels = self.forward_channels.lock().unwrap();
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = self.dialer.channel(address)?;
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
     }
 
     fn forwarded<T>(&self, message: T) -> Request<T> {
@@ -489,7 +503,10 @@ impl pb::county_server::County for CountyService {
             &signed,
             &countersignature,
         )
-        .map_err(|e| Status::permission_denied(format!("{}: {e}", e.code())))?;
+        .map_err(|e| {
+            shared.sheets.countersignature_failed();
+            Status::permission_denied(format!("{}: {e}", e.code()))
+        })?;
         let definition = shared.definition.clone();
         let township_for_check = township.clone();
         // A small batch is checked in place; a large one on the blocking pool, so it does not
@@ -549,6 +566,7 @@ impl pb::county_server::County for CountyService {
             .into_iter()
             .map(|o| o.expect("every sheet has an outcome"))
             .collect();
+        shared.sheets.count(&response.outcomes);
         Ok(Response::new(response))
     }
 

@@ -174,6 +174,8 @@ impl Cache {
 pub struct DiskStorage {
     database: Arc<Database>,
     cache: Arc<Mutex<Cache>>,
+    /// How long each Ready's transaction (one fsync) took, for `/metrics`.
+    fsync_seconds: Arc<crate::metrics::Histogram>,
 }
 
 fn encode_pb(message: &impl protobuf::Message) -> Vec<u8> {
@@ -292,6 +294,7 @@ impl DiskStorage {
         Ok(DiskStorage {
             database: Arc::new(database),
             cache: Arc::new(Mutex::new(cache)),
+            fsync_seconds: Arc::default(),
         })
     }
 
@@ -484,9 +487,16 @@ impl DiskStorage {
                     .map_err(db)?;
             }
         }
+        let started = std::time::Instant::now();
         txn.commit().map_err(db)?;
+        self.fsync_seconds.observe(started.elapsed());
         *cache = next;
         Ok(())
+    }
+
+    /// The latency of [`DiskStorage::persist`]'s commits (one fsync each).
+    pub fn fsync_seconds(&self) -> &crate::metrics::Histogram {
+        &self.fsync_seconds
     }
 
     /// Records the commit index of a light ready. `Durability::None`: see the module

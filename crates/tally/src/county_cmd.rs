@@ -80,6 +80,18 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
                     config.listen
                 )
             })?;
+        // Bound before the replica opens, so a taken port is reported before anything starts.
+        let http_listener = match config.http_listen {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.with_context(
+                || {
+                    format!(
+                        "{}: http_listen = {address}: cannot bind (is another program using the port?)",
+                        config.file.display()
+                    )
+                },
+            )?),
+            None => None,
+        };
         let dialer = Arc::new(
             TlsDialer::new(&config.tls)
                 .map_err(|e| anyhow!("{}: [tls]: {e}", config.file.display()))?,
@@ -128,11 +140,33 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
         // On SIGTERM or Ctrl-C stop taking calls, give calls in progress a moment, then stop:
         // the other replicas' raft streams never end by themselves.
         let (stopping, stop) = tokio::sync::oneshot::channel::<()>();
+        // The HTTP listener (metrics, dashboard) stops when the gRPC server is told to.
+        let (http_stopping, http_stop) = tokio::sync::watch::channel(false);
+        if let Some(listener) = http_listener {
+            let address = listener.local_addr().ok();
+            tracing::info!(
+                replica = config.replica_id,
+                http = ?address,
+                "serving /metrics and the dashboard over HTTP"
+            );
+            let shared = opened.shared.clone();
+            let mut http_stop = http_stop.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = http_stop.wait_for(|stop| *stop).await;
+                };
+                if let Err(e) = tally_county::http::serve(listener, shared, stopped).await {
+                    tracing::error!(error = %e, "the HTTP listener failed");
+                }
+            });
+        }
+        drop(http_stop);
         let serve = server::router(server, opened.shared).serve_with_incoming_shutdown(
             incoming,
             async move {
                 shutdown_signal().await;
                 tracing::info!(replica = config.replica_id, "stopping");
+                let _ = http_stopping.send(true);
                 let _ = stopping.send(());
             },
         );

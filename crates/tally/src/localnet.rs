@@ -183,6 +183,9 @@ pub struct LocalCounty {
     pub layout: Layout,
     pub definition: Arc<Definition>,
     pub replica_addresses: BTreeMap<u64, String>,
+    /// Each replica's HTTP address (`http_listen`: metrics and dashboard); empty unless
+    /// [`Options::http`] asked for them.
+    pub replica_http_addresses: BTreeMap<u64, String>,
     pub township_addresses: BTreeMap<String, String>,
     /// The generated county, with every unit's and township's key.
     pub generated: tally_synth::Generated,
@@ -191,15 +194,33 @@ pub struct LocalCounty {
     pub fleet: Fleet,
 }
 
+/// What [`LocalCounty::prepare_with`] sets up beyond the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Give every replica an `http_listen` port (metrics and dashboard).
+    pub http: bool,
+}
+
 impl LocalCounty {
-    /// Generates the county of `params` under `root` (which must be new or empty), with a dev CA,
-    /// a certificate for every replica, township, polling unit and the operator, and every
-    /// config. `say` prints each step.
+    /// [`LocalCounty::prepare_with`] the default options.
     pub fn prepare(
         root: &Path,
         params: &GenParams,
         program: &Path,
         say: bool,
+    ) -> Result<LocalCounty> {
+        Self::prepare_with(root, params, program, say, Options::default())
+    }
+
+    /// Generates the county of `params` under `root` (which must be new or empty), with a dev CA,
+    /// a certificate for every replica, township, polling unit and the operator, and every
+    /// config. `say` prints each step.
+    pub fn prepare_with(
+        root: &Path,
+        params: &GenParams,
+        program: &Path,
+        say: bool,
+        options: Options,
     ) -> Result<LocalCounty> {
         let layout = Layout::new(root)?;
         let note = |line: String| {
@@ -247,7 +268,9 @@ impl LocalCounty {
         ));
 
         note("3. Writing a config for every replica, township and polling unit".into());
-        let ports = free_ports(REPLICAS.len() + generated.townships.len())?;
+        // One call for every port, so no two of them can be the same.
+        let http_ports = if options.http { REPLICAS.len() } else { 0 };
+        let ports = free_ports(REPLICAS.len() + generated.townships.len() + http_ports)?;
         let replica_addresses: BTreeMap<u64, String> = REPLICAS
             .iter()
             .zip(&ports)
@@ -259,12 +282,23 @@ impl LocalCounty {
             .zip(&ports[REPLICAS.len()..])
             .map(|(t, port)| (t.id.clone(), format!("127.0.0.1:{port}")))
             .collect();
+        let replica_http_addresses: BTreeMap<u64, String> = REPLICAS
+            .iter()
+            .zip(&ports[REPLICAS.len() + generated.townships.len()..])
+            .map(|(id, port)| (*id, format!("127.0.0.1:{port}")))
+            .collect();
         let definition_path = layout.county.join("election.toml");
         for id in REPLICAS {
-            write_config(
-                &layout.replica_config(id),
-                &replica_config(id, &replica_addresses, &definition_path, &layout),
-            )?;
+            let mut text = replica_config(id, &replica_addresses, &definition_path, &layout);
+            if let Some(http) = replica_http_addresses.get(&id) {
+                // Top-level keys must come before the first table.
+                text = text.replacen(
+                    "data_dir",
+                    &format!("http_listen = \"{http}\"\ndata_dir"),
+                    1,
+                );
+            }
+            write_config(&layout.replica_config(id), &text)?;
         }
         let county_list = replica_addresses
             .values()
@@ -332,6 +366,7 @@ impl LocalCounty {
             layout,
             definition,
             replica_addresses,
+            replica_http_addresses,
             township_addresses,
             generated: written.generated,
             sheets: written.signed,
