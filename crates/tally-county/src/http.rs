@@ -369,12 +369,19 @@ fn dashboard(
             ),
         );
     }
-    let bad_signatures = shared.sheets.signature_failures();
+    // Each refusal is counted by the replica that answered it (the leader then), so the sum
+    // over every replica that answered counts each once, whichever replica shows the page.
+    let bad_signatures = status.signature_failures
+        + peers
+            .values()
+            .flatten()
+            .map(|p| p.signature_failures)
+            .sum::<u64>();
     if bad_signatures > 0 {
         alert(
             "critical",
             format!(
-                "{bad_signatures} 个签名验证失败（本副本作为主副本时收到）· signatures that did not verify (E204/E209)"
+                "{bad_signatures} 个签名验证失败（各副本收到的合计）· signatures that did not verify (E204/E209), all replicas"
             ),
         );
     }

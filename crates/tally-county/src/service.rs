@@ -118,6 +118,7 @@ impl Shared {
     /// The Status call's answer: the driver's status and when each peer was last heard.
     pub fn status_response(&self) -> pb::StatusResponse {
         let mut response = status_response(&self.status());
+        response.signature_failures = self.sheets.signature_failures();
         let heard = self.heard.lock().unwrap();
         for peer in &mut response.peers {
             if let Some(at) = heard.get(&peer.replica_id) {
@@ -328,7 +329,63 @@ fn refused(code: &str, message: String, digest: [u8; 32]) -> pb::SheetOutcome {
 }
 
 /// Sheets that passed the checks: position in the batch, envelope, its digest, warnings.
-type Passed = Vec<(usize, SignedSheet, [u8; 32], Vec<String>)>;
+type Passed = Vec<(usize, SignedSheet, [u8; 32], Vec<String>, SheetTag)>;
+
+/// What a log line about one sheet names: its digest (first 12 hex digits), unit, contest,
+/// round and version.
+#[derive(Debug, Clone)]
+struct SheetTag {
+    sheet: String,
+    unit: String,
+    contest: String,
+    round: u32,
+    version: u32,
+}
+
+impl SheetTag {
+    fn of(sheet: &tally_core::sheet::TallySheet, digest: &[u8; 32]) -> SheetTag {
+        SheetTag {
+            sheet: hex::encode(&digest[..6]),
+            unit: sheet.unit.to_string(),
+            contest: sheet.contest.to_string(),
+            round: sheet.round.0,
+            version: sheet.version,
+        }
+    }
+
+    /// For a sheet that did not verify: what its bytes claim if they decode at all, else
+    /// the unit whose key signed it.
+    fn claimed(definition: &Definition, signed: &SignedSheet, digest: &[u8; 32]) -> SheetTag {
+        match tally_proto::decode_sheet(&signed.sheet) {
+            Ok(sheet) => SheetTag::of(&sheet, digest),
+            Err(_) => SheetTag {
+                sheet: hex::encode(&digest[..6]),
+                unit: definition
+                    .unit_by_key(&signed.key_id)
+                    .map(|u| u.id.to_string())
+                    .unwrap_or_default(),
+                contest: String::new(),
+                round: 0,
+                version: 0,
+            },
+        }
+    }
+
+    /// Logs a refusal or a sheet recorded but not counted, with the sheet's fields.
+    fn log(&self, township: &TownshipId, outcome: &str, code: &str, message: &str) {
+        tracing::warn!(
+            township = %township,
+            sheet = %self.sheet,
+            unit = %self.unit,
+            contest = %self.contest,
+            round = self.round,
+            version = self.version,
+            outcome,
+            code,
+            "{message}"
+        );
+    }
+}
 /// Sheets refused by the checks: position in the batch, outcome.
 type Refused = Vec<(usize, pb::SheetOutcome)>;
 
@@ -347,28 +404,32 @@ fn check_batch(
         let verified = match verified {
             Ok(v) => v,
             Err(e) => {
+                SheetTag::claimed(definition, &signed, &digest).log(
+                    township,
+                    "refused",
+                    e.code(),
+                    &e.to_string(),
+                );
                 refuse.push((i, refused(e.code(), e.to_string(), digest)));
                 continue;
             }
         };
+        let tag = SheetTag::of(&verified.sheet, &digest);
         let unit_township = definition.unit(&verified.unit).map(|u| u.township.clone());
         if unit_township.as_ref() != Some(township) {
-            refuse.push((
-                i,
-                refused(
-                    tally_core::validate::Code::UnitOfAnotherTownship.as_str(),
-                    format!(
-                        "unit {} belongs to township {}, not to {township}, which forwarded it; each township forwards only its own units' sheets",
-                        verified.unit,
-                        unit_township.map_or("(none)".to_owned(), |t| t.to_string())
-                    ),
-                    digest,
-                ),
-            ));
+            let code = tally_core::validate::Code::UnitOfAnotherTownship.as_str();
+            let message = format!(
+                "unit {} belongs to township {}, not to {township}, which forwarded it; each township forwards only its own units' sheets",
+                verified.unit,
+                unit_township.map_or("(none)".to_owned(), |t| t.to_string())
+            );
+            tag.log(township, "refused", code, &message);
+            refuse.push((i, refused(code, message, digest)));
             continue;
         }
         let findings = validate::check_sheet(definition, &verified.sheet);
         if let Some((code, message)) = validate::refusal(&findings) {
+            tag.log(township, "refused", code.as_str(), &message);
             refuse.push((
                 i,
                 refused(
@@ -383,7 +444,7 @@ fn check_batch(
             .iter()
             .map(|f| format!("{} {}: {}", f.code.as_str(), f.field, f.message))
             .collect();
-        pass.push((i, signed, digest, warnings));
+        pass.push((i, signed, digest, warnings, tag));
     }
     (pass, refuse)
 }
@@ -509,6 +570,7 @@ impl pb::county_server::County for CountyService {
         })?;
         let definition = shared.definition.clone();
         let township_for_check = township.clone();
+        let township_for_log = township.clone();
         // A small batch is checked in place; a large one on the blocking pool, so it does not
         // hold up other calls on this thread.
         let (pass, refuse) = if signed.len() <= CHECK_IN_PLACE_MAX {
@@ -544,7 +606,7 @@ impl pb::county_server::County for CountyService {
             let countersignature = (pass.len() == n).then_some(countersignature);
             let (sheets, answers): (Vec<SignedSheet>, Vec<_>) = pass
                 .into_iter()
-                .map(|(i, signed, digest, warnings)| (signed, (i, digest, warnings)))
+                .map(|(i, signed, digest, warnings, tag)| (signed, (i, digest, warnings, tag)))
                 .unzip();
             let applied = within(
                 WRITE_DEADLINE,
@@ -556,8 +618,21 @@ impl pb::county_server::County for CountyService {
                 }),
             )
             .await?;
-            for ((i, digest, warnings), o) in answers.into_iter().zip(&applied.applied.outcomes) {
-                outcomes[positions[i]] = Some(outcome(o, digest, warnings));
+            for ((i, digest, warnings, tag), o) in
+                answers.into_iter().zip(&applied.applied.outcomes)
+            {
+                let answer = outcome(o, digest, warnings);
+                if matches!(
+                    o,
+                    SheetOutcome::Conflict
+                        | SheetOutcome::Superseded
+                        | SheetOutcome::Refused { .. }
+                ) {
+                    let kind = pb::sheet_outcome::Kind::try_from(answer.kind)
+                        .map_or("?", |k| k.as_str_name());
+                    tag.log(&township_for_log, kind, "", &answer.message);
+                }
+                outcomes[positions[i]] = Some(answer);
             }
             response.log_index = applied.chain.log_index;
             response.chain_head = applied.chain.head.to_vec();
@@ -850,6 +925,8 @@ pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
         chain_length: s.chain.length,
         sheets_counted: s.sheets_counted,
         conflicts: s.conflicts,
+        // Known to the service, not the driver: `Shared::status_response` fills it in.
+        signature_failures: 0,
         addresses: s
             .addresses
             .iter()

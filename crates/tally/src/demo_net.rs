@@ -67,7 +67,13 @@ pub fn run(args: DemoArgs) -> Result<Outcome> {
     let started = Instant::now();
     say!("tally demo: the whole chain on the built-in sample county, as processes on 127.0.0.1\n");
     let program = crate::localnet::this_program()?;
-    let mut county = LocalCounty::prepare(&dir, &GenParams::sample(), &program, true)?;
+    let mut county = LocalCounty::prepare_with(
+        &dir,
+        &GenParams::sample(),
+        &program,
+        true,
+        crate::localnet::Options { http: true },
+    )?;
     let waves = Waves::split(&county)?;
     let runtime = county_cmd::runtime()?;
     let outcome = runtime.block_on(drive(&args, &mut county, &waves));
@@ -173,6 +179,9 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(http) = county.replica_http_addresses.values().next() {
+        say!("   the live dashboard: http://{http}/ (and /metrics on every replica)");
+    }
     say!(
         "5. Starting {} township aggregators",
         county.township_addresses.len()
@@ -597,6 +606,9 @@ fn explain(county: &LocalCounty) {
         layout.township_config("T01").display()
     );
     say!("then look:");
+    for http in county.replica_http_addresses.values() {
+        say!("  http://{http}/   the dashboard of a replica (and /metrics)");
+    }
     say!(
         "  {program} cluster status  --servers {servers} --pki {}",
         layout.pki.display()

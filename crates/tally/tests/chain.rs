@@ -1363,6 +1363,24 @@ fn tampered_sheets_refused_at_township_and_county() {
     for r in refused {
         assert_eq!(r["code"], "E204", "{report}");
     }
+    // The county's log names each refused sheet: its digest, unit and contest, and the code.
+    let logs: String = (1..=3)
+        .map(|id| {
+            std::fs::read_to_string(chain.county.layout.logs.join(format!("replica-{id}.log")))
+                .unwrap_or_default()
+        })
+        .collect();
+    // The altered sheet decodes, so its line names its contest; the flipped one does not, so
+    // its line names the unit whose key signed it.
+    for (unit, contest) in [(&units[0], "contest=T02-"), (&units[1], "contest=")] {
+        let line = logs
+            .lines()
+            .find(|l| l.contains("E204") && l.contains(&format!("unit={unit} ")))
+            .unwrap_or_else(|| panic!("no county log line names {unit}'s refused sheet:\n{logs}"));
+        for field in ["sheet=", contest, "township=T02", "outcome=\"refused\""] {
+            assert!(line.contains(field), "{field} missing in {line}");
+        }
+    }
 
     chain.check_county(chain.stored.len());
 }

@@ -331,8 +331,7 @@ fn metrics_and_dashboard_in_a_browser() {
         "the page loads nothing from the network"
     );
 
-    // The leader's JSON also names the bad signatures (refusals are counted by the replica
-    // that answered them, the leader) and the conflicts.
+    // The leader's JSON names the bad signatures and the conflicts too.
     let leader_http = county.replica_http_addresses[&leader].clone();
     let (_, body) = http_get(&leader_http, "/api/dashboard").unwrap();
     let leader_dashboard: Value = serde_json::from_str(&body).unwrap();
@@ -342,6 +341,12 @@ fn metrics_and_dashboard_in_a_browser() {
     assert!(
         alerts.contains("冲突计票单"),
         "a follower shows the conflicts too: {alerts}"
+    );
+    // And the bad signature the leader refused: each replica reports the refusals it
+    // answered, and the page sums them, so any replica's page has the alert.
+    assert!(
+        alerts.contains("1 个签名验证失败"),
+        "a follower shows the bad signature too: {alerts}"
     );
 
     // The leader's page in a real browser.
