@@ -341,7 +341,18 @@ fn check_one(
 ) -> Item {
     let verified = match verified {
         Ok(v) => v,
-        Err(e) => return refusal(e.code(), e.to_string(), &signed, received),
+        Err(e) => {
+            let mut item = refusal(e.code(), e.to_string(), &signed, received);
+            // Bytes that do not decode claim no unit; the key that signed them names one,
+            // which is the polling unit the clerk should call.
+            if let Item::Refused { note, .. } = &mut item
+                && note.unit.is_empty()
+                && let Some(unit) = definition.unit_by_key(&signed.key_id)
+            {
+                note.unit = unit.id.to_string();
+            }
+            return item;
+        }
     };
     let label = verified.sheet.label();
     if let Some(caller) = caller_unit

@@ -1344,6 +1344,9 @@ fn tampered_sheets_refused_at_township_and_county() {
     for note in notes {
         assert_eq!(note["code"], "E204", "{note}");
         assert_eq!(note["refused_by"], "township", "{note}");
+        // The clerk is told which unit to call: the sheet's own claim, or the key's owner
+        // when the bytes do not decode.
+        assert_eq!(note["unit"], unit.as_str(), "{note}");
     }
 
     // A dishonest township: alters what it forwards and countersigns it. The honest sheet
