@@ -30,15 +30,18 @@
 
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::fmt;
-use std::net::{Ipv6Addr, SocketAddr};
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tally_core::ids::TownshipId;
 use toml::Spanned;
 
-/// The largest config file read; a wrong path (a log, a disk image) is refused, not read.
-pub const CONFIG_BYTES_MAX: u64 = 64 * 1024;
+pub use tally_config::{CONFIG_BYTES_MAX, ConfigError, ConfigProblem};
+use tally_config::{Problems, check_host_port, host_is_unspecified};
+
+/// How this file is named in its problems: "the %s config F has N problems".
+const KIND: &str = "township";
 /// The most county replicas listed: a cluster has 3, 5 or 7 voters and a few being added.
 pub const COUNTY_ADDRESSES_MAX: usize = 16;
 /// The most sheets in one forwarded batch: the county's bound on an ingest.
@@ -107,18 +110,7 @@ impl TownshipConfig {
     /// Reads, parses and checks the config at `path`, including that the definition, the key
     /// and the TLS files exist.
     pub fn load(path: &Path) -> Result<TownshipConfig, ConfigError> {
-        let read_error = |source| ConfigError::Read {
-            file: path.to_path_buf(),
-            source,
-        };
-        let len = std::fs::metadata(path).map_err(read_error)?.len();
-        if len > CONFIG_BYTES_MAX {
-            return Err(ConfigError::TooLarge {
-                file: path.to_path_buf(),
-                len,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        let text = tally_config::read(KIND, path)?;
         check(path, &text, FileChecks::Yes)
     }
 
@@ -126,79 +118,6 @@ impl TownshipConfig {
     /// file's folder. Touches no file.
     pub fn parse(file: &Path, text: &str) -> Result<TownshipConfig, ConfigError> {
         check(file, text, FileChecks::No)
-    }
-}
-
-/// What is wrong with a config file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read the township config {}: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "the township config {} is {len} bytes, more than {CONFIG_BYTES_MAX}; is this the right file?",
-        file.display()
-    )]
-    TooLarge { file: PathBuf, len: u64 },
-    #[error("{}", ProblemList { file, problems })]
-    Invalid {
-        file: PathBuf,
-        problems: Vec<ConfigProblem>,
-    },
-}
-
-impl ConfigError {
-    /// Every problem found in the file; empty when the file could not be read.
-    pub fn problems(&self) -> &[ConfigProblem] {
-        match self {
-            ConfigError::Invalid { problems, .. } => problems,
-            ConfigError::Read { .. } | ConfigError::TooLarge { .. } => &[],
-        }
-    }
-}
-
-/// One problem: where in the file, which key, and what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// `line 12`; empty when the problem is with the file as a whole.
-    pub location: String,
-    /// The key as the file writes it: `township_id`, `county`, `outbox.capacity`.
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.location.is_empty() {
-            write!(f, "{}, ", self.location)?;
-        }
-        if !self.field.is_empty() {
-            write!(f, "{}: ", self.field)?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-struct ProblemList<'a> {
-    file: &'a Path,
-    problems: &'a [ConfigProblem],
-}
-
-impl fmt::Display for ProblemList<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.problems.len();
-        write!(
-            f,
-            "the township config {} has {count} problem{}:",
-            self.file.display(),
-            if count == 1 { "" } else { "s" }
-        )?;
-        for p in self.problems {
-            write!(f, "\n  {}, {p}", self.file.display())?;
-        }
-        Ok(())
     }
 }
 
@@ -240,46 +159,14 @@ enum FileChecks {
     No,
 }
 
-/// Collects the problems of one file, each with its line.
-struct Problems<'a> {
-    text: &'a str,
-    list: Vec<ConfigProblem>,
-}
-
-impl Problems<'_> {
-    fn at<T>(&mut self, value: &Spanned<T>, field: &str, message: String) {
-        self.list.push(ConfigProblem {
-            location: format!("line {}", line_of(self.text, value.span().start)),
-            field: field.to_owned(),
-            message,
-        });
-    }
-}
-
 fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipConfig, ConfigError> {
     let invalid = |problems| ConfigError::Invalid {
+        kind: KIND,
         file: file.to_path_buf(),
         problems,
     };
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            // A TOML or type error stops the parse, so it is the only problem reported.
-            let start = e.span().map(|s| s.start);
-            let field = start.and_then(|s| toml_key_at(text, s)).unwrap_or_default();
-            return Err(invalid(vec![ConfigProblem {
-                location: start
-                    .map(|s| format!("line {}", line_of(text, s)))
-                    .unwrap_or_default(),
-                field: field.to_owned(),
-                message: e.message().trim_end().to_owned(),
-            }]));
-        }
-    };
-    let mut problems = Problems {
-        text,
-        list: Vec::new(),
-    };
+    let raw: RawConfig = tally_config::parse_toml(KIND, file, text)?;
+    let mut problems = Problems::new(text);
 
     let township_id = raw.township_id.get_ref().trim();
     if let Err(why) = tally_core::ids::check_id(township_id) {
@@ -331,7 +218,7 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipCon
         let written = address.get_ref().trim();
         if let Err(why) = check_host_port(written) {
             problems.at(address, "county", format!("{written:?} {why}"));
-        } else if is_unspecified(written) {
+        } else if host_is_unspecified(written) {
             problems.at(
                 address,
                 "county",
@@ -471,36 +358,12 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipCon
         }
     }
 
-    let http_listen =
-        raw.http_listen
-            .as_ref()
-            .and_then(|h| match h.get_ref().trim().parse::<SocketAddr>() {
-                Ok(addr) if Some(addr) == listen => {
-                    problems.at(
-                    h,
-                    "http_listen",
-                    format!(
-                        "is {:?}, the same as listen; give the HTTP listener a port of its own, \
-                         e.g. \"127.0.0.1:7281\"",
-                        h.get_ref()
-                    ),
-                );
-                    None
-                }
-                Ok(addr) => Some(addr),
-                Err(_) => {
-                    problems.at(
-                        h,
-                        "http_listen",
-                        format!(
-                            "{:?} is not a socket address; write IP:PORT, e.g. \"127.0.0.1:7281\", \
-                         or leave http_listen out to serve no HTTP",
-                            h.get_ref()
-                        ),
-                    );
-                    None
-                }
-            });
+    let http_listen = tally_config::http_listen(
+        &mut problems,
+        raw.http_listen.as_ref(),
+        listen,
+        "127.0.0.1:7281",
+    );
 
     let listen = match listen {
         Some(listen) if problems.list.is_empty() => listen,
@@ -521,77 +384,6 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipCon
         tls,
         outbox,
     })
-}
-
-/// Checks `host:port`, where host is a DNS name, an IPv4 address or a bracketed IPv6
-/// address. Returns why not, to follow the quoted address.
-fn check_host_port(address: &str) -> Result<(), String> {
-    const EXPECTED: &str = "write host:port, e.g. \"county-1.example.gov.cn:7100\", \
-         \"10.0.0.7:7100\" or \"[::1]:7100\"";
-    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
-        let Some((ip, port)) = rest.split_once("]:") else {
-            return Err(format!("is not host:port; {EXPECTED}"));
-        };
-        if ip.parse::<Ipv6Addr>().is_err() {
-            return Err(format!(
-                "has {ip:?} in brackets, which is not an IPv6 address"
-            ));
-        }
-        (None, port)
-    } else {
-        let Some((host, port)) = address.rsplit_once(':') else {
-            return Err(format!("has no port; {EXPECTED}"));
-        };
-        if host.contains(':') {
-            return Err(format!(
-                "looks like an IPv6 address without brackets; {EXPECTED}"
-            ));
-        }
-        (Some(host), port)
-    };
-    if let Some(host) = host {
-        let is_name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.');
-        if host.is_empty() || !host.chars().all(is_name_char) {
-            return Err(format!(
-                "has host {host:?}, which is not a host name or an address; {EXPECTED}"
-            ));
-        }
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p != 0 => Ok(()),
-        _ => Err(format!("has port {port:?}; a port is 1 to 65535")),
-    }
-}
-
-/// True for `0.0.0.0:P` and `[::]:P`: fine to bind, impossible to dial.
-fn is_unspecified(address: &str) -> bool {
-    address
-        .parse::<SocketAddr>()
-        .is_ok_and(|a| a.ip().is_unspecified())
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
-/// The key a TOML value at `offset` is given to (`capacity` in `capacity = -1`), read from the
-/// text before it on its line; `None` if the value is not right after `key =`.
-fn toml_key_at(text: &str, offset: usize) -> Option<&str> {
-    let before = text.get(..offset)?;
-    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
-    let key = line.trim_end().strip_suffix('=')?.trim_end();
-    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"');
-    let start = key
-        .char_indices()
-        .rev()
-        .find(|&(_, c)| !is_key(c))
-        .map_or(0, |(i, c)| i + c.len_utf8());
-    let key = key[start..].trim_matches('"');
-    (!key.is_empty()).then_some(key)
 }
 
 #[cfg(test)]

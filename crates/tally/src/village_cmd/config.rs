@@ -24,6 +24,7 @@ use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use tally_config::line_of;
 use tally_core::definition::Definition;
 use tally_core::ids::{KeyId, UnitId};
 use tally_net::{Role, TlsFiles};
@@ -82,14 +83,6 @@ struct Problem {
     line: usize,
     field: String,
     message: String,
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 /// Every problem in one message: `the village config F has N problems:` and one line each,

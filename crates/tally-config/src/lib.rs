@@ -1,0 +1,339 @@
+//! What the config files of tally's servers (`tally county`, `tally township`) share.
+//!
+//! Each file is checked as a whole and every problem is reported at once, each with the
+//! file, the line and the key, so an operator fixes them in one pass on election night
+//! rather than one per restart. The files differ in their keys; this crate holds the rest:
+//! the error ([`ConfigError`]), one problem ([`ConfigProblem`]), the collector that gives
+//! each problem its line ([`Problems`]), reading a file with a size bound ([`read`]),
+//! parsing the TOML into a file's raw shape ([`parse_toml`]), and the address checks both
+//! servers make ([`check_host_port`], [`host_is_unspecified`], [`http_listen`]).
+
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// The largest config file read; a wrong path (a log, a disk image) is refused, not read.
+pub const CONFIG_BYTES_MAX: u64 = 64 * 1024;
+
+/// What is wrong with a config file. `kind` names the file for people: "county",
+/// "township".
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the {kind} config {}: {source}", file.display())]
+    Read {
+        kind: &'static str,
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the {kind} config {} is {len} bytes, more than {CONFIG_BYTES_MAX}; is this the right file?",
+        file.display()
+    )]
+    TooLarge {
+        kind: &'static str,
+        file: PathBuf,
+        len: u64,
+    },
+    #[error("{}", ProblemList { kind, file, problems })]
+    Invalid {
+        kind: &'static str,
+        file: PathBuf,
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+impl ConfigError {
+    /// Every problem found in the file; empty when the file could not be read.
+    pub fn problems(&self) -> &[ConfigProblem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            ConfigError::Read { .. } | ConfigError::TooLarge { .. } => &[],
+        }
+    }
+}
+
+/// One problem: where in the file, which key, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// `line 12`; empty when the problem is with the file as a whole.
+    pub location: String,
+    /// The key as the file writes it: `replica_id`, `peers.2`, `tls.cert`, `outbox.capacity`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.location.is_empty() {
+            write!(f, "{}, ", self.location)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+struct ProblemList<'a> {
+    kind: &'a str,
+    file: &'a Path,
+    problems: &'a [ConfigProblem],
+}
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        write!(
+            f,
+            "the {} config {} has {count} problem{}:",
+            self.kind,
+            self.file.display(),
+            if count == 1 { "" } else { "s" }
+        )?;
+        for p in self.problems {
+            write!(f, "\n  {}, {p}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the config at `path`, refusing a file larger than [`CONFIG_BYTES_MAX`].
+pub fn read(kind: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        kind,
+        file: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(read_error)?.len();
+    if len > CONFIG_BYTES_MAX {
+        return Err(ConfigError::TooLarge {
+            kind,
+            file: path.to_path_buf(),
+            len,
+        });
+    }
+    std::fs::read_to_string(path).map_err(read_error)
+}
+
+/// Parses `text` into a file's raw shape. A TOML or type error stops the parse, so it is the
+/// only problem reported, with its line and the key it was given to.
+pub fn parse_toml<T: DeserializeOwned>(
+    kind: &'static str,
+    file: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let start = e.span().map(|s| s.start);
+        let field = start.and_then(|s| toml_key_at(text, s)).unwrap_or_default();
+        ConfigError::Invalid {
+            kind,
+            file: file.to_path_buf(),
+            problems: vec![ConfigProblem {
+                location: start
+                    .map(|s| format!("line {}", line_of(text, s)))
+                    .unwrap_or_default(),
+                field: field.to_owned(),
+                message: e.message().trim_end().to_owned(),
+            }],
+        }
+    })
+}
+
+/// Collects the problems of one file, each with its line.
+pub struct Problems<'a> {
+    text: &'a str,
+    pub list: Vec<ConfigProblem>,
+}
+
+impl<'a> Problems<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Problems {
+            text,
+            list: Vec::new(),
+        }
+    }
+
+    /// A problem at the byte `span_start` of the text, or with the file as a whole (`None`).
+    pub fn add(&mut self, span_start: Option<usize>, field: &str, message: String) {
+        self.list.push(ConfigProblem {
+            location: span_start
+                .map(|start| format!("line {}", line_of(self.text, start)))
+                .unwrap_or_default(),
+            field: field.to_owned(),
+            message,
+        });
+    }
+
+    /// A problem with `value`, on its line.
+    pub fn at<T>(&mut self, value: &Spanned<T>, field: &str, message: String) {
+        self.add(Some(value.span().start), field, message);
+    }
+
+    /// The error for these problems in `file`.
+    pub fn into_error(self, kind: &'static str, file: &Path) -> ConfigError {
+        ConfigError::Invalid {
+            kind,
+            file: file.to_path_buf(),
+            problems: self.list,
+        }
+    }
+}
+
+/// The 1-based line of the byte `offset` in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The key a TOML value at `offset` is given to (`replica_id` in `replica_id = -1`), read
+/// from the text before it on its line; `None` if the value is not right after `key =`.
+pub fn toml_key_at(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let key = line.trim_end().strip_suffix('=')?.trim_end();
+    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"');
+    let start = key
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !is_key(c))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let key = key[start..].trim_matches('"');
+    (!key.is_empty()).then_some(key)
+}
+
+/// Checks `host:port`, where host is a DNS name, an IPv4 address or a bracketed IPv6
+/// address, as a county replica is dialled. Returns why not, to follow the quoted address.
+pub fn check_host_port(address: &str) -> Result<(), String> {
+    const EXPECTED: &str = "write host:port, e.g. \"county-1.example.gov.cn:7100\", \
+         \"10.0.0.7:7100\" or \"[::1]:7100\"";
+    let address = address.trim();
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let Some((ip, port)) = rest.split_once("]:") else {
+            return Err(format!("is not host:port; {EXPECTED}"));
+        };
+        if ip.parse::<Ipv6Addr>().is_err() {
+            return Err(format!(
+                "has {ip:?} in brackets, which is not an IPv6 address"
+            ));
+        }
+        (None, port)
+    } else {
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return Err(format!("has no port; {EXPECTED}"));
+        };
+        if host.contains(':') {
+            return Err(format!(
+                "looks like an IPv6 address without brackets; {EXPECTED}"
+            ));
+        }
+        (Some(host), port)
+    };
+    if let Some(host) = host {
+        let is_name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.');
+        if host.is_empty() || !host.chars().all(is_name_char) {
+            return Err(format!(
+                "has host {host:?}, which is not a host name or an address; {EXPECTED}"
+            ));
+        }
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(format!("has port {port:?}; a port is 1 to 65535")),
+    }
+}
+
+/// True for `0.0.0.0:P` and `[::]:P`: fine to bind, impossible to dial.
+pub fn host_is_unspecified(address: &str) -> bool {
+    address
+        .parse::<SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified())
+        || address
+            .rsplit_once(':')
+            .and_then(|(host, _)| host.parse::<IpAddr>().ok())
+            .is_some_and(|ip| ip.is_unspecified())
+}
+
+/// The optional `http_listen` address (metrics, dashboard): a socket address of its own, not
+/// `listen`'s. `example` is the address shown in the problem, e.g. `"127.0.0.1:7180"`.
+pub fn http_listen(
+    problems: &mut Problems<'_>,
+    written: Option<&Spanned<String>>,
+    listen: Option<SocketAddr>,
+    example: &str,
+) -> Option<SocketAddr> {
+    let h = written?;
+    match h.get_ref().trim().parse::<SocketAddr>() {
+        Ok(addr) if Some(addr) == listen => {
+            problems.at(
+                h,
+                "http_listen",
+                format!(
+                    "is {:?}, the same as listen; give the HTTP listener a port of its own, \
+                     e.g. \"{example}\"",
+                    h.get_ref()
+                ),
+            );
+            None
+        }
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.at(
+                h,
+                "http_listen",
+                format!(
+                    "{:?} is not a socket address; write IP:PORT, e.g. \"{example}\", \
+                     or leave http_listen out to serve no HTTP",
+                    h.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_and_keys_are_found_where_the_value_is() {
+        // Goal: a problem names the line and key a value was written at.
+        // Method: find the offset of a value and ask for its line and key.
+        let text = "a = 1\n[tls]\ncert = \"x.pem\"\n";
+        let at = text.find("\"x.pem\"").unwrap();
+        assert_eq!(line_of(text, at), 3);
+        assert_eq!(toml_key_at(text, at), Some("cert"));
+        assert_eq!(toml_key_at(text, text.find("[tls]").unwrap()), None);
+    }
+
+    #[test]
+    fn addresses_are_checked_as_they_are_dialled() {
+        // Goal: host:port is refused with the reason, and a bind-only address is recognised.
+        // Method: check good and bad addresses.
+        assert!(check_host_port("county-1.example.gov.cn:7100").is_ok());
+        assert!(check_host_port("[::1]:7100").is_ok());
+        assert!(
+            check_host_port("county-1")
+                .unwrap_err()
+                .starts_with("has no port")
+        );
+        assert!(
+            check_host_port("::1:7100")
+                .unwrap_err()
+                .contains("without brackets")
+        );
+        assert!(
+            check_host_port("h:0")
+                .unwrap_err()
+                .contains("a port is 1 to 65535")
+        );
+        assert!(host_is_unspecified("0.0.0.0:7100"));
+        assert!(host_is_unspecified("[::]:7100"));
+        assert!(!host_is_unspecified("127.0.0.1:7100"));
+    }
+}
