@@ -30,19 +30,35 @@ fn sheet_note(note: &Note) -> pb::SheetNote {
 impl Township {
     /// The provisional result over every sheet stored here, computed again only after the
     /// stored sheets changed.
+    ///
+    /// The computation runs on a copy of the ledger, outside the book's lock, so the writer
+    /// (every submit) never waits for a picture.
     pub fn provisional_result(&self) -> Arc<ElectionResult> {
-        let book = lock(&self.book);
+        let (generation, ledger) = {
+            let book = lock(&self.book);
+            let cache = self
+                .results_cache
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some((generation, result)) = cache.as_ref()
+                && *generation == book.generation
+            {
+                return result.clone();
+            }
+            (book.generation, book.ledger.clone())
+        };
+        let result = Arc::new(tally_core::results::compute(&self.definition, &ledger));
         let mut cache = self
             .results_cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((generation, result)) = cache.as_ref()
-            && *generation == book.generation
+        // A picture computed meanwhile from newer sheets is kept.
+        if cache
+            .as_ref()
+            .is_none_or(|(cached, _)| *cached < generation)
         {
-            return result.clone();
+            *cache = Some((generation, result.clone()));
         }
-        let result = Arc::new(tally_core::results::compute(&self.definition, &book.ledger));
-        *cache = Some((book.generation, result.clone()));
         result
     }
 
