@@ -13,7 +13,7 @@
 #   BENCH_PORT       first of three replica ports                     default 7461
 #   BENCH_GEN        `tally gen` arguments for the county             default below (23,356 sheets)
 #   BENCH_ETCD       0 to skip etcd                                   default 1
-#   ETCD_BASELINE    the etcd script          default ../shared/bench/etcd-baseline.sh from the repo
+#   ETCD_BASELINE    the etcd script                                  default bench/etcd/etcd-baseline.sh
 #   CARGO_TARGET_DIR where tally is built                             default <repo>/target
 #   BENCH_PRELOAD    LD_PRELOAD for the replicas (diagnostics only; see README)
 #   BENCH_TO_LEADER  1: send every request to the leader, no forwarding (diagnostics only)
@@ -28,7 +28,7 @@ c1_limit=${BENCH_C1_LIMIT:-1000}
 port=${BENCH_PORT:-7461}
 gen_args=${BENCH_GEN:---population 3000000 --townships 40 --voters-per-station 200 --seed 1 --no-scenarios}
 run_etcd=${BENCH_ETCD:-1}
-etcd_script=${ETCD_BASELINE:-$repo/../shared/bench/etcd-baseline.sh}
+etcd_script=${ETCD_BASELINE:-$here/etcd/etcd-baseline.sh}
 target=${CARGO_TARGET_DIR:-$repo/target}
 tally=$target/release/tally
 

@@ -2,15 +2,22 @@
 //! replicas, replicated with raft (tikv raft-rs), each keeping its raft log and its state
 //! machine in one redb database. See `docs/design/county.md`.
 //!
-//! This crate owns consensus, durable storage and the replicated state machine. It does not
-//! own the network (tonic services and TLS live beside it; the config only names the TLS
-//! files) and takes time and messages as inputs, so a cluster can run deterministically in one
-//! thread.
+//! This crate owns consensus, durable storage, the replicated state machine and the replica's
+//! servers: the tally.v1 County, Admin and Raft services over mutual TLS, and the optional
+//! plain HTTP side. The state machine and the raft driver take time and messages as inputs, so
+//! a cluster can also run deterministically in one thread (the simulation). It must not depend
+//! on the township crate or the binary: townships speak to it only through `County.Ingest`.
 //!
 //! # Layout
 //! - [`storage`]: `DiskStorage`, raft-rs `Storage` on redb, with atomic persist and apply.
 //! - [`state`]: `CountyState`, the deterministic state machine: ledger, hash chain, conflicts.
 //! - [`command`]: `Command`, what one raft log entry carries.
+//! - [`replica`]: `Replica`, the RawNode driver: time and messages in, messages and outcomes out.
+//! - [`node`]: the driver run for the network: one input channel, group commit, status watch.
+//! - [`transport`]: raft messages between replicas over client-streaming gRPC, per-peer links.
+//! - [`service`]: the County, Admin and Raft services: authorization by role, forwarding to
+//!   the leader, linearizable reads.
+//! - [`server`]: open a replica (founding the cluster on first start) and serve it.
 //! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
 //! - [`metrics`]: the Prometheus metrics; [`http`]: `/metrics` and the dashboard over HTTP.
 
