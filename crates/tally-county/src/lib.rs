@@ -11,6 +11,9 @@
 //! - [`storage`]: `DiskStorage`, raft-rs `Storage` on redb, with atomic persist and apply.
 //! - [`state`]: `CountyState`, the deterministic state machine: ledger, hash chain, conflicts.
 //! - [`command`]: `Command`, what one raft log entry carries.
+//! - [`node`]: the driver (on a thread of its own) and the `NodeHandle` the services use.
+//! - [`reads`]: results computed outside the driver, once per applied index.
+//! - [`raft_log`]: raft-rs's slog records forwarded to `tracing`.
 //! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
 //! - [`metrics`]: the Prometheus metrics; [`http`]: `/metrics` and the dashboard over HTTP.
 
@@ -19,6 +22,8 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod raft_log;
+pub mod reads;
 pub mod replica;
 pub mod server;
 pub mod service;
