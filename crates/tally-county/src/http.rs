@@ -7,7 +7,9 @@
 //! - `GET /api/dashboard`: JSON of this replica's *applied* state: results, reporting
 //!   progress, contests that need attention, replication health and alerts. It is not a
 //!   linearizable read (that is `tally cluster results`): a follower's page may trail the
-//!   leader by its lag, and the page says which replica and log index it shows.
+//!   leader by its lag, and the page says which replica and log index it shows. Its results
+//!   are at most [`DASHBOARD_RESULTS_AGE_MAX`] old, so polling cannot make the replica
+//!   compute them more often than that.
 //!
 //! Everything here is read-only and unauthenticated (the gRPC services are where TLS and roles
 //! apply), so the listener is bound where only operators and the metrics collector reach it.
@@ -35,6 +37,11 @@ pub const PEER_STATUS_DEADLINE: Duration = Duration::from_millis(800);
 
 /// A follower more than this many entries behind the leader is shown as lagging.
 pub const LAG_ALERT_ENTRIES: u64 = 100;
+
+/// The dashboard shows results computed within this long, even if entries were applied since:
+/// it is unauthenticated and polled, so however often it is asked, it makes the replica
+/// compute results at most once per this interval (and once per applied index).
+pub const DASHBOARD_RESULTS_AGE_MAX: Duration = Duration::from_secs(1);
 
 /// The most contests named one by one in an alert before the rest are counted.
 const ALERT_NAMES_MAX: usize = 8;
@@ -89,7 +96,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn dashboard_json(State(shared): State<Arc<Shared>>) -> Response {
     let status = shared.status_response();
-    let results = match shared.results(status.applied_index).await {
+    let results = match shared
+        .recent_results(status.applied_index, DASHBOARD_RESULTS_AGE_MAX)
+        .await
+    {
         Ok(at) => at,
         Err(e) => {
             return (

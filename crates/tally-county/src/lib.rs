@@ -13,7 +13,10 @@
 //! - [`state`]: `CountyState`, the deterministic state machine: ledger, hash chain, conflicts.
 //! - [`command`]: `Command`, what one raft log entry carries.
 //! - [`replica`]: `Replica`, the RawNode driver: time and messages in, messages and outcomes out.
-//! - [`node`]: the driver run for the network: one input channel, group commit, status watch.
+//! - [`node`]: the driver run for the network, on a thread of its own: one input channel, group
+//!   commit, status watch, and the `NodeHandle` the services use.
+//! - [`reads`]: results computed outside the driver, once per applied index.
+//! - [`raft_log`]: raft-rs's slog records forwarded to `tracing`.
 //! - [`transport`]: raft messages between replicas over client-streaming gRPC, per-peer links.
 //! - [`service`]: the County, Admin and Raft services: authorization by role, forwarding to
 //!   the leader, linearizable reads.
@@ -26,6 +29,8 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod raft_log;
+pub mod reads;
 pub mod replica;
 pub mod server;
 pub mod service;

@@ -13,6 +13,8 @@
 //! | `tally_raft_role` | gauge, 1 for the current role | `role` |
 //! | `tally_raft_is_leader` | gauge | |
 //! | `tally_raft_leader_changes_total` | counter | |
+//! | `tally_raft_reads_pending` | gauge | |
+//! | `tally_results_computed_total` | counter | |
 //! | `tally_raft_commit_index`, `tally_raft_applied_index` | gauge | |
 //! | `tally_raft_peer_lag_entries` | gauge (leader only: it alone knows its peers' progress) | `peer` |
 //! | `tally_raft_peer_reachable` | gauge | `peer` |
@@ -92,6 +94,10 @@ pub struct NodeMetrics {
     pub leader_changes: AtomicU64,
     /// From a proposal reaching the driver to its entry being applied here.
     pub proposal_seconds: Histogram,
+    /// Linearizable reads waiting in the driver for raft to confirm them.
+    pub reads_pending: AtomicU64,
+    /// Results computed (each at a new applied index, however many callers asked).
+    pub results_computed: AtomicU64,
 }
 
 /// What the County service counts: every sheet this replica answered as leader, by outcome.
@@ -239,6 +245,18 @@ pub fn render(
         "How often this replica saw a new leader since it started.",
         "counter",
         &one(node.leader_changes.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "tally_raft_reads_pending",
+        "Linearizable reads waiting for the leader to confirm them (each is answered or given up within 3 s).",
+        "gauge",
+        &one(node.reads_pending.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "tally_results_computed_total",
+        "Results computed by this replica, at most once per applied index however many callers asked.",
+        "counter",
+        &one(node.results_computed.load(Ordering::Relaxed)),
     );
     gauge(
         "tally_raft_commit_index",

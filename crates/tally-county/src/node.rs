@@ -1,7 +1,16 @@
-//! The replica as a tokio task: one driver task owns the [`Replica`] and is the only code that
-//! touches it. Everything else talks to it through a [`NodeHandle`]: proposals, raft messages
-//! from peers, linearizable reads, membership changes and queries of the state come in on one
-//! channel; the state of the replica goes out on a `watch` channel ([`NodeStatus`]).
+//! The replica's driver: one loop owns the [`Replica`] and is the only code that touches it.
+//! Everything else talks to it through a [`NodeHandle`]: proposals, raft messages from peers,
+//! linearizable reads, membership changes and queries of the state come in on one channel;
+//! the state of the replica goes out on a `watch` channel ([`NodeStatus`]).
+//!
+//! # Where the driver runs
+//! Each ready cycle commits a redb transaction and fsyncs it, which blocks the thread for as
+//! long as the disk takes. In production ([`Placement::Thread`]) the driver therefore runs on a
+//! thread of its own, in a single-threaded tokio runtime that serves nothing else: its fsyncs
+//! never hold up the async workers that serve gRPC calls, and heartbeats never wait for a
+//! call's work. Its peer links still run on the runtime that started it, so a leader's appends
+//! go out while its own fsync runs. The simulation ([`Placement::Task`]) runs the same loop as
+//! a task of the host's runtime, whose clock and scheduling the simulation drives.
 //!
 //! # Group commit
 //! The driver takes one input, then every input already waiting (up to
@@ -17,11 +26,13 @@ use crate::command::Command;
 use crate::metrics::NodeMetrics;
 use crate::replica::{AppliedProposal, PeerProgress, ProposeError, Replica, ReplicaError};
 use crate::state::ChainHead;
+use crate::state::StateView;
 use crate::storage::INCARNATION_BYTES;
 use crate::transport::{Dialer, PeerLink};
 use raft::eraftpb::{ConfChangeType, Message, MessageType};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -34,6 +45,24 @@ pub const INPUT_QUEUE: usize = 16 * 1024;
 
 /// Node records key prefix for the addresses replicas are reached at.
 const ADDRESS_RECORD: &str = "address";
+
+/// How long a linearizable read may wait in the driver for raft to confirm its index. Raft
+/// drops a read without a word when the leadership changes under it; the driver answers such a
+/// read at the latest after this long (and at once when it sees the term or leader change).
+pub const READ_WAIT_MAX: Duration = Duration::from_secs(3);
+
+/// Linearizable reads waiting in the driver before new ones are refused (each is a few words;
+/// the bound keeps a flood of reads from growing the map while no leader answers them).
+pub const READS_PENDING_MAX: usize = 4096;
+
+/// Where the driver loop runs (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// A thread of its own with a single-threaded runtime: production.
+    Thread,
+    /// A task of the current runtime: the simulation, whose runtime and clock are simulated.
+    Task,
+}
 
 /// How a write ended when it was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +79,10 @@ pub enum WriteError {
     Abandoned,
     #[error("the replica stopped: {0}")]
     Stopped(String),
+    /// A linearizable read that raft will not answer (no leader, the leadership changed, or it
+    /// waited [`READ_WAIT_MAX`]); nothing was read.
+    #[error("the read was not confirmed: {0}; send it again")]
+    ReadDropped(String),
 }
 
 /// What the driver is asked to do.
@@ -60,7 +93,7 @@ pub(crate) enum Input {
     },
     Raft(Vec<Message>),
     Read {
-        reply: oneshot::Sender<u64>,
+        reply: oneshot::Sender<Result<u64, WriteError>>,
     },
     Membership {
         change: ConfChangeType,
@@ -113,6 +146,7 @@ pub struct NodeHandle {
     metrics: Arc<NodeMetrics>,
     status: watch::Receiver<Arc<NodeStatus>>,
     incarnation: [u8; INCARNATION_BYTES],
+    placement: Placement,
 }
 
 impl NodeHandle {
@@ -142,18 +176,32 @@ impl NodeHandle {
     }
 
     /// Waits until this replica has applied everything committed when the read began
-    /// (ReadIndex): a read of the state afterwards is linearizable. Never answered while no
-    /// leader is known; callers set a deadline. Returns the index applied when the read
-    /// became safe: a read of any state at or after it is linearizable.
+    /// (ReadIndex): a read of the state afterwards is linearizable. Answered
+    /// [`WriteError::ReadDropped`] at once while no leader is known, when the leadership
+    /// changes before raft confirms it, and after [`READ_WAIT_MAX`]. Returns the index
+    /// applied when the read became safe: a read of any state at or after it is
+    /// linearizable.
     pub async fn read_barrier(&self) -> Result<u64, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Input::Read { reply }).await?;
         answer
             .await
-            .map_err(|_| WriteError::Stopped(self.stop_reason()))
+            .map_err(|_| WriteError::Stopped(self.stop_reason()))?
     }
 
-    /// Runs `f` on the replica in the driver task and returns its value. Keep it short: the
+    /// The applied state as the services read it ([`crate::state::CountyState::view`]): cheap
+    /// for the driver, which copies no record.
+    pub async fn view(&self) -> Result<StateView, WriteError> {
+        self.query(|replica| replica.state().view()).await
+    }
+
+    /// Where the driver runs; heavy work of the services (results) follows it: on the
+    /// blocking pool beside a driver thread, in place under the simulation.
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+
+    /// Runs `f` on the replica in the driver and returns its value. Keep it short: the
     /// driver does nothing else meanwhile.
     pub async fn query<T: Send + 'static>(
         &self,
@@ -213,14 +261,17 @@ impl NodeHandle {
     }
 }
 
-/// Starts the driver task of `replica`. `addresses` are the replicas known from the config;
-/// addresses learned from membership changes are added and kept in the data directory.
+/// Starts the driver of `replica` where `placement` says. `addresses` are the replicas known
+/// from the config; addresses learned from membership changes are added and kept in the data
+/// directory. Must be called inside a tokio runtime: the peer links run on it, and the driver
+/// stops when it shuts down.
 pub fn start(
     replica: Replica,
     cluster_id: String,
     addresses: BTreeMap<u64, String>,
     tick: Duration,
     dialer: Arc<dyn Dialer>,
+    placement: Placement,
 ) -> Result<NodeHandle, ReplicaError> {
     let storage = replica.storage().clone();
     let incarnation = storage.incarnation()?;
@@ -244,33 +295,76 @@ pub fn start(
             links: HashMap::new(),
             inputs: inputs_tx.clone(),
             incarnation,
+            runtime: tokio::runtime::Handle::current(),
         },
         proposals: HashMap::new(),
         reads: HashMap::new(),
         next_read: 1,
         last_leader: None,
+        reads_for: (0, None),
     };
     let (status_tx, status) = watch::channel(Arc::new(driver.status()));
     let status_tx = Arc::new(status_tx);
     let driver_status = status_tx.clone();
-    // The driver runs in a task of its own, watched by this one, so that even a panic in it
-    // (a bug) ends in a status that says the replica stopped and why, instead of a frozen
-    // status that looks alive.
-    let driver_task = tokio::spawn(async move { driver.run(inputs, &driver_status, tick).await });
+    // The driver stops when this sender goes: with the runtime that started it (its watcher
+    // task below holds it), as a task of that runtime would.
+    let (stop_tx, stop) = oneshot::channel::<()>();
+    let run = async move { driver.run(inputs, &driver_status, tick, stop).await };
+    // The driver is watched by a task of the calling runtime, so that even a panic in it (a
+    // bug) ends in a status that says the replica stopped and why, instead of a frozen status
+    // that looks alive.
+    let ended: futures_ended::Ended = match placement {
+        Placement::Task => {
+            let task = tokio::spawn(run);
+            Box::pin(async move {
+                let _stop = stop_tx;
+                match task.await {
+                    Ok(result) => Some(result),
+                    Err(e) if e.is_panic() => None,
+                    Err(_) => Some(Ok(())),
+                }
+            })
+        }
+        Placement::Thread => {
+            let (done, ended) = oneshot::channel();
+            let thread = std::thread::Builder::new()
+                .name(format!("raft-driver-{replica_id}"))
+                .spawn(move || {
+                    let result = match tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                    {
+                        Ok(runtime) => runtime.block_on(run),
+                        Err(e) => Err(ReplicaError::Thread(e)),
+                    };
+                    // A panic drops `done` unsent, which the watcher reports as a bug.
+                    let _ = done.send(result);
+                })
+                .map_err(ReplicaError::Thread)?;
+            let thread = DriverThread {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            };
+            Box::pin(async move {
+                let result = ended.await.ok();
+                drop(thread);
+                result
+            })
+        }
+    };
     tokio::spawn(async move {
-        let reason = match driver_task.await {
-            Ok(Ok(())) => "the replica is shutting down".to_owned(),
-            Ok(Err(e)) => {
+        let reason = match ended.await {
+            Some(Ok(())) => "the replica is shutting down".to_owned(),
+            Some(Err(e)) => {
                 tracing::error!(error = %e, "replica driver stopped");
                 e.to_string()
             }
-            Err(e) if e.is_panic() => {
+            None => {
                 let reason =
-                    format!("the replica's driver failed (a bug; its log has the panic): {e}");
+                    "the replica's driver failed (a bug; its log has the panic)".to_owned();
                 tracing::error!("{reason}");
                 reason
             }
-            Err(_) => "the replica is shutting down".to_owned(),
         };
         let mut last = (**status_tx.borrow()).clone();
         last.running = false;
@@ -282,7 +376,35 @@ pub fn start(
         metrics,
         status,
         incarnation,
+        placement,
     })
+}
+
+mod futures_ended {
+    /// How the driver ended: its result, or `None` if it panicked.
+    pub(super) type Ended = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<Result<(), super::ReplicaError>>> + Send>,
+    >;
+}
+
+/// The driver's thread, stopped and joined when dropped: when the runtime that started the
+/// replica shuts down (a process exiting, a test dropping a replica's runtime to crash it),
+/// its tasks are dropped, this with them, and the driver has closed its database by the time
+/// the shutdown returns, as it had when the driver was one of those tasks.
+struct DriverThread {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for DriverThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // The driver ends its current cycle (at most one fsync) and returns; it waits for
+            // nothing on this runtime. A panic in it was reported by the watcher already.
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A proposal waiting for its entry: whom to answer, and since when (for the latency).
@@ -291,15 +413,28 @@ type Waiting = (
     tokio::time::Instant,
 );
 
+/// A linearizable read waiting for raft: whom to answer, the term it was issued in, and when
+/// it is given up.
+struct PendingRead {
+    reply: oneshot::Sender<Result<u64, WriteError>>,
+    term: u64,
+    leader: u64,
+    deadline: tokio::time::Instant,
+}
+
 struct Driver {
     replica: Replica,
     metrics: Arc<NodeMetrics>,
     cluster_id: Arc<str>,
     peers: Peers,
     proposals: HashMap<u64, Waiting>,
-    reads: HashMap<u64, oneshot::Sender<u64>>,
+    /// At most [`READS_PENDING_MAX`]; each leaves when answered, when the term or leader
+    /// changes, after [`READ_WAIT_MAX`], or when its caller gave up.
+    reads: HashMap<u64, PendingRead>,
     next_read: u64,
     last_leader: Option<u64>,
+    /// The term and leader when the waiting reads were last looked at.
+    reads_for: (u64, Option<u64>),
 }
 
 impl Driver {
@@ -308,12 +443,18 @@ impl Driver {
         mut inputs: mpsc::Receiver<Input>,
         status: &watch::Sender<Arc<NodeStatus>>,
         tick: Duration,
+        mut stop: oneshot::Receiver<()>,
     ) -> Result<(), ReplicaError> {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut ticked = false;
             tokio::select! {
-                _ = ticker.tick() => self.replica.tick(),
+                _ = &mut stop => return Ok(()),
+                _ = ticker.tick() => {
+                    self.replica.tick();
+                    ticked = true;
+                }
                 input = inputs.recv() => {
                     let Some(input) = input else { return Ok(()) };
                     self.handle(input)?;
@@ -357,6 +498,7 @@ impl Driver {
                 }
                 self.last_leader = now.leader;
             }
+            self.drop_unanswerable_reads(&now, ticked);
             status.send_if_modified(|current| {
                 if **current == now {
                     false
@@ -385,9 +527,32 @@ impl Driver {
                 }
             }
             Input::Read { reply } => {
+                // Raft drops a read while no leader is known, without a word: answer it now.
+                let Some(leader) = self.replica.leader() else {
+                    let _ = reply.send(Err(WriteError::ReadDropped(format!(
+                        "replica {} knows no leader right now (an election is under way or a majority is unreachable)",
+                        self.replica.id()
+                    ))));
+                    return Ok(());
+                };
+                if self.reads.len() >= READS_PENDING_MAX {
+                    let _ = reply.send(Err(WriteError::ReadDropped(format!(
+                        "{READS_PENDING_MAX} reads are already waiting on replica {}",
+                        self.replica.id()
+                    ))));
+                    return Ok(());
+                }
                 let number = self.next_read;
                 self.next_read += 1;
-                self.reads.insert(number, reply);
+                self.reads.insert(
+                    number,
+                    PendingRead {
+                        reply,
+                        term: self.replica.term(),
+                        leader,
+                        deadline: tokio::time::Instant::now() + READ_WAIT_MAX,
+                    },
+                );
                 self.replica.read_index(number.to_be_bytes().to_vec());
             }
             Input::Membership {
@@ -451,12 +616,66 @@ impl Driver {
         }
         for context in out.reads_ready {
             if let Ok(bytes) = <[u8; 8]>::try_from(context.as_slice())
-                && let Some(reply) = self.reads.remove(&u64::from_be_bytes(bytes))
+                && let Some(read) = self.reads.remove(&u64::from_be_bytes(bytes))
             {
-                let _ = reply.send(self.replica.state().applied_index());
+                let _ = read.reply.send(Ok(self.replica.state().applied_index()));
             }
         }
         Ok(())
+    }
+
+    /// Answers the reads raft will not: all of them when the term or the leader changed since
+    /// they were issued (raft forgets a read on a new term, and a leaderless follower's read
+    /// has nowhere to go); on a tick, those past [`READ_WAIT_MAX`] and those whose caller
+    /// gave up. Keeps the pending-reads gauge.
+    fn drop_unanswerable_reads(&mut self, now: &NodeStatus, ticked: bool) {
+        if self.reads.is_empty() {
+            self.metrics.reads_pending.store(0, Ordering::Relaxed);
+            return;
+        }
+        let changed = self.reads_for != (now.term, now.leader);
+        if changed || ticked {
+            let at = tokio::time::Instant::now();
+            let id = self.replica.id();
+            let mut dropped = Vec::new();
+            for (number, read) in &self.reads {
+                let reason = if read.term != now.term || Some(read.leader) != now.leader {
+                    match now.leader {
+                        Some(leader) => format!(
+                            "the leadership changed while replica {id} waited for the leader to confirm it (now replica {leader} in term {})",
+                            now.term
+                        ),
+                        None => format!(
+                            "replica {id} lost its leader while it waited for the leader to confirm it"
+                        ),
+                    }
+                } else if at >= read.deadline {
+                    format!(
+                        "the leader did not confirm it within {} s",
+                        READ_WAIT_MAX.as_secs()
+                    )
+                } else if read.reply.is_closed() {
+                    String::new()
+                } else {
+                    continue;
+                };
+                dropped.push((*number, reason));
+            }
+            for (number, reason) in dropped {
+                if let Some(read) = self.reads.remove(&number) {
+                    let _ = read.reply.send(Err(WriteError::ReadDropped(reason)));
+                }
+            }
+            self.reads_for = (now.term, now.leader);
+            let reads = &self.reads;
+            self.replica.retain_reads(|context| {
+                <[u8; 8]>::try_from(context)
+                    .is_ok_and(|bytes| reads.contains_key(&u64::from_be_bytes(bytes)))
+            });
+        }
+        self.metrics
+            .reads_pending
+            .store(self.reads.len() as u64, Ordering::Relaxed);
     }
 
     fn send(&mut self, message: Message) {
@@ -526,6 +745,8 @@ struct Peers {
     incarnation: [u8; INCARNATION_BYTES],
     dialer: Arc<dyn Dialer>,
     inputs: mpsc::Sender<Input>,
+    /// The runtime that started the replica: links run there, not on the driver's thread.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Peers {
@@ -543,6 +764,7 @@ impl Peers {
                 failed.push((to, snapshot));
                 return;
             };
+            let _on_the_server_runtime = self.runtime.enter();
             let link = PeerLink::start(
                 self.from,
                 to,

@@ -72,6 +72,8 @@ pub enum ReplicaError {
         commit: u64,
         last_index: u64,
     },
+    #[error("cannot start the replica's driver thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Why a proposal was not taken.
@@ -216,7 +218,7 @@ impl Replica {
         let state = storage.load_state(definition)?;
         let config = raft_config(id, state.applied_index());
         config.validate()?;
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let logger = slog::Logger::root(crate::raft_log::TracingDrain, slog::o!());
         let raw = RawNode::new(&config, storage.clone(), &logger)?;
         Ok(Replica {
             id,
@@ -245,6 +247,11 @@ impl Replica {
 
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The raft term this replica is in.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
     }
 
     pub fn leader(&self) -> Option<u64> {
@@ -335,6 +342,12 @@ impl Replica {
     /// Starts a linearizable read; `handle_ready` returns `context` once it is safe to answer.
     pub fn read_index(&mut self, context: Vec<u8>) {
         self.raw.read_index(context);
+    }
+
+    /// Forgets the confirmed reads waiting to be applied whose context `keep` refuses (their
+    /// callers were answered otherwise).
+    pub fn retain_reads(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        self.pending_reads.retain(|read| keep(&read.request_ctx));
     }
 
     /// Tells raft whether a snapshot sent to `peer` arrived.

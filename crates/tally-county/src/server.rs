@@ -5,7 +5,7 @@
 //! router is served on), so tests and the simulation assemble replicas the same way
 //! [`crate::config`]'s `tally county` does over TCP and TLS.
 
-use crate::node::{self, NodeHandle};
+use crate::node::{self, NodeHandle, Placement};
 use crate::replica::{Options, Replica, ReplicaError};
 use crate::service::{AdminService, CountyService, RaftService, Shared};
 use crate::storage::{self, DiskStorage, StorageError};
@@ -61,8 +61,15 @@ pub struct Opened {
 }
 
 /// Opens the replica's data directory (founding the cluster on a founder's first start) and
-/// starts its driver task. Must be called inside a tokio runtime.
+/// starts its driver on a thread of its own. Must be called inside a tokio runtime; the
+/// driver stops when that runtime shuts down.
 pub fn open(setup: ReplicaSetup) -> Result<Opened, ServeError> {
+    open_with(setup, Placement::Thread)
+}
+
+/// [`open`], with the driver where `placement` says: [`Placement::Task`] in the simulation,
+/// whose runtime and clock are simulated.
+pub fn open_with(setup: ReplicaSetup, placement: Placement) -> Result<Opened, ServeError> {
     let dir = setup.data_dir.clone();
     let storage_error = |source| ServeError::Storage {
         dir: dir.clone(),
@@ -106,6 +113,7 @@ pub fn open(setup: ReplicaSetup) -> Result<Opened, ServeError> {
         setup.peers,
         setup.tick,
         setup.dialer.clone(),
+        placement,
     )
     .map_err(|source| ServeError::Replica {
         dir: dir.clone(),

@@ -9,7 +9,8 @@
 
 use crate::command::{Command, INGEST_SHEETS_MAX};
 use crate::node::{NodeHandle, NodeStatus, WriteError};
-use crate::state::{ChainHead, SheetOutcome};
+use crate::reads::{ReadError, ResultsCache};
+use crate::state::SheetOutcome;
 use crate::storage::{DiskStorage, INCARNATION_BYTES};
 use crate::transport::Dialer;
 use protobuf::Message as _;
@@ -20,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tally_core::definition::Definition;
 use tally_core::ids::TownshipId;
-use tally_core::results::ElectionResult;
 use tally_core::validate;
 use tally_net::{Identity, Role, peer_identity, require};
 use tally_proto::SignedSheet;
@@ -58,8 +58,8 @@ pub struct Shared {
     pub storage: DiskStorage,
     /// Sheets answered by this replica as leader, by outcome, for `/metrics`.
     pub sheets: crate::metrics::SheetMetrics,
-    /// Results computed at a log index, so repeated reads do not recompute them.
-    results: Mutex<Option<Arc<ResultsAt>>>,
+    /// Results computed outside the driver, once per applied index.
+    results: Arc<ResultsCache>,
     /// Each peer's data directory incarnation, as first seen.
     incarnations: Mutex<HashMap<u64, [u8; INCARNATION_BYTES]>>,
     /// When a raft batch last arrived from each peer.
@@ -75,12 +75,7 @@ pub struct Shared {
 
 const INCARNATION_RECORD: &str = "incarnation";
 
-/// The full results at one log index, and the conflicts recorded up to it.
-pub struct ResultsAt {
-    pub result: ElectionResult,
-    pub chain: ChainHead,
-    pub conflicts: Vec<pb::ConflictNotice>,
-}
+pub use crate::reads::ResultsAt;
 
 impl Shared {
     pub fn new(
@@ -97,12 +92,12 @@ impl Shared {
             }
         }
         Ok(Arc::new(Shared {
+            results: ResultsCache::new(node.clone()),
             node,
             definition,
             dialer,
             storage,
             sheets: Default::default(),
-            results: Mutex::new(None),
             incarnations: Mutex::new(incarnations),
             heard: Mutex::new(HashMap::new()),
             forward_channels: Mutex::new(HashMap::new()),
@@ -130,61 +125,25 @@ impl Shared {
         response
     }
 
-    /// The results as of this replica's applied index (computed in the driver, once per
-    /// index).
+    /// The results as of this replica's applied index, computed outside the driver once per
+    /// index however many callers ask ([`crate::reads`]).
     /// `at_least` is the index a linearizable read must reflect (from the read barrier); a
     /// stale read passes this replica's published applied index.
     pub async fn results(&self, at_least: u64) -> Result<Arc<ResultsAt>, Status> {
-        if let Some(cached) = self.results.lock().unwrap().as_ref()
-            && cached.chain.log_index >= at_least
-        {
-            return Ok(cached.clone());
-        }
-        let at = self
-            .node
-            .query(|replica| {
-                let state = replica.state();
-                let (result, chain) = state.results();
-                // The log index of each conflicting sheet, hashing the records once (and only
-                // when there are conflicts), not once per conflict.
-                let conflicting: HashMap<[u8; 32], u64> = if state.conflicts().is_empty() {
-                    HashMap::new()
-                } else {
-                    state
-                        .records()
-                        .iter()
-                        .map(|r| (r.signed.digest(), r.log_index))
-                        .collect()
-                };
-                let conflicts = state
-                    .conflicts()
-                    .iter()
-                    .map(|c| pb::ConflictNotice {
-                        unit_id: c.slot.unit.to_string(),
-                        contest_id: c.slot.contest.to_string(),
-                        round: c.slot.round.0,
-                        version: c.version,
-                        counted_digest: hex::encode(c.existing),
-                        conflicting_digest: hex::encode(c.conflicting),
-                        log_index: conflicting.get(&c.conflicting).copied().unwrap_or(0),
-                    })
-                    .collect();
-                Arc::new(ResultsAt {
-                    result,
-                    chain,
-                    conflicts,
-                })
-            })
+        self.results.at_least(at_least).await.map_err(read_error)
+    }
+
+    /// Results at `at_least` or computed within `age_max`, for readers of the applied state
+    /// that poll (the dashboard): they cannot make the replica compute more often than that.
+    pub async fn recent_results(
+        &self,
+        at_least: u64,
+        age_max: Duration,
+    ) -> Result<Arc<ResultsAt>, Status> {
+        self.results
+            .recent(at_least, age_max)
             .await
-            .map_err(unavailable)?;
-        let mut cache = self.results.lock().unwrap();
-        if cache
-            .as_ref()
-            .is_none_or(|c| c.chain.log_index < at.chain.log_index)
-        {
-            *cache = Some(at.clone());
-        }
-        Ok(at)
+            .map_err(read_error)
     }
 
     /// A client of the leader's service, when this replica is not the leader and the call was
@@ -280,6 +239,13 @@ impl Shared {
                 Ok(())
             }
         }
+    }
+}
+
+fn read_error(e: ReadError) -> Status {
+    match e {
+        ReadError::Node(e) => unavailable(e),
+        ReadError::Compute(_) => Status::internal(e.to_string()),
     }
 }
 
@@ -748,18 +714,11 @@ impl pb::county_server::County for CountyService {
                 ))
             })?;
         }
-        // One query reads the records, the head and the result from the same state, so the
-        // header describes exactly the records that follow. The driver clones the records
-        // (a few MB for a county) and encoding happens outside it.
-        let (records, chain, result) = shared
-            .node
-            .query(|replica| {
-                let state = replica.state();
-                let (result, chain) = state.results();
-                (state.records().to_vec(), chain, result)
-            })
-            .await
-            .map_err(unavailable)?;
+        // The result and the records come from the same view of the state, so the header
+        // describes exactly the records that follow. The driver copies no record for it: the
+        // view shares them (`crate::state::Records`), and encoding happens here.
+        let at = shared.results(at_least).await?;
+        let (records, chain, result) = (at.view.records.clone(), at.chain, &at.result);
         if chain.log_index < at_least {
             return Err(Status::internal(format!(
                 "the state read at index {} is behind the read index {at_least}",
@@ -771,9 +730,7 @@ impl pb::county_server::County for CountyService {
             log_index: chain.log_index,
             chain_head: chain.head.to_vec(),
             chain_length: chain.length,
-            result_json: serde_json::to_string(&result).map_err(|e| {
-                Status::internal(format!("the result does not serialize as JSON: {e}"))
-            })?,
+            result_json: at.result_json.clone(),
             replica_id: shared.status().id,
             countersignatures: EXPORT_COUNTERSIGNATURES.to_owned(),
         };
@@ -786,11 +743,13 @@ impl pb::county_server::County for CountyService {
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
-            for chunk in records.chunks(EXPORT_RECORDS_PER_CHUNK) {
+            let mut records = records.iter().peekable();
+            while records.peek().is_some() {
                 let chunk = pb::ExportChunk {
                     header: None,
-                    records: chunk
-                        .iter()
+                    records: records
+                        .by_ref()
+                        .take(EXPORT_RECORDS_PER_CHUNK)
                         .map(tally_proto::county::record_to_pb)
                         .collect(),
                 };
@@ -852,7 +811,7 @@ fn results_response(at: &ResultsAt, filter: &Filter, replica: u64) -> pb::Result
         .collect();
     let whole = filter.township.is_none() && filter.contest.is_none();
     let result_json = if whole {
-        serde_json::to_string(result).unwrap_or_default()
+        at.result_json.clone()
     } else {
         serde_json::json!({
             "election": result.election,

@@ -34,6 +34,107 @@ pub use tally_proto::county::{CHAIN_DOMAIN, CHAIN_HEAD_EMPTY, ChainRecord, chain
 /// The domain separation prefix of [`CountyState::fingerprint`].
 const FINGERPRINT_DOMAIN: &[u8; 22] = b"tally.v1.county-state\0";
 
+/// Chain records per shared chunk of [`Records`]: a copy of the records costs one pointer per
+/// chunk, and the first push after a copy was taken copies at most this many less one.
+pub const RECORDS_PER_CHUNK: usize = 1024;
+
+/// The chain records in chain order, kept in chunks that are shared rather than copied: full
+/// chunks never change again, so a clone of `Records` is one pointer per chunk and the open
+/// last chunk. The driver hands such a clone to the services, which compute results and
+/// stream exports from it while the driver goes on applying (see `crate::reads`).
+#[derive(Clone, Default)]
+pub struct Records {
+    /// Full chunks of exactly [`RECORDS_PER_CHUNK`] records.
+    sealed: Vec<Arc<Vec<ChainRecord>>>,
+    /// Fewer than [`RECORDS_PER_CHUNK`]; copied on the next push only while a clone holds it.
+    open: Arc<Vec<ChainRecord>>,
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        self.sealed.len() * RECORDS_PER_CHUNK + self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, position: usize) -> Option<&ChainRecord> {
+        match self.sealed.get(position / RECORDS_PER_CHUNK) {
+            Some(chunk) => chunk.get(position % RECORDS_PER_CHUNK),
+            None => self
+                .open
+                .get(position - self.sealed.len() * RECORDS_PER_CHUNK),
+        }
+    }
+
+    pub fn last(&self) -> Option<&ChainRecord> {
+        self.open
+            .last()
+            .or_else(|| self.sealed.last().and_then(|chunk| chunk.last()))
+    }
+
+    /// The records in chain order.
+    pub fn iter(&self) -> impl Iterator<Item = &ChainRecord> {
+        self.chunks().flatten()
+    }
+
+    /// The records from chain position `from` on.
+    pub fn iter_from(&self, from: usize) -> impl Iterator<Item = &ChainRecord> {
+        let chunk = from / RECORDS_PER_CHUNK;
+        let skip = from % RECORDS_PER_CHUNK;
+        self.chunks().skip(chunk).flatten().skip(skip)
+    }
+
+    /// The records as consecutive slices, in chain order.
+    pub fn chunks(&self) -> impl Iterator<Item = &[ChainRecord]> {
+        self.sealed
+            .iter()
+            .map(|chunk| chunk.as_slice())
+            .chain(std::iter::once(self.open.as_slice()))
+            .filter(|chunk| !chunk.is_empty())
+    }
+
+    pub fn to_vec(&self) -> Vec<ChainRecord> {
+        self.iter().cloned().collect()
+    }
+
+    fn push(&mut self, record: ChainRecord) {
+        Arc::make_mut(&mut self.open).push(record);
+        if self.open.len() == RECORDS_PER_CHUNK {
+            let full = std::mem::replace(
+                &mut self.open,
+                Arc::new(Vec::with_capacity(RECORDS_PER_CHUNK)),
+            );
+            self.sealed.push(full);
+        }
+    }
+}
+
+impl PartialEq for Records {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Records {}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// What the services read of the state at one applied index, taken from the driver cheaply
+/// ([`CountyState::view`]): the definition, the chain records and the head. The ledger and the
+/// conflicts follow from the records (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct StateView {
+    pub definition: Arc<Definition>,
+    pub records: Records,
+    pub chain: ChainHead,
+}
+
 /// The hash chain's head, and the log index the state it describes reflects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ChainHead {
@@ -111,7 +212,7 @@ pub struct CountyState {
     definition: Arc<Definition>,
     ledger: Ledger,
     /// The evidence in chain order, each with the head after it; the last one's is the head.
-    records: Vec<ChainRecord>,
+    records: Records,
     applied_index: u64,
 }
 
@@ -120,7 +221,7 @@ impl CountyState {
         CountyState {
             definition,
             ledger: Ledger::new(),
-            records: Vec::new(),
+            records: Records::default(),
             applied_index: 0,
         }
     }
@@ -291,9 +392,19 @@ impl CountyState {
     }
 
     /// The evidence in chain order: every recorded sheet as signed, with its log index and
-    /// the head after it. `records()[n..]` are the records after the first `n`.
-    pub fn records(&self) -> &[ChainRecord] {
+    /// the head after it. `records().iter_from(n)` are the records after the first `n`.
+    pub fn records(&self) -> &Records {
         &self.records
+    }
+
+    /// The state at its applied index as the services read it, without copying the records:
+    /// one pointer per [`RECORDS_PER_CHUNK`] records (the next push copies the open chunk).
+    pub fn view(&self) -> StateView {
+        StateView {
+            definition: Arc::clone(&self.definition),
+            records: self.records.clone(),
+            chain: self.chain_head(),
+        }
     }
 
     /// The digests of the recorded sheets in chain order (each appears once). Hashes every
@@ -317,7 +428,7 @@ impl CountyState {
         encode_image(&StateImage {
             applied_index: self.applied_index,
             chain_head: self.head(),
-            records: self.records.clone(),
+            records: self.records.to_vec(),
         })
     }
 
@@ -511,7 +622,7 @@ mod tests {
             &applied.outcomes[..],
             [SheetOutcome::Refused { code: "E210", message }] if message.contains("T1-U1")
         ));
-        assert_eq!(state.records().len(), 0);
+        assert!(state.records().is_empty());
         assert_eq!(state.applied_index(), 2);
     }
 
@@ -696,6 +807,57 @@ mod tests {
 
         let bytes = state.snapshot_bytes();
         assert!(CountyState::restore(definition(), &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    // Goal: the chunked records behave as one list: positions, order, `iter_from`, `last`
+    // across chunk boundaries, and a copy taken earlier keeps what it saw while the original
+    // grows (the driver hands such copies to readers).
+    // Method: push 2.5 chunks of records one by one, taking a copy after each push in the
+    // first chunk and at each boundary; compare everything with a plain Vec.
+    #[test]
+    fn records_are_shared_in_chunks() {
+        let record = |i: usize| ChainRecord {
+            log_index: i as u64 + 1,
+            signed: signed(1, 1, 100),
+            head: [(i % 251) as u8; 32],
+        };
+        let total = RECORDS_PER_CHUNK * 5 / 2;
+        let mut records = Records::default();
+        let mut plain = Vec::new();
+        let mut copies = Vec::new();
+        assert!(records.is_empty() && records.last().is_none());
+        for i in 0..total {
+            records.push(record(i));
+            plain.push(record(i));
+            if i < 3 || (i + 1) % RECORDS_PER_CHUNK == 0 || i + 1 == total {
+                copies.push((records.clone(), plain.clone()));
+            }
+        }
+        assert_eq!(records.len(), total);
+        assert_eq!(records.to_vec(), plain);
+        assert_eq!(records.last(), plain.last());
+        for from in [
+            0,
+            1,
+            RECORDS_PER_CHUNK - 1,
+            RECORDS_PER_CHUNK,
+            total - 1,
+            total,
+        ] {
+            assert!(
+                records.iter_from(from).eq(plain[from..].iter()),
+                "from {from}"
+            );
+        }
+        for position in [0, RECORDS_PER_CHUNK - 1, RECORDS_PER_CHUNK, total - 1] {
+            assert_eq!(records.get(position), Some(&plain[position]));
+        }
+        assert_eq!(records.get(total), None);
+        for (copy, then) in copies {
+            assert_eq!(copy.len(), then.len());
+            assert!(copy.iter().eq(then.iter()));
+            assert_eq!(copy.last(), then.last());
+        }
     }
 
     /// A sheet drawn from a small space so that duplicates, corrections, superseded versions

@@ -37,7 +37,7 @@
 //! cached in memory behind a mutex, so `initial_state`, `first_index`, `last_index` and
 //! most `term` calls touch no disk.
 
-use crate::state::{ChainRecord, CountyState, StateError};
+use crate::state::{CountyState, Records, StateError};
 
 /// The log index of the founding configuration's snapshot (see [`DiskStorage::bootstrap`]).
 pub const BOOTSTRAP_INDEX: u64 = 1;
@@ -704,12 +704,12 @@ impl DiskStorage {
 
 fn write_rows(
     chain: &mut redb::Table<'_, u64, &[u8]>,
-    records: &[ChainRecord],
+    records: &Records,
     from: u64,
 ) -> Result<(), StorageError> {
-    for (position, record) in records.iter().enumerate().skip(from as usize) {
+    for (position, record) in (from..).zip(records.iter_from(from as usize)) {
         chain
-            .insert(position as u64, encode_chain_record(record).as_slice())
+            .insert(position, encode_chain_record(record).as_slice())
             .map_err(db)?;
     }
     Ok(())

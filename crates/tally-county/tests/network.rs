@@ -405,11 +405,22 @@ struct Cluster {
     /// Client channels by (address, client identity); they reconnect by themselves.
     channels: Mutex<HashMap<(String, String), Channel>>,
     journal: Mutex<Journal>,
+    /// The raft tick of every replica: [`TICK`] unless a test needs the production one.
+    tick: Duration,
 }
 
 impl Cluster {
     /// Founds a cluster of `voters` and starts each of them.
     async fn start(voters: &[u64], compact_after_entries: u64) -> Cluster {
+        Self::start_with_tick(voters, compact_after_entries, TICK).await
+    }
+
+    /// [`Cluster::start`] with raft ticks of `tick`.
+    async fn start_with_tick(
+        voters: &[u64],
+        compact_after_entries: u64,
+        tick: Duration,
+    ) -> Cluster {
         let f = fixture();
         let root = tempfile::tempdir().expect("a temp dir");
         let pki = root.path().join("pki");
@@ -433,6 +444,7 @@ impl Cluster {
             running: Mutex::new(BTreeMap::new()),
             channels: Mutex::new(HashMap::new()),
             journal: Mutex::new(Journal::default()),
+            tick,
         };
         // Every port is known before any replica starts, so each has the whole peers map.
         for &id in voters {
@@ -532,7 +544,7 @@ impl Cluster {
             definition: fixture().definition.clone(),
             initial_voters: self.initial_voters.clone(),
             peers: self.addresses.lock().unwrap().clone(),
-            tick: TICK,
+            tick: self.tick,
             compact_after_entries: self.compact_after_entries,
             dialer: Arc::new(TlsDialer::new(&tls_files).map_err(|e| e.to_string())?),
         })
@@ -1919,4 +1931,279 @@ async fn results_stream_township_scope_and_reflection() {
         assert!(names.contains(service), "{service} is listed: {names:?}");
     }
     cluster.check_end(&members).await;
+}
+
+// Goal: a linearizable read that raft will not answer (its leader died, or no leader is
+// known) is answered UNAVAILABLE with advice to send it again, soon, and leaves nothing
+// waiting in the driver: the map of pending reads does not grow.
+// Method: three replicas; kill the leader and at once issue 100 reads on a follower (which
+// still names the dead leader, so raft sends them there and never hears back); every read is
+// answered within the driver's read deadline plus a second, either confirmed by a new leader
+// or dropped, and the pending-reads gauge goes back to 0. Then kill the other follower too:
+// the survivor knows no leader, 200 more reads are all dropped at once, the gauge stays 0,
+// and a Results call says UNAVAILABLE and to send it again.
+#[tokio::test]
+async fn reads_raft_drops_are_answered_and_forgotten() {
+    use tally_county::node::{READ_WAIT_MAX, WriteError};
+    let members = [1, 2, 3];
+    let cluster = Cluster::start(&members, COMPACT_AFTER_ENTRIES_DEFAULT).await;
+    let leader = cluster.wait_for_leader(&members).await.replica_id;
+    let followers = others(&members, leader);
+    let (survivor, other) = (followers[0], followers[1]);
+    let node = cluster.node(survivor);
+    // A new leader confirms reads once it has committed an entry of its term.
+    poll(
+        "a read on a follower with a live leader to be confirmed",
+        async || node.read_barrier().await.map_err(|e| e.to_string()),
+    )
+    .await;
+
+    let reads = async |count: usize| -> Vec<(Result<u64, WriteError>, Duration)> {
+        let calls = (0..count).map(|_| {
+            let node = node.clone();
+            async move {
+                let started = Instant::now();
+                let answer = tokio::time::timeout(WAIT_MAX, node.read_barrier())
+                    .await
+                    .expect("a read is answered");
+                (answer, started.elapsed())
+            }
+        });
+        futures_join_all(calls).await
+    };
+    let pending = || {
+        node.metrics()
+            .reads_pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+
+    cluster.crash(leader).await;
+    let answers = reads(100).await;
+    let mut dropped = 0;
+    for (answer, took) in &answers {
+        assert!(
+            *took <= READ_WAIT_MAX + Duration::from_secs(1),
+            "a read took {took:?}: {answer:?}"
+        );
+        match answer {
+            Ok(_) => {}
+            Err(WriteError::ReadDropped(reason)) => {
+                dropped += 1;
+                assert!(
+                    WriteError::ReadDropped(reason.clone())
+                        .to_string()
+                        .ends_with("send it again"),
+                    "{reason}"
+                );
+            }
+            Err(e) => panic!("a read failed otherwise: {e}"),
+        }
+    }
+    eprintln!(
+        "leader {leader} killed: {dropped} of 100 reads on replica {survivor} dropped, the rest confirmed by a new leader; slowest answer {:?}",
+        answers.iter().map(|(_, t)| *t).max().unwrap_or_default()
+    );
+    poll(
+        "no read left pending on the survivor",
+        async || match pending() {
+            0 => Ok(()),
+            n => Err(format!("{n} reads pending")),
+        },
+    )
+    .await;
+
+    cluster.crash(other).await;
+    poll("the survivor to know no leader", async || {
+        let status = cluster.status(survivor).await?;
+        if status.leader_id == 0 {
+            Ok(())
+        } else {
+            Err(format!("leader {}", status.leader_id))
+        }
+    })
+    .await;
+    let answers = reads(200).await;
+    for (answer, took) in &answers {
+        assert!(
+            matches!(answer, Err(WriteError::ReadDropped(reason)) if reason.contains("knows no leader")),
+            "{answer:?}"
+        );
+        assert!(*took < Duration::from_secs(1), "a read took {took:?}");
+    }
+    assert_eq!(pending(), 0, "nothing waits in the driver");
+    let refused = cluster
+        .county(survivor, &operator())
+        .results(pb::ResultsRequest::default())
+        .await
+        .expect_err("no linearizable read without a leader");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("send it again"),
+        "{}",
+        refused.message()
+    );
+}
+
+// Goal: results are computed outside the driver, once per applied index however many callers
+// ask, and heartbeats are not held up by them: while results are read hard and the count
+// goes on, no election happens and the driver keeps answering within a tick or so.
+// Method: three replicas with the production tick (100 ms: heartbeats every 300 ms, an
+// election after 1 to 2 s without one), the whole sample county ingested; 64 stale Results
+// calls at once on the leader at one applied index cost exactly one computation (the
+// leader's `results_computed` counter); then for 3 s, 8 callers read linearizable Results on the
+// leader in a loop while a lane sends the county's batches again (duplicates, each a new log
+// entry, so every read may need a new computation) and the driver's round trip is timed
+// every 10 ms; afterwards every replica is in the same term under the same leader, no
+// replica saw a leader change, and the computations are at most the applied indexes passed.
+#[tokio::test]
+async fn results_once_per_index_while_the_leader_keeps_its_lease() {
+    use std::sync::atomic::Ordering;
+    let f = fixture();
+    let members = [1, 2, 3];
+    let cluster = Cluster::start_with_tick(
+        &members,
+        COMPACT_AFTER_ENTRIES_DEFAULT,
+        Duration::from_millis(100),
+    )
+    .await;
+    let leader = cluster.wait_for_leader(&members).await.replica_id;
+    let all = batches(&f.sheets, BATCH_SHEETS_MAX);
+    cluster.ingest_lane(&members, leader, &all, None).await;
+    let before = cluster.wait_converged(&members).await;
+    let node = cluster.node(leader);
+    let computed = || node.metrics().results_computed.load(Ordering::Relaxed);
+
+    let computed_before = computed();
+    let stale = pb::ResultsRequest {
+        stale: true,
+        ..Default::default()
+    };
+    let calls = (0..64).map(|_| {
+        let mut client = cluster.county(leader, &operator());
+        let request = stale.clone();
+        async move {
+            client
+                .results(request)
+                .await
+                .expect("a stale read is served")
+                .into_inner()
+        }
+    });
+    let answers = futures_join_all(calls).await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.log_index == before.applied_index && a.result_json == answers[0].result_json)
+    );
+    assert_eq!(
+        computed() - computed_before,
+        1,
+        "64 callers at one applied index, one computation"
+    );
+
+    let changes = |id: u64| {
+        cluster
+            .node(id)
+            .metrics()
+            .leader_changes
+            .load(Ordering::Relaxed)
+    };
+    let changes_before: Vec<u64> = members.iter().map(|&id| changes(id)).collect();
+    let computed_before = computed();
+    let load_for = Duration::from_secs(3);
+    let end = Instant::now() + load_for;
+    let readers = (0..8).map(|_| {
+        let mut client = cluster.county(leader, &operator());
+        async move {
+            let mut reads = 0u64;
+            while Instant::now() < end {
+                client
+                    .results(pb::ResultsRequest::default())
+                    .await
+                    .expect("a linearizable read is served while the leader keeps its lease");
+                reads += 1;
+            }
+            reads
+        }
+    });
+    let resend = async {
+        let mut sent = 0;
+        for batch in all.iter().cycle() {
+            if Instant::now() >= end {
+                break;
+            }
+            cluster
+                .ingest(leader, batch)
+                .await
+                .expect("the leader answers");
+            sent += 1;
+        }
+        sent
+    };
+    let timing = async {
+        let mut round_trips = Vec::new();
+        while Instant::now() < end {
+            let started = Instant::now();
+            node.query(|_| ()).await.expect("the driver answers");
+            round_trips.push(started.elapsed());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        round_trips.sort();
+        round_trips
+    };
+    let (reads, resent, round_trips) = tokio::join!(futures_join_all(readers), resend, timing);
+    let after = cluster.wait_converged(&members).await;
+    let computations = computed() - computed_before;
+    let reads: u64 = reads.iter().sum();
+    let p99 = round_trips[round_trips.len() * 99 / 100];
+    let max = *round_trips.last().expect("timed at least once");
+    eprintln!(
+        "{reads} linearizable reads and {resent} batches sent again in {load_for:?}: {computations} computations over {} applied indexes; driver round trip p99 {p99:?}, max {max:?}",
+        after.applied_index - before.applied_index
+    );
+    assert!(reads > 0 && resent > 0);
+    assert_eq!(
+        (after.replica_id, after.term),
+        (before.replica_id, before.term),
+        "the leader kept its lease: no election"
+    );
+    let changes_after: Vec<u64> = members.iter().map(|&id| changes(id)).collect();
+    assert_eq!(
+        changes_after, changes_before,
+        "no replica saw a leader change"
+    );
+    assert!(
+        computations <= after.applied_index - before.applied_index,
+        "at most one computation per applied index"
+    );
+    cluster.check_end(&members).await;
+}
+
+/// Runs futures concurrently on this task and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future ended"))
+        .collect()
 }

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use tally_core::definition::Definition;
 use tally_core::ids::TownshipId;
-use tally_county::node::NodeHandle;
+use tally_county::node::{NodeHandle, Placement};
 use tally_county::server::{self, ReplicaSetup};
 use tally_county::service::CHECK_IN_PLACE_MAX;
 use tally_county::state::ChainHead;
@@ -314,20 +314,25 @@ struct ReplicaHost {
 async fn run_replica(host: ReplicaHost) -> turmoil::Result {
     let identity = Identity::replica(host.id)?;
     let tls = TlsFiles::in_dir(&host.pki, &identity);
-    let opened = server::open(ReplicaSetup {
-        cluster_id: CLUSTER_ID.to_owned(),
-        replica_id: host.id,
-        data_dir: host.data_dir.clone(),
-        definition: host.definition.clone(),
-        initial_voters: host.voters.clone(),
-        peers: host.peers.clone(),
-        tick: RAFT_TICK,
-        compact_after_entries: COMPACT_AFTER_ENTRIES,
-        dialer: Arc::new(SimDialer {
-            tls: tls.clone(),
-            call_timeout: None,
-        }),
-    })?;
+    // The driver runs as a task of the host's runtime: turmoil drives that runtime's clock
+    // and scheduling, which a thread of its own would escape.
+    let opened = server::open_with(
+        ReplicaSetup {
+            cluster_id: CLUSTER_ID.to_owned(),
+            replica_id: host.id,
+            data_dir: host.data_dir.clone(),
+            definition: host.definition.clone(),
+            initial_voters: host.voters.clone(),
+            peers: host.peers.clone(),
+            tick: RAFT_TICK,
+            compact_after_entries: COMPACT_AFTER_ENTRIES,
+            dialer: Arc::new(SimDialer {
+                tls: tls.clone(),
+                call_timeout: None,
+            }),
+        },
+        Placement::Task,
+    )?;
     host.registry
         .lock()
         .unwrap()
