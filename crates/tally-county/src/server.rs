@@ -63,18 +63,35 @@ pub struct Opened {
 /// Opens the replica's data directory (founding the cluster on a founder's first start) and
 /// starts its driver task. Must be called inside a tokio runtime.
 pub fn open(setup: ReplicaSetup) -> Result<Opened, ServeError> {
+    open_on(setup, None)
+}
+
+/// As [`open`], with the database on `backend` instead of its file in the data directory (the
+/// simulation's power-loss disk, see [`DiskStorage::open_with_backend`]).
+pub fn open_with_backend(
+    setup: ReplicaSetup,
+    backend: Box<dyn storage::StorageBackend>,
+) -> Result<Opened, ServeError> {
+    open_on(setup, Some(backend))
+}
+
+fn open_on(
+    setup: ReplicaSetup,
+    backend: Option<Box<dyn storage::StorageBackend>>,
+) -> Result<Opened, ServeError> {
     let dir = setup.data_dir.clone();
     let storage_error = |source| ServeError::Storage {
         dir: dir.clone(),
         source,
     };
-    let storage = DiskStorage::open(
-        &setup.data_dir,
-        &storage::Identity {
-            cluster_id: setup.cluster_id.clone(),
-            replica_id: setup.replica_id,
-        },
-    )
+    let identity = storage::Identity {
+        cluster_id: setup.cluster_id.clone(),
+        replica_id: setup.replica_id,
+    };
+    let storage = match backend {
+        Some(backend) => DiskStorage::open_with_backend(&setup.data_dir, &identity, backend),
+        None => DiskStorage::open(&setup.data_dir, &identity),
+    }
     .map_err(storage_error)?;
     let mut founded = false;
     if !storage.is_initialized() && setup.initial_voters.contains(&setup.replica_id) {
