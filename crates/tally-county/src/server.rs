@@ -64,24 +64,43 @@ pub struct Opened {
 /// starts its driver on a thread of its own. Must be called inside a tokio runtime; the
 /// driver stops when that runtime shuts down.
 pub fn open(setup: ReplicaSetup) -> Result<Opened, ServeError> {
-    open_with(setup, Placement::Thread)
+    open_on(setup, Placement::Thread, None)
 }
 
 /// [`open`], with the driver where `placement` says: [`Placement::Task`] in the simulation,
 /// whose runtime and clock are simulated.
 pub fn open_with(setup: ReplicaSetup, placement: Placement) -> Result<Opened, ServeError> {
+    open_on(setup, placement, None)
+}
+
+/// As [`open_with`], with the database on `backend` instead of its file in the data directory
+/// (the simulation's power-loss disk, see [`DiskStorage::open_with_backend`]).
+pub fn open_with_backend(
+    setup: ReplicaSetup,
+    placement: Placement,
+    backend: Box<dyn storage::StorageBackend>,
+) -> Result<Opened, ServeError> {
+    open_on(setup, placement, Some(backend))
+}
+
+fn open_on(
+    setup: ReplicaSetup,
+    placement: Placement,
+    backend: Option<Box<dyn storage::StorageBackend>>,
+) -> Result<Opened, ServeError> {
     let dir = setup.data_dir.clone();
     let storage_error = |source| ServeError::Storage {
         dir: dir.clone(),
         source,
     };
-    let storage = DiskStorage::open(
-        &setup.data_dir,
-        &storage::Identity {
-            cluster_id: setup.cluster_id.clone(),
-            replica_id: setup.replica_id,
-        },
-    )
+    let identity = storage::Identity {
+        cluster_id: setup.cluster_id.clone(),
+        replica_id: setup.replica_id,
+    };
+    let storage = match backend {
+        Some(backend) => DiskStorage::open_with_backend(&setup.data_dir, &identity, backend),
+        None => DiskStorage::open(&setup.data_dir, &identity),
+    }
     .map_err(storage_error)?;
     let mut founded = false;
     if !storage.is_initialized() && setup.initial_voters.contains(&setup.replica_id) {

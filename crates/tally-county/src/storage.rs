@@ -4,7 +4,8 @@
 //! # Tables
 //! - `log`: log index → `term (u64 big-endian) || Entry (rust-protobuf)`. The term comes
 //!   first so [`raft::Storage::term`] reads 8 bytes and parses nothing.
-//! - `meta`: `cluster_id`, `replica_id` (the identity, written when the directory is created),
+//! - `meta`: `schema_version` (decimal text, [`SCHEMA_VERSION`]), `cluster_id`, `replica_id`
+//!   (the identity; all three written when the directory is created),
 //!   `hard_state`, `conf_state`, `snapshot_metadata` (rust-protobuf), `snapshot_data` (the
 //!   state image, `tally.v1.CountySnapshot`), `applied_index` (u64 big-endian).
 //! - `chain`: chain position (0 for the first sheet ever recorded) → `tally.v1.ChainRecord`:
@@ -14,6 +15,13 @@
 //! The state machine is rebuilt on restart by restoring the image and replaying the rows
 //! after it ([`DiskStorage::load_state`]); conflicts and the ledger follow from the evidence,
 //! so they have no table of their own.
+//!
+//! # Schema version
+//! `schema_version` names the layout above. It is written when the database is created and
+//! checked at every open: a database of a newer version than this binary knows is refused
+//! (its tables may mean something else), naming the file and both versions. A database
+//! without one was made by the release before versions were recorded, whose layout is
+//! version 1: it is read as version 1, and the version is written.
 //!
 //! # Durability
 //! - [`DiskStorage::persist`] (log, hard state, snapshot), [`DiskStorage::compact`],
@@ -44,6 +52,8 @@ pub const BOOTSTRAP_INDEX: u64 = 1;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState};
+/// What [`DiskStorage::open_with_backend`] takes: the storage under the database.
+pub use redb::StorageBackend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -64,6 +74,11 @@ const META_SNAPSHOT_METADATA: &str = "snapshot_metadata";
 const META_SNAPSHOT_DATA: &str = "snapshot_data";
 const META_APPLIED_INDEX: &str = "applied_index";
 const META_INCARNATION: &str = "incarnation";
+const META_SCHEMA_VERSION: &str = "schema_version";
+
+/// The version of the table layout this binary reads and writes (see the module documentation).
+/// A database without one is version 1, the layout of the release before versions were kept.
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// Bytes of a data directory's incarnation: random, made when the directory is created.
 pub const INCARNATION_BYTES: usize = 16;
@@ -105,6 +120,14 @@ pub enum StorageError {
         "the replica is already initialized (it has a configuration or a log); bootstrap only an empty founding replica"
     )]
     AlreadyInitialized,
+    #[error(
+        "{path} was written by a newer tally (storage schema version {stored}; this binary reads up to version {supported}); run the tally release that wrote it, or restore this data directory from a backup made by this release"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        stored: u32,
+        supported: u32,
+    },
     #[error("stored {what} is corrupt: {problem}")]
     Corrupt { what: String, problem: String },
     #[error("stored county state does not rebuild: {0}")]
@@ -226,11 +249,34 @@ impl DiskStorage {
     /// Opens the replica's database in `dir`, creating both if needed. A directory created
     /// for another cluster id or replica id is an error naming both.
     pub fn open(dir: &Path, identity: &Identity) -> Result<Self, StorageError> {
+        Self::open_on(dir, identity, None)
+    }
+
+    /// As [`DiskStorage::open`], with the database on `backend` instead of the file in `dir`:
+    /// the seeded simulation puts a disk there that loses unsynced writes and tears the last
+    /// one (`tests/support/power_loss.rs`), to test recovery after a power cut.
+    pub fn open_with_backend(
+        dir: &Path,
+        identity: &Identity,
+        backend: Box<dyn StorageBackend>,
+    ) -> Result<Self, StorageError> {
+        Self::open_on(dir, identity, Some(backend))
+    }
+
+    fn open_on(
+        dir: &Path,
+        identity: &Identity,
+        backend: Option<Box<dyn StorageBackend>>,
+    ) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
             path: dir.to_owned(),
             source,
         })?;
-        let database = Database::create(dir.join(DATABASE_FILE)).map_err(|e| match e {
+        let opened = match backend {
+            Some(backend) => Database::builder().create_with_backend(BoxedBackend(backend)),
+            None => Database::create(dir.join(DATABASE_FILE)),
+        };
+        let database = opened.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StorageError::InUse {
                 path: dir.join(DATABASE_FILE),
             },
@@ -245,6 +291,32 @@ impl DiskStorage {
             txn.open_table(CHAIN).map_err(db)?;
             txn.open_table(NODE).map_err(db)?;
             let mut meta = txn.open_table(META).map_err(db)?;
+            let stored_version = match meta.get(META_SCHEMA_VERSION).map_err(db)? {
+                Some(v) => Some(
+                    std::str::from_utf8(v.value())
+                        .ok()
+                        .and_then(|text| text.parse::<u32>().ok())
+                        .ok_or_else(|| corrupt("schema version", "is not a number"))?,
+                ),
+                None => None,
+            };
+            match stored_version {
+                Some(stored) if stored > SCHEMA_VERSION => {
+                    return Err(StorageError::SchemaTooNew {
+                        path: dir.join(DATABASE_FILE),
+                        stored,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Some(_) => {}
+                // New, or made by the release before versions were recorded, whose layout is
+                // version 1 (this binary's): either way the layout is this binary's. A binary
+                // with a later version must migrate an unversioned database from version 1.
+                None => {
+                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_bytes())
+                        .map_err(db)?;
+                }
+            }
             let stored_cluster = meta
                 .get(META_CLUSTER_ID)
                 .map_err(db)?
@@ -699,6 +771,36 @@ impl DiskStorage {
             .map_err(db)?
             .ok_or_else(|| corrupt("log", format!("lacks entry {index} inside its bounds")))?;
         decode_log_term(index, value.value())
+    }
+}
+
+/// A boxed backend as redb takes one (redb's `create_with_backend` wants a sized type).
+#[derive(Debug)]
+struct BoxedBackend(Box<dyn StorageBackend>);
+
+impl StorageBackend for BoxedBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+
+    fn close(&self) -> std::io::Result<()> {
+        self.0.close()
     }
 }
 
@@ -1462,5 +1564,77 @@ mod tests {
         let storage = DiskStorage::open(dir.path(), &identity(1)).unwrap();
         assert!(storage.is_initialized());
         assert!(storage.bootstrap(&[1]).is_err());
+    }
+
+    /// Sets (or, with `None`, removes) the stored schema version of the database in `dir`, as
+    /// another release would have left it.
+    fn set_stored_version(dir: &Path, version: Option<&str>) {
+        let database = Database::create(dir.join(DATABASE_FILE)).unwrap();
+        let txn = database.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            match version {
+                Some(v) => meta.insert(META_SCHEMA_VERSION, v.as_bytes()).unwrap(),
+                None => meta.remove(META_SCHEMA_VERSION).unwrap(),
+            };
+        }
+        txn.commit().unwrap();
+    }
+
+    fn stored_version(dir: &Path) -> Option<String> {
+        let database = Database::create(dir.join(DATABASE_FILE)).unwrap();
+        let txn = database.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        meta.get(META_SCHEMA_VERSION)
+            .unwrap()
+            .map(|v| String::from_utf8(v.value().to_vec()).unwrap())
+    }
+
+    // Goal: every county database records its schema version; one written by a newer release
+    // is refused with an error naming the file, both versions and what to do, and one made
+    // before versions were recorded opens as version 1 and is stamped so.
+    // Method: create a database and read the stamp; set it to one past this binary's and
+    // reopen; remove it and reopen.
+    #[test]
+    fn schema_version_is_written_checked_and_defaults_to_one() {
+        let dir = TempDir::new().unwrap();
+        {
+            let storage = DiskStorage::open(dir.path(), &identity(1)).unwrap();
+            storage.bootstrap(&[1, 2, 3]).unwrap();
+        }
+        assert_eq!(stored_version(dir.path()), Some(SCHEMA_VERSION.to_string()));
+
+        let newer = (SCHEMA_VERSION + 1).to_string();
+        set_stored_version(dir.path(), Some(&newer));
+        let err = DiskStorage::open(dir.path(), &identity(1)).err().unwrap();
+        assert!(matches!(err, StorageError::SchemaTooNew { .. }), "{err}");
+        let message = err.to_string();
+        let file = dir.path().join(DATABASE_FILE);
+        for part in [
+            file.display().to_string(),
+            format!("schema version {newer}"),
+            format!("reads up to version {SCHEMA_VERSION}"),
+            "run the tally release that wrote it".to_owned(),
+        ] {
+            assert!(message.contains(&part), "{message} lacks {part:?}");
+        }
+        // The refusal changed nothing: the newer release can still open its database.
+        assert_eq!(stored_version(dir.path()), Some(newer));
+
+        set_stored_version(dir.path(), None);
+        let storage = DiskStorage::open(dir.path(), &identity(1)).unwrap();
+        assert!(
+            storage.is_initialized(),
+            "the old database is read as it is"
+        );
+        drop(storage);
+        assert_eq!(stored_version(dir.path()), Some("1".to_owned()));
+
+        set_stored_version(dir.path(), Some("one"));
+        let err = DiskStorage::open(dir.path(), &identity(1)).err().unwrap();
+        assert!(
+            err.to_string().contains("schema version is corrupt"),
+            "{err}"
+        );
     }
 }

@@ -5,9 +5,14 @@
 //!
 //! While the clients submit, a fault schedule drawn from the seed, aimed at the leader half
 //! the time, partitions replicas (both ways and one way), holds links, slows the network and
-//! makes it lose messages, stops or kills replicas and restarts them, one or all at once (a
-//! restart re-opens the same redb data directory; a killed replica's disk is as the kill left
-//! it, see `Faults::stop`). Clients send a batch again when the answer is UNAVAILABLE or
+//! makes it lose messages, stops, kills or cuts the power of replicas and restarts them, one or
+//! all at once. Each replica's redb database lies on a simulated disk (`support::power_loss`):
+//! a killed replica's disk keeps every write it made; a power cut keeps only what was synced,
+//! plus, drawn from the seed, an in-order prefix of the unsynced writes ending in a torn one,
+//! or any subset of them, some torn (as much as redb's design allows a disk to do). A restart
+//! re-opens the database on that disk, and must recover every sheet acknowledged; a replica
+//! that cannot open its database after a power cut fails the run with its error (the refusal
+//! is counted, and would be rebuilt from its peers by an operator). Clients send a batch again when the answer is UNAVAILABLE or
 //! DEADLINE_EXCEEDED (or the call timed out or its connection broke), sometimes a large one
 //! (checked on the blocking pool), and sometimes send an acknowledged batch again on purpose.
 //! Then everything is healed, the cluster settles, and the checks run:
@@ -20,7 +25,9 @@
 //!
 //! A failure names its seed and prints the fault schedule. `TALLY_SIM_SEED=N cargo test -p
 //! tally-county --test simulation -- --nocapture` runs that seed alone and prints what
-//! happened; `TALLY_SIM_SEED=1000-1099` sweeps a range. The schedule and turmoil's network
+//! happened; `TALLY_SIM_SEED=1000-1099` sweeps a range; `TALLY_SIM_SEEDS=2000` runs the first
+//! 2,000 seeds of each test (the long sweep, docs/design/county.md) instead of the few CI runs,
+//! and prints the power-loss figures of the whole sweep at the end. The schedule and turmoil's network
 //! follow from the seed, but raft-rs draws its election jitter from the thread RNG and tokio's
 //! `select!` picks branches at random, so a replay has the same faults at the same times and
 //! not always the same interleaving.
@@ -32,7 +39,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use hyper_util::rt::TokioIo;
+use support::power_loss::{CutMode, CutReport, Disk, POWER_CUT_MARKER};
 use tally_core::definition::Definition;
 use tally_core::ids::TownshipId;
 use tally_county::node::{NodeHandle, Placement};
@@ -49,9 +59,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// Seeds CI runs with 3 replicas.
+/// Seeds CI runs with 3 replicas; `TALLY_SIM_SEEDS=N` runs N seeds from the first.
 const SEEDS_THREE: &[u64] = &[1, 2, 3, 4, 5, 6];
-/// Seeds CI runs with 5 replicas.
+/// Seeds CI runs with 5 replicas; `TALLY_SIM_SEEDS=N` runs N seeds from the first.
 const SEEDS_FIVE: &[u64] = &[101, 102, 103];
 
 const CLUSTER_ID: &str = "sim-county";
@@ -98,9 +108,16 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 /// Applied entries a replica keeps before compacting its log: small, so a replica that was
 /// down or cut off catches up by snapshot, sent over the raft transport.
 const COMPACT_AFTER_ENTRIES: u64 = 16;
-/// Per mille of stopped replicas that are killed (their disk as the kill left it) rather
-/// than stopped cleanly.
-const KILL_PER_MILLE: u64 = 700;
+/// Per mille of stopped replicas stopped cleanly; the rest are killed (the disk keeps every
+/// write) or lose power (the disk keeps what was synced, and maybe part of the rest).
+const CLEAN_STOP_PER_MILLE: u64 = 250;
+/// Per mille of the other stops that are power cuts rather than kills.
+const POWER_CUT_PER_MILLE: u64 = 600;
+/// Per mille of crash events that arm a power cut during a commit instead (between its writes
+/// and its fsync: the only moment a redb file holds unsynced writes to lose or tear).
+const ARMED_CUT_PER_MILLE: u64 = 400;
+/// An armed cut happens at one of the replica's next this many fsyncs.
+const ARMED_CUT_SYNCS_MAX: u64 = 6;
 /// How long one query of a replica's state may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -308,31 +325,71 @@ struct ReplicaHost {
     voters: Vec<u64>,
     peers: BTreeMap<u64, String>,
     registry: Registry,
+    /// The disk its database lies on, and what power cuts did to it.
+    disk: Disk,
+    power: Shared<PowerJournal>,
 }
 
-/// One start of a replica: open (or re-open) its data directory and serve until crashed.
+/// What became of replicas that lost power.
+#[derive(Default)]
+struct PowerJournal {
+    /// Replicas whose power was cut and which have not started since.
+    after_cut: BTreeSet<u64>,
+    /// Starts after a power cut that opened the database.
+    recoveries: u64,
+    /// Starts after a power cut that refused to open it, with the error.
+    refusals: Vec<String>,
+}
+
+/// The name of a replica's database file on the simulated disk.
+fn database_name(id: u64) -> String {
+    format!("replica-{id}/{}", tally_county::storage::DATABASE_FILE)
+}
+
+/// One start of a replica: open (or re-open) its database and serve until crashed.
 async fn run_replica(host: ReplicaHost) -> turmoil::Result {
     let identity = Identity::replica(host.id)?;
     let tls = TlsFiles::in_dir(&host.pki, &identity);
+    let setup = ReplicaSetup {
+        cluster_id: CLUSTER_ID.to_owned(),
+        replica_id: host.id,
+        data_dir: host.data_dir.clone(),
+        definition: host.definition.clone(),
+        initial_voters: host.voters.clone(),
+        peers: host.peers.clone(),
+        tick: RAFT_TICK,
+        compact_after_entries: COMPACT_AFTER_ENTRIES,
+        dialer: Arc::new(SimDialer {
+            tls: tls.clone(),
+            call_timeout: None,
+        }),
+    };
     // The driver runs as a task of the host's runtime: turmoil drives that runtime's clock
     // and scheduling, which a thread of its own would escape.
-    let opened = server::open_with(
-        ReplicaSetup {
-            cluster_id: CLUSTER_ID.to_owned(),
-            replica_id: host.id,
-            data_dir: host.data_dir.clone(),
-            definition: host.definition.clone(),
-            initial_voters: host.voters.clone(),
-            peers: host.peers.clone(),
-            tick: RAFT_TICK,
-            compact_after_entries: COMPACT_AFTER_ENTRIES,
-            dialer: Arc::new(SimDialer {
-                tls: tls.clone(),
-                call_timeout: None,
-            }),
-        },
+    let opened = server::open_with_backend(
+        setup,
         Placement::Task,
-    )?;
+        host.disk.open(&database_name(host.id)),
+    );
+    let opened = {
+        let mut power = host.power.lock().unwrap();
+        let after_cut = power.after_cut.remove(&host.id);
+        match opened {
+            Ok(opened) => {
+                power.recoveries += u64::from(after_cut);
+                opened
+            }
+            Err(e) => {
+                let refusal = format!(
+                    "replica {} refused to start{}: {e}",
+                    host.id,
+                    if after_cut { " after a power cut" } else { "" }
+                );
+                power.refusals.push(refusal.clone());
+                return Err(refusal.into());
+            }
+        }
+    };
     host.registry
         .lock()
         .unwrap()
@@ -684,8 +741,12 @@ struct Faults {
     lossy: bool,
     /// To find the leader: faults aimed at it are the ones that test the most.
     registry: Registry,
-    /// Where the replicas' data directories are, to take a killed replica's disk image.
-    data_root: PathBuf,
+    /// The replicas' disk, to kill them and cut their power.
+    disk: Disk,
+    power: Shared<PowerJournal>,
+    /// Replicas whose power will go at a coming fsync, and how it treats the unsynced writes.
+    armed: BTreeMap<u64, CutMode>,
+    stops: StopFigures,
     log: Vec<String>,
 }
 
@@ -695,7 +756,8 @@ impl Faults {
         replicas: &[u64],
         clients: &[String],
         registry: Registry,
-        data_root: PathBuf,
+        disk: Disk,
+        power: Shared<PowerJournal>,
     ) -> Self {
         Faults {
             rng: Rng(seed ^ 0xFA17_5EED),
@@ -705,7 +767,10 @@ impl Faults {
             next_at: Duration::from_millis(1_000),
             lossy: false,
             registry,
-            data_root,
+            disk,
+            power,
+            armed: BTreeMap::new(),
+            stops: StopFigures::default(),
             log: Vec::new(),
         }
     }
@@ -744,8 +809,55 @@ impl Faults {
             .collect()
     }
 
+    /// Stops the hosts whose armed power cut happened in the last step (their process saw
+    /// the fsync fail and wrote nothing more).
+    fn stop_fired(&mut self, sim: &mut turmoil::Sim<'_>) {
+        let now = sim.elapsed();
+        for (r, mode) in std::mem::take(&mut self.armed) {
+            let Some(cut) = self.disk.take_fired(&database_name(r)) else {
+                self.armed.insert(r, mode);
+                continue;
+            };
+            sim.crash(replica_host(r));
+            self.crashed.insert(r);
+            self.power.lock().unwrap().after_cut.insert(r);
+            self.stops.cuts_during_fsync += 1;
+            let what = self.count_cut(mode, &cut);
+            self.log.push(format!(
+                "{:>8.3}s the power of replica {r} went during an fsync ({what})",
+                now.as_secs_f64()
+            ));
+        }
+    }
+
+    /// Counts a power cut in the figures and says what it did.
+    fn count_cut(&mut self, mode: CutMode, cut: &CutReport) -> String {
+        self.stops.power_cuts += 1;
+        match mode {
+            CutMode::LoseAll => self.stops.cuts_lose_all += 1,
+            CutMode::TornPrefix => self.stops.cuts_torn_prefix += 1,
+            CutMode::AnySubset => self.stops.cuts_any_subset += 1,
+        }
+        self.stops.unsynced_writes += cut.unsynced_writes;
+        self.stops.kept_whole += cut.kept_whole;
+        self.stops.torn_writes += cut.torn;
+        format!(
+            "{mode}: {} unsynced writes, {} kept whole, {} torn",
+            cut.unsynced_writes, cut.kept_whole, cut.torn
+        )
+    }
+
+    /// Draws how a power cut treats the unsynced writes.
+    fn cut_mode(&mut self) -> CutMode {
+        *pick(
+            &mut self.rng,
+            &[CutMode::LoseAll, CutMode::TornPrefix, CutMode::AnySubset],
+        )
+    }
+
     /// Injects the next fault if its time has come.
     fn step(&mut self, sim: &mut turmoil::Sim<'_>) {
+        self.stop_fired(sim);
         let now = sim.elapsed();
         if now < self.next_at {
             return;
@@ -813,12 +925,26 @@ impl Faults {
             // Crash a replica; at most a majority are down at once.
             60..=71 => {
                 let r = self.pick_target();
-                if self.crashed.contains(&r) || self.crashed.len() > n / 2 {
+                if self.crashed.contains(&r)
+                    || self.armed.contains_key(&r)
+                    || self.crashed.len() + self.armed.len() > n / 2
+                {
                     return;
                 }
-                let how = self.stop(sim, r);
-                self.crashed.insert(r);
-                format!("{how} replica {r}")
+                if chance(&mut self.rng, ARMED_CUT_PER_MILLE) {
+                    let syncs = range(&mut self.rng, 1, ARMED_CUT_SYNCS_MAX) as u32;
+                    let mode = self.cut_mode();
+                    let rng = Rng(self.rng.next());
+                    self.disk.arm(&database_name(r), syncs, mode, rng);
+                    self.armed.insert(r, mode);
+                    format!(
+                        "replica {r} will lose power during its fsync number {syncs} from now ({mode})"
+                    )
+                } else {
+                    let how = self.stop(sim, r, false);
+                    self.crashed.insert(r);
+                    how
+                }
             }
             // Restart a crashed replica on its data directory.
             72..=83 => {
@@ -836,9 +962,12 @@ impl Faults {
             // Every replica loses power and comes back: all recover from their disks.
             84..=85 => {
                 let mut how = Vec::new();
+                for r in std::mem::take(&mut self.armed).into_keys() {
+                    self.disk.disarm(&database_name(r));
+                }
                 for r in self.replicas.clone() {
                     if !self.crashed.contains(&r) {
-                        how.push(format!("{} {r}", self.stop(sim, r)));
+                        how.push(self.stop(sim, r, true));
                     }
                     sim.bounce(replica_host(r));
                 }
@@ -848,12 +977,12 @@ impl Faults {
             // Crash and restart at once.
             86..=89 => {
                 let r = self.pick_target();
-                if self.crashed.contains(&r) {
+                if self.crashed.contains(&r) || self.armed.contains_key(&r) {
                     return;
                 }
-                let how = self.stop(sim, r);
+                let how = self.stop(sim, r, false);
                 sim.bounce(replica_host(r));
-                format!("{how} and restart replica {r}")
+                format!("{how} and restart it")
             }
             // Lose messages for a while (turmoil breaks a link at random and drops what is
             // on it; a TCP stream over it stalls until a keepalive notices).
@@ -881,26 +1010,34 @@ impl Faults {
     }
 
     /// Stops replica `r` as a graceful stop does or, more often, as a killed process or a
-    /// power cut does; says which.
+    /// power cut does; says which, and to which replica.
     ///
-    /// turmoil stops a host by dropping its runtime, and redb closes its file cleanly on the
-    /// way (it writes its shutdown header, which also makes its non-durable commits durable).
-    /// A killed replica gets no such chance: its disk is taken as it is before the stop and
-    /// put back after. That happens between two steps, when no write is under way (the driver
-    /// and the services run on this thread), so the image is what the disk holds after a kill
-    /// (every write made, nothing after) and one thing it may hold after a power cut.
-    fn stop(&mut self, sim: &mut turmoil::Sim<'_>, r: u64) -> &'static str {
-        if !chance(&mut self.rng, KILL_PER_MILLE) {
+    /// turmoil stops a host by dropping its runtime, and redb closes its database cleanly on
+    /// the way (it writes its shutdown header, which also makes its non-durable commits
+    /// durable). A killed replica's or a power cut's disk takes no write from the dying
+    /// process after the moment of the stop: that happens between two steps, when no write is
+    /// under way (the driver and the services run on this thread), so a kill leaves every
+    /// write made, and a power cut what was synced plus what `support::power_loss` draws.
+    /// `power_cut` makes it a power cut for certain (the whole county's machines lose power).
+    fn stop(&mut self, sim: &mut turmoil::Sim<'_>, r: u64, power_cut: bool) -> String {
+        if !power_cut && chance(&mut self.rng, CLEAN_STOP_PER_MILLE) {
             sim.crash(replica_host(r));
-            return "stop";
+            self.stops.clean_stops += 1;
+            return format!("stop replica {r}");
         }
-        let dir = data_dir(&self.data_root, r);
-        let image = dir.with_extension("killed");
-        copy_tree(&dir, &image);
+        let name = database_name(r);
+        if !power_cut && !chance(&mut self.rng, POWER_CUT_PER_MILLE) {
+            self.disk.kill(&name);
+            sim.crash(replica_host(r));
+            self.stops.kills += 1;
+            return format!("kill replica {r}");
+        }
+        let mode = self.cut_mode();
+        let cut = self.disk.power_cut(&name, mode, &mut self.rng);
         sim.crash(replica_host(r));
-        std::fs::remove_dir_all(&dir).expect("remove the closed data directory");
-        std::fs::rename(&image, &dir).expect("put the disk image back");
-        "kill"
+        self.power.lock().unwrap().after_cut.insert(r);
+        let what = self.count_cut(mode, &cut);
+        format!("cut the power of replica {r} ({what})")
     }
 
     fn repair(&mut self, sim: &mut turmoil::Sim<'_>) {
@@ -915,6 +1052,10 @@ impl Faults {
 
     /// Ends every fault: no loss, normal latency, every link healthy, every replica running.
     fn heal(&mut self, sim: &mut turmoil::Sim<'_>) {
+        self.stop_fired(sim);
+        for r in std::mem::take(&mut self.armed).into_keys() {
+            self.disk.disarm(&database_name(r));
+        }
         sim.set_fail_rate(0.0);
         self.lossy = false;
         sim.set_max_message_latency(LATENCY_MAX);
@@ -986,10 +1127,11 @@ impl tracing::Subscriber for EventCounter {
             fields.message.clone()
         };
         *events.counts.entry(key).or_default() += 1;
-        if *event.metadata().level() == tracing::Level::ERROR {
-            events
-                .errors
-                .push(format!("{} {}", fields.message, fields.fields.join(" ")));
+        let text = format!("{} {}", fields.message, fields.fields.join(" "));
+        // A replica whose power went during an fsync sees the fsync fail and stops its driver
+        // before its host is stopped: that error is the power cut, expected.
+        if *event.metadata().level() == tracing::Level::ERROR && !text.contains(POWER_CUT_MARKER) {
+            events.errors.push(text);
         }
     }
 
@@ -1015,9 +1157,76 @@ struct Summary {
     simulated: Duration,
     applied_index: u64,
     term: u64,
+    /// What the stops did to the replicas' disks.
+    stops: StopFigures,
 }
 
-fn simulate(replica_count: u64, seed: u64, log: &mut Vec<String>) -> Result<Summary, String> {
+/// How replicas were stopped in a run (or a sweep), and what power cuts did to their disks.
+#[derive(Debug, Default, Clone, Copy)]
+struct StopFigures {
+    clean_stops: u64,
+    kills: u64,
+    power_cuts: u64,
+    /// Of those, cuts during an fsync (after the commit's writes, before they were synced).
+    cuts_during_fsync: u64,
+    /// Power cuts that lost every unsynced write, kept an in-order prefix ending in a torn
+    /// write, or kept any subset.
+    cuts_lose_all: u64,
+    cuts_torn_prefix: u64,
+    cuts_any_subset: u64,
+    /// Unsynced writes at the cuts; of those, kept whole and torn.
+    unsynced_writes: u64,
+    kept_whole: u64,
+    torn_writes: u64,
+    /// Starts after a power cut that recovered, and that refused to open the database.
+    recoveries: u64,
+    refusals: u64,
+}
+
+impl StopFigures {
+    fn add(&mut self, other: &StopFigures) {
+        self.clean_stops += other.clean_stops;
+        self.kills += other.kills;
+        self.power_cuts += other.power_cuts;
+        self.cuts_during_fsync += other.cuts_during_fsync;
+        self.cuts_lose_all += other.cuts_lose_all;
+        self.cuts_torn_prefix += other.cuts_torn_prefix;
+        self.cuts_any_subset += other.cuts_any_subset;
+        self.unsynced_writes += other.unsynced_writes;
+        self.kept_whole += other.kept_whole;
+        self.torn_writes += other.torn_writes;
+        self.recoveries += other.recoveries;
+        self.refusals += other.refusals;
+    }
+}
+
+impl std::fmt::Display for StopFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} clean stops, {} kills, {} power cuts ({} during an fsync; {} lost every unsynced write, {} kept a torn prefix, {} kept any subset; {} unsynced writes: {} kept whole, {} torn), {} recoveries and {} refusals after a power cut",
+            self.clean_stops,
+            self.kills,
+            self.power_cuts,
+            self.cuts_during_fsync,
+            self.cuts_lose_all,
+            self.cuts_torn_prefix,
+            self.cuts_any_subset,
+            self.unsynced_writes,
+            self.kept_whole,
+            self.torn_writes,
+            self.recoveries,
+            self.refusals
+        )
+    }
+}
+
+fn simulate(
+    replica_count: u64,
+    seed: u64,
+    log: &mut Vec<String>,
+    stops: &mut StopFigures,
+) -> Result<Summary, String> {
     let fixture = fixture();
     let events: Shared<Events> = Arc::default();
     let _counting = tracing::subscriber::set_default(EventCounter {
@@ -1051,6 +1260,8 @@ fn simulate(replica_count: u64, seed: u64, log: &mut Vec<String>) -> Result<Summ
 
     let registry: Registry = Arc::default();
     let journal: Shared<Journal> = Arc::default();
+    let disk = Disk::default();
+    let power: Shared<PowerJournal> = Arc::default();
     let peers: BTreeMap<u64, String> = replicas
         .iter()
         .map(|&id| (id, format!("{}:{PORT}", replica_host(id))))
@@ -1064,6 +1275,8 @@ fn simulate(replica_count: u64, seed: u64, log: &mut Vec<String>) -> Result<Summ
             voters: replicas.clone(),
             peers: peers.clone(),
             registry: registry.clone(),
+            disk: disk.clone(),
+            power: power.clone(),
         };
         sim.host(replica_host(id), move || run_replica(host.clone()));
     }
@@ -1101,7 +1314,8 @@ fn simulate(replica_count: u64, seed: u64, log: &mut Vec<String>) -> Result<Summ
         &replicas,
         &clients,
         registry.clone(),
-        root.path().to_path_buf(),
+        disk,
+        power.clone(),
     );
     let mut healed = false;
     let outcome = loop {
@@ -1122,6 +1336,21 @@ fn simulate(replica_count: u64, seed: u64, log: &mut Vec<String>) -> Result<Summ
     let simulated = sim.elapsed();
     // The hosts' runtimes (and with them the databases) close before the data goes.
     drop(sim);
+    *stops = faults.stops;
+    {
+        let power = power.lock().unwrap();
+        stops.recoveries = power.recoveries;
+        stops.refusals = power.refusals.len() as u64;
+        if !power.refusals.is_empty() {
+            // A refusal is the safe outcome, but redb promises to recover from any power cut
+            // this disk makes, so it is a bug to report (an operator would rebuild the
+            // replica from its peers under a new id).
+            return Err(format!(
+                "a replica refused to start:\n  {}",
+                power.refusals.join("\n  ")
+            ));
+        }
+    }
     outcome?;
     let events = std::mem::take(&mut *events.lock().unwrap());
     if !events.errors.is_empty() {
@@ -1217,14 +1446,19 @@ fn simulate(replica_count: u64, seed: u64, log: &mut Vec<String>) -> Result<Summ
         simulated,
         applied_index: first.applied_index,
         term: views.iter().map(|v| v.term).max().unwrap_or(0),
+        stops: *stops,
     })
 }
 
-/// Runs each seed (or only `TALLY_SIM_SEED`) and fails naming the seed.
-/// `TALLY_SIM_SEED` is one seed (`7`) or an inclusive range to sweep (`1000-1099`).
+/// Runs each seed (or those `TALLY_SIM_SEED` / `TALLY_SIM_SEEDS` choose), then fails naming
+/// every seed that failed. `TALLY_SIM_SEED` is one seed (`7`) or an inclusive range to sweep
+/// (`1000-1099`); `TALLY_SIM_SEEDS=N` runs N consecutive seeds from the first of `seeds`.
 fn run_seeds(replica_count: u64, seeds: &[u64]) {
-    let seeds: Vec<u64> = match std::env::var("TALLY_SIM_SEED") {
-        Ok(chosen) => {
+    let seeds: Vec<u64> = match (
+        std::env::var("TALLY_SIM_SEED"),
+        std::env::var("TALLY_SIM_SEEDS"),
+    ) {
+        (Ok(chosen), _) => {
             let number = |s: &str| {
                 s.trim().parse::<u64>().unwrap_or_else(|_| {
                     panic!("TALLY_SIM_SEED={chosen}: give a seed (7) or a range (1000-1099)")
@@ -1235,19 +1469,31 @@ fn run_seeds(replica_count: u64, seeds: &[u64]) {
                 None => vec![number(&chosen)],
             }
         }
-        Err(_) => seeds.to_vec(),
+        (Err(_), Ok(count)) => {
+            let count: u64 = count.trim().parse().unwrap_or_else(|_| {
+                panic!("TALLY_SIM_SEEDS={count}: give how many seeds to run (2000)")
+            });
+            (seeds[0]..seeds[0] + count).collect()
+        }
+        (Err(_), Err(_)) => seeds.to_vec(),
     };
     let only_one = seeds.len() == 1;
+    let sweep_started = Instant::now();
+    let mut totals = StopFigures::default();
+    let mut failures: Vec<String> = Vec::new();
+    let seed_count = seeds.len();
     for seed in seeds {
         let started = Instant::now();
         let mut log = Vec::new();
+        let mut stops = StopFigures::default();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            simulate(replica_count, seed, &mut log)
+            simulate(replica_count, seed, &mut log, &mut stops)
         }));
+        totals.add(&stops);
         let failure = match result {
             Ok(Ok(summary)) => {
                 println!(
-                    "seed {seed}, {replica_count} replicas: {} sheets recorded exactly once at index {} (term {}) after {} faults; {} answered DUPLICATE ({} whose ACCEPTED was lost), {} batches sent again on purpose, retried {:?}; {} leader changes seen, {} snapshots delivered; {:.1} s simulated in {:.1} s",
+                    "seed {seed}, {replica_count} replicas: {} sheets recorded exactly once at index {} (term {}) after {} faults; {} answered DUPLICATE ({} whose ACCEPTED was lost), {} batches sent again on purpose, retried {:?}; {} leader changes seen, {} snapshots delivered; {}; {:.1} s simulated in {:.1} s",
                     summary.sheets,
                     summary.applied_index,
                     summary.term,
@@ -1262,6 +1508,7 @@ fn run_seeds(replica_count: u64, seeds: &[u64]) {
                         .get("sent a snapshot (delivered: true)")
                         .copied()
                         .unwrap_or(0),
+                    summary.stops,
                     summary.simulated.as_secs_f64(),
                     started.elapsed().as_secs_f64()
                 );
@@ -1286,11 +1533,24 @@ fn run_seeds(replica_count: u64, seeds: &[u64]) {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "a panic".to_owned()),
         };
-        panic!(
+        let failure = format!(
             "simulation seed {seed} failed ({replica_count} replicas; replay with TALLY_SIM_SEED={seed}): {failure}\nfaults:\n{}",
             log.join("\n")
         );
+        println!("{failure}");
+        failures.push(failure);
     }
+    println!(
+        "sweep of {seed_count} seeds with {replica_count} replicas: {} failed; {totals}; {:.0} s",
+        failures.len(),
+        sweep_started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {seed_count} seeds failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -1327,23 +1587,6 @@ fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
 
 fn data_dir(root: &Path, id: u64) -> PathBuf {
     root.join(format!("data-{id}"))
-}
-
-/// Copies a directory tree (a replica's data directory: a few small files).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("make the image directory");
-    let Ok(entries) = std::fs::read_dir(from) else {
-        return; // Not made yet: the replica never started.
-    };
-    for entry in entries {
-        let entry = entry.expect("read the data directory");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("a file type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy a data file");
-        }
-    }
 }
 
 /// A stable hash of a name, to give each client its own random stream.

@@ -179,3 +179,156 @@ impl Pending {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The township's exactly-once decisions against the core's `Ledger`, the county's.
+
+    use super::*;
+    use crate::store::{Loaded, SheetRecord};
+    use proptest::prelude::*;
+    use tally_core::ids::{ContestId, UnitId};
+    use tally_core::ledger::Ledger;
+    use tally_core::sheet::{CountClosedAt, Round};
+
+    /// A sheet by the numbers that matter here: slot, version, and which of a few different
+    /// contents it has (the same content is the same bytes, hence the same digest).
+    #[derive(Debug, Clone, Copy)]
+    struct Spec {
+        unit: u8,
+        contest: u8,
+        round: u8,
+        version: u8,
+        content: u8,
+    }
+
+    fn sheet(spec: Spec) -> (TallySheet, Digest) {
+        let sheet = TallySheet {
+            unit: UnitId::new(format!("T01-U{}", spec.unit)),
+            contest: ContestId::new(format!("T01-C{}", spec.contest)),
+            round: Round(u32::from(spec.round)),
+            version: u32::from(spec.version),
+            replaces_version: (spec.version > 1).then(|| u32::from(spec.version) - 1),
+            registered_voters: 100,
+            ballots_issued: 50,
+            ballots_collected: 50,
+            ballots_void: u64::from(spec.content),
+            ballots_valid: 50 - u64::from(spec.content),
+            ballots_blank: 0,
+            proxies: 0,
+            candidates: Vec::new(),
+            write_ins: Vec::new(),
+            scrutineers: Vec::new(),
+            counters: Vec::new(),
+            count_closed_at: CountClosedAt::default(),
+        };
+        // The digest stands for the exact bytes: the same spec, the same bytes.
+        let mut digest = [0u8; 32];
+        digest[..5].copy_from_slice(&[
+            spec.unit,
+            spec.contest,
+            spec.round,
+            spec.version,
+            spec.content,
+        ]);
+        (sheet, digest)
+    }
+
+    /// Few units, contests, rounds, versions and contents, so that duplicates, conflicts and
+    /// superseded versions are common.
+    fn spec() -> impl Strategy<Value = Spec> {
+        (0u8..2, 0u8..2, 1u8..3, 1u8..5, 0u8..3).prop_map(
+            |(unit, contest, round, version, content)| Spec {
+                unit,
+                contest,
+                round,
+                version,
+                content,
+            },
+        )
+    }
+
+    /// A group commit: its submits (each a list of sheets), and whether its write fails.
+    fn group() -> impl Strategy<Value = (Vec<Vec<Spec>>, bool)> {
+        (
+            prop::collection::vec(prop::collection::vec(spec(), 1..5), 1..4),
+            prop::bool::weighted(0.1),
+        )
+    }
+
+    /// The ledger's answer in the book's words.
+    fn as_decision(submission: Submission) -> Decision {
+        match submission {
+            Submission::Accepted => Decision::New,
+            Submission::Duplicate => Decision::Duplicate,
+            Submission::Conflict { existing } => Decision::Conflict { existing },
+            Submission::Superseded { current_version } => Decision::Superseded {
+                highest: current_version,
+            },
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        // Goal: on any sequence of sheets, however split into group commits and submits and
+        // whichever writes fail, the township decides duplicate, conflict, superseded and new
+        // exactly as the core `Ledger` (which the county applies) does when it is handed the
+        // same sheets one by one; a failed write changes nothing; and the township's counted
+        // sheets are the ledger's.
+        // Method: the book decides each sheet against itself and the sheets decided before it
+        // in the same submit and group (as `township::decide_job` does), and takes a group's
+        // stored sheets in after its write (as `commit_group` does); a reference `Ledger` is
+        // handed every sheet in the same order, and put back as it was when a write fails.
+        #[test]
+        fn book_decides_as_the_ledger(groups in prop::collection::vec(group(), 1..12)) {
+            let mut book = Book::rebuild(Loaded::default()).unwrap();
+            let mut reference = Ledger::new();
+            for (submits, write_fails) in groups {
+                let before = reference.clone();
+                let mut group_pending = Pending::default();
+                let mut stored = Vec::new();
+                for submit in submits {
+                    let mut pending = Pending::default();
+                    for spec in submit {
+                        let (sheet, digest) = sheet(spec);
+                        let decision = book.decide(&[&group_pending, &pending], &sheet, &digest);
+                        let expected = as_decision(reference.submit(sheet.clone(), digest));
+                        prop_assert_eq!(decision, expected, "sheet {:?}", spec);
+                        if matches!(decision, Decision::New | Decision::Superseded { .. }) {
+                            pending.add(&sheet, digest);
+                            stored.push((sheet, digest));
+                        }
+                    }
+                    group_pending.merge(pending);
+                }
+                if write_fails {
+                    // Nothing of the group reached the disk, so nothing reaches the book: the
+                    // same sheets sent again are decided afresh.
+                    reference = before;
+                    continue;
+                }
+                for (sheet, digest) in stored {
+                    let record = SheetRecord {
+                        seq: book.next_seq,
+                        unit: sheet.unit.to_string(),
+                        contest: sheet.contest.to_string(),
+                        round: sheet.round.0,
+                        version: sheet.version,
+                        received_unix_ms: 0,
+                        source: String::new(),
+                        warnings: Vec::new(),
+                        county: None,
+                    };
+                    book.next_seq += 1;
+                    book.ledger.submit(sheet, digest);
+                    book.records.insert(digest, record);
+                }
+            }
+            let counted: Vec<&TallySheet> = book.ledger.counted().collect();
+            let expected: Vec<&TallySheet> = reference.counted().collect();
+            prop_assert_eq!(counted, expected);
+            prop_assert_eq!(book.ledger.recorded_len(), reference.recorded_len());
+        }
+    }
+}

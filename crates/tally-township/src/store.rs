@@ -11,8 +11,15 @@
 //!   first.
 //! - `notes`: note number → [`Note`] (JSON): sheets refused here or by the county, and
 //!   conflicting sheets; the newest [`NOTES_KEPT_MAX`] are kept.
-//! - `meta`: `township_id` (written when the directory is made, checked on every open),
-//!   `next_seq`, `next_note`, and `county` (the [`CountyLink`] after the last answer).
+//! - `meta`: `schema_version` (decimal text, [`SCHEMA_VERSION`]) and `township_id` (both
+//!   written when the directory is made, checked on every open), `next_seq`, `next_note`, and
+//!   `county` (the [`CountyLink`] after the last answer).
+//!
+//! # Schema version
+//! `schema_version` names the layout above. A database of a newer version than this binary
+//! knows is refused at open, naming the file and both versions. A database without one was
+//! made by the release before versions were recorded, whose layout is version 1: it is read as
+//! version 1, and the version is written.
 //!
 //! # Durability
 //! Every write is one transaction committed with `Durability::Immediate` (one fsync): a group
@@ -46,6 +53,11 @@ const META_TOWNSHIP_ID: &str = "township_id";
 const META_NEXT_SEQ: &str = "next_seq";
 const META_NEXT_NOTE: &str = "next_note";
 const META_COUNTY: &str = "county";
+const META_SCHEMA_VERSION: &str = "schema_version";
+
+/// The version of the table layout this binary reads and writes. A database without one is
+/// version 1, the layout of the release before versions were kept.
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// The database file inside a township's data directory.
 pub const DATABASE_FILE: &str = "township.redb";
@@ -185,6 +197,15 @@ pub enum StoreError {
     )]
     CountyDirectory { dir: PathBuf },
     #[error(
+        "{} was written by a newer tally (township schema version {stored}; this binary reads up to version {supported}); run the tally release that wrote it, or restore this data directory from a backup made by this release",
+        path.display()
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        stored: u32,
+        supported: u32,
+    },
+    #[error(
         "stored {what} is corrupt: {problem}; restore the data directory from a backup, or ask the county which sheets it holds"
     )]
     Corrupt { what: String, problem: String },
@@ -264,6 +285,32 @@ impl Store {
             txn.open_table(OUTBOX).map_err(db)?;
             txn.open_table(NOTES).map_err(db)?;
             let mut meta = txn.open_table(META).map_err(db)?;
+            let stored_version = match meta.get(META_SCHEMA_VERSION).map_err(db)? {
+                Some(v) => Some(
+                    std::str::from_utf8(v.value())
+                        .ok()
+                        .and_then(|text| text.parse::<u32>().ok())
+                        .ok_or_else(|| corrupt("schema version", "is not a number"))?,
+                ),
+                None => None,
+            };
+            match stored_version {
+                Some(stored) if stored > SCHEMA_VERSION => {
+                    return Err(StoreError::SchemaTooNew {
+                        path: path.clone(),
+                        stored,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Some(_) => {}
+                // New, or made by the release before versions were recorded, whose layout is
+                // version 1 (this binary's). A binary with a later version must migrate an
+                // unversioned database from version 1.
+                None => {
+                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_bytes())
+                        .map_err(db)?;
+                }
+            }
             let stored = meta
                 .get(META_TOWNSHIP_ID)
                 .map_err(db)?
@@ -502,4 +549,67 @@ fn write_notes(
         table.remove(seq).map_err(db)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets (or, with `None`, removes) the stored schema version of the database in `dir`, as
+    /// another release would have left it.
+    fn set_stored_version(dir: &Path, version: Option<&str>) {
+        let database = Database::create(dir.join(DATABASE_FILE)).unwrap();
+        let txn = database.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            match version {
+                Some(v) => meta.insert(META_SCHEMA_VERSION, v.as_bytes()).unwrap(),
+                None => meta.remove(META_SCHEMA_VERSION).unwrap(),
+            };
+        }
+        txn.commit().unwrap();
+    }
+
+    fn stored_version(dir: &Path) -> Option<String> {
+        let database = Database::create(dir.join(DATABASE_FILE)).unwrap();
+        let txn = database.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        meta.get(META_SCHEMA_VERSION)
+            .unwrap()
+            .map(|v| String::from_utf8(v.value().to_vec()).unwrap())
+    }
+
+    // Goal: the township database records its schema version; one written by a newer release
+    // is refused naming the file, both versions and what to do, and left as it was; one made
+    // before versions were recorded opens as version 1 and is stamped so.
+    // Method: open a new store and read the stamp; set it one past this binary's and reopen;
+    // remove it and reopen.
+    #[test]
+    fn schema_version_is_written_checked_and_defaults_to_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let township = TownshipId::new("T01");
+        drop(Store::open(dir.path(), &township).unwrap());
+        assert_eq!(stored_version(dir.path()), Some(SCHEMA_VERSION.to_string()));
+
+        let newer = (SCHEMA_VERSION + 1).to_string();
+        set_stored_version(dir.path(), Some(&newer));
+        let err = Store::open(dir.path(), &township).err().unwrap();
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+        let message = err.to_string();
+        for part in [
+            dir.path().join(DATABASE_FILE).display().to_string(),
+            format!("township schema version {newer}"),
+            format!("reads up to version {SCHEMA_VERSION}"),
+            "run the tally release that wrote it".to_owned(),
+        ] {
+            assert!(message.contains(&part), "{message} lacks {part:?}");
+        }
+        assert_eq!(stored_version(dir.path()), Some(newer));
+
+        set_stored_version(dir.path(), None);
+        let (store, loaded) = Store::open(dir.path(), &township).unwrap();
+        assert!(loaded.sheets.is_empty());
+        drop(store);
+        assert_eq!(stored_version(dir.path()), Some("1".to_owned()));
+    }
 }

@@ -388,14 +388,19 @@ pub fn verify(bundle: &Path, format: Format) -> Result<Outcome> {
 
 /// Collects findings with a bound per kind.
 #[derive(Default)]
-struct Findings {
+pub struct Findings {
     listed: Vec<Finding>,
     per_kind: BTreeMap<&'static str, usize>,
     not_listed: usize,
 }
 
 impl Findings {
-    fn push(&mut self, finding: Finding) {
+    /// Every finding pushed, listed or not.
+    pub fn total(&self) -> usize {
+        self.listed.len() + self.not_listed
+    }
+
+    pub fn push(&mut self, finding: Finding) {
         let n = self.per_kind.entry(finding.kind).or_default();
         *n += 1;
         if *n <= FINDINGS_PER_KIND_MAX {
@@ -459,83 +464,14 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
     let definition = load_definition(&bundle.join(&manifest.definition))
         .context("the bundle's definition does not load")?;
 
-    // 2. The records, each line on its own.
+    // 2. and 3. The records and the chain.
     let chain_path = bundle.join(CHAIN_FILE);
     let chain_text = std::fs::read_to_string(&chain_path)
         .with_context(|| format!("cannot read {}", chain_path.display()))?;
-    let mut records: Vec<(RecordLine, Option<SignedSheet>, Option<[u8; 32]>)> = Vec::new();
-    for (n, line) in chain_text.lines().enumerate() {
-        if records.len() >= BUNDLE_RECORDS_MAX {
-            bail!("{CHAIN_FILE} holds more than {BUNDLE_RECORDS_MAX} records");
-        }
-        let parsed: RecordLine = match serde_json::from_str(line) {
-            Ok(l) => l,
-            Err(e) => {
-                findings.push(Finding {
-                    record: Some(n as u64),
-                    ..Finding::new("record", format!("{CHAIN_FILE} line {}: {e}", n + 1))
-                });
-                continue;
-            }
-        };
-        let signed = decode_envelope(&parsed);
-        let head = hex::decode(&parsed.head)
-            .ok()
-            .and_then(|h| <[u8; 32]>::try_from(h).ok());
-        if let Err(e) = &signed {
-            findings.push(Finding {
-                record: Some(parsed.position),
-                log_index: Some(parsed.log_index),
-                ..Finding::new("record", format!("the envelope does not decode: {e}"))
-            });
-        }
-        records.push((parsed, signed.ok(), head));
-    }
-
-    // 3. The chain: positions in order, log indexes never going back, every link recomputed
-    // from the sheet bytes with the county's own link function, the last head the manifest's.
-    let mut previous_head = CHAIN_HEAD_EMPTY;
-    let mut previous_index = 0;
-    for (i, (line, signed, head)) in records.iter().enumerate() {
-        let at = |message: String| Finding {
-            record: Some(line.position),
-            log_index: Some(line.log_index),
-            sheet: signed.as_ref().map(sheet_label).unwrap_or_default(),
-            ..Finding::new("chain", message)
-        };
-        if line.position != i as u64 {
-            findings.push(at(format!(
-                "line {} holds position {} where {i} was due: a record is missing or out of place",
-                i + 1,
-                line.position
-            )));
-        }
-        if line.log_index == 0 || line.log_index < previous_index {
-            findings.push(at(format!(
-                "log index {} comes after {previous_index}: records are in log order",
-                line.log_index
-            )));
-        }
-        previous_index = line.log_index;
-        let Some(head) = head else {
-            findings.push(at("the stored head is not 32 bytes of hex".to_owned()));
-            continue;
-        };
-        if let Some(signed) = signed {
-            let link = chain_link(&previous_head, line.log_index, &signed.digest());
-            if link != *head {
-                findings.push(at(format!(
-                    "the link does not check: SHA-256 over the previous head {}, log index {} and this sheet's digest {} is {}, but the stored head is {}; this sheet or the record before it was changed, dropped or added",
-                    short(&previous_head),
-                    line.log_index,
-                    short(&signed.digest()),
-                    short(&link),
-                    short(head)
-                )));
-            }
-        }
-        previous_head = *head;
-    }
+    let ChainRead {
+        records,
+        head: previous_head,
+    } = read_chain(&chain_text, &mut findings)?;
     if records.len() as u64 != manifest.chain_length {
         findings.push(Finding::new(
             "chain",
@@ -643,6 +579,99 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
         findings_not_listed: findings.not_listed,
         findings_total,
         ok: findings_total == 0,
+    })
+}
+
+/// `chain.jsonl` as read: each record with its envelope (if it decodes) and its stored head
+/// (if it is 32 bytes of hex), and the head after the last record.
+pub struct ChainRead {
+    pub records: Vec<(RecordLine, Option<SignedSheet>, Option<[u8; 32]>)>,
+    pub head: [u8; 32],
+}
+
+/// Reads an evidence bundle's `chain.jsonl` and checks its links: each line on its own (a line
+/// that is not a record, or whose envelope does not decode, is a finding), then positions in
+/// order, log indexes never going back, and every link recomputed from the sheet bytes with
+/// the county's own link function. An error only when it holds more than
+/// [`BUNDLE_RECORDS_MAX`] records. Public for the fuzz target (`fuzz/`).
+pub fn read_chain(chain_text: &str, findings: &mut Findings) -> Result<ChainRead> {
+    // The records, each line on its own.
+    let mut records: Vec<(RecordLine, Option<SignedSheet>, Option<[u8; 32]>)> = Vec::new();
+    for (n, line) in chain_text.lines().enumerate() {
+        if records.len() >= BUNDLE_RECORDS_MAX {
+            bail!("{CHAIN_FILE} holds more than {BUNDLE_RECORDS_MAX} records");
+        }
+        let parsed: RecordLine = match serde_json::from_str(line) {
+            Ok(l) => l,
+            Err(e) => {
+                findings.push(Finding {
+                    record: Some(n as u64),
+                    ..Finding::new("record", format!("{CHAIN_FILE} line {}: {e}", n + 1))
+                });
+                continue;
+            }
+        };
+        let signed = decode_envelope(&parsed);
+        let head = hex::decode(&parsed.head)
+            .ok()
+            .and_then(|h| <[u8; 32]>::try_from(h).ok());
+        if let Err(e) = &signed {
+            findings.push(Finding {
+                record: Some(parsed.position),
+                log_index: Some(parsed.log_index),
+                ..Finding::new("record", format!("the envelope does not decode: {e}"))
+            });
+        }
+        records.push((parsed, signed.ok(), head));
+    }
+
+    // The chain: positions in order, log indexes never going back, every link recomputed
+    // from the sheet bytes with the county's own link function, the last head the manifest's.
+    let mut previous_head = CHAIN_HEAD_EMPTY;
+    let mut previous_index = 0;
+    for (i, (line, signed, head)) in records.iter().enumerate() {
+        let at = |message: String| Finding {
+            record: Some(line.position),
+            log_index: Some(line.log_index),
+            sheet: signed.as_ref().map(sheet_label).unwrap_or_default(),
+            ..Finding::new("chain", message)
+        };
+        if line.position != i as u64 {
+            findings.push(at(format!(
+                "line {} holds position {} where {i} was due: a record is missing or out of place",
+                i + 1,
+                line.position
+            )));
+        }
+        if line.log_index == 0 || line.log_index < previous_index {
+            findings.push(at(format!(
+                "log index {} comes after {previous_index}: records are in log order",
+                line.log_index
+            )));
+        }
+        previous_index = line.log_index;
+        let Some(head) = head else {
+            findings.push(at("the stored head is not 32 bytes of hex".to_owned()));
+            continue;
+        };
+        if let Some(signed) = signed {
+            let link = chain_link(&previous_head, line.log_index, &signed.digest());
+            if link != *head {
+                findings.push(at(format!(
+                    "the link does not check: SHA-256 over the previous head {}, log index {} and this sheet's digest {} is {}, but the stored head is {}; this sheet or the record before it was changed, dropped or added",
+                    short(&previous_head),
+                    line.log_index,
+                    short(&signed.digest()),
+                    short(&link),
+                    short(head)
+                )));
+            }
+        }
+        previous_head = *head;
+    }
+    Ok(ChainRead {
+        records,
+        head: previous_head,
     })
 }
 

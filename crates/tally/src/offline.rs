@@ -144,11 +144,17 @@ pub fn read_offline(path: &Path) -> Result<Vec<SignedSheet>> {
         );
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    read_offline_bytes(path, &bytes)
+}
+
+/// [`read_offline`] on the bytes of the file at `path` (named in errors), already read. Public
+/// for the fuzz target (`fuzz/`).
+pub fn read_offline_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<SignedSheet>> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return read_png(path, &bytes);
+        return read_png(path, bytes);
     }
     // A payload file's first line that is not blank or a comment is a payload.
-    if let Ok(text) = std::str::from_utf8(&bytes)
+    if let Ok(text) = std::str::from_utf8(bytes)
         && text
             .lines()
             .map(str::trim)
@@ -157,7 +163,7 @@ pub fn read_offline(path: &Path) -> Result<Vec<SignedSheet>> {
     {
         return read_payload_lines(path, text);
     }
-    tally_proto::read_bundle(&bytes).map_err(|e| {
+    tally_proto::read_bundle(bytes).map_err(|e| {
         anyhow!(
             "{} is neither a .sheets bundle ({e}), nor a text file of {PAYLOAD_PREFIX} payloads, nor a PNG of a QR code",
             path.display()

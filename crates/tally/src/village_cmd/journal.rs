@@ -8,7 +8,14 @@
 //! - `records`: sequence number → [`Record`] as JSON: slot, version, digest, state, times.
 //! - `digests`: SHA-256 of the sheet bytes → sequence number, so the same sheet is journaled
 //!   once however often it is submitted.
-//! - `meta`: `unit_id`, so a journal folder is never used by another unit.
+//! - `meta`: `schema_version` ([`SCHEMA_VERSION`]) and `unit_id`, so a journal folder is never
+//!   used by another unit.
+//!
+//! # Schema version
+//! `schema_version` names the layout above, written when the journal is made and checked at
+//! every open: a journal of a newer version than this binary knows is refused, naming the file
+//! and both versions. A journal without one was made by the release before versions were
+//! recorded, whose layout is version 1: it is read as version 1, and the version is written.
 //!
 //! # Why nothing is lost and nothing counts twice
 //! A sheet is journaled `pending` in a transaction committed with `Durability::Immediate`
@@ -37,6 +44,11 @@ const RECORDS: TableDefinition<u64, &str> = TableDefinition::new("records");
 const DIGESTS: TableDefinition<&[u8], u64> = TableDefinition::new("digests");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const META_UNIT_ID: &str = "unit_id";
+const META_SCHEMA_VERSION: &str = "schema_version";
+
+/// The version of the journal's table layout this binary reads and writes. A journal without
+/// one is version 1, the layout of the release before versions were kept.
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// Where a journaled sheet stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +160,33 @@ impl Journal {
             txn.open_table(RECORDS).map_err(|e| db(&journal.path, e))?;
             txn.open_table(DIGESTS).map_err(|e| db(&journal.path, e))?;
             let mut meta = txn.open_table(META).map_err(|e| db(&journal.path, e))?;
+            let stored_version = meta
+                .get(META_SCHEMA_VERSION)
+                .map_err(|e| db(&journal.path, e))?
+                .map(|v| v.value().to_owned());
+            match stored_version {
+                Some(text) => {
+                    let stored: u32 = text.parse().map_err(|_| {
+                        anyhow!(
+                            "the journal {} is damaged: its schema version {text:?} is not a number",
+                            journal.path.display()
+                        )
+                    })?;
+                    if stored > SCHEMA_VERSION {
+                        bail!(
+                            "the journal {} was written by a newer tally (journal schema version {stored}; this binary reads up to version {SCHEMA_VERSION}); run the tally release that wrote it, and keep this journal: it holds the unit's signed sheets",
+                            journal.path.display()
+                        );
+                    }
+                }
+                // New, or made by the release before versions were recorded, whose layout is
+                // version 1 (this binary's). A binary with a later version must migrate an
+                // unversioned journal from version 1.
+                None => {
+                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_str())
+                        .map_err(|e| db(&journal.path, e))?;
+                }
+            }
             let stored = meta
                 .get(META_UNIT_ID)
                 .map_err(|e| db(&journal.path, e))?
@@ -375,5 +414,64 @@ mod tests {
             err.contains("belongs to unit T01-U01, not T01-U02"),
             "{err}"
         );
+    }
+
+    /// Sets (or, with `None`, removes) the journal's stored schema version, as another
+    /// release would have left it.
+    fn set_stored_version(dir: &Path, version: Option<&str>) {
+        let database = Database::create(dir.join(JOURNAL_FILE)).unwrap();
+        let txn = database.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            match version {
+                Some(v) => meta.insert(META_SCHEMA_VERSION, v).unwrap(),
+                None => meta.remove(META_SCHEMA_VERSION).unwrap(),
+            };
+        }
+        txn.commit().unwrap();
+    }
+
+    fn stored_version(dir: &Path) -> Option<String> {
+        let database = Database::create(dir.join(JOURNAL_FILE)).unwrap();
+        let txn = database.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        meta.get(META_SCHEMA_VERSION)
+            .unwrap()
+            .map(|v| v.value().to_owned())
+    }
+
+    // Goal: the journal records its schema version; one written by a newer release is refused
+    // naming the file, both versions and what to do, and left as it was; one made before
+    // versions were recorded opens as version 1, keeps its sheets, and is stamped so.
+    // Method: journal a sheet and read the stamp; set it one past this binary's and reopen;
+    // remove it and reopen.
+    #[test]
+    fn schema_version_is_written_checked_and_defaults_to_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = UnitId::new("T01-U01");
+        Journal::open(dir.path(), &unit)
+            .unwrap()
+            .append(&[sheet(1)])
+            .unwrap();
+        assert_eq!(stored_version(dir.path()), Some(SCHEMA_VERSION.to_string()));
+
+        let newer = (SCHEMA_VERSION + 1).to_string();
+        set_stored_version(dir.path(), Some(&newer));
+        let message = Journal::open(dir.path(), &unit).err().unwrap().to_string();
+        for part in [
+            dir.path().join(JOURNAL_FILE).display().to_string(),
+            format!("journal schema version {newer}"),
+            format!("reads up to version {SCHEMA_VERSION}"),
+            "run the tally release that wrote it".to_owned(),
+        ] {
+            assert!(message.contains(&part), "{message} lacks {part:?}");
+        }
+        assert_eq!(stored_version(dir.path()), Some(newer));
+
+        set_stored_version(dir.path(), None);
+        let journal = Journal::open(dir.path(), &unit).unwrap();
+        assert_eq!(journal.entries().unwrap().len(), 1);
+        drop(journal);
+        assert_eq!(stored_version(dir.path()), Some("1".to_owned()));
     }
 }
