@@ -344,7 +344,14 @@ fn dashboard(
     }
     for r in &replicas {
         let id = r["id"].as_u64().unwrap_or(0);
-        if !r["reachable"].as_bool().unwrap_or(false) {
+        if r["role"].as_str() == Some("stopped") {
+            alert(
+                "critical",
+                format!(
+                    "副本 {id} 已停止（存储故障，见其日志）· replica {id} stopped (its storage failed or it hit a bug; see its log)"
+                ),
+            );
+        } else if !r["reachable"].as_bool().unwrap_or(false) {
             alert(
                 "critical",
                 format!("副本 {id} 不可达 · replica {id} unreachable"),

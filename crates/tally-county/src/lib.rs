@@ -22,10 +22,13 @@
 //!   the leader, linearizable reads.
 //! - [`server`]: open a replica (founding the cluster on first start) and serve it.
 //! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
+//! - [`fault`]: a storage failure told apart (full disk or I/O error) for the status and the
+//!   exit status.
 //! - [`metrics`]: the Prometheus metrics; [`http`]: `/metrics` and the dashboard over HTTP.
 
 pub mod command;
 pub mod config;
+pub mod fault;
 pub mod http;
 pub mod metrics;
 pub mod node;

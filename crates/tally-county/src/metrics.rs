@@ -170,7 +170,7 @@ impl SheetMetrics {
 
 /// The roles a replica may report, so the role gauge always lists every series (a series
 /// that disappears looks like a scrape problem, one at 0 does not).
-const ROLES: [&str; 7] = [
+const ROLES: [&str; 8] = [
     "leader",
     "follower",
     "candidate",
@@ -178,6 +178,7 @@ const ROLES: [&str; 7] = [
     "learner",
     "joining",
     "removed",
+    "stopped",
 ];
 
 /// Writes every metric of one replica. `status` is the Status answer (with reachability),

@@ -118,7 +118,8 @@ pub struct NodeStatus {
     pub id: u64,
     pub cluster_id: Arc<str>,
     /// `leader`, `follower`, `candidate`, `pre-candidate`, `learner`, `joining` (waiting to be
-    /// added and sent a snapshot) or `removed` (no longer a member).
+    /// added and sent a snapshot), `removed` (no longer a member) or `stopped` (the driver
+    /// stopped: the replica has no role, whatever it had before).
     pub role: &'static str,
     pub term: u64,
     pub leader: Option<u64>,
@@ -137,6 +138,8 @@ pub struct NodeStatus {
     /// False once the driver has stopped (a storage error); the reason is in `stopped`.
     pub running: bool,
     pub stopped: Option<String>,
+    /// True when the driver stopped because its storage failed (`crate::fault`).
+    pub storage_failed: bool,
 }
 
 /// The way in to a running replica. Cheap to clone.
@@ -149,12 +152,23 @@ pub struct NodeHandle {
     placement: Placement,
 }
 
+/// How long a caller whose answer was dropped waits for the driver's last status, so that it
+/// is told why the replica stopped (a full disk) rather than only that it did.
+const STOP_REASON_WAIT: Duration = Duration::from_millis(500);
+
 impl NodeHandle {
     async fn send(&self, input: Input) -> Result<(), WriteError> {
-        self.inputs
-            .send(input)
-            .await
-            .map_err(|_| WriteError::Stopped(self.stop_reason()))
+        match self.inputs.send(input).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.stopped().await),
+        }
+    }
+
+    /// The error for a call the driver will not answer, once its status says why.
+    async fn stopped(&self) -> WriteError {
+        let mut status = self.status.clone();
+        let _ = tokio::time::timeout(STOP_REASON_WAIT, status.wait_for(|s| !s.running)).await;
+        WriteError::Stopped(self.stop_reason())
     }
 
     fn stop_reason(&self) -> String {
@@ -170,9 +184,10 @@ impl NodeHandle {
     pub async fn propose(&self, command: Command) -> Result<AppliedProposal, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Input::Propose { command, reply }).await?;
-        answer
-            .await
-            .map_err(|_| WriteError::Stopped(self.stop_reason()))?
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(self.stopped().await),
+        }
     }
 
     /// Waits until this replica has applied everything committed when the read began
@@ -184,9 +199,10 @@ impl NodeHandle {
     pub async fn read_barrier(&self) -> Result<u64, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Input::Read { reply }).await?;
-        answer
-            .await
-            .map_err(|_| WriteError::Stopped(self.stop_reason()))?
+        match answer.await {
+            Ok(index) => Ok(index),
+            Err(_) => Err(self.stopped().await),
+        }
     }
 
     /// The applied state as the services read it ([`crate::state::CountyState::view`]): cheap
@@ -353,11 +369,14 @@ pub fn start(
         }
     };
     tokio::spawn(async move {
+        let mut storage_failed = false;
         let reason = match ended.await {
             Some(Ok(())) => "the replica is shutting down".to_owned(),
             Some(Err(e)) => {
-                tracing::error!(error = %e, "replica driver stopped");
-                e.to_string()
+                storage_failed = crate::fault::is_storage_failure(&e);
+                let reason = crate::fault::stop_reason(replica_id, &e);
+                tracing::error!(replica = replica_id, error = %e, "replica driver stopped: {reason}");
+                reason
             }
             None => {
                 let reason =
@@ -368,7 +387,12 @@ pub fn start(
         };
         let mut last = (**status_tx.borrow()).clone();
         last.running = false;
+        // A stopped replica leads and follows no one, whatever it was: its last role would
+        // show a second leader once the others elect one.
+        last.role = "stopped";
+        last.leader = None;
         last.stopped = Some(reason);
+        last.storage_failed = storage_failed;
         status_tx.send_replace(Arc::new(last));
     });
     Ok(NodeHandle {
@@ -731,6 +755,7 @@ impl Driver {
             addresses: self.peers.addresses.clone(),
             running: true,
             stopped: None,
+            storage_failed: false,
         }
     }
 }

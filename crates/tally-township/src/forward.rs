@@ -55,6 +55,8 @@ enum Attempt {
     Transient(String),
     /// The county refused the whole batch; only an operator can mend it.
     Refused(String),
+    /// The township's own disk failed: nothing is sent until its database opens again.
+    Disk(crate::disk::Failure),
 }
 
 /// Drains the outbox until `stop` turns true.
@@ -108,11 +110,14 @@ pub(crate) async fn run(
                         continue;
                     }
                     Err(error) => {
-                        // The county has the batch; it is sent again after a pause and the
+                        // The county has the batch; it is sent again once the answer can be
+                        // stored (a failed disk: once the database opens again), and the
                         // county answers DUPLICATE.
                         tracing::error!(township = %township.township, %error, "the county answered but its answer could not be stored; the batch is sent again");
                         lock(&township.book).last_error = error;
-                        retry_max
+                        let wait = pause;
+                        pause = (pause * 2).min(retry_max);
+                        wait
                     }
                 }
             }
@@ -127,6 +132,14 @@ pub(crate) async fn run(
                 note_failure(&township, &address, error, false, &mut last_warned);
                 current += 1;
                 retry_max
+            }
+            Attempt::Disk(failure) => {
+                // Said at error level when the store closed (crate::disk); the forwarder
+                // only waits and tries again, keeping its replica.
+                tracing::debug!(township = %township.township, "not forwarding: {}", failure.describe());
+                let wait = pause;
+                pause = (pause * 2).min(retry_max);
+                wait
             }
         };
         tokio::select! {
@@ -211,10 +224,19 @@ async fn send(
     batch: &[(u64, Digest)],
 ) -> Attempt {
     let digests: Vec<Digest> = batch.iter().map(|(_, d)| *d).collect();
-    let store = township.store.clone();
-    let sheets = match tokio::task::spawn_blocking(move || store.envelopes(&digests)).await {
+    let (disk, book) = (township.disk.clone(), township.book.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        let store = disk.store(&book).map_err(Attempt::Disk)?;
+        store
+            .envelopes(&digests)
+            .map_err(|e| match disk.failed(&store, &e) {
+                Some(failure) => Attempt::Disk(failure),
+                None => Attempt::Refused(format!("cannot read the outbox: {e}")),
+            })
+    });
+    let sheets = match read.await {
         Ok(Ok(sheets)) => sheets,
-        Ok(Err(e)) => return Attempt::Refused(format!("cannot read the outbox: {e}")),
+        Ok(Err(attempt)) => return attempt,
         Err(e) => return Attempt::Transient(format!("reading the outbox did not finish: {e}")),
     };
     let countersignature =
@@ -368,11 +390,19 @@ async fn record(
         write.link = link;
         write.next_note = book.next_note;
     }
-    let store = township.store.clone();
-    let write = tokio::task::spawn_blocking(move || store.record_county(&write).map(|()| write))
-        .await
-        .map_err(|e| format!("recording the county's answer did not finish: {e}"))?
-        .map_err(|e| format!("cannot record the county's answer: {e}"))?;
+    let (disk, book) = (township.disk.clone(), township.book.clone());
+    let write = tokio::task::spawn_blocking(move || {
+        let store = disk.store(&book).map_err(|failure| failure.describe())?;
+        store
+            .record_county(&write)
+            .map(|()| write)
+            .map_err(|e| match disk.failed(&store, &e) {
+                Some(failure) => failure.describe(),
+                None => format!("cannot record the county's answer: {e}"),
+            })
+    })
+    .await
+    .map_err(|e| format!("recording the county's answer did not finish: {e}"))??;
     let mut book = lock(&township.book);
     for (seq, digest, outcome) in write.answered {
         book.outbox.remove(&seq);

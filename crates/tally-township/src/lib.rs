@@ -11,6 +11,8 @@
 //! # Layout
 //! - [`config`]: `TownshipConfig`, the config file (`township.toml`), checked as a whole.
 //! - [`store`]: `Store`, the redb database: envelopes, records, slots, outbox, notes.
+//! - [`disk`]: the store as the writer and forwarder reach it: closed after a storage
+//!   failure (a full disk), opened again by the next write, the book rebuilt.
 //! - [`book`]: the same facts in memory, and the decisions (duplicate, conflict, superseded).
 //! - [`township`]: `Township`, the shared core: the intake checks and the group-committing
 //!   writer.
@@ -53,6 +55,7 @@
 
 pub mod book;
 pub mod config;
+pub mod disk;
 pub mod forward;
 pub mod http;
 pub mod metrics;

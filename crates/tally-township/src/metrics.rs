@@ -21,6 +21,7 @@
 //! | `tally_township_forward_batch_duration_seconds` | histogram: send to answer | |
 //! | `tally_township_units_reported`, `tally_township_units_expected` | gauge | |
 //! | `tally_township_sheets_stored` | gauge | |
+//! | `tally_township_storage_failed` | gauge: 1 while a storage failure (a full disk) keeps the database closed | |
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -149,6 +150,8 @@ pub struct Gauges {
     pub units_reported: u64,
     pub units_expected: u64,
     pub sheets_stored: u64,
+    /// A storage failure (a full disk) keeps the database closed (`crate::disk`).
+    pub storage_failed: bool,
 }
 
 impl Metrics {
@@ -225,6 +228,11 @@ impl Metrics {
             "Sheets stored here (every version).",
             gauges.sheets_stored.to_string(),
         );
+        gauge(
+            "tally_township_storage_failed",
+            "1 while a storage failure (a full disk, an I/O error) keeps the database closed: nothing is stored until it opens again.",
+            u8::from(gauges.storage_failed).to_string(),
+        );
         let _ = writeln!(
             out,
             "# HELP tally_township_forwarded_sheets_total Sheets the county has answered.\n\
@@ -290,6 +298,7 @@ mod tests {
             units_reported: 1,
             units_expected: 4,
             sheets_stored: 5,
+            storage_failed: false,
         });
         for line in [
             "tally_township_outbox_sheets 3",

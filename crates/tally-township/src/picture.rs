@@ -165,6 +165,9 @@ impl Township {
             .iter()
             .filter(|u| u.township == self.township)
             .count() as u64;
+        // Asked before the book is locked: a reopen holds the disk's lock while it rebuilds
+        // the book.
+        let storage_failed = self.disk.failure().is_some();
         let gauges = {
             let book = lock(&self.book);
             crate::metrics::Gauges {
@@ -181,6 +184,7 @@ impl Township {
                 units_reported: book.units_reported.len() as u64,
                 units_expected,
                 sheets_stored: book.records.len() as u64,
+                storage_failed,
             }
         };
         self.metrics.render(&gauges)

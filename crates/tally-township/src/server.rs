@@ -334,7 +334,7 @@ pub fn start(
         setup.township_id.clone(),
         setup.definition,
         setup.outbox,
-        Arc::new(store),
+        store,
         book,
     );
     let (stop, stopped) = watch::channel(false);

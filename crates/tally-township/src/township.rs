@@ -9,6 +9,7 @@
 
 use crate::book::{Book, Decision, Pending};
 use crate::config::OutboxSettings;
+use crate::disk::Disk;
 use crate::store::{Digest, GroupWrite, Note, SheetRecord, Store, StoredSheet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tally_core::definition::Definition;
@@ -35,7 +36,8 @@ pub struct Township {
     pub(crate) name: String,
     pub(crate) definition: Arc<Definition>,
     pub(crate) settings: OutboxSettings,
-    pub(crate) store: Arc<Store>,
+    /// The database, closed after a storage failure and opened again by the next write.
+    pub(crate) disk: Arc<Disk>,
     pub(crate) book: Arc<Mutex<Book>>,
     /// The writer's queue; taken away when the aggregator stops, which ends the writer once it
     /// has stored what was queued.
@@ -96,9 +98,10 @@ impl Township {
         township: TownshipId,
         definition: Arc<Definition>,
         settings: OutboxSettings,
-        store: Arc<Store>,
+        store: Store,
         book: Book,
     ) -> (Arc<Township>, tokio::task::JoinHandle<()>) {
+        let disk = Arc::new(Disk::new(store, township.clone()));
         let name = definition
             .township(&township)
             .map(|t| t.name.clone())
@@ -109,7 +112,7 @@ impl Township {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let task = tokio::spawn(run_writer(
             queue,
-            store.clone(),
+            disk.clone(),
             book.clone(),
             wake.clone(),
             settings,
@@ -121,7 +124,7 @@ impl Township {
             name,
             definition,
             settings,
-            store,
+            disk,
             book,
             writer: Mutex::new(Some(writer)),
             wake,
@@ -411,7 +414,7 @@ fn check_one(
 
 async fn run_writer(
     mut queue: mpsc::Receiver<Job>,
-    store: Arc<Store>,
+    disk: Arc<Disk>,
     book: Arc<Mutex<Book>>,
     wake: Arc<Notify>,
     settings: OutboxSettings,
@@ -426,7 +429,7 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        commit_group(jobs, &store, &book, &wake, settings, &township, &metrics).await;
+        commit_group(jobs, &disk, &book, &wake, settings, &township, &metrics).await;
     }
 }
 
@@ -455,15 +458,38 @@ struct LogLine {
     warnings: usize,
 }
 
+/// The store, opened again first if a storage failure closed it (which rebuilds the book, so
+/// it runs before any decision is taken against the book).
+async fn open_store(disk: &Arc<Disk>, book: &Arc<Mutex<Book>>) -> Result<Arc<Store>, Status> {
+    let (disk, book) = (disk.clone(), book.clone());
+    match tokio::task::spawn_blocking(move || disk.store(&book)).await {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(failure)) => Err(failure.status()),
+        Err(e) => Err(Status::unavailable(format!(
+            "opening the township's database did not finish ({e}); nothing of this call was stored: send it again"
+        ))),
+    }
+}
+
 async fn commit_group(
     jobs: Vec<Job>,
-    store: &Arc<Store>,
+    disk: &Arc<Disk>,
     book: &Arc<Mutex<Book>>,
     wake: &Notify,
     settings: OutboxSettings,
     township: &TownshipId,
     metrics: &crate::metrics::Metrics,
 ) {
+    let store = match open_store(disk, book).await {
+        Ok(store) => store,
+        Err(status) => {
+            tracing::warn!(%township, submits = jobs.len(), "{}", status.message());
+            for job in jobs {
+                let _ = job.reply.send(Err(status.clone()));
+            }
+            return;
+        }
+    };
     let now = unix_ms();
     let mut group = GroupWrite::default();
     let mut decided = Vec::with_capacity(jobs.len());
@@ -485,31 +511,38 @@ async fn commit_group(
     }
     let stored_any = !group.sheets.is_empty();
     let write = if stored_any || !group.notes.is_empty() {
-        let store = store.clone();
+        let disk = disk.clone();
         let group_for_write = std::mem::take(&mut group);
         match tokio::task::spawn_blocking(move || {
             store
                 .write_group(&group_for_write)
                 .map(|()| group_for_write)
+                .map_err(|e| match disk.failed(&store, &e) {
+                    // The disk's doing: never acknowledged, and the store is opened again by
+                    // the next write.
+                    Some(failure) => failure.status(),
+                    None => Status::unavailable(format!(
+                        "township could not store the sheets ({e}); nothing of this call was stored: send it again"
+                    )),
+                })
         })
         .await
         {
-            Ok(Ok(written)) => Ok(written),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("the write did not finish: {e}")),
+            Ok(result) => result,
+            Err(e) => Err(Status::unavailable(format!(
+                "the township's write did not finish ({e}); nothing of this call was stored: send it again"
+            ))),
         }
     } else {
         Ok(group)
     };
     let written = match write {
         Ok(written) => written,
-        Err(error) => {
-            tracing::error!(%township, %error, "cannot store sheets; they are answered UNAVAILABLE and must be sent again");
+        Err(status) => {
+            tracing::error!(%township, code = ?status.code(), "cannot store sheets: {}", status.message());
             for d in decided {
                 if d.answer.is_ok() {
-                    let _ = d.reply.send(Err(Status::unavailable(format!(
-                        "township {township} could not store the sheets ({error}); nothing of this submit was stored: send it again"
-                    ))));
+                    let _ = d.reply.send(Err(status.clone()));
                 } else {
                     let _ = d.reply.send(d.answer);
                 }

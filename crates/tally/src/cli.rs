@@ -23,6 +23,10 @@ pub enum Outcome {
     /// `tally village submit`: some sheets are still pending after the retry window; they are
     /// safe in the journal and the same command sends them. Exit 2.
     Pending,
+    /// `tally county`: the replica stopped on a failure of its own (its storage failed: 74,
+    /// `tally_county::fault::EXIT_STORAGE`; another: 70), logged with the cause. Not 0, so
+    /// systemd's `Restart=on-failure` starts it again.
+    Stopped(u8),
 }
 
 pub const EXIT_FAILURE: u8 = 1;
@@ -209,6 +213,7 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Findings) => ExitCode::from(EXIT_FINDINGS),
         Ok(Outcome::Refused) => ExitCode::from(EXIT_FAILURE),
         Ok(Outcome::Pending) => ExitCode::from(EXIT_PENDING),
+        Ok(Outcome::Stopped(status)) => ExitCode::from(status),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_FAILURE)

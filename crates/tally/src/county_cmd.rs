@@ -161,11 +161,19 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
             });
         }
         drop(http_stop);
+        // A replica whose driver stopped (its storage failed) takes no more calls and exits
+        // non-zero, so that systemd starts it again: staying up would only answer "stopped".
+        let mut driver = opened.node.status();
+        let replica_id = config.replica_id;
         let serve = server::router(server, opened.shared).serve_with_incoming_shutdown(
             incoming,
             async move {
-                shutdown_signal().await;
-                tracing::info!(replica = config.replica_id, "stopping");
+                tokio::select! {
+                    _ = shutdown_signal() => {
+                        tracing::info!(replica = replica_id, "stopping");
+                    }
+                    _ = driver.wait_for(|s| !s.running) => {}
+                }
                 let _ = http_stopping.send(true);
                 let _ = stopping.send(());
             },
@@ -176,6 +184,22 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
                 let _ = stop.await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
             } => {}
+        }
+        let last = opened.node.status().borrow().clone();
+        if !last.running {
+            let status = if last.storage_failed {
+                tally_county::fault::EXIT_STORAGE
+            } else {
+                tally_county::fault::EXIT_DRIVER
+            };
+            let reason = last.stopped.clone().unwrap_or_default();
+            tracing::error!(
+                replica = config.replica_id,
+                exit_status = status,
+                "replica {} stopped: {reason}; exiting with status {status}",
+                config.replica_id
+            );
+            return Ok(Outcome::Stopped(status));
         }
         tracing::info!(replica = config.replica_id, "stopped");
         Ok(Outcome::Clean)

@@ -162,6 +162,14 @@ fn unreachable(address: &str, status: &tonic::Status) -> anyhow::Error {
     )
 }
 
+/// Whether an UNAVAILABLE (or UNKNOWN, CANCELLED) status is the aggregator's own answer (its
+/// disk failed, it is shutting down: its messages begin with "the township"), not the
+/// transport's (no connection), so the clerk is told what happened rather than asked whether
+/// it runs.
+fn answered_by_township(status: &tonic::Status) -> bool {
+    status.message().starts_with("the township")
+}
+
 /// `tally township import --config township.toml FILE...`.
 fn import(config_path: &Path, files: &[PathBuf]) -> Result<Outcome> {
     let config = TownshipConfig::load(config_path).map_err(|e| anyhow!("{e}"))?;
@@ -188,6 +196,19 @@ fn import(config_path: &Path, files: &[PathBuf]) -> Result<Outcome> {
                 };
                 let outcomes = match client.import(request).await {
                     Ok(r) => r.into_inner().outcomes,
+                    // A full disk (RESOURCE_EXHAUSTED), a failed one, a full outbox: the
+                    // township answered, and stored nothing of this call.
+                    Err(status)
+                        if status.code() == tonic::Code::ResourceExhausted
+                            || answered_by_township(&status) =>
+                    {
+                        let first = chunk_index * SUBMIT_SHEETS_MAX + 1;
+                        bail!(
+                            "{}: the township stored nothing from sheet #{first} on: {}; run the same import again then (sheets already stored are answered duplicate)",
+                            path.display(),
+                            status.message()
+                        );
+                    }
                     Err(status)
                         if matches!(
                             status.code(),

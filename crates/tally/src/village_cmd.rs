@@ -779,9 +779,16 @@ fn deliver(
     );
     if pending > 0 {
         say!(
-            "{pending} sheet{} still pending after {} s: the township at {address} did not answer ({last_error}). They are safe in the journal {}; run the same command again to resend them.",
+            "{pending} sheet{} still pending after {} s: the township at {address} {} ({last_error}). They are safe in the journal {}; run the same command again to resend them.",
             if pending == 1 { " is" } else { "s are" },
             retry_for.as_secs(),
+            // The township answered and stored nothing (its disk is full, its outbox is
+            // full), or nothing answered at all.
+            if last_error.contains(": the township") {
+                "did not store them"
+            } else {
+                "did not answer"
+            },
             journal.path().display()
         );
         return Ok(Outcome::Pending);

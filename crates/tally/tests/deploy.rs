@@ -486,6 +486,22 @@ fn systemd_units_run_the_deploy_configs() {
 
         assert_eq!(unit_value(&settings, "User"), "tally", "{name}");
         assert_eq!(unit_value(&settings, "Restart"), "on-failure", "{name}");
+        // A replica whose storage failed exits 74 (EX_IOERR), another stopped driver 70: both
+        // must count as failures, so that on-failure starts it again (docs/design/county.md).
+        for status in [
+            tally_county::fault::EXIT_STORAGE,
+            tally_county::fault::EXIT_DRIVER,
+        ] {
+            for key in ["RestartPreventExitStatus", "SuccessExitStatus"] {
+                assert!(
+                    !unit_values(&settings, key)
+                        .iter()
+                        .flat_map(|v| v.split_whitespace())
+                        .any(|v| v == status.to_string() || v == "EX_IOERR" || v == "EX_SOFTWARE"),
+                    "{name}: {key} keeps exit status {status} from restarting it"
+                );
+            }
+        }
         for (key, value) in [
             ("NoNewPrivileges", "yes"),
             ("ProtectHome", "yes"),
