@@ -12,11 +12,14 @@
 //! - [`state`]: `CountyState`, the deterministic state machine: ledger, hash chain, conflicts.
 //! - [`command`]: `Command`, what one raft log entry carries.
 //! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
+//! - [`limits`]: what each method takes (roles, message sizes, calls in flight) and the
+//!   connection and stream limits, checked before a request body is read.
 //! - [`metrics`]: the Prometheus metrics; [`http`]: `/metrics` and the dashboard over HTTP.
 
 pub mod command;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod replica;
