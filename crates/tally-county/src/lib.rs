@@ -24,12 +24,15 @@
 //! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
 //! - [`fault`]: a storage failure told apart (full disk or I/O error) for the status and the
 //!   exit status.
+//! - [`limits`]: what each method takes (roles, message sizes, calls in flight) and the
+//!   connection and stream limits, checked before a request body is read.
 //! - [`metrics`]: the Prometheus metrics; [`http`]: `/metrics` and the dashboard over HTTP.
 
 pub mod command;
 pub mod config;
 pub mod fault;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod raft_log;

@@ -5,16 +5,18 @@
 //! router is served on), so tests and the simulation assemble replicas the same way
 //! [`crate::config`]'s `tally county` does over TCP and TLS.
 
+use crate::limits;
 use crate::node::{self, NodeHandle, Placement};
 use crate::replica::{Options, Replica, ReplicaError};
 use crate::service::{AdminService, CountyService, RaftService, Shared};
 use crate::storage::{self, DiskStorage, StorageError};
-use crate::transport::{Dialer, RAFT_MESSAGE_BYTES_MAX};
+use crate::transport::Dialer;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tally_core::definition::Definition;
+use tally_net::guard;
 use tally_rpc::pb::admin_server::AdminServer;
 use tally_rpc::pb::county_server::CountyServer;
 use tally_rpc::pb::raft_server::RaftServer;
@@ -155,9 +157,18 @@ fn open_on(
 
 /// The name the health service reports the county service under.
 pub const COUNTY_SERVICE_NAME: &str = "tally.v1.County";
+/// The full name of the Admin service.
+pub const ADMIN_SERVICE_NAME: &str = "tally.v1.Admin";
+/// The full name of the Raft service.
+pub const RAFT_SERVICE_NAME: &str = "tally.v1.Raft";
+/// The largest answer a replica sends: a Results answer carries the whole county's result
+/// as JSON beside its messages (an Export sends its records in chunks well under this).
+pub const RESPONSE_BYTES_MAX: usize = 1 << 30;
 
 /// Adds the replica's services to `server`: County, Admin, Raft, grpc.health.v1 and gRPC
-/// reflection. Health says SERVING for `tally.v1.County` (and the whole server) while the
+/// reflection (v1 and v1alpha, listing these services only), each behind its limits
+/// ([`crate::limits`]), with the streams per connection limited. Serve it on
+/// [`tally_net::limit_connections`]`(incoming, `[`limits::CONNECTIONS_MAX`]`)`. Health says SERVING for `tally.v1.County` (and the whole server) while the
 /// replica knows a leader, NOT_SERVING otherwise.
 pub fn router(mut server: tonic::transport::Server, shared: Arc<Shared>) -> Router {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -186,26 +197,56 @@ pub fn router(mut server: tonic::transport::Server, shared: Arc<Shared>) -> Rout
             }
         }
     });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tally_rpc::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the descriptor sets are built with the binary");
+    let replica = shared.node.status().borrow().id;
+    let who = format!("replica {replica}");
+    let (reflection_v1, reflection_v1alpha) = tally_rpc::reflection::reflection(&[
+        COUNTY_SERVICE_NAME,
+        ADMIN_SERVICE_NAME,
+        RAFT_SERVICE_NAME,
+    ]);
+    // The limits are checked before a request body is read (see `crate::limits`); tonic's own
+    // decode limit, per service, is set to the service's largest method as a second fence.
+    let county = limits::county(replica);
+    let admin = limits::admin(replica);
+    let raft = limits::raft(replica);
+    let health_limits = tally_net::health_limits(who.clone());
+    let v1_limits = tally_net::reflection_limits(tally_rpc::reflection::REFLECTION_V1, who.clone());
+    let v1alpha_limits =
+        tally_net::reflection_limits(tally_rpc::reflection::REFLECTION_V1ALPHA, who);
+    server = server
+        .max_concurrent_streams(limits::STREAMS_PER_CONNECTION_MAX)
+        .concurrency_limit_per_connection(limits::STREAMS_PER_CONNECTION_MAX as usize);
     server
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(
+        .add_service(guard(
+            health.max_decoding_message_size(health_limits.message_bytes_max()),
+            health_limits,
+        ))
+        .add_service(guard(
+            reflection_v1.max_decoding_message_size(v1_limits.message_bytes_max()),
+            v1_limits,
+        ))
+        .add_service(guard(
+            reflection_v1alpha.max_decoding_message_size(v1alpha_limits.message_bytes_max()),
+            v1alpha_limits,
+        ))
+        .add_service(guard(
             CountyServer::new(CountyService {
                 shared: shared.clone(),
             })
-            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX),
-        )
-        .add_service(AdminServer::new(AdminService {
-            shared: shared.clone(),
-        }))
-        .add_service(
+            .max_decoding_message_size(county.message_bytes_max())
+            .max_encoding_message_size(RESPONSE_BYTES_MAX),
+            county,
+        ))
+        .add_service(guard(
+            AdminServer::new(AdminService {
+                shared: shared.clone(),
+            })
+            .max_decoding_message_size(admin.message_bytes_max()),
+            admin,
+        ))
+        .add_service(guard(
             RaftServer::new(RaftService { shared })
-                .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX),
-        )
+                .max_decoding_message_size(raft.message_bytes_max()),
+            raft,
+        ))
 }

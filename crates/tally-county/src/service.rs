@@ -485,8 +485,8 @@ impl pb::county_server::County for CountyService {
         if let Some(channel) = shared.leader_channel(&request)? {
             let forwarded = shared.forwarded(request.into_inner());
             return CountyClient::new(channel)
-                .max_decoding_message_size(crate::transport::RAFT_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(crate::transport::RAFT_MESSAGE_BYTES_MAX)
+                .max_decoding_message_size(crate::server::RESPONSE_BYTES_MAX)
+                .max_encoding_message_size(crate::limits::INGEST_REQUEST_BYTES_MAX)
                 .ingest(forwarded)
                 .await;
         }
@@ -1148,6 +1148,7 @@ impl pb::raft_server::Raft for RaftService {
         let me = self.shared.status().id;
         let mut stream = request.into_inner();
         let mut received = 0u64;
+        let mut snapshot = crate::transport::SnapshotAssembly::default();
         while let Some(batch) = stream.message().await? {
             if batch.from != peer {
                 return Err(Status::permission_denied(format!(
@@ -1161,8 +1162,18 @@ impl pb::raft_server::Raft for RaftService {
                 .lock()
                 .unwrap()
                 .insert(peer, tokio::time::Instant::now());
+            // A snapshot arrives in pieces; it is parsed like any message once whole.
+            let whole = match batch.snapshot {
+                Some(piece) if batch.messages.is_empty() => snapshot.add(piece)?,
+                Some(_) => {
+                    return Err(Status::invalid_argument(
+                        "a raft batch carries either messages or a snapshot piece, not both",
+                    ));
+                }
+                None => None,
+            };
             let mut messages = Vec::with_capacity(batch.messages.len());
-            for bytes in &batch.messages {
+            for bytes in batch.messages.iter().chain(whole.as_ref()) {
                 // Parsed only after the sender proved it is a replica of this county (see
                 // the advisory on rust-protobuf in ../shared/design/replication-notes.md).
                 let message = raft::eraftpb::Message::parse_from_bytes(bytes)
@@ -1177,6 +1188,11 @@ impl pb::raft_server::Raft for RaftService {
             }
             received += messages.len() as u64;
             self.shared.node.step(messages).await.map_err(unavailable)?;
+        }
+        if snapshot.unfinished() {
+            return Err(Status::invalid_argument(
+                "the call ended before the last piece of its snapshot",
+            ));
         }
         Ok(Response::new(pb::RaftAck { received }))
     }

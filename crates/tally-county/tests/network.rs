@@ -1159,6 +1159,7 @@ async fn wiped_replica_is_refused_and_a_new_one_catches_up_by_snapshot() {
             from: 3,
             messages: Vec::new(),
             incarnation: wiped_incarnation.to_vec(),
+            snapshot: None,
         }]))
         .await
         .expect_err("the leader refuses a batch from replica 3's new incarnation");
@@ -1903,6 +1904,19 @@ async fn results_stream_township_scope_and_reflection() {
         .expect_err("another township's results are refused");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
 
+    // Reflection, in both versions, lists what a replica serves and nothing else (the
+    // descriptor set also holds the township's service).
+    let served: BTreeSet<String> = [
+        "tally.v1.County",
+        "tally.v1.Admin",
+        "tally.v1.Raft",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
     let mut reflection = ServerReflectionClient::new(cluster.channel(follower, &operator()));
     let request = tonic_reflection::pb::v1::ServerReflectionRequest {
         host: String::new(),
@@ -1922,14 +1936,37 @@ async fn results_stream_township_scope_and_reflection() {
         panic!("expected a list of services, got {answer:?}");
     };
     let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in [
-        "tally.v1.County",
-        "tally.v1.Admin",
-        "tally.v1.Raft",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(names.contains(service), "{service} is listed: {names:?}");
-    }
+    assert_eq!(names, served, "reflection v1 lists the replica's services");
+
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut reflection = alpha::server_reflection_client::ServerReflectionClient::new(
+        cluster.channel(leader, &township_identity(&township)),
+    );
+    let request = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let answer = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1alpha answers")
+        .into_inner()
+        .next()
+        .await
+        .expect("one answer")
+        .expect("a list of services");
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("expected a list of services, got {answer:?}");
+    };
+    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        names, served,
+        "reflection v1alpha lists the replica's services"
+    );
     cluster.check_end(&members).await;
 }
 

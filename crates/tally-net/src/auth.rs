@@ -36,12 +36,22 @@ use crate::{Identity, Role, identity_of};
 /// `Unauthenticated` when there is no certificate (the server is not running mutual TLS) or
 /// the certificate carries no tally identity.
 pub fn peer_identity<T>(request: &Request<T>) -> Result<Identity, Status> {
-    let chain = request.peer_certs().ok_or_else(|| {
-        Status::unauthenticated(
-            "no client certificate: this service requires mutual TLS with a certificate from \
+    identity_in(request.extensions())
+}
+
+/// [`peer_identity`] from a request's extensions, where tonic's TLS acceptor files the peer's
+/// certificate chain: what [`crate::limits`] reads from an HTTP request before its body.
+pub fn identity_in(extensions: &tonic::Extensions) -> Result<Identity, Status> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let chain = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs())
+        .ok_or_else(|| {
+            Status::unauthenticated(
+                "no client certificate: this service requires mutual TLS with a certificate from \
              the county CA (`tally certs` makes them)",
-        )
-    })?;
+            )
+        })?;
     let leaf = chain.first().ok_or_else(|| {
         Status::unauthenticated("the client presented an empty certificate chain")
     })?;
@@ -58,14 +68,27 @@ pub fn require(identity: &Identity, allowed: &[Role]) -> Result<(), Status> {
         [] => "no certificate may make this call".to_string(),
         _ => {
             let names: Vec<&str> = allowed.iter().map(|role| role.as_str()).collect();
-            format!("this call needs a {} certificate", names.join(" or "))
+            format!(
+                "this call needs {} {} certificate",
+                article(names[0]),
+                names.join(" or ")
+            )
         }
     };
     Err(Status::permission_denied(format!(
-        "{identity} may not make this call: {needed}; a {role} certificate may {may}",
+        "{identity} may not make this call: {needed}; {a} {role} certificate may {may}",
+        a = article(identity.role().as_str()),
         role = identity.role(),
         may = identity.role().may(),
     )))
+}
+
+/// The indefinite article before `word`: "an operator", "a replica".
+fn article(word: &str) -> &'static str {
+    match word.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
+        _ => "a",
+    }
 }
 
 /// The identity [`RequireRole`] authorized for this request, if the service is wrapped in
@@ -124,6 +147,24 @@ mod tests {
             "township:T01 may not make this call: this call needs a replica certificate; \
              a township certificate may submit the signed tally sheets of its own township \
              and read their status"
+        );
+        // Roles that begin with a vowel take "an".
+        let operator = Identity::new(Role::Operator, "ana").unwrap();
+        let status = require(&operator, &[Role::Replica]).unwrap_err();
+        assert!(
+            status
+                .message()
+                .contains("; an operator certificate may read results"),
+            "{}",
+            status.message()
+        );
+        let status = require(&township, &[Role::Operator]).unwrap_err();
+        assert!(
+            status
+                .message()
+                .contains("this call needs an operator certificate"),
+            "{}",
+            status.message()
         );
     }
 

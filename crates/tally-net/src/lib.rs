@@ -14,6 +14,8 @@
 //! - [`tls`]: [`server_tls`] and [`client_tls`] build tonic's TLS configurations, from PEM
 //!   text or from files ([`TlsFiles`]), checking the material first so a bad file is named.
 //! - [`auth`]: [`peer_identity`], [`require`] and the [`RequireRole`] interceptor.
+//! - [`limits`]: [`guard`] (roles, message sizes and calls in flight per method, checked
+//!   before a request body is read) and [`limit_connections`] (connections open at once).
 //!
 //! # Using an existing CA
 //!
@@ -21,14 +23,18 @@
 
 pub mod auth;
 pub mod certs;
+pub mod limits;
 pub mod tls;
 
 use std::path::PathBuf;
 
-pub use auth::{RequireRole, authorized_identity, peer_identity, require};
+pub use auth::{RequireRole, authorized_identity, identity_in, peer_identity, require};
 pub use certs::{
     CaFiles, DevPki, Identity, LeafFiles, Role, identity_of, make_ca, make_leaf, write_dev_pki,
     write_dev_pki_for,
+};
+pub use limits::{
+    Guarded, MethodLimit, ServiceLimits, guard, health_limits, limit_connections, reflection_limits,
 };
 pub use tls::{TlsFiles, client_tls, server_tls};
 

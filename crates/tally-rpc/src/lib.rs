@@ -6,9 +6,12 @@
 //! Messages the services share with the signed-sheet contract (`SignedSheet`,
 //! `Countersignature`) are `tally_proto::pb` types, re-exported here under the same names.
 //!
+//! [`reflection`] builds gRPC reflection (v1 and v1alpha) listing one server's services.
+//!
 //! [`results`] turns a computed result (`tally_core::results`) into its tally.v1 messages, once
 //! for every service that reports results (the county's Results, the township's Picture).
 
+pub mod reflection;
 pub mod results;
 
 /// The generated service types, package `tally.v1`.

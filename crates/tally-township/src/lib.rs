@@ -21,6 +21,8 @@
 //! - [`metrics`]: the Prometheus counters, histogram and gauges; [`http`]: `GET /metrics` on
 //!   the optional `http_listen`.
 //! - [`service`]: the `Township` gRPC service and who may call what.
+//! - [`limits`]: what each method takes (roles, message sizes, calls in flight) and the
+//!   connection and stream limits, checked before a request body is read.
 //! - [`server`]: `prepare` (a config checked), `start` (served on a listener), `Running`.
 //!
 //! # Running one
@@ -58,6 +60,7 @@ pub mod config;
 pub mod disk;
 pub mod forward;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod picture;
 pub mod server;

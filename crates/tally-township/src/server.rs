@@ -19,6 +19,7 @@
 use crate::book::Book;
 use crate::config::{OutboxSettings, TownshipConfig};
 use crate::forward::{self, CountyRoute};
+use crate::limits;
 use crate::service::TownshipService;
 use crate::store::{Store, StoreError};
 use crate::township::{SUBMIT_SHEETS_MAX, Township};
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tally_core::definition::Definition;
 use tally_core::ids::{KeyId, TownshipId};
-use tally_net::{Identity, Role};
+use tally_net::{Identity, Role, guard};
 use tally_rpc::pb::township_server::TownshipServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -358,6 +359,7 @@ pub fn start(
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(30)));
+    let incoming = tally_net::limit_connections(incoming, limits::CONNECTIONS_MAX);
     let mut shutdown = stopped;
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
@@ -382,7 +384,9 @@ pub fn start(
 }
 
 /// Adds the aggregator's services to `server`: Township, grpc.health.v1 (SERVING for
-/// `tally.v1.Township` and the whole server while it runs) and gRPC reflection.
+/// `tally.v1.Township` and the whole server while it runs) and gRPC reflection (v1 and
+/// v1alpha, listing these services only), each behind its limits ([`crate::limits`]), with
+/// the streams per connection limited.
 pub fn router(mut server: tonic::transport::Server, township: Arc<Township>) -> Router {
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
@@ -393,17 +397,37 @@ pub fn router(mut server: tonic::transport::Server, township: Arc<Township>) -> 
             .set_service_status(TOWNSHIP_SERVICE_NAME, tonic_health::ServingStatus::Serving)
             .await;
     });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tally_rpc::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the descriptor sets are built with the binary");
+    let here = township.township.clone();
+    let who = limits::server_name(&here);
+    let (reflection_v1, reflection_v1alpha) =
+        tally_rpc::reflection::reflection(&[TOWNSHIP_SERVICE_NAME]);
+    // The limits are checked before a request body is read (see `crate::limits`); tonic's own
+    // decode limit, per service, is set to the service's largest method as a second fence.
+    let limits = limits::township(&here);
+    let health_limits = tally_net::health_limits(who.clone());
+    let v1_limits = tally_net::reflection_limits(tally_rpc::reflection::REFLECTION_V1, who.clone());
+    let v1alpha_limits =
+        tally_net::reflection_limits(tally_rpc::reflection::REFLECTION_V1ALPHA, who);
+    server = server
+        .max_concurrent_streams(limits::STREAMS_PER_CONNECTION_MAX)
+        .concurrency_limit_per_connection(limits::STREAMS_PER_CONNECTION_MAX as usize);
     server
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(
+        .add_service(guard(
+            health.max_decoding_message_size(health_limits.message_bytes_max()),
+            health_limits,
+        ))
+        .add_service(guard(
+            reflection_v1.max_decoding_message_size(v1_limits.message_bytes_max()),
+            v1_limits,
+        ))
+        .add_service(guard(
+            reflection_v1alpha.max_decoding_message_size(v1alpha_limits.message_bytes_max()),
+            v1alpha_limits,
+        ))
+        .add_service(guard(
             TownshipServer::new(TownshipService { township })
-                .max_decoding_message_size(SUBMIT_BYTES_MAX)
+                .max_decoding_message_size(limits.message_bytes_max())
                 .max_encoding_message_size(ANSWER_BYTES_MAX),
-        )
+            limits,
+        ))
 }

@@ -132,6 +132,8 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(30)));
+        let incoming =
+            tally_net::limit_connections(incoming, tally_county::limits::CONNECTIONS_MAX);
         let server = tonic::transport::Server::builder()
             .tls_config(tls)
             .context("TLS configuration")?

@@ -517,6 +517,12 @@ impl Proc {
         Ok(())
     }
 
+    /// The operating system's id of the process, while it runs (tests read its memory from
+    /// `/proc/PID/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The exit status if the process has ended.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;

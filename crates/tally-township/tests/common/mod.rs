@@ -277,7 +277,7 @@ impl Env {
         }
     }
 
-    fn channel(&self, address: &str, who: &Identity) -> Channel {
+    pub fn channel(&self, address: &str, who: &Identity) -> Channel {
         let (tls, _) = TlsFiles::in_dir(&self.pki, who)
             .client_tls("127.0.0.1")
             .expect("the test PKI has this identity");
