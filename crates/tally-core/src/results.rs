@@ -85,7 +85,7 @@ pub enum RoundKind {
 }
 
 /// Someone who can receive votes: a candidate on the ballot, or a written-in person by the
-/// name voters wrote (trimmed).
+/// name voters wrote, as counted ([`crate::sheet::counting_name`]: NFC, spaces collapsed).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Person {
     Candidate(CandidateId),
@@ -644,7 +644,10 @@ fn count_round(
         }
         for w in &sheet.write_ins {
             let v = votes
-                .entry(Person::WriteIn(w.name.trim().to_owned()))
+                // Counted under the counting name (NFC, spaces collapsed), never the raw bytes:
+                // two spellings of one name are one person here, at the county, at the
+                // township and offline alike.
+                .entry(Person::WriteIn(w.counting_name()))
                 .or_default();
             *v = v.saturating_add(w.votes);
         }
@@ -742,8 +745,8 @@ fn round_marks_finding(spec: &NextRound, sheet: &TallySheet) -> Option<Finding> 
     let people = sheet
         .candidates
         .iter()
-        .map(|c| (c.candidate.as_str(), c.approvals))
-        .chain(sheet.write_ins.iter().map(|w| (w.name.trim(), w.votes)));
+        .map(|c| (c.candidate.to_string(), c.approvals))
+        .chain(sheet.write_ins.iter().map(|w| (w.counting_name(), w.votes)));
     let mut marks: u128 = 0;
     for (name, votes) in people {
         if votes > valid {
@@ -1564,7 +1567,8 @@ mod tests {
         );
     }
 
-    // Goal: a written-in person can win a first round, and write-ins are merged by trimmed name.
+    // Goal: a written-in person can win a first round, and write-ins are merged by counting
+    // name (trimmed, NFC).
     // Method: two stations report "王五" with and without a trailing space.
     #[test]
     fn write_in_elected() {
@@ -2039,7 +2043,42 @@ mod tests {
         ledger
     }
 
+    /// Three names, each in three spellings that differ only in encoding (NFC or not),
+    /// spacing, or which middle dot an input method typed; the first is the counting name.
+    const SPELLINGS: [[&str; 3]; 3] = [
+        ["Zoë", "Zoe\u{308}", " Zoë\u{3000}"],
+        ["阿卜杜拉·艾力", "阿卜杜拉・艾力", "阿卜杜拉‧艾力 "],
+        ["María José", "Mari\u{301}a  José", "María\u{a0}José"],
+    ];
+
     proptest::proptest! {
+        // Goal: written-in names that differ only by normalisation are one person: the result
+        // is the same whichever spelling each unit sent.
+        // Method: random valid sheets (later rounds too); each write-in gets one of three
+        // names, once in its counting spelling and once in a random equivalent spelling; both
+        // sets of sheets pass the checks, and their results are the same JSON.
+        #[test]
+        fn equivalent_write_in_spellings_count_together(seed: u64, pick: u64) {
+            let d = summary_fixture();
+            let mut counting = random_sheets(&d, seed, true);
+            let mut variant = counting.clone();
+            let mut mix = Mix(pick);
+            for (c, v) in counting.iter_mut().zip(&mut variant) {
+                for (cw, vw) in c.write_ins.iter_mut().zip(&mut v.write_ins) {
+                    let spellings = SPELLINGS[mix.below(3) as usize];
+                    cw.name = spellings[0].into();
+                    vw.name = spellings[mix.below(3) as usize].into();
+                }
+                proptest::prop_assert!(!crate::validate::has_errors(&check_sheet(&d, v)));
+            }
+            let a = compute(&d, &ledger_of(&counting));
+            let b = compute(&d, &ledger_of(&variant));
+            proptest::prop_assert_eq!(
+                serde_json::to_string(&a).unwrap(),
+                serde_json::to_string(&b).unwrap()
+            );
+        }
+
         // Goal: the result does not depend on the order sheets arrive in, versions included.
         // Method: random valid sheets with up to 3 versions per slot and some round 2 sheets,
         // submitted in two random orders; compare the JSON of the results.

@@ -12,6 +12,12 @@ pub const SIGNERS_MAX: usize = 50;
 pub const CANDIDATES_MAX: usize = 6;
 pub const VERSION_MAX: u32 = 1_000;
 pub const ROUND_MAX: u32 = 10;
+/// The most characters (after [`counting_name`]) a written-in name may have. Chinese names
+/// are two to four characters; transliterated names of minority nationalities and foreign
+/// names run longer (`阿卜杜拉·艾力` is 7, `María José García-López de la Fuente` 36): 50
+/// leaves room for every real name and refuses a paragraph (E119). 50 characters are at most
+/// 200 bytes of UTF-8, the byte bound every name has (`definition::NAME_LEN_MAX`, E117).
+pub const WRITE_IN_NAME_CHARS_MAX: usize = 50;
 
 /// The voting round a sheet reports. Round 1 is the election day vote; a later round is the
 /// vote the outcome of the one before it called for: a repeat of a void vote, another vote
@@ -44,8 +50,54 @@ pub struct CandidateCount {
 /// A person written in by voters (另选他人), by name as written on the sheet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteIn {
+    /// The name exactly as the unit signed it; never changed (see [`counting_name`]).
     pub name: String,
     pub votes: u64,
+}
+
+impl WriteIn {
+    /// The name this write-in is counted under: [`counting_name`] of [`WriteIn::name`].
+    pub fn counting_name(&self) -> String {
+        counting_name(&self.name)
+    }
+}
+
+/// The key a written-in name is counted, compared and shown under, so that spellings that
+/// differ only in how they are encoded or spaced are one person:
+///
+/// 1. Unicode NFC (canonical composition): `Zoe` + U+0308 and `Zoë` (U+00EB) are one name.
+///    Not NFKC, which would also merge characters Unicode calls only "compatible"
+///    (fullwidth `Ｚ` and `Z`, `㈱` and `(株)`): that is a judgement about what the voter
+///    meant, which the committee makes, not the count.
+/// 2. Whitespace (any Unicode space: U+3000 of Chinese input methods, no-break space, ...)
+///    trimmed at both ends and each inner run made one ASCII space: `María  José` is
+///    `María José`. Spaces are not removed between Chinese characters: `刘 华` stays apart
+///    from `刘华`, since whether a space is part of a name is again the committee's call.
+/// 3. The separators input methods type for the same mark folded to one: the middle dots of
+///    transliterated names `・` (U+30FB), `･` (U+FF65) and `‧` (U+2027) to `·` (U+00B7, the
+///    间隔号 of GB/T 15834); the right single quotation mark `’` to the apostrophe `'`; the
+///    hyphens U+2010 and U+2011 to `-`.
+///
+/// The signed sheet is never changed: this is the key the count uses, computed from the
+/// stored name wherever sheets are added up (`results::compute`, which the county, the
+/// township and `tally results` all run) or checked (`validate::check_sheet`), so all of them
+/// agree by construction.
+pub fn counting_name(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let composed: String = name.nfc().collect();
+    let mut out = String::with_capacity(composed.len());
+    for word in composed.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.chars().map(|c| match c {
+            '\u{30FB}' | '\u{FF65}' | '\u{2027}' => '\u{00B7}',
+            '\u{2019}' => '\'',
+            '\u{2010}' | '\u{2011}' => '-',
+            c => c,
+        }));
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,7 @@
 //! | E116 | error | sheet | round 0 |
 //! | E117 | error | sheet | a list, name, round or version over the bounds of `sheet.rs` |
 //! | E118 | error | results | a later round's sheet does not list exactly that round's candidates; not counted |
+//! | E119 | error | sheet | a write-in name that is not a plausible name: a control character, a character that is not a letter, mark, space, middle dot, hyphen or apostrophe, no letter first, or longer than `WRITE_IN_NAME_CHARS_MAX` characters |
 //! | E201 | error | sheet | unknown polling unit |
 //! | E202 | error | sheet | unknown contest |
 //! | E203 | error | sheet | the unit does not serve the contest |
@@ -49,7 +50,8 @@
 
 use crate::definition::{Definition, NAME_LEN_MAX, UnitKind};
 use crate::sheet::{
-    CANDIDATES_MAX, ROUND_MAX, SIGNERS_MAX, TallySheet, VERSION_MAX, WRITE_INS_MAX,
+    CANDIDATES_MAX, ROUND_MAX, SIGNERS_MAX, TallySheet, VERSION_MAX, WRITE_IN_NAME_CHARS_MAX,
+    WRITE_INS_MAX, counting_name,
 };
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -102,6 +104,8 @@ pub enum Code {
     OverBounds,
     #[serde(rename = "E118")]
     RoundBallotMismatch,
+    #[serde(rename = "E119")]
+    WriteInNameImplausible,
     #[serde(rename = "E201")]
     UnknownUnit,
     #[serde(rename = "E202")]
@@ -138,7 +142,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 34] = [
+    pub const ALL: [Code; 35] = [
         Code::BallotsNotBalanced,
         Code::BlankOverValid,
         Code::VotesOverValid,
@@ -157,6 +161,7 @@ impl Code {
         Code::RoundZero,
         Code::OverBounds,
         Code::RoundBallotMismatch,
+        Code::WriteInNameImplausible,
         Code::UnknownUnit,
         Code::UnknownContest,
         Code::UnitNotServingContest,
@@ -195,6 +200,7 @@ impl Code {
             Code::RoundZero => "E116",
             Code::OverBounds => "E117",
             Code::RoundBallotMismatch => "E118",
+            Code::WriteInNameImplausible => "E119",
             Code::UnknownUnit => "E201",
             Code::UnknownContest => "E202",
             Code::UnitNotServingContest => "E203",
@@ -248,6 +254,7 @@ impl Code {
             Code::RoundBallotMismatch => {
                 "the sheet does not list exactly the candidates of its round; not counted"
             }
+            Code::WriteInNameImplausible => "a written-in name is not a plausible name",
             Code::UnknownUnit => "the polling unit is not in the election definition",
             Code::UnknownContest => "the contest is not in the election definition",
             Code::UnitNotServingContest => "the polling unit does not serve this contest",
@@ -352,6 +359,49 @@ impl Findings {
 /// `a * 100 > percent * b`: whether `a` is more than `percent`% of `b`, exactly.
 pub(crate) fn over_percent(a: u64, percent: u32, b: u64) -> bool {
     u128::from(a) * 100 > u128::from(percent) * u128::from(b)
+}
+
+/// Why a written-in name is not a plausible person's name (E119), or `None`. `raw` is the
+/// name as signed, `name` its [`counting_name`] (not empty).
+///
+/// A name is letters (any script: Han, Latin, Cyrillic, Arabic, Tibetan, ...) and combining
+/// marks, with single spaces, middle dots, hyphens, apostrophes and Tibetan tshegs between
+/// them, and begins with a letter. That admits `刘华`, `欧阳娜娜`, `阿卜杜拉·艾力`, `María José`, `Zoë`,
+/// `O'Brien`, `Jean-Luc`, and refuses digits, punctuation, symbols and emoji, invisible
+/// format characters (zero-width spaces, right-to-left overrides, which make a name look like
+/// another), and any control character: a tab or line break in a name is a software fault or
+/// an attempt on the CSV and the logs, so it is refused even though the counting name would
+/// have turned it into a space. A name that begins with `=`, `+`, `-` or `@` cannot pass,
+/// which the spreadsheets that open `tally`'s CSV are glad of (they escape it too).
+fn implausible_name(raw: &str, name: &str) -> Option<String> {
+    if let Some(c) = raw.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "it contains the control character U+{:04X}",
+            u32::from(c)
+        ));
+    }
+    let length = name.chars().count();
+    if length > WRITE_IN_NAME_CHARS_MAX {
+        return Some(format!(
+            "it is {length} characters long, more than {WRITE_IN_NAME_CHARS_MAX}"
+        ));
+    }
+    let in_name = |c: char| {
+        c.is_alphabetic()
+            || unicode_normalization::char::is_combining_mark(c)
+            // The Tibetan tsheg (U+0F0B, U+0F0C) separates syllables as a space does.
+            || matches!(c, ' ' | '\u{00B7}' | '-' | '\'' | '\u{0F0B}' | '\u{0F0C}')
+    };
+    if let Some(c) = name.chars().find(|c| !in_name(*c)) {
+        return Some(format!(
+            "it contains {c:?} (U+{:04X}), which is not a letter, a space, a middle dot, a hyphen or an apostrophe",
+            u32::from(c)
+        ));
+    }
+    if !name.starts_with(char::is_alphabetic) {
+        return Some("it does not begin with a letter".to_owned());
+    }
+    None
 }
 
 /// Checks one sheet against the definition. Returns every finding, errors and warnings, in
@@ -701,11 +751,12 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
         }
     }
 
-    // Write-ins.
+    // Write-ins. Each is checked, compared and counted under its counting name (NFC, spaces
+    // collapsed, separators folded: `sheet::counting_name`); the signed name is not changed.
     let mut write_in_names = BTreeSet::new();
     for (i, w) in sheet.write_ins.iter().enumerate() {
         let field = format!("write_ins[{i}]");
-        let name = w.name.trim();
+        let name = counting_name(&w.name);
         marks += u128::from(w.votes);
         if name.is_empty() {
             out.add(
@@ -718,11 +769,24 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
             );
             continue;
         }
+        // A name over the byte bound is E117 already; one problem, one finding.
+        if w.name.len() <= NAME_LEN_MAX
+            && let Some(problem) = implausible_name(&w.name, &name)
+        {
+            out.add(
+                Code::WriteInNameImplausible,
+                format!("{field}.name"),
+                format!(
+                    "{:?} in contest {} is not a plausible name: {problem}; write the name as on the ballots, in letters (a middle dot · between the parts of a transliterated name; hyphens, apostrophes and single spaces inside a name)",
+                    w.name, sheet.contest
+                ),
+            );
+        }
         if let Some(contest) = contest
             && let Some(c) = contest
                 .candidates
                 .iter()
-                .find(|c| c.name.trim() == name && listed.contains(&c.id))
+                .find(|c| counting_name(&c.name) == name && listed.contains(&c.id))
         {
             out.add(
                     Code::WriteInIsCandidate,
@@ -733,7 +797,9 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
                     ),
                 );
         }
-        if !write_in_names.insert(name) {
+        // Two entries with one counting name are one person listed twice, however each was
+        // typed: they would be added up under one name anyway.
+        if !write_in_names.insert(name.clone()) {
             out.add(
                 Code::WriteInDuplicate,
                 format!("{field}.name"),
@@ -1059,6 +1125,118 @@ mod tests {
         assert_only(&d, &s, &[Code::WriteInDuplicate]);
     }
 
+    // Goal: real names of every shape a county sees pass E119, and what is not a name is
+    // refused with E119, a message naming the sheet, the contest and the name.
+    // Method: one write-in per sheet, checked alone.
+    #[test]
+    fn e119_write_in_names() {
+        let d = fixture();
+        let check = |name: &str| {
+            let mut s = clean_sheet(&d, "U1", "C1");
+            s.write_ins = vec![WriteIn {
+                name: name.into(),
+                votes: 1,
+            }];
+            check_sheet(&d, &s)
+        };
+        for name in [
+            "刘华",
+            "欧阳娜娜",
+            "阿卜杜拉·艾力",
+            "阿卜杜拉・艾力",
+            "María José",
+            "Zoë",
+            "Zoe\u{308}",
+            "O'Brien",
+            "O’Brien",
+            "Jean-Luc",
+            "佐々木",
+            "  刘华\u{3000}",
+            "Ли Вэй",
+            "ཚེ་རིང",
+            "w".repeat(WRITE_IN_NAME_CHARS_MAX).as_str(),
+        ] {
+            assert_eq!(check(name), vec![], "{name:?}");
+        }
+        for (name, problem) in [
+            ("刘\r华", "control character U+000D"),
+            ("刘华\n", "control character U+000A"),
+            ("Li\tWei", "control character U+0009"),
+            ("=HYPERLINK(\"x\")", "'=' (U+003D)"),
+            ("-Zoë", "does not begin with a letter"),
+            ("@刘华", "'@' (U+0040)"),
+            ("王5", "'5' (U+0035)"),
+            ("刘\u{200B}华", "U+200B"),
+            ("刘\u{202E}华", "U+202E"),
+            ("刘华😀", "U+1F600"),
+            ("·刘华", "does not begin with a letter"),
+        ] {
+            let f = check(name);
+            assert_eq!(f.len(), 1, "{name:?}: {f:#?}");
+            assert_eq!(f[0].code, Code::WriteInNameImplausible, "{name:?}");
+            assert_eq!(f[0].field, "write_ins[0].name");
+            assert!(f[0].sheet.contains("unit U1") && f[0].sheet.contains("contest C1"));
+            assert!(
+                f[0].message.contains(&format!("{name:?} in contest C1")),
+                "{}",
+                f[0].message
+            );
+            assert!(f[0].message.contains(problem), "{name:?}: {}", f[0].message);
+        }
+        let long = "w".repeat(WRITE_IN_NAME_CHARS_MAX + 1);
+        let f = check(&long);
+        assert_eq!(f[0].code, Code::WriteInNameImplausible);
+        assert!(
+            f[0].message.contains("51 characters long, more than 50"),
+            "{}",
+            f[0].message
+        );
+        // Over the byte bound is E117 alone.
+        assert_eq!(
+            check(&"w".repeat(NAME_LEN_MAX + 1))
+                .iter()
+                .map(|f| f.code)
+                .collect::<Vec<_>>(),
+            [Code::OverBounds]
+        );
+        assert_eq!(Code::WriteInNameImplausible.as_str(), "E119");
+        assert!(Code::WriteInNameImplausible.severity() == Severity::Error);
+    }
+
+    // Goal: two entries that differ only in encoding, spacing or the kind of middle dot are
+    // one name listed twice (E115), and a candidate's name in another encoding is E114.
+    // Method: pairs of spellings on one sheet.
+    #[test]
+    fn write_ins_compared_by_counting_name() {
+        let d = fixture();
+        for (a, b) in [
+            ("Zoë", "Zoe\u{308}"),
+            ("María José", " Mari\u{301}a   José"),
+            ("阿卜杜拉·艾力", "阿卜杜拉・艾力"),
+            ("刘华", "刘华\u{3000}"),
+        ] {
+            let mut s = clean_sheet(&d, "U1", "C1");
+            s.write_ins = vec![
+                WriteIn {
+                    name: a.into(),
+                    votes: 1,
+                },
+                WriteIn {
+                    name: b.into(),
+                    votes: 1,
+                },
+            ];
+            assert_only(&d, &s, &[Code::WriteInDuplicate]);
+        }
+        let mut s = clean_sheet(&d, "U1", "C1");
+        let candidate_name = d.contests[0].candidates[1].name.clone();
+        s.write_ins = vec![WriteIn {
+            name: format!("\u{3000}{candidate_name}\u{3000}"),
+            votes: 1,
+        }];
+        assert_only(&d, &s, &[Code::WriteInIsCandidate]);
+    }
+
     // Goal: bounds of sheet.rs are enforced.
     // Method: too many write-ins, a long signer name, a high round and version.
     #[test]
@@ -1067,7 +1245,12 @@ mod tests {
         let mut s = clean_sheet(&d, "U1", "C1");
         s.write_ins = (0..=WRITE_INS_MAX)
             .map(|i| WriteIn {
-                name: format!("人{i}"),
+                // Distinct names of letters only (a digit would be E119 as well).
+                name: format!(
+                    "人{}{}",
+                    char::from(b'a' + (i / 26) as u8),
+                    char::from(b'a' + (i % 26) as u8)
+                ),
                 votes: 0,
             })
             .collect();

@@ -281,16 +281,23 @@ pub struct CountyService {
 }
 
 fn refused(code: &str, message: String, digest: [u8; 32]) -> pb::SheetOutcome {
-    let message = match message.strip_prefix(code) {
-        Some(rest) => rest.trim_start_matches(':').trim_start().to_owned(),
-        None => message,
-    };
+    let message = without_code(code, &message).to_owned();
     pb::SheetOutcome {
         kind: pb::sheet_outcome::Kind::Refused as i32,
         code: code.to_owned(),
         message,
         warnings: Vec::new(),
         digest: hex::encode(digest),
+    }
+}
+
+/// A message without the code it opens with (tally-proto's refusals open with theirs: "E204
+/// bad signature ..."), for places that carry the code beside the message (an outcome's
+/// `code`, a log line's `code` field), so the code is said once.
+fn without_code<'a>(code: &str, message: &'a str) -> &'a str {
+    match message.strip_prefix(code) {
+        Some(rest) => rest.trim_start_matches(':').trim_start(),
+        None => message,
     }
 }
 
@@ -348,7 +355,8 @@ impl SheetTag {
             version = self.version,
             outcome,
             code,
-            "{message}"
+            "{}",
+            without_code(code, message)
         );
     }
 }
@@ -532,7 +540,9 @@ impl pb::county_server::County for CountyService {
         )
         .map_err(|e| {
             shared.sheets.countersignature_failed();
-            Status::permission_denied(format!("{}: {e}", e.code()))
+            // The message opens with its code already ("E209 the batch from ..."): every
+            // refusal in tally-proto does, so it is never prefixed again here.
+            Status::permission_denied(e.to_string())
         })?;
         let definition = shared.definition.clone();
         let township_for_check = township.clone();

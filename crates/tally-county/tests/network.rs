@@ -1704,7 +1704,18 @@ async fn unauthorized_calls_are_refused() {
         .await
         .expect_err("a countersignature over other sheets");
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    assert!(denied.message().contains("E208"), "{}", denied.message());
+    // The message opens with its code, once.
+    assert!(
+        denied.message().starts_with("E208 "),
+        "{}",
+        denied.message()
+    );
+    assert_eq!(
+        denied.message().matches("E208").count(),
+        1,
+        "{}",
+        denied.message()
+    );
     let denied = ingest(
         leader,
         &t01_cert,
@@ -1713,7 +1724,18 @@ async fn unauthorized_calls_are_refused() {
     .await
     .expect_err("a countersignature with another township's key");
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    assert!(denied.message().contains("E209"), "{}", denied.message());
+    // The message opens with its code, once.
+    assert!(
+        denied.message().starts_with("E209 "),
+        "{}",
+        denied.message()
+    );
+    assert_eq!(
+        denied.message().matches("E209").count(),
+        1,
+        "{}",
+        denied.message()
+    );
 
     let mut tampered = own[6].clone();
     let last = tampered.sheet.len() - 1;

@@ -756,12 +756,22 @@ pub struct GeneratedFiles {
     pub township_keys_csv: String,
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
+/// Appends one row to a CSV file through the `csv` crate (RFC 4180 quoting, `\r` too).
+///
+/// These files are the election definition's input, read back by `tally_core::definition`,
+/// so cells are written exactly as they are: no spreadsheet-formula guard here (an apostrophe
+/// would become part of a name), unlike the CSV that `tally` writes for people to open.
+fn push_row(out: &mut String, cells: &[&str]) {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    // Writing to a Vec does no I/O: nothing can fail.
+    writer
+        .write_record(cells)
+        .expect("writing CSV into memory cannot fail");
+    let bytes = writer
+        .into_inner()
+        .expect("flushing CSV into memory cannot fail");
+    // UTF-8 cells, and the csv crate adds only ASCII quotes, commas and newlines.
+    out.push_str(std::str::from_utf8(&bytes).expect("CSV of UTF-8 cells is UTF-8"));
 }
 
 pub fn files(g: &Generated) -> GeneratedFiles {
@@ -804,36 +814,36 @@ population = {population}
         "# SAMPLE ONLY: secret keys of fictional townships, published so anyone can countersign the sample.\ntownship,secret_key\n",
     );
     for (t, (_, key)) in g.townships.iter().zip(&g.township_keys) {
-        let _ = writeln!(
-            townships_csv,
-            "{},{},{},{}",
-            t.id,
-            csv_field(&t.name),
-            t.population,
-            hex::encode(key.verifying_key().as_bytes())
+        push_row(
+            &mut townships_csv,
+            &[
+                t.id.as_str(),
+                &t.name,
+                &t.population.to_string(),
+                &hex::encode(key.verifying_key().as_bytes()),
+            ],
         );
-        let _ = writeln!(
-            township_keys_csv,
-            "{},{}",
-            t.id,
-            hex::encode(key.to_bytes())
+        push_row(
+            &mut township_keys_csv,
+            &[t.id.as_str(), &hex::encode(key.to_bytes())],
         );
     }
     let mut contests_csv = String::from("id,level,township,name,seats,registered_voters\n");
     let mut candidates_csv = String::from("contest,id,name\n");
     for c in &g.contests {
-        let _ = writeln!(
-            contests_csv,
-            "{},{},{},{},{},{}",
-            c.id,
-            c.level.name(),
-            g.townships[c.township].id,
-            csv_field(&c.name),
-            c.seats,
-            c.registered_voters
+        push_row(
+            &mut contests_csv,
+            &[
+                c.id.as_str(),
+                c.level.name(),
+                g.townships[c.township].id.as_str(),
+                &c.name,
+                &c.seats.to_string(),
+                &c.registered_voters.to_string(),
+            ],
         );
         for (id, name) in &c.candidates {
-            let _ = writeln!(candidates_csv, "{},{},{}", c.id, id, csv_field(name));
+            push_row(&mut candidates_csv, &[c.id.as_str(), id.as_str(), name]);
         }
     }
     let mut units_csv = String::from("id,name,kind,township,contests,public_key\n");
@@ -842,17 +852,21 @@ population = {population}
     );
     for u in &g.units {
         let contests: Vec<&str> = u.contests.iter().map(|c| c.as_str()).collect();
-        let _ = writeln!(
-            units_csv,
-            "{},{},{},{},{},{}",
-            u.id,
-            csv_field(&u.name),
-            u.kind,
-            g.townships[u.township].id,
-            contests.join(";"),
-            hex::encode(u.key.verifying_key().as_bytes())
+        push_row(
+            &mut units_csv,
+            &[
+                u.id.as_str(),
+                &u.name,
+                u.kind,
+                g.townships[u.township].id.as_str(),
+                &contests.join(";"),
+                &hex::encode(u.key.verifying_key().as_bytes()),
+            ],
         );
-        let _ = writeln!(unit_keys_csv, "{},{}", u.id, hex::encode(u.key.to_bytes()));
+        push_row(
+            &mut unit_keys_csv,
+            &[u.id.as_str(), &hex::encode(u.key.to_bytes())],
+        );
     }
     GeneratedFiles {
         definition_toml,

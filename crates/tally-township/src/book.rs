@@ -4,13 +4,74 @@
 //! capacity) is taken here, against the book and the sheets of the same group commit not yet
 //! in it (`Pending`).
 
-use crate::store::{CountyLink, Digest, Loaded, Note, SheetRecord, StoreError};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use crate::store::{
+    CountyLink, Digest, Loaded, Note, NotesDropped, SheetRecord, StoreError,
+    UNIT_CONFLICTS_KEPT_MAX, UNIT_REFUSALS_KEPT_MAX,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tally_core::ledger::{Ledger, Submission};
 use tally_core::sheet::{SheetSlot, TallySheet};
 
-/// The most notes (refusals, conflicts) the picture shows, newest first.
+/// The most notes (refusals, conflicts) the picture lists: every sender's conflicts first,
+/// then refusals, newest first. Each sender has at most [`UNIT_REFUSALS_KEPT_MAX`] refusals
+/// kept, so one unit takes at most that many of these places.
 pub const PICTURE_NOTES_MAX: usize = 200;
+
+/// One sender's notes ([`Note::sender`]): its newest refusals and conflicts, by note number,
+/// and how many older ones were dropped for the caps.
+#[derive(Debug, Default)]
+pub struct SenderNotes {
+    pub refusals: BTreeMap<u64, Note>,
+    pub conflicts: BTreeMap<u64, Note>,
+    pub dropped: NotesDropped,
+}
+
+/// The notes the picture shows, per sender, with the same caps the store keeps
+/// (`store::write_notes`), so that one unit cannot push out the rest, and refusals never
+/// push out a conflict.
+#[derive(Debug, Default)]
+pub struct NoteShelf {
+    pub senders: BTreeMap<String, SenderNotes>,
+}
+
+impl NoteShelf {
+    /// Adds a note, dropping (and counting) the sender's oldest past its cap.
+    pub fn push(&mut self, number: u64, note: Note) {
+        let sender = self.senders.entry(note.sender().to_owned()).or_default();
+        let (list, dropped, kept_max) = if note.is_conflict() {
+            (
+                &mut sender.conflicts,
+                &mut sender.dropped.conflicts,
+                UNIT_CONFLICTS_KEPT_MAX,
+            )
+        } else {
+            (
+                &mut sender.refusals,
+                &mut sender.dropped.refusals,
+                UNIT_REFUSALS_KEPT_MAX,
+            )
+        };
+        list.insert(number, note);
+        while list.len() > kept_max {
+            list.pop_first();
+            *dropped += 1;
+        }
+    }
+
+    /// Every note kept, conflicts then refusals, each newest first.
+    pub fn newest_first(&self) -> Vec<(u64, &Note)> {
+        let mut conflicts: Vec<(u64, &Note)> = Vec::new();
+        let mut refusals: Vec<(u64, &Note)> = Vec::new();
+        for s in self.senders.values() {
+            conflicts.extend(s.conflicts.iter().map(|(n, note)| (*n, note)));
+            refusals.extend(s.refusals.iter().map(|(n, note)| (*n, note)));
+        }
+        conflicts.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+        refusals.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+        conflicts.extend(refusals);
+        conflicts
+    }
+}
 
 /// What the township holds, in memory.
 pub(crate) struct Book {
@@ -24,8 +85,8 @@ pub(crate) struct Book {
     pub units_reported: BTreeSet<String>,
     /// Sheets not yet answered by the county: arrival number → digest.
     pub outbox: BTreeMap<u64, Digest>,
-    /// The newest notes, oldest first, at most [`PICTURE_NOTES_MAX`].
-    pub notes: VecDeque<Note>,
+    /// The notes kept, per sender.
+    pub notes: NoteShelf,
     pub link: CountyLink,
     /// Whether the last attempt to reach the county succeeded (unknown, so false, at start).
     pub county_reachable: bool,
@@ -51,7 +112,7 @@ impl Book {
             records: HashMap::with_capacity(loaded.sheets.len()),
             units_reported: BTreeSet::new(),
             outbox: loaded.outbox.into_iter().collect(),
-            notes: VecDeque::new(),
+            notes: NoteShelf::default(),
             link: loaded.link,
             county_reachable: false,
             last_error: String::new(),
@@ -85,17 +146,17 @@ impl Book {
             book.units_reported.insert(stored.record.unit.clone());
             book.records.insert(stored.digest, stored.record);
         }
-        for note in loaded.notes {
-            book.push_note(note);
+        for (sender, dropped) in loaded.notes_dropped {
+            book.notes.senders.entry(sender).or_default().dropped = dropped;
+        }
+        for (number, note) in loaded.notes {
+            book.notes.push(number, note);
         }
         Ok(book)
     }
 
-    pub fn push_note(&mut self, note: Note) {
-        if self.notes.len() == PICTURE_NOTES_MAX {
-            self.notes.pop_front();
-        }
-        self.notes.push_back(note);
+    pub fn push_note(&mut self, number: u64, note: Note) {
+        self.notes.push(number, note);
     }
 
     /// Hands out the next note number.

@@ -364,6 +364,8 @@ async fn record(
                     code,
                     messages: vec![outcome.message.clone()],
                     received_unix_ms: now,
+                    // A stored sheet's unit is verified and of this township.
+                    from: Some(record.map(|r| r.unit.clone()).unwrap_or_default()),
                 };
                 let n = book.take_note_number();
                 write.notes.push((n, note));
@@ -412,8 +414,8 @@ async fn record(
             book.forwarded += 1;
         }
     }
-    for (_, note) in write.notes {
-        book.push_note(note);
+    for (number, note) in write.notes {
+        book.push_note(number, note);
     }
     for (outcome, n) in &counts {
         township.metrics.county_outcome(outcome, *n as u64);

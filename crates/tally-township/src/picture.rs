@@ -107,12 +107,34 @@ impl Township {
                 received_unix_ms: r.received_unix_ms,
             })
             .collect();
-        let refused = book
+        let kept = book.notes.newest_first();
+        let mut not_listed: std::collections::BTreeMap<&str, (u64, u64)> = book
             .notes
+            .senders
             .iter()
-            .rev()
+            .map(|(sender, s)| (sender.as_str(), (s.dropped.refusals, s.dropped.conflicts)))
+            .collect();
+        for (_, note) in kept.iter().skip(PICTURE_NOTES_MAX) {
+            let count = not_listed.entry(note.sender()).or_default();
+            if note.is_conflict() {
+                count.1 += 1;
+            } else {
+                count.0 += 1;
+            }
+        }
+        let refused_not_listed = not_listed
+            .into_iter()
+            .filter(|(_, (refusals, conflicts))| refusals + conflicts > 0)
+            .map(|(sender, (refusals, conflicts))| pb::NotesNotListed {
+                unit_id: sender.to_owned(),
+                refusals,
+                conflicts,
+            })
+            .collect();
+        let refused = kept
+            .into_iter()
             .take(PICTURE_NOTES_MAX)
-            .map(sheet_note)
+            .map(|(_, note)| sheet_note(note))
             .collect();
         let contests: Vec<&tally_core::results::ContestResult> = result
             .contests
@@ -151,6 +173,7 @@ impl Township {
             warnings,
             refused,
             result_json,
+            refused_not_listed,
         }
     }
 }

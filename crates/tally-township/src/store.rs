@@ -10,10 +10,12 @@
 //! - `outbox`: arrival number → digest: the sheets not yet answered by the county, oldest
 //!   first.
 //! - `notes`: note number → [`Note`] (JSON): sheets refused here or by the county, and
-//!   conflicting sheets; the newest [`NOTES_KEPT_MAX`] are kept.
+//!   conflicting sheets; per sender ([`Note::sender`]) the newest
+//!   [`UNIT_REFUSALS_KEPT_MAX`] refusals and [`UNIT_CONFLICTS_KEPT_MAX`] conflicts are kept.
 //! - `meta`: `schema_version` (decimal text, [`SCHEMA_VERSION`]) and `township_id` (both
-//!   written when the directory is made, checked on every open), `next_seq`, `next_note`, and
-//!   `county` (the [`CountyLink`] after the last answer).
+//!   written when the directory is made, checked on every open), `next_seq`, `next_note`,
+//!   `county` (the [`CountyLink`] after the last answer), and `notes_dropped` (per sender, how
+//!   many notes were dropped for the caps: JSON).
 //!
 //! # Schema version
 //! `schema_version` names the layout above. A database of a newer version than this binary
@@ -54,6 +56,7 @@ const META_NEXT_SEQ: &str = "next_seq";
 const META_NEXT_NOTE: &str = "next_note";
 const META_COUNTY: &str = "county";
 const META_SCHEMA_VERSION: &str = "schema_version";
+const META_NOTES_DROPPED: &str = "notes_dropped";
 
 /// The version of the table layout this binary reads and writes. A database without one is
 /// version 1, the layout of the release before versions were kept.
@@ -63,9 +66,13 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const DATABASE_FILE: &str = "township.redb";
 /// The county replica's database file; a data directory holding one is not a township's.
 const COUNTY_DATABASE_FILE: &str = "county.redb";
-/// Notes kept (refusals and conflicts); older ones are dropped as new ones arrive, so a unit
-/// sending a bad sheet over and over cannot grow the database without bound.
-pub const NOTES_KEPT_MAX: u64 = 1_000;
+/// Refusals kept per sender ([`Note::sender`]); older ones are dropped (and counted) as new
+/// ones arrive. Per sender, so one unit sending a bad sheet over and over (16 calls of 64
+/// copies) fills only its own list and pushes out no other unit's refusals; a bound, so it
+/// cannot grow the database either. The picture says how many more each sender had.
+pub const UNIT_REFUSALS_KEPT_MAX: usize = 16;
+/// Conflicts kept per sender, in a list of their own, so refusals never push one out.
+pub const UNIT_CONFLICTS_KEPT_MAX: usize = 16;
 
 /// What the township knows about one stored sheet, beside its envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +120,31 @@ pub struct Note {
     pub code: String,
     pub messages: Vec<String>,
     pub received_unix_ms: u64,
+    /// Whom the note is kept against for the per-sender caps: the polling unit whose
+    /// certificate sent the sheet (Submit), else the sheet's unit when it is one of this
+    /// township's (an import, a county answer), else empty (no unit of this township).
+    /// Absent in notes written before the caps: then the note's unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+impl Note {
+    /// The sender the note is kept against (see [`Note::from`]).
+    pub fn sender(&self) -> &str {
+        self.from.as_deref().unwrap_or(&self.unit)
+    }
+
+    /// Whether the note is a conflicting sheet (kept apart from refusals).
+    pub fn is_conflict(&self) -> bool {
+        self.code == "conflict"
+    }
+}
+
+/// How many notes of one sender were dropped for the caps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotesDropped {
+    pub refusals: u64,
+    pub conflicts: u64,
 }
 
 /// The township's link to the county after the last answer, kept across restarts.
@@ -141,8 +173,10 @@ pub struct Loaded {
     pub sheets: Vec<StoredSheet>,
     /// The outbox, oldest first: arrival number and digest.
     pub outbox: Vec<(u64, Digest)>,
-    /// Notes, oldest first.
-    pub notes: Vec<Note>,
+    /// Notes with their numbers, oldest first.
+    pub notes: Vec<(u64, Note)>,
+    /// Per sender, the notes dropped for the caps.
+    pub notes_dropped: std::collections::BTreeMap<String, NotesDropped>,
     pub link: CountyLink,
     pub next_seq: u64,
     pub next_note: u64,
@@ -392,10 +426,11 @@ impl Store {
         for row in notes_table.iter().map_err(db)? {
             let (key, value) = row.map_err(db)?;
             last_note = Some(key.value());
-            notes.push(
+            notes.push((
+                key.value(),
                 serde_json::from_slice(value.value())
                     .map_err(|e| corrupt(format!("note {}", key.value()), e))?,
-            );
+            ));
         }
         let read_u64 = |name: &str| -> Result<u64, StoreError> {
             match meta.get(name).map_err(db)? {
@@ -407,6 +442,12 @@ impl Store {
             Some(v) => serde_json::from_slice(v.value()).map_err(|e| corrupt("county link", e))?,
             None => CountyLink::default(),
         };
+        let notes_dropped = match meta.get(META_NOTES_DROPPED).map_err(db)? {
+            Some(v) => {
+                serde_json::from_slice(v.value()).map_err(|e| corrupt("notes dropped", e))?
+            }
+            None => Default::default(),
+        };
         // Numbers are handed out before a write commits and two transactions (a group of
         // submits, a county answer) each store the counter they saw, so the stored counter may
         // lag the highest number in use; the next number is past both.
@@ -416,6 +457,7 @@ impl Store {
             sheets,
             outbox,
             notes,
+            notes_dropped,
             link,
             next_seq,
             next_note,
@@ -447,8 +489,8 @@ impl Store {
                 outbox.insert(r.seq, digest).map_err(db)?;
             }
             let mut notes = txn.open_table(NOTES).map_err(db)?;
-            write_notes(&mut notes, &group.notes, group.next_note)?;
             let mut meta = txn.open_table(META).map_err(db)?;
+            write_notes(&mut notes, &mut meta, &group.notes)?;
             meta.insert(META_NEXT_SEQ, group.next_seq.to_be_bytes().as_slice())
                 .map_err(db)?;
             meta.insert(META_NEXT_NOTE, group.next_note.to_be_bytes().as_slice())
@@ -497,8 +539,8 @@ impl Store {
                 outbox.remove(*seq).map_err(db)?;
             }
             let mut notes = txn.open_table(NOTES).map_err(db)?;
-            write_notes(&mut notes, &write.notes, write.next_note)?;
             let mut meta = txn.open_table(META).map_err(db)?;
+            write_notes(&mut notes, &mut meta, &write.notes)?;
             meta.insert(META_NEXT_NOTE, write.next_note.to_be_bytes().as_slice())
                 .map_err(db)?;
             meta.insert(META_COUNTY, to_json(&write.link).as_slice())
@@ -526,27 +568,70 @@ impl Store {
     }
 }
 
-/// Inserts notes and drops those older than the newest [`NOTES_KEPT_MAX`].
+/// Inserts notes, then for each sender and list the notes touched, drops the oldest past
+/// [`UNIT_REFUSALS_KEPT_MAX`] or [`UNIT_CONFLICTS_KEPT_MAX`] and adds them to the sender's
+/// count in `meta`. Decided here, inside the transaction, from what the table holds, so the
+/// two writers of notes (submits, county answers) cannot undo each other's pruning.
 fn write_notes(
     table: &mut redb::Table<u64, &[u8]>,
+    meta: &mut redb::Table<&str, &[u8]>,
     notes: &[(u64, Note)],
-    next_note: u64,
 ) -> Result<(), StoreError> {
+    use std::collections::{BTreeMap, BTreeSet};
     if notes.is_empty() {
         return Ok(());
     }
     for (seq, note) in notes {
         table.insert(*seq, to_json(note).as_slice()).map_err(db)?;
     }
-    let keep_from = next_note.saturating_sub(NOTES_KEPT_MAX);
-    let old: Vec<u64> = table
-        .range(..keep_from)
+    let touched: BTreeSet<(String, bool)> = notes
+        .iter()
+        .map(|(_, n)| (n.sender().to_owned(), n.is_conflict()))
+        .collect();
+    // The table holds at most the caps per sender (plus this write's notes), so reading it
+    // whole is bounded.
+    let mut lists: BTreeMap<(String, bool), Vec<u64>> = BTreeMap::new();
+    for row in table.iter().map_err(db)? {
+        let (key, value) = row.map_err(db)?;
+        let note: Note = serde_json::from_slice(value.value())
+            .map_err(|e| corrupt(format!("note {}", key.value()), e))?;
+        let list = (note.sender().to_owned(), note.is_conflict());
+        if touched.contains(&list) {
+            lists.entry(list).or_default().push(key.value());
+        }
+    }
+    let mut dropped: BTreeMap<String, NotesDropped> = match meta
+        .get(META_NOTES_DROPPED)
         .map_err(db)?
-        .map(|row| row.map(|(k, _)| k.value()))
-        .collect::<Result<_, _>>()
-        .map_err(db)?;
-    for seq in old {
-        table.remove(seq).map_err(db)?;
+    {
+        Some(v) => serde_json::from_slice(v.value()).map_err(|e| corrupt("notes dropped", e))?,
+        None => BTreeMap::new(),
+    };
+    let mut changed = false;
+    for ((sender, conflict), numbers) in lists {
+        let kept_max = if conflict {
+            UNIT_CONFLICTS_KEPT_MAX
+        } else {
+            UNIT_REFUSALS_KEPT_MAX
+        };
+        // The table iterates in key order, so the first numbers are the oldest.
+        let excess = numbers.len().saturating_sub(kept_max);
+        for seq in &numbers[..excess] {
+            table.remove(*seq).map_err(db)?;
+        }
+        if excess > 0 {
+            let count = dropped.entry(sender).or_default();
+            if conflict {
+                count.conflicts += excess as u64;
+            } else {
+                count.refusals += excess as u64;
+            }
+            changed = true;
+        }
+    }
+    if changed {
+        meta.insert(META_NOTES_DROPPED, to_json(&dropped).as_slice())
+            .map_err(db)?;
     }
     Ok(())
 }

@@ -263,6 +263,8 @@ fn refusal(code: &str, message: String, signed: &SignedSheet, received: u64) -> 
             code: code.to_owned(),
             messages: vec![message.clone()],
             received_unix_ms: received,
+            // Set by `check_sheets`, which knows the caller.
+            from: None,
         },
         outcome: outcome(Kind::Refused, code, message, &digest),
     }
@@ -305,6 +307,7 @@ pub(crate) fn check_sheets(
                         code: "E206".to_owned(),
                         messages: vec![message.clone()],
                         received_unix_ms: received,
+                        from: None,
                     },
                     outcome: outcome(Kind::Refused, "E206", message, &digest),
                 }));
@@ -324,8 +327,34 @@ pub(crate) fn check_sheets(
     }
     items
         .into_iter()
-        .map(|item| item.expect("every position is filled above"))
+        .map(|item| {
+            let mut item = item.expect("every position is filled above");
+            if let Item::Refused { note, .. } = &mut item {
+                note.from = Some(note_sender(definition, township, caller_unit, &note.unit));
+            }
+            item
+        })
         .collect()
+}
+
+/// Whom a refusal is kept against for the per-sender caps (`store::Note::from`): the unit
+/// whose certificate sent it, which no other caller can pose as; for the clerk's imports the
+/// unit the sheet names when it is one of this township's; else nobody (empty), one list for
+/// every sheet that names no unit of this township.
+fn note_sender(
+    definition: &Definition,
+    township: &TownshipId,
+    caller_unit: Option<&UnitId>,
+    claimed_unit: &str,
+) -> String {
+    match caller_unit {
+        Some(unit) => unit.to_string(),
+        None => definition
+            .unit(&UnitId::new(claimed_unit))
+            .filter(|u| &u.township == township)
+            .map(|u| u.id.to_string())
+            .unwrap_or_default(),
+    }
 }
 
 /// SHA-256 of bytes that did not even make an envelope: the same name a sheet has everywhere.
@@ -562,8 +591,8 @@ async fn commit_group(
             book.outbox.insert(stored.record.seq, stored.digest);
             book.records.insert(stored.digest, stored.record);
         }
-        for (_, note) in written.notes {
-            book.push_note(note);
+        for (number, note) in written.notes {
+            book.push_note(number, note);
         }
         if stored_any {
             book.generation += 1;
@@ -681,6 +710,9 @@ fn decide_job(
                             code: "conflict".to_owned(),
                             messages: vec![message.clone()],
                             received_unix_ms: now,
+                            // The verified unit: the caller's own (E205 otherwise), or
+                            // one of this township's for an import (E210 otherwise).
+                            from: Some(p.sheet.unit.to_string()),
                         });
                         outcomes.push(outcome(Kind::Conflict, "conflict", message, &p.digest));
                     }

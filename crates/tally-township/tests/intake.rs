@@ -673,3 +673,100 @@ async fn reflection_lists_only_the_township_services_in_both_versions() {
     assert_eq!(names, served, "reflection v1alpha");
     township.stop().await;
 }
+
+// Goal: one unit cannot flood the township's refused list: after unit A sends 16 calls of 64
+// copies of one tampered envelope, unit B's real refusal and A's own conflict are still in
+// the picture, A keeps only its newest refusals, and the picture says how many more A had
+// ("… and 1,008 more refusals from A"); the same after a restart, from the database.
+// Method: B sends a sheet with a blocking error, A a correction and a conflicting sheet, then
+// A floods; read the picture; stop, start on the same data directory, read it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unit_cannot_flood_the_refused_list() {
+    use tally_township::store::UNIT_REFUSALS_KEPT_MAX;
+    const CALLS: usize = 16;
+    let env = Env::new();
+    let township = start(&env).await;
+    let t01 = sheets_of(T01);
+    let (sheet_a, _) = t01[0].clone();
+    let (sheet_b, _) = t01
+        .iter()
+        .find(|(s, _)| s.unit != sheet_a.unit)
+        .cloned()
+        .expect("T01 has two units");
+    let mut a = env.village(&township.address, &sheet_a.unit);
+    let mut b = env.village(&township.address, &sheet_b.unit);
+
+    let mut broken = sheet_b.clone();
+    broken.ballots_valid = broken.ballots_collected + 1;
+    let broken = sign(&broken);
+    let outcomes = submit(&mut b, std::slice::from_ref(&broken)).await.unwrap();
+    assert_eq!(kinds(&outcomes), [Kind::Refused]);
+
+    let mut correction = sheet_a.clone();
+    correction.version = 2;
+    correction.replaces_version = Some(1);
+    let mut other = correction.clone();
+    other.count_closed_at.unix_seconds += 60;
+    let other = sign(&other);
+    let outcomes = submit(&mut a, &[sign(&correction), other.clone()])
+        .await
+        .unwrap();
+    assert_eq!(kinds(&outcomes), [Kind::Accepted, Kind::Conflict]);
+
+    let mut tampered = sign(&sheet_a);
+    let last = tampered.sheet.len() - 1;
+    tampered.sheet[last] ^= 0x01;
+    let flood = vec![tampered.clone(); tally_township::township::SUBMIT_SHEETS_MAX];
+    for _ in 0..CALLS {
+        let outcomes = submit(&mut a, &flood).await.unwrap();
+        assert!(outcomes.iter().all(|o| o.code == "E204"), "{outcomes:?}");
+    }
+    let sent = (CALLS * flood.len()) as u64;
+
+    let check = |p: &pb::PictureResponse, when: &str| {
+        let ours = |n: &&pb::SheetNote| n.digest == hex::encode(tampered.digest());
+        assert!(
+            p.refused
+                .iter()
+                .any(|n| n.digest == hex::encode(broken.digest()) && n.code.starts_with("E1")),
+            "{when}: B's refusal is still listed: {:?}",
+            p.refused
+        );
+        assert!(
+            p.refused
+                .iter()
+                .any(|n| n.digest == hex::encode(other.digest()) && n.code == "conflict"),
+            "{when}: A's conflict is still listed"
+        );
+        assert_eq!(
+            p.refused[0].code, "conflict",
+            "{when}: conflicts are listed first"
+        );
+        assert_eq!(
+            p.refused.iter().filter(ours).count(),
+            UNIT_REFUSALS_KEPT_MAX,
+            "{when}: A keeps its newest refusals"
+        );
+        assert_eq!(
+            p.refused_not_listed,
+            [pb::NotesNotListed {
+                unit_id: sheet_a.unit.to_string(),
+                refusals: sent - UNIT_REFUSALS_KEPT_MAX as u64,
+                conflicts: 0,
+            }],
+            "{when}"
+        );
+    };
+    check(
+        &picture(&env, &township.address, &clerk(T01)).await,
+        "running",
+    );
+    assert_eq!(sent - UNIT_REFUSALS_KEPT_MAX as u64, 1_008);
+    township.stop().await;
+    let township = start(&env).await;
+    check(
+        &picture(&env, &township.address, &clerk(T01)).await,
+        "after a restart",
+    );
+    township.stop().await;
+}

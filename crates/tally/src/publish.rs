@@ -492,14 +492,10 @@ fn index_html(election: &str, reports: &[(String, String)]) -> String {
     page("代表当选名单", &body)
 }
 
+/// The CSV files go through the one CSV writer of the `tally` command: quoting, and text
+/// cells guarded against spreadsheet formulas (a written-in name is whatever a unit sent).
 fn csv_text(records: Vec<Vec<String>>) -> Result<String> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    for r in records {
-        writer.write_record(&r)?;
-    }
-    Ok(String::from_utf8(
-        writer.into_inner().map_err(|e| anyhow!("{e}"))?,
-    )?)
+    Ok(crate::table::csv_text(records))
 }
 
 /// The status of a round in one word.

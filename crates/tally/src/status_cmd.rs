@@ -91,6 +91,9 @@ pub struct TownshipRow {
     pub last_error: String,
     /// Sheets refused or in conflict (by the township or by the county), newest first.
     pub refused: Vec<RefusedSheet>,
+    /// Refusals and conflicts the township keeps no room for in `refused` (each unit keeps
+    /// its newest few): how many more there were.
+    pub refused_not_listed: u64,
 }
 
 #[derive(Serialize)]
@@ -263,6 +266,11 @@ fn township_row(
                         code: n.code,
                     })
                     .collect(),
+                refused_not_listed: p
+                    .refused_not_listed
+                    .iter()
+                    .map(|m| m.refusals + m.conflicts)
+                    .sum(),
             }
         }
     }
@@ -304,7 +312,7 @@ fn township_problems(t: &TownshipRow, outbox_age_max_s: u64, problems: &mut Vec<
         codes.dedup();
         problems.push(format!(
             "{who}: {} sheet(s) refused or in conflict ({}); see `tally township picture`",
-            t.refused.len(),
+            t.refused.len() as u64 + t.refused_not_listed,
             codes.join(", ")
         ));
     }
@@ -510,7 +518,7 @@ fn print_table(report: &StatusReport) {
                 },
                 county,
                 if up {
-                    t.refused.len().to_string()
+                    (t.refused.len() as u64 + t.refused_not_listed).to_string()
                 } else {
                     String::new()
                 },

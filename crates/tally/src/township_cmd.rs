@@ -459,5 +459,62 @@ fn print_picture(p: &pb::PictureResponse, format: crate::report::Format) -> Resu
             n.messages.join("; ")
         );
     }
+    for m in &p.refused_not_listed {
+        say!("{}", not_listed_line(m));
+    }
     Ok(())
+}
+
+/// "… and 1,008 more refusals from T01-U003": the notes the township kept no room for.
+fn not_listed_line(m: &tally_rpc::pb::NotesNotListed) -> String {
+    let count = |n: u64, one: &str, many: &str| {
+        format!(
+            "{} more {}",
+            crate::table::thousands(n),
+            if n == 1 { one } else { many }
+        )
+    };
+    let mut parts = Vec::new();
+    if m.refusals > 0 {
+        parts.push(count(m.refusals, "refusal", "refusals"));
+    }
+    if m.conflicts > 0 {
+        parts.push(count(m.conflicts, "conflict", "conflicts"));
+    }
+    let from = if m.unit_id.is_empty() {
+        "sheets that name no unit of this township".to_owned()
+    } else {
+        m.unit_id.clone()
+    };
+    format!("… and {} from {from}", parts.join(" and "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: the picture says, per unit, how many refusals and conflicts it does not list.
+    // Method: render the line for a flooding unit, one of each, and sheets naming no unit.
+    #[test]
+    fn not_listed_lines() {
+        let line = |unit: &str, refusals: u64, conflicts: u64| {
+            not_listed_line(&tally_rpc::pb::NotesNotListed {
+                unit_id: unit.into(),
+                refusals,
+                conflicts,
+            })
+        };
+        assert_eq!(
+            line("T01-U003", 1_008, 0),
+            "… and 1,008 more refusals from T01-U003"
+        );
+        assert_eq!(
+            line("T01-U001", 1, 1),
+            "… and 1 more refusal and 1 more conflict from T01-U001"
+        );
+        assert_eq!(
+            line("", 2, 0),
+            "… and 2 more refusals from sheets that name no unit of this township"
+        );
+    }
 }
