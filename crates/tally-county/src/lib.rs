@@ -12,10 +12,12 @@
 //! - [`state`]: `CountyState`, the deterministic state machine: ledger, hash chain, conflicts.
 //! - [`command`]: `Command`, what one raft log entry carries.
 //! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
+//! - [`forward`]: how a follower hands a write to the leader (deadline, cancel, resend).
 //! - [`metrics`]: the Prometheus metrics; [`http`]: `/metrics` and the dashboard over HTTP.
 
 pub mod command;
 pub mod config;
+pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod node;
