@@ -260,6 +260,12 @@ impl Drop for Net {
                 eprintln!("could not delete network namespace {ns}: {e}");
             }
         }
+        // A pair made but not yet moved into its namespaces (set-up failed half-way) is still
+        // in this one; otherwise these names are gone already and the errors mean nothing.
+        for k in REPLICAS.iter().copied().chain([TOWNSHIP_NODE]) {
+            let _ = sh(&["ip", "link", "del", &format!("tp{}h{k}", self.run)]);
+            let _ = sh(&["ip", "link", "del", &format!("tp{}n{k}", self.run)]);
+        }
     }
 }
 
