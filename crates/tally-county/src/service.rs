@@ -5,7 +5,8 @@
 //! Every handler first establishes who is calling from the certificate the TLS handshake
 //! verified ([`tally_net::peer_identity`]) and what that role may do. Writes go to the leader:
 //! a follower forwards an ingest or an admin call to the leader it knows (once; a forwarded
-//! call is never forwarded again) and says so when it knows none.
+//! call is never forwarded again) and says so when it knows none. [`crate::forward`] bounds
+//! the wait and follows a change of leader.
 
 use crate::command::{Command, INGEST_SHEETS_MAX};
 use crate::forward::{self, Resend, Routed};
