@@ -24,6 +24,7 @@
 //! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
 //! - [`fault`]: a storage failure told apart (full disk or I/O error) for the status and the
 //!   exit status.
+//! - [`forward`]: how a follower hands a write to the leader (deadline, cancel, resend).
 //! - [`limits`]: what each method takes (roles, message sizes, calls in flight) and the
 //!   connection and stream limits, checked before a request body is read.
 //! - [`metrics`]: the Prometheus metrics; [`http`]: `/metrics` and the dashboard over HTTP.
@@ -31,6 +32,7 @@
 pub mod command;
 pub mod config;
 pub mod fault;
+pub mod forward;
 pub mod http;
 pub mod limits;
 pub mod metrics;

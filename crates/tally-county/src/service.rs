@@ -5,9 +5,11 @@
 //! Every handler first establishes who is calling from the certificate the TLS handshake
 //! verified ([`tally_net::peer_identity`]) and what that role may do. Writes go to the leader:
 //! a follower forwards an ingest or an admin call to the leader it knows (once; a forwarded
-//! call is never forwarded again) and says so when it knows none.
+//! call is never forwarded again) and says so when it knows none. [`crate::forward`] bounds
+//! the wait and follows a change of leader.
 
 use crate::command::{Command, INGEST_SHEETS_MAX};
+use crate::forward::{self, Resend, Routed};
 use crate::node::{NodeHandle, NodeStatus, WriteError};
 use crate::reads::{ReadError, ResultsCache};
 use crate::state::SheetOutcome;
@@ -71,6 +73,9 @@ pub struct Shared {
     refusals_logged: Mutex<HashMap<u64, tokio::time::Instant>>,
     /// A peer not heard from for this long is reported unreachable (two election timeouts).
     silence_max: Duration,
+    /// The longest randomized election timeout (2 × `ELECTION_TICKS` ticks): forwarded calls
+    /// size their deadlines from it (see [`crate::forward`]).
+    election_timeout_max: Duration,
 }
 
 const INCARNATION_RECORD: &str = "incarnation";
@@ -103,6 +108,7 @@ impl Shared {
             forward_channels: Mutex::new(HashMap::new()),
             refusals_logged: Mutex::new(HashMap::new()),
             silence_max: tick * (2 * crate::replica::ELECTION_TICKS as u32),
+            election_timeout_max: tick * (2 * crate::replica::ELECTION_TICKS as u32),
         }))
     }
 
@@ -146,42 +152,14 @@ impl Shared {
             .map_err(read_error)
     }
 
-    /// A client of the leader's service, when this replica is not the leader and the call was
-    /// not forwarded to it already.
-    fn leader_channel<T>(
-        &self,
-        request: &Request<T>,
-    ) -> Result<Option<tonic::transport::Channel>, Status> {
-        let status = self.status();
-        if status.leader == Some(status.id) {
-            return Ok(None);
-        }
-        let Some(leader) = status.leader else {
-            return Err(Status::unavailable(format!(
-                "replica {} knows no leader right now (an election is under way or a majority is unreachable); send again in a few seconds",
-                status.id
-            )));
-        };
-        if let Some(by) = request.metadata().get(FORWARDED_BY) {
-            return Err(Status::unavailable(format!(
-                "replica {} forwarded this call here but replica {} is not the leader either (the leader is {leader}); send again",
-                by.to_str().unwrap_or("?"),
-                status.id
-            )));
-        }
-        let address = status.addresses.get(&leader).ok_or_else(|| {
-            Status::unavailable(format!(
-                "the leader is replica {leader}, whose address replica {} does not know; call it directly",
-                status.id
-            ))
-        })?;
-        let mut channels = self.forward_channels.lock().unwrap();
-        if let Some(channel) = channels.get(address) {
-            return Ok(Some(channel.clone()));
-        }
-        let channel = self.dialer.channel(address).map_err(Status::unavailable)?;
-        channels.insert(address.clone(), channel.clone());
-        Ok(Some(channel))
+    /// The longest randomized election timeout.
+    pub(crate) fn election_timeout_max(&self) -> Duration {
+        self.election_timeout_max
+    }
+
+    /// Drops the cached channel to `address`, so the next call dials a new connection.
+    pub(crate) fn forget_peer_channel(&self, address: &str) {
+        self.forward_channels.lock().unwrap().remove(address);
     }
 
     /// A channel to the replica at `address`, shared with forwarded calls.
@@ -195,7 +173,7 @@ impl Shared {
         Ok(channel)
     }
 
-    fn forwarded<T>(&self, message: T) -> Request<T> {
+    pub(crate) fn forwarded<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request.metadata_mut().insert(
             FORWARDED_BY,
@@ -490,15 +468,26 @@ impl pb::county_server::County for CountyService {
                 "a batch carries 1 to {INGEST_SHEETS_MAX} sheets; this one has {n}: split it"
             )));
         }
-        if let Some(channel) = shared.leader_channel(&request)? {
-            let forwarded = shared.forwarded(request.into_inner());
-            return CountyClient::new(channel)
-                .max_decoding_message_size(crate::server::RESPONSE_BYTES_MAX)
-                .max_encoding_message_size(crate::limits::INGEST_REQUEST_BYTES_MAX)
-                .ingest(forwarded)
-                .await;
-        }
-        let request = request.into_inner();
+        // Sent again to a new leader if the leader changes under it: safe, because the county
+        // answers a sheet it has already recorded DUPLICATE and counts it once, so a batch the
+        // old leader committed before it was cut off changes nothing the second time.
+        let request = match forward::to_leader(
+            shared,
+            request,
+            Resend::Yes,
+            |channel, forwarded| async move {
+                CountyClient::new(channel)
+                    .max_decoding_message_size(crate::server::RESPONSE_BYTES_MAX)
+                    .max_encoding_message_size(crate::limits::INGEST_REQUEST_BYTES_MAX)
+                    .ingest(forwarded)
+                    .await
+            },
+        )
+        .await?
+        {
+            Routed::Here(request) => request.into_inner(),
+            Routed::Answered(response) => return Ok(response),
+        };
 
         // Envelopes that do not even decode are refused here; the rest are checked in bulk.
         let mut outcomes: Vec<Option<pb::SheetOutcome>> = vec![None; n];
@@ -977,11 +966,20 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::AddReplicaRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
-        if let Some(channel) = self.shared.leader_channel(&request)? {
-            return AdminClient::new(channel)
-                .add_replica(self.shared.forwarded(request.into_inner()))
-                .await;
-        }
+        let request =
+            match forward::to_leader(
+                &self.shared,
+                request,
+                Resend::No,
+                |channel, forwarded| async move {
+                    AdminClient::new(channel).add_replica(forwarded).await
+                },
+            )
+            .await?
+            {
+                Routed::Here(request) => request,
+                Routed::Answered(response) => return Ok(response),
+            };
         let pb::AddReplicaRequest { id, address } = request.into_inner();
         let status = self.shared.status();
         if id == 0 {
@@ -1026,11 +1024,19 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReplicaRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
-        if let Some(channel) = self.shared.leader_channel(&request)? {
-            return AdminClient::new(channel)
-                .promote_replica(self.shared.forwarded(request.into_inner()))
-                .await;
-        }
+        let request = match forward::to_leader(
+            &self.shared,
+            request,
+            Resend::No,
+            |channel, forwarded| async move {
+                AdminClient::new(channel).promote_replica(forwarded).await
+            },
+        )
+        .await?
+        {
+            Routed::Here(request) => request,
+            Routed::Answered(response) => return Ok(response),
+        };
         let pb::ReplicaRequest { id, max_lag } = request.into_inner();
         let max_lag = if max_lag == 0 {
             PROMOTE_MAX_LAG
@@ -1074,11 +1080,19 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReplicaRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
-        if let Some(channel) = self.shared.leader_channel(&request)? {
-            return AdminClient::new(channel)
-                .remove_replica(self.shared.forwarded(request.into_inner()))
-                .await;
-        }
+        let request = match forward::to_leader(
+            &self.shared,
+            request,
+            Resend::No,
+            |channel, forwarded| async move {
+                AdminClient::new(channel).remove_replica(forwarded).await
+            },
+        )
+        .await?
+        {
+            Routed::Here(request) => request,
+            Routed::Answered(response) => return Ok(response),
+        };
         let id = request.into_inner().id;
         let status = self.shared.status();
         if !status.voters.contains(&id) && !status.learners.contains(&id) {
@@ -1111,11 +1125,19 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReplicaRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
-        if let Some(channel) = self.shared.leader_channel(&request)? {
-            return AdminClient::new(channel)
-                .transfer_leader(self.shared.forwarded(request.into_inner()))
-                .await;
-        }
+        let request = match forward::to_leader(
+            &self.shared,
+            request,
+            Resend::No,
+            |channel, forwarded| async move {
+                AdminClient::new(channel).transfer_leader(forwarded).await
+            },
+        )
+        .await?
+        {
+            Routed::Here(request) => request,
+            Routed::Answered(response) => return Ok(response),
+        };
         let id = request.into_inner().id;
         let status = self.shared.status();
         if !status.voters.contains(&id) {

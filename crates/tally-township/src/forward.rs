@@ -4,7 +4,8 @@
 //! the township key, to one county replica (any will do: a follower forwards to the leader).
 //! It keeps talking to the replica that answered last, and moves on to the next one when a
 //! call fails in a way another replica might not (UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN,
-//! CANCELLED, RESOURCE_EXHAUSTED, or no connection), pausing 100 ms, then twice that each time,
+//! CANCELLED, RESOURCE_EXHAUSTED, or no connection; a replica that does not answer an HTTP/2
+//! ping within [`PING_ANSWER_TIMEOUT`] counts as no connection), pausing 100 ms, then twice that each time,
 //! up to `retry_max`, with jitter so many townships do not retry in step. A refusal of the
 //! whole batch (PERMISSION_DENIED, INVALID_ARGUMENT, UNAUTHENTICATED: a wrong key or
 //! certificate) is logged as an error and kept as the picture's `last_error`; it is retried at
@@ -36,6 +37,15 @@ pub const RETRY_PAUSE_MIN: Duration = Duration::from_millis(100);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest ingest message: `batch_max` sheets of at most 64 KiB each, with room.
 pub const INGEST_BYTES_MAX: usize = 512 << 20;
+/// While a call is open, the township pings the replica's HTTP/2 connection after this long
+/// without hearing from it...
+pub const SILENCE_PING_AFTER: Duration = Duration::from_secs(1);
+/// ...and gives the replica this long to answer the ping. A replica cut off by a partition or
+/// on a hung machine answers nothing: the connection is closed, the call fails as transient
+/// and the next replica is tried within some 3 s, instead of waiting out [`CALL_DEADLINE`]
+/// while the county elects a new leader in one or two seconds. A replica that is merely busy
+/// committing still answers pings (its HTTP/2 layer does, not the write).
+pub const PING_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the forwarder reaches the county.
 pub struct CountyRoute {
@@ -210,8 +220,8 @@ fn channel(tls: &ClientTlsConfig, address: &str) -> Result<Channel, String> {
         .map_err(|e| e.to_string())?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(SILENCE_PING_AFTER)
+        .keep_alive_timeout(PING_ANSWER_TIMEOUT)
         .connect_lazy())
 }
 

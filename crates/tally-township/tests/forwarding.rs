@@ -8,6 +8,8 @@
 mod common;
 
 use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tally_core::ids::UnitId;
 use tally_proto::SignedSheet;
@@ -321,5 +323,124 @@ async fn a_batch_the_county_refuses_whole_stays_and_is_reported() {
     assert_eq!(outbox.depth, sheets.len() as u64);
     assert_eq!(outbox.forwarded, 0);
     running.stop().await;
+    county.stop().await;
+}
+
+/// A TCP relay in front of `target` that can be frozen: from then on it keeps every connection
+/// open and passes nothing on, in either direction, as a partition or a hung machine does (a
+/// closed port, by contrast, is refused at once). Returns its address and the switch.
+async fn freezable_relay(target: String) -> (String, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a relay port");
+    let address = listener
+        .local_addr()
+        .expect("the relay's address")
+        .to_string();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let switch = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (inbound, outbound) = (Arc::new(inbound), Arc::new(outbound));
+            tokio::spawn(pipe(inbound.clone(), outbound.clone(), frozen.clone()));
+            tokio::spawn(pipe(outbound, inbound, frozen.clone()));
+        }
+    });
+    (address, switch)
+}
+
+/// Copies bytes from `from` to `to` until either closes; once `frozen`, holds what it read and
+/// both connections for ever.
+async fn pipe(
+    from: Arc<tokio::net::TcpStream>,
+    to: Arc<tokio::net::TcpStream>,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        if from.readable().await.is_err() {
+            return;
+        }
+        let n = match from.try_read(&mut buffer) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        };
+        if frozen.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let mut sent = 0;
+        while sent < n {
+            if to.writable().await.is_err() {
+                return;
+            }
+            match to.try_write(&buffer[sent..n]) {
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+// Goal: a township leaves a county replica that stops answering (the connection stays open
+// and nothing comes back, as in a partition or on a hung machine) within a few seconds, well
+// before its 10 s call deadline, and forwards the rest through another replica; every sheet is
+// counted once.
+// Method: T01's first county address is a relay in front of replica 1; half its units submit
+// and the outbox drains through the relay; the relay is frozen; the other half submit; the
+// outbox must drain sooner than CALL_DEADLINE after the freeze (the HTTP/2 ping goes
+// unanswered: SILENCE_PING_AFTER + PING_ANSWER_TIMEOUT), and the county must equal offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_replica_is_left_before_the_call_deadline() {
+    use tally_township::forward::{CALL_DEADLINE, PING_ANSWER_TIMEOUT, SILENCE_PING_AFTER};
+    let env = Env::new();
+    let addresses = county_addresses();
+    let county = County::start(&env, &addresses).await;
+    let (relay, frozen) = freezable_relay(addresses[0].clone()).await;
+    let route = vec![relay.clone(), addresses[1].clone(), addresses[2].clone()];
+    let t01 = env
+        .start_township(T01, "127.0.0.1:0", &route, settings())
+        .await;
+    let units = units_of(T01);
+    let (early, late) = units.split_at(units.len() / 2);
+    let send = async |units: &[UnitId]| {
+        let mut sent = Vec::new();
+        for unit in units {
+            let sheets: Vec<SignedSheet> = sheets_of(T01)
+                .into_iter()
+                .filter(|(s, _)| s.unit == *unit)
+                .map(|(_, s)| s)
+                .collect();
+            let outcomes = submit(&mut env.village(&t01.address, unit), &sheets)
+                .await
+                .expect("the township takes sheets");
+            assert_eq!(kinds(&outcomes), vec![Kind::Accepted; sheets.len()]);
+            sent.extend(sheets);
+        }
+        sent
+    };
+    let mut stored = send(early).await;
+    drained(&env, &t01).await;
+    frozen.store(true, Ordering::SeqCst);
+    let frozen_at = std::time::Instant::now();
+    stored.extend(send(late).await);
+    drained(&env, &t01).await;
+    let took = frozen_at.elapsed();
+    println!(
+        "the outbox drained {:.2} s after the replica went silent",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < CALL_DEADLINE,
+        "the township took {took:?} to leave a silent replica: it waited out the call deadline ({CALL_DEADLINE:?}) instead of noticing the unanswered ping ({:?})",
+        SILENCE_PING_AFTER + PING_ANSWER_TIMEOUT
+    );
+    check_county_equals_offline(&env, &county, &stored).await;
+    t01.stop().await;
     county.stop().await;
 }
