@@ -307,17 +307,13 @@ where
             Ok(admitted) => admitted,
             Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
         };
-        let limit = &self.limits.methods[index];
-        let what = format!(
-            "{}/{} refused by {}",
-            self.limits.service, limit.method, self.limits.server
-        );
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(identity);
         let body = Body::new(PrefixLimited {
             inner: body,
-            limit: limit.message_bytes_max,
-            what,
+            limit: self.limits.methods[index].message_bytes_max,
+            limits: self.limits.clone(),
+            index,
             prefix: [0; GRPC_PREFIX_BYTES],
             prefix_len: 0,
             body_left: 0,
@@ -348,7 +344,9 @@ where
 struct PrefixLimited {
     inner: Body,
     limit: usize,
-    what: String,
+    /// The service and method, named in the refusal (formatted only then).
+    limits: Arc<ServiceLimits>,
+    index: usize,
     prefix: [u8; GRPC_PREFIX_BYTES],
     prefix_len: usize,
     body_left: usize,
@@ -379,8 +377,11 @@ impl PrefixLimited {
                 ]) as usize;
                 if declared > self.limit {
                     return Err(Status::resource_exhausted(format!(
-                        "{}: the message is {declared} bytes, more than the {} this method takes; nothing of it was read (a batch too large is split into smaller ones)",
-                        self.what, self.limit
+                        "{}/{} refused by {}: the message is {declared} bytes, more than the {} this method takes; nothing of it was read (a batch too large is split into smaller ones)",
+                        self.limits.service,
+                        self.limits.methods[self.index].method,
+                        self.limits.server,
+                        self.limit
                     )));
                 }
                 self.body_left = declared;
@@ -600,7 +601,18 @@ mod tests {
         PrefixLimited {
             inner: Body::empty(),
             limit,
-            what: "tally.v1.County/Ingest refused by replica 1".to_owned(),
+            limits: Arc::new(ServiceLimits::new(
+                "tally.v1.County",
+                "replica 1",
+                vec![MethodLimit {
+                    method: "Ingest",
+                    roles: &[Role::Township],
+                    message_bytes_max: limit,
+                    in_flight_per_caller: 1,
+                    in_flight_max: 1,
+                }],
+            )),
+            index: 0,
             prefix: [0; GRPC_PREFIX_BYTES],
             prefix_len: 0,
             body_left: 0,
