@@ -170,18 +170,6 @@ impl ServiceLimits {
             },
         ))
     }
-
-    /// Calls of `method` in progress from `caller` (tests read it).
-    pub fn in_flight(&self, method: &str, caller: &Identity) -> usize {
-        let Some(index) = self.methods.iter().position(|m| m.method == method) else {
-            return 0;
-        };
-        let in_flight = self.in_flight.lock().unwrap();
-        in_flight
-            .get(&(index, caller.to_string()))
-            .copied()
-            .unwrap_or(0)
-    }
 }
 
 /// The largest health check request: one service name.
@@ -482,13 +470,6 @@ pub struct LimitedIncoming<I> {
     waiting: Option<Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>>,
 }
 
-impl<I> LimitedIncoming<I> {
-    /// Connections open now.
-    pub fn open(&self) -> Arc<Semaphore> {
-        self.permits.clone()
-    }
-}
-
 impl<I, IO, E> Stream for LimitedIncoming<I>
 where
     I: Stream<Item = Result<IO, E>> + Unpin,
@@ -589,6 +570,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Permitted<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tonic::Code;
 
     fn prefix(declared: u32) -> Vec<u8> {
@@ -618,6 +600,33 @@ mod tests {
             body_left: 0,
             failed: false,
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_over_the_limit_waits_until_one_closes() {
+        // Goal: at most `connections_max` connections are held; the next is accepted only
+        // when one closes, not refused. Method: a limit of one over a real listener; connect
+        // twice and see the second accepted only after the first is dropped.
+        use tokio_stream::StreamExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut incoming = Box::pin(limit_connections(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            1,
+        ));
+        let _first_client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let first = incoming.next().await.unwrap().unwrap();
+        let _second_client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(200), incoming.next()).await;
+        assert!(
+            waited.is_err(),
+            "the second connection waits while the first is open"
+        );
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+            .await
+            .expect("the second connection is accepted once the first closed");
+        assert!(second.unwrap().is_ok());
     }
 
     #[test]
