@@ -43,6 +43,10 @@ pub const INGESTS_IN_FLIGHT_MAX: usize = 1024;
 pub const READS_IN_FLIGHT_PER_CALLER: usize = 16;
 /// Read calls all callers together may have in progress.
 pub const READS_IN_FLIGHT_MAX: usize = 1024;
+/// Status calls one caller may have in progress: a replica's dashboard asks every other
+/// replica's status under the replica's own certificate for each page view, so several open
+/// dashboards add up.
+pub const STATUS_IN_FLIGHT_PER_CALLER: usize = 64;
 /// Admin calls one operator may have in progress: one membership change at a time is all
 /// raft allows anyway.
 pub const ADMIN_IN_FLIGHT_PER_CALLER: usize = 4;
@@ -87,7 +91,10 @@ pub fn county(replica: u64) -> Arc<ServiceLimits> {
             },
             read("Results", RESULTS_ROLES),
             read("WatchResults", RESULTS_ROLES),
-            read("Status", STATUS_ROLES),
+            MethodLimit {
+                in_flight_per_caller: STATUS_IN_FLIGHT_PER_CALLER,
+                ..read("Status", STATUS_ROLES)
+            },
             read("Export", EXPORT_ROLES),
         ],
     ))

@@ -1196,7 +1196,13 @@ impl pb::raft_server::Raft for RaftService {
                 .insert(peer, tokio::time::Instant::now());
             // A snapshot arrives in pieces; it is parsed like any message once whole.
             let whole = match batch.snapshot {
-                Some(piece) if batch.messages.is_empty() => snapshot.add(piece)?,
+                Some(piece) if batch.messages.is_empty() => {
+                    let whole = snapshot.add(piece)?;
+                    if let Some(bytes) = &whole {
+                        tracing::info!(replica = peer, bytes = bytes.len(), "received a snapshot");
+                    }
+                    whole
+                }
                 Some(_) => {
                     return Err(Status::invalid_argument(
                         "a raft batch carries either messages or a snapshot piece, not both",

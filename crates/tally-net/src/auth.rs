@@ -18,6 +18,10 @@
 //! handler runs and leaves the caller's identity in the request for
 //! [`authorized_identity`].
 //!
+//! tally's own servers wrap each service in [`crate::limits::guard`] instead, which decides per
+//! method (roles, largest message, calls in flight) from the request's headers, before the
+//! body is read, and also leaves the identity in the request's extensions.
+//!
 //! `peer_identity` reads the certificate that tonic's own TLS acceptor saw, which tonic files
 //! under `TlsConnectInfo<TcpConnectInfo>`. A server fed by `serve_with_incoming` on another
 //! kind of stream (a simulated network) keeps this working only if its `Connected` impl

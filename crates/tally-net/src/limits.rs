@@ -170,18 +170,6 @@ impl ServiceLimits {
             },
         ))
     }
-
-    /// Calls of `method` in progress from `caller` (tests read it).
-    pub fn in_flight(&self, method: &str, caller: &Identity) -> usize {
-        let Some(index) = self.methods.iter().position(|m| m.method == method) else {
-            return 0;
-        };
-        let in_flight = self.in_flight.lock().unwrap();
-        in_flight
-            .get(&(index, caller.to_string()))
-            .copied()
-            .unwrap_or(0)
-    }
 }
 
 /// The largest health check request: one service name.
@@ -307,17 +295,13 @@ where
             Ok(admitted) => admitted,
             Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
         };
-        let limit = &self.limits.methods[index];
-        let what = format!(
-            "{}/{} refused by {}",
-            self.limits.service, limit.method, self.limits.server
-        );
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(identity);
         let body = Body::new(PrefixLimited {
             inner: body,
-            limit: limit.message_bytes_max,
-            what,
+            limit: self.limits.methods[index].message_bytes_max,
+            limits: self.limits.clone(),
+            index,
             prefix: [0; GRPC_PREFIX_BYTES],
             prefix_len: 0,
             body_left: 0,
@@ -348,7 +332,9 @@ where
 struct PrefixLimited {
     inner: Body,
     limit: usize,
-    what: String,
+    /// The service and method, named in the refusal (formatted only then).
+    limits: Arc<ServiceLimits>,
+    index: usize,
     prefix: [u8; GRPC_PREFIX_BYTES],
     prefix_len: usize,
     body_left: usize,
@@ -379,8 +365,11 @@ impl PrefixLimited {
                 ]) as usize;
                 if declared > self.limit {
                     return Err(Status::resource_exhausted(format!(
-                        "{}: the message is {declared} bytes, more than the {} this method takes; nothing of it was read (a batch too large is split into smaller ones)",
-                        self.what, self.limit
+                        "{}/{} refused by {}: the message is {declared} bytes, more than the {} this method takes; nothing of it was read (a batch too large is split into smaller ones)",
+                        self.limits.service,
+                        self.limits.methods[self.index].method,
+                        self.limits.server,
+                        self.limit
                     )));
                 }
                 self.body_left = declared;
@@ -479,13 +468,6 @@ pub struct LimitedIncoming<I> {
     incoming: I,
     permits: Arc<Semaphore>,
     waiting: Option<Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>>,
-}
-
-impl<I> LimitedIncoming<I> {
-    /// Connections open now.
-    pub fn open(&self) -> Arc<Semaphore> {
-        self.permits.clone()
-    }
 }
 
 impl<I, IO, E> Stream for LimitedIncoming<I>
@@ -588,6 +570,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Permitted<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tonic::Code;
 
     fn prefix(declared: u32) -> Vec<u8> {
@@ -600,12 +583,50 @@ mod tests {
         PrefixLimited {
             inner: Body::empty(),
             limit,
-            what: "tally.v1.County/Ingest refused by replica 1".to_owned(),
+            limits: Arc::new(ServiceLimits::new(
+                "tally.v1.County",
+                "replica 1",
+                vec![MethodLimit {
+                    method: "Ingest",
+                    roles: &[Role::Township],
+                    message_bytes_max: limit,
+                    in_flight_per_caller: 1,
+                    in_flight_max: 1,
+                }],
+            )),
+            index: 0,
             prefix: [0; GRPC_PREFIX_BYTES],
             prefix_len: 0,
             body_left: 0,
             failed: false,
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_over_the_limit_waits_until_one_closes() {
+        // Goal: at most `connections_max` connections are held; the next is accepted only
+        // when one closes, not refused. Method: a limit of one over a real listener; connect
+        // twice and see the second accepted only after the first is dropped.
+        use tokio_stream::StreamExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut incoming = Box::pin(limit_connections(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            1,
+        ));
+        let _first_client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let first = incoming.next().await.unwrap().unwrap();
+        let _second_client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(200), incoming.next()).await;
+        assert!(
+            waited.is_err(),
+            "the second connection waits while the first is open"
+        );
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+            .await
+            .expect("the second connection is accepted once the first closed");
+        assert!(second.unwrap().is_ok());
     }
 
     #[test]

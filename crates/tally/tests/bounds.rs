@@ -475,13 +475,13 @@ async fn run(county: &mut LocalCounty) {
     let leader_growth = leader_memory.check();
     let follower_growth = follower_memory.check();
 
-    // A flood of calls from one township's certificate at a replica: Status calls that hold
+    // A flood of calls from one township's certificate at a replica: Results calls that hold
     // their places; the ones over the per-caller limit are refused at once.
     flood(
         &township_to_follower,
-        "/tally.v1.County/Status",
+        "/tally.v1.County/Results",
         tally_county::limits::READS_IN_FLIGHT_PER_CALLER,
-        "a township's flood of County.Status",
+        "a township's flood of County.Results",
     )
     .await;
 
