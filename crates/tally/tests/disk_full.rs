@@ -162,6 +162,33 @@ impl Setup {
             .collect()
     }
 
+    /// The signed sheets of one unit.
+    fn sheets_of_unit(&self, unit: &str) -> Vec<SignedSheet> {
+        self.county
+            .generated
+            .sheets
+            .iter()
+            .zip(&self.county.sheets)
+            .filter(|(sheet, _)| sheet.unit.as_str() == unit)
+            .map(|(_, signed)| signed.clone())
+            .collect()
+    }
+
+    /// `tally village submit --config <unit's> --retry-for SECS FILES...`.
+    fn village_submit(&self, unit: &str, retry_for_secs: &str, files: &[&Path]) -> Output {
+        let config = self.county.layout.village_dir(unit).join("village.toml");
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "village".as_ref(),
+            "submit".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--retry-for".as_ref(),
+            retry_for_secs.as_ref(),
+        ];
+        args.extend(files.iter().map(|f| f.as_os_str()));
+        self.tally(&args)
+    }
+
     fn bundle(&self, name: &str, sheets: &[SignedSheet]) -> PathBuf {
         let path = self.scratch.join(format!("{name}.sheets"));
         std::fs::write(&path, tally_proto::write_bundle(sheets)).unwrap();
@@ -226,10 +253,11 @@ fn acknowledged(out: &Output) -> Vec<String> {
 // Method: T01's data_dir is a 2 MB tmpfs. With the county down, import the first 40 of T01's
 // sheets (acknowledged, in the outbox); fill the tmpfs; start the county, which takes the
 // first batch T01 forwards, while T01 cannot record its answer; import all of T01's sheets (the
-// import must say the disk is full, exit 1, and store nothing); check T01 still answers its
-// picture with the 40 stored and in the outbox. Free the space and import all again: 40
-// duplicates and the rest accepted; then the outbox drains and the county's chain holds every
-// sheet of T01 once.
+// import must say the disk is full, exit 1, and store nothing) and submit one unit's sheets
+// with `tally village submit` (pending, exit 2, told the disk is full); check T01 still
+// answers its picture with the 40 stored and in the outbox. Free the space and import all
+// again: 40 duplicates and the rest accepted; then the outbox drains, the county's chain holds
+// every sheet of T01 once, and the unit's pending sheets are delivered.
 #[test]
 fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
     if !may_mount() {
@@ -281,6 +309,39 @@ fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
         "the import while T01's disk is full says:\n{}",
         String::from_utf8_lossy(&full.stderr)
     );
+    // A polling unit whose sheets are not stored yet submits them: they stay pending in its
+    // journal (exit 2), and it is told the township did not store them because its disk is
+    // full, not that it did not answer.
+    let first_digests: Vec<[u8; 32]> = sheets[..FIRST].iter().map(SignedSheet::digest).collect();
+    let unit = s
+        .county
+        .generated
+        .units
+        .iter()
+        .filter(|u| s.county.generated.townships[u.township].id.as_str() == "T01")
+        .map(|u| u.id.to_string())
+        .find(|u| {
+            let mine = s.sheets_of_unit(u);
+            !mine.is_empty() && mine.iter().all(|m| !first_digests.contains(&m.digest()))
+        })
+        .expect("a unit of T01 with no sheet among the first");
+    let unit_bundle = s.bundle(&unit, &s.sheets_of_unit(&unit));
+    let village = s.village_submit(&unit, "1", &[&unit_bundle]);
+    let village_text = text(&village);
+    assert_eq!(village.status.code(), Some(2), "{village_text}");
+    eprintln!(
+        "tally village submit while T01's disk is full says:\n{}",
+        String::from_utf8_lossy(&village.stdout)
+    );
+    assert!(
+        village_text.contains("did not store them"),
+        "{village_text}"
+    );
+    assert!(
+        village_text.contains("the township's disk is full"),
+        "{village_text}"
+    );
+
     // Up, answering its picture: the first sheets stored and still in the outbox (the
     // county's answer could not be recorded), nothing more.
     s.county.fleet.check_alive().unwrap();
@@ -315,6 +376,9 @@ fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
         log.contains("the township's database is open again"),
         "{log}"
     );
+    // The unit's pending sheets go through now (stored by the import: duplicates).
+    let village = s.village_submit(&unit, "30", &[]);
+    assert_eq!(village.status.code(), Some(0), "{}", text(&village));
     s.county.fleet.check_alive().unwrap();
 }
 
