@@ -351,6 +351,13 @@ fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
         .expect("the picture answers while the disk is full");
     assert_eq!(picture.sheets_stored as usize, FIRST);
     assert_eq!(picture.outbox.map_or(0, |o| o.depth) as usize, FIRST);
+    assert!(
+        picture
+            .storage_error
+            .starts_with("the township's disk is full"),
+        "{:?}",
+        picture.storage_error
+    );
 
     tmpfs.free();
     let again = s.import("T01", &bundle);
@@ -375,6 +382,11 @@ fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
     assert!(
         log.contains("the township's database is open again"),
         "{log}"
+    );
+    let picture = s.runtime.block_on(s.watch.picture("T01")).unwrap();
+    assert_eq!(
+        picture.storage_error, "",
+        "the picture no longer says the disk failed"
     );
     // The unit's pending sheets go through now (stored by the import: duplicates).
     let village = s.village_submit(&unit, "30", &[]);
