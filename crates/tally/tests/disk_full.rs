@@ -431,8 +431,8 @@ fn leaders(status: &serde_json::Value) -> Vec<u64> {
 }
 
 // Goal: a replica whose disk fills stops and exits non-zero (74) with the cause in its log, so
-// systemd starts it again; the cluster never shows two leaders, the township's sheets are all
-// counted through the other replicas, and the replica started again on the freed disk catches
+// systemd starts it again; the township whose batch it was taking is told why; the cluster
+// never shows two leaders, the township's sheets are all counted through the other replicas, and the replica started again on the freed disk catches
 // up. Method: every replica's data_dir is a 2 MB tmpfs; once a leader is elected, fill the
 // leader's, then import every township's sheets at its aggregator; wait for the leader's
 // process to end and read its status and log; read `tally cluster status` until the others
@@ -510,6 +510,16 @@ fn a_replica_whose_disk_fills_exits_74_and_the_cluster_shows_one_leader() {
             .unwrap_or(0);
         (leaders.len() == 1 && counted as usize == total).then_some(())
     });
+
+    // The township whose batch the replica was taking was told why, and sent it elsewhere.
+    let told = format!("the replica stopped: replica {leader}'s disk is full");
+    let mut told_lines = Vec::new();
+    for township in s.county.fleet.townships.values() {
+        let log = std::fs::read_to_string(&township.log).unwrap();
+        told_lines.extend(log.lines().filter(|l| l.contains(&told)).map(str::to_owned));
+    }
+    assert!(!told_lines.is_empty(), "no township was told {told:?}");
+    eprintln!("a township's log: {}", told_lines[0]);
 
     // Space freed, the replica started again (as systemd would): it catches up.
     tmpfs.free();
