@@ -132,6 +132,11 @@ impl Disk {
         }
     }
 
+    /// The store while it is open, without blocking (`None` once a failure closed it).
+    pub(crate) fn open_store(&self) -> Option<Arc<Store>> {
+        self.lock().store.clone()
+    }
+
     /// The failure that keeps the store closed, if one does.
     pub(crate) fn failure(&self) -> Option<Failure> {
         self.lock().failure.clone()

@@ -64,6 +64,13 @@ impl Township {
 
     /// What `Township.Picture` answers.
     pub fn picture(&self) -> pb::PictureResponse {
+        // Asked before the book is locked: a reopen holds the disk's lock while it rebuilds
+        // the book.
+        let storage_error = self
+            .disk
+            .failure()
+            .map(|f| f.describe())
+            .unwrap_or_default();
         let result = self.provisional_result();
         let township = self.township.as_str();
         let now = unix_ms();
@@ -154,6 +161,7 @@ impl Township {
             units_expected,
             sheets_stored: book.records.len() as u64,
             sheets_counted: book.ledger.len() as u64,
+            storage_error,
             outbox: Some(pb::Outbox {
                 depth: book.outbox.len() as u64,
                 oldest_age_ms,

@@ -490,6 +490,10 @@ struct LogLine {
 /// The store, opened again first if a storage failure closed it (which rebuilds the book, so
 /// it runs before any decision is taken against the book).
 async fn open_store(disk: &Arc<Disk>, book: &Arc<Mutex<Book>>) -> Result<Arc<Store>, Status> {
+    // The usual case, without a trip to the blocking pool.
+    if let Some(store) = disk.open_store() {
+        return Ok(store);
+    }
     let (disk, book) = (disk.clone(), book.clone());
     match tokio::task::spawn_blocking(move || disk.store(&book)).await {
         Ok(Ok(store)) => Ok(store),

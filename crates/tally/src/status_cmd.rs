@@ -89,6 +89,8 @@ pub struct TownshipRow {
     pub forwarded: u64,
     pub county_reachable: bool,
     pub last_error: String,
+    /// Set while a storage failure (a full disk) keeps the township's database closed.
+    pub storage_error: String,
     /// Sheets refused or in conflict (by the township or by the county), newest first.
     pub refused: Vec<RefusedSheet>,
     /// Refusals and conflicts the township keeps no room for in `refused` (each unit keeps
@@ -253,6 +255,7 @@ fn township_row(
                 forwarded: outbox.forwarded,
                 county_reachable: outbox.county_reachable,
                 last_error: outbox.last_error,
+                storage_error: p.storage_error,
                 refused: p
                     .refused
                     .into_iter()
@@ -285,6 +288,12 @@ fn township_problems(t: &TownshipRow, outbox_age_max_s: u64, problems: &mut Vec<
     }
     if !t.error.is_empty() {
         problems.push(format!("{who}: {}", t.error));
+    }
+    if !t.storage_error.is_empty() {
+        problems.push(format!(
+            "{who}: {}; it stores nothing until then",
+            t.storage_error
+        ));
     }
     if t.outbox_depth > 0 && t.outbox_oldest_age_ms > outbox_age_max_s * 1000 {
         problems.push(format!(

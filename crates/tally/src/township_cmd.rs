@@ -42,7 +42,7 @@ pub enum TownshipCommand {
         files: Vec<PathBuf>,
     },
     /// What the township has: units reported, the outbox, provisional results, warnings and
-    /// refused sheets. Exits 3 when the outbox is not empty or a sheet was refused.
+    /// refused sheets. Exits 3 when the outbox is not empty, a sheet was refused, or its disk failed.
     Picture {
         /// The township aggregator's config file (the clerk at the township).
         #[arg(long, short, conflicts_with_all = ["server", "pki"], required_unless_present = "server")]
@@ -317,11 +317,13 @@ fn picture(
         };
         print_picture(&p, format)?;
         let outbox = p.outbox.clone().unwrap_or_default();
-        Ok(if outbox.depth > 0 || !p.refused.is_empty() {
-            Outcome::Findings
-        } else {
-            Outcome::Clean
-        })
+        Ok(
+            if outbox.depth > 0 || !p.refused.is_empty() || !p.storage_error.is_empty() {
+                Outcome::Findings
+            } else {
+                Outcome::Clean
+            },
+        )
     })
 }
 
@@ -345,6 +347,7 @@ fn print_picture(p: &pb::PictureResponse, format: crate::report::Format) -> Resu
             "units_expected": p.units_expected,
             "sheets_stored": p.sheets_stored,
             "sheets_counted": p.sheets_counted,
+            "storage_error": p.storage_error,
             "outbox": {
                 "depth": outbox.depth,
                 "oldest_age_ms": outbox.oldest_age_ms,
@@ -373,6 +376,12 @@ fn print_picture(p: &pb::PictureResponse, format: crate::report::Format) -> Resu
         p.sheets_stored,
         p.sheets_counted
     );
+    if !p.storage_error.is_empty() {
+        say!(
+            "STORAGE FAILED: {}; nothing is stored or forwarded until the database opens again (tried at every submit)",
+            p.storage_error
+        );
+    }
     let age = if outbox.depth > 0 {
         format!(
             ", the oldest waiting {:.1} s",

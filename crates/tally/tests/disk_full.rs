@@ -162,6 +162,33 @@ impl Setup {
             .collect()
     }
 
+    /// The signed sheets of one unit.
+    fn sheets_of_unit(&self, unit: &str) -> Vec<SignedSheet> {
+        self.county
+            .generated
+            .sheets
+            .iter()
+            .zip(&self.county.sheets)
+            .filter(|(sheet, _)| sheet.unit.as_str() == unit)
+            .map(|(_, signed)| signed.clone())
+            .collect()
+    }
+
+    /// `tally village submit --config <unit's> --retry-for SECS FILES...`.
+    fn village_submit(&self, unit: &str, retry_for_secs: &str, files: &[&Path]) -> Output {
+        let config = self.county.layout.village_dir(unit).join("village.toml");
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "village".as_ref(),
+            "submit".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--retry-for".as_ref(),
+            retry_for_secs.as_ref(),
+        ];
+        args.extend(files.iter().map(|f| f.as_os_str()));
+        self.tally(&args)
+    }
+
     fn bundle(&self, name: &str, sheets: &[SignedSheet]) -> PathBuf {
         let path = self.scratch.join(format!("{name}.sheets"));
         std::fs::write(&path, tally_proto::write_bundle(sheets)).unwrap();
@@ -226,10 +253,11 @@ fn acknowledged(out: &Output) -> Vec<String> {
 // Method: T01's data_dir is a 2 MB tmpfs. With the county down, import the first 40 of T01's
 // sheets (acknowledged, in the outbox); fill the tmpfs; start the county, which takes the
 // first batch T01 forwards, while T01 cannot record its answer; import all of T01's sheets (the
-// import must say the disk is full, exit 1, and store nothing); check T01 still answers its
-// picture with the 40 stored and in the outbox. Free the space and import all again: 40
-// duplicates and the rest accepted; then the outbox drains and the county's chain holds every
-// sheet of T01 once.
+// import must say the disk is full, exit 1, and store nothing) and submit one unit's sheets
+// with `tally village submit` (pending, exit 2, told the disk is full); check T01 still
+// answers its picture with the 40 stored and in the outbox. Free the space and import all
+// again: 40 duplicates and the rest accepted; then the outbox drains, the county's chain holds
+// every sheet of T01 once, and the unit's pending sheets are delivered.
 #[test]
 fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
     if !may_mount() {
@@ -281,6 +309,39 @@ fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
         "the import while T01's disk is full says:\n{}",
         String::from_utf8_lossy(&full.stderr)
     );
+    // A polling unit whose sheets are not stored yet submits them: they stay pending in its
+    // journal (exit 2), and it is told the township did not store them because its disk is
+    // full, not that it did not answer.
+    let first_digests: Vec<[u8; 32]> = sheets[..FIRST].iter().map(SignedSheet::digest).collect();
+    let unit = s
+        .county
+        .generated
+        .units
+        .iter()
+        .filter(|u| s.county.generated.townships[u.township].id.as_str() == "T01")
+        .map(|u| u.id.to_string())
+        .find(|u| {
+            let mine = s.sheets_of_unit(u);
+            !mine.is_empty() && mine.iter().all(|m| !first_digests.contains(&m.digest()))
+        })
+        .expect("a unit of T01 with no sheet among the first");
+    let unit_bundle = s.bundle(&unit, &s.sheets_of_unit(&unit));
+    let village = s.village_submit(&unit, "1", &[&unit_bundle]);
+    let village_text = text(&village);
+    assert_eq!(village.status.code(), Some(2), "{village_text}");
+    eprintln!(
+        "tally village submit while T01's disk is full says:\n{}",
+        String::from_utf8_lossy(&village.stdout)
+    );
+    assert!(
+        village_text.contains("did not store them"),
+        "{village_text}"
+    );
+    assert!(
+        village_text.contains("the township's disk is full"),
+        "{village_text}"
+    );
+
     // Up, answering its picture: the first sheets stored and still in the outbox (the
     // county's answer could not be recorded), nothing more.
     s.county.fleet.check_alive().unwrap();
@@ -290,6 +351,13 @@ fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
         .expect("the picture answers while the disk is full");
     assert_eq!(picture.sheets_stored as usize, FIRST);
     assert_eq!(picture.outbox.map_or(0, |o| o.depth) as usize, FIRST);
+    assert!(
+        picture
+            .storage_error
+            .starts_with("the township's disk is full"),
+        "{:?}",
+        picture.storage_error
+    );
 
     tmpfs.free();
     let again = s.import("T01", &bundle);
@@ -315,6 +383,14 @@ fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
         log.contains("the township's database is open again"),
         "{log}"
     );
+    let picture = s.runtime.block_on(s.watch.picture("T01")).unwrap();
+    assert_eq!(
+        picture.storage_error, "",
+        "the picture no longer says the disk failed"
+    );
+    // The unit's pending sheets go through now (stored by the import: duplicates).
+    let village = s.village_submit(&unit, "30", &[]);
+    assert_eq!(village.status.code(), Some(0), "{}", text(&village));
     s.county.fleet.check_alive().unwrap();
 }
 
@@ -355,8 +431,8 @@ fn leaders(status: &serde_json::Value) -> Vec<u64> {
 }
 
 // Goal: a replica whose disk fills stops and exits non-zero (74) with the cause in its log, so
-// systemd starts it again; the cluster never shows two leaders, the township's sheets are all
-// counted through the other replicas, and the replica started again on the freed disk catches
+// systemd starts it again; the township whose batch it was taking is told why; the cluster
+// never shows two leaders, the township's sheets are all counted through the other replicas, and the replica started again on the freed disk catches
 // up. Method: every replica's data_dir is a 2 MB tmpfs; once a leader is elected, fill the
 // leader's, then import every township's sheets at its aggregator; wait for the leader's
 // process to end and read its status and log; read `tally cluster status` until the others
@@ -434,6 +510,16 @@ fn a_replica_whose_disk_fills_exits_74_and_the_cluster_shows_one_leader() {
             .unwrap_or(0);
         (leaders.len() == 1 && counted as usize == total).then_some(())
     });
+
+    // The township whose batch the replica was taking was told why, and sent it elsewhere.
+    let told = format!("the replica stopped: replica {leader}'s disk is full");
+    let mut told_lines = Vec::new();
+    for township in s.county.fleet.townships.values() {
+        let log = std::fs::read_to_string(&township.log).unwrap();
+        told_lines.extend(log.lines().filter(|l| l.contains(&told)).map(str::to_owned));
+    }
+    assert!(!told_lines.is_empty(), "no township was told {told:?}");
+    eprintln!("a township's log: {}", told_lines[0]);
 
     // Space freed, the replica started again (as systemd would): it catches up.
     tmpfs.free();
