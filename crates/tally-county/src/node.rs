@@ -200,7 +200,7 @@ impl NodeHandle {
         let (reply, answer) = oneshot::channel();
         self.send(Input::Read { reply }).await?;
         match answer.await {
-            Ok(index) => Ok(index),
+            Ok(answered) => answered,
             Err(_) => Err(self.stopped().await),
         }
     }
