@@ -17,6 +17,11 @@
 #   CARGO_TARGET_DIR where tally is built                             default <repo>/target
 #   BENCH_PRELOAD    LD_PRELOAD for the replicas (diagnostics only; see README)
 #   BENCH_TO_LEADER  1: send every request to the leader, no forwarding (diagnostics only)
+#   BENCH_TALLY      a tally binary to run instead of building one (e.g. an older commit's, to
+#                    compare two builds on the same machine in alternation)
+#   BENCH_READERS    N: during each submit, N loops of `tally cluster results` (linearizable)
+#                    against the leader; the line for the run says how many were answered and
+#                    whether the leader changed (results must not hold up commits or heartbeats)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,7 +35,8 @@ gen_args=${BENCH_GEN:---population 3000000 --townships 40 --voters-per-station 2
 run_etcd=${BENCH_ETCD:-1}
 etcd_script=${ETCD_BASELINE:-$here/etcd/etcd-baseline.sh}
 target=${CARGO_TARGET_DIR:-$repo/target}
-tally=$target/release/tally
+tally=${BENCH_TALLY:-$target/release/tally}
+readers=${BENCH_READERS:-0}
 
 pids=()
 stop_replicas() {
@@ -49,10 +55,15 @@ hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 
 say "building tally (release) into $target"
-(cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release -q -p tally)
-# What was built: the commit, and whether tracked files differed from it at build time.
-code="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
-[ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ] && code="$code plus uncommitted changes"
+if [ -n "${BENCH_TALLY:-}" ]; then
+  say "using $tally (not built here)"
+  code="the binary $tally"
+else
+  (cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release -q -p tally)
+  # What was built: the commit, and whether tracked files differed from it at build time.
+  code="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  [ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ] && code="$code plus uncommitted changes"
+fi
 
 rm -rf "$work/county" "$work/pki" "$work/runs" "$work/results"
 mkdir -p "$work/results"
@@ -130,11 +141,27 @@ for batch in "${batches[@]}"; do
     say "batch $batch, $c submitters, $n sheets: fresh cluster, leader is replica $leader"
     submit_to=$servers
     [ "${BENCH_TO_LEADER:-0}" = 1 ] && submit_to=127.0.0.1:$((port + leader - 1))
+    reader_pids=()
+    for r in $(seq 1 "$readers"); do
+      ( answered=0
+        while [ ! -e "$dir/submit.done" ]; do
+          "$tally" cluster results --servers "127.0.0.1:$((port + leader - 1))" --pki "$work/pki" \
+            >/dev/null 2>>"$dir/reader-$r.err" && answered=$((answered + 1))
+        done
+        echo "$answered" >"$dir/reader-$r.count" ) &
+      reader_pids+=($!)
+    done
     TIMEFORMAT='%U %S'
     { time "$tally" submit --servers "$submit_to" --pki "$work/pki" -d "$work/county/election.toml" \
         --keys "$work/county/township-keys.csv" --batch "$batch" --concurrency "$c" --limit "$n" \
         --format json "$work/county/sheets.sheets" >"$dir/submit.json" 2>"$dir/submit.err"; } 2>"$dir/submit.time" \
       || { say "submit failed (exit $?): $(tail -3 "$dir/submit.err")"; }
+    if [ "$readers" -gt 0 ]; then
+      touch "$dir/submit.done"
+      wait "${reader_pids[@]}"
+      after=$(wait_leader "$dir" || echo none)
+      say "  readers: $(cat "$dir"/reader-*.count | paste -sd+ | bc) results answered during the submit; leader $leader before, $after after"
+    fi
     hwm=() cpu=()
     for p in "${pids[@]}"; do hwm+=("$(( $(hwm_kb "$p") / 1024 ))"); cpu+=("$(cpu_s "$p")"); done
     stop_replicas

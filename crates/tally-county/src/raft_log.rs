@@ -2,7 +2,7 @@
 //! changes, configuration changes, snapshots, refused messages), and the replica logs through
 //! `tracing`, so [`TracingDrain`] forwards each slog record as a tracing event with target
 //! `raft` at the same level. Operators filter it like any other target
-//! (`RUST_LOG=info,raft=warn`).
+//! (`TALLY_LOG=info,raft=warn`).
 //!
 //! A small drain of our own rather than a bridge crate: it is a level match and a key=value
 //! writer, and slog is already in the build through raft-rs (no new crate, no version to keep
