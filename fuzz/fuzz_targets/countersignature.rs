@@ -67,7 +67,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(verify_countersignature(def, &township, fewer, &countersignature).is_err());
         }
     } else {
-        let error = result.expect_err("a countersignature by the wrong key or for another township");
+        let error =
+            result.expect_err("a countersignature by the wrong key or for another township");
         let _ = (error.code(), error.to_string());
     }
 });
