@@ -187,12 +187,12 @@ where
             Ok(Ok(response)) => return Ok(Routed::Answered(response)),
             Ok(Err(status)) if resend == Resend::Yes && worth_resending(&status) => {
                 tracing::debug!(leader, error = %status, "a forwarded call failed; it is sent again once the leader is known");
-                last_error = Some(status);
+                last_error = Some(as_answer(status, leader));
                 // The same leader, at once, would most likely fail the same way: wait for the
                 // view to change (or the budget to run out) first.
                 let _ = tokio::time::timeout_at(deadline, leader_changes(&mut view, leader)).await;
             }
-            Ok(Err(status)) => return Err(status),
+            Ok(Err(status)) => return Err(as_answer(status, leader)),
             Err(_elapsed) => {
                 // A leader this replica still follows did not answer: its connection may be
                 // dead without TCP having noticed, so the next attempt dials a new one.
@@ -229,10 +229,34 @@ fn out_of_time(me: u64, leader: u64) -> Status {
 /// own "not the leader" and "shutting down" answers and transport errors. Answers about the
 /// call itself (a refused batch, the leader's own write deadline) go back to the caller.
 fn worth_resending(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled
-    )
+    from_transport(status)
+        || matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        )
+}
+
+/// Whether `status` is a failure of the connection to the leader rather than an answer the
+/// leader sent: tonic attaches the cause of a transport failure (an HTTP/2 protocol error
+/// arrives as INTERNAL "h2 protocol error"), while a status read from the leader's answer has
+/// none.
+fn from_transport(status: &Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+/// What the caller is told of a failed forwarded call: the leader's own answer as it is; a
+/// failure on the way to the leader as UNAVAILABLE, which every client sends again (an
+/// INTERNAL would read as a bug of this replica's, and the township's forwarder would not
+/// send it again).
+fn as_answer(status: Status, leader: u64) -> Status {
+    if !from_transport(&status) {
+        return status;
+    }
+    Status::unavailable(format!(
+        "the call forwarded to the leader (replica {leader}) failed on the way ({code:?}: {message}); its outcome is unknown: send it again (a sheet already recorded is answered DUPLICATE)",
+        code = status.code(),
+        message = status.message(),
+    ))
 }
 
 /// The leader this replica knows, waiting until `until` while it knows none.
@@ -302,5 +326,33 @@ mod tests {
         );
         request.set_timeout(Duration::from_secs(60));
         assert_eq!(caller_budget(&request), WRITE_DEADLINE);
+    }
+
+    // Goal: a forwarded call that broke on the way to the leader (an HTTP/2 protocol error,
+    // which tonic reports as INTERNAL with its cause attached) reaches the caller as
+    // UNAVAILABLE, which townships send again, and an ingest is sent again; the leader's own
+    // answers, INTERNAL included, pass through unchanged. Found by the simulation (5 replicas,
+    // seed 106): a township was answered INTERNAL "h2 protocol error" and gave up the batch.
+    // Method: a status with a transport cause and one without.
+    #[test]
+    fn a_broken_connection_to_the_leader_is_unavailable() {
+        let mut broken = Status::internal("h2 protocol error: connection reset");
+        broken.set_source(Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert!(worth_resending(&broken));
+        let told = as_answer(broken, 2);
+        assert_eq!(told.code(), Code::Unavailable);
+        assert!(
+            told.message().contains("replica 2") && told.message().contains("send it again"),
+            "{}",
+            told.message()
+        );
+
+        let answered = Status::internal("the leader's own answer");
+        assert!(!worth_resending(&answered));
+        assert_eq!(as_answer(answered, 2).code(), Code::Internal);
+        let refused = Status::permission_denied("E209 …");
+        assert_eq!(as_answer(refused, 2).code(), Code::PermissionDenied);
     }
 }

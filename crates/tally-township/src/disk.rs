@@ -116,7 +116,9 @@ pub(crate) struct Disk {
 struct Slot {
     /// `None` once a storage failure closed it.
     store: Option<Arc<Store>>,
-    /// The failure that closed it, until it opens again.
+    /// The failure that closed it, until a write succeeds again: opening the database needs no
+    /// free space, so a store opened again on a disk that is still full says nothing yet, and
+    /// the clerk's picture would show all well between the open and the next failed write.
     failure: Option<Failure>,
 }
 
@@ -137,7 +139,7 @@ impl Disk {
         self.lock().store.clone()
     }
 
-    /// The failure that keeps the store closed, if one does.
+    /// The storage failure not yet followed by a successful write, if there is one.
     pub(crate) fn failure(&self) -> Option<Failure> {
         self.lock().failure.clone()
     }
@@ -176,11 +178,12 @@ impl Disk {
                 }
                 let store = Arc::new(store);
                 slot.store = Some(store.clone());
-                slot.failure = None;
-                tracing::warn!(
+                // Kept until a write succeeds ([`Disk::wrote`]): the disk may still be full.
+                slot.failure = Some(previous.clone());
+                tracing::info!(
                     township = %self.township,
                     data_dir = %self.dir.display(),
-                    "the township's database is open again after a storage failure ({}); it takes sheets again",
+                    "the township's database is open again after a storage failure ({}); the next write tells whether there is room again",
                     previous.cause
                 );
                 Ok(store)
@@ -197,6 +200,22 @@ impl Disk {
                 slot.failure = Some(failure.clone());
                 Err(failure)
             }
+        }
+    }
+
+    /// Called after a write on `store` committed: a storage failure before it is over.
+    pub(crate) fn wrote(&self, store: &Arc<Store>) {
+        let mut slot = self.lock();
+        if slot.failure.is_none() || !slot.store.as_ref().is_some_and(|s| Arc::ptr_eq(s, store)) {
+            return;
+        }
+        if let Some(previous) = slot.failure.take() {
+            tracing::warn!(
+                township = %self.township,
+                data_dir = %self.dir.display(),
+                "the township writes to its database again after a storage failure ({}); it takes sheets again",
+                previous.cause
+            );
         }
     }
 

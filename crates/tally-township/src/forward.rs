@@ -407,7 +407,10 @@ async fn record(
         let store = disk.store(&book).map_err(|failure| failure.describe())?;
         store
             .record_county(&write)
-            .map(|()| write)
+            .map(|()| {
+                disk.wrote(&store);
+                write
+            })
             .map_err(|e| match disk.failed(&store, &e) {
                 Some(failure) => failure.describe(),
                 None => format!("cannot record the county's answer: {e}"),

@@ -21,7 +21,7 @@
 //! | `tally_township_forward_batch_duration_seconds` | histogram: send to answer | |
 //! | `tally_township_units_reported`, `tally_township_units_expected` | gauge | |
 //! | `tally_township_sheets_stored` | gauge | |
-//! | `tally_township_storage_failed` | gauge: 1 while a storage failure (a full disk) keeps the database closed | |
+//! | `tally_township_storage_failed` | gauge: 1 from a storage failure (a full disk) until a write succeeds again | |
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -230,7 +230,7 @@ impl Metrics {
         );
         gauge(
             "tally_township_storage_failed",
-            "1 while a storage failure (a full disk, an I/O error) keeps the database closed: nothing is stored until it opens again.",
+            "1 from a storage failure (a full disk, an I/O error) until a write succeeds again: nothing is stored meanwhile.",
             u8::from(gauges.storage_failed).to_string(),
         );
         let _ = writeln!(

@@ -549,7 +549,10 @@ async fn commit_group(
         match tokio::task::spawn_blocking(move || {
             store
                 .write_group(&group_for_write)
-                .map(|()| group_for_write)
+                .map(|()| {
+                    disk.wrote(&store);
+                    group_for_write
+                })
                 .map_err(|e| match disk.failed(&store, &e) {
                     // The disk's doing: never acknowledged, and the store is opened again by
                     // the next write.
