@@ -2107,8 +2107,9 @@ async fn reads_raft_drops_are_answered_and_forgotten() {
 // ask, and heartbeats are not held up by them: while results are read hard and the count
 // goes on, no election happens and the driver keeps answering within a tick or so.
 // Method: three replicas with the production tick (100 ms: heartbeats every 300 ms, an
-// election after 1 to 2 s without one), the whole sample county ingested; 64 stale Results
-// calls at once on the leader at one applied index cost exactly one computation (the
+// election after 1 to 2 s without one), the whole sample county ingested; 16 stale Results
+// calls at once on the leader at one applied index (as many as one caller may have in
+// progress: `READS_IN_FLIGHT_PER_CALLER`) cost exactly one computation (the
 // leader's `results_computed` counter); then for 3 s, 8 callers read linearizable Results on the
 // leader in a loop while a lane sends the county's batches again (duplicates, each a new log
 // entry, so every read may need a new computation) and the driver's round trip is timed
@@ -2137,7 +2138,7 @@ async fn results_once_per_index_while_the_leader_keeps_its_lease() {
         stale: true,
         ..Default::default()
     };
-    let calls = (0..64).map(|_| {
+    let calls = (0..tally_county::limits::READS_IN_FLIGHT_PER_CALLER).map(|_| {
         let mut client = cluster.county(leader, &operator());
         let request = stale.clone();
         async move {
@@ -2157,7 +2158,7 @@ async fn results_once_per_index_while_the_leader_keeps_its_lease() {
     assert_eq!(
         computed() - computed_before,
         1,
-        "64 callers at one applied index, one computation"
+        "16 callers at one applied index, one computation"
     );
 
     let changes = |id: u64| {
