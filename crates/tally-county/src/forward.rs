@@ -1,6 +1,5 @@
-//! How a follower hands a write to the leader: with a deadline of its own, cancelled when the
-//! follower's view of the leader changes, and (for an ingest) sent again to the new leader
-//! within the caller's own deadline.
+//! How a follower hands a write to the leader: with a deadline of its own, and cancelled (the
+//! caller told at once to send it again) when the follower's view of the leader changes.
 //!
 //! Without this, a call forwarded to a leader that a partition has cut off (or whose machine
 //! hangs) waited until HTTP/2 keepalive gave up on the connection (5 s + 5 s), although the
@@ -42,11 +41,14 @@ pub const ANSWER_MARGIN: Duration = Duration::from_millis(250);
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Resend {
     /// Sent again after a leader change, a lost connection or a silent leader. Only for calls
-    /// whose second delivery changes nothing: an ingest, because the county answers a sheet it
-    /// has recorded DUPLICATE and counts it once.
+    /// whose second delivery changes nothing and whose caller needs no answer about the first.
+    /// An ingest does not qualify (its caller is told ACCEPTED or DUPLICATE per sheet), so no
+    /// service uses it today.
     Yes,
-    /// Cancelled on a leader change and answered UNAVAILABLE (outcome unknown): membership
-    /// changes, which an operator checks before sending again.
+    /// Cancelled on a leader change, a lost connection or a silent leader and answered
+    /// UNAVAILABLE or DEADLINE_EXCEEDED (outcome unknown) at once: ingests, which the caller
+    /// sends again knowing it sent them, and membership changes, which an operator checks
+    /// before sending again.
     No,
 }
 
@@ -187,7 +189,7 @@ where
             Ok(Ok(response)) => return Ok(Routed::Answered(response)),
             Ok(Err(status)) if resend == Resend::Yes && worth_resending(&status) => {
                 tracing::debug!(leader, error = %status, "a forwarded call failed; it is sent again once the leader is known");
-                last_error = Some(as_answer(status, leader));
+                last_error = Some(status);
                 // The same leader, at once, would most likely fail the same way: wait for the
                 // view to change (or the budget to run out) first.
                 let _ = tokio::time::timeout_at(deadline, leader_changes(&mut view, leader)).await;
@@ -228,12 +230,17 @@ fn out_of_time(me: u64, leader: u64) -> Status {
 /// Failures after which the call may well succeed on a new leader or connection: the leader's
 /// own "not the leader" and "shutting down" answers and transport errors. Answers about the
 /// call itself (a refused batch, the leader's own write deadline) go back to the caller.
+///
+/// A connection that broke while the leader had the call (an HTTP/2 protocol error, INTERNAL
+/// with a transport cause) is not sent again here: the leader may well have recorded the
+/// batch, and a second delivery by this replica would answer the caller's first sending
+/// DUPLICATE, a promise the caller cannot tell from "recorded before". The caller is answered
+/// UNAVAILABLE ([`as_answer`]) and sends it again itself.
 fn worth_resending(status: &Status) -> bool {
-    from_transport(status)
-        || matches!(
-            status.code(),
-            Code::Unavailable | Code::Unknown | Code::Cancelled
-        )
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    )
 }
 
 /// Whether `status` is a failure of the connection to the leader rather than an answer the
@@ -330,9 +337,9 @@ mod tests {
 
     // Goal: a forwarded call that broke on the way to the leader (an HTTP/2 protocol error,
     // which tonic reports as INTERNAL with its cause attached) reaches the caller as
-    // UNAVAILABLE, which townships send again, and an ingest is sent again; the leader's own
-    // answers, INTERNAL included, pass through unchanged. Found by the simulation (5 replicas,
-    // seed 106): a township was answered INTERNAL "h2 protocol error" and gave up the batch.
+    // UNAVAILABLE, which townships send again themselves; the leader's own answers, INTERNAL
+    // included, pass through unchanged. Found by the simulation (5 replicas, seed 106): a
+    // township was answered INTERNAL "h2 protocol error" and gave up the batch.
     // Method: a status with a transport cause and one without.
     #[test]
     fn a_broken_connection_to_the_leader_is_unavailable() {
@@ -340,7 +347,10 @@ mod tests {
         broken.set_source(Arc::new(std::io::Error::from(
             std::io::ErrorKind::ConnectionReset,
         )));
-        assert!(worth_resending(&broken));
+        assert!(
+            !worth_resending(&broken),
+            "the leader may have recorded it: the caller sends it again, not this replica"
+        );
         let told = as_answer(broken, 2);
         assert_eq!(told.code(), Code::Unavailable);
         assert!(

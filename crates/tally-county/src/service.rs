@@ -468,13 +468,16 @@ impl pb::county_server::County for CountyService {
                 "a batch carries 1 to {INGEST_SHEETS_MAX} sheets; this one has {n}: split it"
             )));
         }
-        // Sent again to a new leader if the leader changes under it: safe, because the county
-        // answers a sheet it has already recorded DUPLICATE and counts it once, so a batch the
-        // old leader committed before it was cut off changes nothing the second time.
+        // Not sent again by this replica: when the leader changes under the call, or it breaks
+        // or goes unanswered, the old leader may have recorded the batch, and a second delivery
+        // from here would answer the caller's first sending DUPLICATE, which it cannot tell
+        // from "recorded before" (the simulation counts that a broken promise). The caller is
+        // answered UNAVAILABLE at once, "outcome unknown: send it again", and its own resend
+        // is DUPLICATE for what was recorded, as it expects.
         let request = match forward::to_leader(
             shared,
             request,
-            Resend::Yes,
+            Resend::No,
             |channel, forwarded| async move {
                 CountyClient::new(channel)
                     .max_decoding_message_size(crate::server::RESPONSE_BYTES_MAX)
