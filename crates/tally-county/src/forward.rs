@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 /// One forwarded attempt may wait this many (longest, randomized) election timeouts for the
 /// leader's answer. A leader this follower still hears from answers a write within a round
@@ -36,21 +36,6 @@ pub const LEADER_WAIT_ELECTION_TIMEOUTS: u32 = 1;
 /// A forwarded call is answered this long before the caller's own deadline, so the caller
 /// reads this replica's reason rather than its own timeout.
 pub const ANSWER_MARGIN: Duration = Duration::from_millis(250);
-
-/// Whether a forwarded call may be sent again to a new leader.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Resend {
-    /// Sent again after a leader change, a lost connection or a silent leader. Only for calls
-    /// whose second delivery changes nothing and whose caller needs no answer about the first.
-    /// An ingest does not qualify (its caller is told ACCEPTED or DUPLICATE per sheet), so no
-    /// service uses it today.
-    Yes,
-    /// Cancelled on a leader change, a lost connection or a silent leader and answered
-    /// UNAVAILABLE or DEADLINE_EXCEEDED (outcome unknown) at once: ingests, which the caller
-    /// sends again knowing it sent them, and membership changes, which an operator checks
-    /// before sending again.
-    No,
-}
 
 /// Where a call goes: served here (this replica leads) or answered by the leader.
 pub enum Routed<T, R> {
@@ -95,18 +80,18 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 ///
 /// Each attempt is bounded by [`FORWARD_ATTEMPT_ELECTION_TIMEOUTS`] and by the caller's
 /// budget ([`caller_budget`]), and is cancelled as soon as this replica's view of the leader
-/// changes (the driver publishes it on a watch channel). With [`Resend::Yes`] the call is
-/// then sent to the new leader (or again, on a fresh connection, to a leader that did not
-/// answer) until the budget runs out.
+/// changes (the driver publishes it on a watch channel). A cancelled, broken or unanswered
+/// call is not sent again from here: the leader may have recorded it, and a second delivery
+/// would answer the caller's first sending as if it were a resend (an ingest's DUPLICATE). The
+/// caller is answered at once, "its outcome is unknown: send it again", and resends knowing
+/// what it sent.
 pub async fn to_leader<T, R, F, Fut>(
     shared: &Shared,
     request: Request<T>,
-    resend: Resend,
-    mut call: F,
+    call: F,
 ) -> Result<Routed<T, R>, Status>
 where
-    T: Clone,
-    F: FnMut(Channel, Request<T>) -> Fut,
+    F: FnOnce(Channel, Request<T>) -> Fut,
     Fut: Future<Output = Result<Response<R>, Status>>,
 {
     let mut view = shared.node.status();
@@ -133,85 +118,57 @@ where
     let leader_wait = election_timeout * LEADER_WAIT_ELECTION_TIMEOUTS;
     let deadline = Instant::now() + caller_budget(&request);
     let message = request.into_inner();
-    // What the caller is told if the budget runs out: the last thing that went wrong.
-    let mut last_error: Option<Status> = None;
-    loop {
-        let Some(leader) =
-            wait_for_leader(&mut view, deadline.min(Instant::now() + leader_wait)).await
-        else {
-            return Err(last_error.unwrap_or_else(|| {
-                Status::unavailable(format!(
-                    "replica {me} knows no leader right now (an election is under way or a majority is unreachable); send again in a few seconds"
-                ))
-            }));
-        };
-        if leader == me {
-            // This replica was elected while the call waited: it serves it itself.
-            let mut request = Request::new(message);
-            set_timeout(&mut request, deadline);
-            return Ok(Routed::Here(request));
-        }
-        let address = view.borrow().addresses.get(&leader).cloned();
-        let Some(address) = address else {
-            return Err(Status::unavailable(format!(
-                "the leader is replica {leader}, whose address replica {me} does not know; call it directly"
-            )));
-        };
-        let channel = shared.peer_channel(&address).map_err(Status::unavailable)?;
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(last_error.unwrap_or_else(|| out_of_time(me, leader)));
-        }
-        let attempt_end = deadline.min(now + attempt_max);
-        let mut forwarded = shared.forwarded(message.clone());
-        set_timeout(&mut forwarded, attempt_end);
-        let outcome = tokio::select! {
-            answer = tokio::time::timeout_at(attempt_end, call(channel, forwarded)) => answer,
-            () = leader_changes(&mut view, leader) => {
-                let now_leader = view.borrow().leader;
-                tracing::info!(
-                    old_leader = leader,
-                    new_leader = now_leader.unwrap_or(0),
-                    "the leader changed while a forwarded call waited for it; the call is cancelled"
-                );
-                let changed = Status::unavailable(format!(
-                    "replica {leader} stopped being the leader while this call waited for it (now: {}); its outcome is unknown: send it again (a sheet already recorded is answered DUPLICATE)",
-                    now_leader.map_or("no leader yet".to_owned(), |l| format!("replica {l}")),
-                ));
-                if resend == Resend::No {
-                    return Err(changed);
-                }
-                last_error = Some(changed);
-                continue;
-            }
-        };
-        match outcome {
-            Ok(Ok(response)) => return Ok(Routed::Answered(response)),
-            Ok(Err(status)) if resend == Resend::Yes && worth_resending(&status) => {
-                tracing::debug!(leader, error = %status, "a forwarded call failed; it is sent again once the leader is known");
-                last_error = Some(status);
-                // The same leader, at once, would most likely fail the same way: wait for the
-                // view to change (or the budget to run out) first.
-                let _ = tokio::time::timeout_at(deadline, leader_changes(&mut view, leader)).await;
-            }
-            Ok(Err(status)) => return Err(as_answer(status, leader)),
+    let Some(leader) = wait_for_leader(&mut view, deadline.min(Instant::now() + leader_wait)).await
+    else {
+        return Err(Status::unavailable(format!(
+            "replica {me} knows no leader right now (an election is under way or a majority is unreachable); send again in a few seconds"
+        )));
+    };
+    if leader == me {
+        // This replica was elected while the call waited: it serves it itself.
+        let mut request = Request::new(message);
+        set_timeout(&mut request, deadline);
+        return Ok(Routed::Here(request));
+    }
+    let address = view.borrow().addresses.get(&leader).cloned();
+    let Some(address) = address else {
+        return Err(Status::unavailable(format!(
+            "the leader is replica {leader}, whose address replica {me} does not know; call it directly"
+        )));
+    };
+    let channel = shared.peer_channel(&address).map_err(Status::unavailable)?;
+    let now = Instant::now();
+    if now >= deadline {
+        return Err(out_of_time(me, leader));
+    }
+    let attempt_end = deadline.min(now + attempt_max);
+    let mut forwarded = shared.forwarded(message);
+    set_timeout(&mut forwarded, attempt_end);
+    tokio::select! {
+        answer = tokio::time::timeout_at(attempt_end, call(channel, forwarded)) => match answer {
+            Ok(Ok(response)) => Ok(Routed::Answered(response)),
+            Ok(Err(status)) => Err(as_answer(status, leader)),
             Err(_elapsed) => {
                 // A leader this replica still follows did not answer: its connection may be
-                // dead without TCP having noticed, so the next attempt dials a new one.
+                // dead without TCP having noticed, so the next call dials a new one.
                 shared.forget_peer_channel(&address);
-                let silent = Status::deadline_exceeded(format!(
+                Err(Status::deadline_exceeded(format!(
                     "the leader (replica {leader}) did not answer a forwarded call within {:.1} s; its outcome is unknown: send it again (a sheet already recorded is answered DUPLICATE)",
                     (attempt_end - now).as_secs_f64()
-                ));
-                if resend == Resend::No {
-                    return Err(silent);
-                }
-                tracing::warn!(
-                    leader,
-                    "the leader did not answer a forwarded call in time; it is sent again on a new connection"
-                );
-                last_error = Some(silent);
+                )))
             }
+        },
+        () = leader_changes(&mut view, leader) => {
+            let now_leader = view.borrow().leader;
+            tracing::info!(
+                old_leader = leader,
+                new_leader = now_leader.unwrap_or(0),
+                "the leader changed while a forwarded call waited for it; the call is cancelled"
+            );
+            Err(Status::unavailable(format!(
+                "replica {leader} stopped being the leader while this call waited for it (now: {}); its outcome is unknown: send it again (a sheet already recorded is answered DUPLICATE)",
+                now_leader.map_or("no leader yet".to_owned(), |l| format!("replica {l}")),
+            )))
         }
     }
 }
@@ -225,22 +182,6 @@ fn out_of_time(me: u64, leader: u64) -> Status {
     Status::deadline_exceeded(format!(
         "replica {me} could not hand this call to the leader (replica {leader}) within the caller's deadline; its outcome is unknown: send it again"
     ))
-}
-
-/// Failures after which the call may well succeed on a new leader or connection: the leader's
-/// own "not the leader" and "shutting down" answers and transport errors. Answers about the
-/// call itself (a refused batch, the leader's own write deadline) go back to the caller.
-///
-/// A connection that broke while the leader had the call (an HTTP/2 protocol error, INTERNAL
-/// with a transport cause) is not sent again here: the leader may well have recorded the
-/// batch, and a second delivery by this replica would answer the caller's first sending
-/// DUPLICATE, a promise the caller cannot tell from "recorded before". The caller is answered
-/// UNAVAILABLE ([`as_answer`]) and sends it again itself.
-fn worth_resending(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled
-    )
 }
 
 /// Whether `status` is a failure of the connection to the leader rather than an answer the
@@ -301,6 +242,7 @@ async fn leader_changes(view: &mut watch::Receiver<Arc<NodeStatus>>, leader: u64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     // Goal: the caller's grpc-timeout header is read as the gRPC spec writes it. Method: each
     // unit, and values that are not a timeout.
@@ -347,10 +289,6 @@ mod tests {
         broken.set_source(Arc::new(std::io::Error::from(
             std::io::ErrorKind::ConnectionReset,
         )));
-        assert!(
-            !worth_resending(&broken),
-            "the leader may have recorded it: the caller sends it again, not this replica"
-        );
         let told = as_answer(broken, 2);
         assert_eq!(told.code(), Code::Unavailable);
         assert!(
@@ -360,7 +298,6 @@ mod tests {
         );
 
         let answered = Status::internal("the leader's own answer");
-        assert!(!worth_resending(&answered));
         assert_eq!(as_answer(answered, 2).code(), Code::Internal);
         let refused = Status::permission_denied("E209 …");
         assert_eq!(as_answer(refused, 2).code(), Code::PermissionDenied);

@@ -9,7 +9,7 @@
 //! the wait and follows a change of leader.
 
 use crate::command::{Command, INGEST_SHEETS_MAX};
-use crate::forward::{self, Resend, Routed};
+use crate::forward::{self, Routed};
 use crate::node::{NodeHandle, NodeStatus, WriteError};
 use crate::reads::{ReadError, ResultsCache};
 use crate::state::SheetOutcome;
@@ -474,18 +474,13 @@ impl pb::county_server::County for CountyService {
         // from "recorded before" (the simulation counts that a broken promise). The caller is
         // answered UNAVAILABLE at once, "outcome unknown: send it again", and its own resend
         // is DUPLICATE for what was recorded, as it expects.
-        let request = match forward::to_leader(
-            shared,
-            request,
-            Resend::No,
-            |channel, forwarded| async move {
-                CountyClient::new(channel)
-                    .max_decoding_message_size(crate::server::RESPONSE_BYTES_MAX)
-                    .max_encoding_message_size(crate::limits::INGEST_REQUEST_BYTES_MAX)
-                    .ingest(forwarded)
-                    .await
-            },
-        )
+        let request = match forward::to_leader(shared, request, |channel, forwarded| async move {
+            CountyClient::new(channel)
+                .max_decoding_message_size(crate::server::RESPONSE_BYTES_MAX)
+                .max_encoding_message_size(crate::limits::INGEST_REQUEST_BYTES_MAX)
+                .ingest(forwarded)
+                .await
+        })
         .await?
         {
             Routed::Here(request) => request.into_inner(),
@@ -970,14 +965,9 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
         let request =
-            match forward::to_leader(
-                &self.shared,
-                request,
-                Resend::No,
-                |channel, forwarded| async move {
-                    AdminClient::new(channel).add_replica(forwarded).await
-                },
-            )
+            match forward::to_leader(&self.shared, request, |channel, forwarded| async move {
+                AdminClient::new(channel).add_replica(forwarded).await
+            })
             .await?
             {
                 Routed::Here(request) => request,
@@ -1027,19 +1017,15 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReplicaRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
-        let request = match forward::to_leader(
-            &self.shared,
-            request,
-            Resend::No,
-            |channel, forwarded| async move {
+        let request =
+            match forward::to_leader(&self.shared, request, |channel, forwarded| async move {
                 AdminClient::new(channel).promote_replica(forwarded).await
-            },
-        )
-        .await?
-        {
-            Routed::Here(request) => request,
-            Routed::Answered(response) => return Ok(response),
-        };
+            })
+            .await?
+            {
+                Routed::Here(request) => request,
+                Routed::Answered(response) => return Ok(response),
+            };
         let pb::ReplicaRequest { id, max_lag } = request.into_inner();
         let max_lag = if max_lag == 0 {
             PROMOTE_MAX_LAG
@@ -1083,19 +1069,15 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReplicaRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
-        let request = match forward::to_leader(
-            &self.shared,
-            request,
-            Resend::No,
-            |channel, forwarded| async move {
+        let request =
+            match forward::to_leader(&self.shared, request, |channel, forwarded| async move {
                 AdminClient::new(channel).remove_replica(forwarded).await
-            },
-        )
-        .await?
-        {
-            Routed::Here(request) => request,
-            Routed::Answered(response) => return Ok(response),
-        };
+            })
+            .await?
+            {
+                Routed::Here(request) => request,
+                Routed::Answered(response) => return Ok(response),
+            };
         let id = request.into_inner().id;
         let status = self.shared.status();
         if !status.voters.contains(&id) && !status.learners.contains(&id) {
@@ -1128,19 +1110,15 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReplicaRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
-        let request = match forward::to_leader(
-            &self.shared,
-            request,
-            Resend::No,
-            |channel, forwarded| async move {
+        let request =
+            match forward::to_leader(&self.shared, request, |channel, forwarded| async move {
                 AdminClient::new(channel).transfer_leader(forwarded).await
-            },
-        )
-        .await?
-        {
-            Routed::Here(request) => request,
-            Routed::Answered(response) => return Ok(response),
-        };
+            })
+            .await?
+            {
+                Routed::Here(request) => request,
+                Routed::Answered(response) => return Ok(response),
+            };
         let id = request.into_inner().id;
         let status = self.shared.status();
         if !status.voters.contains(&id) {
