@@ -671,120 +671,242 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// Loads a definition from the text of its TOML file. `read_sibling` is asked for the text of
 /// each CSV file the TOML names (paths as written, relative to the TOML file); it returns an
 /// error message if the file cannot be read.
+///
+/// The steps, each its own function: parse the TOML; resolve each part's rows from TOML and
+/// its CSV file; check each part (the county, townships, contests and their candidates, units)
+/// against what came before it; then the checks across parts (keys, service, seats). Every
+/// problem is collected, so the clerk sees all of them at once.
 pub fn load(
     toml_file: &str,
     toml_text: &str,
     read_sibling: &mut dyn FnMut(&str) -> Result<String, String>,
 ) -> Result<Definition, DefinitionErrors> {
+    let raw = parse_toml(toml_file, toml_text)?;
+    let mut source = Source {
+        toml_file,
+        toml_text,
+        read_sibling,
+    };
     let mut loader = Loader { errors: Vec::new() };
-    let raw: RawDefinition = match toml::from_str(toml_text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let location = e
-                .span()
-                .map(|s| format!("line {}", line_of(toml_text, s.start)))
-                .unwrap_or_default();
-            // A type error's span is the value; name the key it was given to.
-            let field = e
-                .span()
-                .and_then(|s| toml_key_at(toml_text, s.start))
-                .unwrap_or_default()
-                .to_owned();
-            return Err(DefinitionErrors(vec![DefinitionError {
-                file: toml_file.to_owned(),
-                location,
-                field,
-                message: e.message().trim_end_matches('\n').to_owned(),
-            }]));
-        }
-    };
-    let toml_origin = |prefix: String, span_start: usize| Origin {
-        file: toml_file.to_owned(),
-        location: format!("line {}", line_of(toml_text, span_start)),
-        field_prefix: prefix,
-    };
 
-    let mut read_csv_text =
-        |loader: &mut Loader, field: &str, path: &toml::Spanned<String>| match read_sibling(
-            path.get_ref(),
-        ) {
-            Ok(text) => Some(text),
+    let (county_origin, county) = check_county(&mut loader, &source, raw.county);
+    let township_rows = township_rows(&mut loader, &mut source, raw.townships, &raw.townships_csv);
+    let townships = check_townships(&mut loader, township_rows);
+    if townships.list.is_empty() {
+        loader.errors.push(DefinitionError {
+            file: toml_file.to_owned(),
+            location: String::new(),
+            field: "townships".into(),
+            message: "no townships; list them as [[townships]] or in townships_csv".into(),
+        });
+    }
+
+    let contest_rows = contest_rows(&mut loader, &mut source, raw.contests, &raw.contests_csv);
+    let mut contests = check_contest_ids(&mut loader, contest_rows);
+    let candidate_origins =
+        add_csv_candidates(&mut loader, &mut source, &raw.candidates_csv, &mut contests);
+    for ((origin, contest), candidate_origins) in contests.list.iter().zip(&candidate_origins) {
+        check_contest(
+            &mut loader,
+            origin,
+            contest,
+            candidate_origins,
+            &townships.index,
+        );
+    }
+
+    let unit_rows = unit_rows(&mut loader, &mut source, raw.units, &raw.units_csv);
+    let units = check_units(&mut loader, unit_rows, &townships.index, &contests);
+
+    check_keys_name_one_signer(&mut loader, &townships, &units);
+    check_every_contest_served(&mut loader, &contests, &units);
+    check_seats_and_rules(
+        &mut loader,
+        toml_file,
+        &raw.rules,
+        (&county_origin, &county),
+        &townships.list,
+    );
+
+    if !loader.errors.is_empty() {
+        return Err(DefinitionErrors(loader.errors));
+    }
+    Ok(Definition {
+        election: Election {
+            id: raw.election.id,
+            name: raw.election.name,
+        },
+        rules: raw.rules,
+        county,
+        townships: townships.list.into_iter().map(|(_, a)| a).collect(),
+        contests: contests.list.into_iter().map(|(_, c)| c).collect(),
+        units: units.list,
+        township_index: townships.index,
+        contest_index: contests.index,
+        unit_index: units.index,
+        key_index: units.key_index,
+        township_key_index: townships.key_index,
+        units_by_contest: units.by_contest,
+    })
+}
+
+/// Step 1: the TOML file as written. A syntax or type error stops the load here (nothing after
+/// it can be read), located by line and the key the bad value was given to.
+fn parse_toml(toml_file: &str, toml_text: &str) -> Result<RawDefinition, DefinitionErrors> {
+    toml::from_str(toml_text).map_err(|e| {
+        let location = e
+            .span()
+            .map(|s| format!("line {}", line_of(toml_text, s.start)))
+            .unwrap_or_default();
+        // A type error's span is the value; name the key it was given to.
+        let field = e
+            .span()
+            .and_then(|s| toml_key_at(toml_text, s.start))
+            .unwrap_or_default()
+            .to_owned();
+        DefinitionErrors(vec![DefinitionError {
+            file: toml_file.to_owned(),
+            location,
+            field,
+            message: e.message().trim_end_matches('\n').to_owned(),
+        }])
+    })
+}
+
+/// The TOML file and a reader for the CSV files it names: where rows come from.
+struct Source<'a> {
+    toml_file: &'a str,
+    toml_text: &'a str,
+    read_sibling: &'a mut dyn FnMut(&str) -> Result<String, String>,
+}
+
+impl Source<'_> {
+    /// The origin of a TOML table whose key starts at byte `span_start`.
+    fn origin(&self, field_prefix: String, span_start: usize) -> Origin {
+        Origin {
+            file: self.toml_file.to_owned(),
+            location: format!("line {}", line_of(self.toml_text, span_start)),
+            field_prefix,
+        }
+    }
+
+    /// The records of the CSV file named by `field` (`townships_csv = "…"`), if it is named;
+    /// a file that cannot be read is reported at that TOML line and gives no records.
+    fn csv<T: serde::de::DeserializeOwned>(
+        &mut self,
+        loader: &mut Loader,
+        field: &str,
+        path: &Option<toml::Spanned<String>>,
+        limit: usize,
+    ) -> Vec<(Origin, T)> {
+        let Some(path) = path else {
+            return Vec::new();
+        };
+        match (self.read_sibling)(path.get_ref()) {
+            Ok(text) => loader.read_csv(path.get_ref(), &text, limit),
             Err(e) => {
+                let origin = self.origin(String::new(), path.span().start);
                 loader.error(
-                    &toml_origin(String::new(), path.span().start),
+                    &origin,
                     field,
                     format!("cannot read {:?}: {e}", path.get_ref()),
                 );
-                None
+                Vec::new()
             }
-        };
+        }
+    }
+}
 
-    // Areas: the county, then townships from TOML and CSV.
-    let county_origin = toml_origin("county.".into(), raw.county.id.span().start);
-    loader.check_id(&county_origin, "id", raw.county.id.get_ref());
-    loader.check_name(&county_origin, "name", &raw.county.name);
+/// Step 2: the county itself.
+fn check_county(loader: &mut Loader, source: &Source<'_>, raw: RawArea) -> (Origin, Area) {
+    let origin = source.origin("county.".into(), raw.id.span().start);
+    loader.check_id(&origin, "id", raw.id.get_ref());
+    loader.check_name(&origin, "name", &raw.name);
     // Only townships countersign batches (they forward sheets; the county receives them).
-    if raw.county.public_key.is_some() {
+    if raw.public_key.is_some() {
         loader.error(
-            &county_origin,
+            &origin,
             "public_key",
             "the county does not countersign batches; remove it (a township's key goes in its [[townships]] entry or townships.csv's public_key column)",
         );
     }
     let county = Area {
-        id: TownshipId::new(raw.county.id.get_ref().clone()),
-        name: raw.county.name,
-        population: raw.county.population,
-        seats: raw.county.seats,
-        extra_seats: raw.county.extra_seats,
+        id: TownshipId::new(raw.id.into_inner()),
+        name: raw.name,
+        population: raw.population,
+        seats: raw.seats,
+        extra_seats: raw.extra_seats,
         public_key: None,
         key_id: None,
     };
-    // Each township with its key as written; the key is parsed once the township is known to
-    // be kept, so a township defined twice reports only that.
-    let mut areas: Vec<(Origin, Area, Option<String>)> = Vec::new();
-    for (i, t) in raw.townships.into_iter().enumerate() {
-        let origin = toml_origin(format!("townships[{i}]."), t.id.span().start);
-        areas.push((
+    (origin, county)
+}
+
+/// Step 3: each township as written, from `[[townships]]` then `townships_csv`, with its key
+/// still as text: it is parsed once the township is known to be kept, so a township defined
+/// twice reports only that.
+fn township_rows(
+    loader: &mut Loader,
+    source: &mut Source<'_>,
+    toml_rows: Vec<RawArea>,
+    csv_path: &Option<toml::Spanned<String>>,
+) -> Vec<(Origin, Area, Option<String>)> {
+    let area = |id: String, name, population, seats, extra_seats| Area {
+        id: TownshipId::new(id),
+        name,
+        population,
+        seats,
+        extra_seats,
+        public_key: None,
+        key_id: None,
+    };
+    let mut rows = Vec::new();
+    for (i, t) in toml_rows.into_iter().enumerate() {
+        let origin = source.origin(format!("townships[{i}]."), t.id.span().start);
+        let township = area(
+            t.id.into_inner(),
+            t.name,
+            t.population,
+            t.seats,
+            t.extra_seats,
+        );
+        rows.push((origin, township, t.public_key));
+    }
+    for (origin, t) in source.csv::<CsvArea>(loader, "townships_csv", csv_path, TOWNSHIPS_MAX) {
+        let township = area(
+            t.id,
+            t.name,
+            t.population,
+            t.seats,
+            t.extra_seats.unwrap_or(0),
+        );
+        rows.push((
             origin,
-            Area {
-                id: TownshipId::new(t.id.into_inner()),
-                name: t.name,
-                population: t.population,
-                seats: t.seats,
-                extra_seats: t.extra_seats,
-                public_key: None,
-                key_id: None,
-            },
-            t.public_key,
+            township,
+            t.public_key.filter(|k| !k.trim().is_empty()),
         ));
     }
-    if let Some(path) = &raw.townships_csv
-        && let Some(text) = read_csv_text(&mut loader, "townships_csv", path)
-    {
-        for (origin, t) in loader.read_csv::<CsvArea>(path.get_ref(), &text, TOWNSHIPS_MAX) {
-            areas.push((
-                origin,
-                Area {
-                    id: TownshipId::new(t.id),
-                    name: t.name,
-                    population: t.population,
-                    seats: t.seats,
-                    extra_seats: t.extra_seats.unwrap_or(0),
-                    public_key: None,
-                    key_id: None,
-                },
-                t.public_key.filter(|k| !k.trim().is_empty()),
-            ));
-        }
-    }
-    let mut township_index = HashMap::new();
-    let mut township_key_index: HashMap<KeyId, usize> = HashMap::new();
-    let mut townships: Vec<(Origin, Area)> = Vec::new();
-    for (origin, mut area, public_key) in areas {
+    rows
+}
+
+/// The townships kept, each where it was written, and their indexes by id and by key.
+struct Townships {
+    list: Vec<(Origin, Area)>,
+    index: HashMap<TownshipId, usize>,
+    key_index: HashMap<KeyId, usize>,
+}
+
+/// Step 4: each township's id, name and key, and that no id or key is given twice.
+fn check_townships(loader: &mut Loader, rows: Vec<(Origin, Area, Option<String>)>) -> Townships {
+    let mut townships = Townships {
+        list: Vec::new(),
+        index: HashMap::new(),
+        key_index: HashMap::new(),
+    };
+    for (origin, mut area, public_key) in rows {
         loader.check_id(&origin, "id", area.id.as_str());
         loader.check_name(&origin, "name", &area.name);
-        if township_index.contains_key(&area.id) {
+        if townships.index.contains_key(&area.id) {
             loader.error(
                 &origin,
                 "id",
@@ -796,17 +918,17 @@ pub fn load(
             match parse_public_key(&text) {
                 Ok(key) => {
                     let key_id = KeyId::of(&key);
-                    if let Some(&other) = township_key_index.get(&key_id) {
+                    if let Some(&other) = townships.key_index.get(&key_id) {
                         loader.error(
                             &origin,
                             "public_key",
                             format!(
                                 "is also the key of township {}; every township needs its own key (make one with `tally keygen`)",
-                                townships[other].1.id
+                                townships.list[other].1.id
                             ),
                         );
                     } else {
-                        township_key_index.insert(key_id, townships.len());
+                        townships.key_index.insert(key_id, townships.list.len());
                         area.public_key = Some(key);
                         area.key_id = Some(key_id);
                     }
@@ -814,22 +936,25 @@ pub fn load(
                 Err(e) => loader.error(&origin, "public_key", e),
             }
         }
-        township_index.insert(area.id.clone(), townships.len());
-        townships.push((origin, area));
+        townships
+            .index
+            .insert(area.id.clone(), townships.list.len());
+        townships.list.push((origin, area));
     }
-    if townships.is_empty() {
-        loader.errors.push(DefinitionError {
-            file: toml_file.to_owned(),
-            location: String::new(),
-            field: "townships".into(),
-            message: "no townships; list them as [[townships]] or in townships_csv".into(),
-        });
-    }
+    townships
+}
 
-    // Contests, from TOML and CSV, then candidates from CSV.
-    let mut raw_contests: Vec<(Origin, Contest)> = Vec::new();
-    for (i, c) in raw.contests.into_iter().enumerate() {
-        let origin = toml_origin(format!("contests[{i}]."), c.id.span().start);
+/// Step 5: each contest as written, from `[[contests]]` (with its candidates) then
+/// `contests_csv` (whose candidates come from `candidates_csv`).
+fn contest_rows(
+    loader: &mut Loader,
+    source: &mut Source<'_>,
+    toml_rows: Vec<RawContest>,
+    csv_path: &Option<toml::Spanned<String>>,
+) -> Vec<(Origin, Contest)> {
+    let mut rows = Vec::new();
+    for (i, c) in toml_rows.into_iter().enumerate() {
+        let origin = source.origin(format!("contests[{i}]."), c.id.span().start);
         let candidates = c
             .candidates
             .into_iter()
@@ -838,7 +963,7 @@ pub fn load(
                 name: c.name,
             })
             .collect();
-        raw_contests.push((
+        rows.push((
             origin,
             Contest {
                 id: ContestId::new(c.id.into_inner()),
@@ -851,30 +976,39 @@ pub fn load(
             },
         ));
     }
-    if let Some(path) = &raw.contests_csv
-        && let Some(text) = read_csv_text(&mut loader, "contests_csv", path)
-    {
-        for (origin, c) in loader.read_csv::<CsvContest>(path.get_ref(), &text, CONTESTS_MAX) {
-            raw_contests.push((
-                origin,
-                Contest {
-                    id: ContestId::new(c.id),
-                    name: c.name,
-                    level: c.level,
-                    township: TownshipId::new(c.township),
-                    seats: c.seats,
-                    registered_voters: c.registered_voters,
-                    candidates: Vec::new(),
-                },
-            ));
-        }
+    for (origin, c) in source.csv::<CsvContest>(loader, "contests_csv", csv_path, CONTESTS_MAX) {
+        rows.push((
+            origin,
+            Contest {
+                id: ContestId::new(c.id),
+                name: c.name,
+                level: c.level,
+                township: TownshipId::new(c.township),
+                seats: c.seats,
+                registered_voters: c.registered_voters,
+                candidates: Vec::new(),
+            },
+        ));
     }
-    let mut contest_index: HashMap<ContestId, usize> = HashMap::new();
-    let mut contests: Vec<(Origin, Contest)> = Vec::new();
-    for (origin, contest) in raw_contests {
+    rows
+}
+
+/// The contests kept, each where it was written, and their index by id.
+struct Contests {
+    list: Vec<(Origin, Contest)>,
+    index: HashMap<ContestId, usize>,
+}
+
+/// Step 6: each contest's id and name, and that no id is given twice.
+fn check_contest_ids(loader: &mut Loader, rows: Vec<(Origin, Contest)>) -> Contests {
+    let mut contests = Contests {
+        list: Vec::new(),
+        index: HashMap::new(),
+    };
+    for (origin, contest) in rows {
         loader.check_id(&origin, "id", contest.id.as_str());
         loader.check_name(&origin, "name", &contest.name);
-        if contest_index.contains_key(&contest.id) {
+        if contests.index.contains_key(&contest.id) {
             loader.error(
                 &origin,
                 "id",
@@ -882,51 +1016,60 @@ pub fn load(
             );
             continue;
         }
-        contest_index.insert(contest.id.clone(), contests.len());
-        contests.push((origin, contest));
+        contests
+            .index
+            .insert(contest.id.clone(), contests.list.len());
+        contests.list.push((origin, contest));
     }
-    // Where each candidate was written: `None` for one listed in its TOML contest (the
-    // contest's origin names it), the CSV record for one from candidates_csv.
+    contests
+}
+
+/// Step 7: the candidates of `candidates_csv`, each added to its contest. Returns where each
+/// candidate of each contest was written: `None` for one listed in its TOML contest (the
+/// contest's origin names it), the CSV record for one from `candidates_csv`.
+fn add_csv_candidates(
+    loader: &mut Loader,
+    source: &mut Source<'_>,
+    csv_path: &Option<toml::Spanned<String>>,
+    contests: &mut Contests,
+) -> Vec<Vec<Option<Origin>>> {
     let mut candidate_origins: Vec<Vec<Option<Origin>>> = contests
+        .list
         .iter()
         .map(|(_, c)| vec![None; c.candidates.len()])
         .collect();
-    if let Some(path) = &raw.candidates_csv
-        && let Some(text) = read_csv_text(&mut loader, "candidates_csv", path)
-    {
-        for (origin, c) in loader.read_csv::<CsvCandidate>(path.get_ref(), &text, CONTESTS_MAX * 6)
-        {
-            match contest_index.get(&ContestId::new(c.contest.clone())) {
-                Some(&i) => {
-                    contests[i].1.candidates.push(Candidate {
-                        id: CandidateId::new(c.id),
-                        name: c.name,
-                    });
-                    candidate_origins[i].push(Some(origin));
-                }
-                None => loader.error(
-                    &origin,
-                    "contest",
-                    format!("contest {:?} is not defined", c.contest),
-                ),
+    let rows = source.csv::<CsvCandidate>(loader, "candidates_csv", csv_path, CONTESTS_MAX * 6);
+    for (origin, c) in rows {
+        match contests.index.get(&ContestId::new(c.contest.clone())) {
+            Some(&i) => {
+                contests.list[i].1.candidates.push(Candidate {
+                    id: CandidateId::new(c.id),
+                    name: c.name,
+                });
+                candidate_origins[i].push(Some(origin));
             }
+            None => loader.error(
+                &origin,
+                "contest",
+                format!("contest {:?} is not defined", c.contest),
+            ),
         }
     }
-    for ((origin, contest), candidate_origins) in contests.iter().zip(&candidate_origins) {
-        check_contest(
-            &mut loader,
-            origin,
-            contest,
-            candidate_origins,
-            &township_index,
-        );
-    }
+    candidate_origins
+}
 
-    // Units.
-    let mut raw_units: Vec<(Origin, RawUnitFields)> = Vec::new();
-    for (i, u) in raw.units.into_iter().enumerate() {
-        let origin = toml_origin(format!("units[{i}]."), u.id.span().start);
-        raw_units.push((
+/// Step 8: each polling unit as written, from `[[units]]` then `units_csv` (whose contests
+/// column is separated by `;` or spaces).
+fn unit_rows(
+    loader: &mut Loader,
+    source: &mut Source<'_>,
+    toml_rows: Vec<RawUnit>,
+    csv_path: &Option<toml::Spanned<String>>,
+) -> Vec<(Origin, RawUnitFields)> {
+    let mut rows = Vec::new();
+    for (i, u) in toml_rows.into_iter().enumerate() {
+        let origin = source.origin(format!("units[{i}]."), u.id.span().start);
+        rows.push((
             origin,
             RawUnitFields {
                 id: u.id.into_inner(),
@@ -938,38 +1081,55 @@ pub fn load(
             },
         ));
     }
-    if let Some(path) = &raw.units_csv
-        && let Some(text) = read_csv_text(&mut loader, "units_csv", path)
-    {
-        for (origin, u) in loader.read_csv::<CsvUnit>(path.get_ref(), &text, UNITS_MAX) {
-            let contests = u
-                .contests
-                .split([';', ' '])
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-            raw_units.push((
-                origin,
-                RawUnitFields {
-                    id: u.id,
-                    name: u.name,
-                    kind: u.kind,
-                    township: u.township,
-                    contests,
-                    public_key: u.public_key,
-                },
-            ));
-        }
+    for (origin, u) in source.csv::<CsvUnit>(loader, "units_csv", csv_path, UNITS_MAX) {
+        let contests = u
+            .contests
+            .split([';', ' '])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        rows.push((
+            origin,
+            RawUnitFields {
+                id: u.id,
+                name: u.name,
+                kind: u.kind,
+                township: u.township,
+                contests,
+                public_key: u.public_key,
+            },
+        ));
     }
-    let mut unit_index = HashMap::new();
-    let mut key_index: HashMap<KeyId, usize> = HashMap::new();
-    let mut units: Vec<PollingUnit> = Vec::new();
-    let mut units_by_contest = vec![Vec::new(); contests.len()];
-    for (origin, u) in raw_units {
+    rows
+}
+
+/// The units kept, their indexes by id and by key, and the units serving each contest.
+struct Units {
+    list: Vec<PollingUnit>,
+    index: HashMap<UnitId, usize>,
+    key_index: HashMap<KeyId, usize>,
+    by_contest: Vec<Vec<usize>>,
+}
+
+/// Step 9: each unit's id, name, township, contests and key, and that no id or key is given
+/// twice.
+fn check_units(
+    loader: &mut Loader,
+    rows: Vec<(Origin, RawUnitFields)>,
+    township_index: &HashMap<TownshipId, usize>,
+    contests: &Contests,
+) -> Units {
+    let mut units = Units {
+        list: Vec::new(),
+        index: HashMap::new(),
+        key_index: HashMap::new(),
+        by_contest: vec![Vec::new(); contests.list.len()],
+    };
+    for (origin, u) in rows {
         loader.check_id(&origin, "id", &u.id);
         loader.check_name(&origin, "name", &u.name);
         let id = UnitId::new(u.id);
-        if unit_index.contains_key(&id) {
+        if units.index.contains_key(&id) {
             loader.error(&origin, "id", format!("unit {id} is defined twice"));
             continue;
         }
@@ -981,32 +1141,11 @@ pub fn load(
                 format!("township {:?} is not defined", township.as_str()),
             );
         }
-        if u.contests.is_empty() {
-            loader.error(
-                &origin,
-                "contests",
-                "lists no contests; a unit serves at least one",
-            );
-        }
-        let mut served = Vec::new();
-        let mut seen = HashSet::new();
-        for c in u.contests {
-            let contest = ContestId::new(c);
-            if !seen.insert(contest.clone()) {
-                loader.error(&origin, "contests", format!("lists {contest} twice"));
-                continue;
-            }
-            match contest_index.get(&contest) {
-                Some(&ci) => {
-                    units_by_contest[ci].push(units.len());
-                    served.push(contest);
-                }
-                None => loader.error(
-                    &origin,
-                    "contests",
-                    format!("contest {:?} is not defined", contest.as_str()),
-                ),
-            }
+        let served = served_contests(loader, &origin, u.contests, contests);
+        // Counted as served before the key is checked, so a contest whose only unit has a bad
+        // key reports the key, not "no polling unit serves".
+        for contest in &served {
+            units.by_contest[contests.index[contest]].push(units.list.len());
         }
         let public_key = match parse_public_key(&u.public_key) {
             Ok(k) => k,
@@ -1016,20 +1155,20 @@ pub fn load(
             }
         };
         let key_id = KeyId::of(&public_key);
-        if let Some(&other) = key_index.get(&key_id) {
+        if let Some(&other) = units.key_index.get(&key_id) {
             loader.error(
                 &origin,
                 "public_key",
                 format!(
                     "is also the key of unit {}; every unit needs its own key (tally keygen)",
-                    units[other].id
+                    units.list[other].id
                 ),
             );
             continue;
         }
-        key_index.insert(key_id, units.len());
-        unit_index.insert(id.clone(), units.len());
-        units.push(PollingUnit {
+        units.key_index.insert(key_id, units.list.len());
+        units.index.insert(id.clone(), units.list.len());
+        units.list.push(PollingUnit {
             id,
             name: u.name,
             kind: u.kind,
@@ -1039,24 +1178,65 @@ pub fn load(
             key_id,
         });
     }
-    // A key id must name one signer: a township key that is also a unit's would let the
-    // township sign sheets as that unit, and the unit countersign batches as the township.
-    for (origin, township) in &townships {
+    units
+}
+
+/// The contests a unit lists that are defined, each once; the others are reported.
+fn served_contests(
+    loader: &mut Loader,
+    origin: &Origin,
+    listed: Vec<String>,
+    contests: &Contests,
+) -> Vec<ContestId> {
+    if listed.is_empty() {
+        loader.error(
+            origin,
+            "contests",
+            "lists no contests; a unit serves at least one",
+        );
+    }
+    let mut served = Vec::new();
+    let mut seen = HashSet::new();
+    for c in listed {
+        let contest = ContestId::new(c);
+        if !seen.insert(contest.clone()) {
+            loader.error(origin, "contests", format!("lists {contest} twice"));
+        } else if contests.index.contains_key(&contest) {
+            served.push(contest);
+        } else {
+            loader.error(
+                origin,
+                "contests",
+                format!("contest {:?} is not defined", contest.as_str()),
+            );
+        }
+    }
+    served
+}
+
+/// Cross-check: a key id must name one signer. A township key that is also a unit's would let
+/// the township sign sheets as that unit, and the unit countersign batches as the township.
+fn check_keys_name_one_signer(loader: &mut Loader, townships: &Townships, units: &Units) {
+    for (origin, township) in &townships.list {
         if let Some(key_id) = &township.key_id
-            && let Some(&unit) = key_index.get(key_id)
+            && let Some(&unit) = units.key_index.get(key_id)
         {
             loader.error(
                 origin,
                 "public_key",
                 format!(
                     "is also the key of polling unit {}; a township countersigns with a key of its own, so make one with `tally keygen`",
-                    units[unit].id
+                    units.list[unit].id
                 ),
             );
         }
     }
-    for (ci, (origin, contest)) in contests.iter().enumerate() {
-        if units_by_contest[ci].is_empty() {
+}
+
+/// Cross-check: every contest is served by at least one polling unit.
+fn check_every_contest_served(loader: &mut Loader, contests: &Contests, units: &Units) {
+    for ((origin, contest), serving) in contests.list.iter().zip(&units.by_contest) {
+        if serving.is_empty() {
             loader.error(
                 origin,
                 "id",
@@ -1064,36 +1244,39 @@ pub fn load(
             );
         }
     }
+}
 
-    // Seat totals and rule options.
+/// Cross-check: the rule options, each area's seat total, and the townships' population
+/// against the county's.
+fn check_seats_and_rules(
+    loader: &mut Loader,
+    toml_file: &str,
+    rules: &Rules,
+    (county_origin, county): (&Origin, &Area),
+    townships: &[(Origin, Area)],
+) {
     let rules_origin = Origin {
         file: toml_file.to_owned(),
         location: String::new(),
         field_prefix: "rules.".into(),
     };
-    if raw.rules.mobile_box_scrutineers_min > 10 {
+    if rules.mobile_box_scrutineers_min > 10 {
         loader.error(
             &rules_origin,
             "mobile_box_scrutineers_min",
             "is more than 10; provinces ask for 2 or 3",
         );
     }
-    check_area_seats(
-        &mut loader,
-        &county_origin,
-        Level::County,
-        &county,
-        &raw.rules,
-    );
-    for (origin, area) in &townships {
-        check_area_seats(&mut loader, origin, Level::Township, area, &raw.rules);
+    check_area_seats(loader, county_origin, Level::County, county, rules);
+    for (origin, area) in townships {
+        check_area_seats(loader, origin, Level::Township, area, rules);
     }
     // Subdistricts (街道) elect county deputies but have no township congress, so townships
     // may hold fewer people than the county; never more.
     let townships_population: u64 = townships.iter().map(|(_, t)| t.population).sum();
     if townships_population > county.population {
         loader.error(
-            &county_origin,
+            county_origin,
             "population",
             format!(
                 "is {}, fewer than the {} people of its townships together; correct the county's or the townships' populations",
@@ -1101,27 +1284,6 @@ pub fn load(
             ),
         );
     }
-
-    if !loader.errors.is_empty() {
-        return Err(DefinitionErrors(loader.errors));
-    }
-    Ok(Definition {
-        election: Election {
-            id: raw.election.id,
-            name: raw.election.name,
-        },
-        rules: raw.rules,
-        county,
-        townships: townships.into_iter().map(|(_, a)| a).collect(),
-        contests: contests.into_iter().map(|(_, c)| c).collect(),
-        units,
-        township_index,
-        contest_index,
-        unit_index,
-        key_index,
-        township_key_index,
-        units_by_contest,
-    })
 }
 
 struct RawUnitFields {
