@@ -296,6 +296,158 @@ pub fn http_listen(
     }
 }
 
+/// `listen`: the socket address a server binds, as IP:PORT. `how` follows "write IP:PORT, e.g."
+/// in the problem: the examples that suit this server.
+pub fn listen(
+    problems: &mut Problems<'_>,
+    written: &Spanned<String>,
+    how: &str,
+) -> Option<SocketAddr> {
+    match written.get_ref().trim().parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.at(
+                written,
+                "listen",
+                format!(
+                    "{:?} is not a socket address; write IP:PORT, e.g. {how}",
+                    written.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A server's `[tls]` table as written: the county CA, and this server's certificate and key.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca: Spanned<String>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+/// Whether the files a config names must exist: when it is loaded to run a server, yes; when
+/// its text is only checked (tests, `--check` of another machine's file), no.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FileChecks {
+    Yes,
+    No,
+}
+
+/// A path a config names, resolved against the config file's folder (a path as written is
+/// relative to the file, so the file can be moved with its folder).
+pub fn resolve(config_file: &Path, written: &Spanned<String>) -> PathBuf {
+    config_file
+        .parent()
+        .unwrap_or(Path::new(""))
+        .join(written.get_ref().trim())
+}
+
+/// A path a config names: its key, the path as written, and, for a file that must exist when
+/// the server starts, what it is and what to do when it is missing.
+pub struct ConfigPath<'a> {
+    pub field: &'static str,
+    pub written: &'a Spanned<String>,
+    /// `Some((what, hint))` for a file that must exist, e.g. `("this replica's key",
+    /// HOW_TO_MAKE_CERTS)`; `None` for a folder the server makes (`data_dir`).
+    pub must_exist: Option<(&'static str, &'a str)>,
+}
+
+/// Checks the paths a config names: none is empty, and, with [`FileChecks::Yes`], every file
+/// that must exist is a file, named as written and as resolved.
+pub fn check_paths(
+    problems: &mut Problems<'_>,
+    config_file: &Path,
+    paths: &[ConfigPath<'_>],
+    file_checks: FileChecks,
+) {
+    for path in paths {
+        if path.written.get_ref().trim().is_empty() {
+            problems.at(path.written, path.field, "is empty; give a path".to_owned());
+        }
+    }
+    if file_checks == FileChecks::No {
+        return;
+    }
+    for path in paths {
+        let Some((what, hint)) = path.must_exist else {
+            continue;
+        };
+        let written = path.written.get_ref();
+        let resolved = resolve(config_file, path.written);
+        if written.trim().is_empty() || resolved.is_file() {
+            continue;
+        }
+        let state = if resolved.exists() {
+            "is not a file"
+        } else {
+            "does not exist"
+        };
+        let shown = if Path::new(written.trim()) == resolved.as_path() {
+            format!("{written:?}")
+        } else {
+            format!("{written:?} ({})", resolved.display())
+        };
+        problems.at(
+            path.written,
+            path.field,
+            format!("{what} {shown} {state}; {hint}"),
+        );
+    }
+}
+
+/// For the config loaders' tests: `good` with the first line that starts with `line_start`
+/// replaced by `replacement` (removed when it is empty), and the 1-based number of that line.
+/// Panics when no line starts so, since the test itself is wrong then.
+#[doc(hidden)]
+pub fn edited(good: &str, line_start: &str, replacement: &str) -> (String, usize) {
+    let mut found = None;
+    let lines: Vec<&str> = good
+        .lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            if found.is_none() && line.starts_with(line_start) {
+                found = Some(i + 1);
+                (!replacement.is_empty()).then_some(replacement)
+            } else {
+                Some(line)
+            }
+        })
+        .collect();
+    let line = found.unwrap_or_else(|| panic!("no line starts with {line_start:?}"));
+    (lines.join("\n") + "\n", line)
+}
+
+/// For the config loaders' tests: the cases `(line_start, replacement, expected)` whose
+/// expected problem is not among the problems of `good` so edited, each described for the
+/// failure message. The expected text follows `line N, ` of the edited line; for a removed line
+/// (empty replacement) the mistake is reported on another line, which the case names in full.
+#[doc(hidden)]
+pub fn unmet_cases(
+    good: &str,
+    cases: &[(&str, &str, &str)],
+    problems_of: impl Fn(&str) -> Vec<String>,
+) -> Vec<String> {
+    let mut missed = Vec::new();
+    for &(line_start, replacement, expected) in cases {
+        let (text, line) = edited(good, line_start, replacement);
+        let problems = problems_of(&text);
+        let wanted = if replacement.is_empty() {
+            expected.to_string()
+        } else {
+            format!("line {line}, {expected}")
+        };
+        if !problems.iter().any(|p| p.starts_with(&wanted)) {
+            missed.push(format!(
+                "{replacement:?}: expected {wanted:?} in {problems:#?}"
+            ));
+        }
+    }
+    missed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,7 +61,9 @@ pub const TICK_MS_DEFAULT: u64 = 100;
 /// only briefly behind.
 pub const COMPACT_AFTER_ENTRIES_MIN: u64 = 100;
 pub use tally_config::{CONFIG_BYTES_MAX, ConfigError, ConfigProblem};
-use tally_config::{Problems, check_host_port, host_is_unspecified};
+use tally_config::{
+    ConfigPath, FileChecks, Problems, RawTls, check_host_port, host_is_unspecified,
+};
 
 /// How this file is named in its problems: "the %s config F has N problems".
 const KIND: &str = "county";
@@ -136,23 +138,9 @@ struct RawConfig {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTls {
-    ca: Spanned<String>,
-    cert: Spanned<String>,
-    key: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRaft {
     tick_ms: Option<Spanned<u64>>,
     compact_after_entries: Option<Spanned<u64>>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum FileChecks {
-    Yes,
-    No,
 }
 
 fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<CountyConfig, ConfigError> {
@@ -182,21 +170,11 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<CountyConfi
         );
     }
 
-    let listen = match raw.listen.get_ref().trim().parse::<SocketAddr>() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            problems.at(
-                &raw.listen,
-                "listen",
-                format!(
-                    "{:?} is not a socket address; write IP:PORT, e.g. \"127.0.0.1:7101\" or \
-                     \"0.0.0.0:7100\" (a host name belongs in advertise, not here)",
-                    raw.listen.get_ref()
-                ),
-            );
-            None
-        }
-    };
+    let listen = tally_config::listen(
+        &mut problems,
+        &raw.listen,
+        "\"127.0.0.1:7101\" or \"0.0.0.0:7100\" (a host name belongs in advertise, not here)",
+    );
 
     let http_listen = tally_config::http_listen(
         &mut problems,
@@ -382,72 +360,45 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<CountyConfi
         }
     }
 
-    let folder = file.parent().unwrap_or(Path::new(""));
-    let resolve = |path: &Spanned<String>| folder.join(path.get_ref());
+    let resolve = |written| tally_config::resolve(file, written);
     let definition = resolve(&raw.definition);
     let tls = tally_net::TlsFiles {
         ca: resolve(&raw.tls.ca),
         cert: resolve(&raw.tls.cert),
         key: resolve(&raw.tls.key),
     };
+    let path = |field, written, must_exist| ConfigPath {
+        field,
+        written,
+        must_exist,
+    };
+    let definition_hint =
+        "give the path of the election definition, relative to this config file's folder";
+    let certs_hint = tally_net::HOW_TO_MAKE_CERTS;
     let paths = [
-        ("data_dir", &raw.data_dir),
-        ("definition", &raw.definition),
-        ("tls.ca", &raw.tls.ca),
-        ("tls.cert", &raw.tls.cert),
-        ("tls.key", &raw.tls.key),
+        path("data_dir", &raw.data_dir, None),
+        path(
+            "definition",
+            &raw.definition,
+            Some(("the election definition", definition_hint)),
+        ),
+        path(
+            "tls.ca",
+            &raw.tls.ca,
+            Some(("the county CA certificate", certs_hint)),
+        ),
+        path(
+            "tls.cert",
+            &raw.tls.cert,
+            Some(("this replica's certificate", certs_hint)),
+        ),
+        path(
+            "tls.key",
+            &raw.tls.key,
+            Some(("this replica's key", certs_hint)),
+        ),
     ];
-    for (field, path) in paths {
-        if path.get_ref().trim().is_empty() {
-            problems.at(path, field, "is empty; give a path".to_owned());
-        }
-    }
-    if file_checks == FileChecks::Yes {
-        let wanted = [
-            (
-                "definition",
-                &raw.definition,
-                &definition,
-                "the election definition",
-            ),
-            ("tls.ca", &raw.tls.ca, &tls.ca, "the county CA certificate"),
-            (
-                "tls.cert",
-                &raw.tls.cert,
-                &tls.cert,
-                "this replica's certificate",
-            ),
-            ("tls.key", &raw.tls.key, &tls.key, "this replica's key"),
-        ];
-        for (field, written, resolved, what) in wanted {
-            if written.get_ref().trim().is_empty() || resolved.is_file() {
-                continue;
-            }
-            let state = if resolved.exists() {
-                "is not a file"
-            } else {
-                "does not exist"
-            };
-            let hint = if field == "definition" {
-                "give the path of the election definition, relative to this config file's folder"
-                    .to_owned()
-            } else {
-                tally_net::HOW_TO_MAKE_CERTS.to_owned()
-            };
-            problems.at(
-                written,
-                field,
-                format!(
-                    "{what} {} {state}; {hint}",
-                    if Path::new(written.get_ref()) == resolved.as_path() {
-                        format!("{:?}", written.get_ref())
-                    } else {
-                        format!("{:?} ({})", written.get_ref(), resolved.display())
-                    }
-                ),
-            );
-        }
-    }
+    tally_config::check_paths(&mut problems, file, &paths, file_checks);
 
     // Every branch that leaves `listen` unset or `advertise` unusable added a problem.
     let listen = match listen {
@@ -536,21 +487,7 @@ compact_after_entries = 10000
     /// `GOOD` with the line that starts with `line_start` replaced by `replacement` (removed
     /// when it is empty), and the 1-based number of that line.
     fn edited(line_start: &str, replacement: &str) -> (String, usize) {
-        let mut found = None;
-        let lines: Vec<&str> = GOOD
-            .lines()
-            .enumerate()
-            .filter_map(|(i, line)| {
-                if found.is_none() && line.starts_with(line_start) {
-                    found = Some(i + 1);
-                    (!replacement.is_empty()).then_some(replacement)
-                } else {
-                    Some(line)
-                }
-            })
-            .collect();
-        let line = found.unwrap_or_else(|| panic!("no line starts with {line_start:?}"));
-        (lines.join("\n") + "\n", line)
+        tally_config::edited(GOOD, line_start, replacement)
     }
 
     /// The problems of `text`, each as printed after the file name.
@@ -745,22 +682,7 @@ compact_after_entries = 10000
                 "unknown field `data`",
             ),
         ];
-        let mut missed = Vec::new();
-        for (line_start, replacement, expected) in cases {
-            let (text, line) = edited(line_start, replacement);
-            let problems = problems_of(&text);
-            // A removed line's mistake is reported on another line, which the case names.
-            let wanted = if replacement.is_empty() {
-                expected.to_string()
-            } else {
-                format!("line {line}, {expected}")
-            };
-            if !problems.iter().any(|p| p.starts_with(&wanted)) {
-                missed.push(format!(
-                    "{replacement:?}: expected {wanted:?} in {problems:#?}"
-                ));
-            }
-        }
+        let missed = tally_config::unmet_cases(GOOD, cases, problems_of);
         assert!(missed.is_empty(), "{}", missed.join("\n"));
     }
 

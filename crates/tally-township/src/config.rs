@@ -38,7 +38,9 @@ use tally_core::ids::TownshipId;
 use toml::Spanned;
 
 pub use tally_config::{CONFIG_BYTES_MAX, ConfigError, ConfigProblem};
-use tally_config::{Problems, check_host_port, host_is_unspecified};
+use tally_config::{
+    ConfigPath, FileChecks, Problems, RawTls, check_host_port, host_is_unspecified,
+};
 
 /// How this file is named in its problems: "the %s config F has N problems".
 const KIND: &str = "township";
@@ -139,24 +141,10 @@ struct RawConfig {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTls {
-    ca: Spanned<String>,
-    cert: Spanned<String>,
-    key: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawOutbox {
     batch_max: Option<Spanned<u64>>,
     capacity: Option<Spanned<u64>>,
     retry_max_ms: Option<Spanned<u64>>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum FileChecks {
-    Yes,
-    No,
 }
 
 fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipConfig, ConfigError> {
@@ -177,21 +165,11 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipCon
         );
     }
 
-    let listen = match raw.listen.get_ref().trim().parse::<SocketAddr>() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            problems.at(
-                &raw.listen,
-                "listen",
-                format!(
-                    "{:?} is not a socket address; write IP:PORT, e.g. \"127.0.0.1:7201\" or \
-                     \"0.0.0.0:7201\"",
-                    raw.listen.get_ref()
-                ),
-            );
-            None
-        }
-    };
+    let listen = tally_config::listen(
+        &mut problems,
+        &raw.listen,
+        "\"127.0.0.1:7201\" or \"0.0.0.0:7201\"",
+    );
 
     let mut county = Vec::new();
     let mut seen = HashSet::new();
@@ -285,8 +263,7 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipCon
         }
     }
 
-    let folder = file.parent().unwrap_or(Path::new(""));
-    let resolve = |path: &Spanned<String>| folder.join(path.get_ref().trim());
+    let resolve = |written| tally_config::resolve(file, written);
     let definition = resolve(&raw.definition);
     let countersign_key = resolve(&raw.countersign_key);
     let tls = tally_net::TlsFiles {
@@ -294,69 +271,49 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipCon
         cert: resolve(&raw.tls.cert),
         key: resolve(&raw.tls.key),
     };
+    let path = |field, written, must_exist| ConfigPath {
+        field,
+        written,
+        must_exist,
+    };
+    let certs_hint = tally_net::HOW_TO_MAKE_CERTS;
     let paths = [
-        ("data_dir", &raw.data_dir),
-        ("definition", &raw.definition),
-        ("countersign_key", &raw.countersign_key),
-        ("tls.ca", &raw.tls.ca),
-        ("tls.cert", &raw.tls.cert),
-        ("tls.key", &raw.tls.key),
-    ];
-    for (field, path) in paths {
-        if path.get_ref().trim().is_empty() {
-            problems.at(path, field, "is empty; give a path".to_owned());
-        }
-    }
-    if file_checks == FileChecks::Yes {
-        let wanted = [
-            (
-                "definition",
-                &raw.definition,
-                &definition,
+        path("data_dir", &raw.data_dir, None),
+        path(
+            "definition",
+            &raw.definition,
+            Some((
                 "the election definition",
-            ),
-            (
-                "countersign_key",
-                &raw.countersign_key,
-                &countersign_key,
+                "give the path of the election definition, relative to this config file's \
+                 folder",
+            )),
+        ),
+        path(
+            "countersign_key",
+            &raw.countersign_key,
+            Some((
                 "the township's countersigning key",
-            ),
-            ("tls.ca", &raw.tls.ca, &tls.ca, "the county CA certificate"),
-            (
-                "tls.cert",
-                &raw.tls.cert,
-                &tls.cert,
-                "this township's certificate",
-            ),
-            ("tls.key", &raw.tls.key, &tls.key, "this township's TLS key"),
-        ];
-        for (field, written, resolved, what) in wanted {
-            if written.get_ref().trim().is_empty() || resolved.is_file() {
-                continue;
-            }
-            let state = if resolved.exists() {
-                "is not a file"
-            } else {
-                "does not exist"
-            };
-            let hint = match field {
-                "definition" => "give the path of the election definition, relative to this \
-                                 config file's folder"
-                    .to_owned(),
-                "countersign_key" => "give the secret key whose public key the definition \
-                                      registers for this township (townships.csv), as `tally \
-                                      keygen` wrote it"
-                    .to_owned(),
-                _ => tally_net::HOW_TO_MAKE_CERTS.to_owned(),
-            };
-            let shown = if Path::new(written.get_ref().trim()) == resolved.as_path() {
-                format!("{:?}", written.get_ref())
-            } else {
-                format!("{:?} ({})", written.get_ref(), resolved.display())
-            };
-            problems.at(written, field, format!("{what} {shown} {state}; {hint}"));
-        }
-    }
+                "give the secret key whose public key the definition registers for this \
+                 township (townships.csv), as `tally keygen` wrote it",
+            )),
+        ),
+        path(
+            "tls.ca",
+            &raw.tls.ca,
+            Some(("the county CA certificate", certs_hint)),
+        ),
+        path(
+            "tls.cert",
+            &raw.tls.cert,
+            Some(("this township's certificate", certs_hint)),
+        ),
+        path(
+            "tls.key",
+            &raw.tls.key,
+            Some(("this township's TLS key", certs_hint)),
+        ),
+    ];
+    tally_config::check_paths(&mut problems, file, &paths, file_checks);
 
     let http_listen = tally_config::http_listen(
         &mut problems,
@@ -409,26 +366,6 @@ retry_max_ms = 5000
 "#;
 
     const FILE: &str = "/srv/townships/T01.toml";
-
-    /// `GOOD` with the line that starts with `line_start` replaced by `replacement`, and the
-    /// 1-based number of that line.
-    fn edited(line_start: &str, replacement: &str) -> (String, usize) {
-        let mut found = None;
-        let lines: Vec<&str> = GOOD
-            .lines()
-            .enumerate()
-            .map(|(i, line)| {
-                if found.is_none() && line.starts_with(line_start) {
-                    found = Some(i + 1);
-                    replacement
-                } else {
-                    line
-                }
-            })
-            .collect();
-        let line = found.unwrap_or_else(|| panic!("no line starts with {line_start:?}"));
-        (lines.join("\n") + "\n", line)
-    }
 
     fn problems_of(text: &str) -> Vec<String> {
         match TownshipConfig::parse(Path::new(FILE), text) {
@@ -592,17 +529,7 @@ retry_max_ms = 5000
                 "countersign_key: is empty; give a path",
             ),
         ];
-        let mut missed = Vec::new();
-        for (line_start, replacement, expected) in cases {
-            let (text, line) = edited(line_start, replacement);
-            let problems = problems_of(&text);
-            let wanted = format!("line {line}, {expected}");
-            if !problems.iter().any(|p| p.starts_with(&wanted)) {
-                missed.push(format!(
-                    "{replacement:?}: expected {wanted:?} in {problems:#?}"
-                ));
-            }
-        }
+        let missed = tally_config::unmet_cases(GOOD, cases, problems_of);
         assert!(missed.is_empty(), "{}", missed.join("\n"));
     }
 
