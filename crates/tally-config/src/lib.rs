@@ -448,6 +448,25 @@ pub fn unmet_cases(
     missed
 }
 
+/// For the config loaders' tests: asserts that `error` lists exactly the `expected` problems
+/// (each as printed after `file, `), under the header naming the file and the count.
+#[doc(hidden)]
+pub fn assert_lists_problems(error: &ConfigError, kind: &str, file: &str, expected: &[&str]) {
+    assert_eq!(error.problems().len(), expected.len(), "{error}");
+    let shown = error.to_string();
+    let count = expected.len();
+    assert!(
+        shown.starts_with(&format!("the {kind} config {file} has {count} problems:\n")),
+        "{shown}"
+    );
+    for expected in expected {
+        assert!(
+            shown.contains(&format!("\n  {file}, {expected}")),
+            "{expected:?} not in:\n{shown}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
