@@ -3,7 +3,7 @@
 //!
 //! A chunk whose batch equation fails is verified again one envelope at a time, so one bad
 //! signature is pinpointed and the good ones around it still verify. The results are in the
-//! order of the input and are the same as [`verify`](crate::verify) gives for each envelope,
+//! order of the input and are the same as [`crate::verify`] gives for each envelope,
 //! apart from the edge case `docs/signing.md` describes.
 
 use crate::envelope::{

@@ -13,7 +13,7 @@
 //! - [`envelope`]: [`SignedSheet`], [`sign`], [`verify`] and the signing message.
 //! - [`batch`]: [`verify_batch`], Ed25519 batch verification spread over all cores.
 //! - [`bundle`]: [`write_bundle`] and [`read_bundle`], many signed sheets in one file.
-//! - [`countersign`]: a township's [`Countersignature`] over a batch it forwards, and
+//! - [`countersign`](mod@countersign): a township's [`Countersignature`] over a batch it forwards, and
 //!   [`verify_countersignature`].
 //! - [`county`]: the county coordinator's raft entry (a command) and snapshot image.
 //!

@@ -86,7 +86,7 @@ impl Table {
 /// `@`, tab and carriage return. Their fullwidth forms (`＝＋－＠`, what a Chinese input method
 /// types) are added: no name or message of ours begins with one, so escaping them costs
 /// nothing, and we could not rule out a spreadsheet that folds them to the ASCII forms.
-const FORMULA_STARTS: [char; 10] = ['=', '+', '-', '@', '\t', '\r', '＝', '＋', '－', '＠'];
+pub const FORMULA_STARTS: [char; 10] = ['=', '+', '-', '@', '\t', '\r', '＝', '＋', '－', '＠'];
 
 /// One cell as it goes into a CSV file.
 ///
