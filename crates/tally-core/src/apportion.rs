@@ -467,6 +467,25 @@ fn priority(divisor: Divisor, weight: u64, held: u32) -> Priority {
     Priority { num, den }
 }
 
+/// Breaks `tie` by `rule`: each unit the rule picks gets one of the contested seats and the
+/// tie is recorded as broken; `Err(tie)` when the rule leaves it to be reported.
+fn break_tie(
+    rule: TieRule,
+    weights: &[u64],
+    tie: Tie,
+    held: &mut [u32],
+    broken_ties: &mut Vec<Tie>,
+) -> Result<(), Tie> {
+    let Some(winners) = tie_winners(rule, weights, &tie) else {
+        return Err(tie);
+    };
+    for unit in winners {
+        held[unit] += 1;
+    }
+    broken_ties.push(tie);
+    Ok(())
+}
+
 /// The units a tie rule picks for the contested seats, or `None` if the tie is to be reported.
 fn tie_winners(rule: TieRule, weights: &[u64], tie: &Tie) -> Option<Vec<usize>> {
     let mut order = tie.units.clone();
@@ -533,22 +552,14 @@ fn divisor_method(
             seats: left,
             units: leaders.clone(),
         };
-        match tie_winners(rule, weights, &tie) {
-            None => {
-                return Apportionment {
-                    seats: held,
-                    tie: Some(tie),
-                    broken_ties,
-                };
-            }
-            Some(winners) => {
-                for unit in winners {
-                    held[unit] += 1;
-                }
-                broken_ties.push(tie);
-                left = 0;
-            }
+        if let Err(tie) = break_tie(rule, weights, tie, &mut held, &mut broken_ties) {
+            return Apportionment {
+                seats: held,
+                tie: Some(tie),
+                broken_ties,
+            };
         }
+        left = 0;
     }
     Apportionment {
         seats: held,
@@ -631,20 +642,12 @@ fn largest_remainder(weights: &[u64], seats: u32, quota: Quota, rule: TieRule) -
                 seats: contested,
                 units: tied,
             };
-            match tie_winners(rule, weights, &tie) {
-                None => {
-                    return Apportionment {
-                        seats: held,
-                        tie: Some(tie),
-                        broken_ties,
-                    };
-                }
-                Some(winners) => {
-                    for unit in winners {
-                        held[unit] += 1;
-                    }
-                    broken_ties.push(tie);
-                }
+            if let Err(tie) = break_tie(rule, weights, tie, &mut held, &mut broken_ties) {
+                return Apportionment {
+                    seats: held,
+                    tie: Some(tie),
+                    broken_ties,
+                };
             }
         }
     }

@@ -1485,16 +1485,34 @@ mod tests {
     // Method: 400 of 1000 vote in the further election, under both settings.
     #[test]
     fn further_election_turnout_option() {
-        let first_votes = [("A", 400), ("B", 300), ("C", 290), ("D", 150)];
-        let further_votes = [("B", 210), ("C", 190)];
-        let d = single(2, 4, 1000, "");
-        let r = run(
-            &d,
-            vec![
-                sheet(&d, 1, 620, 620, 0, &first_votes),
-                sheet(&d, 2, 400, 400, 0, &further_votes),
-            ],
+        second_round_turnout_follows_option(
+            4,
+            &[("A", 400), ("B", 300), ("C", 290), ("D", 150)],
+            &[("B", 210), ("C", 190)],
+            "further_election_turnout_required",
+            RoundKind::Further,
         );
+    }
+
+    /// A 2-seat contest of `candidates` where only A passes in round 1 (`first_votes` of 620
+    /// of 1000 registered) and 400 of 1000 vote in round 2 (`second_votes`): by default the
+    /// second round fails the turnout test and a round of `kind` follows as round 3; with
+    /// `option = false` it decides, electing A and B.
+    fn second_round_turnout_follows_option(
+        candidates: usize,
+        first_votes: &[(&str, u64)],
+        second_votes: &[(&str, u64)],
+        option: &str,
+        kind: RoundKind,
+    ) {
+        let sheets = |d: &Definition| {
+            vec![
+                sheet(d, 1, 620, 620, 0, first_votes),
+                sheet(d, 2, 400, 400, 0, second_votes),
+            ]
+        };
+        let d = single(2, candidates, 1000, "");
+        let r = run(&d, sheets(&d));
         let c = &r.contests[0];
         assert_eq!(
             c.rounds[1].status,
@@ -1503,17 +1521,11 @@ mod tests {
                 registered: 1000
             }
         );
-        assert_eq!(c.next_round.as_ref().unwrap().kind, RoundKind::Further);
+        assert_eq!(c.next_round.as_ref().unwrap().kind, kind);
         assert_eq!(c.next_round.as_ref().unwrap().round, 3);
 
-        let d = single(2, 4, 1000, "further_election_turnout_required = false");
-        let r = run(
-            &d,
-            vec![
-                sheet(&d, 1, 620, 620, 0, &first_votes),
-                sheet(&d, 2, 400, 400, 0, &further_votes),
-            ],
-        );
+        let d = single(2, candidates, 1000, &format!("{option} = false"));
+        let r = run(&d, sheets(&d));
         let c = &r.contests[0];
         assert_eq!(c.rounds[1].status, RoundStatus::Decided);
         assert_eq!(elected_letters(c), ["A", "B"]);
@@ -1764,37 +1776,13 @@ mod tests {
     // Method: 400 of 1000 vote in the revote, under both settings.
     #[test]
     fn revote_turnout_option() {
-        let first_votes = [("A", 400), ("B", 320), ("C", 320)];
-        let revote_votes = [("B", 250), ("C", 150)];
-        let d = single(2, 3, 1000, "");
-        let r = run(
-            &d,
-            vec![
-                sheet(&d, 1, 620, 620, 0, &first_votes),
-                sheet(&d, 2, 400, 400, 0, &revote_votes),
-            ],
+        second_round_turnout_follows_option(
+            3,
+            &[("A", 400), ("B", 320), ("C", 320)],
+            &[("B", 250), ("C", 150)],
+            "revote_turnout_required",
+            RoundKind::Revote,
         );
-        let c = &r.contests[0];
-        assert_eq!(
-            c.rounds[1].status,
-            RoundStatus::TurnoutFailed {
-                voted: 400,
-                registered: 1000
-            }
-        );
-        assert_eq!(c.next_round.as_ref().unwrap().kind, RoundKind::Revote);
-
-        let d = single(2, 3, 1000, "revote_turnout_required = false");
-        let r = run(
-            &d,
-            vec![
-                sheet(&d, 1, 620, 620, 0, &first_votes),
-                sheet(&d, 2, 400, 400, 0, &revote_votes),
-            ],
-        );
-        let c = &r.contests[0];
-        assert_eq!(c.rounds[1].status, RoundStatus::Decided);
-        assert_eq!(elected_letters(c), ["A", "B"]);
     }
 
     // Goal: `further_election_lists_write_ins` (default false) decides whether a written-in
