@@ -1841,9 +1841,7 @@ async fn health_reports_serving_with_a_leader() {
 #[tokio::test]
 async fn results_stream_township_scope_and_reflection() {
     use tokio_stream::StreamExt;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tally_rpc::reflection::{list_services_v1, list_services_v1alpha};
 
     let members = [1, 2, 3];
     let cluster = Cluster::start(&members, COMPACT_AFTER_ENTRIES_DEFAULT).await;
@@ -1939,52 +1937,13 @@ async fn results_stream_township_scope_and_reflection() {
     .into_iter()
     .map(String::from)
     .collect();
-    let mut reflection = ServerReflectionClient::new(cluster.channel(follower, &operator()));
-    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
+    let names = list_services_v1(cluster.channel(follower, &operator()))
         .await
-        .expect("reflection answers")
-        .into_inner();
-    let answer = answers
-        .next()
-        .await
-        .expect("one answer")
-        .expect("a list of services");
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("expected a list of services, got {answer:?}");
-    };
-    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+        .expect("reflection v1 answers");
     assert_eq!(names, served, "reflection v1 lists the replica's services");
-
-    use tonic_reflection::pb::v1alpha as alpha;
-    let mut reflection = alpha::server_reflection_client::ServerReflectionClient::new(
-        cluster.channel(leader, &township_identity(&township)),
-    );
-    let request = alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
-    };
-    let answer = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
+    let names = list_services_v1alpha(cluster.channel(leader, &township_identity(&township)))
         .await
-        .expect("reflection v1alpha answers")
-        .into_inner()
-        .next()
-        .await
-        .expect("one answer")
-        .expect("a list of services");
-    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answer.message_response
-    else {
-        panic!("expected a list of services, got {answer:?}");
-    };
-    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+        .expect("reflection v1alpha answers");
     assert_eq!(
         names, served,
         "reflection v1alpha lists the replica's services"

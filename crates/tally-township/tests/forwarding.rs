@@ -37,14 +37,21 @@ fn county_addresses() -> Vec<String> {
 /// Every unit of `township` submits all its sheets with its own certificate; returns the
 /// envelopes stored (all of them: each is answered ACCEPTED).
 async fn submit_all(env: &Env, township: &TestTownship) -> Vec<SignedSheet> {
+    submit_units(env, township, &units_of(&township.id)).await
+}
+
+/// Each of `units` of `township` submits all its sheets with its own certificate; returns the
+/// envelopes stored (all of them: each is answered ACCEPTED, whether or not the county can be
+/// reached).
+async fn submit_units(env: &Env, township: &TestTownship, units: &[UnitId]) -> Vec<SignedSheet> {
     let mut stored = Vec::new();
-    for unit in units_of(&township.id) {
+    for unit in units {
         let sheets: Vec<SignedSheet> = sheets_of(&township.id)
             .into_iter()
-            .filter(|(s, _)| s.unit == unit)
+            .filter(|(s, _)| s.unit == *unit)
             .map(|(_, s)| s)
             .collect();
-        let outcomes = submit(&mut env.village(&township.address, &unit), &sheets)
+        let outcomes = submit(&mut env.village(&township.address, unit), &sheets)
             .await
             .unwrap_or_else(|s| panic!("unit {unit}: {s:?}"));
         assert_eq!(
@@ -162,22 +169,7 @@ async fn county_outage_township_keeps_taking_sheets_then_drains() {
         .await;
     let units = units_of(T01);
     let (early, late) = units.split_at(units.len() / 2);
-    let send = async |units: &[UnitId]| {
-        let mut sent = Vec::new();
-        for unit in units {
-            let sheets: Vec<SignedSheet> = sheets_of(T01)
-                .into_iter()
-                .filter(|(s, _)| s.unit == *unit)
-                .map(|(_, s)| s)
-                .collect();
-            let outcomes = submit(&mut env.village(&t01.address, unit), &sheets)
-                .await
-                .expect("the township takes sheets while the county is down");
-            assert_eq!(kinds(&outcomes), vec![Kind::Accepted; sheets.len()]);
-            sent.extend(sheets);
-        }
-        sent
-    };
+    let send = async |units: &[UnitId]| submit_units(&env, &t01, units).await;
     let mut stored = send(early).await;
     let p = poll("the picture to report the county unreachable", async || {
         let p = picture(&env, &t01.address, &clerk(T01)).await;
@@ -408,22 +400,7 @@ async fn a_silent_replica_is_left_before_the_call_deadline() {
         .await;
     let units = units_of(T01);
     let (early, late) = units.split_at(units.len() / 2);
-    let send = async |units: &[UnitId]| {
-        let mut sent = Vec::new();
-        for unit in units {
-            let sheets: Vec<SignedSheet> = sheets_of(T01)
-                .into_iter()
-                .filter(|(s, _)| s.unit == *unit)
-                .map(|(_, s)| s)
-                .collect();
-            let outcomes = submit(&mut env.village(&t01.address, unit), &sheets)
-                .await
-                .expect("the township takes sheets");
-            assert_eq!(kinds(&outcomes), vec![Kind::Accepted; sheets.len()]);
-            sent.extend(sheets);
-        }
-        sent
-    };
+    let send = async |units: &[UnitId]| submit_units(&env, &t01, units).await;
     let mut stored = send(early).await;
     drained(&env, &t01).await;
     frozen.store(true, Ordering::SeqCst);

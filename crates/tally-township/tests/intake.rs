@@ -606,8 +606,7 @@ async fn start_refuses_another_townships_key_or_data_directory() {
 // polling unit's certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_only_the_township_services_in_both_versions() {
-    use tokio_stream::StreamExt;
-    use tonic_reflection::pb::{v1, v1alpha};
+    use tally_rpc::reflection::{list_services_v1, list_services_v1alpha};
     let env = Env::new();
     let township = start(&env).await;
     let unit = units_of(T01)[0].clone();
@@ -622,54 +621,13 @@ async fn reflection_lists_only_the_township_services_in_both_versions() {
     .map(String::from)
     .collect();
 
-    let answer = v1::server_reflection_client::ServerReflectionClient::new(
-        env.channel(&township.address, &village),
-    )
-    .server_reflection_info(tokio_stream::iter([v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
-    }]))
-    .await
-    .expect("reflection v1 answers")
-    .into_inner()
-    .next()
-    .await
-    .expect("one answer")
-    .expect("a list of services");
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answer.message_response
-    else {
-        panic!("expected a list of services, got {answer:?}");
-    };
-    let names: std::collections::BTreeSet<String> =
-        list.service.into_iter().map(|s| s.name).collect();
+    let names = list_services_v1(env.channel(&township.address, &village))
+        .await
+        .expect("reflection v1 answers");
     assert_eq!(names, served, "reflection v1");
-
-    let answer = v1alpha::server_reflection_client::ServerReflectionClient::new(
-        env.channel(&township.address, &clerk(T01)),
-    )
-    .server_reflection_info(tokio_stream::iter([v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
-    }]))
-    .await
-    .expect("reflection v1alpha answers")
-    .into_inner()
-    .next()
-    .await
-    .expect("one answer")
-    .expect("a list of services");
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answer.message_response
-    else {
-        panic!("expected a list of services, got {answer:?}");
-    };
-    let names: std::collections::BTreeSet<String> =
-        list.service.into_iter().map(|s| s.name).collect();
+    let names = list_services_v1alpha(env.channel(&township.address, &clerk(T01)))
+        .await
+        .expect("reflection v1alpha answers");
     assert_eq!(names, served, "reflection v1alpha");
     township.stop().await;
 }
