@@ -45,6 +45,7 @@
 //! most [`MAX_SEATS`] and units at most [`MAX_UNITS`]. Within these limits every product below
 //! fits in `u128`: the largest is Huntington-Hill's `w^2 * s(s + 1)` < 2^80 * 2^34.
 
+use crate::Error;
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
@@ -81,7 +82,7 @@ pub enum Method {
 }
 
 /// The kebab-case names of all methods, for error messages.
-const METHOD_NAMES: &str = "largest-remainder-hare, largest-remainder-droop, d-hondt, \
+pub(crate) const METHOD_NAMES: &str = "largest-remainder-hare, largest-remainder-droop, d-hondt, \
                             sainte-lague, huntington-hill, adams, dean";
 
 impl Method {
@@ -130,13 +131,13 @@ impl fmt::Display for Method {
 }
 
 impl FromStr for Method {
-    type Err = ApportionError;
+    type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Method::ALL
             .into_iter()
             .find(|method| method.name() == s)
-            .ok_or_else(|| ApportionError::UnknownMethod {
+            .ok_or_else(|| Error::UnknownMethod {
                 given: s.to_owned(),
             })
     }
@@ -210,66 +211,13 @@ pub struct Threshold {
     pub denominator: u64,
 }
 
-/// Why an apportionment cannot be made.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ApportionError {
-    /// The method name is not one of [`Method::ALL`].
-    #[error("unknown apportionment method {given:?}, valid methods are: {valid}", valid = METHOD_NAMES)]
-    UnknownMethod { given: String },
-    /// More seats than [`MAX_SEATS`].
-    #[error("{seats} seats requested, more than the limit of {limit}", limit = MAX_SEATS)]
-    TooManySeats { seats: u32 },
-    /// More units than [`MAX_UNITS`].
-    #[error("{units} units given, more than the limit of {limit}", limit = MAX_UNITS)]
-    TooManyUnits { units: usize },
-    /// A weight above [`MAX_WEIGHT`].
-    #[error(
-        "unit {unit} has weight {weight}, more than the limit of {limit} for exact arithmetic",
-        limit = MAX_WEIGHT
-    )]
-    WeightTooLarge { unit: usize, weight: u64 },
-    /// Bounds were given but not one per unit.
-    #[error("bounds given for {bounds} units but there are {units} units")]
-    BoundsLength { bounds: usize, units: usize },
-    /// A unit's minimum is above its maximum.
-    #[error("unit {unit} has minimum {min} above its maximum {max}")]
-    MinAboveMax { unit: usize, min: u32, max: u32 },
-    /// The minimums alone need more seats than there are.
-    #[error("minimum seats sum to {minima}, more than the {seats} seats to apportion")]
-    MinimaExceedSeats { minima: u64, seats: u32 },
-    /// The units cannot take all the seats.
-    #[error(
-        "maximum seats sum to {maxima}, fewer than the {seats} seats to apportion \
-         (a unit with weight zero counts at its minimum)"
-    )]
-    MaximaBelowSeats { maxima: u64, seats: u32 },
-    /// Seats were requested but there is no unit to give them to.
-    #[error("no units to apportion {seats} seats among")]
-    NoUnits { seats: u32 },
-    /// Every weight is zero, so only the minimums can be given.
-    #[error("all weights are zero, so only {minima} of the {seats} seats can be given")]
-    AllWeightsZero { seats: u32, minima: u64 },
-    /// The threshold is not a fraction between 0 and 1.
-    #[error("threshold {numerator}/{denominator} is not a fraction between 0 and 1")]
-    InvalidThreshold { numerator: u64, denominator: u64 },
-    /// Every list fell under the threshold.
-    #[error(
-        "no list reaches the threshold of {numerator}/{denominator} of the votes, so the {seats} seats cannot be allocated"
-    )]
-    NoListReachesThreshold {
-        numerator: u64,
-        denominator: u64,
-        seats: u32,
-    },
-}
-
 /// Apportions `req.seats` among the units by `req.method`, within `req.bounds`.
 ///
 /// Bounded apportionment fixes units that fall outside their bounds at the bound they crossed
 /// and reapportions the remaining seats among the others by the same method, until stable; see
 /// the module documentation for how each family of methods does this. Zero seats give all
 /// zeros. The result depends only on the request.
-pub fn apportion(req: &Request) -> Result<Apportionment, ApportionError> {
+pub fn apportion(req: &Request) -> Result<Apportionment, Error> {
     let ranges = validate(req)?;
     Ok(match req.method.kind() {
         Kind::Divisor(divisor) => {
@@ -290,7 +238,7 @@ pub fn allocate_lists(
     method: Method,
     threshold: Option<Threshold>,
     tie_rule: TieRule,
-) -> Result<Apportionment, ApportionError> {
+) -> Result<Apportionment, Error> {
     check_sizes(votes, seats)?;
     let mut weights = votes.to_vec();
     if let Some(threshold) = threshold {
@@ -299,7 +247,7 @@ pub fn allocate_lists(
             denominator,
         } = threshold;
         if denominator == 0 || numerator > denominator {
-            return Err(ApportionError::InvalidThreshold {
+            return Err(Error::InvalidThreshold {
                 numerator,
                 denominator,
             });
@@ -314,7 +262,7 @@ pub fn allocate_lists(
             }
         }
         if seats > 0 && weights.iter().all(|&w| w == 0) {
-            return Err(ApportionError::NoListReachesThreshold {
+            return Err(Error::NoListReachesThreshold {
                 numerator,
                 denominator,
                 seats,
@@ -361,23 +309,23 @@ struct Range {
 }
 
 /// Rejects inputs whose products might not fit in `u128`.
-fn check_sizes(weights: &[u64], seats: u32) -> Result<(), ApportionError> {
+fn check_sizes(weights: &[u64], seats: u32) -> Result<(), Error> {
     if seats > MAX_SEATS {
-        return Err(ApportionError::TooManySeats { seats });
+        return Err(Error::TooManySeats { seats });
     }
     if weights.len() > MAX_UNITS {
-        return Err(ApportionError::TooManyUnits {
+        return Err(Error::TooManyUnits {
             units: weights.len(),
         });
     }
     if let Some((unit, &weight)) = weights.iter().enumerate().find(|(_, w)| **w > MAX_WEIGHT) {
-        return Err(ApportionError::WeightTooLarge { unit, weight });
+        return Err(Error::WeightTooLarge { unit, weight });
     }
     Ok(())
 }
 
 /// Checks the request and works out each unit's effective range.
-fn validate(req: &Request) -> Result<Vec<Range>, ApportionError> {
+fn validate(req: &Request) -> Result<Vec<Range>, Error> {
     let Request {
         weights,
         seats,
@@ -386,7 +334,7 @@ fn validate(req: &Request) -> Result<Vec<Range>, ApportionError> {
     } = *req;
     check_sizes(weights, seats)?;
     if !bounds.is_empty() && bounds.len() != weights.len() {
-        return Err(ApportionError::BoundsLength {
+        return Err(Error::BoundsLength {
             bounds: bounds.len(),
             units: weights.len(),
         });
@@ -398,18 +346,18 @@ fn validate(req: &Request) -> Result<Vec<Range>, ApportionError> {
         if let Some(max) = max
             && min > max
         {
-            return Err(ApportionError::MinAboveMax { unit, min, max });
+            return Err(Error::MinAboveMax { unit, min, max });
         }
         minima += u64::from(min);
     }
     if minima > u64::from(seats) {
-        return Err(ApportionError::MinimaExceedSeats { minima, seats });
+        return Err(Error::MinimaExceedSeats { minima, seats });
     }
     if weights.is_empty() && seats > 0 {
-        return Err(ApportionError::NoUnits { seats });
+        return Err(Error::NoUnits { seats });
     }
     if weights.iter().all(|&w| w == 0) && u64::from(seats) > minima {
-        return Err(ApportionError::AllWeightsZero { seats, minima });
+        return Err(Error::AllWeightsZero { seats, minima });
     }
     // Every minimum is at most the seats (they sum to no more), and every maximum is at least
     // its minimum, so each range below is non-empty.
@@ -428,7 +376,7 @@ fn validate(req: &Request) -> Result<Vec<Range>, ApportionError> {
         .collect();
     let maxima: u64 = ranges.iter().map(|r| u64::from(r.max)).sum();
     if maxima < u64::from(seats) {
-        return Err(ApportionError::MaximaBelowSeats { maxima, seats });
+        return Err(Error::MaximaBelowSeats { maxima, seats });
     }
     Ok(ranges)
 }
@@ -1009,14 +957,14 @@ mod tests {
         };
         assert_eq!(
             request(&[1, 2], 5, &[MIN_3, MIN_3]),
-            Err(ApportionError::MinimaExceedSeats {
+            Err(Error::MinimaExceedSeats {
                 minima: 6,
                 seats: 5
             })
         );
         assert_eq!(
             request(&[1, 2], 5, &[MAX_1, MAX_1]),
-            Err(ApportionError::MaximaBelowSeats {
+            Err(Error::MaximaBelowSeats {
                 maxima: 2,
                 seats: 5
             })
@@ -1024,7 +972,7 @@ mod tests {
         // A unit without weight counts at its minimum.
         assert_eq!(
             request(&[1, 0], 5, &[MAX_1, Bounds { min: 0, max: None }]),
-            Err(ApportionError::MaximaBelowSeats {
+            Err(Error::MaximaBelowSeats {
                 maxima: 1,
                 seats: 5
             })
@@ -1041,7 +989,7 @@ mod tests {
                     MIN_3
                 ]
             ),
-            Err(ApportionError::MinAboveMax {
+            Err(Error::MinAboveMax {
                 unit: 0,
                 min: 2,
                 max: 1
@@ -1049,32 +997,29 @@ mod tests {
         );
         assert_eq!(
             request(&[1, 2], 5, &[MIN_3]),
-            Err(ApportionError::BoundsLength {
+            Err(Error::BoundsLength {
                 bounds: 1,
                 units: 2
             })
         );
         assert_eq!(
             request(&[0, 0], 5, &[]),
-            Err(ApportionError::AllWeightsZero {
+            Err(Error::AllWeightsZero {
                 seats: 5,
                 minima: 0
             })
         );
-        assert_eq!(
-            request(&[], 5, &[]),
-            Err(ApportionError::NoUnits { seats: 5 })
-        );
+        assert_eq!(request(&[], 5, &[]), Err(Error::NoUnits { seats: 5 }));
         assert_eq!(
             request(&[1, MAX_WEIGHT + 1], 5, &[]),
-            Err(ApportionError::WeightTooLarge {
+            Err(Error::WeightTooLarge {
                 unit: 1,
                 weight: MAX_WEIGHT + 1
             })
         );
         assert_eq!(
             request(&[1], MAX_SEATS + 1, &[]),
-            Err(ApportionError::TooManySeats {
+            Err(Error::TooManySeats {
                 seats: MAX_SEATS + 1
             })
         );
@@ -1093,7 +1038,7 @@ mod tests {
             );
         }
         assert_eq!(
-            ApportionError::MinimaExceedSeats {
+            Error::MinimaExceedSeats {
                 minima: 6,
                 seats: 5
             }
@@ -1160,7 +1105,7 @@ mod tests {
                 }),
                 TieRule::Report
             ),
-            Err(ApportionError::InvalidThreshold {
+            Err(Error::InvalidThreshold {
                 numerator: 1,
                 denominator: 0
             })
@@ -1176,7 +1121,7 @@ mod tests {
                 }),
                 TieRule::Report
             ),
-            Err(ApportionError::NoListReachesThreshold {
+            Err(Error::NoListReachesThreshold {
                 numerator: 1,
                 denominator: 2,
                 seats: 3

@@ -6,6 +6,7 @@
 //! the line or record, the field, and what is wrong, so a clerk fixes them all in one pass.
 //! This module reads no files itself; the caller hands it the text of each file it asks for.
 
+use crate::Error;
 use crate::apportion::{Method, TieRule};
 use crate::congress::{LawRevision, Level, SeatRounding};
 use crate::ids::{CandidateId, ContestId, KeyId, TownshipId, UnitId, check_id};
@@ -270,7 +271,7 @@ impl Definition {
 
 /// Where in which file a problem is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DefinitionError {
+pub struct DefinitionProblem {
     pub file: String,
     /// `line 12` or `record 7 (line 8)`; empty when the problem is with the file as a whole.
     pub location: String,
@@ -279,7 +280,7 @@ pub struct DefinitionError {
     pub message: String,
 }
 
-impl fmt::Display for DefinitionError {
+impl fmt::Display for DefinitionProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
         if !self.location.is_empty() {
@@ -289,25 +290,6 @@ impl fmt::Display for DefinitionError {
             write!(f, ", {}", self.field)?;
         }
         write!(f, ": {}", self.message)
-    }
-}
-
-/// Every problem found while loading, in file order.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct DefinitionErrors(pub Vec<DefinitionError>);
-
-impl fmt::Display for DefinitionErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.0.len();
-        writeln!(
-            f,
-            "the election definition has {count} problem{}:",
-            if count == 1 { "" } else { "s" }
-        )?;
-        for e in &self.0 {
-            writeln!(f, "  {e}")?;
-        }
-        Ok(())
     }
 }
 
@@ -462,12 +444,12 @@ struct Origin {
 }
 
 struct Loader {
-    errors: Vec<DefinitionError>,
+    errors: Vec<DefinitionProblem>,
 }
 
 impl Loader {
     fn error(&mut self, origin: &Origin, field: &str, message: impl Into<String>) {
-        self.errors.push(DefinitionError {
+        self.errors.push(DefinitionProblem {
             file: origin.file.clone(),
             location: origin.location.clone(),
             field: format!("{}{}", origin.field_prefix, field),
@@ -514,7 +496,7 @@ impl Loader {
             Ok(h) => h.clone(),
             Err(e) => {
                 let (field, message) = describe_csv_error(&e, None, None);
-                self.errors.push(DefinitionError {
+                self.errors.push(DefinitionProblem {
                     file: file.to_owned(),
                     location: "header".into(),
                     field,
@@ -535,7 +517,7 @@ impl Loader {
             match parsed {
                 Ok(value) => {
                     if out.len() == limit {
-                        self.errors.push(DefinitionError {
+                        self.errors.push(DefinitionProblem {
                             file: file.to_owned(),
                             location: format!("record {record_number}"),
                             field: String::new(),
@@ -562,7 +544,7 @@ impl Loader {
                         None => format!("record {record_number}"),
                     };
                     let (field, message) = describe_csv_error(&e, Some(&headers), Some(&record));
-                    self.errors.push(DefinitionError {
+                    self.errors.push(DefinitionProblem {
                         file: file.to_owned(),
                         location,
                         field,
@@ -680,7 +662,7 @@ pub fn load(
     toml_file: &str,
     toml_text: &str,
     read_sibling: &mut dyn FnMut(&str) -> Result<String, String>,
-) -> Result<Definition, DefinitionErrors> {
+) -> Result<Definition, Error> {
     let raw = parse_toml(toml_file, toml_text)?;
     let mut source = Source {
         toml_file,
@@ -693,7 +675,7 @@ pub fn load(
     let township_rows = township_rows(&mut loader, &mut source, raw.townships, &raw.townships_csv);
     let townships = check_townships(&mut loader, township_rows);
     if townships.list.is_empty() {
-        loader.errors.push(DefinitionError {
+        loader.errors.push(DefinitionProblem {
             file: toml_file.to_owned(),
             location: String::new(),
             field: "townships".into(),
@@ -729,7 +711,7 @@ pub fn load(
     );
 
     if !loader.errors.is_empty() {
-        return Err(DefinitionErrors(loader.errors));
+        return Err(Error::Definition(loader.errors));
     }
     Ok(Definition {
         election: Election {
@@ -752,7 +734,7 @@ pub fn load(
 
 /// Step 1: the TOML file as written. A syntax or type error stops the load here (nothing after
 /// it can be read), located by line and the key the bad value was given to.
-fn parse_toml(toml_file: &str, toml_text: &str) -> Result<RawDefinition, DefinitionErrors> {
+fn parse_toml(toml_file: &str, toml_text: &str) -> Result<RawDefinition, Error> {
     toml::from_str(toml_text).map_err(|e| {
         let location = e
             .span()
@@ -764,7 +746,7 @@ fn parse_toml(toml_file: &str, toml_text: &str) -> Result<RawDefinition, Definit
             .and_then(|s| toml_key_at(toml_text, s.start))
             .unwrap_or_default()
             .to_owned();
-        DefinitionErrors(vec![DefinitionError {
+        Error::Definition(vec![DefinitionProblem {
             file: toml_file.to_owned(),
             location,
             field,
@@ -1498,14 +1480,14 @@ public_key = "{}"
         )
     }
 
-    fn load_str(text: &str) -> Result<Definition, DefinitionErrors> {
+    fn load_str(text: &str) -> Result<Definition, Error> {
         load("election.toml", text, &mut |p| Err(format!("no file {p}")))
     }
 
     fn messages(text: &str) -> Vec<String> {
         load_str(text)
             .expect_err("the definition should be rejected")
-            .0
+            .definition_problems()
             .iter()
             .map(|e| e.to_string())
             .collect()
@@ -1620,7 +1602,7 @@ public_key = "{}"
             other => Err(format!("no file {other}")),
         })
         .unwrap_err();
-        let m: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
+        let m: Vec<String> = err.definition_problems().iter().map(|e| e.to_string()).collect();
         assert!(
             m.iter()
                 .any(|e| e
@@ -1695,7 +1677,7 @@ public_key = "{}"
             other => Err(format!("no file {other}")),
         })
         .expect_err("the definition should be rejected");
-        err.0.iter().map(|e| e.to_string()).collect()
+        err.definition_problems().iter().map(|e| e.to_string()).collect()
     }
 
     const CONTESTS_HEADER: &str = "id,level,township,name,seats,registered_voters\n";
@@ -1759,7 +1741,7 @@ public_key = "{}"
         })
         .unwrap_err();
         assert_eq!(
-            err.0[0].to_string(),
+            err.definition_problems()[0].to_string(),
             "units.csv, record 1 (line 2), kind: \"boat\": unknown variant `boat`, expected one of `station`, `assembly`, `mobile-box`"
         );
         let text = minimal().replace("seats = 2", "seats = \"two\"");
@@ -1786,7 +1768,7 @@ public_key = "{}"
     }
 
     /// The minimal definition with its township in townships.csv instead of TOML.
-    fn load_with_townships_csv(townships_csv: &str) -> Result<Definition, DefinitionErrors> {
+    fn load_with_townships_csv(townships_csv: &str) -> Result<Definition, Error> {
         let text = format!(
             "townships_csv = \"townships.csv\"\n{}",
             minimal().replace(
@@ -1850,7 +1832,7 @@ public_key = "{}"
         let err = load_with_townships_csv("id,name,population,public_key\nT01,城关镇,38700,abcd\n")
             .unwrap_err();
         assert_eq!(
-            err.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            err.definition_problems().iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             [
                 "townships.csv, record 1, public_key: is 4 characters; write the 32-byte Ed25519 public key as 64 hex digits (as `tally keygen` prints it)"
             ]
@@ -1861,7 +1843,7 @@ public_key = "{}"
             k = key_hex(7)
         ))
         .unwrap_err();
-        let m: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
+        let m: Vec<String> = err.definition_problems().iter().map(|e| e.to_string()).collect();
         assert_eq!(
             m,
             [

@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`ids`]: newtypes for every identifier.
+//! - [`error`]: the crate's one error type, [`Error`].
 //! - [`definition`]: the election definition (TOML + CSV), loaded and validated.
 //! - [`sheet`]: the tally sheet a polling unit reports for one contest.
 //! - [`sheet_file`]: the sheet as a clerk fills it in (TOML).
@@ -19,9 +20,12 @@
 pub mod apportion;
 pub mod congress;
 pub mod definition;
+pub mod error;
 pub mod ids;
 pub mod ledger;
 pub mod results;
 pub mod sheet;
 pub mod sheet_file;
 pub mod validate;
+
+pub use error::Error;

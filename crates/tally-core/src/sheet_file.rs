@@ -25,6 +25,7 @@
 //! votes = 12
 //! ```
 
+use crate::Error;
 use crate::ids::{CandidateId, ContestId, UnitId};
 use crate::sheet::{CandidateCount, CountClosedAt, Round, TallySheet, WriteIn, unix_seconds};
 use serde::Deserialize;
@@ -79,19 +80,10 @@ struct RawWriteIn {
     votes: u64,
 }
 
-/// A sheet file that could not be read, with where and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}{}: {message}", if location.is_empty() { String::new() } else { format!(", {location}") })]
-pub struct SheetFileError {
-    pub file: String,
-    pub location: String,
-    pub message: String,
-}
-
 /// Parses a clerk's sheet file. Only the form is checked here; the numbers are checked by
 /// [`crate::validate`] against the definition.
-pub fn parse(file: &str, text: &str) -> Result<TallySheet, SheetFileError> {
-    let raw: RawSheet = toml::from_str(text).map_err(|e| SheetFileError {
+pub fn parse(file: &str, text: &str) -> Result<TallySheet, Error> {
+    let raw: RawSheet = toml::from_str(text).map_err(|e| Error::SheetFile {
         file: file.to_owned(),
         location: e
             .span()
@@ -106,7 +98,7 @@ pub fn parse(file: &str, text: &str) -> Result<TallySheet, SheetFileError> {
             .unwrap_or_default(),
         message: e.message().trim_end().to_owned(),
     })?;
-    let error = |message: String| SheetFileError {
+    let error = |message: String| Error::SheetFile {
         file: file.to_owned(),
         location: String::new(),
         message,
@@ -289,9 +281,9 @@ votes = 12
         let bad = SAMPLE.replace("ballots_blank", "ballots_blnk");
         let e = parse("s.toml", &bad).unwrap_err();
         assert!(e.to_string().starts_with("s.toml, line 9:"), "{e}");
-        assert!(e.message.contains("ballots_blnk"), "{e}");
+        assert!(e.to_string().contains("ballots_blnk"), "{e}");
         let no_offset = SAMPLE.replace("+08:00", "");
         let e = parse("s.toml", &no_offset).unwrap_err();
-        assert!(e.message.contains("UTC offset"), "{e}");
+        assert!(e.to_string().contains("UTC offset"), "{e}");
     }
 }
