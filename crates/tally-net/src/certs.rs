@@ -592,8 +592,8 @@ pub fn write_dev_pki_for(
     let mut written = Vec::new();
     let ca = if ca_reused {
         CaFiles {
-            cert_pem: crate::tls::read_file("CA certificate", &ca_cert_path)?,
-            key_pem: crate::tls::read_file("CA key", &ca_key_path)?,
+            cert_pem: read_file("CA certificate", &ca_cert_path)?,
+            key_pem: read_file("CA key", &ca_key_path)?,
         }
     } else {
         let ca = make_ca(county)?;
@@ -656,6 +656,39 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), CertError>
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// The largest certificate or key file read, far above any real one, so a wrong path
+/// (a log, a disk image) is refused instead of read into memory.
+pub const PEM_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Reads a PEM file, naming it in every error.
+pub(crate) fn read_file(what: &'static str, path: &Path) -> Result<String, CertError> {
+    let read_error = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            CertError::Missing {
+                what,
+                path: path.to_path_buf(),
+            }
+        } else {
+            CertError::Read {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    };
+    let len = std::fs::metadata(path).map_err(read_error)?.len();
+    if len > PEM_FILE_BYTES_MAX {
+        return Err(CertError::Invalid {
+            what,
+            origin: path.display().to_string(),
+            reason: format!(
+                "it is {len} bytes, more than {PEM_FILE_BYTES_MAX}; is this the right file?"
+            ),
+        });
+    }
+    std::fs::read_to_string(path).map_err(read_error)
 }
 
 #[cfg(test)]

@@ -20,16 +20,13 @@ use time::OffsetDateTime;
 use tonic::transport::{Certificate, ClientTlsConfig, ServerTlsConfig};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::certs::{CA_CERT_FILE, identity_of_parsed};
+pub use crate::certs::PEM_FILE_BYTES_MAX;
+use crate::certs::{CA_CERT_FILE, identity_of_parsed, read_file};
 use crate::{CertError, Identity, PEM_TEXT};
 
 /// The longest a TLS handshake may take before the connection is dropped, so a peer that
 /// opens a connection and stalls cannot hold it.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The largest certificate or key file read, far above any real one, so a wrong path
-/// (a log, a disk image) is refused instead of read into memory.
-pub const PEM_FILE_BYTES_MAX: u64 = 1024 * 1024;
 
 /// The most certificates one PEM file may hold.
 pub const PEM_CERTS_MAX: usize = 16;
@@ -103,35 +100,6 @@ impl TlsFiles {
             key: Pem::file(&self.key, read_file("key", &self.key)?),
         })
     }
-}
-
-/// Reads a PEM file, naming it in every error.
-pub(crate) fn read_file(what: &'static str, path: &Path) -> Result<String, CertError> {
-    let read_error = |source: std::io::Error| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            CertError::Missing {
-                what,
-                path: path.to_path_buf(),
-            }
-        } else {
-            CertError::Read {
-                what,
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    };
-    let len = std::fs::metadata(path).map_err(read_error)?.len();
-    if len > PEM_FILE_BYTES_MAX {
-        return Err(CertError::Invalid {
-            what,
-            origin: path.display().to_string(),
-            reason: format!(
-                "it is {len} bytes, more than {PEM_FILE_BYTES_MAX}; is this the right file?"
-            ),
-        });
-    }
-    std::fs::read_to_string(path).map_err(read_error)
 }
 
 /// One PEM text and where it came from, for error messages.
