@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use tally::offline::{parse_payload, qr_payload, read_offline_bytes};
+use tally_village::offline::{parse_payload, qr_payload, read_offline_bytes};
 
 fuzz_target!(|data: &[u8]| {
     if let Err(e) = read_offline_bytes(Path::new("fuzz.input"), data) {

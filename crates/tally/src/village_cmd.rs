@@ -3,25 +3,14 @@
 //! journal (`submit`), corrects it with a new version (`correct`), prints it as a QR code for
 //! the offline path (`qr`), and looks at what became of every sheet (`status`).
 //!
-//! # Layout
-//! - [`config`]: `village.toml`, all problems at once; the key and certificate checked
-//!   against the definition.
-//! - [`journal`]: the redb journal that makes a crash or a dropped link lose nothing and
-//!   count nothing twice (see its module doc).
-//! - [`fill`]: the double-entry prompts.
-//! - this file: the commands, and [`deliver`], which sends the pending sheets with retries.
+//! The device's config, journal, double entry and QR payloads are `tally-village`'s; this
+//! module holds the commands, and [`deliver`], which sends the pending sheets with retries.
 
-pub mod config;
-pub mod fill;
-pub mod journal;
-
-use crate::cli::Outcome;
-use crate::table::{Align, Table};
+use crate::outcome::Outcome;
 use crate::{say, say_part};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 use config::{Identity, VillageConfig};
-use journal::{Entry, Journal, Record, State};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,6 +19,9 @@ use tally_core::sheet::{ROUND_MAX, Round, TallySheet};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;
 use tally_rpc::pb::township_client::TownshipClient;
+use tally_table::{Align, Table};
+use tally_village::journal::{Entry, Journal, Record, State};
+use tally_village::{config, fill};
 use tonic::transport::Endpoint;
 
 /// The most sheets in one Submit call (the township's bound).
@@ -330,7 +322,7 @@ fn read_files(
             }
             continue;
         }
-        let sheets = match crate::offline::read_offline(path) {
+        let sheets = match tally_village::offline::read_offline(path) {
             Ok(sheets) => sheets,
             Err(e) => {
                 refusals.refuse(&name, &format!("{e:#}"));
@@ -821,7 +813,7 @@ fn qr(config_path: &Path, contest: &str, round: u32, png: Option<&Path>) -> Resu
             round.0
         );
     };
-    let payload = crate::offline::qr_payload(&entry.signed);
+    let payload = tally_village::offline::qr_payload(&entry.signed);
     let colours = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     say!(
         "Unit {}, {} ({}), digest {}",
@@ -835,10 +827,13 @@ fn qr(config_path: &Path, contest: &str, round: u32, png: Option<&Path>) -> Resu
             "note: the township refused this sheet ({message}); a township import of this code will refuse it too"
         );
     }
-    say_part!("{}", crate::offline::terminal_qr(&payload, colours)?);
+    say_part!(
+        "{}",
+        tally_village::offline::terminal_qr(&payload, colours)?
+    );
     say!("payload (the same, as text): {payload}");
     if let Some(png) = png {
-        let picture = crate::offline::qr_png(&payload)?;
+        let picture = tally_village::offline::qr_png(&payload)?;
         std::fs::write(png, picture).with_context(|| format!("cannot write {}", png.display()))?;
         say!("QR code written to {}", png.display());
     }
