@@ -5,7 +5,7 @@
 //!
 //! This crate owns the bundle format ([`Manifest`], [`RecordLine`]), reading the export
 //! stream ([`read_export`]), writing a bundle ([`write_bundle`]), the verifier
-//! ([`verify_bundle`], returning a [`VerifyReport`]) and the offline intake ([`intake`]: verify,
+//! ([`verify_bundle`], returning a [`VerifyReport`]) and the offline intake ([`mod@intake`]: verify,
 //! validate and record signed sheets, the same steps the county runs) the verifier rebuilds the
 //! county's ledger with. It prints nothing and returns one error type, [`Error`]. It must not
 //! depend on the county's or the township's server crates, nor on the `tally` binary: an

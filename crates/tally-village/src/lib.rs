@@ -15,6 +15,7 @@
 //! journal.rs  the redb journal that makes a crash or a dropped link lose nothing and count
 //!             nothing twice (see its module doc)
 //! fill.rs     the double-entry prompts
+//! submit.rs   submit and correct: sign, check, journal, deliver with retries; told to a Clerk
 //! offline.rs  QR payloads (TALLY1:), QR pictures for the terminal and PNG, and reading
 //!             bundles, payload files and pictures back
 //! ```
@@ -23,3 +24,4 @@ pub mod config;
 pub mod fill;
 pub mod journal;
 pub mod offline;
+pub mod submit;

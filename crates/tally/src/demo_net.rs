@@ -2,7 +2,7 @@
 //! over mutual TLS on 127.0.0.1.
 //!
 //! It generates the county, a dev CA with a certificate for every replica, township, polling
-//! unit and the operator, and the config of each ([`crate::localnet`]); starts a three-replica
+//! unit and the operator, and the config of each ([`tally_localnet`]); starts a three-replica
 //! county cluster and one aggregator per township (`tally county`, `tally township`); and lets
 //! every polling unit submit its signed sheets through its own `tally village submit` process,
 //! spread over a window as counts close through the evening. Partway it kills the county

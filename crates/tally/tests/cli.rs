@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tempfile::TempDir;
 
-/// Exit codes of `tally` (see `crates/tally/src/cli.rs`).
+/// Exit codes of `tally` (see `crates/tally/src/outcome.rs`).
 const EXIT_SUCCESS: i32 = 0;
 const EXIT_FAILURE: i32 = 1;
 const EXIT_FINDINGS: i32 = 3;

@@ -1,5 +1,5 @@
 //! `tally status` against real processes: three `tally county` replicas and two `tally
-//! township` aggregators of a synthetic county (crates/tally/src/localnet.rs).
+//! township` aggregators of a synthetic county (crates/tally-localnet/src/lib.rs).
 //!
 //! Every process the test starts is killed when the test ends (the fleet's drop).
 
