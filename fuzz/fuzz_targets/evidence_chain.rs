@@ -1,11 +1,11 @@
 //! The evidence bundle's `chain.jsonl`: arbitrary text through `read_chain`
-//! (crates/tally/src/evidence.rs), which `tally verify` runs on a bundle from anyone. It must
+//! (crates/tally-evidence/src/lib.rs), which `tally verify` runs on a bundle from anyone. It must
 //! never panic, and a chain it finds nothing wrong with must hold, for every record, an
 //! envelope that decodes and a head that the next link starts from.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tally::evidence::{Findings, read_chain};
+use tally_evidence::{Findings, read_chain};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

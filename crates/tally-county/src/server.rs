@@ -3,20 +3,24 @@
 //!
 //! [`open`] and [`router`] take their network from outside (a [`Dialer`] and whatever the
 //! router is served on), so tests and the simulation assemble replicas the same way
-//! [`crate::config`]'s `tally county` does over TCP and TLS.
+//! [`serve`] does over TCP and TLS for `tally county`: [`server_tls`] checks the replica's
+//! certificate, [`serve`] runs the replica a [`CountyConfig`] describes on listeners it is
+//! handed until `shutdown` ends or its driver stops.
 
+use crate::config::CountyConfig;
 use crate::limits;
 use crate::node::{self, NodeHandle, Placement};
 use crate::replica::{Options, Replica, ReplicaError};
 use crate::service::{AdminService, CountyService, RaftService, Shared};
 use crate::storage::{self, DiskStorage, StorageError};
 use crate::transport::Dialer;
+use crate::transport::TlsDialer;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tally_core::definition::Definition;
-use tally_net::guard;
+use tally_net::{Role, guard};
 use tally_rpc::pb::admin_server::AdminServer;
 use tally_rpc::pb::county_server::CountyServer;
 use tally_rpc::pb::raft_server::RaftServer;
@@ -40,6 +44,19 @@ pub struct ReplicaSetup {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The replica's TLS files, or its certificate is not this replica's (`file` is the
+    /// config file). The message includes the cause.
+    #[error("{file}: [tls]{message}")]
+    Tls { file: PathBuf, message: String },
+    /// The data directory could not be opened (`file` is the config file).
+    #[error("{file}: {open}")]
+    Open {
+        file: PathBuf,
+        open: Box<ServeError>,
+    },
+    /// The gRPC server could not start or failed; the message includes the cause.
+    #[error("{0}")]
+    Server(String),
     #[error("data_dir {dir}: {source}")]
     Storage {
         dir: PathBuf,
@@ -249,4 +266,202 @@ pub fn router(mut server: tonic::transport::Server, shared: Arc<Shared>) -> Rout
                 .max_decoding_message_size(raft.message_bytes_max()),
             raft,
         ))
+}
+
+/// How long calls in progress may take to finish once a replica is told to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How a replica that served stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Served {
+    /// Told to stop (`shutdown` ended); calls in progress had [`SHUTDOWN_GRACE`] to finish.
+    Stopped,
+    /// Its driver stopped on a failure of its own: `exit_status` is
+    /// [`crate::fault::EXIT_STORAGE`] when its storage failed, [`crate::fault::EXIT_DRIVER`]
+    /// otherwise; `reason` is the stopped status's. Logged already.
+    Failed { exit_status: u8, reason: String },
+}
+
+/// The replica's server TLS configuration, after checking that its certificate is this
+/// replica's own (`tally://replica/ID` for the config's `replica_id`).
+pub fn server_tls(config: &CountyConfig) -> Result<tonic::transport::ServerTlsConfig, ServeError> {
+    let file = config.file.clone();
+    let (tls, identity) = config.tls.server_tls().map_err(|e| ServeError::Tls {
+        file: file.clone(),
+        message: format!(": {e}"),
+    })?;
+    if identity.role() != Role::Replica || identity.replica_id() != Some(config.replica_id) {
+        return Err(ServeError::Tls {
+            file,
+            message: format!(
+                " cert {} is {}'s certificate, but this is replica {}; point cert and key at replica-{}.pem and replica-{}.key",
+                config.tls.cert.display(),
+                identity.uri(),
+                config.replica_id,
+                config.replica_id,
+                config.replica_id
+            ),
+        });
+    }
+    Ok(tls)
+}
+
+/// `tally county`: opens the replica `config` describes (founding the cluster on a founder's
+/// first start) and serves it on `listener` with mutual TLS, and `/metrics` and the dashboard
+/// on `http_listener` when there is one, until `shutdown` ends (then calls in progress get
+/// [`SHUTDOWN_GRACE`]) or the replica's driver stops (its storage failed). Must be called
+/// inside a multi-threaded tokio runtime.
+pub async fn serve(
+    config: &CountyConfig,
+    definition: Arc<Definition>,
+    tls: tonic::transport::ServerTlsConfig,
+    listener: tokio::net::TcpListener,
+    http_listener: Option<tokio::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Served, ServeError> {
+    let dialer = Arc::new(TlsDialer::new(&config.tls).map_err(|e| ServeError::Tls {
+        file: config.file.clone(),
+        message: format!(": {e}"),
+    })?);
+    let opened = open(ReplicaSetup {
+        cluster_id: config.cluster_id.clone(),
+        replica_id: config.replica_id,
+        data_dir: config.data_dir.clone(),
+        definition,
+        initial_voters: config.initial_voters.clone(),
+        peers: config.peers.clone(),
+        tick: config.tick,
+        compact_after_entries: config.compact_after_entries,
+        dialer,
+    })
+    .map_err(|e| ServeError::Open {
+        file: config.file.clone(),
+        open: Box::new(e),
+    })?;
+    log_start(config, &opened);
+    // Small answers must not wait for Nagle's algorithm (tonic's `tcp_nodelay` does not
+    // reach sockets from a listener given to it, so it is set here).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)));
+    let incoming = tally_net::limit_connections(incoming, limits::CONNECTIONS_MAX);
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .map_err(|e| ServeError::Server(format!("TLS configuration: {}", with_causes(&e))))?
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)));
+    // On SIGTERM or Ctrl-C stop taking calls, give calls in progress a moment, then stop:
+    // the other replicas' raft streams never end by themselves.
+    let (stopping, stop) = tokio::sync::oneshot::channel::<()>();
+    // The HTTP listener (metrics, dashboard) stops when the gRPC server is told to.
+    let (http_stopping, http_stop) = tokio::sync::watch::channel(false);
+    if let Some(listener) = http_listener {
+        serve_http(
+            config.replica_id,
+            listener,
+            opened.shared.clone(),
+            http_stop,
+        );
+    }
+    // A replica whose driver stopped (its storage failed) takes no more calls and exits
+    // non-zero, so that systemd starts it again: staying up would only answer "stopped".
+    let mut driver = opened.node.status();
+    let replica_id = config.replica_id;
+    let serve = router(server, opened.shared).serve_with_incoming_shutdown(incoming, async move {
+        tokio::select! {
+            _ = shutdown => {
+                tracing::info!(replica = replica_id, "stopping");
+            }
+            _ = driver.wait_for(|s| !s.running) => {}
+        }
+        let _ = http_stopping.send(true);
+        let _ = stopping.send(());
+    });
+    tokio::select! {
+        served = serve => served.map_err(|e| {
+            ServeError::Server(format!("the gRPC server failed: {}", with_causes(&e)))
+        })?,
+        _ = async {
+            let _ = stop.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {}
+    }
+    let last = opened.node.status().borrow().clone();
+    if !last.running {
+        let status = if last.storage_failed {
+            crate::fault::EXIT_STORAGE
+        } else {
+            crate::fault::EXIT_DRIVER
+        };
+        let reason = last.stopped.clone().unwrap_or_default();
+        tracing::error!(
+            replica = config.replica_id,
+            exit_status = status,
+            "replica {} stopped: {reason}; exiting with status {status}",
+            config.replica_id
+        );
+        return Ok(Served::Failed {
+            exit_status: status,
+            reason,
+        });
+    }
+    tracing::info!(replica = config.replica_id, "stopped");
+    Ok(Served::Stopped)
+}
+
+/// Logs how the replica started: founded the cluster, waits to be added, or resumed.
+fn log_start(config: &CountyConfig, opened: &Opened) {
+    let status = opened.node.status().borrow().clone();
+    let how = if opened.founded {
+        format!(
+            "founded cluster {} with voters {:?}",
+            config.cluster_id, config.initial_voters
+        )
+    } else if status.voters.is_empty() && status.learners.is_empty() {
+        "waiting to be added to the cluster (tally cluster add) and sent a snapshot".to_owned()
+    } else {
+        format!("resumed at applied index {}", status.applied_index)
+    };
+    tracing::info!(
+        replica = config.replica_id,
+        cluster = %config.cluster_id,
+        listen = %config.listen,
+        data_dir = %config.data_dir.display(),
+        "replica {} serving; {how}",
+        config.replica_id
+    );
+}
+
+/// Serves `/metrics` and the dashboard on `listener` until `http_stop` turns true.
+fn serve_http(
+    replica_id: u64,
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut http_stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let address = listener.local_addr().ok();
+    tracing::info!(
+        replica = replica_id,
+        http = ?address,
+        "serving /metrics and the dashboard over HTTP"
+    );
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = crate::http::serve(listener, shared, stopped).await {
+            tracing::error!(error = %e, "the HTTP listener failed");
+        }
+    });
+}
+
+/// An error and every error under it, as `error: cause: cause`.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
 }

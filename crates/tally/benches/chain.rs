@@ -3,7 +3,7 @@
 //! gRPC over mutual TLS, with real fsyncs.
 //!
 //! A synthetic county of 20 townships and about 5,000 polling units (10,000 signed sheets) is
-//! laid out with [`tally::localnet`]. 1,000 polling units submit at once, each over its own
+//! laid out with [`tally_localnet`]. 1,000 polling units submit at once, each over its own
 //! TLS connection with its own village certificate, one sheet per call as a unit's device
 //! does; a unit that is done hands its place to the next, which connects afresh.
 //!
@@ -22,8 +22,8 @@ use anyhow::{Context, Result, anyhow};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tally::localnet::{LocalCounty, Watch};
 use tally_core::ids::TownshipId;
+use tally_localnet::{LocalCounty, Watch};
 use tally_net::{Identity, Role, TlsFiles};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;

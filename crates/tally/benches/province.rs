@@ -14,7 +14,7 @@
 //! Timings are taken as the best of a few runs, because the machine is shared.
 
 use std::time::{Duration, Instant};
-use tally::intake::intake;
+use tally_evidence::intake::intake;
 use tally_synth::{self as synth, GenParams};
 
 fn peak_memory_mib() -> f64 {

@@ -3,10 +3,10 @@
 //! reports what was written; the certificates, the naming rule and the refusal to overwrite
 //! live in `tally-net`.
 
-use crate::cli::Outcome;
-use crate::files::load_definition;
+use crate::outcome::Outcome;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
+use tally_files::load_definition;
 use tally_net::certs::{CA_CERT_FILE, CA_KEY_FILE};
 use tally_net::{Identity, Role};
 

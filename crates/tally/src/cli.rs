@@ -2,37 +2,15 @@
 //! exit codes tell success (0), failure (1), a usage error (2, from clap) and findings (3)
 //! apart, so scripts can act on them.
 
-use crate::files::{self, load_definition, read_secret_key, sheet_bundle_paths};
-use crate::intake::intake;
+use crate::outcome::{EXIT_FAILURE, EXIT_FINDINGS, EXIT_PENDING, Outcome};
 use crate::report::{self, Format};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tally_synth::{self as synth, GenParams};
-
-/// What a command found, for its exit code.
-pub enum Outcome {
-    /// Done, nothing to flag.
-    Clean,
-    /// Done, and there are findings the user must look at (refused sheets, warnings, conflicts).
-    Findings,
-    /// `tally village submit`: some sheets were refused (by the township, or here before
-    /// sending); the others went through. Exit 1.
-    Refused,
-    /// `tally village submit`: some sheets are still pending after the retry window; they are
-    /// safe in the journal and the same command sends them. Exit 2.
-    Pending,
-    /// `tally county`: the replica stopped on a failure of its own (its storage failed: 74,
-    /// `tally_county::fault::EXIT_STORAGE`; another: 70), logged with the cause. Not 0, so
-    /// systemd's `Restart=on-failure` starts it again.
-    Stopped(u8),
-}
-
-pub const EXIT_FAILURE: u8 = 1;
-pub const EXIT_FINDINGS: u8 = 3;
-/// `tally village submit` only: sheets still pending, run it again.
-pub const EXIT_PENDING: u8 = 2;
+use tally_evidence::intake::intake;
+use tally_files::{self as files, load_definition, read_bundles, read_secret_key, write_generated};
+use tally_synth::GenParams;
 
 #[derive(Parser)]
 #[command(
@@ -136,7 +114,7 @@ enum Command {
     /// signed it, the hash chain, the county's results at that log index and the definition.
     Export {
         #[command(flatten)]
-        client: crate::county_cmd::ClientArgs,
+        client: crate::client::ClientArgs,
         /// The operator certificate to use (operator-NAME.pem in --pki).
         #[arg(long, default_value = "operator")]
         operator: String,
@@ -296,14 +274,14 @@ fn run(command: Command) -> Result<Outcome> {
             definition,
             out,
             stale,
-        } => crate::evidence::export(crate::evidence::ExportArgs {
+        } => crate::evidence_cmd::export(crate::evidence_cmd::ExportArgs {
             client,
             operator,
             definition,
             out,
             stale,
         }),
-        Command::Verify { bundle, format } => crate::evidence::verify(&bundle, format),
+        Command::Verify { bundle, format } => crate::evidence_cmd::verify(&bundle, format),
         Command::Status(args) => crate::status_cmd::run(args),
         Command::Publish(args) => crate::publish::run(args),
         Command::Submit(args) => crate::county_cmd::submit(args),
@@ -400,32 +378,6 @@ fn sign(definition: &Path, key: &Path, out: &Path, sheet_files: &[PathBuf]) -> R
     Ok(Outcome::Clean)
 }
 
-/// Reads every bundle named, with errors that name the file.
-pub fn read_bundles(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<tally_proto::SignedSheet>)>> {
-    sheet_bundle_paths(paths)?
-        .into_iter()
-        .map(|path| {
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let sheets = tally_proto::read_bundle(&bytes).with_context(|| {
-                // An unsigned clerk's file given where a signed bundle belongs is the likely
-                // mistake; say so.
-                let looks_like_sheet_file = std::str::from_utf8(&bytes)
-                    .is_ok_and(|t| t.contains("unit =") || t.contains("unit="));
-                if looks_like_sheet_file {
-                    format!(
-                        "{} is a sheet file a clerk fills in, not a signed bundle; sign it first with `tally sheet sign`",
-                        path.display()
-                    )
-                } else {
-                    format!("{} is not a readable sheet bundle", path.display())
-                }
-            })?;
-            Ok((path, sheets))
-        })
-        .collect()
-}
-
 /// Refuses to report on nothing: an empty set of bundles is a mistake worth naming.
 fn require_sheets(bundles: &[(PathBuf, Vec<tally_proto::SignedSheet>)]) -> Result<()> {
     if bundles.iter().all(|(_, sheets)| sheets.is_empty()) {
@@ -462,76 +414,5 @@ fn results(definition: &Path, sheets: &[PathBuf], format: Format) -> Result<Outc
         Outcome::Findings
     } else {
         Outcome::Clean
-    })
-}
-
-/// Generates a county into `out` and returns a one-paragraph summary.
-/// What [`write_generated_full`] wrote: the summary line, the generated county (with its
-/// keys) and every sheet signed.
-pub struct Written {
-    pub summary: String,
-    pub generated: synth::Generated,
-    pub signed: Vec<tally_proto::SignedSheet>,
-}
-
-pub fn write_generated(params: &GenParams, out: &Path) -> Result<String> {
-    Ok(write_generated_full(params, out)?.summary)
-}
-
-pub fn write_generated_full(params: &GenParams, out: &Path) -> Result<Written> {
-    if out.exists()
-        && std::fs::read_dir(out)
-            .with_context(|| format!("cannot list {}", out.display()))?
-            .next()
-            .is_some()
-    {
-        bail!(
-            "{} is not empty; give a new folder to generate into",
-            out.display()
-        );
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let generated = synth::generate(params)?;
-    let files = synth::files(&generated);
-    let write = |name: &str, contents: &[u8]| -> Result<()> {
-        let path = out.join(name);
-        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))
-    };
-    write("election.toml", files.definition_toml.as_bytes())?;
-    write("townships.csv", files.townships_csv.as_bytes())?;
-    write("contests.csv", files.contests_csv.as_bytes())?;
-    write("candidates.csv", files.candidates_csv.as_bytes())?;
-    write("units.csv", files.units_csv.as_bytes())?;
-    write("unit-keys.csv", files.unit_keys_csv.as_bytes())?;
-    write("township-keys.csv", files.township_keys_csv.as_bytes())?;
-    let signed = synth::sign_all(&generated);
-    write("sheets.sheets", &tally_proto::write_bundle(&signed))?;
-    let mut notes = String::new();
-    for s in &generated.scenarios {
-        notes.push_str("- ");
-        notes.push_str(s);
-        notes.push('\n');
-    }
-    write(
-        "SCENARIOS.md",
-        format!("# Planted cases\n\n{notes}").as_bytes(),
-    )?;
-    let seats: u64 = generated.contests.iter().map(|c| u64::from(c.seats)).sum();
-    let voters: u64 = generated.units.iter().map(|u| u.registered_voters).sum();
-    let summary = format!(
-        "generated {} in {}: {} townships, {} contests, {} seats, {} units, {} registered voters, {} signed sheets",
-        params.county_name,
-        out.display(),
-        generated.townships.len(),
-        generated.contests.len(),
-        seats,
-        generated.units.len(),
-        voters,
-        signed.len()
-    );
-    Ok(Written {
-        summary,
-        generated,
-        signed,
     })
 }

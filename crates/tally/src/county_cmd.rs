@@ -2,9 +2,11 @@
 //! view and administration of the cluster) and `tally submit` (forward signed sheets to the
 //! county as a township).
 
-use crate::cli::Outcome;
-use crate::files::load_definition;
-use crate::table::Table;
+use crate::client::{
+    ClientArgs, channel, client_config, init_logging, look, operator_files, runtime,
+    shutdown_signal,
+};
+use crate::outcome::Outcome;
 use crate::{say, say_part};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
@@ -12,63 +14,25 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tally_county::config::CountyConfig;
-use tally_county::server::{self, ReplicaSetup};
-use tally_county::transport::{TlsDialer, host_of};
+use tally_county::server::{self, Served};
+use tally_files::load_definition;
 use tally_net::{Identity, Role, TlsFiles};
 use tally_rpc::pb;
 use tally_rpc::pb::admin_client::AdminClient;
 use tally_rpc::pb::county_client::CountyClient;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tally_table::Table;
+use tonic::transport::Channel;
 
-/// Logs go to standard error: human-readable by default, JSON lines with `TALLY_LOG_FORMAT=json`;
-/// the level comes from `TALLY_LOG` (e.g. `info`, `tally_county=debug`), default `info`.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if std::env::var("TALLY_LOG_FORMAT").as_deref() == Ok("json") {
-        let _ = builder.json().try_init();
-    } else {
-        let _ = builder.try_init();
-    }
-}
-
-/// How long calls in progress may take to finish once a replica is told to stop.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
-/// `tally county --config county.toml`.
+/// `tally county --config county.toml`: reads the config and the definition, checks the
+/// replica's certificate, binds its listeners, then serves with `tally_county::server::serve`
+/// until SIGTERM or Ctrl-C.
 pub fn serve(config_path: &Path) -> Result<Outcome> {
     let config = CountyConfig::load(config_path).map_err(|e| anyhow!("{e}"))?;
     let definition = Arc::new(
         load_definition(&config.definition)
             .with_context(|| format!("{}: definition", config.file.display()))?,
     );
-    let (tls, identity) = config
-        .tls
-        .server_tls()
-        .map_err(|e| anyhow!("{}: [tls]: {e}", config.file.display()))?;
-    if identity.role() != Role::Replica || identity.replica_id() != Some(config.replica_id) {
-        bail!(
-            "{}: [tls] cert {} is {}'s certificate, but this is replica {}; point cert and key at replica-{}.pem and replica-{}.key",
-            config.file.display(),
-            config.tls.cert.display(),
-            identity.uri(),
-            config.replica_id,
-            config.replica_id,
-            config.replica_id
-        );
-    }
+    let tls = server::server_tls(&config).map_err(|e| anyhow!("{e}"))?;
     init_logging();
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -92,171 +56,21 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
             )?),
             None => None,
         };
-        let dialer = Arc::new(
-            TlsDialer::new(&config.tls)
-                .map_err(|e| anyhow!("{}: [tls]: {e}", config.file.display()))?,
-        );
-        let opened = server::open(ReplicaSetup {
-            cluster_id: config.cluster_id.clone(),
-            replica_id: config.replica_id,
-            data_dir: config.data_dir.clone(),
+        let served = server::serve(
+            &config,
             definition,
-            initial_voters: config.initial_voters.clone(),
-            peers: config.peers.clone(),
-            tick: config.tick,
-            compact_after_entries: config.compact_after_entries,
-            dialer,
+            tls,
+            listener,
+            http_listener,
+            shutdown_signal(),
+        )
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+        Ok(match served {
+            Served::Stopped => Outcome::Clean,
+            Served::Failed { exit_status, .. } => Outcome::Stopped(exit_status),
         })
-        .map_err(|e| anyhow!("{}: {e}", config.file.display()))?;
-        let status = opened.node.status().borrow().clone();
-        let how = if opened.founded {
-            format!(
-                "founded cluster {} with voters {:?}",
-                config.cluster_id, config.initial_voters
-            )
-        } else if status.voters.is_empty() && status.learners.is_empty() {
-            "waiting to be added to the cluster (tally cluster add) and sent a snapshot".to_owned()
-        } else {
-            format!("resumed at applied index {}", status.applied_index)
-        };
-        tracing::info!(
-            replica = config.replica_id,
-            cluster = %config.cluster_id,
-            listen = %config.listen,
-            data_dir = %config.data_dir.display(),
-            "replica {} serving; {how}",
-            config.replica_id
-        );
-        // Small answers must not wait for Nagle's algorithm (tonic's `tcp_nodelay` does not
-        // reach sockets from a listener given to it, so it is set here).
-        let incoming = tonic::transport::server::TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(30)));
-        let incoming =
-            tally_net::limit_connections(incoming, tally_county::limits::CONNECTIONS_MAX);
-        let server = tonic::transport::Server::builder()
-            .tls_config(tls)
-            .context("TLS configuration")?
-            .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(10)));
-        // On SIGTERM or Ctrl-C stop taking calls, give calls in progress a moment, then stop:
-        // the other replicas' raft streams never end by themselves.
-        let (stopping, stop) = tokio::sync::oneshot::channel::<()>();
-        // The HTTP listener (metrics, dashboard) stops when the gRPC server is told to.
-        let (http_stopping, http_stop) = tokio::sync::watch::channel(false);
-        if let Some(listener) = http_listener {
-            let address = listener.local_addr().ok();
-            tracing::info!(
-                replica = config.replica_id,
-                http = ?address,
-                "serving /metrics and the dashboard over HTTP"
-            );
-            let shared = opened.shared.clone();
-            let mut http_stop = http_stop.clone();
-            tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = http_stop.wait_for(|stop| *stop).await;
-                };
-                if let Err(e) = tally_county::http::serve(listener, shared, stopped).await {
-                    tracing::error!(error = %e, "the HTTP listener failed");
-                }
-            });
-        }
-        drop(http_stop);
-        // A replica whose driver stopped (its storage failed) takes no more calls and exits
-        // non-zero, so that systemd starts it again: staying up would only answer "stopped".
-        let mut driver = opened.node.status();
-        let replica_id = config.replica_id;
-        let serve = server::router(server, opened.shared).serve_with_incoming_shutdown(
-            incoming,
-            async move {
-                tokio::select! {
-                    _ = shutdown_signal() => {
-                        tracing::info!(replica = replica_id, "stopping");
-                    }
-                    _ = driver.wait_for(|s| !s.running) => {}
-                }
-                let _ = http_stopping.send(true);
-                let _ = stopping.send(());
-            },
-        );
-        tokio::select! {
-            served = serve => served.context("the gRPC server failed")?,
-            _ = async {
-                let _ = stop.await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } => {}
-        }
-        let last = opened.node.status().borrow().clone();
-        if !last.running {
-            let status = if last.storage_failed {
-                tally_county::fault::EXIT_STORAGE
-            } else {
-                tally_county::fault::EXIT_DRIVER
-            };
-            let reason = last.stopped.clone().unwrap_or_default();
-            tracing::error!(
-                replica = config.replica_id,
-                exit_status = status,
-                "replica {} stopped: {reason}; exiting with status {status}",
-                config.replica_id
-            );
-            return Ok(Outcome::Stopped(status));
-        }
-        tracing::info!(replica = config.replica_id, "stopped");
-        Ok(Outcome::Clean)
     })
-}
-
-/// Ends on SIGTERM or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let term = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-/// How an operator or township client reaches the cluster.
-#[derive(Args, Clone)]
-pub struct ClientArgs {
-    /// Replica addresses (host:port), comma-separated; any one will do, the others are tried
-    /// when it does not answer.
-    #[arg(long, value_delimiter = ',', required = true, env = "TALLY_SERVERS")]
-    pub servers: Vec<String>,
-    /// The folder with ca.pem and your certificate (as `tally certs` writes it).
-    #[arg(long, env = "TALLY_PKI")]
-    pub pki: PathBuf,
-}
-
-/// Reads and checks a client's TLS files once; [`channel`] names the host per address.
-pub(crate) fn client_config(files: &TlsFiles) -> Result<ClientTlsConfig> {
-    let (tls, _) = files.client_tls("localhost").map_err(|e| anyhow!("{e}"))?;
-    Ok(tls)
-}
-
-pub(crate) fn channel(tls: &ClientTlsConfig, address: &str) -> Result<Channel> {
-    Ok(Endpoint::from_shared(format!("https://{address}"))
-        .with_context(|| format!("{address} is not host:port"))?
-        .tls_config(tls.clone().domain_name(host_of(address)))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
-        .connect_lazy())
 }
 
 #[derive(Subcommand)]
@@ -329,11 +143,6 @@ pub enum ClusterCommand {
         operator: String,
         id: u64,
     },
-}
-
-pub(crate) fn operator_files(pki: &Path, name: &str) -> Result<TlsFiles> {
-    let identity = Identity::new(Role::Operator, name).map_err(|e| anyhow!("--operator: {e}"))?;
-    Ok(TlsFiles::in_dir(pki, &identity))
 }
 
 pub fn cluster(command: ClusterCommand) -> Result<Outcome> {
@@ -489,7 +298,7 @@ async fn cluster_results(
     match format {
         crate::report::Format::Json => say!("{}", r.result_json),
         crate::report::Format::Table | crate::report::Format::Csv => {
-            use crate::table::Align::{Left, Right};
+            use tally_table::Align::{Left, Right};
             let mut table = Table::new(&[
                 ("contest", Left),
                 ("name", Left),
@@ -502,7 +311,7 @@ async fn cluster_results(
                 let mut elected: Vec<String> = c
                     .elected
                     .iter()
-                    .map(|e| format!("{} ({})", e.name, crate::table::thousands(e.votes)))
+                    .map(|e| format!("{} ({})", e.name, tally_table::thousands(e.votes)))
                     .collect();
                 if c.vacancies > 0 {
                     elected.push(format!("{} seat(s) vacant", c.vacancies));
@@ -535,9 +344,9 @@ async fn cluster_results(
                     county.contests_total,
                     county.seats_filled,
                     county.seats_total,
-                    crate::table::thousands(county.units_reported),
-                    crate::table::thousands(county.units_expected),
-                    crate::table::percent(county.voted, county.registered_voters)
+                    tally_table::thousands(county.units_reported),
+                    tally_table::thousands(county.units_expected),
+                    tally_table::percent(county.voted, county.registered_voters)
                 );
             }
             say_part!("{}", table.render());
@@ -560,87 +369,6 @@ async fn cluster_results(
     } else {
         Outcome::Findings
     })
-}
-
-/// Each replica's answer (None: unreachable) and what needs attention.
-type ClusterLook = (Vec<(String, Option<pb::StatusResponse>)>, Vec<String>);
-
-/// Asks every replica named, and every replica they know of, for its status.
-pub(crate) async fn look(client: &ClientArgs, files: &TlsFiles) -> Result<ClusterLook> {
-    let tls = client_config(files)?;
-    let mut rows = Vec::new();
-    let mut problems = Vec::new();
-    let mut addresses: Vec<String> = client.servers.clone();
-    let mut i = 0;
-    while i < addresses.len() {
-        let address = addresses[i].clone();
-        i += 1;
-        let mut county = CountyClient::new(channel(&tls, &address)?);
-        match tokio::time::timeout(Duration::from_secs(5), county.status(pb::StatusRequest {}))
-            .await
-        {
-            Ok(Ok(response)) => {
-                let s = response.into_inner();
-                for a in s.addresses.values() {
-                    if !addresses.contains(a) {
-                        addresses.push(a.clone());
-                    }
-                }
-                rows.push((address, Some(s)));
-            }
-            Ok(Err(e)) => {
-                problems.push(format!("{address}: {}", e.message()));
-                rows.push((address, None));
-            }
-            Err(_) => {
-                problems.push(format!("{address}: no answer within 5 s"));
-                rows.push((address, None));
-            }
-        }
-    }
-    let answered: Vec<&pb::StatusResponse> = rows.iter().filter_map(|(_, s)| s.as_ref()).collect();
-    for s in &answered {
-        if !s.running {
-            problems.push(format!(
-                "replica {} has stopped: {}",
-                s.replica_id, s.stopped
-            ));
-        }
-    }
-    let leader = answered.iter().find(|s| s.role == "leader");
-    match leader {
-        None => {
-            problems.push("no replica is the leader: the cluster cannot accept sheets".to_owned())
-        }
-        Some(l) => {
-            for p in &l.peers {
-                if !p.reachable {
-                    problems.push(match p.last_heard_ms {
-                        0 => format!(
-                            "replica {} has not been heard from since the leader started",
-                            p.replica_id
-                        ),
-                        ms => format!(
-                            "replica {} has not been heard from for {:.1} s",
-                            p.replica_id,
-                            ms as f64 / 1000.0
-                        ),
-                    });
-                } else if p.lag > 1000 {
-                    problems.push(format!(
-                        "replica {} lags {} entries behind",
-                        p.replica_id, p.lag
-                    ));
-                }
-            }
-        }
-    }
-    Ok((rows, problems))
-}
-
-/// True when nothing about the cluster needs attention.
-pub(crate) async fn healthy(client: &ClientArgs, files: &TlsFiles) -> Result<bool> {
-    Ok(look(client, files).await?.1.is_empty())
 }
 
 pub(crate) async fn status(
@@ -676,7 +404,7 @@ pub(crate) async fn status(
             )?
         );
     } else {
-        use crate::table::Align::{Left, Right};
+        use tally_table::Align::{Left, Right};
         let mut table = Table::new(&[
             ("replica", Right),
             ("address", Left),
@@ -804,7 +532,7 @@ pub struct SubmitReport {
     pub duplicates: usize,
     pub conflicts: usize,
     pub superseded: usize,
-    pub refused: Vec<crate::intake::Refusal>,
+    pub refused: Vec<tally_evidence::intake::Refusal>,
     /// Batches sent again after an unavailable replica, a new leader or a timeout.
     pub retries: usize,
     pub seconds: f64,
@@ -823,7 +551,7 @@ fn township_keys(
 ) -> Result<std::collections::HashMap<String, ed25519_dalek::SigningKey>> {
     let mut keys = std::collections::HashMap::new();
     if let (Some(township), Some(key)) = (&args.township, &args.key) {
-        keys.insert(township.clone(), crate::files::read_secret_key(key)?);
+        keys.insert(township.clone(), tally_files::read_secret_key(key)?);
         return Ok(keys);
     }
     let Some(path) = &args.keys else {
@@ -874,7 +602,7 @@ pub fn submit(args: SubmitArgs) -> Result<Outcome> {
     }
     let definition = load_definition(&args.definition)?;
     let keys = township_keys(&args)?;
-    let mut bundles = crate::cli::read_bundles(&args.sheets)?;
+    let mut bundles = tally_files::read_bundles(&args.sheets)?;
     if let Some(limit) = args.limit {
         let mut left = limit;
         for (_, sheets) in &mut bundles {
@@ -893,7 +621,7 @@ pub fn submit(args: SubmitArgs) -> Result<Outcome> {
                 (Some(t), _) => t.clone(),
                 (None, Some(unit)) => unit.township.to_string(),
                 (None, None) => {
-                    report.refused.push(crate::intake::Refusal {
+                    report.refused.push(tally_evidence::intake::Refusal {
                         source,
                         sheet: String::new(),
                         code: "E205".into(),
@@ -1035,7 +763,7 @@ async fn send_all(
                     Kind::Superseded => report.superseded += 1,
                     Kind::Conflict => {
                         report.conflicts += 1;
-                        report.refused.push(crate::intake::Refusal {
+                        report.refused.push(tally_evidence::intake::Refusal {
                             source: source.clone(),
                             sheet: String::new(),
                             code: "conflict".into(),
@@ -1043,7 +771,7 @@ async fn send_all(
                         });
                     }
                     Kind::Refused | Kind::Unspecified => {
-                        report.refused.push(crate::intake::Refusal {
+                        report.refused.push(tally_evidence::intake::Refusal {
                             source: source.clone(),
                             sheet: String::new(),
                             code: outcome.code.clone(),

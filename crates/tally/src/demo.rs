@@ -2,13 +2,14 @@
 //! county, verifies and records every signed sheet, computes the result and the seats, and
 //! says where everything is. The networked demo comes with the county and township services.
 
-use crate::cli::{Outcome, read_bundles, write_generated};
-use crate::files::load_definition;
-use crate::intake::intake;
+use crate::outcome::Outcome;
 use crate::report::{self, Format};
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Instant;
+use tally_evidence::intake::intake;
+use tally_files::load_definition;
+use tally_files::{read_bundles, write_generated};
 use tally_synth::GenParams;
 
 pub fn run(dir: Option<PathBuf>) -> Result<Outcome> {

@@ -2,7 +2,7 @@
 //! over mutual TLS on 127.0.0.1.
 //!
 //! It generates the county, a dev CA with a certificate for every replica, township, polling
-//! unit and the operator, and the config of each ([`crate::localnet`]); starts a three-replica
+//! unit and the operator, and the config of each ([`tally_localnet`]); starts a three-replica
 //! county cluster and one aggregator per township (`tally county`, `tally township`); and lets
 //! every polling unit submit its signed sheets through its own `tally village submit` process,
 //! spread over a window as counts close through the evening. Partway it kills the county
@@ -12,9 +12,9 @@
 //! sheets), the seat allocation and the replication status, and leaves everything in one
 //! folder.
 
-use crate::cli::Outcome;
+use crate::client::ClientArgs;
 use crate::county_cmd;
-use crate::localnet::{Layout, LocalCounty, Proc, REPLICAS, Watch};
+use crate::outcome::Outcome;
 use crate::report::{self, Format};
 use crate::say;
 use anyhow::{Context, Result, bail};
@@ -26,6 +26,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tally_localnet::{Layout, LocalCounty, Proc, REPLICAS, Watch};
 use tally_proto::SignedSheet;
 use tally_synth::GenParams;
 
@@ -66,16 +67,16 @@ pub fn run(args: DemoArgs) -> Result<Outcome> {
     }
     let started = Instant::now();
     say!("tally demo: the whole chain on the built-in sample county, as processes on 127.0.0.1\n");
-    let program = crate::localnet::this_program()?;
-    let mut county = LocalCounty::prepare_with(
+    let program = tally_localnet::this_program()?;
+    let mut county = LocalCounty::prepare_noting(
         &dir,
         &GenParams::sample(),
         &program,
-        true,
-        crate::localnet::Options { http: true },
+        tally_localnet::Options { http: true },
+        &|line| say!("{line}"),
     )?;
     let waves = Waves::split(&county)?;
-    let runtime = county_cmd::runtime()?;
+    let runtime = crate::client::runtime()?;
     let outcome = runtime.block_on(drive(&args, &mut county, &waves));
     if args.keep_running && outcome.is_ok() {
         say!("\nThe cluster and the townships keep running; Ctrl-C stops them.");
@@ -411,10 +412,11 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
     )?;
 
     say!("\n9. Replication status\n");
-    let (client, files) = county.operator_client()?;
+    let (servers, pki, files) = county.operator_client()?;
+    let client = ClientArgs { servers, pki };
     // The restarted replica may still be catching up for a moment; status says so.
     for _ in 0..50 {
-        if county_cmd::healthy(&client, &files).await? {
+        if crate::client::healthy(&client, &files).await? {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -542,7 +544,7 @@ async fn county_results(county: &LocalCounty) -> Result<Outcome> {
         county.layout.county.join("sheets.sheets"),
         county.sheets.clone(),
     )];
-    let intake = crate::intake::intake(&county.definition, &bundles);
+    let intake = tally_evidence::intake::intake(&county.definition, &bundles);
     let offline = tally_core::results::compute(&county.definition, &intake.ledger);
     let same = serde_json::to_value(&offline)? == online;
     say!(
@@ -578,7 +580,7 @@ async fn county_results(county: &LocalCounty) -> Result<Outcome> {
 /// Where to look afterwards.
 fn explain(county: &LocalCounty) {
     let (layout, setup) = (&county.layout, county);
-    let program = crate::localnet::this_program()
+    let program = tally_localnet::this_program()
         .map_or_else(|_| "tally".to_owned(), |p| p.display().to_string());
     let root = &layout.root;
     say!("  sample-county/   the election definition, keys and every signed sheet");

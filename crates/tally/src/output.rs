@@ -8,12 +8,12 @@ pub fn write_stdout(args: std::fmt::Arguments) {
     if let Err(e) = stdout.write_fmt(args) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             // Exiting runs no destructors: stop the demo's servers here.
-            crate::localnet::kill_all_children();
+            tally_localnet::kill_all_children();
             std::process::exit(0);
         }
         eprintln!("error: cannot write to standard output: {e}");
-        crate::localnet::kill_all_children();
-        std::process::exit(i32::from(crate::cli::EXIT_FAILURE));
+        tally_localnet::kill_all_children();
+        std::process::exit(i32::from(crate::outcome::EXIT_FAILURE));
     }
 }
 

@@ -9,8 +9,8 @@
 //! decides an outcome: who is elected, what is vacant and what round is pending are the
 //! result's.
 
-use crate::cli::Outcome;
-use crate::county_cmd::{ClientArgs, client_config, operator_files, runtime};
+use crate::client::{ClientArgs, client_config, operator_files, runtime};
+use crate::outcome::Outcome;
 use crate::say;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
@@ -166,9 +166,9 @@ pub fn run(args: PublishArgs) -> Result<Outcome> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?
     } else if let Some(definition) = &args.definition {
-        let definition = crate::files::load_definition(definition)?;
-        let bundles = crate::cli::read_bundles(&args.sheets)?;
-        let intake = crate::intake::intake(&definition, &bundles);
+        let definition = tally_files::load_definition(definition)?;
+        let bundles = tally_files::read_bundles(&args.sheets)?;
+        let intake = tally_evidence::intake::intake(&definition, &bundles);
         let result = tally_core::results::compute(&definition, &intake.ledger);
         serde_json::to_value(&result)?
     } else {
@@ -199,7 +199,7 @@ async fn fetch(client: &ClientArgs, operator: &str) -> Result<serde_json::Value>
     let tls = client_config(&files)?;
     let mut errors = Vec::new();
     for address in &client.servers {
-        let mut county = CountyClient::new(crate::county_cmd::channel(&tls, address)?)
+        let mut county = CountyClient::new(crate::client::channel(&tls, address)?)
             .max_decoding_message_size(1 << 30);
         match county.results(pb::ResultsRequest::default()).await {
             Ok(r) => {
@@ -495,7 +495,7 @@ fn index_html(election: &str, reports: &[(String, String)]) -> String {
 /// The CSV files go through the one CSV writer of the `tally` command: quoting, and text
 /// cells guarded against spreadsheet formulas (a written-in name is whatever a unit sent).
 fn csv_text(records: Vec<Vec<String>>) -> Result<String> {
-    Ok(crate::table::csv_text(records))
+    Ok(tally_table::csv_text(records))
 }
 
 /// The status of a round in one word.

@@ -1,15 +1,15 @@
 //! What the command line prints: tables for people (Chinese names aligned), JSON for scripts,
 //! CSV for spreadsheets. Output is deterministic: the same input always prints the same bytes.
 
-use crate::cli::Outcome;
-use crate::files::load_definition;
-use crate::table::{Align, Table, percent, thousands};
+use crate::outcome::Outcome;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::path::Path;
 use tally_core::apportion::{self, Bounds, Method, Threshold, TieRule};
 use tally_core::congress::{Level, congress_seats};
 use tally_core::definition::Definition;
+use tally_files::load_definition;
+use tally_table::{Align, Table, percent, thousands};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -521,7 +521,7 @@ pub fn definition_seats(
 }
 
 /// Sheets as the intake saw them.
-pub fn print_intake(intake: &crate::intake::Intake, format: Format) -> Result<()> {
+pub fn print_intake(intake: &tally_evidence::intake::Intake, format: Format) -> Result<()> {
     match format {
         Format::Json => print_json(intake),
         Format::Csv | Format::Table => {
@@ -653,13 +653,13 @@ fn summary_cells(s: &Summary) -> Vec<String> {
 
 #[derive(Serialize)]
 struct ResultsJson<'a> {
-    intake: &'a crate::intake::Intake,
+    intake: &'a tally_evidence::intake::Intake,
     result: &'a ElectionResult,
 }
 
 pub fn print_results(
     definition: &Definition,
-    intake: &crate::intake::Intake,
+    intake: &tally_evidence::intake::Intake,
     result: &ElectionResult,
     format: Format,
 ) -> Result<()> {
@@ -744,7 +744,7 @@ pub fn results_csv(result: &ElectionResult) -> Table {
 /// and every contest with its elected deputies.
 pub fn results_table(
     definition: &Definition,
-    intake: &crate::intake::Intake,
+    intake: &tally_evidence::intake::Intake,
     result: &ElectionResult,
 ) -> String {
     use std::fmt::Write as _;

@@ -1,5 +1,5 @@
 //! `tally status`: the whole county at a glance for an operator: every replica (role, term,
-//! indexes, lag, health, from `county_cmd::look`) and every township aggregator (reachable,
+//! indexes, lag, health, from `client::look`) and every township aggregator (reachable,
 //! outbox depth and age, units reported, whether it reaches the county, its last error and
 //! refused sheets, from `Township.Picture`), as a table or as JSON; exit 3 with a list of
 //! problems when something needs attention.
@@ -11,9 +11,8 @@
 //! itself does not know the townships' addresses (townships dial the county, never the
 //! reverse), so they cannot be discovered from the cluster.
 
-use crate::cli::Outcome;
-use crate::county_cmd::{ClientArgs, client_config, look, operator_files, runtime};
-use crate::table::{Align, Table};
+use crate::client::{ClientArgs, client_config, look, operator_files, runtime};
+use crate::outcome::Outcome;
 use crate::{say, say_part};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
@@ -22,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tally_rpc::pb;
 use tally_rpc::pb::township_client::TownshipClient;
+use tally_table::{Align, Table};
 use tonic::transport::{Channel, Endpoint};
 
 /// How long one township may take to answer its picture.

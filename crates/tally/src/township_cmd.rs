@@ -1,9 +1,8 @@
 //! `tally township`: run a township aggregator (`--config township.toml`), import sheets that
 //! arrived offline (`import`), and show the township's picture (`picture`).
 
-use crate::cli::Outcome;
-use crate::county_cmd::{init_logging, runtime, shutdown_signal};
-use crate::table::{Align, Table};
+use crate::client::{init_logging, runtime, shutdown_signal};
+use crate::outcome::Outcome;
 use crate::{say, say_part};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
@@ -14,6 +13,7 @@ use tally_net::{Identity, Role, TlsFiles};
 use tally_rpc::pb;
 use tally_rpc::pb::sheet_outcome::Kind;
 use tally_rpc::pb::township_client::TownshipClient;
+use tally_table::{Align, Table};
 use tally_township::config::TownshipConfig;
 use tally_township::server;
 use tally_township::township::SUBMIT_SHEETS_MAX;
@@ -175,7 +175,7 @@ fn import(config_path: &Path, files: &[PathBuf]) -> Result<Outcome> {
     let config = TownshipConfig::load(config_path).map_err(|e| anyhow!("{e}"))?;
     let mut bundles = Vec::new();
     for path in files {
-        let sheets = crate::offline::read_offline(path)?;
+        let sheets = tally_village::offline::read_offline(path)?;
         if sheets.is_empty() {
             bail!("{} holds no signed sheets", path.display());
         }
@@ -423,7 +423,7 @@ fn print_picture(p: &pb::PictureResponse, format: crate::report::Format) -> Resu
         let mut elected: Vec<String> = c
             .elected
             .iter()
-            .map(|e| format!("{} ({})", e.name, crate::table::thousands(e.votes)))
+            .map(|e| format!("{} ({})", e.name, tally_table::thousands(e.votes)))
             .collect();
         if c.vacancies > 0 {
             elected.push(format!("{} seat(s) vacant", c.vacancies));
@@ -479,7 +479,7 @@ fn not_listed_line(m: &tally_rpc::pb::NotesNotListed) -> String {
     let count = |n: u64, one: &str, many: &str| {
         format!(
             "{} more {}",
-            crate::table::thousands(n),
+            tally_table::thousands(n),
             if n == 1 { one } else { many }
         )
     };

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tally::localnet::{LocalCounty, Tuning, Watch};
+use tally_localnet::{LocalCounty, Tuning, Watch};
 use tally_net::{Identity, Role, TlsFiles};
 use tally_synth::GenParams;
 use tonic::Code;

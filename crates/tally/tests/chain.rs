@@ -1,6 +1,6 @@
 //! The whole chain as processes on 127.0.0.1: a county cluster of three `tally county`
 //! replicas, one `tally township` aggregator per township, and `tally village` polling units,
-//! laid out by `tally::localnet` (a small synthetic county of three townships, a dev CA and a
+//! laid out by `tally_localnet` (a small synthetic county of three townships, a dev CA and a
 //! certificate for every replica, township, unit and the operator). Election night's accidents
 //! are played on it: the county goes away, a township is killed with a full outbox, a unit's
 //! device is killed mid-submit, clerks resend and sign conflicting sheets, a sheet is tampered
@@ -9,7 +9,7 @@
 //! Every test ends with the same check ([`Chain::check_county`]): every township's outbox is
 //! empty, the townships hold exactly the sheets they answered ACCEPTED or SUPERSEDED, every
 //! replica's hash chain holds each of them once, and the county's linearizable results equal
-//! the results computed offline (`tally::intake::intake`, `tally_core::results::compute`)
+//! the results computed offline (`tally_evidence::intake::intake`, `tally_core::results::compute`)
 //! from exactly those sheets.
 //!
 //! Every wait polls its condition with a deadline; a wait that runs out panics with what it
@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tally::localnet::{LocalCounty, Tuning, Watch};
 use tally_core::sheet::TallySheet;
+use tally_localnet::{LocalCounty, Tuning, Watch};
 use tally_net::{Identity, Role, TlsFiles};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;
@@ -667,8 +667,10 @@ impl Chain {
     /// `result_json`); every sheet must go into the ledger.
     fn offline_result(&self, sheets: &[SignedSheet]) -> Value {
         let definition = &self.county.definition;
-        let intake =
-            tally::intake::intake(definition, &[(PathBuf::from("stored"), sheets.to_vec())]);
+        let intake = tally_evidence::intake::intake(
+            definition,
+            &[(PathBuf::from("stored"), sheets.to_vec())],
+        );
         assert!(
             intake.refused.is_empty() && intake.conflicts == 0 && intake.duplicates == 0,
             "the stored sheets do not all go into an offline ledger: {:?}",

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tempfile::TempDir;
 
-/// Exit codes of `tally` (see `crates/tally/src/cli.rs`).
+/// Exit codes of `tally` (see `crates/tally/src/outcome.rs`).
 const EXIT_SUCCESS: i32 = 0;
 const EXIT_FAILURE: i32 = 1;
 const EXIT_FINDINGS: i32 = 3;
@@ -706,8 +706,8 @@ fn gen_sample_reproduces_examples_sample_county() {
 // row of the sample county's township-keys.csv; find the township by the key's id.
 #[test]
 fn example_township_keys_match_their_definitions() {
-    use tally::files::{load_definition, read_secret_key};
     use tally_core::ids::KeyId;
+    use tally_files::{load_definition, read_secret_key};
     let key_id = |key: &ed25519_dalek::SigningKey| KeyId::of(&key.verifying_key());
 
     let definition = load_definition(&small_town().join("election.toml")).unwrap();

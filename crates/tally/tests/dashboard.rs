@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tally::localnet::{LocalCounty, Options};
+use tally_localnet::{LocalCounty, Options};
 use tally_synth::GenParams;
 
 /// Three townships; the last one's sheets are held back, so it is a silent township.

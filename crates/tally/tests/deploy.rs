@@ -15,10 +15,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tally::county_cmd::SHUTDOWN_GRACE;
-use tally::village_cmd::config::VillageConfig;
 use tally_county::config::CountyConfig;
+use tally_county::server::SHUTDOWN_GRACE;
 use tally_township::config::TownshipConfig;
+use tally_village::config::VillageConfig;
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// Where `deploy/README.md` installs each server config: the file in `deploy/` and its path on
@@ -232,7 +232,7 @@ fn example_configs_parse_and_describe_one_county() {
     );
     assert!(township.listen.ip().is_unspecified());
 
-    let definition = tally::files::load_definition(&sample_county().join("election.toml"))
+    let definition = tally_files::load_definition(&sample_county().join("election.toml"))
         .expect("the sample definition loads");
     assert!(
         definition.township(&township.township_id).is_some(),

@@ -1,6 +1,6 @@
 //! Full disks, for real: a township aggregator and a county replica whose data directory is a
 //! tiny tmpfs (`mount -t tmpfs -o size=2m`) filled up under them, as `tally` processes on
-//! 127.0.0.1 laid out by `tally::localnet`. What is checked is what the clerk and the operator
+//! 127.0.0.1 laid out by `tally_localnet`. What is checked is what the clerk and the operator
 //! see (docs/design/township.md and county.md, "When the disk fails"; deploy/README.md):
 //!
 //! - the township: `tally township import` says the township's disk is full (not "is it running?"), nothing acknowledged is lost, the aggregator stays up,
@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use tally::localnet::{LocalCounty, Tuning, Watch};
+use tally_localnet::{LocalCounty, Tuning, Watch};
 use tally_proto::SignedSheet;
 use tally_synth::GenParams;
 
@@ -411,7 +411,7 @@ fn cluster_status(s: &Setup) -> (Option<i32>, serde_json::Value) {
         "--pki".as_ref(),
         s.county.layout.pki.as_os_str(),
         "--operator".as_ref(),
-        tally::localnet::OPERATOR.as_ref(),
+        tally_localnet::OPERATOR.as_ref(),
         "--format".as_ref(),
         "json".as_ref(),
     ]);
@@ -444,7 +444,7 @@ fn a_replica_whose_disk_fills_exits_74_and_the_cluster_shows_one_leader() {
         return;
     }
     let mut s = setup();
-    let mounts: Vec<(u64, Tmpfs)> = tally::localnet::REPLICAS
+    let mounts: Vec<(u64, Tmpfs)> = tally_localnet::REPLICAS
         .iter()
         .map(|id| {
             let dir = s.county.layout.servers.join(format!("data/replica-{id}"));
@@ -556,7 +556,7 @@ fn a_replica_whose_disk_fills_exits_74_and_the_cluster_shows_one_leader() {
             .iter()
             .filter(|r| r["chain_length"].as_u64() == Some(total as u64))
             .count();
-        (code == Some(0) && caught_up == tally::localnet::REPLICAS.len()).then_some(())
+        (code == Some(0) && caught_up == tally_localnet::REPLICAS.len()).then_some(())
     });
     s.county.fleet.check_alive().unwrap();
 }

@@ -9,7 +9,7 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tally::localnet::LocalCounty;
+use tally_localnet::LocalCounty;
 use tally_synth::GenParams;
 
 /// A county of two townships: some two hundred sheets, with the planted cases.

@@ -1,5 +1,5 @@
 //! `tally status` against real processes: three `tally county` replicas and two `tally
-//! township` aggregators of a synthetic county (crates/tally/src/localnet.rs).
+//! township` aggregators of a synthetic county (crates/tally-localnet/src/lib.rs).
 //!
 //! Every process the test starts is killed when the test ends (the fleet's drop).
 
@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tally::localnet::LocalCounty;
+use tally_localnet::LocalCounty;
 use tally_synth::GenParams;
 
 /// A county of two townships without planted cases: every sheet is clean.
@@ -113,7 +113,7 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
         .expect("the county is laid out");
     // Every township serves GET /metrics on a port of its own.
     let mut metrics_addresses = std::collections::BTreeMap::new();
-    let ports = tally::localnet::free_ports(county.township_addresses.len()).unwrap();
+    let ports = tally_localnet::free_ports(county.township_addresses.len()).unwrap();
     for (t, port) in county.township_addresses.keys().zip(ports) {
         let path = county.layout.township_config(t);
         let text = std::fs::read_to_string(&path).unwrap();

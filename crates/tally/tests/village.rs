@@ -288,7 +288,7 @@ impl Fixture {
             .build()
             .unwrap();
         let definition =
-            Arc::new(tally::files::load_definition(&small_town().join("election.toml")).unwrap());
+            Arc::new(tally_files::load_definition(&small_town().join("election.toml")).unwrap());
         let (cut, _) = tokio::sync::watch::channel(0u64);
         let fake = FakeTownship {
             definition,
@@ -891,7 +891,7 @@ fn a_correction_is_the_next_version_and_its_qr_reads_back() {
         "{}",
         run.dump()
     );
-    let read = tally::offline::read_offline(&fixture.path("sheet.png")).unwrap();
+    let read = tally_village::offline::read_offline(&fixture.path("sheet.png")).unwrap();
     assert_eq!(read.len(), 1);
     assert_eq!(
         tally_proto::encode_signed(&read[0]),

@@ -172,10 +172,10 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
                 self.say(&format!("{title}: both clerks agree on every field."))?;
                 return Ok(first);
             }
-            let mut table = crate::table::Table::new(&[
-                ("field", crate::table::Align::Left),
-                ("first clerk", crate::table::Align::Right),
-                ("second clerk", crate::table::Align::Right),
+            let mut table = tally_table::Table::new(&[
+                ("field", tally_table::Align::Left),
+                ("first clerk", tally_table::Align::Right),
+                ("second clerk", tally_table::Align::Right),
             ]);
             for &i in &differing {
                 table.row(vec![

@@ -108,6 +108,13 @@ fn problem_list(file: &Path, problems: &[Problem]) -> anyhow::Error {
 }
 
 /// Checks `host:port` loosely: a host name or address, a colon, a port from 1 to 65535.
+/// The host of `host:port` (brackets taken off an IPv6 address): the name the township's
+/// certificate must carry.
+fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 fn check_host_port(address: &str) -> Result<(), String> {
     const EXPECTED: &str =
         "write host:port, e.g. \"township-t01.example.gov.cn:7201\" or \"10.0.0.7:7201\"";
@@ -158,7 +165,7 @@ impl VillageConfig {
 
     /// Loads the definition and checks that the unit is in it.
     pub fn definition(&self) -> Result<Definition> {
-        let definition = crate::files::load_definition(&self.definition).map_err(|e| {
+        let definition = tally_files::load_definition(&self.definition).map_err(|e| {
             anyhow!(
                 "{}, line {}, definition: {e:#}",
                 self.file.display(),
@@ -193,7 +200,7 @@ impl VillageConfig {
     /// this unit's village certificate (`tally://village/UNIT`) from the county CA.
     pub fn check_identity(&self) -> Result<Identity> {
         let mut problems = Vec::new();
-        let definition = match crate::files::load_definition(&self.definition) {
+        let definition = match tally_files::load_definition(&self.definition) {
             Ok(d) => Some(d),
             Err(e) => {
                 problems.push(Problem {
@@ -211,7 +218,7 @@ impl VillageConfig {
             }
             unit
         });
-        let key = match crate::files::read_secret_key(&self.signing_key) {
+        let key = match tally_files::read_secret_key(&self.signing_key) {
             Ok(key) => Some(key),
             Err(e) => {
                 problems.push(Problem {
@@ -241,10 +248,7 @@ impl VillageConfig {
                 });
             }
         }
-        let tls = match self
-            .tls
-            .client_tls(tally_county::transport::host_of(&self.township))
-        {
+        let tls = match self.tls.client_tls(host_of(&self.township)) {
             Ok((tls, identity)) => {
                 if identity.role() != Role::Village || identity.name() != self.unit_id.as_str() {
                     problems.push(Problem {

@@ -3,6 +3,37 @@
 //! county claims at that index) beside the election definition; `tally verify` checks such a
 //! bundle from its files alone, with no access to the cluster. See docs/evidence.md.
 //!
+//! This crate owns the bundle format ([`Manifest`], [`RecordLine`]), reading the export
+//! stream ([`read_export`]), writing a bundle ([`write_bundle`]), the verifier
+//! ([`verify_bundle`], returning a [`VerifyReport`]) and the offline intake ([`mod@intake`]: verify,
+//! validate and record signed sheets, the same steps the county runs) the verifier rebuilds the
+//! county's ledger with. It prints nothing and returns one error type, [`Error`]. It must not
+//! depend on the county's or the township's server crates, nor on the `tally` binary: an
+//! observer builds a verifier from this crate, `tally-core` and `tally-proto` alone.
+//!
+//! # An independent verifier
+//!
+//! An observer (a candidate, a journalist, an election committee) can check a bundle with a
+//! program of their own that depends on this crate only:
+//!
+//! ```no_run
+//! // Cargo.toml: tally-evidence = { git = "...", package = "tally-evidence" }
+//! let report = tally_evidence::verify_bundle(std::path::Path::new("evidence-2026"))?;
+//! for finding in &report.findings {
+//!     println!("{} {}: {}", finding.kind, finding.sheet, finding.message);
+//! }
+//! println!(
+//!     "{}: head {} at log index {}",
+//!     if report.ok { "OK" } else { "NOT OK" },
+//!     report.chain_head,
+//!     report.log_index
+//! );
+//! # Ok::<(), tally_evidence::Error>(())
+//! ```
+//!
+//! Compare the head with the one the committee published: a bundle that checks proves that
+//! its results follow from its signed sheets under its definition.
+//!
 //! A bundle is a folder:
 //!
 //! ```text
@@ -17,23 +48,73 @@
 //! Verification never trusts a derived field: it recomputes every digest, link, signature
 //! and result from the sheet bytes and the definition, and compares.
 
-use crate::cli::Outcome;
-use crate::county_cmd::{ClientArgs, channel, client_config, operator_files};
-use crate::files::load_definition;
-use crate::intake::intake;
-use crate::report::Format;
-use crate::table::{Align, Table};
-use crate::{say, say_part};
-use anyhow::{Context, Result, anyhow, bail};
+//!
+//! # Layout
+//!
+//! ```text
+//! lib.rs     the format (Manifest, RecordLine, limits), Error, export (read_export,
+//!            write_bundle) and verify (verify_bundle as named steps, read_chain, compare_results)
+//! intake.rs  the offline intake: verify signatures, validate, record in a ledger exactly once
+//! ```
+
+pub mod intake;
+
+use intake::intake;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+use tally_core::definition::Definition;
+use tally_core::results::ElectionResult;
 use tally_proto::SignedSheet;
 use tally_proto::county::{CHAIN_HEAD_EMPTY, chain_link};
 use tally_rpc::pb;
 use tally_rpc::pb::county_client::CountyClient;
+
+/// Why a bundle cannot be exported, written or checked at all. Everything a check finds wrong
+/// inside a bundle is a [`Finding`], never an error. The messages are whole sentences with the
+/// cause included (no error here is the source of another), as the command line prints them.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or folder could not be read, written, listed or created.
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
+    /// A file is not the JSON it should be, or a value could not be encoded.
+    #[error("{what}: {cause}")]
+    Json {
+        what: String,
+        cause: serde_json::Error,
+    },
+    /// The election definition does not load (every problem, one per line).
+    #[error("{0}")]
+    Definition(String),
+    /// The bundle's own definition does not load.
+    #[error("the bundle's definition does not load: {0}")]
+    BundleDefinition(Box<Error>),
+    /// The manifest names a format this version does not read.
+    #[error("{manifest}: format {found:?}; this tally reads {BUNDLE_FORMAT:?}")]
+    Format { manifest: String, found: String },
+    /// A replica refused the export call or broke off its stream.
+    #[error("{0}")]
+    Refused(String),
+    /// The export stream or the bundle breaks the format (the message says how).
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl Error {
+    fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
+        move |cause| Error::Io { what, cause }
+    }
+
+    fn json(what: String) -> impl FnOnce(serde_json::Error) -> Error {
+        move |cause| Error::Json { what, cause }
+    }
+}
+
+/// What this crate's functions return.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The bundle format this version writes and reads.
 pub const BUNDLE_FORMAT: &str = "tally-evidence/1";
@@ -90,100 +171,56 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 // ------------------------------------------------------------------------------- export
 
-/// `tally export`.
-pub struct ExportArgs {
-    pub client: ClientArgs,
-    pub operator: String,
-    pub definition: PathBuf,
-    pub out: PathBuf,
-    pub stale: bool,
-}
-
-/// Reads the evidence from the first replica that answers, writes the bundle, then verifies
-/// it: a definition that is not the county's shows at once as signature or result findings.
-pub fn export(args: ExportArgs) -> Result<Outcome> {
-    let files = operator_files(&args.client.pki, &args.operator)?;
-    let (header, records) = crate::county_cmd::runtime()?.block_on(async {
-        let tls = client_config(&files)?;
-        let mut errors = Vec::new();
-        for address in &args.client.servers {
-            let mut county =
-                CountyClient::new(channel(&tls, address)?).max_decoding_message_size(64 << 20);
-            match read_export(&mut county, args.stale).await {
-                Ok(got) => return Ok(got),
-                Err(e) => errors.push(format!("{address}: {e:#}")),
-            }
-        }
-        Err(anyhow!(
-            "no replica could serve the export:\n  {}",
-            errors.join("\n  ")
-        ))
-    })?;
-    write_bundle(&args.out, &args.definition, &header, &records)?;
-    say!(
-        "wrote {}: {} chain records of {} at log index {}, head {}",
-        args.out.display(),
-        records.len(),
-        header.election,
-        header.log_index,
-        hex::encode(&header.chain_head)
-    );
-    let report = verify_bundle(&args.out)?;
-    say!(
-        "checked the bundle: {}",
-        if report.ok {
-            "every file, signature, link and result agrees".to_owned()
-        } else {
-            format!(
-                "{} finding(s); `tally verify {}` lists them",
-                report.findings_total,
-                args.out.display()
-            )
-        }
-    );
-    Ok(if report.ok {
-        Outcome::Clean
-    } else {
-        Outcome::Findings
-    })
-}
-
-async fn read_export(
+/// Reads one replica's export stream: its header, then every chain record it announced.
+/// (`tally export` tries each replica in turn, then [`write_bundle`]s what the first gave.)
+pub async fn read_export(
     county: &mut CountyClient<tonic::transport::Channel>,
     stale: bool,
 ) -> Result<(pb::ExportHeader, Vec<pb::ChainRecord>)> {
     let mut stream = county
         .export(pb::ExportRequest { stale })
         .await
-        .map_err(|s| anyhow!("{}", s.message()))?
+        .map_err(|s| Error::Refused(s.message().to_owned()))?
         .into_inner();
     let mut header = None;
     let mut records = Vec::new();
     while let Some(chunk) = stream
         .message()
         .await
-        .map_err(|s| anyhow!("{}", s.message()))?
+        .map_err(|s| Error::Refused(s.message().to_owned()))?
     {
         match (chunk.header, &header) {
             (Some(h), None) => header = Some(h),
-            (Some(_), Some(_)) => bail!("the export stream carries a second header"),
-            (None, None) => bail!("the export stream does not begin with its header"),
+            (Some(_), Some(_)) => {
+                return Err(malformed("the export stream carries a second header"));
+            }
+            (None, None) => {
+                return Err(malformed(
+                    "the export stream does not begin with its header",
+                ));
+            }
             (None, Some(_)) => {}
         }
         records.extend(chunk.records);
         if records.len() > BUNDLE_RECORDS_MAX {
-            bail!("the export carries more than {BUNDLE_RECORDS_MAX} records");
+            return Err(malformed(format!(
+                "the export carries more than {BUNDLE_RECORDS_MAX} records"
+            )));
         }
     }
-    let header = header.ok_or_else(|| anyhow!("the export stream ended without a header"))?;
+    let header = header.ok_or_else(|| malformed("the export stream ended without a header"))?;
     if records.len() as u64 != header.chain_length {
-        bail!(
+        return Err(malformed(format!(
             "the export ended after {} of the {} chain records its header announced; export again",
             records.len(),
             header.chain_length
-        );
+        )));
     }
     Ok((header, records))
+}
+
+fn malformed(message: impl Into<String>) -> Error {
+    Error::Malformed(message.into())
 }
 
 /// Writes the bundle folder (which must be new or empty).
@@ -195,23 +232,24 @@ pub fn write_bundle(
 ) -> Result<()> {
     if out.exists()
         && std::fs::read_dir(out)
-            .with_context(|| format!("cannot list {}", out.display()))?
+            .map_err(Error::io(format!("cannot list {}", out.display())))?
             .next()
             .is_some()
     {
-        bail!(
+        return Err(malformed(format!(
             "{} exists and is not empty; an evidence bundle is written to a new folder",
             out.display()
-        );
+        )));
     }
     let mut files = BTreeMap::new();
     let mut write = |relative: &str, bytes: &[u8]| -> Result<()> {
         let path = out.join(relative);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
+                .map_err(Error::io(format!("cannot create {}", parent.display())))?;
         }
-        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, bytes)
+            .map_err(Error::io(format!("cannot write {}", path.display())))?;
         files.insert(relative.to_owned(), sha256_hex(bytes));
         Ok(())
     };
@@ -220,23 +258,26 @@ pub fn write_bundle(
     let main_name = definition
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| anyhow!("{} is not a file name", definition.display()))?
+        .ok_or_else(|| malformed(format!("{} is not a file name", definition.display())))?
         .to_owned();
     let folder = definition
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let text = std::fs::read(definition).with_context(|| {
-        format!(
-            "cannot read the election definition {}",
-            definition.display()
-        )
-    })?;
-    let named = definition_files(definition)?;
+    let text = std::fs::read(definition).map_err(Error::io(format!(
+        "cannot read the election definition {}",
+        definition.display()
+    )))?;
+    let (_, mut named) = load_definition(definition)?;
+    check_below(definition, &named)?;
+    named.sort();
+    named.dedup();
     write(&format!("{DEFINITION_DIR}/{main_name}"), &text)?;
     for relative in &named {
-        let bytes = std::fs::read(folder.join(relative))
-            .with_context(|| format!("cannot read {}", folder.join(relative).display()))?;
+        let bytes = std::fs::read(folder.join(relative)).map_err(Error::io(format!(
+            "cannot read {}",
+            folder.join(relative).display()
+        )))?;
         write(&format!("{DEFINITION_DIR}/{relative}"), &bytes)?;
     }
 
@@ -245,7 +286,7 @@ pub fn write_bundle(
         let signed = record
             .sheet
             .as_ref()
-            .ok_or_else(|| anyhow!("chain record {position} carries no sheet"))?;
+            .ok_or_else(|| malformed(format!("chain record {position} carries no sheet")))?;
         let line = RecordLine {
             position: position as u64,
             log_index: record.log_index,
@@ -254,7 +295,9 @@ pub fn write_bundle(
             sheet: hex::encode(&signed.sheet),
             head: hex::encode(&record.head),
         };
-        chain.push_str(&serde_json::to_string(&line).context("encoding a chain record")?);
+        chain.push_str(
+            &serde_json::to_string(&line).map_err(Error::json("encoding a chain record".into()))?,
+        );
         chain.push('\n');
     }
     write(CHAIN_FILE, chain.as_bytes())?;
@@ -275,20 +318,19 @@ pub fn write_bundle(
         files,
     };
     let path = out.join(MANIFEST);
-    let text = serde_json::to_string_pretty(&manifest).context("encoding the manifest")?;
+    let text = serde_json::to_string_pretty(&manifest)
+        .map_err(Error::json("encoding the manifest".into()))?;
     std::fs::write(&path, format!("{text}\n"))
-        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(Error::io(format!("cannot write {}", path.display())))
 }
 
-/// The files a definition names (relative to its folder), as its loader asks for them. Only
-/// plain relative paths below the definition's folder are copied into a bundle.
-fn definition_files(definition: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(definition).with_context(|| {
-        format!(
-            "cannot read the election definition {}",
-            definition.display()
-        )
-    })?;
+/// Loads a definition, and names the files it read (relative to its folder) in the order its
+/// loader asked for them.
+pub fn load_definition(definition: &Path) -> Result<(Definition, Vec<String>)> {
+    let text = std::fs::read_to_string(definition).map_err(Error::io(format!(
+        "cannot read the election definition {}",
+        definition.display()
+    )))?;
     let folder = definition
         .parent()
         .map(Path::to_path_buf)
@@ -299,22 +341,26 @@ fn definition_files(definition: &Path) -> Result<Vec<String>> {
         let sibling = folder.join(relative);
         std::fs::read_to_string(&sibling).map_err(|e| format!("{} ({e})", sibling.display()))
     };
-    tally_core::definition::load(&definition.display().to_string(), &text, &mut read_sibling)
-        .map_err(|errors| anyhow!("{errors}"))?;
-    for relative in &named {
+    let loaded =
+        tally_core::definition::load(&definition.display().to_string(), &text, &mut read_sibling)
+            .map_err(|errors| Error::Definition(errors.to_string()))?;
+    Ok((loaded, named))
+}
+
+/// Only plain relative paths below the definition's folder are copied into a bundle.
+fn check_below(definition: &Path, named: &[String]) -> Result<()> {
+    for relative in named {
         if !Path::new(relative)
             .components()
             .all(|c| matches!(c, Component::Normal(_)))
         {
-            bail!(
+            return Err(malformed(format!(
                 "{}: the definition names {relative}, outside its own folder; an evidence bundle holds the definition's files below one folder, so move it beside the definition",
                 definition.display()
-            );
+            )));
         }
     }
-    named.sort();
-    named.dedup();
-    Ok(named)
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------- verify
@@ -375,17 +421,6 @@ pub struct VerifyReport {
     pub ok: bool,
 }
 
-/// `tally verify BUNDLE`.
-pub fn verify(bundle: &Path, format: Format) -> Result<Outcome> {
-    let report = verify_bundle(bundle)?;
-    print_report(&report, format)?;
-    Ok(if report.ok {
-        Outcome::Clean
-    } else {
-        Outcome::Findings
-    })
-}
-
 /// Collects findings with a bound per kind.
 #[derive(Default)]
 pub struct Findings {
@@ -412,23 +447,61 @@ impl Findings {
 }
 
 /// Checks a bundle from its files alone. An error means the bundle cannot be checked at all
-/// (no manifest, a definition that does not load); everything else is a finding.
+/// (no manifest, a definition that does not load); everything else is a finding. The steps,
+/// in order: the manifest, every file against its digest, the definition, the records and the
+/// chain, every signature and sheet (rebuilding the county's ledger), the results.
 pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
-    let manifest_path = bundle.join(MANIFEST);
-    let manifest_text = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-    let manifest: Manifest = serde_json::from_str(&manifest_text)
-        .with_context(|| format!("{} is not an evidence manifest", manifest_path.display()))?;
-    if manifest.format != BUNDLE_FORMAT {
-        bail!(
-            "{}: format {:?}; this tally reads {BUNDLE_FORMAT:?}",
-            manifest_path.display(),
-            manifest.format
-        );
-    }
+    let manifest = read_manifest(bundle)?;
     let mut findings = Findings::default();
+    check_files(bundle, &manifest, &mut findings);
+    let (definition, _) = load_definition(&bundle.join(&manifest.definition))
+        .map_err(|e| Error::BundleDefinition(Box::new(e)))?;
+    let records = check_chain(bundle, &manifest, &mut findings)?;
+    let recomputed = check_sheets(&definition, &records, &mut findings);
+    let result = check_results(bundle, &definition, &recomputed, &mut findings)?;
+    let findings_total = findings.total();
+    Ok(VerifyReport {
+        bundle: bundle.display().to_string(),
+        election: manifest.election,
+        log_index: manifest.log_index,
+        chain_head: manifest.chain_head,
+        chain_length: manifest.chain_length,
+        files_checked: manifest.files.len(),
+        records: records.len(),
+        counted: recomputed.accepted,
+        superseded: recomputed.superseded,
+        conflicts: recomputed.conflicts,
+        contests: result.contests.len(),
+        findings: findings.listed,
+        findings_not_listed: findings.not_listed,
+        findings_total,
+        ok: findings_total == 0,
+    })
+}
 
-    // 1. Every file is the one the manifest names.
+/// The manifest, in a format this version reads.
+pub fn read_manifest(bundle: &Path) -> Result<Manifest> {
+    let manifest_path = bundle.join(MANIFEST);
+    let manifest_text = std::fs::read_to_string(&manifest_path).map_err(Error::io(format!(
+        "cannot read {}",
+        manifest_path.display()
+    )))?;
+    let manifest: Manifest = serde_json::from_str(&manifest_text).map_err(Error::json(format!(
+        "{} is not an evidence manifest",
+        manifest_path.display()
+    )))?;
+    if manifest.format != BUNDLE_FORMAT {
+        return Err(Error::Format {
+            manifest: manifest_path.display().to_string(),
+            found: manifest.format,
+        });
+    }
+    Ok(manifest)
+}
+
+/// Step 1: every file is the one the manifest names, and the manifest names the ones a
+/// bundle must have.
+fn check_files(bundle: &Path, manifest: &Manifest, findings: &mut Findings) {
     for (relative, expected) in &manifest.files {
         if !Path::new(relative)
             .components()
@@ -460,18 +533,23 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
             ));
         }
     }
+}
 
-    let definition = load_definition(&bundle.join(&manifest.definition))
-        .context("the bundle's definition does not load")?;
+/// One record of `chain.jsonl` as read: the line, its envelope if it decodes, its stored head
+/// if it is 32 bytes of hex.
+pub type ChainRecordRead = (RecordLine, Option<SignedSheet>, Option<[u8; 32]>);
 
-    // 2. and 3. The records and the chain.
+/// Steps 2 and 3: the records and the chain ([`read_chain`]), then the chain against the
+/// manifest: its length, its head, its last log index.
+fn check_chain(
+    bundle: &Path,
+    manifest: &Manifest,
+    findings: &mut Findings,
+) -> Result<Vec<ChainRecordRead>> {
     let chain_path = bundle.join(CHAIN_FILE);
     let chain_text = std::fs::read_to_string(&chain_path)
-        .with_context(|| format!("cannot read {}", chain_path.display()))?;
-    let ChainRead {
-        records,
-        head: previous_head,
-    } = read_chain(&chain_text, &mut findings)?;
+        .map_err(Error::io(format!("cannot read {}", chain_path.display())))?;
+    let ChainRead { records, head } = read_chain(&chain_text, findings)?;
     if records.len() as u64 != manifest.chain_length {
         findings.push(Finding::new(
             "chain",
@@ -482,12 +560,12 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
             ),
         ));
     }
-    if hex::encode(previous_head) != manifest.chain_head {
+    if hex::encode(head) != manifest.chain_head {
         findings.push(Finding::new(
             "chain",
             format!(
                 "the last record's head is {}, but the manifest's chain head is {}",
-                hex::encode(previous_head),
+                hex::encode(head),
                 manifest.chain_head
             ),
         ));
@@ -503,9 +581,16 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
             ),
         ));
     }
+    Ok(records)
+}
 
-    // 4. Every signature and every sheet, through the same offline intake as `tally results`,
-    // in chain order: it rebuilds the county's ledger.
+/// Step 4: every signature and every sheet, through the same offline intake as `tally results`,
+/// in chain order: it rebuilds the county's ledger.
+fn check_sheets(
+    definition: &Definition,
+    records: &[ChainRecordRead],
+    findings: &mut Findings,
+) -> intake::Intake {
     let positions: Vec<&RecordLine> = records
         .iter()
         .filter(|(_, s, _)| s.is_some())
@@ -513,7 +598,7 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
         .collect();
     let envelopes: Vec<SignedSheet> = records.iter().filter_map(|(_, s, _)| s.clone()).collect();
     let labels: Vec<String> = envelopes.iter().map(sheet_label).collect();
-    let recomputed = intake(&definition, &[(PathBuf::from("record"), envelopes)]);
+    let recomputed = intake(definition, &[(PathBuf::from("record"), envelopes)]);
     for refusal in &recomputed.refused {
         // The county records a conflicting sheet (never counting it); the intake reports
         // it as a refusal, which here is expected.
@@ -548,44 +633,35 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
             ),
         ));
     }
+    recomputed
+}
 
-    // 5. The results, recomputed from the definition and the rebuilt ledger, against the
-    // county's claim.
-    let result = tally_core::results::compute(&definition, &recomputed.ledger);
-    let ours = serde_json::to_value(&result).context("encoding the recomputed result")?;
+/// Step 5: the results, recomputed from the definition and the rebuilt ledger, against the
+/// county's claim. Returns the recomputed result.
+fn check_results(
+    bundle: &Path,
+    definition: &Definition,
+    recomputed: &intake::Intake,
+    findings: &mut Findings,
+) -> Result<ElectionResult> {
+    let result = tally_core::results::compute(definition, &recomputed.ledger);
+    let ours = serde_json::to_value(&result)
+        .map_err(Error::json("encoding the recomputed result".into()))?;
     let results_path = bundle.join(RESULTS_FILE);
-    let claimed: Value = std::fs::read_to_string(&results_path)
-        .with_context(|| format!("cannot read {}", results_path.display()))
-        .and_then(|t| {
-            serde_json::from_str(&t)
-                .with_context(|| format!("{} is not JSON", results_path.display()))
-        })?;
-    compare_results(&claimed, &ours, &mut findings);
-
-    let findings_total = findings.listed.len() + findings.not_listed;
-    Ok(VerifyReport {
-        bundle: bundle.display().to_string(),
-        election: manifest.election,
-        log_index: manifest.log_index,
-        chain_head: manifest.chain_head,
-        chain_length: manifest.chain_length,
-        files_checked: manifest.files.len(),
-        records: records.len(),
-        counted: recomputed.accepted,
-        superseded: recomputed.superseded,
-        conflicts: recomputed.conflicts,
-        contests: result.contests.len(),
-        findings: findings.listed,
-        findings_not_listed: findings.not_listed,
-        findings_total,
-        ok: findings_total == 0,
-    })
+    let text = std::fs::read_to_string(&results_path)
+        .map_err(Error::io(format!("cannot read {}", results_path.display())))?;
+    let claimed: Value = serde_json::from_str(&text).map_err(Error::json(format!(
+        "{} is not JSON",
+        results_path.display()
+    )))?;
+    compare_results(&claimed, &ours, findings);
+    Ok(result)
 }
 
 /// `chain.jsonl` as read: each record with its envelope (if it decodes) and its stored head
 /// (if it is 32 bytes of hex), and the head after the last record.
 pub struct ChainRead {
-    pub records: Vec<(RecordLine, Option<SignedSheet>, Option<[u8; 32]>)>,
+    pub records: Vec<ChainRecordRead>,
     pub head: [u8; 32],
 }
 
@@ -596,10 +672,12 @@ pub struct ChainRead {
 /// [`BUNDLE_RECORDS_MAX`] records. Public for the fuzz target (`fuzz/`).
 pub fn read_chain(chain_text: &str, findings: &mut Findings) -> Result<ChainRead> {
     // The records, each line on its own.
-    let mut records: Vec<(RecordLine, Option<SignedSheet>, Option<[u8; 32]>)> = Vec::new();
+    let mut records: Vec<ChainRecordRead> = Vec::new();
     for (n, line) in chain_text.lines().enumerate() {
         if records.len() >= BUNDLE_RECORDS_MAX {
-            bail!("{CHAIN_FILE} holds more than {BUNDLE_RECORDS_MAX} records");
+            return Err(malformed(format!(
+                "{CHAIN_FILE} holds more than {BUNDLE_RECORDS_MAX} records"
+            )));
         }
         let parsed: RecordLine = match serde_json::from_str(line) {
             Ok(l) => l,
@@ -675,15 +753,16 @@ pub fn read_chain(chain_text: &str, findings: &mut Findings) -> Result<ChainRead
     })
 }
 
-fn decode_envelope(line: &RecordLine) -> Result<SignedSheet> {
+/// The envelope of a record, or why it does not decode (the message of a finding).
+fn decode_envelope(line: &RecordLine) -> Result<SignedSheet, String> {
     let field =
-        |name: &str, text: &str| hex::decode(text).map_err(|_| anyhow!("{name} is not hex"));
+        |name: &str, text: &str| hex::decode(text).map_err(|_| format!("{name} is not hex"));
     let envelope = pb::SignedSheet {
         sheet: field("sheet", &line.sheet)?,
         signature: field("signature", &line.signature)?,
         key_id: field("key_id", &line.key_id)?,
     };
-    SignedSheet::from_pb(envelope).map_err(|e| anyhow!("{e}"))
+    SignedSheet::from_pb(envelope).map_err(|e| e.to_string())
 }
 
 /// The label a sheet claims, read without checking its signature (for naming it only).
@@ -811,67 +890,4 @@ fn brief(value: &Value) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
     }
-}
-
-fn print_report(report: &VerifyReport, format: Format) -> Result<()> {
-    let mut table = Table::new(&[
-        ("kind", Align::Left),
-        ("record", Align::Right),
-        ("log index", Align::Right),
-        ("sheet", Align::Left),
-        ("contest", Align::Left),
-        ("code", Align::Left),
-        ("finding", Align::Left),
-    ]);
-    for f in &report.findings {
-        table.row(vec![
-            f.kind.to_owned(),
-            f.record.map(|r| r.to_string()).unwrap_or_default(),
-            f.log_index.map(|i| i.to_string()).unwrap_or_default(),
-            f.sheet.clone(),
-            f.contest.clone(),
-            f.code.clone(),
-            f.message.clone(),
-        ]);
-    }
-    match format {
-        Format::Json => say!(
-            "{}",
-            serde_json::to_string_pretty(report).context("encoding JSON")?
-        ),
-        Format::Csv => say_part!("{}", table.to_csv()),
-        Format::Table => {
-            say!(
-                "{} — evidence at log index {}, {} chain records, head {}",
-                report.election,
-                report.log_index,
-                report.chain_length,
-                report.chain_head
-            );
-            say!(
-                "checked {} files, {} records ({} counted, {} superseded, {} conflicting), {} contests recomputed",
-                report.files_checked,
-                report.records,
-                report.counted,
-                report.superseded,
-                report.conflicts,
-                report.contests
-            );
-            if report.ok {
-                say!(
-                    "OK: every file, signature and chain link checks, and the results recomputed from the sheets are the county's. Compare the head above with the one the committee published."
-                );
-            } else {
-                say_part!("{}", table.render());
-                if report.findings_not_listed > 0 {
-                    say!("… and {} more not listed", report.findings_not_listed);
-                }
-                say!(
-                    "NOT OK: {} finding(s); the bundle does not prove the county's results",
-                    report.findings_total
-                );
-            }
-        }
-    }
-    Ok(())
 }

@@ -97,7 +97,7 @@ pub const FORMULA_STARTS: [char; 10] = ['=', '+', '-', '@', '\t', '\r', '＝', '
 /// a lone `-`, is written as it is too: a sign with nothing after it is no formula.
 ///
 /// Every other cell is text (names, messages, ids, written-in names from polling units); if
-/// it begins with one of [`FORMULA_STARTS`] it gets a leading apostrophe, which spreadsheets
+/// it begins with one of `FORMULA_STARTS` it gets a leading apostrophe, which spreadsheets
 /// take as "this cell is text" (`=1+1` becomes `'=1+1`). A reader of the CSV who wants the
 /// text back removes one leading apostrophe from a text cell that begins with `'` followed by
 /// one of those characters.

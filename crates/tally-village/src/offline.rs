@@ -237,7 +237,7 @@ mod tests {
 
     fn small_town_sheets() -> Vec<SignedSheet> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/small-town");
-        let key = crate::files::read_secret_key(&root.join("keys/T01-U01.key")).unwrap();
+        let key = tally_files::read_secret_key(&root.join("keys/T01-U01.key")).unwrap();
         ["T01-U01-XH-C01.toml", "T01-U01-T01-X01.toml"]
             .iter()
             .map(|name| {

@@ -5,6 +5,18 @@
 //!
 //! [`Fleet`] stops every server it started when it is dropped, so an error or a panic never
 //! leaves servers behind.
+//!
+//! It runs the `tally` program it is given (the demo passes itself; tests and benchmarks the
+//! built binary) and talks to the servers over gRPC as an operator would. It must not depend on
+//! the server crates (`tally-county`, `tally-township`) nor on the binary: what it knows of them
+//! is their config files, their command lines and their gRPC services.
+//!
+//! # Layout
+//!
+//! ```text
+//! lib.rs   Layout (the folders), LocalCounty (prepare, start, stop, clients), Proc and Fleet
+//!          (child processes, killed on drop), Watch (status and results over gRPC), free_ports
+//! ```
 
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -16,16 +28,33 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_core::definition::Definition;
+use tally_files::load_definition;
 use tally_net::{Identity, Role, TlsFiles};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;
 use tally_rpc::pb::county_client::CountyClient;
 use tally_rpc::pb::township_client::TownshipClient;
 use tally_synth::GenParams;
-use tonic::transport::{Channel, ClientTlsConfig};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::county_cmd;
-use crate::files::load_definition;
+/// The operator's TLS files read and checked once; [`channel`] names the host per address.
+fn client_config(files: &TlsFiles) -> Result<ClientTlsConfig> {
+    let (tls, _) = files
+        .client_tls("localhost")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(tls)
+}
+
+/// A lazy channel to `address` (host:port on 127.0.0.1) over mutual TLS.
+fn channel(tls: &ClientTlsConfig, address: &str) -> Result<Channel> {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    Ok(Endpoint::from_shared(format!("https://{address}"))
+        .with_context(|| format!("{address} is not host:port"))?
+        .tls_config(tls.clone().domain_name(host))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy())
+}
 
 /// Every child process started here and not yet reaped, so a command that must exit at once
 /// (its reader went away: `tally demo | head`) can still stop them: see [`kill_all_children`].
@@ -212,9 +241,7 @@ impl LocalCounty {
         Self::prepare_with(root, params, program, say, Options::default())
     }
 
-    /// Generates the county of `params` under `root` (which must be new or empty), with a dev CA,
-    /// a certificate for every replica, township, polling unit and the operator, and every
-    /// config. `say` prints each step.
+    /// [`LocalCounty::prepare_noting`], printing each step to standard output when `say`.
     pub fn prepare_with(
         root: &Path,
         params: &GenParams,
@@ -222,15 +249,29 @@ impl LocalCounty {
         say: bool,
         options: Options,
     ) -> Result<LocalCounty> {
-        let layout = Layout::new(root)?;
-        let note = |line: String| {
+        let print = |line: &str| {
             if say {
-                crate::say!("{line}");
+                println!("{line}");
             }
         };
+        Self::prepare_noting(root, params, program, options, &print)
+    }
+
+    /// Generates the county of `params` under `root` (which must be new or empty), with a dev CA,
+    /// a certificate for every replica, township, polling unit and the operator, and every
+    /// config. Each step is handed to `say` as a line (the demo prints it its own way).
+    pub fn prepare_noting(
+        root: &Path,
+        params: &GenParams,
+        program: &Path,
+        options: Options,
+        say: &dyn Fn(&str),
+    ) -> Result<LocalCounty> {
+        let layout = Layout::new(root)?;
+        let note = |line: String| say(&line);
         let step = Instant::now();
         note("1. Generating the county, its keys and every polling unit's signed sheets".into());
-        let written = crate::cli::write_generated_full(params, &layout.county)?;
+        let written = tally_files::write_generated_full(params, &layout.county)?;
         note(format!("   {}", written.summary));
         let definition = Arc::new(load_definition(&layout.county.join("election.toml"))?);
         let generated = &written.generated;
@@ -307,7 +348,7 @@ impl LocalCounty {
             .join(", ");
         for (township, key) in &generated.township_keys {
             let key_path = layout.keys.join(format!("township-{township}.key"));
-            crate::files::write_secret(&key_path, &format!("{}\n", hex::encode(key.to_bytes())))?;
+            tally_files::write_secret(&key_path, &format!("{}\n", hex::encode(key.to_bytes())))?;
             let t = township.as_str();
             let text = format!(
                 "# Township aggregator {t} of the demo county.\n\
@@ -335,7 +376,7 @@ impl LocalCounty {
             let dir = layout.village_dir(u);
             fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             let key_path = dir.join("unit.key");
-            crate::files::write_secret(
+            tally_files::write_secret(
                 &key_path,
                 &format!("{}\n", hex::encode(unit.key.to_bytes())),
             )?;
@@ -658,14 +699,14 @@ impl Watch {
         let (layout, setup) = (&county.layout, county);
         let identity = Identity::new(Role::Operator, OPERATOR)?;
         let files = TlsFiles::in_dir(&layout.pki, &identity);
-        let tls: ClientTlsConfig = county_cmd::client_config(&files)?;
+        let tls: ClientTlsConfig = client_config(&files)?;
         let mut replicas = BTreeMap::new();
         for (id, address) in &setup.replica_addresses {
-            replicas.insert(*id, county_cmd::channel(&tls, address)?);
+            replicas.insert(*id, channel(&tls, address)?);
         }
         let mut townships = BTreeMap::new();
         for (t, address) in &setup.township_addresses {
-            townships.insert(t.clone(), county_cmd::channel(&tls, address)?);
+            townships.insert(t.clone(), channel(&tls, address)?);
         }
         Ok(Watch {
             replicas,
@@ -834,24 +875,22 @@ impl LocalCounty {
         }
     }
 
-    /// The operator's client settings for `tally cluster` functions.
-    pub fn operator_client(&self) -> Result<(county_cmd::ClientArgs, TlsFiles)> {
-        let client = county_cmd::ClientArgs {
-            servers: self.replica_addresses.values().cloned().collect(),
-            pki: self.layout.pki.clone(),
-        };
+    /// The operator's client settings for `tally cluster` functions: the replicas' addresses,
+    /// the folder of certificates, and the operator's TLS files in it.
+    pub fn operator_client(&self) -> Result<(Vec<String>, PathBuf, TlsFiles)> {
+        let servers = self.replica_addresses.values().cloned().collect();
         let files = TlsFiles::in_dir(&self.layout.pki, &Identity::new(Role::Operator, OPERATOR)?);
-        Ok((client, files))
+        Ok((servers, self.layout.pki.clone(), files))
     }
 
     /// The county's results, linearizable, from the first replica that answers.
     pub async fn county_results(&self) -> Result<pb::ResultsResponse> {
-        let (_, files) = self.operator_client()?;
-        let tls = county_cmd::client_config(&files)?;
+        let (_, _, files) = self.operator_client()?;
+        let tls = client_config(&files)?;
         let mut errors = Vec::new();
         for address in self.replica_addresses.values() {
-            let mut client = CountyClient::new(county_cmd::channel(&tls, address)?)
-                .max_decoding_message_size(1 << 30);
+            let mut client =
+                CountyClient::new(channel(&tls, address)?).max_decoding_message_size(1 << 30);
             match client.results(pb::ResultsRequest::default()).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(status) => errors.push(format!("{address}: {}", status.message())),

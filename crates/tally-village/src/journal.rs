@@ -355,7 +355,7 @@ mod tests {
 
     fn sheet(version: u32) -> (SignedSheet, Record) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/small-town");
-        let key = crate::files::read_secret_key(&root.join("keys/T01-U01.key")).unwrap();
+        let key = tally_files::read_secret_key(&root.join("keys/T01-U01.key")).unwrap();
         let text = std::fs::read_to_string(root.join("sheets/T01-U01-XH-C01.toml")).unwrap();
         let mut sheet = tally_core::sheet_file::parse("s.toml", &text).unwrap();
         sheet.version = version;

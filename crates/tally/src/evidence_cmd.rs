@@ -1,0 +1,145 @@
+//! `tally export` and `tally verify`: evidence bundles (see docs/evidence.md). The format,
+//! the writer and the verifier are `tally-evidence`'s; this module reaches the cluster as an
+//! operator, and prints.
+
+use crate::client::{ClientArgs, channel, client_config, operator_files, runtime};
+use crate::outcome::Outcome;
+use crate::report::Format;
+use crate::{say, say_part};
+use anyhow::{Context, Result, anyhow};
+use std::path::{Path, PathBuf};
+use tally_evidence::{VerifyReport, read_export, verify_bundle, write_bundle};
+use tally_rpc::pb::county_client::CountyClient;
+use tally_table::{Align, Table};
+
+/// `tally export`.
+pub struct ExportArgs {
+    pub client: ClientArgs,
+    pub operator: String,
+    pub definition: PathBuf,
+    pub out: PathBuf,
+    pub stale: bool,
+}
+
+/// Reads the evidence from the first replica that answers, writes the bundle, then verifies
+/// it: a definition that is not the county's shows at once as signature or result findings.
+pub fn export(args: ExportArgs) -> Result<Outcome> {
+    let files = operator_files(&args.client.pki, &args.operator)?;
+    let (header, records) = runtime()?.block_on(async {
+        let tls = client_config(&files)?;
+        let mut errors = Vec::new();
+        for address in &args.client.servers {
+            let mut county =
+                CountyClient::new(channel(&tls, address)?).max_decoding_message_size(64 << 20);
+            match read_export(&mut county, args.stale).await {
+                Ok(got) => return Ok(got),
+                Err(e) => errors.push(format!("{address}: {e}")),
+            }
+        }
+        Err(anyhow!(
+            "no replica could serve the export:\n  {}",
+            errors.join("\n  ")
+        ))
+    })?;
+    write_bundle(&args.out, &args.definition, &header, &records)?;
+    say!(
+        "wrote {}: {} chain records of {} at log index {}, head {}",
+        args.out.display(),
+        records.len(),
+        header.election,
+        header.log_index,
+        hex::encode(&header.chain_head)
+    );
+    let report = verify_bundle(&args.out)?;
+    say!(
+        "checked the bundle: {}",
+        if report.ok {
+            "every file, signature, link and result agrees".to_owned()
+        } else {
+            format!(
+                "{} finding(s); `tally verify {}` lists them",
+                report.findings_total,
+                args.out.display()
+            )
+        }
+    );
+    Ok(if report.ok {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
+}
+
+/// `tally verify BUNDLE`.
+pub fn verify(bundle: &Path, format: Format) -> Result<Outcome> {
+    let report = verify_bundle(bundle)?;
+    print_report(&report, format)?;
+    Ok(if report.ok {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
+}
+
+fn print_report(report: &VerifyReport, format: Format) -> Result<()> {
+    let mut table = Table::new(&[
+        ("kind", Align::Left),
+        ("record", Align::Right),
+        ("log index", Align::Right),
+        ("sheet", Align::Left),
+        ("contest", Align::Left),
+        ("code", Align::Left),
+        ("finding", Align::Left),
+    ]);
+    for f in &report.findings {
+        table.row(vec![
+            f.kind.to_owned(),
+            f.record.map(|r| r.to_string()).unwrap_or_default(),
+            f.log_index.map(|i| i.to_string()).unwrap_or_default(),
+            f.sheet.clone(),
+            f.contest.clone(),
+            f.code.clone(),
+            f.message.clone(),
+        ]);
+    }
+    match format {
+        Format::Json => say!(
+            "{}",
+            serde_json::to_string_pretty(report).context("encoding JSON")?
+        ),
+        Format::Csv => say_part!("{}", table.to_csv()),
+        Format::Table => {
+            say!(
+                "{} — evidence at log index {}, {} chain records, head {}",
+                report.election,
+                report.log_index,
+                report.chain_length,
+                report.chain_head
+            );
+            say!(
+                "checked {} files, {} records ({} counted, {} superseded, {} conflicting), {} contests recomputed",
+                report.files_checked,
+                report.records,
+                report.counted,
+                report.superseded,
+                report.conflicts,
+                report.contests
+            );
+            if report.ok {
+                say!(
+                    "OK: every file, signature and chain link checks, and the results recomputed from the sheets are the county's. Compare the head above with the one the committee published."
+                );
+            } else {
+                say_part!("{}", table.render());
+                if report.findings_not_listed > 0 {
+                    say!("… and {} more not listed", report.findings_not_listed);
+                }
+                say!(
+                    "NOT OK: {} finding(s); the bundle does not prove the county's results",
+                    report.findings_total
+                );
+            }
+        }
+    }
+    Ok(())
+}
