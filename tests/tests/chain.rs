@@ -21,30 +21,17 @@ use serde_json::Value;
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tally::localnet::{LocalCounty, Tuning, Watch};
 use tally_core::sheet::TallySheet;
 use tally_net::{Identity, Role, TlsFiles};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;
 use tally_rpc::pb::township_client::TownshipClient;
-use tally_synth::GenParams;
+use tally_tests::localnet::{LocalCounty, Tuning, Watch};
+use tally_tests::{Process, Run, lay_out_county, poll, small_county, tally};
 use tempfile::TempDir;
 use tonic::transport::Endpoint;
-
-/// Three townships of about 31 polling units each, two sheets per unit (186 in all): big
-/// enough that an outbox takes several batches, small enough to lay out in a second or two.
-fn params() -> GenParams {
-    GenParams {
-        seed: 5,
-        county_name: "测试县".into(),
-        townships: 3,
-        population: 60_000,
-        voters_per_station: 2_000,
-        scenarios: false,
-    }
-}
 
 /// A short raft tick, so the county elects a leader in well under a second once it is back;
 /// short pauses between a township's attempts, so it notices soon; small batches, so an
@@ -73,32 +60,6 @@ const EXIT_SUCCESS: i32 = 0;
 const EXIT_REFUSED: i32 = 1;
 const EXIT_PENDING: i32 = 2;
 const EXIT_FINDINGS: i32 = 3;
-
-/// One finished `tally` command.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn text(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// A child process killed when dropped, so a failing test leaves none behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The county with its servers running, and what the test has had stored.
 struct Chain {
@@ -141,16 +102,14 @@ impl Chain {
     /// Lays out the county, starts its three replicas and its township aggregators, and waits
     /// until a replica leads and every township answers.
     fn start() -> Chain {
-        let dir = tempfile::tempdir().expect("a temporary folder");
+        let dir = tally_tests::tempdir();
         let scratch = dir.path().join("test");
         std::fs::create_dir_all(&scratch).expect("the scratch folder");
-        let county = LocalCounty::prepare(
+        let county = lay_out_county(
             &dir.path().join("county"),
-            &params(),
-            Path::new(env!("CARGO_BIN_EXE_tally")),
-            false,
-        )
-        .unwrap_or_else(|e| panic!("cannot lay out the county: {e:#}"));
+            &small_county(5, 3),
+            Default::default(),
+        );
         county.tune(&TUNING).expect("the configs take the tuning");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -193,16 +152,11 @@ impl Chain {
 
     /// Polls `check` until it gives a value; fails with its last error after [`WAIT_MAX`].
     fn wait_for<T>(&self, what: &str, mut check: impl FnMut(&Chain) -> Result<T, String>) -> T {
-        let started = Instant::now();
-        loop {
-            match check(self) {
-                Ok(value) => return value,
-                Err(last) if started.elapsed() > WAIT_MAX => self.fail(&format!(
-                    "waited {WAIT_MAX:?} for {what}; last seen: {last}"
-                )),
-                Err(_) => std::thread::sleep(POLL),
-            }
-        }
+        poll(WAIT_MAX, POLL, || check(self)).unwrap_or_else(|last| {
+            self.fail(&format!(
+                "waited {WAIT_MAX:?} for {what}; last seen: {last}"
+            ))
+        })
     }
 
     // ---- the county's data
@@ -272,16 +226,14 @@ impl Chain {
         self.runs.set(n);
         let out = self.scratch.join(format!("run-{n}.out"));
         let err = self.scratch.join(format!("run-{n}.err"));
-        let child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        let child = tally()
             .args(args)
-            .env("NO_COLOR", "1")
-            .env("TALLY_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("an output file"))
             .stderr(std::fs::File::create(&err).expect("an output file"))
             .spawn()
             .expect("tally starts");
-        let mut child = KillOnDrop(child);
+        let mut child = Process(child);
         let started = Instant::now();
         let status = loop {
             if let Some(status) = child.0.try_wait().expect("the child can be waited for") {
@@ -328,7 +280,7 @@ impl Chain {
         let bundle = self.bundle(&format!("{unit}-first-report"), &sheets);
         let run = self.village_submit(unit, &[&bundle]);
         if run.code != EXIT_SUCCESS {
-            self.fail(&format!("unit {unit} did not deliver:\n{}", run.text()));
+            self.fail(&format!("unit {unit} did not deliver:\n{}", run.dump()));
         }
         let states = self.journal_states(unit);
         for signed in &sheets {
@@ -336,7 +288,7 @@ impl Chain {
             if state != Some("delivered ACCEPTED") {
                 self.fail(&format!(
                     "unit {unit}: a sheet is {state:?} in the journal, not delivered ACCEPTED\n{}",
-                    run.text()
+                    run.dump()
                 ));
             }
         }
@@ -366,7 +318,7 @@ impl Chain {
             self.fail(&format!(
                 "township {township} did not accept the {} imported sheets:\n{}",
                 sheets.len(),
-                run.text()
+                run.dump()
             ));
         }
         self.stored.extend(sheets.iter().cloned());
@@ -407,11 +359,11 @@ impl Chain {
         if run.code != EXIT_FINDINGS {
             self.fail(&format!(
                 "tally submit did not end with findings (exit 3):\n{}",
-                run.text()
+                run.dump()
             ));
         }
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
-            self.fail(&format!("the report is not JSON ({e}):\n{}", run.text()))
+            self.fail(&format!("the report is not JSON ({e}):\n{}", run.dump()))
         })
     }
 
@@ -432,11 +384,24 @@ impl Chain {
             "json",
         ]);
         if run.code != EXIT_SUCCESS && run.code != EXIT_FINDINGS {
-            return Err(format!("tally township picture failed:\n{}", run.text()));
+            return Err(format!("tally township picture failed:\n{}", run.dump()));
         }
         let json = serde_json::from_str(&run.stdout)
-            .map_err(|e| format!("the picture is not JSON ({e}):\n{}", run.text()))?;
+            .map_err(|e| format!("the picture is not JSON ({e}):\n{}", run.dump()))?;
         Ok((run.code, json))
+    }
+
+    /// Asserts that each of `sheets` is `state` in `unit`'s journal; shows the journal and
+    /// `context` when one is not.
+    fn assert_journal(&self, unit: &str, sheets: &[SignedSheet], state: &str, context: &str) {
+        let states = self.journal_states(unit);
+        for signed in sheets {
+            assert_eq!(
+                states.get(&digest(signed)).map(String::as_str),
+                Some(state),
+                "{states:?}\n{context}"
+            );
+        }
     }
 
     /// The unit's journal (`tally village status --format json`): each sheet's state by
@@ -451,10 +416,10 @@ impl Chain {
             "json",
         ]);
         if run.code != EXIT_SUCCESS && run.code != EXIT_FINDINGS {
-            self.fail(&format!("tally village status failed:\n{}", run.text()));
+            self.fail(&format!("tally village status failed:\n{}", run.dump()));
         }
         let rows: Vec<Value> = serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
-            self.fail(&format!("the status is not JSON ({e}):\n{}", run.text()))
+            self.fail(&format!("the status is not JSON ({e}):\n{}", run.dump()))
         });
         rows.iter()
             .map(|row| {
@@ -668,7 +633,7 @@ impl Chain {
     fn offline_result(&self, sheets: &[SignedSheet]) -> Value {
         let definition = &self.county.definition;
         let intake =
-            tally::intake::intake(definition, &[(PathBuf::from("stored"), sheets.to_vec())]);
+            tally_tests::intake::intake(definition, &[(PathBuf::from("stored"), sheets.to_vec())]);
         assert!(
             intake.refused.is_empty() && intake.conflicts == 0 && intake.duplicates == 0,
             "the stored sheets do not all go into an offline ledger: {:?}",
@@ -896,26 +861,21 @@ fn township_restart_with_full_outbox_loses_nothing() {
     for unit in villages {
         let bundle = chain.scratch.join(format!("{unit}-first-report.sheets"));
         let run = chain.village_submit(unit, &[&bundle]);
-        assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-        let states = chain.journal_states(unit);
-        for signed in chain.signed_of(unit) {
-            assert_eq!(
-                states.get(&digest(&signed)).map(String::as_str),
-                Some("delivered DUPLICATE"),
-                "unit {unit} sent again after the township's restart: {states:?}\n{}",
-                run.text()
-            );
-        }
+        run.assert_code(EXIT_SUCCESS);
+        chain.assert_journal(
+            unit,
+            &chain.signed_of(unit),
+            "delivered DUPLICATE",
+            &format!(
+                "unit {unit} sent again after the township's restart\n{}",
+                run.dump()
+            ),
+        );
     }
     let again: Vec<SignedSheet> = offline.iter().flat_map(|u| chain.signed_of(u)).collect();
     let run = chain.import("T01", &chain.bundle("T01-import-again", &again));
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    assert!(
-        run.stdout
-            .contains(&format!("accepted 0, duplicate {},", again.len())),
-        "{}",
-        run.text()
-    );
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains(&format!("accepted 0, duplicate {},", again.len()));
     chain.wait_for("T01 to still hold every sheet once", full);
 
     chain.start_county();
@@ -1035,28 +995,20 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
         }
     });
     village.kill();
-    let states = chain.journal_states(&unit);
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("pending"),
-            "the village was killed {:?} after T01 stored its sheets, before their answer (delayed {SLOW_LINK_DELAY:?}) could arrive: {states:?}\n{}",
+    chain.assert_journal(
+        &unit,
+        &sheets,
+        "pending",
+        &format!(
+            "the village was killed {:?} after T01 stored its sheets, before their answer (delayed {SLOW_LINK_DELAY:?}) could arrive\n{}",
             stored_at.elapsed(),
             village.log_tail()
-        );
-    }
+        ),
+    );
     point_village_at(&chain, &unit, &relay, &direct);
     let run = chain.village_submit(&unit, &[]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    let states = chain.journal_states(&unit);
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("delivered DUPLICATE"),
-            "{states:?}\n{}",
-            run.text()
-        );
-    }
+    run.assert_code(EXIT_SUCCESS);
+    chain.assert_journal(&unit, &sheets, "delivered DUPLICATE", &run.dump());
     chain.stored.extend(sheets);
 
     // (b) The township froze; the village was killed while it waited.
@@ -1104,16 +1056,8 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
         );
     }
     let run = chain.village_submit(&unit, &[]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    let states = chain.journal_states(&unit);
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("delivered ACCEPTED"),
-            "{states:?}\n{}",
-            run.text()
-        );
-    }
+    run.assert_code(EXIT_SUCCESS);
+    chain.assert_journal(&unit, &sheets, "delivered ACCEPTED", &run.dump());
     chain.stored.extend(sheets);
 
     // (c) The township is down for longer than the village keeps trying.
@@ -1136,12 +1080,8 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
         "1",
         text(&bundle),
     ]);
-    assert_eq!(run.code, EXIT_PENDING, "{}", run.text());
-    assert!(
-        run.stdout.contains("run the same command again"),
-        "{}",
-        run.text()
-    );
+    run.assert_code(EXIT_PENDING);
+    run.assert_stdout_contains("run the same command again");
     let states = chain.journal_states(&unit);
     assert!(states.values().all(|s| s == "pending"), "{states:?}");
     chain
@@ -1149,16 +1089,8 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
         .start_township("T03")
         .expect("T03 starts again");
     let run = chain.village_submit(&unit, &[&bundle]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    let states = chain.journal_states(&unit);
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("delivered ACCEPTED"),
-            "{states:?}\n{}",
-            run.text()
-        );
-    }
+    run.assert_code(EXIT_SUCCESS);
+    chain.assert_journal(&unit, &sheets, "delivered ACCEPTED", &run.dump());
     chain.stored.extend(sheets);
 
     chain.check_county(chain.stored.len());
@@ -1185,25 +1117,12 @@ fn duplicate_and_conflicting_submissions() {
     let sheets = chain.signed_of(&unit);
 
     let run = chain.village_submit(&unit, &[&bundle]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    assert!(run.stdout.contains("sending it again"), "{}", run.text());
-    let states = chain.journal_states(&unit);
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("delivered DUPLICATE"),
-            "{states:?}\n{}",
-            run.text()
-        );
-    }
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("sending it again");
+    chain.assert_journal(&unit, &sheets, "delivered DUPLICATE", &run.dump());
     let run = chain.import("T01", &bundle);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    assert!(
-        run.stdout
-            .contains(&format!("accepted 0, duplicate {},", sheets.len())),
-        "{}",
-        run.text()
-    );
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains(&format!("accepted 0, duplicate {},", sheets.len()));
 
     let (first, _) = chain.sheets_of(&unit)[0].clone();
     let mut other = first.clone();
@@ -1213,8 +1132,8 @@ fn duplicate_and_conflicting_submissions() {
 
     // The unit's own device knows it signed version 1 already.
     let run = chain.village_submit(&unit, &[&conflict_bundle]);
-    assert_eq!(run.code, EXIT_REFUSED, "{}", run.text());
-    assert!(run.stdout.contains("would be a conflict"), "{}", run.text());
+    run.assert_code(EXIT_REFUSED);
+    run.assert_stdout_contains("would be a conflict");
     assert!(
         !chain
             .journal_states(&unit)
@@ -1236,8 +1155,8 @@ fn duplicate_and_conflicting_submissions() {
         RETRY_FOR_SECS,
         text(&conflict_bundle),
     ]);
-    assert_eq!(run.code, EXIT_REFUSED, "{}", run.text());
-    assert!(run.stdout.contains("refused conflict"), "{}", run.text());
+    run.assert_code(EXIT_REFUSED);
+    run.assert_stdout_contains("refused conflict");
 
     let outcomes = chain.submit_as(&unit, "T01", std::slice::from_ref(&conflicting));
     assert_eq!(
@@ -1316,11 +1235,11 @@ fn tampered_sheets_refused_at_township_and_county() {
     let tampered = flip_a_byte(&sheets[1].1);
     let tampered_bundle = chain.bundle("tampered", std::slice::from_ref(&tampered));
     let run = chain.village_submit(&unit, &[&tampered_bundle]);
-    assert_eq!(run.code, EXIT_REFUSED, "{}", run.text());
-    assert!(run.stdout.contains("E204"), "{}", run.text());
+    run.assert_code(EXIT_REFUSED);
+    run.assert_stdout_contains("E204");
     let run = chain.import("T02", &tampered_bundle);
-    assert_eq!(run.code, EXIT_FINDINGS, "{}", run.text());
-    assert!(run.stdout.contains("refused E204"), "{}", run.text());
+    run.assert_code(EXIT_FINDINGS);
+    run.assert_stdout_contains("refused E204");
     let outcomes = chain.submit_as(&unit, "T02", std::slice::from_ref(&tampered));
     assert_eq!(
         kinds(&outcomes),
@@ -1410,8 +1329,8 @@ fn key_of_another_unit_refused() {
     );
 
     let run = chain.village_submit(&b, &[&forged_bundle]);
-    assert_eq!(run.code, EXIT_REFUSED, "{}", run.text());
-    assert!(run.stdout.contains("E205"), "{}", run.text());
+    run.assert_code(EXIT_REFUSED);
+    run.assert_stdout_contains("E205");
     for sender in [&b, &a] {
         let outcomes = chain.submit_as(sender, "T03", std::slice::from_ref(&forged));
         assert_eq!(
@@ -1421,8 +1340,8 @@ fn key_of_another_unit_refused() {
         );
     }
     let run = chain.import("T03", &forged_bundle);
-    assert_eq!(run.code, EXIT_FINDINGS, "{}", run.text());
-    assert!(run.stdout.contains("refused E205"), "{}", run.text());
+    run.assert_code(EXIT_FINDINGS);
+    run.assert_stdout_contains("refused E205");
     let outcomes = chain.submit_as(&b, "T03", std::slice::from_ref(&genuine));
     assert_eq!(
         kinds(&outcomes),
@@ -1499,14 +1418,14 @@ fn correction_supersedes_a_sheet() {
         RETRY_FOR_SECS,
         text(&file),
     ]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
+    run.assert_code(EXIT_SUCCESS);
     let signed = tally_proto::sign(&corrected, chain.unit_key(&unit));
     let states = chain.journal_states(&unit);
     assert_eq!(
         states.get(&digest(&signed)).map(String::as_str),
         Some("delivered ACCEPTED"),
         "version 2 as the test signs it is the one the unit signed and delivered: {states:?}\n{}",
-        run.text()
+        run.dump()
     );
     chain.stored.push(signed);
 
@@ -1521,25 +1440,25 @@ fn correction_supersedes_a_sheet() {
         "T01",
         &chain.bundle("late-correction", std::slice::from_ref(&correction)),
     );
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    assert!(run.stdout.contains("accepted 1,"), "{}", run.text());
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("accepted 1,");
     chain.stored.push(correction);
     let late_sheets = chain.signed_of(&late);
     let bundle = chain.bundle(&format!("{late}-first-report"), &late_sheets);
     let run = chain.village_submit(&late, &[&bundle]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
+    run.assert_code(EXIT_SUCCESS);
     let states = chain.journal_states(&late);
     assert_eq!(
         states.get(&digest(&late_sheets[0])).map(String::as_str),
         Some("delivered SUPERSEDED"),
         "{states:?}\n{}",
-        run.text()
+        run.dump()
     );
     assert_eq!(
         states.get(&digest(&late_sheets[1])).map(String::as_str),
         Some("delivered ACCEPTED"),
         "{states:?}\n{}",
-        run.text()
+        run.dump()
     );
     chain.stored.extend(late_sheets);
 

@@ -15,9 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use tally::localnet::{LocalCounty, Tuning, Watch};
 use tally_proto::SignedSheet;
-use tally_synth::GenParams;
+use tally_tests::localnet::{LocalCounty, Tuning, Watch};
+use tally_tests::{lay_out_county, poll, small_county};
 
 /// The tmpfs size: enough for an empty database, little enough to fill in a moment.
 const TMPFS_SIZE: &str = "2m";
@@ -25,17 +25,6 @@ const POLL: Duration = Duration::from_millis(100);
 const WAIT_MAX: Duration = Duration::from_secs(60);
 /// `tally_county::fault::EXIT_STORAGE`.
 const EXIT_STORAGE: i32 = 74;
-
-fn params() -> GenParams {
-    GenParams {
-        seed: 11,
-        county_name: "测试县".into(),
-        townships: 3,
-        population: 60_000,
-        voters_per_station: 2_000,
-        scenarios: false,
-    }
-}
 
 const TUNING: Tuning = Tuning {
     raft_tick_ms: Some(50),
@@ -120,14 +109,12 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let county = LocalCounty::prepare(
+    let dir = tally_tests::tempdir();
+    let county = lay_out_county(
         &dir.path().join("county"),
-        &params(),
-        Path::new(env!("CARGO_BIN_EXE_tally")),
-        false,
-    )
-    .unwrap();
+        &small_county(11, 3),
+        Default::default(),
+    );
     county.tune(&TUNING).unwrap();
     let scratch = dir.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
@@ -196,7 +183,7 @@ impl Setup {
     }
 
     fn tally(&self, args: &[&std::ffi::OsStr]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tally"))
+        tally_tests::tally()
             .args(args)
             .env("TALLY_LOG", "warn")
             .output()
@@ -215,14 +202,8 @@ impl Setup {
     }
 
     fn wait_for<T>(&self, what: &str, mut check: impl FnMut(&Setup) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT_MAX;
-        loop {
-            if let Some(value) = check(self) {
-                return value;
-            }
-            assert!(Instant::now() < deadline, "waited {WAIT_MAX:?} for {what}");
-            std::thread::sleep(POLL);
-        }
+        poll(WAIT_MAX, POLL, || check(self).ok_or_else(String::new))
+            .unwrap_or_else(|_| panic!("waited {WAIT_MAX:?} for {what}"))
     }
 }
 
@@ -411,7 +392,7 @@ fn cluster_status(s: &Setup) -> (Option<i32>, serde_json::Value) {
         "--pki".as_ref(),
         s.county.layout.pki.as_os_str(),
         "--operator".as_ref(),
-        tally::localnet::OPERATOR.as_ref(),
+        tally_tests::localnet::OPERATOR.as_ref(),
         "--format".as_ref(),
         "json".as_ref(),
     ]);
@@ -444,7 +425,7 @@ fn a_replica_whose_disk_fills_exits_74_and_the_cluster_shows_one_leader() {
         return;
     }
     let mut s = setup();
-    let mounts: Vec<(u64, Tmpfs)> = tally::localnet::REPLICAS
+    let mounts: Vec<(u64, Tmpfs)> = tally_tests::localnet::REPLICAS
         .iter()
         .map(|id| {
             let dir = s.county.layout.servers.join(format!("data/replica-{id}"));
@@ -556,7 +537,7 @@ fn a_replica_whose_disk_fills_exits_74_and_the_cluster_shows_one_leader() {
             .iter()
             .filter(|r| r["chain_length"].as_u64() == Some(total as u64))
             .count();
-        (code == Some(0) && caught_up == tally::localnet::REPLICAS.len()).then_some(())
+        (code == Some(0) && caught_up == tally_tests::localnet::REPLICAS.len()).then_some(())
     });
     s.county.fleet.check_alive().unwrap();
 }

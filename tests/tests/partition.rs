@@ -10,21 +10,21 @@
 //! is deleted when the test ends, passed or failed; every process it starts is killed.
 //!
 //! Run alone, with the figures printed:
-//! `cargo test -p tally --test partition -- --nocapture`
+//! `cargo test -p tally-tests --test partition -- --nocapture`
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tally::localnet::LocalCounty;
 use tally_core::ids::TownshipId;
 use tally_net::{Identity, Role, TlsFiles};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;
 use tally_rpc::pb::county_client::CountyClient;
 use tally_synth::GenParams;
+use tally_tests::{Process, tail};
 use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint};
 
@@ -76,6 +76,8 @@ const WARM_ACKS: usize = 30;
 const POLL: Duration = Duration::from_millis(50);
 const WAIT_MAX: Duration = Duration::from_secs(60);
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Lines of each replica's log shown when a check fails.
+const LOG_TAIL_LINES: usize = 30;
 
 fn sh(args: &[&str]) -> Result<String, String> {
     let out = Command::new(args[0])
@@ -269,16 +271,6 @@ impl Drop for Net {
     }
 }
 
-/// A replica process, killed on drop.
-struct Replica(Child);
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `f` on a new thread inside network namespace `ns`, with its own tokio runtime: every
 /// socket it opens belongs to that namespace.
 fn in_netns<T: Send + 'static>(
@@ -344,10 +336,10 @@ struct Setup {
 }
 
 fn prepare() -> Setup {
-    let dir = tempfile::tempdir().expect("a temporary folder");
+    let dir = tally_tests::tempdir();
     let root = dir.path().join("county");
-    let program = PathBuf::from(env!("CARGO_BIN_EXE_tally"));
-    let county = LocalCounty::prepare(&root, &params(), &program, false).expect("the county");
+    let program = tally_tests::tally_binary().to_path_buf();
+    let county = tally_tests::lay_out_county(&root, &params(), Default::default());
     let (township, countersign_key) = county.generated.township_keys[0].clone();
     let sheets: Vec<SignedSheet> = county
         .sheets
@@ -418,7 +410,7 @@ fn prepare() -> Setup {
     }
 }
 
-fn start_replica(net: &Net, setup: &Setup, id: u64) -> Replica {
+fn start_replica(net: &Net, setup: &Setup, id: u64) -> Process {
     let log = std::fs::File::create(setup.root.join(format!("replica-{id}.log"))).expect("log");
     let child = Command::new("ip")
         .args(["netns", "exec", &net.ns(&id.to_string())])
@@ -433,17 +425,14 @@ fn start_replica(net: &Net, setup: &Setup, id: u64) -> Replica {
         .stderr(log)
         .spawn()
         .expect("tally county starts");
-    Replica(child)
+    Process(child)
 }
 
 fn logs(root: &Path) -> String {
     let mut out = String::new();
     for id in REPLICAS {
-        let text =
-            std::fs::read_to_string(root.join(format!("replica-{id}.log"))).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = &lines[lines.len().saturating_sub(30)..];
-        out.push_str(&format!("\n--- replica {id}\n{}", tail.join("\n")));
+        let tail = tail(&root.join(format!("replica-{id}.log")), LOG_TAIL_LINES);
+        out.push_str(&format!("\n--- replica {id}\n{tail}"));
     }
     out
 }
@@ -783,7 +772,7 @@ fn partitions_lose_nothing_and_ingest_resumes_soon() {
     );
     let setup = prepare();
     let net = Net::make(run);
-    let mut processes: Vec<Replica> = REPLICAS
+    let mut processes: Vec<Process> = REPLICAS
         .iter()
         .map(|id| start_replica(&net, &setup, *id))
         .collect();
