@@ -13,7 +13,8 @@
 //! - [`http_get`], [`metric`]: plain HTTP/1.1 to the servers' HTTP side, and the Prometheus text.
 //! - [`free_port`], [`free_ports`], [`tempdir`], [`repo_root`], [`small_town`],
 //!   [`sample_county`], [`copy_dir`], [`read`]: ports, folders and files.
-//! - [`small_county`], [`lay_out_county`]: a synthetic county laid out for the binary.
+//! - [`small_county`], [`lay_out_county`], [`servers`], [`submit`]: a synthetic county laid out
+//!   for the binary, and its clients' arguments.
 //! - [`localnet`], [`files`], [`intake`], [`publish`], [`offline`], [`SHUTDOWN_GRACE`],
 //!   [`VillageConfig`]: the parts of the `tally` library the tests use, named once here.
 //!
@@ -96,10 +97,55 @@ pub fn lay_out_county(
         .unwrap_or_else(|e| panic!("cannot lay out the county: {e:#}"))
 }
 
+/// The county's replicas as `--servers` takes them: `ADDRESS,ADDRESS,...`.
+pub fn servers(county: &localnet::LocalCounty) -> String {
+    county
+        .replica_addresses
+        .values()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `tally submit --format json` of `bundle` to the county's replicas, as its townships (their
+/// countersigning keys), run in `cwd`: the exit code, standard output and standard error.
+pub fn submit(county: &localnet::LocalCounty, cwd: &Path, bundle: &Path) -> (i32, String, String) {
+    let definition = county.layout.county.join("election.toml");
+    let keys = county.layout.county.join("township-keys.csv");
+    output(
+        cwd,
+        &[
+            "submit".as_ref(),
+            "--servers".as_ref(),
+            servers(county).as_ref(),
+            "--pki".as_ref(),
+            county.layout.pki.as_os_str(),
+            "-d".as_ref(),
+            definition.as_os_str(),
+            "--keys".as_ref(),
+            keys.as_os_str(),
+            "--format".as_ref(),
+            "json".as_ref(),
+            bundle.as_os_str(),
+        ] as &[&OsStr],
+    )
+}
+
 // ---- The binary
 
 /// Overrides the build: the path of a `tally` binary to run instead.
 const BINARY_VARIABLE: &str = "TALLY_BIN";
+
+/// The variables cargo sets for a test process (beyond `CARGO`, which names cargo itself).
+const TEST_RUN_VARIABLES: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+const TEST_RUN_VARIABLE_PREFIXES: &[&str] = &["CARGO_PKG_", "CARGO_BIN_"];
 
 /// The `tally` binary, built fresh for this test process (see the crate's documentation).
 pub fn tally_binary() -> &'static Path {
@@ -166,6 +212,20 @@ fn build_binary() -> PathBuf {
         .arg(target_dir);
     if let Some(triple) = triple {
         command.arg("--target").arg(triple);
+    }
+    // Cargo gives the test process the variables of the tests package (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_NAME, ...). The inner cargo must not inherit them: build scripts that watch
+    // one (ring's watches CARGO_MANIFEST_DIR) would run again, and everything above them
+    // would be rebuilt, on every test run and again by the next `cargo test`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if TEST_RUN_VARIABLES.contains(&name.as_ref())
+            || TEST_RUN_VARIABLE_PREFIXES
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        {
+            command.env_remove(name.as_ref());
+        }
     }
     let started = Instant::now();
     let status = command

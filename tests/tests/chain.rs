@@ -28,7 +28,7 @@ use tally_net::{Identity, Role, TlsFiles};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;
 use tally_rpc::pb::township_client::TownshipClient;
-use tally_tests::localnet::{LocalCounty, Tuning, Watch};
+use tally_tests::localnet::{LocalCounty, Proc, Tuning, Watch};
 use tally_tests::{Process, Run, lay_out_county, poll, small_county, tally};
 use tempfile::TempDir;
 use tonic::transport::Endpoint;
@@ -331,13 +331,7 @@ impl Chain {
     /// end with exit 3, as every use here has the county refuse a sheet.
     fn submit_to_county_as(&self, township: &str, bundle: &Path) -> Value {
         let layout = &self.county.layout;
-        let servers = self
-            .county
-            .replica_addresses
-            .values()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(",");
+        let servers = tally_tests::servers(&self.county);
         let run = self.tally(&[
             "submit",
             "--servers",
@@ -389,6 +383,26 @@ impl Chain {
         let json = serde_json::from_str(&run.stdout)
             .map_err(|e| format!("the picture is not JSON ({e}):\n{}", run.dump()))?;
         Ok((run.code, json))
+    }
+
+    /// The process of township `township`'s aggregator.
+    fn township(&mut self, township: &str) -> &mut Proc {
+        self.county
+            .fleet
+            .townships
+            .get_mut(township)
+            .unwrap_or_else(|| panic!("township {township} runs"))
+    }
+
+    /// Starts `tally village submit --retry-for 60 BUNDLE` for `unit`, in the background.
+    fn start_village_submit(&self, unit: &str, bundle: &Path) -> Proc {
+        self.county
+            .village(
+                unit,
+                "submit",
+                &["--retry-for".into(), "60".into(), bundle.into()],
+            )
+            .expect("tally village starts")
     }
 
     /// Asserts that each of `sheets` is `state` in `unit`'s journal; shows the journal and
@@ -844,13 +858,7 @@ fn township_restart_with_full_outbox_loses_nothing() {
     };
     chain.wait_for("T01 to hold every sheet in its outbox", full);
 
-    chain
-        .county
-        .fleet
-        .townships
-        .get_mut("T01")
-        .expect("township T01 runs")
-        .kill();
+    chain.township("T01").kill();
     chain
         .county
         .start_township("T01")
@@ -879,12 +887,7 @@ fn township_restart_with_full_outbox_loses_nothing() {
     chain.wait_for("T01 to still hold every sheet once", full);
 
     chain.start_county();
-    let t01 = chain
-        .county
-        .fleet
-        .townships
-        .get_mut("T01")
-        .expect("township T01 runs");
+    let t01 = chain.township("T01");
     t01.kill();
     chain
         .county
@@ -975,14 +978,7 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
         .runtime
         .spawn(slow_link(listener, direct.clone(), SLOW_LINK_DELAY));
     point_village_at(&chain, &unit, &direct, &relay);
-    let mut village = chain
-        .county
-        .village(
-            &unit,
-            "submit",
-            &["--retry-for".into(), "60".into(), bundle.clone().into()],
-        )
-        .expect("tally village starts");
+    let mut village = chain.start_village_submit(&unit, &bundle);
     let stored_at = chain.wait_for("T01 to store the unit's sheets", |chain| {
         let p = chain
             .runtime
@@ -1015,22 +1011,9 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
     let unit = chain.units_of("T02")[0].clone();
     let sheets = chain.signed_of(&unit);
     let bundle = chain.bundle(&format!("{unit}-sheets"), &sheets);
-    chain
-        .county
-        .fleet
-        .townships
-        .get_mut("T02")
-        .expect("township T02 runs")
-        .pause();
+    chain.township("T02").pause();
     let log = chain.county.layout.village_dir(&unit).join("village.log");
-    let mut village = chain
-        .county
-        .village(
-            &unit,
-            "submit",
-            &["--retry-for".into(), "60".into(), bundle.clone().into()],
-        )
-        .expect("tally village starts");
+    let mut village = chain.start_village_submit(&unit, &bundle);
     chain.wait_for("the village to journal its sheets", |_| {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.contains(&format!("journaled {} new sheets", sheets.len())) {
@@ -1040,21 +1023,8 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
         }
     });
     village.kill();
-    let states = chain.journal_states(&unit);
-    chain
-        .county
-        .fleet
-        .townships
-        .get_mut("T02")
-        .expect("township T02 runs")
-        .resume();
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("pending"),
-            "{states:?}"
-        );
-    }
+    chain.assert_journal(&unit, &sheets, "pending", "");
+    chain.township("T02").resume();
     let run = chain.village_submit(&unit, &[]);
     run.assert_code(EXIT_SUCCESS);
     chain.assert_journal(&unit, &sheets, "delivered ACCEPTED", &run.dump());
@@ -1064,13 +1034,7 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
     let unit = chain.units_of("T03")[0].clone();
     let sheets = chain.signed_of(&unit);
     let bundle = chain.bundle(&format!("{unit}-sheets"), &sheets);
-    chain
-        .county
-        .fleet
-        .townships
-        .get_mut("T03")
-        .expect("township T03 runs")
-        .kill();
+    chain.township("T03").kill();
     let run = chain.tally(&[
         "village",
         "submit",

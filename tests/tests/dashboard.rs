@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tally_synth::GenParams;
 use tally_tests::localnet::Options;
-use tally_tests::{Response, http_get, metric, output, poll};
+use tally_tests::{Response, http_get, metric, poll};
 
 /// Three townships; the last one's sheets are held back, so it is a silent township.
 fn params() -> GenParams {
@@ -108,31 +108,7 @@ fn metrics_and_dashboard_in_a_browser() {
     let bundle = work.join("subset.sheets");
     std::fs::write(&bundle, tally_proto::write_bundle(&subset)).unwrap();
 
-    let servers = county
-        .replica_addresses
-        .values()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(",");
-    let definition = county.layout.county.join("election.toml");
-    let keys = county.layout.county.join("township-keys.csv");
-    let (code, out, err) = output(
-        work,
-        &[
-            "submit",
-            "--servers",
-            &servers,
-            "--pki",
-            county.layout.pki.to_str().unwrap(),
-            "-d",
-            definition.to_str().unwrap(),
-            "--keys",
-            keys.to_str().unwrap(),
-            "--format",
-            "json",
-            bundle.to_str().unwrap(),
-        ],
-    );
+    let (code, out, err) = tally_tests::submit(&county, work, &bundle);
     assert!(code == 0 || code == 3, "submit: {code}\n{out}\n{err}");
     let report: Value = serde_json::from_str(&out).expect("submit prints JSON");
     let accepted = report["accepted"].as_u64().unwrap();

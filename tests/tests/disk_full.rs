@@ -377,13 +377,7 @@ fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
 
 /// `tally cluster status --format json`: its exit code and the replicas it lists.
 fn cluster_status(s: &Setup) -> (Option<i32>, serde_json::Value) {
-    let servers: Vec<&str> = s
-        .county
-        .replica_addresses
-        .values()
-        .map(String::as_str)
-        .collect();
-    let servers = servers.join(",");
+    let servers = tally_tests::servers(&s.county);
     let out = s.tally(&[
         "cluster".as_ref(),
         "status".as_ref(),

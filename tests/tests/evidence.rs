@@ -66,39 +66,13 @@ fn export_verify_and_tampering() {
     runtime
         .block_on(county.start_county())
         .expect("the cluster elects a leader");
-    let servers = county
-        .replica_addresses
-        .values()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(",");
+    let servers = tally_tests::servers(&county);
     let pki = county.layout.pki.to_str().unwrap().to_owned();
     let definition = county.layout.county.join("election.toml");
     let definition = definition.to_str().unwrap();
     let sheets = county.layout.county.join("sheets.sheets");
 
-    let (code, out, err) = output(
-        work,
-        &[
-            "submit",
-            "--servers",
-            &servers,
-            "--pki",
-            &pki,
-            "-d",
-            definition,
-            "--keys",
-            county
-                .layout
-                .county
-                .join("township-keys.csv")
-                .to_str()
-                .unwrap(),
-            "--format",
-            "json",
-            sheets.to_str().unwrap(),
-        ],
-    );
+    let (code, out, err) = tally_tests::submit(&county, work, &sheets);
     assert!(code == 0 || code == 3, "submit: {code}\n{out}\n{err}");
 
     let bundle = work.join("bundle");

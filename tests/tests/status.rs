@@ -27,12 +27,7 @@ const CLEAN_POLL: Duration = Duration::from_millis(200);
 
 /// `tally status ... --format json`: the exit code and the report.
 fn status(county: &LocalCounty, extra: &[&str]) -> (i32, Value) {
-    let servers = county
-        .replica_addresses
-        .values()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(",");
+    let servers = tally_tests::servers(county);
     let mut args = vec![
         "status",
         "--servers",
@@ -177,12 +172,7 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
     assert_eq!(t["units_reported"], t["units_expected"], "{report:#}");
 
     // The table names every replica and township.
-    let servers = county
-        .replica_addresses
-        .values()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(",");
+    let servers = tally_tests::servers(&county);
     let flag = format!("{first}={}", county.township_addresses[&first]);
     let (code, table, err) = output(
         &county.layout.root,
