@@ -6,15 +6,15 @@
 //!
 //! # Layout
 //!
-//! - [`tally_binary`], [`tally`]: the freshly built binary, and a command for it.
+//! - [`tally_binary`], [`tally()`]: the freshly built binary, and a command for it.
 //! - [`Run`], [`run`], [`output`]: a command run to its end, with its exit code and output.
 //! - [`Process`]: a child process killed and reaped when dropped.
 //! - [`poll`]: waiting for a condition, with a deadline.
 //! - [`http_get`], [`metric`]: plain HTTP/1.1 to the servers' HTTP side, and the Prometheus text.
 //! - [`free_port`], [`free_ports`], [`tempdir`], [`repo_root`], [`small_town`],
 //!   [`sample_county`], [`copy_dir`], [`read`]: ports, folders and files.
-//! - [`small_county`], [`lay_out_county`], [`servers`], [`submit`]: a synthetic county laid out
-//!   for the binary, and its clients' arguments.
+//! - [`small_county`], [`lay_out_county`], [`servers`], [`submit`], [`import`]: a synthetic
+//!   county laid out for the binary, and its clients.
 //! - [`localnet`], [`files`], [`intake`], [`publish`], [`offline`], [`SHUTDOWN_GRACE`],
 //!   [`VillageConfig`]: the parts of the `tally` library the tests use, named once here.
 //!
@@ -25,10 +25,11 @@
 //! per test process, it runs `cargo build -p tally --bin tally -p tally-tests --lib --locked
 //! --quiet --profile test` with the cargo that runs the tests (`CARGO`), in the target folder
 //! and profile folder the test binary itself was built in (read from the test's own path,
-//! `<target>/<profile>/deps/`), and returns `<target>/<profile>/tally`. Cargo then decides what is stale, as it does for
-//! `cargo build`, so a test never runs a binary left by an earlier build: after a change to
-//! the tally crate, even `cargo test -p tally-tests --test NAME` runs the changed code. When
-//! nothing changed the build only checks fingerprints (a fraction of a second).
+//! `<target>/<profile>/deps/`), and returns `<target>/<profile>/tally`. Cargo then decides
+//! what is stale, as it does for `cargo build`, so a test never runs a binary left by an
+//! earlier build: after a change to the tally crate, even `cargo test -p tally-tests --test
+//! NAME` runs the changed code. When nothing changed the build only checks fingerprints (0.2
+//! to 0.5 s measured).
 //!
 //! Why this works, and what else was considered:
 //! - `cargo test` holds the target folder's build lock only while it compiles, not while it
@@ -39,10 +40,13 @@
 //!   Under `cargo test --workspace` other packages' dev-dependencies may turn on more features
 //!   of shared dependencies; the first run then builds the tally binary once more, for these
 //!   features, and later runs find it fresh.
+//! - The inner build runs without the variables cargo sets for the test process
+//!   (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...): build scripts that watch one would otherwise
+//!   run again, and the two builds would rebuild each other's dependencies every time.
+//! - It builds in the `test` profile when the test runs in `debug`: a `dev` build makes the
+//!   same file names with other fingerprints, with the same result.
 //! - A build script cannot build the binary (it would wait on the build lock it runs under),
 //!   and artifact dependencies (`-Z bindeps`) are not stable cargo.
-//! - `TALLY_BIN` (a path) skips the build and runs that binary instead: for a binary built
-//!   elsewhere, e.g. with other flags. It is the caller's promise that it is fresh.
 
 use serde_json::Value;
 use std::ffi::OsStr;
@@ -131,10 +135,30 @@ pub fn submit(county: &localnet::LocalCounty, cwd: &Path, bundle: &Path) -> (i32
     )
 }
 
-// ---- The binary
+/// `tally township import --config CONFIG BUNDLE...` in `cwd`, as a township's clerk runs it:
+/// the exit code, standard output and standard error.
+pub fn import<P: AsRef<OsStr>>(cwd: &Path, config: P, bundles: &[P]) -> (i32, String, String) {
+    let mut args: Vec<&OsStr> = vec![
+        "township".as_ref(),
+        "import".as_ref(),
+        "--config".as_ref(),
+        config.as_ref(),
+    ];
+    args.extend(bundles.iter().map(AsRef::as_ref));
+    output(cwd, &args)
+}
 
-/// Overrides the build: the path of a `tally` binary to run instead.
-const BINARY_VARIABLE: &str = "TALLY_BIN";
+/// A tokio runtime for a test's own clients beside the servers: two worker threads, enough for
+/// the calls a test has in flight, few enough to leave the processes under test the cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+// ---- The binary
 
 /// The variables cargo sets for a test process (beyond `CARGO`, which names cargo itself).
 const TEST_RUN_VARIABLES: &[&str] = &[
@@ -150,12 +174,7 @@ const TEST_RUN_VARIABLE_PREFIXES: &[&str] = &["CARGO_PKG_", "CARGO_BIN_"];
 /// The `tally` binary, built fresh for this test process (see the crate's documentation).
 pub fn tally_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os(BINARY_VARIABLE) {
-            return PathBuf::from(path);
-        }
-        build_binary()
-    })
+    BINARY.get_or_init(build_binary)
 }
 
 /// Runs `cargo build` for the tally binary in this test's target folder and profile, and

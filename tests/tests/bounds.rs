@@ -332,11 +332,7 @@ fn oversized_and_flooding_requests_are_refused_before_their_bodies() {
         Default::default(),
     );
     county.tune(&TUNING).expect("the configs take the tuning");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = tally_tests::runtime();
     let logs = county.layout.logs.clone();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(run(&mut county));

@@ -111,11 +111,7 @@ impl Chain {
             Default::default(),
         );
         county.tune(&TUNING).expect("the configs take the tuning");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime");
+        let runtime = tally_tests::runtime();
         // The watch's channels spawn their workers on the runtime they are made in.
         let watch = {
             let _inside = runtime.enter();

@@ -694,6 +694,32 @@ async fn exported(replicas: &BTreeMap<u64, Channel>) -> BTreeSet<String> {
 }
 
 /// Asserts every digest acknowledged so far is in an export issued now.
+/// Holds the fault until [`FAULT_HOLD`] after `fault_at`, heals the network, waits until the
+/// replicas agree on a leader, and checks that every acknowledged sheet is in an Export: the
+/// leader and its term.
+async fn heal_after_hold(
+    net: &Net,
+    replicas: &BTreeMap<u64, Channel>,
+    seen: &Mutex<Seen>,
+    fault_at: Instant,
+    phase: &str,
+) -> (u64, u64) {
+    tokio::time::sleep(FAULT_HOLD.saturating_sub(fault_at.elapsed())).await;
+    net.heal();
+    let settled = settled(replicas).await;
+    check_acknowledged(replicas, seen, phase).await;
+    settled
+}
+
+/// A replica other than `leader`.
+fn a_follower(leader: u64) -> u64 {
+    REPLICAS
+        .iter()
+        .copied()
+        .find(|r| *r != leader)
+        .expect("a follower")
+}
+
 async fn check_acknowledged(replicas: &BTreeMap<u64, Channel>, seen: &Mutex<Seen>, phase: &str) {
     let acked: BTreeSet<String> = seen
         .lock()
@@ -908,18 +934,11 @@ async fn scenario(
         secs(longest),
         secs(RESUME_MAX)
     );
-    tokio::time::sleep(FAULT_HOLD.saturating_sub(isolated_at.elapsed())).await;
-    net.heal();
-    let (leader, term) = settled(&replicas).await;
-    check_acknowledged(&replicas, &seen, "(a)").await;
+    let (leader, term) = heal_after_hold(&net, &replicas, &seen, isolated_at, "(a)").await;
 
     go_home().await;
     // (b) A follower is cut off from everyone: the leader keeps its majority.
-    let follower = REPLICAS
-        .iter()
-        .copied()
-        .find(|r| *r != leader)
-        .expect("a follower");
+    let follower = a_follower(leader);
     let isolated_at = Instant::now();
     net.isolate(follower);
     let resumed_at = wait_first_ack(&seen, isolated_at, None, None)
@@ -948,20 +967,13 @@ async fn scenario(
         "a submitter resumed only {} after a follower was isolated",
         secs(longest)
     );
-    tokio::time::sleep(FAULT_HOLD.saturating_sub(isolated_at.elapsed())).await;
-    net.heal();
-    let (leader, term) = settled(&replicas).await;
-    check_acknowledged(&replicas, &seen, "(b)").await;
+    let (leader, term) = heal_after_hold(&net, &replicas, &seen, isolated_at, "(b)").await;
 
     go_home().await;
     // (c) One direction only: the leader's packets to a follower are dropped, the follower's
     // to the leader pass. The follower stops hearing the leader (and TCP both ways stalls);
     // pre-vote and check_quorum keep the leader in office with the third replica.
-    let follower = REPLICAS
-        .iter()
-        .copied()
-        .find(|r| *r != leader)
-        .expect("a follower");
+    let follower = a_follower(leader);
     let cut_at = Instant::now();
     net.cut(leader, follower);
     let election = elected(&replicas, &REPLICAS, term, FAULT_HOLD).await;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::time::Duration;
 use tally_synth::GenParams;
 use tally_tests::localnet::LocalCounty;
-use tally_tests::{Response, http_get, metric, output, poll};
+use tally_tests::{Response, http_get, import, metric, output, poll};
 
 /// A county of two townships without planted cases: every sheet is clean.
 fn params() -> GenParams {
@@ -121,15 +121,10 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
     let bundle = county.layout.root.join("first.sheets");
     std::fs::write(&bundle, tally_proto::write_bundle(&sheets)).unwrap();
     let config = county.layout.township_config(&first);
-    let (code, out, err) = output(
+    let (code, out, err) = import(
         &county.layout.root,
-        &[
-            "township",
-            "import",
-            "--config",
-            config.to_str().unwrap(),
-            bundle.to_str().unwrap(),
-        ],
+        config.to_str().unwrap(),
+        &[bundle.to_str().unwrap()],
     );
     assert_eq!(code, 0, "import: {out}\n{err}");
 
@@ -270,15 +265,10 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
     forged.signature = ed25519_dalek::Signature::from_bytes(&signature);
     let forged_bundle = county.layout.root.join("forged.sheets");
     std::fs::write(&forged_bundle, tally_proto::write_bundle(&[forged])).unwrap();
-    let (code, out, err) = output(
+    let (code, out, err) = import(
         &county.layout.root,
-        &[
-            "township",
-            "import",
-            "--config",
-            config.to_str().unwrap(),
-            forged_bundle.to_str().unwrap(),
-        ],
+        config.to_str().unwrap(),
+        &[forged_bundle.to_str().unwrap()],
     );
     assert_eq!(code, 3, "import of a forged sheet: {out}\n{err}");
     let text = scrape(&metrics_addresses[&first]);

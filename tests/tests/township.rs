@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tally_tests::{Process, free_port, output, poll, tally};
+use tally_tests::{Process, free_port, import, output, poll, tally};
 use tempfile::TempDir;
 
 const START_DEADLINE: Duration = Duration::from_secs(20);
@@ -181,16 +181,7 @@ fn serve_import_picture_and_stop() {
     let mut township = serve(root, &root.join("township.log"), false);
     let log = || std::fs::read_to_string(root.join("township.log")).unwrap_or_default();
 
-    let (code, out, err) = output(
-        root,
-        &[
-            "township",
-            "import",
-            "--config",
-            "townships/T01.toml",
-            "t01.sheets",
-        ],
-    );
+    let (code, out, err) = import(root, "townships/T01.toml", &["t01.sheets"]);
     assert_eq!(code, 0, "{out}{err}");
     let accepted = out.lines().filter(|l| l.contains(": accepted: ")).count();
     assert!(accepted >= 10, "{out}");
@@ -199,17 +190,7 @@ fn serve_import_picture_and_stop() {
         "{out}"
     );
 
-    let (code, out, err) = output(
-        root,
-        &[
-            "township",
-            "import",
-            "--config",
-            "townships/T01.toml",
-            "t02.sheets",
-            "t01.sheets",
-        ],
-    );
+    let (code, out, err) = import(root, "townships/T01.toml", &["t02.sheets", "t01.sheets"]);
     assert_eq!(code, 3, "a refused sheet is a finding: {out}{err}");
     assert!(out.contains("t02.sheets #1: refused E210"), "{out}");
     assert!(
@@ -319,17 +300,7 @@ fn json_logs_name_the_sheet_unit_and_contest() {
     // Runs until the test ends (dropped last).
     let _township = serve(root, &log_path, true);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let (code, out, err) = output(
-        root,
-        &[
-            "township",
-            "import",
-            "--config",
-            "townships/T01.toml",
-            "t01.sheets",
-            "t02.sheets",
-        ],
-    );
+    let (code, out, err) = import(root, "townships/T01.toml", &["t01.sheets", "t02.sheets"]);
     assert_eq!(code, 3, "{out}{err}");
     let t01 = tally_proto::read_bundle(&std::fs::read(root.join("t01.sheets")).unwrap()).unwrap();
     let first = &t01[0];

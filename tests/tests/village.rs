@@ -263,11 +263,7 @@ impl Fixture {
 
     /// Starts the fake township and the relay in front of it, and points the config at it.
     fn start_township(&mut self) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tally_tests::runtime();
         let definition = Arc::new(
             tally_tests::files::load_definition(&small_town().join("election.toml")).unwrap(),
         );
