@@ -13,8 +13,9 @@
 //! - [`http_get`], [`metric`]: plain HTTP/1.1 to the servers' HTTP side, and the Prometheus text.
 //! - [`free_port`], [`free_ports`], [`tempdir`], [`repo_root`], [`small_town`],
 //!   [`sample_county`], [`copy_dir`], [`read`]: ports, folders and files.
-//! - [`small_county`], [`lay_out_county`], [`servers`], [`submit`], [`import`]: a synthetic
-//!   county laid out for the binary, and its clients.
+//! - [`small_county`], [`lay_out_county`], [`servers`], [`submit`], [`import`],
+//!   [`sheets_of_unit`], [`offline_results`]: a synthetic county laid out for the binary, its
+//!   sheets, and its clients.
 //! - [`localnet`], [`files`], [`intake`], [`publish`], [`offline`], [`SHUTDOWN_GRACE`],
 //!   [`VillageConfig`]: the parts of the `tally` library the tests use, named once here.
 //!
@@ -156,6 +157,38 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a runtime")
+}
+
+/// The generated sheets of `unit`, each with its signed envelope, in the county's order.
+pub fn sheets_of_unit(
+    county: &localnet::LocalCounty,
+    unit: &str,
+) -> Vec<(tally_core::sheet::TallySheet, tally_proto::SignedSheet)> {
+    county
+        .generated
+        .sheets
+        .iter()
+        .zip(&county.sheets)
+        .filter(|(sheet, _)| sheet.unit.as_str() == unit)
+        .map(|(sheet, signed)| (sheet.clone(), signed.clone()))
+        .collect()
+}
+
+/// `tally results --format json` of the county `tally gen --out county` wrote in `cwd`,
+/// counted offline: the exit code, standard output and standard error.
+pub fn offline_results(cwd: &Path) -> (i32, String, String) {
+    output(
+        cwd,
+        &[
+            "results",
+            "-d",
+            "county/election.toml",
+            "-s",
+            "county/sheets.sheets",
+            "--format",
+            "json",
+        ],
+    )
 }
 
 // ---- The binary

@@ -185,14 +185,7 @@ impl Chain {
 
     /// The generated sheets of `unit`, as it signed them.
     fn sheets_of(&self, unit: &str) -> Vec<(TallySheet, SignedSheet)> {
-        self.county
-            .generated
-            .sheets
-            .iter()
-            .zip(&self.county.sheets)
-            .filter(|(s, _)| s.unit.as_str() == unit)
-            .map(|(s, signed)| (s.clone(), signed.clone()))
-            .collect()
+        tally_tests::sheets_of_unit(&self.county, unit)
     }
 
     fn signed_of(&self, unit: &str) -> Vec<SignedSheet> {

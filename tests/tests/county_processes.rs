@@ -452,18 +452,7 @@ fn leader_killed_mid_ingest_counts_every_sheet_once() {
     );
     assert_eq!(ready.chain_length, 0, "a new cluster has counted nothing");
 
-    let (code, stdout, stderr) = output(
-        cluster.path(),
-        &[
-            "results",
-            "-d",
-            "county/election.toml",
-            "-s",
-            "county/sheets.sheets",
-            "--format",
-            "json",
-        ],
-    );
+    let (code, stdout, stderr) = tally_tests::offline_results(cluster.path());
     assert_eq!(code, 0, "tally results: {stderr}");
     let offline: Value = serde_json::from_str(&stdout).expect("results JSON");
     let sheets = count(&offline["intake"], "accepted");

@@ -151,13 +151,9 @@ impl Setup {
 
     /// The signed sheets of one unit.
     fn sheets_of_unit(&self, unit: &str) -> Vec<SignedSheet> {
-        self.county
-            .generated
-            .sheets
-            .iter()
-            .zip(&self.county.sheets)
-            .filter(|(sheet, _)| sheet.unit.as_str() == unit)
-            .map(|(_, signed)| signed.clone())
+        tally_tests::sheets_of_unit(&self.county, unit)
+            .into_iter()
+            .map(|(_, signed)| signed)
             .collect()
     }
 

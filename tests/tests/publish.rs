@@ -29,18 +29,7 @@ fn publish_writes_reports_and_exports() {
         ],
     );
     assert_eq!(code, 0, "{out}\n{err}");
-    let (_, out, err) = output(
-        work,
-        &[
-            "results",
-            "-d",
-            "county/election.toml",
-            "-s",
-            "county/sheets.sheets",
-            "--format",
-            "json",
-        ],
-    );
+    let (_, out, err) = tally_tests::offline_results(work);
     let reference: Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("results JSON ({e}): {err}"));
     std::fs::write(work.join("results.json"), &out).unwrap();
