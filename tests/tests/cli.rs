@@ -6,6 +6,7 @@
 use serde_json::Value;
 use std::path::Path;
 use tally_tests::{Run, run, sample_county, small_town, tempdir};
+use tempfile::TempDir;
 
 /// Exit codes of `tally` (see `crates/tally/src/cli.rs`).
 const EXIT_SUCCESS: i32 = 0;
@@ -28,6 +29,13 @@ where
     let run = run(cwd, args);
     run.assert_no_panic();
     run
+}
+
+/// A fresh temporary folder holding a copy of the small town ([`copy_small_town`]).
+fn small_town_copy() -> TempDir {
+    let dir = tempdir();
+    copy_small_town(dir.path());
+    dir
 }
 
 /// Copies the small town's definition, keys and sheets into `dir`, so a test can change them.
@@ -161,8 +169,7 @@ fn variant(value: &Value) -> &str {
 // then read the results as a table, as JSON and as CSV.
 #[test]
 fn small_town_walkthrough() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     sign_small_town(dir.path());
 
     let verify = tally_in(
@@ -317,8 +324,7 @@ fn keygen_writes_a_private_key_once() {
 // copy of a small-town sheet and sign it.
 #[test]
 fn sign_refuses_unbalanced_sheet() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     let sheet = dir.path().join("sheets/T01-U01-XH-C01.toml");
     let text = std::fs::read_to_string(&sheet).unwrap();
     std::fs::write(
@@ -337,8 +343,7 @@ fn sign_refuses_unbalanced_sheet() {
 // Method: sign a T01-U01 sheet with T02-U01's key, then with a new key no unit has.
 #[test]
 fn sign_refuses_a_key_that_is_not_the_units() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     let sign = |key: &str| sign_first_sheet(dir.path(), key);
     let other_unit = sign("keys/T02-U01.key");
     other_unit.assert_code(EXIT_FAILURE);
@@ -358,8 +363,7 @@ fn sign_refuses_a_key_that_is_not_the_units() {
 // Method: misspell ballots_blank (line 9 of the file) and sign.
 #[test]
 fn sign_refuses_misspelled_field() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     let sheet = dir.path().join("sheets/T01-U01-XH-C01.toml");
     let text = std::fs::read_to_string(&sheet).unwrap();
     let line = text
@@ -381,8 +385,7 @@ fn sign_refuses_misspelled_field() {
 // signed small-town bundle, then verify it.
 #[test]
 fn verify_finds_a_tampered_sheet() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     sign_small_town(dir.path());
     let bundle = dir.path().join("signed/T01-U01.sheets");
     let mut bytes = std::fs::read(&bundle).unwrap();
@@ -435,8 +438,7 @@ fn verify_finds_a_tampered_sheet() {
 // Method: cut a signed small-town bundle in the middle of its last record and verify it.
 #[test]
 fn verify_reports_a_truncated_bundle() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     sign_small_town(dir.path());
     let bundle = dir.path().join("signed/T01-U01.sheets");
     let bytes = std::fs::read(&bundle).unwrap();
@@ -630,8 +632,7 @@ fn example_township_keys_match_their_definitions() {
 // sample county, make units.csv name a contest that does not exist.
 #[test]
 fn definition_errors_name_file_place_and_field() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     let definition = dir.path().join("election.toml");
     let text = std::fs::read_to_string(&definition).unwrap();
     let line = text.lines().position(|l| l == r#"id = "XH-C01""#).unwrap() + 1;
