@@ -2,7 +2,7 @@
 //! has no role (`stopped`, not the `leader` it was), no leader, the reason naming the full
 //! disk, and its Status answer, metrics gauges and health say the same
 //! (docs/design/county.md, "When the disk fails"). The process around it exiting with status
-//! 74 is checked with real processes in `crates/tally/tests/disk_full.rs`.
+//! 74 is checked with real processes in `tests/tests/disk_full.rs`.
 //!
 //! The data directory is a 2 MB tmpfs (`mount -t tmpfs`), which needs root: CI runs the tests
 //! as root; elsewhere the test says why it skips and passes.

@@ -9,11 +9,12 @@
 use serde_json::Value;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 use tally_net::{Identity, Role, TlsFiles};
 use tally_rpc::pb;
 use tally_rpc::pb::county_client::CountyClient;
+use tally_tests::{Process, free_ports, output, poll, tail, tally, tempdir};
 use tempfile::TempDir;
 use tonic::transport::Endpoint;
 
@@ -47,61 +48,6 @@ const HEALTHY_LOOKS: usize = 10;
 /// Lines of each replica's log shown when a check fails.
 const LOG_TAIL_LINES: usize = 40;
 
-/// The `tally` binary built for these tests.
-fn tally() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-    // Plain log lines (no colour codes) in the files a failure prints.
-    command.env("NO_COLOR", "1").env("TALLY_LOG", "info");
-    command
-}
-
-/// Runs `tally` in `cwd` to its end; the commands run this way finish in seconds.
-fn run(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = tally()
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the tally binary runs");
-    (
-        // A run killed by a signal has no code; report it as -1 so an assertion shows it.
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    )
-}
-
-/// Free ports on 127.0.0.1: bound to port 0, read, and let go for the replicas to bind.
-fn free_ports() -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = REPLICAS
-        .iter()
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("a bound address").port())
-        .collect()
-}
-
-/// A process that is killed (SIGKILL) and reaped when dropped, so a failing test leaves no
-/// process behind.
-struct Process(Child);
-
-impl Process {
-    /// How it ended, or `None` while it runs.
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.0
-            .try_wait()
-            .expect("a child process can be waited for")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Three `tally county` processes in a temporary folder, with the generated county, the PKI
 /// and one config per replica.
 struct Cluster {
@@ -114,10 +60,10 @@ struct Cluster {
 impl Cluster {
     /// Generates the county and the certificates, writes the configs and starts the replicas.
     fn start() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary folder can be made");
+        let dir = tempdir();
         let population = COUNTY_POPULATION.to_string();
         let seed = COUNTY_SEED.to_string();
-        let (code, stdout, stderr) = run(
+        let (code, stdout, stderr) = output(
             dir.path(),
             &[
                 "gen",
@@ -131,7 +77,7 @@ impl Cluster {
             ],
         );
         assert_eq!(code, 0, "tally gen: {stdout}{stderr}");
-        let (code, stdout, stderr) = run(
+        let (code, stdout, stderr) = output(
             dir.path(),
             &[
                 "certs",
@@ -145,7 +91,7 @@ impl Cluster {
         );
         assert_eq!(code, 0, "tally certs: {stdout}{stderr}");
 
-        let addresses: Vec<String> = free_ports()
+        let addresses: Vec<String> = free_ports(REPLICAS.len())
             .iter()
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
@@ -231,13 +177,10 @@ impl Cluster {
     fn logs(&self) -> String {
         let mut out = String::new();
         for id in REPLICAS {
-            let text = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            let tail = tail(&self.log_path(id), LOG_TAIL_LINES);
             out.push_str(&format!(
-                "\n--- replica {id} log (last {} lines)\n{}",
-                tail.len(),
-                tail.join("\n")
+                "\n--- replica {id} log (last {} lines)\n{tail}",
+                tail.lines().count()
             ));
         }
         out
@@ -253,24 +196,19 @@ impl Cluster {
         &self,
         what: &str,
         deadline: Duration,
-        mut check: impl FnMut() -> Result<T, String>,
+        check: impl FnMut() -> Result<T, String>,
     ) -> T {
-        let started = Instant::now();
-        loop {
-            match check() {
-                Ok(value) => return value,
-                Err(last) if started.elapsed() > deadline => self.fail(&format!(
-                    "timed out after {deadline:?} waiting for {what}; last seen: {last}"
-                )),
-                Err(_) => std::thread::sleep(POLL_INTERVAL),
-            }
-        }
+        poll(deadline, POLL_INTERVAL, check).unwrap_or_else(|last| {
+            self.fail(&format!(
+                "timed out after {deadline:?} waiting for {what}; last seen: {last}"
+            ))
+        })
     }
 
     /// `tally cluster status --format json`: the replicas as they answer, and the problems
     /// it names (exit 3 when there are any).
     fn status(&self) -> Result<Status, String> {
-        let (code, stdout, stderr) = run(
+        let (code, stdout, stderr) = output(
             self.path(),
             &[
                 "cluster",
@@ -514,18 +452,7 @@ fn leader_killed_mid_ingest_counts_every_sheet_once() {
     );
     assert_eq!(ready.chain_length, 0, "a new cluster has counted nothing");
 
-    let (code, stdout, stderr) = run(
-        cluster.path(),
-        &[
-            "results",
-            "-d",
-            "county/election.toml",
-            "-s",
-            "county/sheets.sheets",
-            "--format",
-            "json",
-        ],
-    );
+    let (code, stdout, stderr) = tally_tests::offline_results(cluster.path());
     assert_eq!(code, 0, "tally results: {stderr}");
     let offline: Value = serde_json::from_str(&stdout).expect("results JSON");
     let sheets = count(&offline["intake"], "accepted");

@@ -6,13 +6,12 @@
 //! (the path is printed).
 
 use serde_json::Value;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tally_localnet::{LocalCounty, Options};
 use tally_synth::GenParams;
+use tally_tests::localnet::Options;
+use tally_tests::{Response, http_get, metric, poll};
 
 /// Three townships; the last one's sheets are held back, so it is a silent township.
 fn params() -> GenParams {
@@ -27,71 +26,7 @@ fn params() -> GenParams {
 }
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn tally(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the tally binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    )
-}
-
-/// `GET path` over plain HTTP/1.1: the status code and the body.
-fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    Ok((
-        code,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        },
-    ))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// The value of the sample `series` (name with labels, exactly as written) in a scrape.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|line| {
-        let rest = line.strip_prefix(series)?;
-        rest.strip_prefix(' ')?.trim().parse().ok()
-    })
-}
+const METRICS_POLL: Duration = Duration::from_millis(100);
 
 /// 1234567 as the dashboard prints it (zh-CN grouping: 1,234,567).
 fn grouped(n: u64) -> String {
@@ -121,17 +56,10 @@ fn metrics_and_dashboard_in_a_browser() {
         "{CHROMIUM} is missing: this test renders the dashboard in Debian's chromium; install it \
          with `apt-get install -y chromium fonts-noto-cjk` (.ci/run does)"
     );
-    let root = tempfile::tempdir().unwrap();
+    let root = tally_tests::tempdir();
     let work = root.path();
-    let program = PathBuf::from(env!("CARGO_BIN_EXE_tally"));
-    let mut county = LocalCounty::prepare_with(
-        &work.join("net"),
-        &params(),
-        &program,
-        false,
-        Options { http: true },
-    )
-    .expect("the county is laid out");
+    let mut county =
+        tally_tests::lay_out_county(&work.join("net"), &params(), Options { http: true });
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let leader = runtime
         .block_on(county.start_county())
@@ -180,31 +108,7 @@ fn metrics_and_dashboard_in_a_browser() {
     let bundle = work.join("subset.sheets");
     std::fs::write(&bundle, tally_proto::write_bundle(&subset)).unwrap();
 
-    let servers = county
-        .replica_addresses
-        .values()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(",");
-    let definition = county.layout.county.join("election.toml");
-    let keys = county.layout.county.join("township-keys.csv");
-    let (code, out, err) = tally(
-        work,
-        &[
-            "submit",
-            "--servers",
-            &servers,
-            "--pki",
-            county.layout.pki.to_str().unwrap(),
-            "-d",
-            definition.to_str().unwrap(),
-            "--keys",
-            keys.to_str().unwrap(),
-            "--format",
-            "json",
-            bundle.to_str().unwrap(),
-        ],
-    );
+    let (code, out, err) = tally_tests::submit(&county, work, &bundle);
     assert!(code == 0 || code == 3, "submit: {code}\n{out}\n{err}");
     let report: Value = serde_json::from_str(&out).expect("submit prints JSON");
     let accepted = report["accepted"].as_u64().unwrap();
@@ -217,19 +121,26 @@ fn metrics_and_dashboard_in_a_browser() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut scrapes = Vec::new();
     for (id, address) in &county.replica_http_addresses {
-        let scrape = loop {
-            let (code, body) = http_get(address, "/metrics").expect("the replica serves HTTP");
-            assert_eq!(code, 200, "{body}");
-            if sample(&body, "tally_chain_length") == Some(results.chain_length as f64) {
-                break body;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let scrape = poll(
+            deadline.saturating_duration_since(Instant::now()),
+            METRICS_POLL,
+            || {
+                let Response { code, body, .. } =
+                    http_get(address, "/metrics").expect("the replica serves HTTP");
+                assert_eq!(code, 200, "{body}");
+                if metric(&body, "tally_chain_length") == Some(results.chain_length as f64) {
+                    Ok(body)
+                } else {
+                    Err(body)
+                }
+            },
+        )
+        .unwrap_or_else(|body| {
+            panic!(
                 "replica {id} did not reach chain length {}:\n{body}",
                 results.chain_length
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
+            )
+        });
         for family in [
             "# TYPE tally_raft_term gauge",
             "# TYPE tally_raft_role gauge",
@@ -245,32 +156,32 @@ fn metrics_and_dashboard_in_a_browser() {
         ] {
             assert!(scrape.contains(family), "replica {id}: {family} missing");
         }
-        assert!(sample(&scrape, "tally_raft_term").unwrap() >= 1.0);
-        let is_leader = sample(&scrape, "tally_raft_is_leader").unwrap();
+        assert!(metric(&scrape, "tally_raft_term").unwrap() >= 1.0);
+        let is_leader = metric(&scrape, "tally_raft_is_leader").unwrap();
         assert_eq!(
             is_leader,
             f64::from(u8::from(*id == leader)),
             "replica {id}"
         );
         assert_eq!(
-            sample(&scrape, "tally_raft_role{role=\"leader\"}"),
+            metric(&scrape, "tally_raft_role{role=\"leader\"}"),
             Some(is_leader)
         );
-        assert!(sample(&scrape, "tally_raft_leader_changes_total").unwrap() >= 1.0);
-        assert!(sample(&scrape, "tally_storage_fsync_duration_seconds_count").unwrap() > 0.0);
+        assert!(metric(&scrape, "tally_raft_leader_changes_total").unwrap() >= 1.0);
+        assert!(metric(&scrape, "tally_storage_fsync_duration_seconds_count").unwrap() > 0.0);
         scrapes.push((*id, scrape));
     }
     // The leader answered every batch (followers forward), so its counts are the submit's.
     let (_, leader_scrape) = scrapes.iter().find(|(id, _)| *id == leader).unwrap();
     assert_eq!(
-        sample(leader_scrape, "tally_sheets_total{outcome=\"accepted\"}"),
+        metric(leader_scrape, "tally_sheets_total{outcome=\"accepted\"}"),
         Some(accepted as f64),
         "{leader_scrape}"
     );
     let conflicts = report["conflicts"].as_u64().unwrap();
     assert!(conflicts >= 1, "{report:#}");
     assert_eq!(
-        sample(
+        metric(
             leader_scrape,
             "tally_sheets_total{outcome=\"refused\",code=\"E204\"}"
         ),
@@ -278,21 +189,21 @@ fn metrics_and_dashboard_in_a_browser() {
         "{leader_scrape}"
     );
     assert_eq!(
-        sample(
+        metric(
             leader_scrape,
             "tally_signature_failures_total{kind=\"sheet\"}"
         ),
         Some(1.0)
     );
     assert_eq!(
-        sample(leader_scrape, "tally_conflicts"),
+        metric(leader_scrape, "tally_conflicts"),
         Some(conflicts as f64)
     );
     assert_eq!(
-        sample(leader_scrape, "tally_sheets_total{outcome=\"conflict\"}").unwrap_or(0.0),
+        metric(leader_scrape, "tally_sheets_total{outcome=\"conflict\"}").unwrap_or(0.0),
         conflicts as f64
     );
-    assert!(sample(leader_scrape, "tally_raft_proposal_duration_seconds_count").unwrap() >= 1.0);
+    assert!(metric(leader_scrape, "tally_raft_proposal_duration_seconds_count").unwrap() >= 1.0);
     let lags: Vec<&str> = leader_scrape
         .lines()
         .filter(|l| l.starts_with("tally_raft_peer_lag_entries{peer="))
@@ -306,7 +217,7 @@ fn metrics_and_dashboard_in_a_browser() {
         .find(|id| **id != leader)
         .unwrap();
     let http = county.replica_http_addresses[&follower].clone();
-    let (code, body) = http_get(&http, "/api/dashboard").unwrap();
+    let Response { code, body, .. } = http_get(&http, "/api/dashboard").unwrap();
     assert_eq!(code, 200, "{body}");
     let dashboard: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(dashboard["replica"]["id"], follower);
@@ -323,7 +234,9 @@ fn metrics_and_dashboard_in_a_browser() {
     let alerts = dashboard["alerts"].to_string();
     let silent_name = &county.generated.townships.last().unwrap().name;
     assert!(alerts.contains(silent_name.as_str()), "{alerts}");
-    let (code, page) = http_get(&http, "/").unwrap();
+    let Response {
+        code, body: page, ..
+    } = http_get(&http, "/").unwrap();
     assert_eq!(code, 200);
     assert!(page.contains("<meta charset=\"utf-8\">"));
     assert!(
@@ -333,7 +246,7 @@ fn metrics_and_dashboard_in_a_browser() {
 
     // The leader's JSON names the bad signatures and the conflicts too.
     let leader_http = county.replica_http_addresses[&leader].clone();
-    let (_, body) = http_get(&leader_http, "/api/dashboard").unwrap();
+    let Response { body, .. } = http_get(&leader_http, "/api/dashboard").unwrap();
     let leader_dashboard: Value = serde_json::from_str(&body).unwrap();
     let leader_alerts = leader_dashboard["alerts"].to_string();
     assert!(leader_alerts.contains("签名验证失败"), "{leader_alerts}");
@@ -409,7 +322,7 @@ fn metrics_and_dashboard_in_a_browser() {
         .collect();
     assert!(missing.is_empty(), "the page lacks {missing:?}:\n{dom}");
 
-    let artifacts = Path::new(env!("CARGO_BIN_EXE_tally"))
+    let artifacts = tally_tests::tally_binary()
         .ancestors()
         .nth(2)
         .unwrap()

@@ -2,26 +2,7 @@
 //! and JSON exports, checked against `tally results --format json` over the same sheets.
 
 use serde_json::Value;
-use std::path::Path;
-use std::process::Command;
-
-fn tally(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the tally binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    )
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use tally_tests::{output, publish, read, tempdir};
 
 // Goal: every contest's elected deputies appear, with their votes, in the report of their own
 // congress; vacancies and pending contests are stated; the CSV has its columns and one row
@@ -31,9 +12,9 @@ fn read(path: &Path) -> String {
 // that JSON, and the files compared.
 #[test]
 fn publish_writes_reports_and_exports() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let work = dir.path();
-    let (code, out, err) = tally(
+    let (code, out, err) = output(
         work,
         &[
             "gen",
@@ -48,25 +29,14 @@ fn publish_writes_reports_and_exports() {
         ],
     );
     assert_eq!(code, 0, "{out}\n{err}");
-    let (_, out, err) = tally(
-        work,
-        &[
-            "results",
-            "-d",
-            "county/election.toml",
-            "-s",
-            "county/sheets.sheets",
-            "--format",
-            "json",
-        ],
-    );
+    let (_, out, err) = tally_tests::offline_results(work);
     let reference: Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("results JSON ({e}): {err}"));
     std::fs::write(work.join("results.json"), &out).unwrap();
     let result = &reference["result"];
     let contests = result["contests"].as_array().unwrap();
 
-    let (code, out, err) = tally(
+    let (code, out, err) = output(
         work,
         &[
             "publish",
@@ -139,7 +109,7 @@ fn publish_writes_reports_and_exports() {
         .collect();
     assert_eq!(
         header,
-        tally::publish::RESULTS_CSV_COLUMNS
+        publish::RESULTS_CSV_COLUMNS
             .iter()
             .map(|s| (*s).to_owned())
             .collect::<Vec<_>>()
@@ -172,7 +142,7 @@ fn publish_writes_reports_and_exports() {
     let mut reader = csv::Reader::from_path(published.join("contests.csv")).unwrap();
     assert_eq!(
         reader.headers().unwrap().iter().collect::<Vec<_>>(),
-        tally::publish::CONTESTS_CSV_COLUMNS.to_vec()
+        publish::CONTESTS_CSV_COLUMNS.to_vec()
     );
     assert_eq!(reader.records().count(), contests.len());
 
@@ -181,7 +151,7 @@ fn publish_writes_reports_and_exports() {
     assert_eq!(json["contests"], result["contests"]);
 
     // From the results JSON file: the same files.
-    let (code, out, err) = tally(
+    let (code, out, err) = output(
         work,
         &["publish", "--result", "results.json", "--out", "pub2"],
     );
@@ -200,7 +170,7 @@ fn publish_writes_reports_and_exports() {
     }
 
     // An existing folder is never overwritten.
-    let (code, _, err) = tally(
+    let (code, _, err) = output(
         work,
         &["publish", "--result", "results.json", "--out", "pub"],
     );

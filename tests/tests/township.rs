@@ -5,8 +5,9 @@
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tally_tests::{Process, free_port, import, output, poll, tally};
 use tempfile::TempDir;
 
 const START_DEADLINE: Duration = Duration::from_secs(20);
@@ -14,46 +15,51 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 const STOP_DEADLINE: Duration = Duration::from_secs(4);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-fn tally() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-    command.env("NO_COLOR", "1").env("TALLY_LOG", "info");
-    command
-}
-
-fn run(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = tally()
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the tally binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    )
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("a bound address").port()
-}
-
-/// A process killed and reaped when dropped, so a failing test leaves none behind.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// Starts `tally township` on T01's config, its log in `log_path` (JSON lines when `json_logs`),
+/// and waits until it answers its picture.
+fn serve(root: &Path, log_path: &Path, json_logs: bool) -> Process {
+    let mut command = tally();
+    if json_logs {
+        command.env("TALLY_LOG_FORMAT", "json");
     }
+    let mut township = Process(
+        command
+            .args(["township", "--config", "townships/T01.toml"])
+            .current_dir(root)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log_path).unwrap())
+            .spawn()
+            .expect("tally township starts"),
+    );
+    let log = || std::fs::read_to_string(log_path).unwrap_or_default();
+    poll(START_DEADLINE, POLL_INTERVAL, || {
+        let (code, _, _) = output(
+            root,
+            &["township", "picture", "--config", "townships/T01.toml"],
+        );
+        if code == 0 || code == 3 {
+            return Ok(());
+        }
+        if let Some(status) = township.exited() {
+            panic!("the aggregator exited ({status}): {}", log());
+        }
+        Err(format!("picture exit {code}"))
+    })
+    .unwrap_or_else(|last| {
+        panic!(
+            "the aggregator did not answer within {START_DEADLINE:?} ({last}): {}",
+            log()
+        )
+    });
+    township
 }
 
 /// A generated county of three townships, its PKI with village certificates, T01's key and
 /// config (the county at three addresses where nothing listens).
 fn township_office() -> (TempDir, u16) {
-    let dir = tempfile::tempdir().expect("a temporary folder");
+    let dir = tally_tests::tempdir();
     let root = dir.path();
-    let (code, out, err) = run(
+    let (code, out, err) = output(
         root,
         &[
             "gen",
@@ -71,7 +77,7 @@ fn township_office() -> (TempDir, u16) {
         ],
     );
     assert_eq!(code, 0, "tally gen: {out}{err}");
-    let (code, out, err) = run(
+    let (code, out, err) = output(
         root,
         &[
             "certs",
@@ -154,7 +160,7 @@ retry_max_ms = 500
 fn picture_json(root: &Path, args: &[&str]) -> (i32, Value) {
     let mut all = vec!["township", "picture", "--format", "json"];
     all.extend_from_slice(args);
-    let (code, out, err) = run(root, &all);
+    let (code, out, err) = output(root, &all);
     let json = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("picture prints JSON ({e}): {out}{err}"));
     (code, json)
@@ -172,47 +178,10 @@ fn picture_json(root: &Path, args: &[&str]) -> (i32, Value) {
 fn serve_import_picture_and_stop() {
     let (dir, port) = township_office();
     let root = dir.path();
-    let log = std::fs::File::create(root.join("township.log")).unwrap();
-    let mut township = Process(
-        tally()
-            .args(["township", "--config", "townships/T01.toml"])
-            .current_dir(root)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("tally township starts"),
-    );
+    let mut township = serve(root, &root.join("township.log"), false);
     let log = || std::fs::read_to_string(root.join("township.log")).unwrap_or_default();
-    let started = Instant::now();
-    loop {
-        let (code, _, _) = run(
-            root,
-            &["township", "picture", "--config", "townships/T01.toml"],
-        );
-        if code == 0 || code == 3 {
-            break;
-        }
-        if let Some(status) = township.0.try_wait().unwrap() {
-            panic!("the aggregator exited ({status}): {}", log());
-        }
-        assert!(
-            started.elapsed() < START_DEADLINE,
-            "the aggregator did not answer within {START_DEADLINE:?}: {}",
-            log()
-        );
-        std::thread::sleep(POLL_INTERVAL);
-    }
 
-    let (code, out, err) = run(
-        root,
-        &[
-            "township",
-            "import",
-            "--config",
-            "townships/T01.toml",
-            "t01.sheets",
-        ],
-    );
+    let (code, out, err) = import(root, "townships/T01.toml", &["t01.sheets"]);
     assert_eq!(code, 0, "{out}{err}");
     let accepted = out.lines().filter(|l| l.contains(": accepted: ")).count();
     assert!(accepted >= 10, "{out}");
@@ -221,17 +190,7 @@ fn serve_import_picture_and_stop() {
         "{out}"
     );
 
-    let (code, out, err) = run(
-        root,
-        &[
-            "township",
-            "import",
-            "--config",
-            "townships/T01.toml",
-            "t02.sheets",
-            "t01.sheets",
-        ],
-    );
+    let (code, out, err) = import(root, "townships/T01.toml", &["t02.sheets", "t01.sheets"]);
     assert_eq!(code, 3, "a refused sheet is a finding: {out}{err}");
     assert!(out.contains("t02.sheets #1: refused E210"), "{out}");
     assert!(
@@ -260,7 +219,7 @@ fn serve_import_picture_and_stop() {
     assert_eq!(code, 3);
     assert_eq!(operator_view["sheets_stored"], accepted as u64);
 
-    let (_, out, _) = run(
+    let (_, out, _) = output(
         root,
         &["township", "picture", "--config", "townships/T01.toml"],
     );
@@ -298,7 +257,7 @@ fn serve_import_picture_and_stop() {
         .find_map(|line| line.strip_prefix("T02,"))
         .unwrap();
     std::fs::write(root.join("keys/township-T01.key"), t02).unwrap();
-    let (code, out, err) = run(root, &["township", "--config", "townships/T01.toml"]);
+    let (code, out, err) = output(root, &["township", "--config", "townships/T01.toml"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains(
@@ -319,7 +278,7 @@ fn serve_import_picture_and_stop() {
         .unwrap()
         .replace("pki/township-T01.", "pki/township-T02.");
     std::fs::write(root.join("townships/T01.toml"), config).unwrap();
-    let (code, out, err) = run(root, &["township", "--config", "townships/T01.toml"]);
+    let (code, out, err) = output(root, &["township", "--config", "townships/T01.toml"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("is township:T02's certificate, but this is township T01's aggregator"),
@@ -338,44 +297,10 @@ fn json_logs_name_the_sheet_unit_and_contest() {
     let (dir, _port) = township_office();
     let root = dir.path();
     let log_path = root.join("township.log");
-    let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut township = Process(
-        tally()
-            .env("TALLY_LOG_FORMAT", "json")
-            .args(["township", "--config", "townships/T01.toml"])
-            .current_dir(root)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("tally township starts"),
-    );
+    // Runs until the test ends (dropped last).
+    let _township = serve(root, &log_path, true);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let started = Instant::now();
-    loop {
-        let (code, _, _) = run(
-            root,
-            &["township", "picture", "--config", "townships/T01.toml"],
-        );
-        if code == 0 || code == 3 {
-            break;
-        }
-        if let Some(status) = township.0.try_wait().unwrap() {
-            panic!("the aggregator exited ({status}): {}", log());
-        }
-        assert!(started.elapsed() < START_DEADLINE, "{}", log());
-        std::thread::sleep(POLL_INTERVAL);
-    }
-    let (code, out, err) = run(
-        root,
-        &[
-            "township",
-            "import",
-            "--config",
-            "townships/T01.toml",
-            "t01.sheets",
-            "t02.sheets",
-        ],
-    );
+    let (code, out, err) = import(root, "townships/T01.toml", &["t01.sheets", "t02.sheets"]);
     assert_eq!(code, 3, "{out}{err}");
     let t01 = tally_proto::read_bundle(&std::fs::read(root.join("t01.sheets")).unwrap()).unwrap();
     let first = &t01[0];

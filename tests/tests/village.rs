@@ -11,17 +11,17 @@
 //! Every wait polls its condition with a deadline; nothing sleeps to wait.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tally_core::definition::Definition;
 use tally_net::{Identity, Role, TlsFiles};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;
 use tally_rpc::pb::township_server::{Township, TownshipServer};
+use tally_tests::{Run, poll, small_town, tally};
 use tempfile::TempDir;
 use tonic::{Request, Response, Status};
 
@@ -32,10 +32,6 @@ const EXIT_FINDINGS: i32 = 3;
 const UNIT: &str = "T01-U01";
 const WAIT_MAX: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(20);
-
-fn small_town() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/small-town")
-}
 
 // ---- the fake township ----
 
@@ -216,21 +212,6 @@ async fn relay(
 
 // ---- the fixture ----
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn dump(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 /// A folder with a PKI, the unit's village.toml, and (when started) the fake township.
 struct Fixture {
     dir: TempDir,
@@ -242,7 +223,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let dir = tempfile::tempdir().expect("a temporary folder");
+        let dir = tally_tests::tempdir();
         let identities = [
             Identity::new(Role::Village, UNIT).unwrap(),
             Identity::new(Role::Village, "T01-U02").unwrap(),
@@ -282,13 +263,10 @@ impl Fixture {
 
     /// Starts the fake township and the relay in front of it, and points the config at it.
     fn start_township(&mut self) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let definition =
-            Arc::new(tally_files::load_definition(&small_town().join("election.toml")).unwrap());
+        let runtime = tally_tests::runtime();
+        let definition = Arc::new(
+            tally_tests::files::load_definition(&small_town().join("election.toml")).unwrap(),
+        );
         let (cut, _) = tokio::sync::watch::channel(0u64);
         let fake = FakeTownship {
             definition,
@@ -324,38 +302,33 @@ impl Fixture {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-        command
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1");
+        let mut command = tally();
+        command.args(args).current_dir(self.dir.path());
         command
     }
 
     /// Runs `tally` with `args` and `stdin` piped in, to its end.
     fn tally(&self, args: &[&str], stdin: &str) -> Run {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the tally binary runs");
-        // A clerk's answers are small, far below a pipe's buffer.
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        let run = Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-        };
-        assert!(!run.stderr.contains("panicked"), "{}", run.dump());
+        let run = Run::with_input(&mut self.command(args), stdin);
+        run.assert_no_panic();
         run
+    }
+
+    /// `tally village fill --contest T01-X01 --out OUT`, the clerks' answers on its input.
+    fn fill(&self, out: &str, answers: &str) -> Run {
+        self.tally(
+            &[
+                "village",
+                "fill",
+                "--config",
+                "village.toml",
+                "--contest",
+                "T01-X01",
+                "--out",
+                out,
+            ],
+            answers,
+        )
     }
 
     fn village(&self, args: &[&str]) -> Run {
@@ -390,11 +363,10 @@ impl Fixture {
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < WAIT_MAX, "waited {WAIT_MAX:?} for {what}");
-        std::thread::sleep(POLL);
-    }
+    poll(WAIT_MAX, POLL, || {
+        if done() { Ok(()) } else { Err(String::new()) }
+    })
+    .unwrap_or_else(|_| panic!("waited {WAIT_MAX:?} for {what}"));
 }
 
 fn states(status: &[serde_json::Value]) -> Vec<String> {
@@ -451,31 +423,11 @@ fn fill_when_both_clerks_agree() {
     let mut input = clerk_counts(10, 1);
     input.extend(clerk_counts(10, 1));
     input.extend(["李四".into(), "5".into(), "李四".into(), "5".into()]);
-    let run = fixture.tally(
-        &[
-            "village",
-            "fill",
-            "--config",
-            "village.toml",
-            "--contest",
-            "T01-X01",
-            "--out",
-            "sheet.toml",
-        ],
-        &(input.join("\n") + "\n"),
-    );
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-    assert!(
-        run.stdout.contains("刘文 approvals 赞成票"),
-        "{}",
-        run.dump()
-    );
-    assert!(
-        run.stdout.contains("陈静 approvals 赞成票"),
-        "{}",
-        run.dump()
-    );
-    assert!(run.stdout.contains("城关镇东街投票站"), "{}", run.dump());
+    let run = fixture.fill("sheet.toml", &(input.join("\n") + "\n"));
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("刘文 approvals 赞成票");
+    run.assert_stdout_contains("陈静 approvals 赞成票");
+    run.assert_stdout_contains("城关镇东街投票站");
     assert!(!run.stdout.contains("The clerks differ"), "{}", run.dump());
     let text = std::fs::read_to_string(fixture.path("sheet.toml")).unwrap();
     assert!(text.contains("id = \"T01-X01-1\" # 刘文"), "{text}");
@@ -505,28 +457,12 @@ fn fill_when_both_clerks_agree() {
         ],
         "",
     );
-    assert_eq!(signed.code, EXIT_SUCCESS, "{}", signed.dump());
+    signed.assert_code(EXIT_SUCCESS);
 
     // The file is never overwritten, and that is said before anyone types.
-    let again = fixture.tally(
-        &[
-            "village",
-            "fill",
-            "--config",
-            "village.toml",
-            "--contest",
-            "T01-X01",
-            "--out",
-            "sheet.toml",
-        ],
-        "",
-    );
-    assert_eq!(again.code, 1, "{}", again.dump());
-    assert!(
-        again.stderr.contains("sheet.toml already exists"),
-        "{}",
-        again.dump()
-    );
+    let again = fixture.fill("sheet.toml", "");
+    again.assert_code(1);
+    again.assert_stderr_contains("sheet.toml already exists");
 }
 
 // Goal: where the clerks differ, every differing field is shown with both values and asked
@@ -546,30 +482,10 @@ fn fill_when_the_clerks_differ_asks_again_until_they_agree() {
     input.extend(["10", "1190", "1", "10", "1190", "1"].map(String::from));
     // The written-in person: the second clerk writes another name first.
     input.extend(["李四", "5", "李思", "5", "李四", "李四"].map(String::from));
-    let run = fixture.tally(
-        &[
-            "village",
-            "fill",
-            "--config",
-            "village.toml",
-            "--contest",
-            "T01-X01",
-            "--out",
-            "sheet.toml",
-        ],
-        &(input.join("\n") + "\n"),
-    );
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-    assert!(
-        run.stdout.contains("\"12a\" is not a whole number"),
-        "{}",
-        run.dump()
-    );
-    assert!(
-        run.stdout.contains("The clerks differ on 3 fields"),
-        "{}",
-        run.dump()
-    );
+    let run = fixture.fill("sheet.toml", &(input.join("\n") + "\n"));
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("\"12a\" is not a whole number");
+    run.assert_stdout_contains("The clerks differ on 3 fields");
     let void_row = run
         .stdout
         .lines()
@@ -577,11 +493,7 @@ fn fill_when_the_clerks_differ_asks_again_until_they_agree() {
         .unwrap_or_else(|| panic!("no row for ballots_void: {}", run.dump()));
     let cells: Vec<&str> = void_row.split_whitespace().collect();
     assert_eq!(cells[cells.len() - 2..], ["10", "19"], "{void_row}");
-    assert!(
-        run.stdout.contains("The clerks differ on 1 field"),
-        "{}",
-        run.dump()
-    );
+    run.assert_stdout_contains("The clerks differ on 1 field");
     assert!(
         run.stdout.contains("李四") && run.stdout.contains("李思"),
         "{}",
@@ -594,25 +506,9 @@ fn fill_when_the_clerks_differ_asks_again_until_they_agree() {
     assert_eq!(sheet.write_ins[0].name, "李四");
 
     // Input that ends before the clerks agree writes nothing.
-    let cut_short = fixture.tally(
-        &[
-            "village",
-            "fill",
-            "--config",
-            "village.toml",
-            "--contest",
-            "T01-X01",
-            "--out",
-            "short.toml",
-        ],
-        &(clerk_counts(10, 0).join("\n") + "\n"),
-    );
-    assert_eq!(cut_short.code, 1, "{}", cut_short.dump());
-    assert!(
-        cut_short.stderr.contains("nothing was written"),
-        "{}",
-        cut_short.dump()
-    );
+    let cut_short = fixture.fill("short.toml", &(clerk_counts(10, 0).join("\n") + "\n"));
+    cut_short.assert_code(1);
+    cut_short.assert_stderr_contains("nothing was written");
     assert!(!fixture.path("short.toml").exists());
 }
 
@@ -628,14 +524,10 @@ fn submit_retries_until_the_township_answers() {
     fixture.seen.lock().unwrap().fail_next = 3;
     let file = fixture.sheet_file("T01-U01-XH-C01.toml", |t| t);
     let run = fixture.village(&["submit", &file]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-    assert!(run.stderr.contains("trying again"), "{}", run.dump());
-    assert!(
-        run.stdout.contains("contest XH-C01, round 1, version 1"),
-        "{}",
-        run.dump()
-    );
-    assert!(run.stdout.contains("delivered ACCEPTED"), "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stderr_contains("trying again");
+    run.assert_stdout_contains("contest XH-C01, round 1, version 1");
+    run.assert_stdout_contains("delivered ACCEPTED");
     assert_eq!(fixture.seen(|s| (s.calls, s.stored.len())), (4, 1));
     assert_eq!(states(&fixture.status()), ["v1 delivered ACCEPTED"]);
 }
@@ -653,27 +545,23 @@ fn a_sheet_waits_in_the_journal_while_the_township_is_unreachable() {
     fixture.write_config(&closed_address, "T01-U01.key", UNIT);
     let file = fixture.sheet_file("T01-U01-XH-C01.toml", |t| t);
     let run = fixture.village(&["submit", "--retry-for", "1", &file]);
-    assert_eq!(run.code, EXIT_PENDING, "{}", run.dump());
-    assert!(
-        run.stdout.contains("run the same command again"),
-        "{}",
-        run.dump()
-    );
+    run.assert_code(EXIT_PENDING);
+    run.assert_stdout_contains("run the same command again");
     let status = fixture.status();
     assert_eq!(states(&status), ["v1 pending"]);
     assert!(status[0]["attempts"].as_u64().unwrap() >= 2, "{status:?}");
 
     fixture.start_township();
     let run = fixture.village(&["submit"]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-    assert!(run.stdout.contains("delivered ACCEPTED"), "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("delivered ACCEPTED");
     assert_eq!(fixture.seen(|s| (s.calls, s.stored.len())), (1, 1));
     assert_eq!(states(&fixture.status()), ["v1 delivered ACCEPTED"]);
 
     // Nothing pending: nothing is sent.
     let run = fixture.village(&["submit"]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-    assert!(run.stdout.contains("nothing to send"), "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("nothing to send");
     assert_eq!(fixture.seen(|s| s.calls), 1);
 }
 
@@ -702,8 +590,8 @@ fn a_village_killed_mid_submit_resends_and_is_counted_once() {
     assert_eq!(states(&fixture.status()), ["v1 pending"]);
 
     let run = fixture.village(&["submit"]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-    assert!(run.stdout.contains("delivered DUPLICATE"), "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("delivered DUPLICATE");
     assert_eq!(fixture.seen(|s| (s.calls, s.stored.len())), (2, 1));
     assert_eq!(states(&fixture.status()), ["v1 delivered DUPLICATE"]);
 }
@@ -718,9 +606,9 @@ fn a_dropped_link_is_retried_and_the_sheet_counted_once() {
     fixture.seen.lock().unwrap().drop_next = 1;
     let file = fixture.sheet_file("T01-U01-XH-C01.toml", |t| t);
     let run = fixture.village(&["submit", &file]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-    assert!(run.stderr.contains("trying again"), "{}", run.dump());
-    assert!(run.stdout.contains("delivered DUPLICATE"), "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stderr_contains("trying again");
+    run.assert_stdout_contains("delivered DUPLICATE");
     assert_eq!(fixture.seen(|s| (s.calls, s.stored.len())), (2, 1));
 }
 
@@ -736,14 +624,9 @@ fn resubmitting_is_duplicate_and_a_changed_sheet_needs_a_correction() {
     let file = fixture.sheet_file("T01-U01-XH-C01.toml", |t| t);
     assert_eq!(fixture.village(&["submit", &file]).code, EXIT_SUCCESS);
     let run = fixture.village(&["submit", &file]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-    assert!(
-        run.stdout
-            .contains("already in the journal (delivered ACCEPTED); sending it again"),
-        "{}",
-        run.dump()
-    );
-    assert!(run.stdout.contains("delivered DUPLICATE"), "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("already in the journal (delivered ACCEPTED); sending it again");
+    run.assert_stdout_contains("delivered DUPLICATE");
     assert_eq!(fixture.seen(|s| (s.calls, s.stored.len())), (2, 1));
     assert_eq!(fixture.status().len(), 1);
 
@@ -755,20 +638,11 @@ fn resubmitting_is_duplicate_and_a_changed_sheet_needs_a_correction() {
     )
     .unwrap();
     let run = fixture.village(&["submit", "changed.toml"]);
-    assert_eq!(run.code, EXIT_REFUSED, "{}", run.dump());
-    assert!(
-        run.stdout.contains(
-            "changed.toml: not submitted: version 1 of contest XH-C01 round 1 is already journaled"
-        ),
-        "{}",
-        run.dump()
+    run.assert_code(EXIT_REFUSED);
+    run.assert_stdout_contains(
+        "changed.toml: not submitted: version 1 of contest XH-C01 round 1 is already journaled",
     );
-    assert!(
-        run.stdout
-            .contains("tally village correct --contest XH-C01 --round 1"),
-        "{}",
-        run.dump()
-    );
+    run.assert_stdout_contains("tally village correct --contest XH-C01 --round 1");
     assert_eq!(fixture.seen(|s| s.calls), 2, "nothing was sent");
 
     let other = fixture.tally(
@@ -788,15 +662,10 @@ fn resubmitting_is_duplicate_and_a_changed_sheet_needs_a_correction() {
         ],
         "",
     );
-    assert_eq!(other.code, EXIT_SUCCESS, "{}", other.dump());
+    other.assert_code(EXIT_SUCCESS);
     let run = fixture.village(&["submit", "other.sheets"]);
-    assert_eq!(run.code, EXIT_REFUSED, "{}", run.dump());
-    assert!(
-        run.stdout
-            .contains("other.sheets #1: not submitted: it is unit T01-U02's sheet"),
-        "{}",
-        run.dump()
-    );
+    run.assert_code(EXIT_REFUSED);
+    run.assert_stdout_contains("other.sheets #1: not submitted: it is unit T01-U02's sheet");
 }
 
 // Goal: a sheet the township refuses is recorded refused with its code, and submit exits 1.
@@ -808,17 +677,12 @@ fn a_refused_sheet_is_recorded_with_its_code() {
     fixture.seen.lock().unwrap().refuse_next = 1;
     let file = fixture.sheet_file("T01-U01-XH-C01.toml", |t| t);
     let run = fixture.village(&["submit", &file]);
-    assert_eq!(run.code, EXIT_REFUSED, "{}", run.dump());
-    assert!(
-        run.stdout
-            .contains("refused E104: void + valid is not collected"),
-        "{}",
-        run.dump()
-    );
+    run.assert_code(EXIT_REFUSED);
+    run.assert_stdout_contains("refused E104: void + valid is not collected");
     assert_eq!(states(&fixture.status()), ["v1 refused E104"]);
     let table = fixture.village(&["status"]);
-    assert_eq!(table.code, EXIT_FINDINGS, "{}", table.dump());
-    assert!(table.stdout.contains("refused E104"), "{}", table.dump());
+    table.assert_code(EXIT_FINDINGS);
+    table.assert_stdout_contains("refused E104");
 }
 
 // Goal: a correction is the journal's highest version + 1 naming the one it replaces,
@@ -836,17 +700,9 @@ fn a_correction_is_the_next_version_and_its_qr_reads_back() {
     });
     std::fs::rename(fixture.path(&fixed), fixture.path("fixed.toml")).unwrap();
     let run = fixture.village(&["correct", "--contest", "XH-C01", "fixed.toml"]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-    assert!(
-        run.stdout.contains("made version 2 replacing version 1"),
-        "{}",
-        run.dump()
-    );
-    assert!(
-        run.stdout.contains("contest XH-C01, round 1, version 2"),
-        "{}",
-        run.dump()
-    );
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("made version 2 replacing version 1");
+    run.assert_stdout_contains("contest XH-C01, round 1, version 2");
     let stored_v2 = fixture.seen(|s| s.stored.last().unwrap().clone());
     let sheet = tally_proto::decode_sheet(&stored_v2.sheet).unwrap();
     assert_eq!((sheet.version, sheet.replaces_version), (2, Some(1)));
@@ -856,7 +712,7 @@ fn a_correction_is_the_next_version_and_its_qr_reads_back() {
     );
 
     let run = fixture.village(&["correct", "--contest", "XH-C01", "fixed.toml"]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
     assert_eq!(
         states(&fixture.status()),
         [
@@ -874,24 +730,18 @@ fn a_correction_is_the_next_version_and_its_qr_reads_back() {
     );
 
     let wrong = fixture.village(&["correct", "--contest", "T01-X01", "fixed.toml"]);
-    assert_eq!(wrong.code, 1, "{}", wrong.dump());
-    assert!(
-        wrong
-            .stderr
-            .contains("fixed.toml is a sheet of contest XH-C01, not T01-X01"),
-        "{}",
-        wrong.dump()
-    );
+    wrong.assert_code(1);
+    wrong.assert_stderr_contains("fixed.toml is a sheet of contest XH-C01, not T01-X01");
 
     let run = fixture.village(&["qr", "--contest", "XH-C01", "--png", "sheet.png"]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-    assert!(run.stdout.contains("version 3"), "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("version 3");
     assert!(
         run.stdout.contains('\u{2580}') && run.stdout.contains("TALLY1:"),
         "{}",
         run.dump()
     );
-    let read = tally_village::offline::read_offline(&fixture.path("sheet.png")).unwrap();
+    let read = tally_tests::offline::read_offline(&fixture.path("sheet.png")).unwrap();
     assert_eq!(read.len(), 1);
     assert_eq!(
         tally_proto::encode_signed(&read[0]),
@@ -908,32 +758,11 @@ fn another_units_key_and_certificate_are_refused_at_once() {
     fixture.write_config("127.0.0.1:9", "T01-U02.key", "T01-U02");
     let file = fixture.sheet_file("T01-U01-XH-C01.toml", |t| t);
     let run = fixture.village(&["submit", &file]);
-    assert_eq!(run.code, 1, "{}", run.dump());
-    assert!(
-        run.stderr.contains("village.toml has 2 problems"),
-        "{}",
-        run.dump()
-    );
-    assert!(
-        run.stderr.contains("village.toml, line 3, signing_key:"),
-        "{}",
-        run.dump()
-    );
-    assert!(
-        run.stderr.contains("is the key of unit T01-U02"),
-        "{}",
-        run.dump()
-    );
-    assert!(
-        run.stderr.contains("village.toml, line 8, tls.cert:"),
-        "{}",
-        run.dump()
-    );
-    assert!(
-        run.stderr
-            .contains("tally://village/T01-U02's certificate, but this is unit T01-U01"),
-        "{}",
-        run.dump()
-    );
+    run.assert_code(1);
+    run.assert_stderr_contains("village.toml has 2 problems");
+    run.assert_stderr_contains("village.toml, line 3, signing_key:");
+    run.assert_stderr_contains("is the key of unit T01-U02");
+    run.assert_stderr_contains("village.toml, line 8, tls.cert:");
+    run.assert_stderr_contains("tally://village/T01-U02's certificate, but this is unit T01-U01");
     assert!(!fixture.path("journal").exists(), "nothing was journaled");
 }

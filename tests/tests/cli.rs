@@ -4,11 +4,11 @@
 //! and codes in messages, and the results in the table, JSON and CSV output.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+use tally_tests::{Run, run, sample_county, small_town, tempdir};
 use tempfile::TempDir;
 
-/// Exit codes of `tally` (see `crates/tally/src/outcome.rs`).
+/// Exit codes of `tally` (see `crates/tally/src/cli.rs`).
 const EXIT_SUCCESS: i32 = 0;
 const EXIT_FAILURE: i32 = 1;
 const EXIT_FINDINGS: i32 = 3;
@@ -20,68 +20,22 @@ const SMALL_TOWN_UNITS: [(&str, &[&str]); 3] = [
     ("T02-U01", &["T02-U01-T02-X01.toml"]),
 ];
 
-/// What one run of the binary gave.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// Everything the run printed, for messages when an assertion fails.
-    fn dump(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.dump()))
-    }
-
-    /// No run may end in a panic, whatever the input.
-    fn assert_no_panic(&self) {
-        assert!(!self.stderr.contains("panicked"), "{}", self.dump());
-    }
-}
-
-/// Runs `tally` with `args` in the folder `cwd`.
+/// Runs `tally` with `args` in the folder `cwd`; no run may end in a panic, whatever the input.
 fn tally_in<I, S>(cwd: &Path, args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the tally binary runs");
-    let run = Run {
-        // A run killed by a signal has no code; report it as -1 so an assertion shows it.
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    };
+    let run = run(cwd, args);
     run.assert_no_panic();
     run
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn small_town() -> PathBuf {
-    repo_root().join("examples/small-town")
-}
-
-fn sample_county() -> PathBuf {
-    repo_root().join("examples/sample-county")
-}
-
-fn tempdir() -> TempDir {
-    tempfile::tempdir().expect("a temporary folder can be made")
+/// A fresh temporary folder holding a copy of the small town ([`copy_small_town`]).
+fn small_town_copy() -> TempDir {
+    let dir = tempdir();
+    copy_small_town(dir.path());
+    dir
 }
 
 /// Copies the small town's definition, keys and sheets into `dir`, so a test can change them.
@@ -122,14 +76,28 @@ fn sign_small_town(dir: &Path) {
         ];
         args.extend(sheets.iter().map(|s| format!("sheets/{s}")));
         let run = tally_in(dir, &args);
-        assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-        assert!(
-            run.stdout
-                .contains(&format!("signed {} sheet(s) of unit {unit}", sheets.len())),
-            "{}",
-            run.dump()
-        );
+        run.assert_code(EXIT_SUCCESS);
+        run.assert_stdout_contains(&format!("signed {} sheet(s) of unit {unit}", sheets.len()));
     }
+}
+
+/// `tally sheet sign` of unit T01-U01's first sheet file with `key`, into `out.sheets`, in
+/// `dir` (a copy of the small town).
+fn sign_first_sheet(dir: &Path, key: &str) -> Run {
+    tally_in(
+        dir,
+        [
+            "sheet",
+            "sign",
+            "--definition",
+            "election.toml",
+            "--key",
+            key,
+            "--out",
+            "out.sheets",
+            "sheets/T01-U01-XH-C01.toml",
+        ],
+    )
 }
 
 /// Splits a bundle into its records (each a varint length prefix and that many bytes), to
@@ -201,17 +169,16 @@ fn variant(value: &Value) -> &str {
 // then read the results as a table, as JSON and as CSV.
 #[test]
 fn small_town_walkthrough() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     sign_small_town(dir.path());
 
     let verify = tally_in(
         dir.path(),
         ["sheet", "verify", "--definition", "election.toml", "signed"],
     );
-    assert_eq!(verify.code, EXIT_SUCCESS, "{}", verify.dump());
+    verify.assert_code(EXIT_SUCCESS);
     assert!(verify.stdout.starts_with("5 accepted"), "{}", verify.dump());
-    assert!(verify.stdout.contains("0 refused"), "{}", verify.dump());
+    verify.assert_stdout_contains("0 refused");
 
     let table = tally_in(
         dir.path(),
@@ -223,7 +190,7 @@ fn small_town_walkthrough() {
             "signed",
         ],
     );
-    assert_eq!(table.code, EXIT_SUCCESS, "{}", table.dump());
+    table.assert_code(EXIT_SUCCESS);
     for line in [
         "小河县2026年县乡两级人民代表大会代表换届选举",
         "张建国 (1,350)、李春梅 (1,100)",
@@ -250,7 +217,7 @@ fn small_town_walkthrough() {
             "json",
         ],
     );
-    assert_eq!(json.code, EXIT_SUCCESS, "{}", json.dump());
+    json.assert_code(EXIT_SUCCESS);
     let results = json.json();
     assert_eq!(results["intake"]["accepted"], 5);
     assert_eq!(results["intake"]["refused"], Value::Array(vec![]));
@@ -279,7 +246,7 @@ fn small_town_walkthrough() {
             "csv",
         ],
     );
-    assert_eq!(csv.code, EXIT_SUCCESS, "{}", csv.dump());
+    csv.assert_code(EXIT_SUCCESS);
     let lines: Vec<&str> = csv.stdout.lines().collect();
     let header: Vec<&str> = lines[0].split(',').collect();
     for column in ["contest", "person", "name", "write_in", "votes", "elected"] {
@@ -320,7 +287,7 @@ fn small_town_walkthrough() {
 fn keygen_writes_a_private_key_once() {
     let dir = tempdir();
     let run = tally_in(dir.path(), ["keygen", "--out", "unit.key"]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
     let key_path = dir.path().join("unit.key");
     let written = std::fs::read_to_string(&key_path).unwrap();
     assert!(
@@ -344,13 +311,9 @@ fn keygen_writes_a_private_key_once() {
     assert!(public.chars().all(|c| c.is_ascii_hexdigit()), "{public}");
 
     let again = tally_in(dir.path(), ["keygen", "--out", "unit.key"]);
-    assert_eq!(again.code, EXIT_FAILURE, "{}", again.dump());
-    assert!(again.stderr.contains("unit.key"), "{}", again.dump());
-    assert!(
-        again.stderr.contains("never overwritten"),
-        "{}",
-        again.dump()
-    );
+    again.assert_code(EXIT_FAILURE);
+    again.assert_stderr_contains("unit.key");
+    again.assert_stderr_contains("never overwritten");
     assert_eq!(std::fs::read_to_string(&key_path).unwrap(), written);
 }
 
@@ -361,8 +324,7 @@ fn keygen_writes_a_private_key_once() {
 // copy of a small-town sheet and sign it.
 #[test]
 fn sign_refuses_unbalanced_sheet() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     let sheet = dir.path().join("sheets/T01-U01-XH-C01.toml");
     let text = std::fs::read_to_string(&sheet).unwrap();
     std::fs::write(
@@ -370,28 +332,10 @@ fn sign_refuses_unbalanced_sheet() {
         text.replace("ballots_valid = 1606", "ballots_valid = 1605"),
     )
     .unwrap();
-    let run = tally_in(
-        dir.path(),
-        [
-            "sheet",
-            "sign",
-            "--definition",
-            "election.toml",
-            "--key",
-            "keys/T01-U01.key",
-            "--out",
-            "out.sheets",
-            "sheets/T01-U01-XH-C01.toml",
-        ],
-    );
-    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
-    assert!(
-        run.stderr
-            .contains("sheets/T01-U01-XH-C01.toml: error E101"),
-        "{}",
-        run.dump()
-    );
-    assert!(run.stderr.contains("not signed"), "{}", run.dump());
+    let run = sign_first_sheet(dir.path(), "keys/T01-U01.key");
+    run.assert_code(EXIT_FAILURE);
+    run.assert_stderr_contains("sheets/T01-U01-XH-C01.toml: error E101");
+    run.assert_stderr_contains("not signed");
     assert!(!dir.path().join("out.sheets").exists());
 }
 
@@ -399,45 +343,19 @@ fn sign_refuses_unbalanced_sheet() {
 // Method: sign a T01-U01 sheet with T02-U01's key, then with a new key no unit has.
 #[test]
 fn sign_refuses_a_key_that_is_not_the_units() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
-    let sign = |key: &str| {
-        tally_in(
-            dir.path(),
-            [
-                "sheet",
-                "sign",
-                "--definition",
-                "election.toml",
-                "--key",
-                key,
-                "--out",
-                "out.sheets",
-                "sheets/T01-U01-XH-C01.toml",
-            ],
-        )
-    };
+    let dir = small_town_copy();
+    let sign = |key: &str| sign_first_sheet(dir.path(), key);
     let other_unit = sign("keys/T02-U01.key");
-    assert_eq!(other_unit.code, EXIT_FAILURE, "{}", other_unit.dump());
-    assert!(
-        other_unit.stderr.contains(
-            "sheets/T01-U01-XH-C01.toml: the sheet is for unit T01-U01, but the key is unit T02-U01's"
-        ),
-        "{}",
-        other_unit.dump()
+    other_unit.assert_code(EXIT_FAILURE);
+    other_unit.assert_stderr_contains(
+        "sheets/T01-U01-XH-C01.toml: the sheet is for unit T01-U01, but the key is unit T02-U01's",
     );
 
     let keygen = tally_in(dir.path(), ["keygen", "--out", "stranger.key"]);
-    assert_eq!(keygen.code, EXIT_SUCCESS, "{}", keygen.dump());
+    keygen.assert_code(EXIT_SUCCESS);
     let stranger = sign("stranger.key");
-    assert_eq!(stranger.code, EXIT_FAILURE, "{}", stranger.dump());
-    assert!(
-        stranger
-            .stderr
-            .contains("is not the key of any unit in the definition"),
-        "{}",
-        stranger.dump()
-    );
+    stranger.assert_code(EXIT_FAILURE);
+    stranger.assert_stderr_contains("is not the key of any unit in the definition");
     assert!(!dir.path().join("out.sheets").exists());
 }
 
@@ -445,8 +363,7 @@ fn sign_refuses_a_key_that_is_not_the_units() {
 // Method: misspell ballots_blank (line 9 of the file) and sign.
 #[test]
 fn sign_refuses_misspelled_field() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     let sheet = dir.path().join("sheets/T01-U01-XH-C01.toml");
     let text = std::fs::read_to_string(&sheet).unwrap();
     let line = text
@@ -455,28 +372,10 @@ fn sign_refuses_misspelled_field() {
         .unwrap()
         + 1;
     std::fs::write(&sheet, text.replace("ballots_blank", "ballots_blnk")).unwrap();
-    let run = tally_in(
-        dir.path(),
-        [
-            "sheet",
-            "sign",
-            "--definition",
-            "election.toml",
-            "--key",
-            "keys/T01-U01.key",
-            "--out",
-            "out.sheets",
-            "sheets/T01-U01-XH-C01.toml",
-        ],
-    );
-    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
-    assert!(
-        run.stderr
-            .contains(&format!("sheets/T01-U01-XH-C01.toml, line {line}:")),
-        "{}",
-        run.dump()
-    );
-    assert!(run.stderr.contains("ballots_blnk"), "{}", run.dump());
+    let run = sign_first_sheet(dir.path(), "keys/T01-U01.key");
+    run.assert_code(EXIT_FAILURE);
+    run.assert_stderr_contains(&format!("sheets/T01-U01-XH-C01.toml, line {line}:"));
+    run.assert_stderr_contains("ballots_blnk");
 }
 
 // ---- sheet verify finds ----
@@ -486,8 +385,7 @@ fn sign_refuses_misspelled_field() {
 // signed small-town bundle, then verify it.
 #[test]
 fn verify_finds_a_tampered_sheet() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     sign_small_town(dir.path());
     let bundle = dir.path().join("signed/T01-U01.sheets");
     let mut bytes = std::fs::read(&bundle).unwrap();
@@ -506,11 +404,11 @@ fn verify_finds_a_tampered_sheet() {
         dir.path(),
         ["sheet", "verify", "--definition", "election.toml", "signed"],
     );
-    assert_eq!(run.code, EXIT_FINDINGS, "{}", run.dump());
-    assert!(run.stdout.contains("4 accepted"), "{}", run.dump());
-    assert!(run.stdout.contains("1 refused"), "{}", run.dump());
-    assert!(run.stdout.contains("T01-U01.sheets #1"), "{}", run.dump());
-    assert!(run.stdout.contains("bad signature"), "{}", run.dump());
+    run.assert_code(EXIT_FINDINGS);
+    run.assert_stdout_contains("4 accepted");
+    run.assert_stdout_contains("1 refused");
+    run.assert_stdout_contains("T01-U01.sheets #1");
+    run.assert_stdout_contains("bad signature");
     // The signature layer's codes are those of the core's table: E204 is a bad signature.
     assert!(
         run.stdout.contains("E204") && run.stdout.contains("bad signature"),
@@ -530,7 +428,7 @@ fn verify_finds_a_tampered_sheet() {
             "json",
         ],
     );
-    assert_eq!(json.code, EXIT_FINDINGS, "{}", json.dump());
+    json.assert_code(EXIT_FINDINGS);
     let refused = &json.json()["refused"];
     assert_eq!(refused.as_array().unwrap().len(), 1, "{}", json.dump());
     assert_eq!(refused[0]["code"], "E204");
@@ -540,8 +438,7 @@ fn verify_finds_a_tampered_sheet() {
 // Method: cut a signed small-town bundle in the middle of its last record and verify it.
 #[test]
 fn verify_reports_a_truncated_bundle() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     sign_small_town(dir.path());
     let bundle = dir.path().join("signed/T01-U01.sheets");
     let bytes = std::fs::read(&bundle).unwrap();
@@ -557,14 +454,9 @@ fn verify_reports_a_truncated_bundle() {
             "signed/T01-U01.sheets",
         ],
     );
-    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
-    assert!(
-        run.stderr
-            .contains("signed/T01-U01.sheets is not a readable sheet bundle"),
-        "{}",
-        run.dump()
-    );
-    assert!(run.stderr.contains("bundle record 2"), "{}", run.dump());
+    run.assert_code(EXIT_FAILURE);
+    run.assert_stderr_contains("signed/T01-U01.sheets is not a readable sheet bundle");
+    run.assert_stderr_contains("bundle record 2");
 }
 
 // ---- The sample county ----
@@ -591,7 +483,7 @@ fn sample_county_planted_outcomes() {
     let dir = tempdir();
     let sheets = sample_county().join("sheets.sheets");
     let run = sample_results(dir.path(), &[sheets.to_str().unwrap()]);
-    assert_eq!(run.code, EXIT_FINDINGS, "{}", run.dump());
+    run.assert_code(EXIT_FINDINGS);
     let results = run.json();
     let intake = &results["intake"];
     assert_eq!(intake["corrections"], 1);
@@ -649,7 +541,7 @@ fn order_independent_and_counted_once() {
     let single = sample_results(dir.path(), &[sheets.to_str().unwrap()]).json();
 
     let twice = sample_results(dir.path(), &["doubled.sheets"]);
-    assert_eq!(twice.code, EXIT_FINDINGS, "{}", twice.dump());
+    twice.assert_code(EXIT_FINDINGS);
     let twice = twice.json();
     assert_eq!(twice["result"], single["result"]);
     assert_eq!(twice["intake"]["duplicates"], records.len());
@@ -659,7 +551,7 @@ fn order_independent_and_counted_once() {
         dir.path(),
         &["first-half.sheets", "second-half.sheets", "doubled.sheets"],
     );
-    assert_eq!(shuffled.code, EXIT_FINDINGS, "{}", shuffled.dump());
+    shuffled.assert_code(EXIT_FINDINGS);
     let shuffled = shuffled.json();
     assert_eq!(shuffled["result"], single["result"]);
     // In reverse order the correction (version 2) of T01-U001's sheet arrives before the
@@ -681,7 +573,7 @@ fn gen_sample_reproduces_examples_sample_county() {
     let dir = tempdir();
     let out = dir.path().join("sample");
     let run = tally_in(dir.path(), ["gen", "--sample", "--out", "sample"]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
     let names = |folder: &Path| -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(folder)
             .unwrap()
@@ -707,7 +599,7 @@ fn gen_sample_reproduces_examples_sample_county() {
 #[test]
 fn example_township_keys_match_their_definitions() {
     use tally_core::ids::KeyId;
-    use tally_files::{load_definition, read_secret_key};
+    use tally_tests::files::{load_definition, read_secret_key};
     let key_id = |key: &ed25519_dalek::SigningKey| KeyId::of(&key.verifying_key());
 
     let definition = load_definition(&small_town().join("election.toml")).unwrap();
@@ -740,21 +632,16 @@ fn example_township_keys_match_their_definitions() {
 // sample county, make units.csv name a contest that does not exist.
 #[test]
 fn definition_errors_name_file_place_and_field() {
-    let dir = tempdir();
-    copy_small_town(dir.path());
+    let dir = small_town_copy();
     let definition = dir.path().join("election.toml");
     let text = std::fs::read_to_string(&definition).unwrap();
     let line = text.lines().position(|l| l == r#"id = "XH-C01""#).unwrap() + 1;
     std::fs::write(&definition, text.replacen("seats = 2", "seats = 5", 1)).unwrap();
     let run = tally_in(dir.path(), ["seats", "--definition", "election.toml"]);
-    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
-    assert!(
-        run.stderr.contains(&format!(
+    run.assert_code(EXIT_FAILURE);
+    run.assert_stderr_contains(&format!(
             "election.toml, line {line}, contests[0].seats: is 5; a constituency elects 1 to 3 deputies (Art 25)"
-        )),
-        "{}",
-        run.dump()
-    );
+        ));
 
     let county = dir.path().join("county");
     std::fs::create_dir(&county).unwrap();
@@ -768,12 +655,9 @@ fn definition_errors_name_file_place_and_field() {
     )
     .unwrap();
     let run = tally_in(&county, ["seats", "--definition", "election.toml"]);
-    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
-    assert!(
-        run.stderr
-            .contains(r#"units.csv, record 1, contests: contest "T01-X99" is not defined"#),
-        "{}",
-        run.dump()
+    run.assert_code(EXIT_FAILURE);
+    run.assert_stderr_contains(
+        r#"units.csv, record 1, contests: contest "T01-X99" is not defined"#,
     );
 }
 
@@ -787,19 +671,13 @@ fn seats_of_the_sample_county() {
     let definition = sample_county().join("election.toml");
     let definition = definition.to_str().unwrap();
     let table = tally_in(dir.path(), ["seats", "--definition", definition]);
-    assert_eq!(table.code, EXIT_SUCCESS, "{}", table.dump());
-    assert!(
-        table
-            .stdout
-            .contains("青山县 county congress: 280 seats for 700,000 people"),
-        "{}",
-        table.dump()
-    );
+    table.assert_code(EXIT_SUCCESS);
+    table.assert_stdout_contains("青山县 county congress: 280 seats for 700,000 people");
     let json = tally_in(
         dir.path(),
         ["seats", "--definition", definition, "--format", "json"],
     );
-    assert_eq!(json.code, EXIT_SUCCESS, "{}", json.dump());
+    json.assert_code(EXIT_SUCCESS);
     let report = json.json();
     assert_eq!(report["county"]["congress_seats"], 280);
     let apportioned: u64 = report["townships"]
@@ -836,7 +714,7 @@ fn seats_by_weights_rulebook_example() {
     let dir = tempdir();
     let rows = "name,population\n甲乡,100000\n乙乡,80000\n丙乡,30000\n丁乡,20000\n";
     let d_hondt = seats_by_weights(dir.path(), rows, &["--total", "8", "--method", "d-hondt"]);
-    assert_eq!(d_hondt.code, EXIT_SUCCESS, "{}", d_hondt.dump());
+    d_hondt.assert_code(EXIT_SUCCESS);
     assert_eq!(seats_column(&d_hondt.json()), [4, 3, 1, 0]);
     assert_eq!(d_hondt.json()["rows"][0]["name"], "甲乡");
 
@@ -845,7 +723,7 @@ fn seats_by_weights_rulebook_example() {
         rows,
         &["--total", "8", "--method", "sainte-lague"],
     );
-    assert_eq!(sainte_lague.code, EXIT_SUCCESS, "{}", sainte_lague.dump());
+    sainte_lague.assert_code(EXIT_SUCCESS);
     assert_eq!(seats_column(&sainte_lague.json()), [3, 3, 1, 1]);
 }
 
@@ -859,7 +737,7 @@ fn seats_tie_is_reported() {
         "甲乡,5000\n乙乡,5000\n",
         &["--total", "1", "--tie-rule", "report"],
     );
-    assert_eq!(run.code, EXIT_FINDINGS, "{}", run.dump());
+    run.assert_code(EXIT_FINDINGS);
     let report = run.json();
     assert_eq!(report["tie"]["seats"], 1);
     assert_eq!(seats_column(&report), [0, 0]);
@@ -878,14 +756,8 @@ fn seats_tie_is_reported() {
             "report",
         ],
     );
-    assert_eq!(table.code, EXIT_FINDINGS, "{}", table.dump());
-    assert!(
-        table
-            .stdout
-            .contains("TIE: 1 seat(s) undecided between 甲乡, 乙乡"),
-        "{}",
-        table.dump()
-    );
+    table.assert_code(EXIT_FINDINGS);
+    table.assert_stdout_contains("TIE: 1 seat(s) undecided between 甲乡, 乙乡");
 }
 
 // ---- demo ----
@@ -898,7 +770,7 @@ fn seats_tie_is_reported() {
 fn offline_demo_runs_and_says_where_the_files_are() {
     let dir = tempdir();
     let run = tally_in(dir.path(), ["demo", "--offline", "--dir", "demo"]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
     let county = Path::new("demo").join("sample-county");
     let ending: Vec<&str> = run.stdout.lines().rev().take(10).collect();
     assert!(
@@ -929,7 +801,7 @@ fn offline_demo_runs_and_says_where_the_files_are() {
 fn networked_demo_counts_every_sheet_once_and_stops_its_servers() {
     let dir = tempdir();
     let run = tally_in(dir.path(), ["demo", "--dir", "demo", "--pace", "3"]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
+    run.assert_code(EXIT_SUCCESS);
     for expected in [
         "killed replica",
         "started again: it catches up from the others",
@@ -950,12 +822,7 @@ fn networked_demo_counts_every_sheet_once_and_stops_its_servers() {
         run.dump()
     );
     let root = std::fs::canonicalize(dir.path().join("demo")).unwrap();
-    assert!(
-        run.stdout
-            .contains(&format!("Everything is in {}", root.display())),
-        "{}",
-        run.dump()
-    );
+    run.assert_stdout_contains(&format!("Everything is in {}", root.display()));
     // Every server was stopped: none of the demo's configs is in a running command line.
     let ps = std::process::Command::new("ps")
         .args(["-eo", "args"])
@@ -976,13 +843,8 @@ fn demo_refuses_a_folder_that_is_not_empty() {
     std::fs::create_dir(dir.path().join("demo")).unwrap();
     std::fs::write(dir.path().join("demo").join("keep.txt"), "mine").unwrap();
     let run = tally_in(dir.path(), ["demo", "--dir", "demo"]);
-    assert_eq!(run.code, EXIT_FAILURE, "{}", run.dump());
-    assert!(
-        run.stderr
-            .contains("demo is not empty; give a new folder with --dir"),
-        "{}",
-        run.dump()
-    );
+    run.assert_code(EXIT_FAILURE);
+    run.assert_stderr_contains("demo is not empty; give a new folder with --dir");
     assert_eq!(
         std::fs::read_to_string(dir.path().join("demo").join("keep.txt")).unwrap(),
         "mine"
@@ -1019,13 +881,8 @@ fn certs_makes_a_county_pki() {
         dir.path(),
         ["certs", "--out", "pki", "--definition", definition],
     );
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.dump());
-    assert!(
-        run.stdout
-            .contains("made a new county CA for 小河县 in pki"),
-        "{}",
-        run.dump()
-    );
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("made a new county CA for 小河县 in pki");
     let pki = dir.path().join("pki");
     let stems = [
         "ca",
@@ -1054,12 +911,9 @@ fn certs_makes_a_county_pki() {
         }
     }
     assert_eq!(run.stdout.matches("wrote ").count(), stems.len() * 2);
-    assert!(run.stdout.contains("mode 0600"), "{}", run.dump());
-    assert!(
-        run.stdout
-            .contains("crates/tally-net/README.md#using-an-existing-ca-instead-of-tally-certs"),
-        "{}",
-        run.dump()
+    run.assert_stdout_contains("mode 0600");
+    run.assert_stdout_contains(
+        "crates/tally-net/README.md#using-an-existing-ca-instead-of-tally-certs",
     );
 
     let replica = tally_net::Identity::replica(1).unwrap();
@@ -1076,22 +930,14 @@ fn certs_makes_a_county_pki() {
 fn certs_refuses_to_overwrite() {
     let dir = tempdir();
     let first = tally_in(dir.path(), ["certs", "--out", "pki", "--townships", "T01"]);
-    assert_eq!(first.code, EXIT_SUCCESS, "{}", first.dump());
+    first.assert_code(EXIT_SUCCESS);
     let cert = dir.path().join("pki/township-T01.pem");
     let before = std::fs::read_to_string(&cert).unwrap();
 
     let again = tally_in(dir.path(), ["certs", "--out", "pki", "--townships", "T01"]);
-    assert_eq!(again.code, EXIT_FAILURE, "{}", again.dump());
-    assert!(
-        again.stderr.contains("township-T01.pem"),
-        "{}",
-        again.dump()
-    );
-    assert!(
-        again.stderr.contains("never overwrites"),
-        "{}",
-        again.dump()
-    );
+    again.assert_code(EXIT_FAILURE);
+    again.assert_stderr_contains("township-T01.pem");
+    again.assert_stderr_contains("never overwrites");
     assert!(!again.stdout.contains("wrote"), "{}", again.dump());
     assert_eq!(std::fs::read_to_string(&cert).unwrap(), before);
 
@@ -1099,9 +945,9 @@ fn certs_refuses_to_overwrite() {
         dir.path(),
         ["certs", "--out", "fresh", "--townships", "T 1"],
     );
-    assert_eq!(bad.code, EXIT_FAILURE, "{}", bad.dump());
-    assert!(bad.stderr.contains("township:T 1"), "{}", bad.dump());
-    assert!(bad.stderr.contains("' '"), "{}", bad.dump());
+    bad.assert_code(EXIT_FAILURE);
+    bad.assert_stderr_contains("township:T 1");
+    bad.assert_stderr_contains("' '");
     assert!(
         !dir.path().join("fresh").exists(),
         "nothing is written when a name is bad"
@@ -1116,18 +962,14 @@ fn certs_refuses_to_overwrite() {
 fn certs_reuses_the_ca_for_an_added_township() {
     let dir = tempdir();
     let first = tally_in(dir.path(), ["certs", "--out", "pki", "--townships", "T01"]);
-    assert_eq!(first.code, EXIT_SUCCESS, "{}", first.dump());
+    first.assert_code(EXIT_SUCCESS);
     let pki = dir.path().join("pki");
     let ca_before = std::fs::read(pki.join("ca.pem")).unwrap();
     let ca_key_before = std::fs::read(pki.join("ca.key")).unwrap();
 
     let added = tally_in(dir.path(), ["certs", "--out", "pki", "--townships", "T02"]);
-    assert_eq!(added.code, EXIT_SUCCESS, "{}", added.dump());
-    assert!(
-        added.stdout.contains("reused the county CA in pki"),
-        "{}",
-        added.dump()
-    );
+    added.assert_code(EXIT_SUCCESS);
+    added.assert_stdout_contains("reused the county CA in pki");
     let written: Vec<&str> = added
         .stdout
         .lines()
@@ -1148,10 +990,6 @@ fn certs_reuses_the_ca_for_an_added_township() {
     assert_eq!(identity, township);
 
     let nothing = tally_in(dir.path(), ["certs", "--out", "pki"]);
-    assert_eq!(nothing.code, EXIT_FAILURE, "{}", nothing.dump());
-    assert!(
-        nothing.stderr.contains("nothing to make"),
-        "{}",
-        nothing.dump()
-    );
+    nothing.assert_code(EXIT_FAILURE);
+    nothing.assert_stderr_contains("nothing to make");
 }

@@ -10,21 +10,21 @@
 //! is deleted when the test ends, passed or failed; every process it starts is killed.
 //!
 //! Run alone, with the figures printed:
-//! `cargo test -p tally --test partition -- --nocapture`
+//! `cargo test -p tally-tests --test partition -- --nocapture`
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tally_core::ids::TownshipId;
-use tally_localnet::LocalCounty;
 use tally_net::{Identity, Role, TlsFiles};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;
 use tally_rpc::pb::county_client::CountyClient;
 use tally_synth::GenParams;
+use tally_tests::{Process, tail};
 use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint};
 
@@ -76,6 +76,8 @@ const WARM_ACKS: usize = 30;
 const POLL: Duration = Duration::from_millis(50);
 const WAIT_MAX: Duration = Duration::from_secs(60);
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Lines of each replica's log shown when a check fails.
+const LOG_TAIL_LINES: usize = 30;
 
 fn sh(args: &[&str]) -> Result<String, String> {
     let out = Command::new(args[0])
@@ -269,16 +271,6 @@ impl Drop for Net {
     }
 }
 
-/// A replica process, killed on drop.
-struct Replica(Child);
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `f` on a new thread inside network namespace `ns`, with its own tokio runtime: every
 /// socket it opens belongs to that namespace.
 fn in_netns<T: Send + 'static>(
@@ -344,10 +336,10 @@ struct Setup {
 }
 
 fn prepare() -> Setup {
-    let dir = tempfile::tempdir().expect("a temporary folder");
+    let dir = tally_tests::tempdir();
     let root = dir.path().join("county");
-    let program = PathBuf::from(env!("CARGO_BIN_EXE_tally"));
-    let county = LocalCounty::prepare(&root, &params(), &program, false).expect("the county");
+    let program = tally_tests::tally_binary().to_path_buf();
+    let county = tally_tests::lay_out_county(&root, &params(), Default::default());
     let (township, countersign_key) = county.generated.township_keys[0].clone();
     let sheets: Vec<SignedSheet> = county
         .sheets
@@ -418,7 +410,7 @@ fn prepare() -> Setup {
     }
 }
 
-fn start_replica(net: &Net, setup: &Setup, id: u64) -> Replica {
+fn start_replica(net: &Net, setup: &Setup, id: u64) -> Process {
     let log = std::fs::File::create(setup.root.join(format!("replica-{id}.log"))).expect("log");
     let child = Command::new("ip")
         .args(["netns", "exec", &net.ns(&id.to_string())])
@@ -433,17 +425,14 @@ fn start_replica(net: &Net, setup: &Setup, id: u64) -> Replica {
         .stderr(log)
         .spawn()
         .expect("tally county starts");
-    Replica(child)
+    Process(child)
 }
 
 fn logs(root: &Path) -> String {
     let mut out = String::new();
     for id in REPLICAS {
-        let text =
-            std::fs::read_to_string(root.join(format!("replica-{id}.log"))).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = &lines[lines.len().saturating_sub(30)..];
-        out.push_str(&format!("\n--- replica {id}\n{}", tail.join("\n")));
+        let tail = tail(&root.join(format!("replica-{id}.log")), LOG_TAIL_LINES);
+        out.push_str(&format!("\n--- replica {id}\n{tail}"));
     }
     out
 }
@@ -705,6 +694,32 @@ async fn exported(replicas: &BTreeMap<u64, Channel>) -> BTreeSet<String> {
 }
 
 /// Asserts every digest acknowledged so far is in an export issued now.
+/// Holds the fault until [`FAULT_HOLD`] after `fault_at`, heals the network, waits until the
+/// replicas agree on a leader, and checks that every acknowledged sheet is in an Export: the
+/// leader and its term.
+async fn heal_after_hold(
+    net: &Net,
+    replicas: &BTreeMap<u64, Channel>,
+    seen: &Mutex<Seen>,
+    fault_at: Instant,
+    phase: &str,
+) -> (u64, u64) {
+    tokio::time::sleep(FAULT_HOLD.saturating_sub(fault_at.elapsed())).await;
+    net.heal();
+    let settled = settled(replicas).await;
+    check_acknowledged(replicas, seen, phase).await;
+    settled
+}
+
+/// A replica other than `leader`.
+fn a_follower(leader: u64) -> u64 {
+    REPLICAS
+        .iter()
+        .copied()
+        .find(|r| *r != leader)
+        .expect("a follower")
+}
+
 async fn check_acknowledged(replicas: &BTreeMap<u64, Channel>, seen: &Mutex<Seen>, phase: &str) {
     let acked: BTreeSet<String> = seen
         .lock()
@@ -783,7 +798,7 @@ fn partitions_lose_nothing_and_ingest_resumes_soon() {
     );
     let setup = prepare();
     let net = Net::make(run);
-    let mut processes: Vec<Replica> = REPLICAS
+    let mut processes: Vec<Process> = REPLICAS
         .iter()
         .map(|id| start_replica(&net, &setup, *id))
         .collect();
@@ -919,18 +934,11 @@ async fn scenario(
         secs(longest),
         secs(RESUME_MAX)
     );
-    tokio::time::sleep(FAULT_HOLD.saturating_sub(isolated_at.elapsed())).await;
-    net.heal();
-    let (leader, term) = settled(&replicas).await;
-    check_acknowledged(&replicas, &seen, "(a)").await;
+    let (leader, term) = heal_after_hold(&net, &replicas, &seen, isolated_at, "(a)").await;
 
     go_home().await;
     // (b) A follower is cut off from everyone: the leader keeps its majority.
-    let follower = REPLICAS
-        .iter()
-        .copied()
-        .find(|r| *r != leader)
-        .expect("a follower");
+    let follower = a_follower(leader);
     let isolated_at = Instant::now();
     net.isolate(follower);
     let resumed_at = wait_first_ack(&seen, isolated_at, None, None)
@@ -959,20 +967,13 @@ async fn scenario(
         "a submitter resumed only {} after a follower was isolated",
         secs(longest)
     );
-    tokio::time::sleep(FAULT_HOLD.saturating_sub(isolated_at.elapsed())).await;
-    net.heal();
-    let (leader, term) = settled(&replicas).await;
-    check_acknowledged(&replicas, &seen, "(b)").await;
+    let (leader, term) = heal_after_hold(&net, &replicas, &seen, isolated_at, "(b)").await;
 
     go_home().await;
     // (c) One direction only: the leader's packets to a follower are dropped, the follower's
     // to the leader pass. The follower stops hearing the leader (and TCP both ways stalls);
     // pre-vote and check_quorum keep the leader in office with the third replica.
-    let follower = REPLICAS
-        .iter()
-        .copied()
-        .find(|r| *r != leader)
-        .expect("a follower");
+    let follower = a_follower(leader);
     let cut_at = Instant::now();
     net.cut(leader, follower);
     let election = elected(&replicas, &REPLICAS, term, FAULT_HOLD).await;

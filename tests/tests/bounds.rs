@@ -11,30 +11,18 @@
 //! and after. Figures are printed (`--nocapture` shows them) and go in docs/design/county.md.
 
 use std::future::Future as _;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tally_localnet::{LocalCounty, Tuning, Watch};
 use tally_net::{Identity, Role, TlsFiles};
-use tally_synth::GenParams;
+use tally_tests::localnet::{LocalCounty, Tuning, Watch};
+use tally_tests::{lay_out_county, small_county};
 use tonic::Code;
 use tonic::body::Body;
 use tonic::codegen::{Bytes, Service, http};
 use tonic::transport::{Channel, Endpoint};
-
-fn params() -> GenParams {
-    GenParams {
-        seed: 17,
-        county_name: "测试县".into(),
-        townships: 2,
-        population: 60_000,
-        voters_per_station: 2_000,
-        scenarios: false,
-    }
-}
 
 const TUNING: Tuning = Tuning {
     raft_tick_ms: Some(50),
@@ -337,20 +325,14 @@ async fn flood(channel: &Channel, path: &str, limit: usize, what: &str) {
 
 #[test]
 fn oversized_and_flooding_requests_are_refused_before_their_bodies() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let mut county = LocalCounty::prepare(
+    let dir = tally_tests::tempdir();
+    let mut county = lay_out_county(
         &dir.path().join("county"),
-        &params(),
-        Path::new(env!("CARGO_BIN_EXE_tally")),
-        false,
-    )
-    .unwrap_or_else(|e| panic!("cannot lay out the county: {e:#}"));
+        &small_county(17, 2),
+        Default::default(),
+    );
     county.tune(&TUNING).expect("the configs take the tuning");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = tally_tests::runtime();
     let logs = county.layout.logs.clone();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(run(&mut county));

@@ -1,6 +1,6 @@
 //! The whole chain as processes on 127.0.0.1: a county cluster of three `tally county`
 //! replicas, one `tally township` aggregator per township, and `tally village` polling units,
-//! laid out by `tally_localnet` (a small synthetic county of three townships, a dev CA and a
+//! laid out by `tally::localnet` (a small synthetic county of three townships, a dev CA and a
 //! certificate for every replica, township, unit and the operator). Election night's accidents
 //! are played on it: the county goes away, a township is killed with a full outbox, a unit's
 //! device is killed mid-submit, clerks resend and sign conflicting sheets, a sheet is tampered
@@ -9,7 +9,7 @@
 //! Every test ends with the same check ([`Chain::check_county`]): every township's outbox is
 //! empty, the townships hold exactly the sheets they answered ACCEPTED or SUPERSEDED, every
 //! replica's hash chain holds each of them once, and the county's linearizable results equal
-//! the results computed offline (`tally_evidence::intake::intake`, `tally_core::results::compute`)
+//! the results computed offline (`tally::intake::intake`, `tally_core::results::compute`)
 //! from exactly those sheets.
 //!
 //! Every wait polls its condition with a deadline; a wait that runs out panics with what it
@@ -21,30 +21,17 @@ use serde_json::Value;
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tally_core::sheet::TallySheet;
-use tally_localnet::{LocalCounty, Tuning, Watch};
 use tally_net::{Identity, Role, TlsFiles};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;
 use tally_rpc::pb::township_client::TownshipClient;
-use tally_synth::GenParams;
+use tally_tests::localnet::{LocalCounty, Proc, Tuning, Watch};
+use tally_tests::{Process, Run, lay_out_county, poll, small_county, tally};
 use tempfile::TempDir;
 use tonic::transport::Endpoint;
-
-/// Three townships of about 31 polling units each, two sheets per unit (186 in all): big
-/// enough that an outbox takes several batches, small enough to lay out in a second or two.
-fn params() -> GenParams {
-    GenParams {
-        seed: 5,
-        county_name: "测试县".into(),
-        townships: 3,
-        population: 60_000,
-        voters_per_station: 2_000,
-        scenarios: false,
-    }
-}
 
 /// A short raft tick, so the county elects a leader in well under a second once it is back;
 /// short pauses between a township's attempts, so it notices soon; small batches, so an
@@ -73,32 +60,6 @@ const EXIT_SUCCESS: i32 = 0;
 const EXIT_REFUSED: i32 = 1;
 const EXIT_PENDING: i32 = 2;
 const EXIT_FINDINGS: i32 = 3;
-
-/// One finished `tally` command.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn text(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// A child process killed when dropped, so a failing test leaves none behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The county with its servers running, and what the test has had stored.
 struct Chain {
@@ -141,22 +102,16 @@ impl Chain {
     /// Lays out the county, starts its three replicas and its township aggregators, and waits
     /// until a replica leads and every township answers.
     fn start() -> Chain {
-        let dir = tempfile::tempdir().expect("a temporary folder");
+        let dir = tally_tests::tempdir();
         let scratch = dir.path().join("test");
         std::fs::create_dir_all(&scratch).expect("the scratch folder");
-        let county = LocalCounty::prepare(
+        let county = lay_out_county(
             &dir.path().join("county"),
-            &params(),
-            Path::new(env!("CARGO_BIN_EXE_tally")),
-            false,
-        )
-        .unwrap_or_else(|e| panic!("cannot lay out the county: {e:#}"));
+            &small_county(5, 3),
+            Default::default(),
+        );
         county.tune(&TUNING).expect("the configs take the tuning");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime");
+        let runtime = tally_tests::runtime();
         // The watch's channels spawn their workers on the runtime they are made in.
         let watch = {
             let _inside = runtime.enter();
@@ -193,16 +148,11 @@ impl Chain {
 
     /// Polls `check` until it gives a value; fails with its last error after [`WAIT_MAX`].
     fn wait_for<T>(&self, what: &str, mut check: impl FnMut(&Chain) -> Result<T, String>) -> T {
-        let started = Instant::now();
-        loop {
-            match check(self) {
-                Ok(value) => return value,
-                Err(last) if started.elapsed() > WAIT_MAX => self.fail(&format!(
-                    "waited {WAIT_MAX:?} for {what}; last seen: {last}"
-                )),
-                Err(_) => std::thread::sleep(POLL),
-            }
-        }
+        poll(WAIT_MAX, POLL, || check(self)).unwrap_or_else(|last| {
+            self.fail(&format!(
+                "waited {WAIT_MAX:?} for {what}; last seen: {last}"
+            ))
+        })
     }
 
     // ---- the county's data
@@ -235,14 +185,7 @@ impl Chain {
 
     /// The generated sheets of `unit`, as it signed them.
     fn sheets_of(&self, unit: &str) -> Vec<(TallySheet, SignedSheet)> {
-        self.county
-            .generated
-            .sheets
-            .iter()
-            .zip(&self.county.sheets)
-            .filter(|(s, _)| s.unit.as_str() == unit)
-            .map(|(s, signed)| (s.clone(), signed.clone()))
-            .collect()
+        tally_tests::sheets_of_unit(&self.county, unit)
     }
 
     fn signed_of(&self, unit: &str) -> Vec<SignedSheet> {
@@ -272,16 +215,14 @@ impl Chain {
         self.runs.set(n);
         let out = self.scratch.join(format!("run-{n}.out"));
         let err = self.scratch.join(format!("run-{n}.err"));
-        let child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        let child = tally()
             .args(args)
-            .env("NO_COLOR", "1")
-            .env("TALLY_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("an output file"))
             .stderr(std::fs::File::create(&err).expect("an output file"))
             .spawn()
             .expect("tally starts");
-        let mut child = KillOnDrop(child);
+        let mut child = Process(child);
         let started = Instant::now();
         let status = loop {
             if let Some(status) = child.0.try_wait().expect("the child can be waited for") {
@@ -328,7 +269,7 @@ impl Chain {
         let bundle = self.bundle(&format!("{unit}-first-report"), &sheets);
         let run = self.village_submit(unit, &[&bundle]);
         if run.code != EXIT_SUCCESS {
-            self.fail(&format!("unit {unit} did not deliver:\n{}", run.text()));
+            self.fail(&format!("unit {unit} did not deliver:\n{}", run.dump()));
         }
         let states = self.journal_states(unit);
         for signed in &sheets {
@@ -336,7 +277,7 @@ impl Chain {
             if state != Some("delivered ACCEPTED") {
                 self.fail(&format!(
                     "unit {unit}: a sheet is {state:?} in the journal, not delivered ACCEPTED\n{}",
-                    run.text()
+                    run.dump()
                 ));
             }
         }
@@ -366,7 +307,7 @@ impl Chain {
             self.fail(&format!(
                 "township {township} did not accept the {} imported sheets:\n{}",
                 sheets.len(),
-                run.text()
+                run.dump()
             ));
         }
         self.stored.extend(sheets.iter().cloned());
@@ -379,13 +320,7 @@ impl Chain {
     /// end with exit 3, as every use here has the county refuse a sheet.
     fn submit_to_county_as(&self, township: &str, bundle: &Path) -> Value {
         let layout = &self.county.layout;
-        let servers = self
-            .county
-            .replica_addresses
-            .values()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(",");
+        let servers = tally_tests::servers(&self.county);
         let run = self.tally(&[
             "submit",
             "--servers",
@@ -407,11 +342,11 @@ impl Chain {
         if run.code != EXIT_FINDINGS {
             self.fail(&format!(
                 "tally submit did not end with findings (exit 3):\n{}",
-                run.text()
+                run.dump()
             ));
         }
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
-            self.fail(&format!("the report is not JSON ({e}):\n{}", run.text()))
+            self.fail(&format!("the report is not JSON ({e}):\n{}", run.dump()))
         })
     }
 
@@ -432,11 +367,44 @@ impl Chain {
             "json",
         ]);
         if run.code != EXIT_SUCCESS && run.code != EXIT_FINDINGS {
-            return Err(format!("tally township picture failed:\n{}", run.text()));
+            return Err(format!("tally township picture failed:\n{}", run.dump()));
         }
         let json = serde_json::from_str(&run.stdout)
-            .map_err(|e| format!("the picture is not JSON ({e}):\n{}", run.text()))?;
+            .map_err(|e| format!("the picture is not JSON ({e}):\n{}", run.dump()))?;
         Ok((run.code, json))
+    }
+
+    /// The process of township `township`'s aggregator.
+    fn township(&mut self, township: &str) -> &mut Proc {
+        self.county
+            .fleet
+            .townships
+            .get_mut(township)
+            .unwrap_or_else(|| panic!("township {township} runs"))
+    }
+
+    /// Starts `tally village submit --retry-for 60 BUNDLE` for `unit`, in the background.
+    fn start_village_submit(&self, unit: &str, bundle: &Path) -> Proc {
+        self.county
+            .village(
+                unit,
+                "submit",
+                &["--retry-for".into(), "60".into(), bundle.into()],
+            )
+            .expect("tally village starts")
+    }
+
+    /// Asserts that each of `sheets` is `state` in `unit`'s journal; shows the journal and
+    /// `context` when one is not.
+    fn assert_journal(&self, unit: &str, sheets: &[SignedSheet], state: &str, context: &str) {
+        let states = self.journal_states(unit);
+        for signed in sheets {
+            assert_eq!(
+                states.get(&digest(signed)).map(String::as_str),
+                Some(state),
+                "{states:?}\n{context}"
+            );
+        }
     }
 
     /// The unit's journal (`tally village status --format json`): each sheet's state by
@@ -451,10 +419,10 @@ impl Chain {
             "json",
         ]);
         if run.code != EXIT_SUCCESS && run.code != EXIT_FINDINGS {
-            self.fail(&format!("tally village status failed:\n{}", run.text()));
+            self.fail(&format!("tally village status failed:\n{}", run.dump()));
         }
         let rows: Vec<Value> = serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
-            self.fail(&format!("the status is not JSON ({e}):\n{}", run.text()))
+            self.fail(&format!("the status is not JSON ({e}):\n{}", run.dump()))
         });
         rows.iter()
             .map(|row| {
@@ -667,10 +635,8 @@ impl Chain {
     /// `result_json`); every sheet must go into the ledger.
     fn offline_result(&self, sheets: &[SignedSheet]) -> Value {
         let definition = &self.county.definition;
-        let intake = tally_evidence::intake::intake(
-            definition,
-            &[(PathBuf::from("stored"), sheets.to_vec())],
-        );
+        let intake =
+            tally_tests::intake::intake(definition, &[(PathBuf::from("stored"), sheets.to_vec())]);
         assert!(
             intake.refused.is_empty() && intake.conflicts == 0 && intake.duplicates == 0,
             "the stored sheets do not all go into an offline ledger: {:?}",
@@ -881,13 +847,7 @@ fn township_restart_with_full_outbox_loses_nothing() {
     };
     chain.wait_for("T01 to hold every sheet in its outbox", full);
 
-    chain
-        .county
-        .fleet
-        .townships
-        .get_mut("T01")
-        .expect("township T01 runs")
-        .kill();
+    chain.township("T01").kill();
     chain
         .county
         .start_township("T01")
@@ -898,35 +858,25 @@ fn township_restart_with_full_outbox_loses_nothing() {
     for unit in villages {
         let bundle = chain.scratch.join(format!("{unit}-first-report.sheets"));
         let run = chain.village_submit(unit, &[&bundle]);
-        assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-        let states = chain.journal_states(unit);
-        for signed in chain.signed_of(unit) {
-            assert_eq!(
-                states.get(&digest(&signed)).map(String::as_str),
-                Some("delivered DUPLICATE"),
-                "unit {unit} sent again after the township's restart: {states:?}\n{}",
-                run.text()
-            );
-        }
+        run.assert_code(EXIT_SUCCESS);
+        chain.assert_journal(
+            unit,
+            &chain.signed_of(unit),
+            "delivered DUPLICATE",
+            &format!(
+                "unit {unit} sent again after the township's restart\n{}",
+                run.dump()
+            ),
+        );
     }
     let again: Vec<SignedSheet> = offline.iter().flat_map(|u| chain.signed_of(u)).collect();
     let run = chain.import("T01", &chain.bundle("T01-import-again", &again));
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    assert!(
-        run.stdout
-            .contains(&format!("accepted 0, duplicate {},", again.len())),
-        "{}",
-        run.text()
-    );
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains(&format!("accepted 0, duplicate {},", again.len()));
     chain.wait_for("T01 to still hold every sheet once", full);
 
     chain.start_county();
-    let t01 = chain
-        .county
-        .fleet
-        .townships
-        .get_mut("T01")
-        .expect("township T01 runs");
+    let t01 = chain.township("T01");
     t01.kill();
     chain
         .county
@@ -1017,14 +967,7 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
         .runtime
         .spawn(slow_link(listener, direct.clone(), SLOW_LINK_DELAY));
     point_village_at(&chain, &unit, &direct, &relay);
-    let mut village = chain
-        .county
-        .village(
-            &unit,
-            "submit",
-            &["--retry-for".into(), "60".into(), bundle.clone().into()],
-        )
-        .expect("tally village starts");
+    let mut village = chain.start_village_submit(&unit, &bundle);
     let stored_at = chain.wait_for("T01 to store the unit's sheets", |chain| {
         let p = chain
             .runtime
@@ -1037,50 +980,29 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
         }
     });
     village.kill();
-    let states = chain.journal_states(&unit);
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("pending"),
-            "the village was killed {:?} after T01 stored its sheets, before their answer (delayed {SLOW_LINK_DELAY:?}) could arrive: {states:?}\n{}",
+    chain.assert_journal(
+        &unit,
+        &sheets,
+        "pending",
+        &format!(
+            "the village was killed {:?} after T01 stored its sheets, before their answer (delayed {SLOW_LINK_DELAY:?}) could arrive\n{}",
             stored_at.elapsed(),
             village.log_tail()
-        );
-    }
+        ),
+    );
     point_village_at(&chain, &unit, &relay, &direct);
     let run = chain.village_submit(&unit, &[]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    let states = chain.journal_states(&unit);
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("delivered DUPLICATE"),
-            "{states:?}\n{}",
-            run.text()
-        );
-    }
+    run.assert_code(EXIT_SUCCESS);
+    chain.assert_journal(&unit, &sheets, "delivered DUPLICATE", &run.dump());
     chain.stored.extend(sheets);
 
     // (b) The township froze; the village was killed while it waited.
     let unit = chain.units_of("T02")[0].clone();
     let sheets = chain.signed_of(&unit);
     let bundle = chain.bundle(&format!("{unit}-sheets"), &sheets);
-    chain
-        .county
-        .fleet
-        .townships
-        .get_mut("T02")
-        .expect("township T02 runs")
-        .pause();
+    chain.township("T02").pause();
     let log = chain.county.layout.village_dir(&unit).join("village.log");
-    let mut village = chain
-        .county
-        .village(
-            &unit,
-            "submit",
-            &["--retry-for".into(), "60".into(), bundle.clone().into()],
-        )
-        .expect("tally village starts");
+    let mut village = chain.start_village_submit(&unit, &bundle);
     chain.wait_for("the village to journal its sheets", |_| {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.contains(&format!("journaled {} new sheets", sheets.len())) {
@@ -1090,45 +1012,18 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
         }
     });
     village.kill();
-    let states = chain.journal_states(&unit);
-    chain
-        .county
-        .fleet
-        .townships
-        .get_mut("T02")
-        .expect("township T02 runs")
-        .resume();
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("pending"),
-            "{states:?}"
-        );
-    }
+    chain.assert_journal(&unit, &sheets, "pending", "");
+    chain.township("T02").resume();
     let run = chain.village_submit(&unit, &[]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    let states = chain.journal_states(&unit);
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("delivered ACCEPTED"),
-            "{states:?}\n{}",
-            run.text()
-        );
-    }
+    run.assert_code(EXIT_SUCCESS);
+    chain.assert_journal(&unit, &sheets, "delivered ACCEPTED", &run.dump());
     chain.stored.extend(sheets);
 
     // (c) The township is down for longer than the village keeps trying.
     let unit = chain.units_of("T03")[0].clone();
     let sheets = chain.signed_of(&unit);
     let bundle = chain.bundle(&format!("{unit}-sheets"), &sheets);
-    chain
-        .county
-        .fleet
-        .townships
-        .get_mut("T03")
-        .expect("township T03 runs")
-        .kill();
+    chain.township("T03").kill();
     let run = chain.tally(&[
         "village",
         "submit",
@@ -1138,12 +1033,8 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
         "1",
         text(&bundle),
     ]);
-    assert_eq!(run.code, EXIT_PENDING, "{}", run.text());
-    assert!(
-        run.stdout.contains("run the same command again"),
-        "{}",
-        run.text()
-    );
+    run.assert_code(EXIT_PENDING);
+    run.assert_stdout_contains("run the same command again");
     let states = chain.journal_states(&unit);
     assert!(states.values().all(|s| s == "pending"), "{states:?}");
     chain
@@ -1151,16 +1042,8 @@ fn village_killed_mid_submit_resends_and_is_counted_once() {
         .start_township("T03")
         .expect("T03 starts again");
     let run = chain.village_submit(&unit, &[&bundle]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    let states = chain.journal_states(&unit);
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("delivered ACCEPTED"),
-            "{states:?}\n{}",
-            run.text()
-        );
-    }
+    run.assert_code(EXIT_SUCCESS);
+    chain.assert_journal(&unit, &sheets, "delivered ACCEPTED", &run.dump());
     chain.stored.extend(sheets);
 
     chain.check_county(chain.stored.len());
@@ -1187,25 +1070,12 @@ fn duplicate_and_conflicting_submissions() {
     let sheets = chain.signed_of(&unit);
 
     let run = chain.village_submit(&unit, &[&bundle]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    assert!(run.stdout.contains("sending it again"), "{}", run.text());
-    let states = chain.journal_states(&unit);
-    for signed in &sheets {
-        assert_eq!(
-            states.get(&digest(signed)).map(String::as_str),
-            Some("delivered DUPLICATE"),
-            "{states:?}\n{}",
-            run.text()
-        );
-    }
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("sending it again");
+    chain.assert_journal(&unit, &sheets, "delivered DUPLICATE", &run.dump());
     let run = chain.import("T01", &bundle);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    assert!(
-        run.stdout
-            .contains(&format!("accepted 0, duplicate {},", sheets.len())),
-        "{}",
-        run.text()
-    );
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains(&format!("accepted 0, duplicate {},", sheets.len()));
 
     let (first, _) = chain.sheets_of(&unit)[0].clone();
     let mut other = first.clone();
@@ -1215,8 +1085,8 @@ fn duplicate_and_conflicting_submissions() {
 
     // The unit's own device knows it signed version 1 already.
     let run = chain.village_submit(&unit, &[&conflict_bundle]);
-    assert_eq!(run.code, EXIT_REFUSED, "{}", run.text());
-    assert!(run.stdout.contains("would be a conflict"), "{}", run.text());
+    run.assert_code(EXIT_REFUSED);
+    run.assert_stdout_contains("would be a conflict");
     assert!(
         !chain
             .journal_states(&unit)
@@ -1238,8 +1108,8 @@ fn duplicate_and_conflicting_submissions() {
         RETRY_FOR_SECS,
         text(&conflict_bundle),
     ]);
-    assert_eq!(run.code, EXIT_REFUSED, "{}", run.text());
-    assert!(run.stdout.contains("refused conflict"), "{}", run.text());
+    run.assert_code(EXIT_REFUSED);
+    run.assert_stdout_contains("refused conflict");
 
     let outcomes = chain.submit_as(&unit, "T01", std::slice::from_ref(&conflicting));
     assert_eq!(
@@ -1318,11 +1188,11 @@ fn tampered_sheets_refused_at_township_and_county() {
     let tampered = flip_a_byte(&sheets[1].1);
     let tampered_bundle = chain.bundle("tampered", std::slice::from_ref(&tampered));
     let run = chain.village_submit(&unit, &[&tampered_bundle]);
-    assert_eq!(run.code, EXIT_REFUSED, "{}", run.text());
-    assert!(run.stdout.contains("E204"), "{}", run.text());
+    run.assert_code(EXIT_REFUSED);
+    run.assert_stdout_contains("E204");
     let run = chain.import("T02", &tampered_bundle);
-    assert_eq!(run.code, EXIT_FINDINGS, "{}", run.text());
-    assert!(run.stdout.contains("refused E204"), "{}", run.text());
+    run.assert_code(EXIT_FINDINGS);
+    run.assert_stdout_contains("refused E204");
     let outcomes = chain.submit_as(&unit, "T02", std::slice::from_ref(&tampered));
     assert_eq!(
         kinds(&outcomes),
@@ -1412,8 +1282,8 @@ fn key_of_another_unit_refused() {
     );
 
     let run = chain.village_submit(&b, &[&forged_bundle]);
-    assert_eq!(run.code, EXIT_REFUSED, "{}", run.text());
-    assert!(run.stdout.contains("E205"), "{}", run.text());
+    run.assert_code(EXIT_REFUSED);
+    run.assert_stdout_contains("E205");
     for sender in [&b, &a] {
         let outcomes = chain.submit_as(sender, "T03", std::slice::from_ref(&forged));
         assert_eq!(
@@ -1423,8 +1293,8 @@ fn key_of_another_unit_refused() {
         );
     }
     let run = chain.import("T03", &forged_bundle);
-    assert_eq!(run.code, EXIT_FINDINGS, "{}", run.text());
-    assert!(run.stdout.contains("refused E205"), "{}", run.text());
+    run.assert_code(EXIT_FINDINGS);
+    run.assert_stdout_contains("refused E205");
     let outcomes = chain.submit_as(&b, "T03", std::slice::from_ref(&genuine));
     assert_eq!(
         kinds(&outcomes),
@@ -1501,14 +1371,14 @@ fn correction_supersedes_a_sheet() {
         RETRY_FOR_SECS,
         text(&file),
     ]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
+    run.assert_code(EXIT_SUCCESS);
     let signed = tally_proto::sign(&corrected, chain.unit_key(&unit));
     let states = chain.journal_states(&unit);
     assert_eq!(
         states.get(&digest(&signed)).map(String::as_str),
         Some("delivered ACCEPTED"),
         "version 2 as the test signs it is the one the unit signed and delivered: {states:?}\n{}",
-        run.text()
+        run.dump()
     );
     chain.stored.push(signed);
 
@@ -1523,25 +1393,25 @@ fn correction_supersedes_a_sheet() {
         "T01",
         &chain.bundle("late-correction", std::slice::from_ref(&correction)),
     );
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
-    assert!(run.stdout.contains("accepted 1,"), "{}", run.text());
+    run.assert_code(EXIT_SUCCESS);
+    run.assert_stdout_contains("accepted 1,");
     chain.stored.push(correction);
     let late_sheets = chain.signed_of(&late);
     let bundle = chain.bundle(&format!("{late}-first-report"), &late_sheets);
     let run = chain.village_submit(&late, &[&bundle]);
-    assert_eq!(run.code, EXIT_SUCCESS, "{}", run.text());
+    run.assert_code(EXIT_SUCCESS);
     let states = chain.journal_states(&late);
     assert_eq!(
         states.get(&digest(&late_sheets[0])).map(String::as_str),
         Some("delivered SUPERSEDED"),
         "{states:?}\n{}",
-        run.text()
+        run.dump()
     );
     assert_eq!(
         states.get(&digest(&late_sheets[1])).map(String::as_str),
         Some("delivered ACCEPTED"),
         "{states:?}\n{}",
-        run.text()
+        run.dump()
     );
     chain.stored.extend(late_sheets);
 

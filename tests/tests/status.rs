@@ -1,14 +1,13 @@
 //! `tally status` against real processes: three `tally county` replicas and two `tally
-//! township` aggregators of a synthetic county (crates/tally-localnet/src/lib.rs).
+//! township` aggregators of a synthetic county (crates/tally/src/localnet.rs).
 //!
 //! Every process the test starts is killed when the test ends (the fleet's drop).
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
-use tally_localnet::LocalCounty;
+use std::time::Duration;
 use tally_synth::GenParams;
+use tally_tests::localnet::LocalCounty;
+use tally_tests::{Response, http_get, import, metric, output, poll};
 
 /// A county of two townships without planted cases: every sheet is clean.
 fn params() -> GenParams {
@@ -22,28 +21,13 @@ fn params() -> GenParams {
     }
 }
 
-fn tally(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the tally binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    )
-}
+/// How long the first township's outbox may take to drain, and how often status is asked.
+const CLEAN_DEADLINE: Duration = Duration::from_secs(60);
+const CLEAN_POLL: Duration = Duration::from_millis(200);
 
 /// `tally status ... --format json`: the exit code and the report.
 fn status(county: &LocalCounty, extra: &[&str]) -> (i32, Value) {
-    let servers = county
-        .replica_addresses
-        .values()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(",");
+    let servers = tally_tests::servers(county);
     let mut args = vec![
         "status",
         "--servers",
@@ -54,23 +38,16 @@ fn status(county: &LocalCounty, extra: &[&str]) -> (i32, Value) {
         "json",
     ];
     args.extend_from_slice(extra);
-    let (code, out, err) = tally(&county.layout.root, &args);
+    let (code, out, err) = output(&county.layout.root, &args);
     let report: Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("status prints JSON ({e}); stdout {out}, stderr {err}"));
     (code, report)
 }
 
-/// `GET /metrics` over plain HTTP/1.0 (no client library needed): the body.
+/// `GET /metrics`: the body, after checking the answer is Prometheus text.
 fn scrape(address: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).expect("the metrics port answers");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
+    let Response { head, body, .. } =
+        http_get(address, "/metrics").expect("the metrics port answers");
     assert!(
         head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
         "{head}"
@@ -80,14 +57,7 @@ fn scrape(address: &str) -> String {
             .contains("text/plain; version=0.0.4"),
         "{head}"
     );
-    body.to_owned()
-}
-
-/// The value of one series (`name{labels}` exactly as exposed).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    body
 }
 
 fn problems(report: &Value) -> Vec<String> {
@@ -107,13 +77,12 @@ fn problems(report: &Value) -> Vec<String> {
 // asked each time.
 #[test]
 fn status_shows_cluster_and_townships_and_flags_problems() {
-    let root = tempfile::tempdir().unwrap();
-    let program = PathBuf::from(env!("CARGO_BIN_EXE_tally"));
-    let mut county = LocalCounty::prepare(&root.path().join("net"), &params(), &program, false)
-        .expect("the county is laid out");
+    let root = tally_tests::tempdir();
+    let mut county =
+        tally_tests::lay_out_county(&root.path().join("net"), &params(), Default::default());
     // Every township serves GET /metrics on a port of its own.
     let mut metrics_addresses = std::collections::BTreeMap::new();
-    let ports = tally_localnet::free_ports(county.township_addresses.len()).unwrap();
+    let ports = tally_tests::localnet::free_ports(county.township_addresses.len()).unwrap();
     for (t, port) in county.township_addresses.keys().zip(ports) {
         let path = county.layout.township_config(t);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -152,22 +121,16 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
     let bundle = county.layout.root.join("first.sheets");
     std::fs::write(&bundle, tally_proto::write_bundle(&sheets)).unwrap();
     let config = county.layout.township_config(&first);
-    let (code, out, err) = tally(
+    let (code, out, err) = import(
         &county.layout.root,
-        &[
-            "township",
-            "import",
-            "--config",
-            config.to_str().unwrap(),
-            bundle.to_str().unwrap(),
-        ],
+        config.to_str().unwrap(),
+        &[bundle.to_str().unwrap()],
     );
     assert_eq!(code, 0, "import: {out}\n{err}");
 
     let servers_dir = county.layout.servers.to_str().unwrap().to_owned();
     let by_config = ["--township-config", servers_dir.as_str()];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let report = loop {
+    let report = poll(CLEAN_DEADLINE, CLEAN_POLL, || {
         let (code, report) = status(&county, &by_config);
         let drained = report["townships"]
             .as_array()
@@ -175,14 +138,12 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
             .iter()
             .all(|t| t["outbox_depth"] == 0);
         if code == 0 && drained {
-            break report;
+            Ok(report)
+        } else {
+            Err(format!("{report:#}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "status never came clean: {report:#}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    })
+    .unwrap_or_else(|report| panic!("status never came clean: {report}"));
     assert!(problems(&report).is_empty(), "{report:#}");
     let replicas = report["replicas"].as_array().unwrap();
     assert_eq!(replicas.len(), 3, "{report:#}");
@@ -206,14 +167,9 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
     assert_eq!(t["units_reported"], t["units_expected"], "{report:#}");
 
     // The table names every replica and township.
-    let servers = county
-        .replica_addresses
-        .values()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(",");
+    let servers = tally_tests::servers(&county);
     let flag = format!("{first}={}", county.township_addresses[&first]);
-    let (code, table, err) = tally(
+    let (code, table, err) = output(
         &county.layout.root,
         &[
             "status",
@@ -235,7 +191,7 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
     // Publication from the cluster: the reports and exports are written; the other township
     // has not reported, so contests are pending (exit 3).
     let out_dir = county.layout.root.join("published");
-    let (code, out, err) = tally(
+    let (code, out, err) = output(
         &county.layout.root,
         &[
             "publish",
@@ -309,15 +265,10 @@ fn status_shows_cluster_and_townships_and_flags_problems() {
     forged.signature = ed25519_dalek::Signature::from_bytes(&signature);
     let forged_bundle = county.layout.root.join("forged.sheets");
     std::fs::write(&forged_bundle, tally_proto::write_bundle(&[forged])).unwrap();
-    let (code, out, err) = tally(
+    let (code, out, err) = import(
         &county.layout.root,
-        &[
-            "township",
-            "import",
-            "--config",
-            config.to_str().unwrap(),
-            forged_bundle.to_str().unwrap(),
-        ],
+        config.to_str().unwrap(),
+        &[forged_bundle.to_str().unwrap()],
     );
     assert_eq!(code, 3, "import of a forged sheet: {out}\n{err}");
     let text = scrape(&metrics_addresses[&first]);

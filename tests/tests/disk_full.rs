@@ -1,6 +1,6 @@
 //! Full disks, for real: a township aggregator and a county replica whose data directory is a
 //! tiny tmpfs (`mount -t tmpfs -o size=2m`) filled up under them, as `tally` processes on
-//! 127.0.0.1 laid out by `tally_localnet`. What is checked is what the clerk and the operator
+//! 127.0.0.1 laid out by `tally::localnet`. What is checked is what the clerk and the operator
 //! see (docs/design/township.md and county.md, "When the disk fails"; deploy/README.md):
 //!
 //! - the township: `tally township import` says the township's disk is full (not "is it running?"), nothing acknowledged is lost, the aggregator stays up,
@@ -15,9 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use tally_localnet::{LocalCounty, Tuning, Watch};
 use tally_proto::SignedSheet;
-use tally_synth::GenParams;
+use tally_tests::localnet::{LocalCounty, Tuning, Watch};
+use tally_tests::{lay_out_county, poll, small_county};
 
 /// The tmpfs size: enough for an empty database, little enough to fill in a moment.
 const TMPFS_SIZE: &str = "2m";
@@ -25,17 +25,6 @@ const POLL: Duration = Duration::from_millis(100);
 const WAIT_MAX: Duration = Duration::from_secs(60);
 /// `tally_county::fault::EXIT_STORAGE`.
 const EXIT_STORAGE: i32 = 74;
-
-fn params() -> GenParams {
-    GenParams {
-        seed: 11,
-        county_name: "测试县".into(),
-        townships: 3,
-        population: 60_000,
-        voters_per_station: 2_000,
-        scenarios: false,
-    }
-}
 
 const TUNING: Tuning = Tuning {
     raft_tick_ms: Some(50),
@@ -120,14 +109,12 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let county = LocalCounty::prepare(
+    let dir = tally_tests::tempdir();
+    let county = lay_out_county(
         &dir.path().join("county"),
-        &params(),
-        Path::new(env!("CARGO_BIN_EXE_tally")),
-        false,
-    )
-    .unwrap();
+        &small_county(11, 3),
+        Default::default(),
+    );
     county.tune(&TUNING).unwrap();
     let scratch = dir.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
@@ -164,13 +151,9 @@ impl Setup {
 
     /// The signed sheets of one unit.
     fn sheets_of_unit(&self, unit: &str) -> Vec<SignedSheet> {
-        self.county
-            .generated
-            .sheets
-            .iter()
-            .zip(&self.county.sheets)
-            .filter(|(sheet, _)| sheet.unit.as_str() == unit)
-            .map(|(_, signed)| signed.clone())
+        tally_tests::sheets_of_unit(&self.county, unit)
+            .into_iter()
+            .map(|(_, signed)| signed)
             .collect()
     }
 
@@ -196,7 +179,7 @@ impl Setup {
     }
 
     fn tally(&self, args: &[&std::ffi::OsStr]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tally"))
+        tally_tests::tally()
             .args(args)
             .env("TALLY_LOG", "warn")
             .output()
@@ -215,14 +198,8 @@ impl Setup {
     }
 
     fn wait_for<T>(&self, what: &str, mut check: impl FnMut(&Setup) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT_MAX;
-        loop {
-            if let Some(value) = check(self) {
-                return value;
-            }
-            assert!(Instant::now() < deadline, "waited {WAIT_MAX:?} for {what}");
-            std::thread::sleep(POLL);
-        }
+        poll(WAIT_MAX, POLL, || check(self).ok_or_else(String::new))
+            .unwrap_or_else(|_| panic!("waited {WAIT_MAX:?} for {what}"))
     }
 }
 
@@ -396,13 +373,7 @@ fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
 
 /// `tally cluster status --format json`: its exit code and the replicas it lists.
 fn cluster_status(s: &Setup) -> (Option<i32>, serde_json::Value) {
-    let servers: Vec<&str> = s
-        .county
-        .replica_addresses
-        .values()
-        .map(String::as_str)
-        .collect();
-    let servers = servers.join(",");
+    let servers = tally_tests::servers(&s.county);
     let out = s.tally(&[
         "cluster".as_ref(),
         "status".as_ref(),
@@ -411,7 +382,7 @@ fn cluster_status(s: &Setup) -> (Option<i32>, serde_json::Value) {
         "--pki".as_ref(),
         s.county.layout.pki.as_os_str(),
         "--operator".as_ref(),
-        tally_localnet::OPERATOR.as_ref(),
+        tally_tests::localnet::OPERATOR.as_ref(),
         "--format".as_ref(),
         "json".as_ref(),
     ]);
@@ -444,7 +415,7 @@ fn a_replica_whose_disk_fills_exits_74_and_the_cluster_shows_one_leader() {
         return;
     }
     let mut s = setup();
-    let mounts: Vec<(u64, Tmpfs)> = tally_localnet::REPLICAS
+    let mounts: Vec<(u64, Tmpfs)> = tally_tests::localnet::REPLICAS
         .iter()
         .map(|id| {
             let dir = s.county.layout.servers.join(format!("data/replica-{id}"));
@@ -556,7 +527,7 @@ fn a_replica_whose_disk_fills_exits_74_and_the_cluster_shows_one_leader() {
             .iter()
             .filter(|r| r["chain_length"].as_u64() == Some(total as u64))
             .count();
-        (code == Some(0) && caught_up == tally_localnet::REPLICAS.len()).then_some(())
+        (code == Some(0) && caught_up == tally_tests::localnet::REPLICAS.len()).then_some(())
     });
     s.county.fleet.check_alive().unwrap();
 }

@@ -13,12 +13,14 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tally_county::config::CountyConfig;
-use tally_county::server::SHUTDOWN_GRACE;
+use tally_tests::{
+    Process, SHUTDOWN_GRACE, VillageConfig, output, poll, read, repo_root, sample_county, tail,
+    tally,
+};
 use tally_township::config::TownshipConfig;
-use tally_village::config::VillageConfig;
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// Where `deploy/README.md` installs each server config: the file in `deploy/` and its path on
@@ -46,20 +48,8 @@ const LOG_TAIL_LINES: usize = 30;
 
 // ---- Files of the repository ----
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn deploy(relative: &str) -> PathBuf {
-    repo().join("deploy").join(relative)
-}
-
-fn sample_county() -> PathBuf {
-    repo().join("examples/sample-county")
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    repo_root().join("deploy").join(relative)
 }
 
 fn parse_county(path: &Path) -> CountyConfig {
@@ -83,25 +73,6 @@ fn port_of(address: &str) -> u16 {
 
 // ---- The tally binary ----
 
-fn tally() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-    command.env("NO_COLOR", "1").env("TALLY_LOG", "info");
-    command
-}
-
-fn run(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = tally()
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the tally binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// What `tally PATH --help` says a command takes.
 struct Help {
     subcommands: BTreeSet<String>,
@@ -112,7 +83,7 @@ struct Help {
 fn help(path: &[String]) -> Help {
     let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
     args.push("--help");
-    let (code, text, err) = run(&repo(), &args);
+    let (code, text, err) = output(&repo_root(), &args);
     assert_eq!(code, 0, "tally {} exits 0: {text}{err}", args.join(" "));
     let mut subcommands = BTreeSet::new();
     let mut in_commands = false;
@@ -232,7 +203,7 @@ fn example_configs_parse_and_describe_one_county() {
     );
     assert!(township.listen.ip().is_unspecified());
 
-    let definition = tally_files::load_definition(&sample_county().join("election.toml"))
+    let definition = tally_tests::files::load_definition(&sample_county().join("election.toml"))
         .expect("the sample definition loads");
     assert!(
         definition.township(&township.township_id).is_some(),
@@ -407,7 +378,7 @@ fn systemd_analyze_works(scratch: &Path) -> bool {
 // read `security --offline=yes`.
 #[test]
 fn systemd_units_run_the_deploy_configs() {
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = tally_tests::tempdir();
     let analyze = systemd_analyze_works(scratch.path());
     for unit in unit_files() {
         let name = unit.file_name().unwrap().to_string_lossy().into_owned();
@@ -527,7 +498,10 @@ fn systemd_units_run_the_deploy_configs() {
 
         if analyze {
             let copy = scratch.path().join(&name);
-            let text = read(&unit).replace(INSTALLED_BINARY, env!("CARGO_BIN_EXE_tally"));
+            let text = read(&unit).replace(
+                INSTALLED_BINARY,
+                &tally_tests::tally_binary().display().to_string(),
+            );
             fs::write(&copy, text).unwrap();
             let out = Command::new("systemd-analyze")
                 .args(["verify", "--man=no"])
@@ -726,7 +700,7 @@ fn image_copies() -> Vec<(String, PathBuf)> {
         .filter(|l| !l.starts_with("--from"))
         .map(|l| {
             let (from, to) = l.split_once(' ').expect("COPY FROM TO");
-            let from = repo().join(from);
+            let from = repo_root().join(from);
             assert!(from.exists(), "the Dockerfile copies {}", from.display());
             (to.to_owned(), from)
         })
@@ -1025,7 +999,7 @@ fn rehome(text: &str, mounts: &[(String, PathBuf)]) -> String {
 #[test]
 fn compose_setup_makes_every_file_the_services_name() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tally_tests::tempdir();
     let services = services();
     let image: Vec<(String, PathBuf)> = image_copies();
     let volume = |name: &str| dir.path().join("volumes").join(name);
@@ -1039,7 +1013,7 @@ fn compose_setup_makes_every_file_the_services_name() {
     };
     let bin = dir.path().join("bin");
     fs::create_dir(&bin).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tally"), bin.join("tally")).unwrap();
+    std::os::unix::fs::symlink(tally_tests::tally_binary(), bin.join("tally")).unwrap();
     let path = format!(
         "{}:{}",
         bin.display(),
@@ -1126,37 +1100,28 @@ fn compose_setup_makes_every_file_the_services_name() {
 
 // ---- Started: the deploy configs as real processes ----
 
-/// A process killed (SIGKILL) and reaped when dropped, so a failing test leaves none behind.
-struct Process {
+/// A server the test started, killed when dropped, and where its log goes.
+struct Server {
     name: String,
-    child: Child,
+    process: Process,
     log: PathBuf,
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
+impl Server {
     fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
         format!(
             "--- {} (last lines of {})\n{}",
             self.name,
             self.log.display(),
-            lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+            tail(&self.log, LOG_TAIL_LINES)
         )
     }
 }
 
-fn logs(processes: &[Process]) -> String {
+fn logs(processes: &[Server]) -> String {
     processes
         .iter()
-        .map(Process::log_tail)
+        .map(Server::log_tail)
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -1166,26 +1131,24 @@ fn logs(processes: &[Process]) -> String {
 fn wait_for<T>(
     what: &str,
     deadline: Duration,
-    processes: &mut [Process],
+    processes: &mut [Server],
     mut check: impl FnMut() -> Result<T, String>,
 ) -> T {
-    let started = Instant::now();
-    loop {
+    let result = poll(deadline, POLL_INTERVAL, || {
         let exited = processes
             .iter_mut()
-            .find_map(|p| Some((p.name.clone(), p.child.try_wait().unwrap()?)));
+            .find_map(|p| Some((p.name.clone(), p.process.exited()?)));
         if let Some((name, status)) = exited {
             panic!("{name} exited ({status})\n{}", logs(processes));
         }
-        match check() {
-            Ok(value) => return value,
-            Err(last) if started.elapsed() > deadline => panic!(
-                "timed out after {deadline:?} waiting for {what}; last: {last}\n{}",
-                logs(processes)
-            ),
-            Err(_) => std::thread::sleep(POLL_INTERVAL),
-        }
-    }
+        check()
+    });
+    result.unwrap_or_else(|last| {
+        panic!(
+            "timed out after {deadline:?} waiting for {what}; last: {last}\n{}",
+            logs(processes)
+        )
+    })
 }
 
 fn copy_mode(from: &Path, to: &Path, mode: u32) {
@@ -1247,7 +1210,7 @@ fn under(root: &Path, absolute: &Path) -> PathBuf {
     root.join(absolute.strip_prefix("/").expect("an absolute path"))
 }
 
-fn start(name: &str, root: &Path, args: &[&str], env: &[(String, String)]) -> Process {
+fn start(name: &str, root: &Path, args: &[&str], env: &[(String, String)]) -> Server {
     let log = root.join(format!("{name}.log"));
     let mut command = tally();
     command
@@ -1259,9 +1222,9 @@ fn start(name: &str, root: &Path, args: &[&str], env: &[(String, String)]) -> Pr
     for (k, v) in env {
         command.env(k, v);
     }
-    Process {
+    Server {
         name: name.to_owned(),
-        child: command.spawn().expect("tally starts"),
+        process: Process(command.spawn().expect("tally starts")),
         log,
     }
 }
@@ -1275,7 +1238,7 @@ fn json_of(code: i32, out: &str, err: &str, accept: &[i32]) -> Result<Value, Str
 
 // Goal: the deploy configs run as they are, but for where they listen and where their files
 // are: three replicas elect a leader; the township aggregator answers its picture, to its
-// clerk and to an operator; a polling unit's device, from the village example, submits its
+// clerk and to an operator; a polling unit's device, from the village sample_county, submits its
 // signed sheets to the township, which forwards them to the county; and on SIGTERM every
 // server exits cleanly within the 2 s grace (plus a margin), well before the units'
 // TimeoutStopSec.
@@ -1289,7 +1252,7 @@ fn json_of(code: i32, out: &str, err: &str, accept: &[i32]) -> Result<Value, Str
 #[cfg(unix)]
 #[test]
 fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tally_tests::tempdir();
     let root = dir.path();
     let replicas: Vec<(PathBuf, CountyConfig)> = (1..=3)
         .map(|n| {
@@ -1332,7 +1295,7 @@ fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
             township_host,
         ],
     ] {
-        let (code, out, err) = run(root, &args);
+        let (code, out, err) = output(root, &args);
         assert_eq!(code, 0, "tally {}: {out}{err}", args.join(" "));
     }
     let readme = read(&deploy("README.md"));
@@ -1478,7 +1441,7 @@ fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
     let servers_arg = servers.join(",");
     let operator_arg = operator.to_str().unwrap().to_owned();
     let status = || {
-        let (code, out, err) = run(
+        let (code, out, err) = output(
             root,
             &[
                 "cluster",
@@ -1516,7 +1479,7 @@ fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
 
     let township_config_arg = township_config.to_str().unwrap().to_owned();
     let picture = || {
-        let (code, out, err) = run(
+        let (code, out, err) = output(
             root,
             &[
                 "township",
@@ -1573,7 +1536,7 @@ fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
         tally_proto::write_bundle(&sheets),
     )
     .unwrap();
-    let (code, out, err) = run(
+    let (code, out, err) = output(
         &device,
         &[
             "village",
@@ -1640,7 +1603,7 @@ fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
             }
         },
     );
-    let (code, out, err) = run(
+    let (code, out, err) = output(
         root,
         &[
             "township",
@@ -1678,7 +1641,7 @@ fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
     let stopping = Instant::now();
     for p in &processes {
         let sent = Command::new("kill")
-            .args(["-TERM", &p.child.id().to_string()])
+            .args(["-TERM", &p.process.0.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(sent.success());
@@ -1687,7 +1650,7 @@ fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
     while !running.is_empty() {
         let mut still = Vec::new();
         for i in running {
-            match processes[i].child.try_wait().unwrap() {
+            match processes[i].process.exited() {
                 Some(exit) => {
                     let took = stopping.elapsed();
                     assert!(
@@ -1756,7 +1719,7 @@ fn dockerfile_rust_builds_the_locked_dependencies() {
     let out = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--locked"])
         .args(["--filter-platform", "x86_64-unknown-linux-gnu"])
-        .current_dir(repo())
+        .current_dir(repo_root())
         .output()
         .expect("cargo metadata runs");
     assert!(

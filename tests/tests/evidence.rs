@@ -7,10 +7,9 @@
 //! submit runs to its end).
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use tally_localnet::LocalCounty;
+use std::path::Path;
 use tally_synth::GenParams;
+use tally_tests::{copy_dir, output};
 
 /// A county of two townships: some two hundred sheets, with the planted cases.
 fn params() -> GenParams {
@@ -24,42 +23,15 @@ fn params() -> GenParams {
     }
 }
 
-fn tally(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the tally binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    )
-}
-
 /// `tally verify BUNDLE --format json`: the exit code and the report.
 fn verify(cwd: &Path, bundle: &Path) -> (i32, Value) {
-    let (code, out, err) = tally(
+    let (code, out, err) = output(
         cwd,
         &["verify", bundle.to_str().unwrap(), "--format", "json"],
     );
     let report: Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("verify prints JSON ({e}); stdout {out}, stderr {err}"));
     (code, report)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn findings(report: &Value) -> Vec<Value> {
@@ -87,52 +59,24 @@ fn rewrite(bundle: &Path, relative: &str, contents: &str, fix_manifest: bool) {
 // `tally verify`; then three tampered copies of the bundle, each verified.
 #[test]
 fn export_verify_and_tampering() {
-    let root = tempfile::tempdir().unwrap();
+    let root = tally_tests::tempdir();
     let work = root.path();
-    let program = PathBuf::from(env!("CARGO_BIN_EXE_tally"));
-    let mut county = LocalCounty::prepare(&work.join("net"), &params(), &program, false)
-        .expect("the county is laid out");
+    let mut county = tally_tests::lay_out_county(&work.join("net"), &params(), Default::default());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime
         .block_on(county.start_county())
         .expect("the cluster elects a leader");
-    let servers = county
-        .replica_addresses
-        .values()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(",");
+    let servers = tally_tests::servers(&county);
     let pki = county.layout.pki.to_str().unwrap().to_owned();
     let definition = county.layout.county.join("election.toml");
     let definition = definition.to_str().unwrap();
     let sheets = county.layout.county.join("sheets.sheets");
 
-    let (code, out, err) = tally(
-        work,
-        &[
-            "submit",
-            "--servers",
-            &servers,
-            "--pki",
-            &pki,
-            "-d",
-            definition,
-            "--keys",
-            county
-                .layout
-                .county
-                .join("township-keys.csv")
-                .to_str()
-                .unwrap(),
-            "--format",
-            "json",
-            sheets.to_str().unwrap(),
-        ],
-    );
+    let (code, out, err) = tally_tests::submit(&county, work, &sheets);
     assert!(code == 0 || code == 3, "submit: {code}\n{out}\n{err}");
 
     let bundle = work.join("bundle");
-    let (code, out, err) = tally(
+    let (code, out, err) = output(
         work,
         &[
             "export",
@@ -163,7 +107,7 @@ fn export_verify_and_tampering() {
         report["chain_head"].as_str(),
         Some(hex::encode(&claimed.chain_head).as_str())
     );
-    let (code, table, _) = tally(work, &["verify", bundle.to_str().unwrap()]);
+    let (code, table, _) = output(work, &["verify", bundle.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(table.contains("OK:"), "{table}");
 
