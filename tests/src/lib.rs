@@ -61,20 +61,20 @@ use tempfile::TempDir;
 
 // ---- The tally libraries
 
-/// How long `tally county` waits for its work to end after SIGTERM.
-pub use tally_county::server::SHUTDOWN_GRACE;
-/// Loading definitions and keys from files.
-pub use tally_files as files;
-/// The offline intake of signed sheets (the results a test computes to compare with).
-pub use tally_evidence::intake;
-/// The county on 127.0.0.1 that most system tests start (layout, processes, tuning, watch).
-pub use tally_localnet as localnet;
-/// Reading a sheet from a QR image.
-pub use tally_village::offline;
 /// The published reports' columns.
 pub use tally::publish;
+/// How long `tally county` waits for its work to end after SIGTERM.
+pub use tally_county::server::SHUTDOWN_GRACE;
+/// The offline intake of signed sheets (the results a test computes to compare with).
+pub use tally_evidence::intake;
+/// Loading definitions and keys from files.
+pub use tally_files as files;
+/// The county on 127.0.0.1 that most system tests start (layout, processes, tuning, watch).
+pub use tally_localnet as localnet;
 /// The polling unit device's config file.
 pub use tally_village::config::VillageConfig;
+/// Reading a sheet from a QR image.
+pub use tally_village::offline;
 
 /// A small synthetic county for tests of the whole chain: `townships` townships of about 31
 /// polling units each (60,000 people, 2,000 voters per station), two sheets per unit, none of

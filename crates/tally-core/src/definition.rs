@@ -1602,7 +1602,11 @@ public_key = "{}"
             other => Err(format!("no file {other}")),
         })
         .unwrap_err();
-        let m: Vec<String> = err.definition_problems().iter().map(|e| e.to_string()).collect();
+        let m: Vec<String> = err
+            .definition_problems()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         assert!(
             m.iter()
                 .any(|e| e
@@ -1677,7 +1681,10 @@ public_key = "{}"
             other => Err(format!("no file {other}")),
         })
         .expect_err("the definition should be rejected");
-        err.definition_problems().iter().map(|e| e.to_string()).collect()
+        err.definition_problems()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
     const CONTESTS_HEADER: &str = "id,level,township,name,seats,registered_voters\n";
@@ -1832,7 +1839,10 @@ public_key = "{}"
         let err = load_with_townships_csv("id,name,population,public_key\nT01,城关镇,38700,abcd\n")
             .unwrap_err();
         assert_eq!(
-            err.definition_problems().iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            err.definition_problems()
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>(),
             [
                 "townships.csv, record 1, public_key: is 4 characters; write the 32-byte Ed25519 public key as 64 hex digits (as `tally keygen` prints it)"
             ]
@@ -1843,7 +1853,11 @@ public_key = "{}"
             k = key_hex(7)
         ))
         .unwrap_err();
-        let m: Vec<String> = err.definition_problems().iter().map(|e| e.to_string()).collect();
+        let m: Vec<String> = err
+            .definition_problems()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         assert_eq!(
             m,
             [

@@ -1840,8 +1840,8 @@ async fn health_reports_serving_with_a_leader() {
 // township (refused); list services through grpc.reflection.v1.
 #[tokio::test]
 async fn results_stream_township_scope_and_reflection() {
-    use tokio_stream::StreamExt;
     use tally_rpc::reflection::{list_services_v1, list_services_v1alpha};
+    use tokio_stream::StreamExt;
 
     let members = [1, 2, 3];
     let cluster = Cluster::start(&members, COMPACT_AFTER_ENTRIES_DEFAULT).await;
