@@ -32,7 +32,6 @@ use crate::transport::{Dialer, PeerLink};
 use raft::eraftpb::{ConfChangeType, Message, MessageType};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -516,9 +515,7 @@ impl Driver {
                     "leader changed"
                 );
                 if now.leader.is_some() {
-                    self.metrics
-                        .leader_changes
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.leader_changes.inc();
                 }
                 self.last_leader = now.leader;
             }
@@ -654,7 +651,7 @@ impl Driver {
     /// gave up. Keeps the pending-reads gauge.
     fn drop_unanswerable_reads(&mut self, now: &NodeStatus, ticked: bool) {
         if self.reads.is_empty() {
-            self.metrics.reads_pending.store(0, Ordering::Relaxed);
+            self.metrics.reads_pending.set(0);
             return;
         }
         let changed = self.reads_for != (now.term, now.leader);
@@ -697,9 +694,7 @@ impl Driver {
                     .is_ok_and(|bytes| reads.contains_key(&u64::from_be_bytes(bytes)))
             });
         }
-        self.metrics
-            .reads_pending
-            .store(self.reads.len() as u64, Ordering::Relaxed);
+        self.metrics.reads_pending.set(self.reads.len() as u64);
     }
 
     fn send(&mut self, message: Message) {

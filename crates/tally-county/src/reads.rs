@@ -17,7 +17,6 @@
 use crate::node::{NodeHandle, Placement, WriteError};
 use crate::state::{ChainHead, Records, StateView};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tally_core::ledger::{Digest, Ledger, Submission};
@@ -176,10 +175,7 @@ impl ResultsCache {
         let compute = move || -> Result<Arc<ResultsAt>, ReadError> {
             mirror.advance(&view.records)?;
             let at = Arc::new(mirror.results(view, taken));
-            this.node
-                .metrics()
-                .results_computed
-                .fetch_add(1, Ordering::Relaxed);
+            this.node.metrics().results_computed.inc();
             let mut latest = this.latest.lock().unwrap_or_else(|e| e.into_inner());
             if latest
                 .as_ref()

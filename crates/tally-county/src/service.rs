@@ -60,6 +60,8 @@ pub struct Shared {
     pub storage: DiskStorage,
     /// Sheets answered by this replica as leader, by outcome, for `/metrics`.
     pub sheets: crate::metrics::SheetMetrics,
+    /// This replica's registry: the node's, the storage's and [`Shared::sheets`]'s metrics.
+    pub metrics: crate::metrics::Metrics,
     /// Results computed outside the driver, once per applied index.
     results: Arc<ResultsCache>,
     /// Each peer's data directory incarnation, as first seen.
@@ -96,13 +98,17 @@ impl Shared {
                 incarnations.insert(id, bytes);
             }
         }
+        let sheets = crate::metrics::SheetMetrics::default();
+        let metrics =
+            crate::metrics::Metrics::new(node.metrics(), &sheets, storage.fsync_seconds());
         Ok(Arc::new(Shared {
             results: ResultsCache::new(node.clone()),
             node,
             definition,
             dialer,
             storage,
-            sheets: Default::default(),
+            sheets,
+            metrics,
             incarnations: Mutex::new(incarnations),
             heard: Mutex::new(HashMap::new()),
             forward_channels: Mutex::new(HashMap::new()),
