@@ -22,6 +22,7 @@
 //!   the leader, linearizable reads.
 //! - [`server`]: open a replica (founding the cluster on first start) and serve it.
 //! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
+//! - [`error`]: [`Error`], the crate's one error type, and its mapping to `tonic::Status`.
 //! - [`fault`]: a storage failure told apart (full disk or I/O error) for the status and the
 //!   exit status.
 //! - [`forward`]: how a follower hands a write to the leader (deadline, cancel, resend).
@@ -31,6 +32,7 @@
 
 pub mod command;
 pub mod config;
+pub mod error;
 pub mod fault;
 pub mod forward;
 pub mod http;
@@ -45,3 +47,5 @@ pub mod service;
 pub mod state;
 pub mod storage;
 pub mod transport;
+
+pub use error::Error;

@@ -5,11 +5,12 @@
 //! router is served on), so tests and the simulation assemble replicas the same way
 //! [`crate::config`]'s `tally county` does over TCP and TLS.
 
+use crate::error::Error;
 use crate::limits;
 use crate::node::{self, NodeHandle, Placement};
-use crate::replica::{Options, Replica, ReplicaError};
+use crate::replica::{Options, Replica};
 use crate::service::{AdminService, CountyService, RaftService, Shared};
-use crate::storage::{self, DiskStorage, StorageError};
+use crate::storage::{self, DiskStorage};
 use crate::transport::Dialer;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,22 +39,6 @@ pub struct ReplicaSetup {
     pub dialer: Arc<dyn Dialer>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("data_dir {dir}: {source}")]
-    Storage {
-        dir: PathBuf,
-        #[source]
-        source: StorageError,
-    },
-    #[error("data_dir {dir}: {source}")]
-    Replica {
-        dir: PathBuf,
-        #[source]
-        source: ReplicaError,
-    },
-}
-
 /// A started replica: its handle and what its services share.
 pub struct Opened {
     pub node: NodeHandle,
@@ -65,13 +50,13 @@ pub struct Opened {
 /// Opens the replica's data directory (founding the cluster on a founder's first start) and
 /// starts its driver on a thread of its own. Must be called inside a tokio runtime; the
 /// driver stops when that runtime shuts down.
-pub fn open(setup: ReplicaSetup) -> Result<Opened, ServeError> {
+pub fn open(setup: ReplicaSetup) -> Result<Opened, Error> {
     open_on(setup, Placement::Thread, None)
 }
 
 /// [`open`], with the driver where `placement` says: [`Placement::Task`] in the simulation,
 /// whose runtime and clock are simulated.
-pub fn open_with(setup: ReplicaSetup, placement: Placement) -> Result<Opened, ServeError> {
+pub fn open_with(setup: ReplicaSetup, placement: Placement) -> Result<Opened, Error> {
     open_on(setup, placement, None)
 }
 
@@ -81,7 +66,7 @@ pub fn open_with_backend(
     setup: ReplicaSetup,
     placement: Placement,
     backend: Box<dyn storage::StorageBackend>,
-) -> Result<Opened, ServeError> {
+) -> Result<Opened, Error> {
     open_on(setup, placement, Some(backend))
 }
 
@@ -89,11 +74,11 @@ fn open_on(
     setup: ReplicaSetup,
     placement: Placement,
     backend: Option<Box<dyn storage::StorageBackend>>,
-) -> Result<Opened, ServeError> {
+) -> Result<Opened, Error> {
     let dir = setup.data_dir.clone();
-    let storage_error = |source| ServeError::Storage {
+    let storage_error = |source| Error::DataDir {
         dir: dir.clone(),
-        source,
+        source: Box::new(source),
     };
     let identity = storage::Identity {
         cluster_id: setup.cluster_id.clone(),
@@ -124,9 +109,9 @@ fn open_on(
             compact_after_entries: setup.compact_after_entries,
         },
     )
-    .map_err(|source| ServeError::Replica {
+    .map_err(|source| Error::DataDir {
         dir: dir.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let node = node::start(
         replica,
@@ -136,9 +121,9 @@ fn open_on(
         setup.dialer.clone(),
         placement,
     )
-    .map_err(|source| ServeError::Replica {
+    .map_err(|source| Error::DataDir {
         dir: dir.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let shared = Shared::new(
         node.clone(),

@@ -9,9 +9,10 @@
 //! the wait and follows a change of leader.
 
 use crate::command::{Command, INGEST_SHEETS_MAX};
+use crate::error::{Error, status, unavailable};
 use crate::forward::{self, Routed};
 use crate::node::{NodeHandle, NodeStatus, WriteError};
-use crate::reads::{ReadError, ResultsCache};
+use crate::reads::ResultsCache;
 use crate::state::SheetOutcome;
 use crate::storage::{DiskStorage, INCARNATION_BYTES};
 use crate::transport::Dialer;
@@ -91,7 +92,7 @@ impl Shared {
         dialer: Arc<dyn Dialer>,
         storage: DiskStorage,
         tick: Duration,
-    ) -> Result<Arc<Shared>, crate::storage::StorageError> {
+    ) -> Result<Arc<Shared>, Error> {
         let mut incarnations = HashMap::new();
         for (id, value) in storage.peer_records(INCARNATION_RECORD)? {
             if let Ok(bytes) = <[u8; INCARNATION_BYTES]>::try_from(value.as_slice()) {
@@ -142,7 +143,7 @@ impl Shared {
     /// `at_least` is the index a linearizable read must reflect (from the read barrier); a
     /// stale read passes this replica's published applied index.
     pub async fn results(&self, at_least: u64) -> Result<Arc<ResultsAt>, Status> {
-        self.results.at_least(at_least).await.map_err(read_error)
+        self.results.at_least(at_least).await.map_err(status)
     }
 
     /// Results at `at_least` or computed within `age_max`, for readers of the applied state
@@ -152,10 +153,7 @@ impl Shared {
         at_least: u64,
         age_max: Duration,
     ) -> Result<Arc<ResultsAt>, Status> {
-        self.results
-            .recent(at_least, age_max)
-            .await
-            .map_err(read_error)
+        self.results.recent(at_least, age_max).await.map_err(status)
     }
 
     /// The longest randomized election timeout.
@@ -223,23 +221,6 @@ impl Shared {
                 Ok(())
             }
         }
-    }
-}
-
-fn read_error(e: ReadError) -> Status {
-    match e {
-        ReadError::Node(e) => unavailable(e),
-        ReadError::Compute(_) => Status::internal(e.to_string()),
-    }
-}
-
-fn unavailable(e: WriteError) -> Status {
-    match e {
-        WriteError::NotLeader { leader } => Status::unavailable(format!(
-            "this replica is not the leader (leader: {}); send again",
-            leader.map_or("unknown".to_owned(), |l| format!("replica {l}"))
-        )),
-        other => Status::unavailable(other.to_string()),
     }
 }
 
