@@ -11,8 +11,6 @@
 
 use std::path::PathBuf;
 
-use tally_proto::DecodeError;
-
 pub use crate::node::WriteError;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,12 +20,12 @@ pub enum Error {
     #[error("the log entry is empty: raft's own entry, not a command")]
     EmptyEntry,
     #[error("the log entry is not a county command: {0}")]
-    NotACommand(DecodeError),
+    NotACommand(tally_proto::Error),
 
     // A snapshot image or stored rows rebuilt into a state (state.rs). Each means the bytes
     // are corrupt or were made for another election definition.
     #[error("the county state image does not decode: {0}")]
-    StateImage(DecodeError),
+    StateImage(tally_proto::Error),
     #[error(
         "chain record {position} (log index {log_index}) was not recorded again when replayed ({outcome}); the evidence is corrupt or belongs to another election definition"
     )]

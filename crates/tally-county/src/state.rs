@@ -26,7 +26,7 @@ use tally_core::ledger::{ConflictRecord, Digest, Ledger, Submission};
 use tally_core::results::{ElectionResult, compute};
 use tally_core::validate::Code;
 use tally_proto::county::{StateImage, decode_image, encode_image};
-use tally_proto::{SignedSheet, VerifyError, decode_sheet};
+use tally_proto::{SignedSheet, decode_sheet};
 
 /// The link function lives in `tally-proto`, shared with `tally verify`, which recomputes an
 /// evidence bundle's chain offline.
@@ -259,24 +259,24 @@ impl CountyState {
             Ok(sheet) => sheet,
             Err(source) => {
                 let error = match self.definition.unit_by_key(&signed.key_id) {
-                    Some(unit) => VerifyError::Malformed {
+                    Some(unit) => tally_proto::Error::Malformed {
                         key_id: signed.key_id,
                         unit: unit.id.clone(),
-                        source,
+                        source: Box::new(source),
                     },
-                    None => VerifyError::MalformedEnvelope { source },
+                    None => tally_proto::Error::malformed_envelope(source),
                 };
                 return refused(&error);
             }
         };
         let Some(unit) = self.definition.unit_by_key(&signed.key_id) else {
-            return refused(&VerifyError::UnknownKey {
+            return refused(&tally_proto::Error::UnknownKey {
                 key_id: signed.key_id,
                 claimed: format!("the sheet for {}", sheet.label()),
             });
         };
         if sheet.unit != unit.id {
-            return refused(&VerifyError::KeyOfAnotherUnit {
+            return refused(&tally_proto::Error::KeyOfAnotherUnit {
                 key_id: signed.key_id,
                 key_unit: unit.id.clone(),
                 sheet_unit: sheet.unit.clone(),
@@ -441,7 +441,7 @@ impl CountyState {
     }
 }
 
-fn refused(error: &VerifyError) -> SheetOutcome {
+fn refused(error: &tally_proto::Error) -> SheetOutcome {
     SheetOutcome::Refused {
         code: error.code(),
         message: error.to_string(),
