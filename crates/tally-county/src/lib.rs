@@ -28,7 +28,8 @@
 //! - [`forward`]: how a follower hands a write to the leader (deadline, cancel, resend).
 //! - [`limits`]: what each method takes (roles, message sizes, calls in flight) and the
 //!   connection and stream limits, checked before a request body is read.
-//! - [`metrics`]: the Prometheus metrics; [`http`]: `/metrics` and the dashboard over HTTP.
+//! - [`metrics`]: the Prometheus metrics in one prometheus-client registry; [`http`]:
+//!   `/metrics` (OpenMetrics text) and the dashboard over HTTP.
 
 pub mod command;
 pub mod config;
