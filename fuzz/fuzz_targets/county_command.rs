@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    assert_eq!(Command::decode(&command.encode()).as_ref(), Ok(&command));
+    match Command::decode(&command.encode()) {
+        Ok(again) => assert_eq!(again, command),
+        Err(e) => panic!("a decoded command re-encodes to bytes that do not decode: {e}"),
+    }
     let mut first = CountyState::new(fixture::definition_arc());
     let mut second = CountyState::new(fixture::definition_arc());
     let applied = first.apply(2, &command);

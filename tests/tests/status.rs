@@ -54,7 +54,7 @@ fn scrape(address: &str) -> String {
     );
     assert!(
         head.to_ascii_lowercase()
-            .contains("text/plain; version=0.0.4"),
+            .contains("application/openmetrics-text; version=1.0.0"),
         "{head}"
     );
     body

@@ -2,11 +2,12 @@
 //! `tally.v1.CountyCommand` (`proto/tally/v1/county.proto`, owned by `tally-proto`).
 //!
 //! An entry with no data is raft's own (the empty entry a new leader appends) and is not a
-//! command: [`Command::decode`] says so with [`CommandError::Empty`], which the driver skips.
+//! command: [`Command::decode`] says so with [`Error::EmptyEntry`], which the driver skips.
 
+use crate::error::Error;
 use tally_core::ids::TownshipId;
 use tally_proto::county::{CountyCommand, decode_command, encode_ingest};
-use tally_proto::{Countersignature, DecodeError, SignedSheet};
+use tally_proto::{Countersignature, SignedSheet};
 
 pub use tally_proto::county::INGEST_SHEETS_MAX;
 
@@ -27,15 +28,6 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    /// Raft's own empty entry; not an error for the driver, which skips it.
-    #[error("the log entry is empty: raft's own entry, not a command")]
-    Empty,
-    #[error("the log entry is not a county command: {0}")]
-    Decode(#[from] DecodeError),
-}
-
 impl Command {
     pub fn encode(&self) -> Vec<u8> {
         match self {
@@ -47,13 +39,13 @@ impl Command {
         }
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
+    pub fn decode(bytes: &[u8]) -> Result<Command, Error> {
         // An encoded command is never empty (the oneof's tag is always written), so empty
         // data can only be raft's own entry.
         if bytes.is_empty() {
-            return Err(CommandError::Empty);
+            return Err(Error::EmptyEntry);
         }
-        match decode_command(bytes)? {
+        match decode_command(bytes).map_err(Error::NotACommand)? {
             CountyCommand::Ingest {
                 township,
                 sheets,
@@ -98,10 +90,10 @@ mod tests {
             assert!(!bytes.is_empty());
             assert_eq!(Command::decode(&bytes).unwrap(), command);
         }
-        assert_eq!(Command::decode(&[]).unwrap_err(), CommandError::Empty);
+        assert!(matches!(Command::decode(&[]), Err(Error::EmptyEntry)));
         assert!(matches!(
             Command::decode(b"\xff\xff\xff"),
-            Err(CommandError::Decode(_))
+            Err(Error::NotACommand(_))
         ));
     }
 }

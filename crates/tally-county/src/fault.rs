@@ -10,9 +10,8 @@
 //! exits with [`EXIT_STORAGE`] so that systemd starts it again; the new process reads only
 //! what redb's commit protocol says was committed, and raft sends it whatever it lacks.
 
-use crate::replica::ReplicaError;
-use crate::storage::StorageError;
-use std::error::Error;
+use crate::error::Error;
+use std::error::Error as StdError;
 use std::io;
 
 /// The exit status of a replica whose storage failed (a full disk, an I/O error): 74,
@@ -25,7 +24,7 @@ pub const EXIT_DRIVER: u8 = 70;
 
 /// The I/O error at the bottom of `error`, if there is one. redb's errors do not report their
 /// cause as a `source`, so they are looked into by hand.
-pub fn io_cause<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a io::Error> {
+pub fn io_cause<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a io::Error> {
     let mut next = Some(error);
     while let Some(e) = next {
         if let Some(io) = e.downcast_ref::<io::Error>() {
@@ -51,15 +50,15 @@ pub fn is_disk_full(error: &io::Error) -> bool {
 }
 
 /// Whether the driver stopped because its storage failed (as opposed to a bug or a lost log).
-pub fn is_storage_failure(error: &ReplicaError) -> bool {
+pub fn is_storage_failure(error: &Error) -> bool {
     match error {
-        ReplicaError::Storage(StorageError::Database(_) | StorageError::Io { .. }) => true,
+        Error::Storage(inner) if matches!(**inner, Error::Database(_) | Error::Io { .. }) => true,
         other => io_cause(other).is_some(),
     }
 }
 
 /// What the replica's status and log say when its driver stopped on `error`.
-pub fn stop_reason(replica: u64, error: &ReplicaError) -> String {
+pub fn stop_reason(replica: u64, error: &Error) -> String {
     if io_cause(error).is_some_and(is_disk_full) {
         format!(
             "replica {replica}'s disk is full ({error}); nothing more is written or acknowledged here: the process exits with status {EXIT_STORAGE} and systemd starts it again; free space on the disk of its data_dir, and it catches up from the other replicas"
@@ -74,7 +73,7 @@ pub fn stop_reason(replica: u64, error: &ReplicaError) -> String {
 }
 
 /// The exit status for a driver that stopped on `error`.
-pub fn exit_status(error: &ReplicaError) -> u8 {
+pub fn exit_status(error: &Error) -> u8 {
     if is_storage_failure(error) {
         EXIT_STORAGE
     } else {
@@ -91,20 +90,20 @@ mod tests {
     #[test]
     fn a_full_disk_is_found_under_redb() {
         let enospc = io::Error::from_raw_os_error(28);
-        let error = ReplicaError::Storage(StorageError::Database(redb::Error::Io(enospc)));
+        let error = Error::storage(Error::Database(redb::Error::Io(enospc)));
         assert!(is_storage_failure(&error));
         assert!(io_cause(&error).is_some_and(is_disk_full));
         assert!(stop_reason(2, &error).starts_with("replica 2's disk is full"));
         assert_eq!(exit_status(&error), EXIT_STORAGE);
 
         let eio = io::Error::from_raw_os_error(5);
-        let error = ReplicaError::Storage(StorageError::Database(redb::Error::Io(eio)));
+        let error = Error::storage(Error::Database(redb::Error::Io(eio)));
         assert!(!io_cause(&error).is_some_and(is_disk_full));
         assert!(stop_reason(2, &error).starts_with("replica 2's storage failed"));
 
-        let previous = ReplicaError::Storage(StorageError::Database(redb::Error::PreviousIo));
+        let previous = Error::storage(Error::Database(redb::Error::PreviousIo));
         assert_eq!(exit_status(&previous), EXIT_STORAGE);
-        let lost = ReplicaError::LostLog {
+        let lost = Error::LostLog {
             leader: 1,
             commit: 9,
             last_index: 3,

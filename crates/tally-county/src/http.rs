@@ -1,7 +1,7 @@
 //! The replica's plain HTTP listener (`http_listen` in its config): Prometheus metrics and the
 //! election-night dashboard.
 //!
-//! - `GET /metrics`: the text exposition of [`crate::metrics`].
+//! - `GET /metrics`: the OpenMetrics text of [`crate::metrics`].
 //! - `GET /`: the dashboard, one self-contained page (no network: its CSS and script are in
 //!   it) that polls `/api/dashboard` every 2 s.
 //! - `GET /api/dashboard`: JSON of this replica's *applied* state: results, reporting
@@ -78,20 +78,8 @@ async fn dashboard_page() -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let text = crate::metrics::render(
-        &shared.status_response(),
-        shared.node.metrics(),
-        &shared.sheets,
-        shared.storage.fsync_seconds(),
-    );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let text = shared.metrics.render(&shared.status_response());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn dashboard_json(State(shared): State<Arc<Shared>>) -> Response {

@@ -22,15 +22,18 @@
 //!   the leader, linearizable reads.
 //! - [`server`]: open a replica (founding the cluster on first start) and serve it.
 //! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
+//! - [`error`]: [`Error`], the crate's one error type, and its mapping to `tonic::Status`.
 //! - [`fault`]: a storage failure told apart (full disk or I/O error) for the status and the
 //!   exit status.
 //! - [`forward`]: how a follower hands a write to the leader (deadline, cancel, resend).
 //! - [`limits`]: what each method takes (roles, message sizes, calls in flight) and the
 //!   connection and stream limits, checked before a request body is read.
-//! - [`metrics`]: the Prometheus metrics; [`http`]: `/metrics` and the dashboard over HTTP.
+//! - [`metrics`]: the Prometheus metrics in one prometheus-client registry; [`http`]:
+//!   `/metrics` (OpenMetrics text) and the dashboard over HTTP.
 
 pub mod command;
 pub mod config;
+pub mod error;
 pub mod fault;
 pub mod forward;
 pub mod http;
@@ -45,3 +48,5 @@ pub mod service;
 pub mod state;
 pub mod storage;
 pub mod transport;
+
+pub use error::Error;

@@ -23,8 +23,9 @@
 //! simulation's runtime controls, so the same code runs under turmoil.
 
 use crate::command::Command;
+use crate::error::Error;
 use crate::metrics::NodeMetrics;
-use crate::replica::{AppliedProposal, PeerProgress, ProposeError, Replica, ReplicaError};
+use crate::replica::{AppliedProposal, PeerProgress, Replica};
 use crate::state::ChainHead;
 use crate::state::StateView;
 use crate::storage::INCARNATION_BYTES;
@@ -32,7 +33,6 @@ use crate::transport::{Dialer, PeerLink};
 use raft::eraftpb::{ConfChangeType, Message, MessageType};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -65,24 +65,39 @@ pub enum Placement {
 }
 
 /// How a write ended when it was not applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteError {
-    #[error("this replica is not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<u64> },
-    #[error(
-        "the proposal was dropped (a leadership transfer or a new election is in progress); send it again"
-    )]
+    NotLeader {
+        leader: Option<u64>,
+    },
     Dropped,
-    #[error(
-        "the entry was overtaken by a new leader before it was committed; send it again (a sheet recorded meanwhile is answered as a duplicate)"
-    )]
     Abandoned,
-    #[error("the replica stopped: {0}")]
     Stopped(String),
     /// A linearizable read that raft will not answer (no leader, the leadership changed, or it
     /// waited [`READ_WAIT_MAX`]); nothing was read.
-    #[error("the read was not confirmed: {0}; send it again")]
     ReadDropped(String),
+}
+
+/// What the caller is told. Not an [`std::error::Error`]: it is a reason, carried by
+/// [`crate::Error::Write`] where it meets other errors.
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::NotLeader { leader } => {
+                write!(f, "this replica is not the leader (leader: {leader:?})")
+            }
+            WriteError::Dropped => f.write_str(
+                "the proposal was dropped (a leadership transfer or a new election is in progress); send it again",
+            ),
+            WriteError::Abandoned => f.write_str(
+                "the entry was overtaken by a new leader before it was committed; send it again (a sheet recorded meanwhile is answered as a duplicate)",
+            ),
+            WriteError::Stopped(reason) => write!(f, "the replica stopped: {reason}"),
+            WriteError::ReadDropped(reason) => {
+                write!(f, "the read was not confirmed: {reason}; send it again")
+            }
+        }
+    }
 }
 
 /// What the driver is asked to do.
@@ -288,11 +303,14 @@ pub fn start(
     tick: Duration,
     dialer: Arc<dyn Dialer>,
     placement: Placement,
-) -> Result<NodeHandle, ReplicaError> {
+) -> Result<NodeHandle, Error> {
     let storage = replica.storage().clone();
-    let incarnation = storage.incarnation()?;
+    let incarnation = storage.incarnation().map_err(Error::storage)?;
     let mut book = addresses;
-    for (id, address) in storage.peer_records(ADDRESS_RECORD)? {
+    for (id, address) in storage
+        .peer_records(ADDRESS_RECORD)
+        .map_err(Error::storage)?
+    {
         if let Ok(address) = String::from_utf8(address) {
             book.insert(id, address);
         }
@@ -351,12 +369,12 @@ pub fn start(
                         .build()
                     {
                         Ok(runtime) => runtime.block_on(run),
-                        Err(e) => Err(ReplicaError::Thread(e)),
+                        Err(e) => Err(Error::Thread(e)),
                     };
                     // A panic drops `done` unsent, which the watcher reports as a bug.
                     let _ = done.send(result);
                 })
-                .map_err(ReplicaError::Thread)?;
+                .map_err(Error::Thread)?;
             let thread = DriverThread {
                 stop: Some(stop_tx),
                 thread: Some(thread),
@@ -407,7 +425,7 @@ pub fn start(
 mod futures_ended {
     /// How the driver ended: its result, or `None` if it panicked.
     pub(super) type Ended = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Option<Result<(), super::ReplicaError>>> + Send>,
+        Box<dyn std::future::Future<Output = Option<Result<(), super::Error>>> + Send>,
     >;
 }
 
@@ -468,7 +486,7 @@ impl Driver {
         status: &watch::Sender<Arc<NodeStatus>>,
         tick: Duration,
         mut stop: oneshot::Receiver<()>,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<(), Error> {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -516,9 +534,7 @@ impl Driver {
                     "leader changed"
                 );
                 if now.leader.is_some() {
-                    self.metrics
-                        .leader_changes
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.leader_changes.inc();
                 }
                 self.last_leader = now.leader;
             }
@@ -534,7 +550,7 @@ impl Driver {
         }
     }
 
-    fn handle(&mut self, input: Input) -> Result<(), ReplicaError> {
+    fn handle(&mut self, input: Input) -> Result<(), Error> {
         match input {
             Input::Propose { command, reply } => match self.replica.propose(&command) {
                 Ok(id) => {
@@ -542,7 +558,7 @@ impl Driver {
                         .insert(id.0, (reply, tokio::time::Instant::now()));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(propose_error(e)));
+                    let _ = reply.send(Err(e));
                 }
             },
             Input::Raft(messages) => {
@@ -585,10 +601,7 @@ impl Driver {
                 context,
                 reply,
             } => {
-                let result = self
-                    .replica
-                    .propose_membership(change, node, context)
-                    .map_err(propose_error);
+                let result = self.replica.propose_membership(change, node, context);
                 let _ = reply.send(result);
             }
             Input::Transfer { to } => self.replica.transfer_leader(to),
@@ -601,7 +614,7 @@ impl Driver {
         Ok(())
     }
 
-    fn dispatch(&mut self, out: crate::replica::ReadyOutput) -> Result<(), ReplicaError> {
+    fn dispatch(&mut self, out: crate::replica::ReadyOutput) -> Result<(), Error> {
         for change in &out.conf_changes {
             if matches!(
                 change.change,
@@ -610,11 +623,10 @@ impl Driver {
                 && let Ok(address) = String::from_utf8(change.context.clone())
                 && self.peers.addresses.get(&change.node) != Some(&address)
             {
-                self.replica.storage().put_peer_record(
-                    ADDRESS_RECORD,
-                    change.node,
-                    address.as_bytes(),
-                )?;
+                self.replica
+                    .storage()
+                    .put_peer_record(ADDRESS_RECORD, change.node, address.as_bytes())
+                    .map_err(Error::storage)?;
                 tracing::info!(replica = change.node, %address, "learned a replica's address");
                 Arc::make_mut(&mut self.peers.addresses).insert(change.node, address);
                 // A link to the old address is dropped; the next message dials the new one.
@@ -654,7 +666,7 @@ impl Driver {
     /// gave up. Keeps the pending-reads gauge.
     fn drop_unanswerable_reads(&mut self, now: &NodeStatus, ticked: bool) {
         if self.reads.is_empty() {
-            self.metrics.reads_pending.store(0, Ordering::Relaxed);
+            self.metrics.reads_pending.set(0);
             return;
         }
         let changed = self.reads_for != (now.term, now.leader);
@@ -697,9 +709,7 @@ impl Driver {
                     .is_ok_and(|bytes| reads.contains_key(&u64::from_be_bytes(bytes)))
             });
         }
-        self.metrics
-            .reads_pending
-            .store(self.reads.len() as u64, Ordering::Relaxed);
+        self.metrics.reads_pending.set(self.reads.len() as u64);
     }
 
     fn send(&mut self, message: Message) {
@@ -810,11 +820,4 @@ impl Peers {
 fn sorted(mut ids: Vec<u64>) -> Vec<u64> {
     ids.sort_unstable();
     ids
-}
-
-fn propose_error(e: ProposeError) -> WriteError {
-    match e {
-        ProposeError::NotLeader { leader } => WriteError::NotLeader { leader },
-        ProposeError::Dropped => WriteError::Dropped,
-    }
 }

@@ -14,10 +14,10 @@
 //! last result while it is younger than their bound, so polling cannot make a replica compute
 //! more than once per bound whatever the request rate.
 
-use crate::node::{NodeHandle, Placement, WriteError};
+use crate::error::Error;
+use crate::node::{NodeHandle, Placement};
 use crate::state::{ChainHead, Records, StateView};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tally_core::ledger::{Digest, Ledger, Submission};
@@ -38,16 +38,6 @@ pub struct ResultsAt {
     pub result_json: String,
 }
 
-/// Why results could not be had.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error(transparent)]
-    Node(#[from] WriteError),
-    /// A recorded sheet did not decode again, or the computation panicked: a bug.
-    #[error("computing the results failed (a bug; the replica's log has it): {0}")]
-    Compute(String),
-}
-
 /// The ledger as of the first `consumed` chain records, kept outside the driver.
 #[derive(Default)]
 struct Mirror {
@@ -61,7 +51,7 @@ struct Mirror {
 }
 
 impl Mirror {
-    fn advance(&mut self, records: &Records) -> Result<(), ReadError> {
+    fn advance(&mut self, records: &Records) -> Result<(), Error> {
         let continues = match self.consumed {
             0 => true,
             n => records.len() >= n && records.get(n - 1).map(|r| r.head) == self.head,
@@ -74,7 +64,7 @@ impl Mirror {
         }
         for record in records.iter_from(self.consumed) {
             let sheet = tally_proto::decode_sheet(&record.signed.sheet).map_err(|e| {
-                ReadError::Compute(format!(
+                Error::Compute(format!(
                     "the sheet of chain record {} does not decode: {e}",
                     self.consumed
                 ))
@@ -138,7 +128,7 @@ impl ResultsCache {
 
     /// Results reflecting at least log index `at_least` (a linearizable read passes the index
     /// its read barrier returned; a stale read the published applied index).
-    pub async fn at_least(self: &Arc<Self>, at_least: u64) -> Result<Arc<ResultsAt>, ReadError> {
+    pub async fn at_least(self: &Arc<Self>, at_least: u64) -> Result<Arc<ResultsAt>, Error> {
         self.get(|at| at.chain.log_index >= at_least).await
     }
 
@@ -148,7 +138,7 @@ impl ResultsCache {
         self: &Arc<Self>,
         at_least: u64,
         age_max: Duration,
-    ) -> Result<Arc<ResultsAt>, ReadError> {
+    ) -> Result<Arc<ResultsAt>, Error> {
         self.get(|at| at.chain.log_index >= at_least || at.taken.elapsed() <= age_max)
             .await
     }
@@ -161,7 +151,7 @@ impl ResultsCache {
     async fn get(
         self: &Arc<Self>,
         fresh: impl Fn(&ResultsAt) -> bool,
-    ) -> Result<Arc<ResultsAt>, ReadError> {
+    ) -> Result<Arc<ResultsAt>, Error> {
         if let Some(at) = self.cached(&fresh) {
             return Ok(at);
         }
@@ -173,13 +163,10 @@ impl ResultsCache {
         let taken = tokio::time::Instant::now();
         let view = self.node.view().await?;
         let this = self.clone();
-        let compute = move || -> Result<Arc<ResultsAt>, ReadError> {
+        let compute = move || -> Result<Arc<ResultsAt>, Error> {
             mirror.advance(&view.records)?;
             let at = Arc::new(mirror.results(view, taken));
-            this.node
-                .metrics()
-                .results_computed
-                .fetch_add(1, Ordering::Relaxed);
+            this.node.metrics().results_computed.inc();
             let mut latest = this.latest.lock().unwrap_or_else(|e| e.into_inner());
             if latest
                 .as_ref()
@@ -196,7 +183,7 @@ impl ResultsCache {
             // Stored in `latest` even if this caller stops waiting.
             Placement::Thread => tokio::task::spawn_blocking(compute)
                 .await
-                .map_err(|e| ReadError::Compute(e.to_string()))?,
+                .map_err(|e| Error::Compute(e.to_string()))?,
             Placement::Task => compute(),
         }
     }

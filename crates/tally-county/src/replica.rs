@@ -12,8 +12,10 @@
 //! messages that had to wait for persistence; advance; handle the light ready likewise.
 
 use crate::command::Command;
+use crate::error::Error;
+use crate::node::WriteError;
 use crate::state::{Applied, ChainHead, CountyState};
-use crate::storage::{DiskStorage, StorageError};
+use crate::storage::DiskStorage;
 use raft::eraftpb::{
     ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
 };
@@ -53,37 +55,6 @@ impl Default for Options {
 /// Carried in the entry's context: the proposing replica's id, then this number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProposalId(pub u64);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicaError {
-    #[error("storage: {0}")]
-    Storage(#[from] StorageError),
-    #[error("raft: {0}")]
-    Raft(#[from] raft::Error),
-    #[error("a committed entry at index {index} cannot be decoded: {message}")]
-    BadEntry { index: u64, message: String },
-    /// The leader says entries this replica acknowledged are committed, but its log does not
-    /// have them: its data directory lost them (wiped, or restored from an older copy).
-    #[error(
-        "replica {leader} leads with entries up to {commit} committed, which this replica acknowledged, but its log ends at {last_index}: its data directory lost them (made again or restored from an older copy); a replica that lost its data must not rejoin under its old id: stop it, remove it (`tally cluster remove`) and add it under a new id with an empty data directory (`tally cluster add`)"
-    )]
-    LostLog {
-        leader: u64,
-        commit: u64,
-        last_index: u64,
-    },
-    #[error("cannot start the replica's driver thread: {0}")]
-    Thread(std::io::Error),
-}
-
-/// Why a proposal was not taken.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProposeError {
-    #[error("this replica is not the leader; the leader is replica {leader:?}")]
-    NotLeader { leader: Option<u64> },
-    #[error("the proposal was dropped (a leadership transfer is in progress); try again")]
-    Dropped,
-}
 
 /// What one ready cycle produced.
 #[derive(Debug, Default)]
@@ -167,15 +138,15 @@ pub struct Replica {
     options: Options,
 }
 
-fn bad_entry(entry: &Entry, message: String) -> ReplicaError {
-    ReplicaError::BadEntry {
+fn bad_entry(entry: &Entry, message: String) -> Error {
+    Error::BadEntry {
         index: entry.index,
         message,
     }
 }
 
 /// Decodes a committed conf change entry (either version of the message).
-fn decode_conf_change<M: protobuf::Message + Default>(entry: &Entry) -> Result<M, ReplicaError> {
+fn decode_conf_change<M: protobuf::Message + Default>(entry: &Entry) -> Result<M, Error> {
     let mut change = M::default();
     change
         .merge_from_bytes(&entry.data)
@@ -200,11 +171,7 @@ fn raft_config(id: u64, applied: u64) -> raft::Config {
 impl Replica {
     /// Opens a replica over its storage: restores the state machine and the applied index, so
     /// committed entries are not applied twice after a restart.
-    pub fn open(
-        id: u64,
-        storage: DiskStorage,
-        definition: Arc<Definition>,
-    ) -> Result<Self, ReplicaError> {
+    pub fn open(id: u64, storage: DiskStorage, definition: Arc<Definition>) -> Result<Self, Error> {
         Self::open_with(id, storage, definition, Options::default())
     }
 
@@ -214,8 +181,8 @@ impl Replica {
         storage: DiskStorage,
         definition: Arc<Definition>,
         options: Options,
-    ) -> Result<Self, ReplicaError> {
-        let state = storage.load_state(definition)?;
+    ) -> Result<Self, Error> {
+        let state = storage.load_state(definition).map_err(Error::storage)?;
         let config = raft_config(id, state.applied_index());
         config.validate()?;
         let logger = slog::Logger::root(crate::raft_log::TracingDrain, slog::o!());
@@ -265,12 +232,12 @@ impl Replica {
     }
 
     /// Feeds a message from a peer. Messages from unknown or removed peers are dropped by raft.
-    pub fn step(&mut self, message: Message) -> Result<(), ReplicaError> {
+    pub fn step(&mut self, message: Message) -> Result<(), Error> {
         // A leader's heartbeat commits at most what this replica acknowledged it holds; a log
         // shorter than that lost acknowledged entries, and raft-rs would panic on it.
         let last_index = self.raw.raft.raft_log.last_index();
         if message.get_msg_type() == MessageType::MsgHeartbeat && message.commit > last_index {
-            return Err(ReplicaError::LostLog {
+            return Err(Error::LostLog {
                 leader: message.from,
                 commit: message.commit,
                 last_index,
@@ -285,9 +252,9 @@ impl Replica {
 
     /// Proposes a command; its outcome comes back from a later `handle_ready` under the
     /// returned id, once the entry is committed on a majority and applied here.
-    pub fn propose(&mut self, command: &Command) -> Result<ProposalId, ProposeError> {
+    pub fn propose(&mut self, command: &Command) -> Result<ProposalId, WriteError> {
         if !self.is_leader() {
-            return Err(ProposeError::NotLeader {
+            return Err(WriteError::NotLeader {
                 leader: self.leader(),
             });
         }
@@ -303,8 +270,8 @@ impl Replica {
                 self.proposals_in_flight.insert(id.0, index);
                 Ok(id)
             }
-            Err(raft::Error::ProposalDropped) => Err(ProposeError::Dropped),
-            Err(_) => Err(ProposeError::NotLeader {
+            Err(raft::Error::ProposalDropped) => Err(WriteError::Dropped),
+            Err(_) => Err(WriteError::NotLeader {
                 leader: self.leader(),
             }),
         }
@@ -319,9 +286,9 @@ impl Replica {
         change: ConfChangeType,
         node: u64,
         context: Vec<u8>,
-    ) -> Result<(), ProposeError> {
+    ) -> Result<(), WriteError> {
         if !self.is_leader() {
-            return Err(ProposeError::NotLeader {
+            return Err(WriteError::NotLeader {
                 leader: self.leader(),
             });
         }
@@ -332,7 +299,7 @@ impl Replica {
         cc.mut_changes().push(single);
         self.raw
             .propose_conf_change(context, cc)
-            .map_err(|_| ProposeError::Dropped)
+            .map_err(|_| WriteError::Dropped)
     }
 
     pub fn transfer_leader(&mut self, to: u64) {
@@ -370,7 +337,7 @@ impl Replica {
     }
 
     /// Runs one ready cycle in the safe order. Returns what to send and what was applied.
-    pub fn handle_ready(&mut self) -> Result<ReadyOutput, ReplicaError> {
+    pub fn handle_ready(&mut self) -> Result<ReadyOutput, Error> {
         let mut early = Vec::new();
         let mut out = self.handle_ready_with(&mut |messages| early.extend(messages))?;
         early.append(&mut out.messages);
@@ -384,7 +351,7 @@ impl Replica {
     pub fn handle_ready_with(
         &mut self,
         send_now: &mut dyn FnMut(Vec<Message>),
-    ) -> Result<ReadyOutput, ReplicaError> {
+    ) -> Result<ReadyOutput, Error> {
         let mut out = ReadyOutput::default();
         if !self.raw.has_ready() {
             return Ok(out);
@@ -410,15 +377,19 @@ impl Replica {
             });
         if commit_only {
             let commit = ready.hs().map_or(0, |hs| hs.commit);
-            self.storage.set_commit(commit)?;
+            self.storage.set_commit(commit).map_err(Error::storage)?;
         } else if snapshot.is_some() || !ready.entries().is_empty() || ready.hs().is_some() {
             self.storage
-                .persist(snapshot.as_ref(), ready.entries(), ready.hs())?;
+                .persist(snapshot.as_ref(), ready.entries(), ready.hs())
+                .map_err(Error::storage)?;
         }
 
         // 3. A snapshot replaces the state machine.
         if snapshot.is_some() {
-            self.state = self.storage.load_state(self.state.definition())?;
+            self.state = self
+                .storage
+                .load_state(self.state.definition())
+                .map_err(Error::storage)?;
         }
 
         // 4. Apply what is committed (entries persisted in earlier readies).
@@ -432,7 +403,7 @@ impl Replica {
         // 6. The light ready: the new commit index, more messages and committed entries.
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
-            self.storage.set_commit(commit)?;
+            self.storage.set_commit(commit).map_err(Error::storage)?;
         }
         out.messages.extend(light.take_messages());
         let committed = light.take_committed_entries();
@@ -453,11 +424,7 @@ impl Replica {
         Ok(out)
     }
 
-    fn apply_entries(
-        &mut self,
-        entries: Vec<Entry>,
-        out: &mut ReadyOutput,
-    ) -> Result<(), ReplicaError> {
+    fn apply_entries(&mut self, entries: Vec<Entry>, out: &mut ReadyOutput) -> Result<(), Error> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -502,12 +469,16 @@ impl Replica {
                         }
                         self.raw.apply_conf_change(&cc)?
                     };
-                    self.storage.set_conf_state(&conf_state)?;
+                    self.storage
+                        .set_conf_state(&conf_state)
+                        .map_err(Error::storage)?;
                     self.state.apply_empty(entry.index);
                 }
             }
         }
-        self.storage.save_applied(&self.state)?;
+        self.storage
+            .save_applied(&self.state)
+            .map_err(Error::storage)?;
         debug_assert_eq!(self.state.applied_index(), last_index);
         Ok(())
     }
@@ -543,11 +514,13 @@ impl Replica {
         }
     }
 
-    fn maybe_compact(&mut self) -> Result<(), ReplicaError> {
+    fn maybe_compact(&mut self) -> Result<(), Error> {
         let first = self.storage.first_index()?;
         if self.state.applied_index() >= first + self.options.compact_after_entries {
             let conf_state = self.raw.raft.prs().conf().to_conf_state();
-            self.storage.compact(&self.state, &conf_state)?;
+            self.storage
+                .compact(&self.state, &conf_state)
+                .map_err(Error::storage)?;
         }
         Ok(())
     }

@@ -8,11 +8,12 @@
 //! handed until `shutdown` ends or its driver stops.
 
 use crate::config::CountyConfig;
+use crate::error::Error;
 use crate::limits;
 use crate::node::{self, NodeHandle, Placement};
-use crate::replica::{Options, Replica, ReplicaError};
+use crate::replica::{Options, Replica};
 use crate::service::{AdminService, CountyService, RaftService, Shared};
-use crate::storage::{self, DiskStorage, StorageError};
+use crate::storage::{self, DiskStorage};
 use crate::transport::Dialer;
 use crate::transport::TlsDialer;
 use std::collections::BTreeMap;
@@ -42,35 +43,6 @@ pub struct ReplicaSetup {
     pub dialer: Arc<dyn Dialer>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The replica's TLS files, or its certificate is not this replica's (`file` is the
-    /// config file). The message includes the cause.
-    #[error("{file}: [tls]{message}")]
-    Tls { file: PathBuf, message: String },
-    /// The data directory could not be opened (`file` is the config file).
-    #[error("{file}: {open}")]
-    Open {
-        file: PathBuf,
-        open: Box<ServeError>,
-    },
-    /// The gRPC server could not start or failed; the message includes the cause.
-    #[error("{0}")]
-    Server(String),
-    #[error("data_dir {dir}: {source}")]
-    Storage {
-        dir: PathBuf,
-        #[source]
-        source: StorageError,
-    },
-    #[error("data_dir {dir}: {source}")]
-    Replica {
-        dir: PathBuf,
-        #[source]
-        source: ReplicaError,
-    },
-}
-
 /// A started replica: its handle and what its services share.
 pub struct Opened {
     pub node: NodeHandle,
@@ -82,13 +54,13 @@ pub struct Opened {
 /// Opens the replica's data directory (founding the cluster on a founder's first start) and
 /// starts its driver on a thread of its own. Must be called inside a tokio runtime; the
 /// driver stops when that runtime shuts down.
-pub fn open(setup: ReplicaSetup) -> Result<Opened, ServeError> {
+pub fn open(setup: ReplicaSetup) -> Result<Opened, Error> {
     open_on(setup, Placement::Thread, None)
 }
 
 /// [`open`], with the driver where `placement` says: [`Placement::Task`] in the simulation,
 /// whose runtime and clock are simulated.
-pub fn open_with(setup: ReplicaSetup, placement: Placement) -> Result<Opened, ServeError> {
+pub fn open_with(setup: ReplicaSetup, placement: Placement) -> Result<Opened, Error> {
     open_on(setup, placement, None)
 }
 
@@ -98,7 +70,7 @@ pub fn open_with_backend(
     setup: ReplicaSetup,
     placement: Placement,
     backend: Box<dyn storage::StorageBackend>,
-) -> Result<Opened, ServeError> {
+) -> Result<Opened, Error> {
     open_on(setup, placement, Some(backend))
 }
 
@@ -106,11 +78,11 @@ fn open_on(
     setup: ReplicaSetup,
     placement: Placement,
     backend: Option<Box<dyn storage::StorageBackend>>,
-) -> Result<Opened, ServeError> {
+) -> Result<Opened, Error> {
     let dir = setup.data_dir.clone();
-    let storage_error = |source| ServeError::Storage {
+    let storage_error = |source| Error::DataDir {
         dir: dir.clone(),
-        source,
+        source: Box::new(source),
     };
     let identity = storage::Identity {
         cluster_id: setup.cluster_id.clone(),
@@ -141,9 +113,9 @@ fn open_on(
             compact_after_entries: setup.compact_after_entries,
         },
     )
-    .map_err(|source| ServeError::Replica {
+    .map_err(|source| Error::DataDir {
         dir: dir.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let node = node::start(
         replica,
@@ -153,9 +125,9 @@ fn open_on(
         setup.dialer.clone(),
         placement,
     )
-    .map_err(|source| ServeError::Replica {
+    .map_err(|source| Error::DataDir {
         dir: dir.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let shared = Shared::new(
         node.clone(),
@@ -284,14 +256,14 @@ pub enum Served {
 
 /// The replica's server TLS configuration, after checking that its certificate is this
 /// replica's own (`tally://replica/ID` for the config's `replica_id`).
-pub fn server_tls(config: &CountyConfig) -> Result<tonic::transport::ServerTlsConfig, ServeError> {
+pub fn server_tls(config: &CountyConfig) -> Result<tonic::transport::ServerTlsConfig, Error> {
     let file = config.file.clone();
-    let (tls, identity) = config.tls.server_tls().map_err(|e| ServeError::Tls {
+    let (tls, identity) = config.tls.server_tls().map_err(|e| Error::Tls {
         file: file.clone(),
         message: format!(": {e}"),
     })?;
     if identity.role() != Role::Replica || identity.replica_id() != Some(config.replica_id) {
-        return Err(ServeError::Tls {
+        return Err(Error::Tls {
             file,
             message: format!(
                 " cert {} is {}'s certificate, but this is replica {}; point cert and key at replica-{}.pem and replica-{}.key",
@@ -318,8 +290,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     http_listener: Option<tokio::net::TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<Served, ServeError> {
-    let dialer = Arc::new(TlsDialer::new(&config.tls).map_err(|e| ServeError::Tls {
+) -> Result<Served, Error> {
+    let dialer = Arc::new(TlsDialer::new(&config.tls).map_err(|e| Error::Tls {
         file: config.file.clone(),
         message: format!(": {e}"),
     })?);
@@ -334,7 +306,7 @@ pub async fn serve(
         compact_after_entries: config.compact_after_entries,
         dialer,
     })
-    .map_err(|e| ServeError::Open {
+    .map_err(|e| Error::Open {
         file: config.file.clone(),
         open: Box::new(e),
     })?;
@@ -347,7 +319,7 @@ pub async fn serve(
     let incoming = tally_net::limit_connections(incoming, limits::CONNECTIONS_MAX);
     let server = tonic::transport::Server::builder()
         .tls_config(tls)
-        .map_err(|e| ServeError::Server(format!("TLS configuration: {}", with_causes(&e))))?
+        .map_err(|e| Error::Server(format!("TLS configuration: {}", with_causes(&e))))?
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)));
     // On SIGTERM or Ctrl-C stop taking calls, give calls in progress a moment, then stop:
@@ -379,7 +351,7 @@ pub async fn serve(
     });
     tokio::select! {
         served = serve => served.map_err(|e| {
-            ServeError::Server(format!("the gRPC server failed: {}", with_causes(&e)))
+            Error::Server(format!("the gRPC server failed: {}", with_causes(&e)))
         })?,
         _ = async {
             let _ = stop.await;

@@ -9,9 +9,10 @@
 //! the wait and follows a change of leader.
 
 use crate::command::{Command, INGEST_SHEETS_MAX};
+use crate::error::{Error, status, unavailable};
 use crate::forward::{self, Routed};
 use crate::node::{NodeHandle, NodeStatus, WriteError};
-use crate::reads::{ReadError, ResultsCache};
+use crate::reads::ResultsCache;
 use crate::state::SheetOutcome;
 use crate::storage::{DiskStorage, INCARNATION_BYTES};
 use crate::transport::Dialer;
@@ -60,6 +61,8 @@ pub struct Shared {
     pub storage: DiskStorage,
     /// Sheets answered by this replica as leader, by outcome, for `/metrics`.
     pub sheets: crate::metrics::SheetMetrics,
+    /// This replica's registry: the node's, the storage's and [`Shared::sheets`]'s metrics.
+    pub metrics: crate::metrics::Metrics,
     /// Results computed outside the driver, once per applied index.
     results: Arc<ResultsCache>,
     /// Each peer's data directory incarnation, as first seen.
@@ -89,20 +92,24 @@ impl Shared {
         dialer: Arc<dyn Dialer>,
         storage: DiskStorage,
         tick: Duration,
-    ) -> Result<Arc<Shared>, crate::storage::StorageError> {
+    ) -> Result<Arc<Shared>, Error> {
         let mut incarnations = HashMap::new();
         for (id, value) in storage.peer_records(INCARNATION_RECORD)? {
             if let Ok(bytes) = <[u8; INCARNATION_BYTES]>::try_from(value.as_slice()) {
                 incarnations.insert(id, bytes);
             }
         }
+        let sheets = crate::metrics::SheetMetrics::default();
+        let metrics =
+            crate::metrics::Metrics::new(node.metrics(), &sheets, storage.fsync_seconds());
         Ok(Arc::new(Shared {
             results: ResultsCache::new(node.clone()),
             node,
             definition,
             dialer,
             storage,
-            sheets: Default::default(),
+            sheets,
+            metrics,
             incarnations: Mutex::new(incarnations),
             heard: Mutex::new(HashMap::new()),
             forward_channels: Mutex::new(HashMap::new()),
@@ -136,7 +143,7 @@ impl Shared {
     /// `at_least` is the index a linearizable read must reflect (from the read barrier); a
     /// stale read passes this replica's published applied index.
     pub async fn results(&self, at_least: u64) -> Result<Arc<ResultsAt>, Status> {
-        self.results.at_least(at_least).await.map_err(read_error)
+        self.results.at_least(at_least).await.map_err(status)
     }
 
     /// Results at `at_least` or computed within `age_max`, for readers of the applied state
@@ -146,10 +153,7 @@ impl Shared {
         at_least: u64,
         age_max: Duration,
     ) -> Result<Arc<ResultsAt>, Status> {
-        self.results
-            .recent(at_least, age_max)
-            .await
-            .map_err(read_error)
+        self.results.recent(at_least, age_max).await.map_err(status)
     }
 
     /// The longest randomized election timeout.
@@ -217,23 +221,6 @@ impl Shared {
                 Ok(())
             }
         }
-    }
-}
-
-fn read_error(e: ReadError) -> Status {
-    match e {
-        ReadError::Node(e) => unavailable(e),
-        ReadError::Compute(_) => Status::internal(e.to_string()),
-    }
-}
-
-fn unavailable(e: WriteError) -> Status {
-    match e {
-        WriteError::NotLeader { leader } => Status::unavailable(format!(
-            "this replica is not the leader (leader: {}); send again",
-            leader.map_or("unknown".to_owned(), |l| format!("replica {l}"))
-        )),
-        other => Status::unavailable(other.to_string()),
     }
 }
 

@@ -17,6 +17,7 @@
 //! contract's limits, the key id is a unit's registered key, and the sheet is that unit's own.
 
 use crate::command::Command;
+use crate::error::Error;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use tally_core::ledger::{ConflictRecord, Digest, Ledger, Submission};
 use tally_core::results::{ElectionResult, compute};
 use tally_core::validate::Code;
 use tally_proto::county::{StateImage, decode_image, encode_image};
-use tally_proto::{DecodeError, SignedSheet, VerifyError, decode_sheet};
+use tally_proto::{SignedSheet, decode_sheet};
 
 /// The link function lives in `tally-proto`, shared with `tally verify`, which recomputes an
 /// evidence bundle's chain offline.
@@ -177,35 +178,6 @@ pub struct Applied {
     pub outcomes: Vec<SheetOutcome>,
 }
 
-/// Why a snapshot image or stored rows could not be rebuilt into a state. Every variant means
-/// the bytes are corrupt or were made for another election definition.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StateError {
-    #[error("the county state image does not decode: {0}")]
-    Decode(#[from] DecodeError),
-    #[error(
-        "chain record {position} (log index {log_index}) was not recorded again when replayed ({outcome}); the evidence is corrupt or belongs to another election definition"
-    )]
-    NotRecorded {
-        position: u64,
-        log_index: u64,
-        outcome: String,
-    },
-    #[error(
-        "chain record {position} (log index {log_index}) gives another head when replayed than the one stored; the evidence is corrupt"
-    )]
-    HeadMismatch { position: u64, log_index: u64 },
-    #[error(
-        "chain record {position} has log index {log_index}, before the {previous} of the record before it or after the applied index {applied_index}"
-    )]
-    OutOfOrder {
-        position: u64,
-        log_index: u64,
-        previous: u64,
-        applied_index: u64,
-    },
-}
-
 /// The county state machine.
 #[derive(Debug, Clone)]
 pub struct CountyState {
@@ -287,24 +259,24 @@ impl CountyState {
             Ok(sheet) => sheet,
             Err(source) => {
                 let error = match self.definition.unit_by_key(&signed.key_id) {
-                    Some(unit) => VerifyError::Malformed {
+                    Some(unit) => tally_proto::Error::Malformed {
                         key_id: signed.key_id,
                         unit: unit.id.clone(),
-                        source,
+                        source: Box::new(source),
                     },
-                    None => VerifyError::MalformedEnvelope { source },
+                    None => tally_proto::Error::malformed_envelope(source),
                 };
                 return refused(&error);
             }
         };
         let Some(unit) = self.definition.unit_by_key(&signed.key_id) else {
-            return refused(&VerifyError::UnknownKey {
+            return refused(&tally_proto::Error::UnknownKey {
                 key_id: signed.key_id,
                 claimed: format!("the sheet for {}", sheet.label()),
             });
         };
         if sheet.unit != unit.id {
-            return refused(&VerifyError::KeyOfAnotherUnit {
+            return refused(&tally_proto::Error::KeyOfAnotherUnit {
                 key_id: signed.key_id,
                 key_unit: unit.id.clone(),
                 sheet_unit: sheet.unit.clone(),
@@ -336,11 +308,11 @@ impl CountyState {
 
     /// Replays one stored record on top of this state: it must be recorded again and give
     /// the stored head. Used to rebuild a state from a snapshot image or stored rows.
-    pub(crate) fn replay(&mut self, record: &ChainRecord) -> Result<(), StateError> {
+    pub(crate) fn replay(&mut self, record: &ChainRecord) -> Result<(), Error> {
         let position = self.records.len() as u64;
         let previous = self.records.last().map_or(0, |r| r.log_index);
         if record.log_index < previous || record.log_index == 0 {
-            return Err(StateError::OutOfOrder {
+            return Err(Error::OutOfOrder {
                 position,
                 log_index: record.log_index,
                 previous,
@@ -349,14 +321,14 @@ impl CountyState {
         }
         let outcome = self.record(record.log_index, &record.signed);
         if self.records.len() as u64 != position + 1 {
-            return Err(StateError::NotRecorded {
+            return Err(Error::NotRecorded {
                 position,
                 log_index: record.log_index,
                 outcome: format!("{outcome:?}"),
             });
         }
         if self.head() != record.head {
-            return Err(StateError::HeadMismatch {
+            return Err(Error::HeadMismatch {
                 position,
                 log_index: record.log_index,
             });
@@ -434,15 +406,15 @@ impl CountyState {
 
     /// Rebuilds a state from [`CountyState::snapshot_bytes`] by replaying its records, checking
     /// every link and the final head.
-    pub fn restore(definition: Arc<Definition>, bytes: &[u8]) -> Result<Self, StateError> {
-        let image = decode_image(bytes)?;
+    pub fn restore(definition: Arc<Definition>, bytes: &[u8]) -> Result<Self, Error> {
+        let image = decode_image(bytes).map_err(Error::StateImage)?;
         let mut state = CountyState::new(definition);
         for record in &image.records {
             state.replay(record)?;
         }
         let last = state.records.last().map_or(0, |r| r.log_index);
         if image.applied_index < last {
-            return Err(StateError::OutOfOrder {
+            return Err(Error::OutOfOrder {
                 position: state.records.len() as u64 - 1,
                 log_index: last,
                 previous: last,
@@ -450,7 +422,7 @@ impl CountyState {
             });
         }
         if state.head() != image.chain_head {
-            return Err(StateError::HeadMismatch {
+            return Err(Error::HeadMismatch {
                 position: state.records.len() as u64,
                 log_index: image.applied_index,
             });
@@ -469,7 +441,7 @@ impl CountyState {
     }
 }
 
-fn refused(error: &VerifyError) -> SheetOutcome {
+fn refused(error: &tally_proto::Error) -> SheetOutcome {
     SheetOutcome::Refused {
         code: error.code(),
         message: error.to_string(),
@@ -789,7 +761,7 @@ mod tests {
         bad.records[0].head[0] ^= 1;
         let err = CountyState::restore(definition(), &encode_image(&bad)).unwrap_err();
         assert!(
-            matches!(err, StateError::HeadMismatch { position: 0, .. }),
+            matches!(err, Error::HeadMismatch { position: 0, .. }),
             "{err}"
         );
 
@@ -801,7 +773,7 @@ mod tests {
         bad.records.push(bad.records[0].clone());
         let err = CountyState::restore(definition(), &encode_image(&bad)).unwrap_err();
         assert!(
-            matches!(err, StateError::NotRecorded { position: 2, .. }),
+            matches!(err, Error::NotRecorded { position: 2, .. }),
             "{err}"
         );
 

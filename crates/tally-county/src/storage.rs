@@ -45,7 +45,8 @@
 //! cached in memory behind a mutex, so `initial_state`, `first_index`, `last_index` and
 //! most `term` calls touch no disk.
 
-use crate::state::{CountyState, Records, StateError};
+use crate::error::Error;
+use crate::state::{CountyState, Records};
 
 /// The log index of the founding configuration's snapshot (see [`DiskStorage::bootstrap`]).
 pub const BOOTSTRAP_INDEX: u64 = 1;
@@ -55,7 +56,7 @@ use raft::{GetEntriesContext, RaftState};
 /// What [`DiskStorage::open_with_backend`] takes: the storage under the database.
 pub use redb::StorageBackend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tally_core::definition::Definition;
 use tally_proto::county::{decode_chain_record, decode_image, encode_chain_record};
@@ -93,82 +94,14 @@ pub struct Identity {
     pub replica_id: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("cannot create the data directory {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("storage database: {0}")]
-    Database(#[from] redb::Error),
-    #[error(
-        "{path} is in use by another process (is this replica already running?); stop it first, or give this replica its own data_dir"
-    )]
-    InUse { path: PathBuf },
-    #[error(
-        "the data directory {dir} belongs to cluster {stored_cluster:?} replica {stored_replica}, not to cluster {cluster:?} replica {replica}; check the configuration, or give a new replica an empty directory and a new id"
-    )]
-    IdentityMismatch {
-        dir: PathBuf,
-        stored_cluster: String,
-        stored_replica: u64,
-        cluster: String,
-        replica: u64,
-    },
-    #[error(
-        "the replica is already initialized (it has a configuration or a log); bootstrap only an empty founding replica"
-    )]
-    AlreadyInitialized,
-    #[error(
-        "{path} was written by a newer tally (storage schema version {stored}; this binary reads up to version {supported}); run the tally release that wrote it, or restore this data directory from a backup made by this release"
-    )]
-    SchemaTooNew {
-        path: PathBuf,
-        stored: u32,
-        supported: u32,
-    },
-    #[error("stored {what} is corrupt: {problem}")]
-    Corrupt { what: String, problem: String },
-    #[error("stored county state does not rebuild: {0}")]
-    State(#[from] StateError),
-    #[error("snapshot at index {index} is not newer than the stored one at {snapshot_index}")]
-    SnapshotOutOfDate { index: u64, snapshot_index: u64 },
-    #[error(
-        "entries from index {first} would overwrite the compacted log (first index {first_index})"
-    )]
-    OverwriteCompacted { first: u64, first_index: u64 },
-    #[error("entries from index {first} would leave a gap after the last index {last_index}")]
-    LogGap { first: u64, last_index: u64 },
-    #[error("entries to append are not consecutive: index {found} where {expected} was due")]
-    EntriesNotConsecutive { expected: u64, found: u64 },
-    #[error("cannot compact to applied index {index}: the log ends at {last_index}")]
-    CompactBeyondLog { index: u64, last_index: u64 },
-    #[error(
-        "the state to save has {records} chain records and applied index {applied_index}, behind the stored {stored_records} and {stored_applied_index}"
-    )]
-    StateBehind {
-        records: u64,
-        applied_index: u64,
-        stored_records: u64,
-        stored_applied_index: u64,
-    },
+fn db(error: impl Into<redb::Error>) -> Error {
+    Error::Database(error.into())
 }
 
-fn db(error: impl Into<redb::Error>) -> StorageError {
-    StorageError::Database(error.into())
-}
-
-fn corrupt(what: impl Into<String>, problem: impl ToString) -> StorageError {
-    StorageError::Corrupt {
+fn corrupt(what: impl Into<String>, problem: impl ToString) -> Error {
+    Error::Corrupt {
         what: what.into(),
         problem: problem.to_string(),
-    }
-}
-
-impl From<StorageError> for raft::Error {
-    fn from(error: StorageError) -> Self {
-        raft::Error::Store(raft::StorageError::Other(Box::new(error)))
     }
 }
 
@@ -209,11 +142,11 @@ fn encode_pb(message: &impl protobuf::Message) -> Vec<u8> {
         .expect("raft's proto3 messages always encode")
 }
 
-fn decode_pb<M: protobuf::Message>(what: &str, bytes: &[u8]) -> Result<M, StorageError> {
+fn decode_pb<M: protobuf::Message>(what: &str, bytes: &[u8]) -> Result<M, Error> {
     M::parse_from_bytes(bytes).map_err(|e| corrupt(what, e))
 }
 
-fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, StorageError> {
+fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, Error> {
     let bytes: [u8; 8] = bytes
         .try_into()
         .map_err(|_| corrupt(what, format!("is {} bytes, not 8", bytes.len())))?;
@@ -226,14 +159,14 @@ fn encode_log_value(entry: &Entry) -> Vec<u8> {
     value
 }
 
-fn decode_log_term(index: u64, value: &[u8]) -> Result<u64, StorageError> {
+fn decode_log_term(index: u64, value: &[u8]) -> Result<u64, Error> {
     let term = value
         .get(..8)
         .ok_or_else(|| corrupt(format!("log entry {index}"), "is shorter than its term"))?;
     decode_u64("log entry term", term)
 }
 
-fn decode_log_entry(index: u64, value: &[u8]) -> Result<Entry, StorageError> {
+fn decode_log_entry(index: u64, value: &[u8]) -> Result<Entry, Error> {
     let what = format!("log entry {index}");
     let entry: Entry = decode_pb(&what, value.get(8..).unwrap_or_default())?;
     if entry.index != index || decode_log_term(index, value)? != entry.term {
@@ -248,7 +181,7 @@ fn decode_log_entry(index: u64, value: &[u8]) -> Result<Entry, StorageError> {
 impl DiskStorage {
     /// Opens the replica's database in `dir`, creating both if needed. A directory created
     /// for another cluster id or replica id is an error naming both.
-    pub fn open(dir: &Path, identity: &Identity) -> Result<Self, StorageError> {
+    pub fn open(dir: &Path, identity: &Identity) -> Result<Self, Error> {
         Self::open_on(dir, identity, None)
     }
 
@@ -259,7 +192,7 @@ impl DiskStorage {
         dir: &Path,
         identity: &Identity,
         backend: Box<dyn StorageBackend>,
-    ) -> Result<Self, StorageError> {
+    ) -> Result<Self, Error> {
         Self::open_on(dir, identity, Some(backend))
     }
 
@@ -267,8 +200,8 @@ impl DiskStorage {
         dir: &Path,
         identity: &Identity,
         backend: Option<Box<dyn StorageBackend>>,
-    ) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
+    ) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.to_owned(),
             source,
         })?;
@@ -277,7 +210,7 @@ impl DiskStorage {
             None => Database::create(dir.join(DATABASE_FILE)),
         };
         let database = opened.map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::InUse {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse {
                 path: dir.join(DATABASE_FILE),
             },
             e => db(e),
@@ -302,7 +235,7 @@ impl DiskStorage {
             };
             match stored_version {
                 Some(stored) if stored > SCHEMA_VERSION => {
-                    return Err(StorageError::SchemaTooNew {
+                    return Err(Error::SchemaTooNew {
                         path: dir.join(DATABASE_FILE),
                         stored,
                         supported: SCHEMA_VERSION,
@@ -330,7 +263,7 @@ impl DiskStorage {
                     if stored_cluster != identity.cluster_id
                         || stored_replica != identity.replica_id
                     {
-                        return Err(StorageError::IdentityMismatch {
+                        return Err(Error::IdentityMismatch {
                             dir: dir.to_owned(),
                             stored_cluster,
                             stored_replica,
@@ -373,7 +306,7 @@ impl DiskStorage {
     /// The data directory's incarnation: random bytes made when it was created. A replica
     /// whose directory was wiped and made again has another, so its peers can tell it is not
     /// the replica that voted and acknowledged entries under its id.
-    pub fn incarnation(&self) -> Result<[u8; INCARNATION_BYTES], StorageError> {
+    pub fn incarnation(&self) -> Result<[u8; INCARNATION_BYTES], Error> {
         let txn = self.database.begin_read().map_err(db)?;
         let meta = txn.open_table(META).map_err(db)?;
         let value = meta
@@ -388,7 +321,7 @@ impl DiskStorage {
 
     /// Stores what the networked replica keeps about another replica (its address, its
     /// incarnation), under `kind` (fsynced before it returns).
-    pub fn put_peer_record(&self, kind: &str, peer: u64, value: &[u8]) -> Result<(), StorageError> {
+    pub fn put_peer_record(&self, kind: &str, peer: u64, value: &[u8]) -> Result<(), Error> {
         let txn = self.begin_write(Durability::Immediate)?;
         {
             let mut table = txn.open_table(NODE).map_err(db)?;
@@ -400,7 +333,7 @@ impl DiskStorage {
     }
 
     /// Every record of `kind` ([`DiskStorage::put_peer_record`]), by replica id.
-    pub fn peer_records(&self, kind: &str) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+    pub fn peer_records(&self, kind: &str) -> Result<Vec<(u64, Vec<u8>)>, Error> {
         let prefix = format!("{kind}/");
         let txn = self.database.begin_read().map_err(db)?;
         let table = txn.open_table(NODE).map_err(db)?;
@@ -429,7 +362,7 @@ impl DiskStorage {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn begin_write(&self, durability: Durability) -> Result<redb::WriteTransaction, StorageError> {
+    fn begin_write(&self, durability: Durability) -> Result<redb::WriteTransaction, Error> {
         let mut txn = self.database.begin_write().map_err(db)?;
         txn.set_durability(durability).map_err(db)?;
         Ok(txn)
@@ -437,14 +370,14 @@ impl DiskStorage {
 
     /// First boot of a founding replica: records the initial voters. An error if the replica
     /// already has a configuration, a log or a snapshot.
-    pub fn bootstrap(&self, voters: &[u64]) -> Result<(), StorageError> {
+    pub fn bootstrap(&self, voters: &[u64]) -> Result<(), Error> {
         {
             let cache = self.cache();
             if cache.conf_state != ConfState::default()
                 || cache.last_index > 0
                 || cache.snapshot_metadata.index > 0
             {
-                return Err(StorageError::AlreadyInitialized);
+                return Err(Error::AlreadyInitialized);
             }
         }
         // The founding configuration is an initial snapshot at index 1, term 1, identical on
@@ -480,7 +413,7 @@ impl DiskStorage {
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
         hard_state: Option<&HardState>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), Error> {
         let mut cache = self.cache();
         let mut next = cache.clone();
         let txn = self.begin_write(Durability::Immediate)?;
@@ -491,7 +424,7 @@ impl DiskStorage {
             if let Some(snapshot) = snapshot {
                 let metadata = snapshot.get_metadata();
                 if metadata.index <= next.snapshot_metadata.index {
-                    return Err(StorageError::SnapshotOutOfDate {
+                    return Err(Error::SnapshotOutOfDate {
                         index: metadata.index,
                         snapshot_index: next.snapshot_metadata.index,
                     });
@@ -523,13 +456,13 @@ impl DiskStorage {
             }
             if let Some(first) = entries.first() {
                 if first.index < next.first_index() {
-                    return Err(StorageError::OverwriteCompacted {
+                    return Err(Error::OverwriteCompacted {
                         first: first.index,
                         first_index: next.first_index(),
                     });
                 }
                 if first.index > next.last_index + 1 {
-                    return Err(StorageError::LogGap {
+                    return Err(Error::LogGap {
                         first: first.index,
                         last_index: next.last_index,
                     });
@@ -537,7 +470,7 @@ impl DiskStorage {
                 for (offset, entry) in entries.iter().enumerate() {
                     let expected = first.index + offset as u64;
                     if entry.index != expected {
-                        return Err(StorageError::EntriesNotConsecutive {
+                        return Err(Error::EntriesNotConsecutive {
                             expected,
                             found: entry.index,
                         });
@@ -573,7 +506,7 @@ impl DiskStorage {
 
     /// Records the commit index of a light ready. `Durability::None`: see the module
     /// documentation.
-    pub fn set_commit(&self, commit: u64) -> Result<(), StorageError> {
+    pub fn set_commit(&self, commit: u64) -> Result<(), Error> {
         let mut cache = self.cache();
         let mut hard_state = cache.hard_state.clone();
         hard_state.commit = commit;
@@ -594,7 +527,7 @@ impl DiskStorage {
     }
 
     /// Records the configuration after a configuration change was applied.
-    pub fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), StorageError> {
+    pub fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), Error> {
         let mut cache = self.cache();
         let txn = self.begin_write(Durability::Immediate)?;
         {
@@ -610,13 +543,13 @@ impl DiskStorage {
     /// Records what the state machine applied since the last save, in one transaction: the
     /// chain records it added (as rows) and its applied index. `Durability::None`: see the
     /// module documentation.
-    pub fn save_applied(&self, state: &CountyState) -> Result<(), StorageError> {
+    pub fn save_applied(&self, state: &CountyState) -> Result<(), Error> {
         let mut cache = self.cache();
         let records = state.records();
         if (records.len() as u64) < cache.chain_stored
             || state.applied_index() < cache.applied_index
         {
-            return Err(StorageError::StateBehind {
+            return Err(Error::StateBehind {
                 records: records.len() as u64,
                 applied_index: state.applied_index(),
                 stored_records: cache.chain_stored,
@@ -649,12 +582,14 @@ impl DiskStorage {
 
     /// The state machine as stored: the snapshot image, if any, and the chain rows after it,
     /// at the stored applied index.
-    pub fn load_state(&self, definition: Arc<Definition>) -> Result<CountyState, StorageError> {
+    pub fn load_state(&self, definition: Arc<Definition>) -> Result<CountyState, Error> {
         let cache = self.cache();
         let txn = self.database.begin_read().map_err(db)?;
         let meta = txn.open_table(META).map_err(db)?;
         let mut state = match meta.get(META_SNAPSHOT_DATA).map_err(db)? {
-            Some(image) => CountyState::restore(definition, image.value())?,
+            Some(image) => {
+                CountyState::restore(definition, image.value()).map_err(Error::stored_state)?
+            }
             None => CountyState::new(definition),
         };
         let chain = txn.open_table(CHAIN).map_err(db)?;
@@ -668,7 +603,7 @@ impl DiskStorage {
                 ));
             }
             let record = decode_chain_record(value.value()).map_err(|e| corrupt("chain row", e))?;
-            state.replay(&record)?;
+            state.replay(&record).map_err(Error::stored_state)?;
         }
         if state.records().len() as u64 != cache.chain_stored {
             return Err(corrupt(
@@ -703,20 +638,20 @@ impl DiskStorage {
     /// snapshot (with `conf_state`, the configuration at that index), drops the log up to it
     /// and the chain rows the image now holds. Also saves the applied state. Does nothing if
     /// the stored snapshot is already at that index.
-    pub fn compact(&self, state: &CountyState, conf_state: &ConfState) -> Result<(), StorageError> {
+    pub fn compact(&self, state: &CountyState, conf_state: &ConfState) -> Result<(), Error> {
         let mut cache = self.cache();
         let index = state.applied_index();
         if index <= cache.snapshot_metadata.index {
             return Ok(());
         }
         if index > cache.last_index {
-            return Err(StorageError::CompactBeyondLog {
+            return Err(Error::CompactBeyondLog {
                 index,
                 last_index: cache.last_index,
             });
         }
         if (state.records().len() as u64) < cache.chain_stored || index < cache.applied_index {
-            return Err(StorageError::StateBehind {
+            return Err(Error::StateBehind {
                 records: state.records().len() as u64,
                 applied_index: index,
                 stored_records: cache.chain_stored,
@@ -763,7 +698,7 @@ impl DiskStorage {
     }
 
     /// The term of a log entry in `[first_index, last_index]`, read from disk.
-    fn stored_term(&self, index: u64) -> Result<u64, StorageError> {
+    fn stored_term(&self, index: u64) -> Result<u64, Error> {
         let txn = self.database.begin_read().map_err(db)?;
         let log = txn.open_table(LOG).map_err(db)?;
         let value = log
@@ -808,7 +743,7 @@ fn write_rows(
     chain: &mut redb::Table<'_, u64, &[u8]>,
     records: &Records,
     from: u64,
-) -> Result<(), StorageError> {
+) -> Result<(), Error> {
     for (position, record) in (from..).zip(records.iter_from(from as usize)) {
         chain
             .insert(position, encode_chain_record(record).as_slice())
@@ -818,7 +753,7 @@ fn write_rows(
 }
 
 /// Reads the cache from the tables, checking that they agree with each other.
-fn load_cache(txn: &redb::WriteTransaction) -> Result<Cache, StorageError> {
+fn load_cache(txn: &redb::WriteTransaction) -> Result<Cache, Error> {
     let meta = txn.open_table(META).map_err(db)?;
     let mut cache = Cache::default();
     if let Some(v) = meta.get(META_HARD_STATE).map_err(db)? {
@@ -1093,7 +1028,7 @@ mod tests {
     }
 
     /// Compacts to `index` with an empty state there.
-    fn compact_to(storage: &DiskStorage, index: u64) -> Result<(), StorageError> {
+    fn compact_to(storage: &DiskStorage, index: u64) -> Result<(), Error> {
         let mut state = CountyState::new(definition());
         state.apply_empty(index);
         let conf_state = ConfState {
@@ -1232,7 +1167,7 @@ mod tests {
         let (_dir, storage) = storage_with(&ents);
         assert!(matches!(
             compact_to(&storage, 6),
-            Err(StorageError::CompactBeyondLog { .. })
+            Err(Error::CompactBeyondLog { .. })
         ));
     }
 
@@ -1368,10 +1303,7 @@ mod tests {
         let err = storage
             .persist(Some(&new_snapshot(3, 3, vec![1, 2, 3])), &[], None)
             .unwrap_err();
-        assert!(
-            matches!(err, StorageError::SnapshotOutOfDate { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, Error::SnapshotOutOfDate { .. }), "{err}");
     }
 
     /// An entry carrying an ingest command.
@@ -1541,7 +1473,7 @@ mod tests {
             storage.bootstrap(&[1, 2, 3]).unwrap();
             assert!(matches!(
                 storage.bootstrap(&[1, 2, 3]),
-                Err(StorageError::AlreadyInitialized)
+                Err(Error::AlreadyInitialized)
             ));
         }
         let err = DiskStorage::open(dir.path(), &identity(2)).err().unwrap();
@@ -1607,7 +1539,7 @@ mod tests {
         let newer = (SCHEMA_VERSION + 1).to_string();
         set_stored_version(dir.path(), Some(&newer));
         let err = DiskStorage::open(dir.path(), &identity(1)).err().unwrap();
-        assert!(matches!(err, StorageError::SchemaTooNew { .. }), "{err}");
+        assert!(matches!(err, Error::SchemaTooNew { .. }), "{err}");
         let message = err.to_string();
         let file = dir.path().join(DATABASE_FILE);
         for part in [

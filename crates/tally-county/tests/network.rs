@@ -1989,11 +1989,7 @@ async fn reads_raft_drops_are_answered_and_forgotten() {
         });
         futures_join_all(calls).await
     };
-    let pending = || {
-        node.metrics()
-            .reads_pending
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let pending = || node.metrics().reads_pending.get();
 
     cluster.crash(leader).await;
     let answers = reads(100).await;
@@ -2076,7 +2072,6 @@ async fn reads_raft_drops_are_answered_and_forgotten() {
 // replica saw a leader change, and the computations are at most the applied indexes passed.
 #[tokio::test]
 async fn results_once_per_index_while_the_leader_keeps_its_lease() {
-    use std::sync::atomic::Ordering;
     let f = fixture();
     let members = [1, 2, 3];
     let cluster = Cluster::start_with_tick(
@@ -2090,7 +2085,7 @@ async fn results_once_per_index_while_the_leader_keeps_its_lease() {
     cluster.ingest_lane(&members, leader, &all, None).await;
     let before = cluster.wait_converged(&members).await;
     let node = cluster.node(leader);
-    let computed = || node.metrics().results_computed.load(Ordering::Relaxed);
+    let computed = || node.metrics().results_computed.get();
 
     let computed_before = computed();
     let stale = pb::ResultsRequest {
@@ -2120,13 +2115,7 @@ async fn results_once_per_index_while_the_leader_keeps_its_lease() {
         "16 callers at one applied index, one computation"
     );
 
-    let changes = |id: u64| {
-        cluster
-            .node(id)
-            .metrics()
-            .leader_changes
-            .load(Ordering::Relaxed)
-    };
+    let changes = |id: u64| cluster.node(id).metrics().leader_changes.get();
     let changes_before: Vec<u64> = members.iter().map(|&id| changes(id)).collect();
     let computed_before = computed();
     let load_for = Duration::from_secs(3);

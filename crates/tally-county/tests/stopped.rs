@@ -173,12 +173,12 @@ fn a_leader_whose_disk_fills_reports_stopped_not_leader() {
             "{}",
             answer.stopped
         );
-        let metrics = tally_county::metrics::render(
-            &answer,
+        let metrics = tally_county::metrics::Metrics::new(
             node.metrics(),
             &Default::default(),
             &Default::default(),
-        );
+        )
+        .render(&answer);
         for line in [
             "tally_replica_up 0",
             "tally_raft_is_leader 0",

@@ -6,9 +6,8 @@
 //! order of the input and are the same as [`crate::verify`] gives for each envelope,
 //! apart from the edge case `docs/signing.md` describes.
 
-use crate::envelope::{
-    SignedSheet, VerifiedSheet, VerifyError, finish, signing_message, unit_of_key, verify,
-};
+use crate::envelope::{SignedSheet, VerifiedSheet, finish, signing_message, unit_of_key, verify};
+use crate::error::Error;
 use rayon::prelude::*;
 use tally_core::definition::Definition;
 
@@ -19,21 +18,15 @@ pub const VERIFY_BATCH_CHUNK: usize = 64;
 
 /// Verifies every envelope, in parallel over chunks of [`VERIFY_BATCH_CHUNK`], returning one
 /// result per envelope in input order.
-pub fn verify_batch(
-    def: &Definition,
-    signed: &[SignedSheet],
-) -> Vec<Result<VerifiedSheet, VerifyError>> {
-    let per_chunk: Vec<Vec<Result<VerifiedSheet, VerifyError>>> = signed
+pub fn verify_batch(def: &Definition, signed: &[SignedSheet]) -> Vec<Result<VerifiedSheet, Error>> {
+    let per_chunk: Vec<Vec<Result<VerifiedSheet, Error>>> = signed
         .par_chunks(VERIFY_BATCH_CHUNK)
         .map(|chunk| verify_chunk(def, chunk))
         .collect();
     per_chunk.into_iter().flatten().collect()
 }
 
-fn verify_chunk(
-    def: &Definition,
-    chunk: &[SignedSheet],
-) -> Vec<Result<VerifiedSheet, VerifyError>> {
+fn verify_chunk(def: &Definition, chunk: &[SignedSheet]) -> Vec<Result<VerifiedSheet, Error>> {
     // One envelope alone is cheaper to check by itself than as a batch of one (about half
     // the time), and single verification is what decides a failed batch anyway.
     if let [signed] = chunk {

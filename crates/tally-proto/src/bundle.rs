@@ -7,8 +7,9 @@
 //! Each record is bounded by [`SIGNED_SHEET_BYTES_MAX`] and a bundle by [`BUNDLE_RECORDS_MAX`]
 //! records; a reader checks a record's length before it reads the record.
 
-use crate::convert::{DecodeError, SIGNED_SHEET_BYTES_MAX};
+use crate::convert::SIGNED_SHEET_BYTES_MAX;
 use crate::envelope::{SignedSheet, decode_signed};
+use crate::error::Error;
 use prost::Message;
 
 /// The most records a bundle may hold: ten times the units of a very large county holding a
@@ -30,17 +31,17 @@ pub fn write_bundle(signed: &[SignedSheet]) -> Vec<u8> {
 /// Reads a bundle. An error names the record (1 for the first) and the byte offset of its
 /// length prefix. The sheets stay unverified bytes; pass them to
 /// [`verify_batch`](crate::verify_batch).
-pub fn read_bundle(bytes: &[u8]) -> Result<Vec<SignedSheet>, DecodeError> {
+pub fn read_bundle(bytes: &[u8]) -> Result<Vec<SignedSheet>, Error> {
     let mut out = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
         let record = out.len() + 1;
         if out.len() == BUNDLE_RECORDS_MAX {
-            return Err(DecodeError::BundleTooLong {
+            return Err(Error::BundleTooLong {
                 max: BUNDLE_RECORDS_MAX,
             });
         }
-        let in_record = |cause: DecodeError| DecodeError::BundleRecord {
+        let in_record = |cause: Error| Error::BundleRecord {
             record,
             offset,
             cause: Box::new(cause),
@@ -48,14 +49,14 @@ pub fn read_bundle(bytes: &[u8]) -> Result<Vec<SignedSheet>, DecodeError> {
         let mut rest = &bytes[offset..];
         let before = rest.len();
         let len = prost::encoding::decode_varint(&mut rest).map_err(|cause| {
-            in_record(DecodeError::Protobuf {
+            in_record(Error::Protobuf {
                 what: "length prefix",
                 cause,
             })
         })?;
         let prefix_len = before - rest.len();
         if len > SIGNED_SHEET_BYTES_MAX as u64 {
-            return Err(in_record(DecodeError::TooLarge {
+            return Err(in_record(Error::TooLarge {
                 what: "signed sheet",
                 // Saturates only on a 32-bit machine, where the length could not be real anyway.
                 len: usize::try_from(len).unwrap_or(usize::MAX),
@@ -65,7 +66,7 @@ pub fn read_bundle(bytes: &[u8]) -> Result<Vec<SignedSheet>, DecodeError> {
         // The bound above keeps `len` far below usize::MAX.
         let len = len as usize;
         if rest.len() < len {
-            return Err(in_record(DecodeError::Truncated {
+            return Err(in_record(Error::Truncated {
                 what: "signed sheet",
                 needed: len,
                 available: rest.len(),

@@ -5,6 +5,7 @@
 //! name lengths, ranges) and names the offending field in its error. Arithmetic consistency
 //! is not checked here; that is validation's job, with its own finding codes.
 
+use crate::error::Error;
 use crate::pb;
 use prost::Message;
 use tally_core::ids::{CandidateId, ContestId, UnitId, check_id};
@@ -31,51 +32,8 @@ pub const UTC_OFFSET_MINUTES_MAX: i32 = 18 * 60;
 /// Instants before 1970 are rejected too: no count closed then.
 pub const UNIX_SECONDS_MAX: i64 = 253_402_300_799;
 
-/// Why bytes are not a well-formed sheet, signed sheet or bundle. Each message names the part
-/// and the field, so a vendor can find the fault in their encoder.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error(
-        "{what} is {len} bytes, more than the {max} allowed; a tally sheet is a few hundred bytes, so these bytes are not one"
-    )]
-    TooLarge {
-        what: &'static str,
-        len: usize,
-        max: usize,
-    },
-    // The cause is in the message, so it is not also a `source` (anyhow would print it twice).
-    #[error("{what} is not valid protobuf: {cause}")]
-    Protobuf {
-        what: &'static str,
-        cause: prost::DecodeError,
-    },
-    #[error("{what} field {field} {problem}")]
-    Field {
-        what: &'static str,
-        /// The field as the proto names it, with an index for a list: `write_ins[3].name`.
-        field: String,
-        problem: String,
-    },
-    #[error("{what} is cut short: it needs {needed} bytes but only {available} remain")]
-    Truncated {
-        what: &'static str,
-        needed: usize,
-        available: usize,
-    },
-    #[error("bundle record {record} (at byte {offset}): {cause}")]
-    BundleRecord {
-        /// 1 for the first record.
-        record: usize,
-        /// Where the record's length prefix starts.
-        offset: usize,
-        cause: Box<DecodeError>,
-    },
-    #[error("bundle holds more than {max} records; split it into several bundles")]
-    BundleTooLong { max: usize },
-}
-
-fn field_error(field: impl Into<String>, problem: impl Into<String>) -> DecodeError {
-    DecodeError::Field {
+fn field_error(field: impl Into<String>, problem: impl Into<String>) -> Error {
+    Error::Field {
         what: "sheet",
         field: field.into(),
         problem: problem.into(),
@@ -132,16 +90,16 @@ pub fn to_pb(sheet: &TallySheet) -> pb::TallySheet {
 }
 
 /// Decodes an encoded `TallySheet` and checks every limit of the contract.
-pub fn decode_sheet(bytes: &[u8]) -> Result<TallySheet, DecodeError> {
+pub fn decode_sheet(bytes: &[u8]) -> Result<TallySheet, Error> {
     if bytes.len() > SIGNED_SHEET_BYTES_MAX {
-        return Err(DecodeError::TooLarge {
+        return Err(Error::TooLarge {
             what: "sheet",
             len: bytes.len(),
             max: SIGNED_SHEET_BYTES_MAX,
         });
     }
     // prost checks that every string field is UTF-8 and that lengths stay inside the buffer.
-    let sheet = pb::TallySheet::decode(bytes).map_err(|cause| DecodeError::Protobuf {
+    let sheet = pb::TallySheet::decode(bytes).map_err(|cause| Error::Protobuf {
         what: "sheet",
         cause,
     })?;
@@ -149,7 +107,7 @@ pub fn decode_sheet(bytes: &[u8]) -> Result<TallySheet, DecodeError> {
 }
 
 /// Converts a decoded protobuf sheet to the domain type, checking every limit of the contract.
-pub fn from_pb(sheet: pb::TallySheet) -> Result<TallySheet, DecodeError> {
+pub fn from_pb(sheet: pb::TallySheet) -> Result<TallySheet, Error> {
     check_id_field("unit_id", &sheet.unit_id)?;
     check_id_field("contest_id", &sheet.contest_id)?;
     if !(1..=ROUND_MAX).contains(&sheet.round) {
@@ -254,11 +212,11 @@ pub fn from_pb(sheet: pb::TallySheet) -> Result<TallySheet, DecodeError> {
     })
 }
 
-fn check_id_field(field: &str, id: &str) -> Result<(), DecodeError> {
+fn check_id_field(field: &str, id: &str) -> Result<(), Error> {
     check_id(id).map_err(|problem| field_error(field, problem))
 }
 
-fn check_len(field: &str, len: usize, max: usize) -> Result<(), DecodeError> {
+fn check_len(field: &str, len: usize, max: usize) -> Result<(), Error> {
     if len > max {
         return Err(field_error(
             field,
@@ -270,7 +228,7 @@ fn check_len(field: &str, len: usize, max: usize) -> Result<(), DecodeError> {
 
 /// Names are free text (Chinese, as written on the sheet); only their length is bounded here.
 /// Whether a name is blank is for validation to judge.
-fn check_name(field: &str, name: &str) -> Result<(), DecodeError> {
+fn check_name(field: &str, name: &str) -> Result<(), Error> {
     if name.len() > NAME_LEN_MAX {
         return Err(field_error(
             field,
@@ -491,7 +449,7 @@ pub(crate) mod tests {
         }
         assert!(matches!(
             decode_sheet(&bytes[..bytes.len() - 1]),
-            Err(DecodeError::Protobuf { what: "sheet", .. })
+            Err(Error::Protobuf { what: "sheet", .. })
         ));
         // Field 1 (unit_id) with length 2 and bytes that are not UTF-8.
         let message = decode_sheet(&[0x0a, 0x02, 0xff, 0xfe])
@@ -501,7 +459,7 @@ pub(crate) mod tests {
         let oversized = vec![0u8; SIGNED_SHEET_BYTES_MAX + 1];
         assert!(matches!(
             decode_sheet(&oversized),
-            Err(DecodeError::TooLarge { .. })
+            Err(Error::TooLarge { .. })
         ));
     }
 }

@@ -12,13 +12,12 @@
 //! length make the encoding unambiguous. `docs/signing.md` gives it byte by byte with a worked
 //! example that a test below asserts.
 
-use crate::convert::DecodeError;
 use crate::envelope::SignedSheet;
+use crate::error::Error;
 use crate::pb;
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use tally_core::definition::Definition;
-use tally_core::ids::{KeyId, TownshipId, UnitId};
-use tally_core::validate::Code;
+use tally_core::ids::{KeyId, TownshipId};
 
 /// The domain separation prefix of the batch message: the 20 ASCII bytes
 /// `tally.v1.IngestBatch` and one zero byte. It differs from the sheet's
@@ -44,8 +43,8 @@ impl Countersignature {
     }
 
     /// From the protobuf form, checking the lengths of the key id and the signature.
-    pub fn from_pb(countersignature: pb::Countersignature) -> Result<Self, DecodeError> {
-        let field_error = |field: &str, problem: String| DecodeError::Field {
+    pub fn from_pb(countersignature: pb::Countersignature) -> Result<Self, Error> {
+        let field_error = |field: &str, problem: String| Error::Field {
             what: "countersignature",
             field: field.into(),
             problem,
@@ -119,78 +118,6 @@ pub fn countersign(
     }
 }
 
-/// Why a batch's countersignature was refused. Each variant has a stable code
-/// ([`CountersignError::code`]): E208 for a signature that does not verify, E209 for a key
-/// that is not the township's registered one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CountersignError {
-    /// E208: the key is the township's, but the signature is not over this batch.
-    #[error(
-        "E208 bad countersignature on the batch of {sheets} sheet(s) from township {township}, made with its key {key_id}: the batch changed after countersigning (a sheet altered, added, dropped or moved) or was countersigned for another township; have township {township}'s aggregator countersign the batch exactly as it sends it, and resend"
-    )]
-    BadSignature {
-        township: TownshipId,
-        key_id: KeyId,
-        sheets: usize,
-    },
-    /// E209: the election definition has no such township.
-    #[error(
-        "E209 township {township} is not in the election definition, so it has no registered countersigning key; check the township id the aggregator sends and that the definition is the current one"
-    )]
-    UnknownTownship { township: TownshipId },
-    /// E209: the township has no registered key.
-    #[error(
-        "E209 township {township} has no registered countersigning key; register the township's key in townships.csv's public_key column or its [[townships]] entry (`tally keygen` makes one)"
-    )]
-    NoRegisteredKey { township: TownshipId },
-    /// E209: the key is another township's.
-    #[error(
-        "E209 the batch from township {township} is countersigned with the key {key_id} of township {key_township}; a township countersigns only what it forwards, so have township {township} countersign with its own registered key"
-    )]
-    KeyOfAnotherTownship {
-        township: TownshipId,
-        key_id: KeyId,
-        key_township: TownshipId,
-    },
-    /// E209: the key is a polling unit's.
-    #[error(
-        "E209 the batch from township {township} is countersigned with the key {key_id} of polling unit {unit}; a unit's key signs only its sheets, so have township {township} countersign with its own registered key"
-    )]
-    KeyOfUnit {
-        township: TownshipId,
-        key_id: KeyId,
-        unit: UnitId,
-    },
-    /// E209: nobody in the definition has the key.
-    #[error(
-        "E209 the batch from township {township} is countersigned with the key {key_id}, which is not the township's registered key {registered}; have the aggregator countersign with the registered key, or register its key in the definition if the township has a new one"
-    )]
-    UnknownKey {
-        township: TownshipId,
-        key_id: KeyId,
-        registered: KeyId,
-    },
-}
-
-impl CountersignError {
-    /// The stable code of the error, for logs, replies and documentation.
-    pub fn code(&self) -> &'static str {
-        self.finding_code().as_str()
-    }
-
-    /// The code in the core's table (`tally_core::validate`).
-    pub fn finding_code(&self) -> Code {
-        match self {
-            CountersignError::BadSignature { .. } => Code::BadCountersignature,
-            CountersignError::UnknownTownship { .. }
-            | CountersignError::NoRegisteredKey { .. }
-            | CountersignError::KeyOfAnotherTownship { .. }
-            | CountersignError::KeyOfUnit { .. }
-            | CountersignError::UnknownKey { .. } => Code::CountersignKeyNotTownships,
-        }
-    }
-}
-
 /// Checks that `countersignature` is the registered key of `township` signing exactly this
 /// batch: these sheets, in this order, forwarded by this township. The sheets' own signatures
 /// are not checked here ([`verify`](crate::verify) does that, sheet by sheet).
@@ -199,33 +126,33 @@ pub fn verify_countersignature(
     township: &TownshipId,
     sheets: &[SignedSheet],
     countersignature: &Countersignature,
-) -> Result<(), CountersignError> {
+) -> Result<(), Error> {
     let area = def
         .township(township)
-        .ok_or_else(|| CountersignError::UnknownTownship {
+        .ok_or_else(|| Error::UnknownTownship {
             township: township.clone(),
         })?;
     let (Some(public_key), Some(registered)) = (area.public_key, area.key_id) else {
-        return Err(CountersignError::NoRegisteredKey {
+        return Err(Error::NoRegisteredKey {
             township: township.clone(),
         });
     };
     let key_id = countersignature.key_id;
     if key_id != registered {
         return Err(if let Some(other) = def.township_by_key(&key_id) {
-            CountersignError::KeyOfAnotherTownship {
+            Error::KeyOfAnotherTownship {
                 township: township.clone(),
                 key_id,
                 key_township: other.id.clone(),
             }
         } else if let Some(unit) = def.unit_by_key(&key_id) {
-            CountersignError::KeyOfUnit {
+            Error::KeyOfUnit {
                 township: township.clone(),
                 key_id,
                 unit: unit.id.clone(),
             }
         } else {
-            CountersignError::UnknownKey {
+            Error::UnknownCountersignKey {
                 township: township.clone(),
                 key_id,
                 registered,
@@ -239,7 +166,7 @@ pub fn verify_countersignature(
             &batch_message(township, sheets),
             &countersignature.signature,
         )
-        .map_err(|_| CountersignError::BadSignature {
+        .map_err(|_| Error::BadCountersignature {
             township: township.clone(),
             key_id,
             sheets: sheets.len(),
@@ -362,10 +289,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
         let expect_e208 = |changed: &[SignedSheet], what: &str| {
             let err = verify_countersignature(&def, &t01(), changed, &cs).unwrap_err();
             assert_eq!(err.code(), "E208", "{what}: {err}");
-            assert!(
-                matches!(err, CountersignError::BadSignature { .. }),
-                "{what}"
-            );
+            assert!(matches!(err, Error::BadCountersignature { .. }), "{what}");
         };
 
         let mut changed = sheets.clone();
@@ -434,7 +358,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
         .unwrap_err();
         assert_eq!(err.code(), "E209");
         assert!(
-            matches!(&err, CountersignError::KeyOfAnotherTownship { key_township, .. } if key_township.as_str() == "T02"),
+            matches!(&err, Error::KeyOfAnotherTownship { key_township, .. } if key_township.as_str() == "T02"),
             "{err}"
         );
 
@@ -454,7 +378,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
         let stranger = countersign(&t01(), &sheets, &township_key(9));
         let err = verify_countersignature(&def, &t01(), &sheets, &stranger).unwrap_err();
         assert_eq!(err.code(), "E209");
-        assert!(matches!(err, CountersignError::UnknownKey { .. }), "{err}");
+        assert!(matches!(err, Error::UnknownCountersignKey { .. }), "{err}");
 
         let t03 = TownshipId::new("T03");
         let err = verify_countersignature(
@@ -479,10 +403,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
         )
         .unwrap_err();
         assert_eq!(err.code(), "E209");
-        assert!(
-            matches!(err, CountersignError::UnknownTownship { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, Error::UnknownTownship { .. }), "{err}");
     }
 
     // Goal: a countersignature of the wrong lengths is a decoding error naming the field.

@@ -7,9 +7,10 @@
 //! panic. Signatures inside are not checked here: the leader verified them (the sheets' and
 //! the township's countersignature) before proposing.
 
-use crate::convert::{DecodeError, SIGNED_SHEET_BYTES_MAX};
+use crate::convert::SIGNED_SHEET_BYTES_MAX;
 use crate::countersign::Countersignature;
 use crate::envelope::SignedSheet;
+use crate::error::Error;
 use crate::pb;
 use prost::Message;
 use tally_core::ids::{TownshipId, check_id};
@@ -55,27 +56,27 @@ pub fn encode_ingest(
 
 /// Decodes a command, checking the township id, the number of sheets, every envelope's field
 /// lengths and the countersignature's.
-pub fn decode_command(bytes: &[u8]) -> Result<CountyCommand, DecodeError> {
+pub fn decode_command(bytes: &[u8]) -> Result<CountyCommand, Error> {
     if bytes.len() > COUNTY_COMMAND_BYTES_MAX {
-        return Err(DecodeError::TooLarge {
+        return Err(Error::TooLarge {
             what: "county command",
             len: bytes.len(),
             max: COUNTY_COMMAND_BYTES_MAX,
         });
     }
-    let command = pb::CountyCommand::decode(bytes).map_err(|cause| DecodeError::Protobuf {
+    let command = pb::CountyCommand::decode(bytes).map_err(|cause| Error::Protobuf {
         what: "county command",
         cause,
     })?;
     match command.command {
         Some(pb::county_command::Command::Ingest(batch)) => {
-            check_id(&batch.township_id).map_err(|problem| DecodeError::Field {
+            check_id(&batch.township_id).map_err(|problem| Error::Field {
                 what: "ingest batch",
                 field: "township_id".into(),
                 problem,
             })?;
             if batch.sheets.len() > INGEST_SHEETS_MAX {
-                return Err(DecodeError::Field {
+                return Err(Error::Field {
                     what: "ingest batch",
                     field: "sheets".into(),
                     problem: format!(
@@ -101,7 +102,7 @@ pub fn decode_command(bytes: &[u8]) -> Result<CountyCommand, DecodeError> {
         }
         // A command kind this version does not know. Applying it as nothing would let
         // replicas of different versions diverge, so it is an error the caller must stop on.
-        None => Err(DecodeError::Field {
+        None => Err(Error::Field {
             what: "county command",
             field: "command".into(),
             problem: "is not set or is a kind this version does not know".into(),
@@ -159,16 +160,16 @@ pub fn record_to_pb(record: &ChainRecord) -> pb::ChainRecord {
     }
 }
 
-fn head_from(what: &'static str, field: &str, bytes: &[u8]) -> Result<[u8; 32], DecodeError> {
-    bytes.try_into().map_err(|_| DecodeError::Field {
+fn head_from(what: &'static str, field: &str, bytes: &[u8]) -> Result<[u8; 32], Error> {
+    bytes.try_into().map_err(|_| Error::Field {
         what,
         field: field.into(),
         problem: format!("is {} bytes; a SHA-256 head is 32", bytes.len()),
     })
 }
 
-fn record_from_pb(record: pb::ChainRecord) -> Result<ChainRecord, DecodeError> {
-    let signed = record.sheet.ok_or_else(|| DecodeError::Field {
+fn record_from_pb(record: pb::ChainRecord) -> Result<ChainRecord, Error> {
+    let signed = record.sheet.ok_or_else(|| Error::Field {
         what: "chain record",
         field: "sheet".into(),
         problem: "is missing".into(),
@@ -186,8 +187,8 @@ pub fn encode_chain_record(record: &ChainRecord) -> Vec<u8> {
 }
 
 /// Decodes one chain record.
-pub fn decode_chain_record(bytes: &[u8]) -> Result<ChainRecord, DecodeError> {
-    let record = pb::ChainRecord::decode(bytes).map_err(|cause| DecodeError::Protobuf {
+pub fn decode_chain_record(bytes: &[u8]) -> Result<ChainRecord, Error> {
+    let record = pb::ChainRecord::decode(bytes).map_err(|cause| Error::Protobuf {
         what: "chain record",
         cause,
     })?;
@@ -208,13 +209,13 @@ pub fn encode_image(image: &StateImage) -> Vec<u8> {
 /// Decodes a state image, checking that the stated chain length is the number of records.
 /// An image is as large as the county's evidence, so it has no size bound beyond the raft
 /// snapshot that carries it.
-pub fn decode_image(bytes: &[u8]) -> Result<StateImage, DecodeError> {
-    let image = pb::CountySnapshot::decode(bytes).map_err(|cause| DecodeError::Protobuf {
+pub fn decode_image(bytes: &[u8]) -> Result<StateImage, Error> {
+    let image = pb::CountySnapshot::decode(bytes).map_err(|cause| Error::Protobuf {
         what: "county snapshot",
         cause,
     })?;
     if image.chain_length != image.records.len() as u64 {
-        return Err(DecodeError::Field {
+        return Err(Error::Field {
             what: "county snapshot",
             field: "chain_length".into(),
             problem: format!(

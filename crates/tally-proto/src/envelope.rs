@@ -6,7 +6,8 @@
 //! It never re-encodes: protobuf encoding is not canonical, so a re-encoding could differ from
 //! what was signed.
 
-use crate::convert::{DecodeError, SIGNED_SHEET_BYTES_MAX, decode_sheet, encode_sheet};
+use crate::convert::{SIGNED_SHEET_BYTES_MAX, decode_sheet, encode_sheet};
+use crate::error::Error;
 use crate::pb;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use prost::Message;
@@ -14,7 +15,6 @@ use sha2::{Digest, Sha256};
 use tally_core::definition::{Definition, PollingUnit};
 use tally_core::ids::{KeyId, UnitId};
 use tally_core::sheet::TallySheet;
-use tally_core::validate::Code;
 
 /// The domain separation prefix of the signing message: the 20 ASCII bytes
 /// `tally.v1.SignedSheet` and one zero byte. A signature made for a sheet can therefore not be
@@ -50,8 +50,8 @@ impl SignedSheet {
 
     /// From the protobuf form, checking the lengths of the signature and key id. The sheet
     /// bytes are not decoded: that waits until the signature has been checked.
-    pub fn from_pb(signed: pb::SignedSheet) -> Result<SignedSheet, DecodeError> {
-        let envelope_error = |field: &str, problem: String| DecodeError::Field {
+    pub fn from_pb(signed: pb::SignedSheet) -> Result<SignedSheet, Error> {
+        let envelope_error = |field: &str, problem: String| Error::Field {
             what: "signed sheet",
             field: field.into(),
             problem,
@@ -75,7 +75,7 @@ impl SignedSheet {
             )
         })?;
         if signed.sheet.len() > SIGNED_SHEET_BYTES_MAX {
-            return Err(DecodeError::TooLarge {
+            return Err(Error::TooLarge {
                 what: "sheet",
                 len: signed.sheet.len(),
                 max: SIGNED_SHEET_BYTES_MAX,
@@ -126,15 +126,15 @@ pub fn encode_signed(signed: &SignedSheet) -> Vec<u8> {
 }
 
 /// Decodes an envelope, bounded by [`SIGNED_SHEET_BYTES_MAX`]. The sheet inside stays bytes.
-pub fn decode_signed(bytes: &[u8]) -> Result<SignedSheet, DecodeError> {
+pub fn decode_signed(bytes: &[u8]) -> Result<SignedSheet, Error> {
     if bytes.len() > SIGNED_SHEET_BYTES_MAX {
-        return Err(DecodeError::TooLarge {
+        return Err(Error::TooLarge {
             what: "signed sheet",
             len: bytes.len(),
             max: SIGNED_SHEET_BYTES_MAX,
         });
     }
-    let signed = pb::SignedSheet::decode(bytes).map_err(|cause| DecodeError::Protobuf {
+    let signed = pb::SignedSheet::decode(bytes).map_err(|cause| Error::Protobuf {
         what: "signed sheet",
         cause,
     })?;
@@ -163,81 +163,10 @@ pub struct VerifiedSheet {
     pub signed: SignedSheet,
 }
 
-/// Why an envelope did not verify. Each variant has a stable code ([`VerifyError::code`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    /// E204.
-    #[error(
-        "E204 bad signature on {claimed}, signed with the key {key_id} of unit {unit}: the sheet was changed after signing or signed with another key; ask unit {unit} to sign the sheet again and resend it"
-    )]
-    BadSignature {
-        key_id: KeyId,
-        unit: UnitId,
-        /// The sheet's unverified description of itself.
-        claimed: String,
-    },
-    /// E205: no unit of the election definition has this key.
-    #[error(
-        "E205 {claimed} is signed with the key {key_id}, which no polling unit of the election definition has; check that the unit signed with its registered key (tally keygen) and that the definition is the current one"
-    )]
-    UnknownKey { key_id: KeyId, claimed: String },
-    /// E205: the key belongs to a unit other than the one the sheet reports for.
-    #[error(
-        "E205 the sheet for {label} is signed with the key {key_id} of unit {key_unit}; a unit signs only its own sheets, so ask unit {sheet_unit} to sign it with its own key"
-    )]
-    KeyOfAnotherUnit {
-        key_id: KeyId,
-        key_unit: UnitId,
-        sheet_unit: UnitId,
-        label: String,
-    },
-    /// E206: the envelope or the sheet inside it breaks the contract.
-    #[error(
-        "E206 malformed sheet signed with the key {key_id} of unit {unit}: {source}; fix the sending software's encoder (see docs/signing.md)"
-    )]
-    Malformed {
-        key_id: KeyId,
-        unit: UnitId,
-        source: DecodeError,
-    },
-    /// E206: the envelope could not be decoded at all.
-    #[error(
-        "E206 malformed signed sheet: {source}; fix the sending software's encoder (see docs/signing.md)"
-    )]
-    MalformedEnvelope { source: DecodeError },
-}
-
-impl VerifyError {
-    /// The stable code of the error, for logs, replies and documentation.
-    pub fn code(&self) -> &'static str {
-        self.finding_code().as_str()
-    }
-
-    /// The code in the core's table (`tally_core::validate`), so a refusal at the signature
-    /// layer is reported like any other finding.
-    pub fn finding_code(&self) -> Code {
-        match self {
-            VerifyError::BadSignature { .. } => Code::BadSignature,
-            VerifyError::UnknownKey { .. } | VerifyError::KeyOfAnotherUnit { .. } => {
-                Code::KeyNotUnits
-            }
-            VerifyError::Malformed { .. } | VerifyError::MalformedEnvelope { .. } => {
-                Code::MalformedEnvelope
-            }
-        }
-    }
-}
-
-impl From<DecodeError> for VerifyError {
-    fn from(source: DecodeError) -> Self {
-        VerifyError::MalformedEnvelope { source }
-    }
-}
-
 /// Verifies an envelope against the election definition: finds the unit by key id, checks
 /// the signature over the bytes as received, decodes them, and checks the sheet is that
 /// unit's own.
-pub fn verify(def: &Definition, signed: &SignedSheet) -> Result<VerifiedSheet, VerifyError> {
+pub fn verify(def: &Definition, signed: &SignedSheet) -> Result<VerifiedSheet, Error> {
     let unit = unit_of_key(def, signed)?;
     let message = signing_message(&signed.key_id, &signed.sheet);
     // Cofactorless verification, the same equation ed25519-dalek's batch verification uses,
@@ -253,16 +182,16 @@ pub fn verify(def: &Definition, signed: &SignedSheet) -> Result<VerifiedSheet, V
 pub(crate) fn unit_of_key<'d>(
     def: &'d Definition,
     signed: &SignedSheet,
-) -> Result<&'d PollingUnit, VerifyError> {
+) -> Result<&'d PollingUnit, Error> {
     def.unit_by_key(&signed.key_id)
-        .ok_or_else(|| VerifyError::UnknownKey {
+        .ok_or_else(|| Error::UnknownKey {
             key_id: signed.key_id,
             claimed: signed.claimed_label(),
         })
 }
 
-pub(crate) fn bad_signature(unit: &PollingUnit, signed: &SignedSheet) -> VerifyError {
-    VerifyError::BadSignature {
+pub(crate) fn bad_signature(unit: &PollingUnit, signed: &SignedSheet) -> Error {
+    Error::BadSignature {
         key_id: signed.key_id,
         unit: unit.id.clone(),
         claimed: signed.claimed_label(),
@@ -270,17 +199,14 @@ pub(crate) fn bad_signature(unit: &PollingUnit, signed: &SignedSheet) -> VerifyE
 }
 
 /// The steps after a good signature: decode, check the unit, digest.
-pub(crate) fn finish(
-    unit: &PollingUnit,
-    signed: &SignedSheet,
-) -> Result<VerifiedSheet, VerifyError> {
-    let sheet = decode_sheet(&signed.sheet).map_err(|source| VerifyError::Malformed {
+pub(crate) fn finish(unit: &PollingUnit, signed: &SignedSheet) -> Result<VerifiedSheet, Error> {
+    let sheet = decode_sheet(&signed.sheet).map_err(|source| Error::Malformed {
         key_id: signed.key_id,
         unit: unit.id.clone(),
-        source,
+        source: Box::new(source),
     })?;
     if sheet.unit != unit.id {
-        return Err(VerifyError::KeyOfAnotherUnit {
+        return Err(Error::KeyOfAnotherUnit {
             key_id: signed.key_id,
             key_unit: unit.id.clone(),
             sheet_unit: sheet.unit.clone(),
@@ -404,7 +330,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
         let err = verify(&def, &sign(&sample_sheet("T01-U001"), &unit_key(2))).unwrap_err();
         assert_eq!(err.code(), "E205");
         assert!(
-            matches!(&err, VerifyError::KeyOfAnotherUnit { key_unit, sheet_unit, .. }
+            matches!(&err, Error::KeyOfAnotherUnit { key_unit, sheet_unit, .. }
                 if key_unit.as_str() == "T01-U002" && sheet_unit.as_str() == "T01-U001"),
             "{err}"
         );
@@ -415,7 +341,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
 
         let err = verify(&def, &sign(&sample_sheet("T01-U001"), &unit_key(9))).unwrap_err();
         assert_eq!(err.code(), "E205");
-        assert!(matches!(err, VerifyError::UnknownKey { .. }), "{err}");
+        assert!(matches!(err, Error::UnknownKey { .. }), "{err}");
     }
 
     // Goal: a correctly signed sheet that breaks the contract is E206, naming the sheet's
@@ -451,7 +377,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
         let encoded = encode_signed(&sign(&sample_sheet("T01-U001"), &unit_key(1)));
         for cut in 0..encoded.len() {
             let err = decode_signed(&encoded[..cut]).unwrap_err();
-            assert_eq!(VerifyError::from(err).code(), "E206");
+            assert_eq!(Error::malformed_envelope(err).code(), "E206");
         }
         let short_signature = pb::SignedSheet {
             sheet: vec![],
@@ -479,7 +405,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
         let oversized = vec![0u8; SIGNED_SHEET_BYTES_MAX + 1];
         assert!(matches!(
             decode_signed(&oversized),
-            Err(DecodeError::TooLarge { .. })
+            Err(Error::TooLarge { .. })
         ));
         assert!(decode_signed(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff").is_err());
     }

@@ -15,6 +15,8 @@
 //! - [`bundle`]: [`write_bundle`] and [`read_bundle`], many signed sheets in one file.
 //! - [`countersign`](mod@countersign): a township's [`Countersignature`] over a batch it forwards, and
 //!   [`verify_countersignature`].
+//! - [`error`]: [`Error`], the crate's one error type: decoding, verifying (E204-E206),
+//!   countersignatures (E208, E209), each with its stable code.
 //! - [`county`]: the county coordinator's raft entry (a command) and snapshot image.
 //!
 //! The signing scheme is documented byte by byte in the proto file and in `docs/signing.md`,
@@ -26,6 +28,7 @@ pub mod convert;
 pub mod countersign;
 pub mod county;
 pub mod envelope;
+pub mod error;
 #[cfg(test)]
 mod proptests;
 
@@ -37,14 +40,14 @@ pub mod pb {
 pub use batch::{VERIFY_BATCH_CHUNK, verify_batch};
 pub use bundle::{BUNDLE_RECORDS_MAX, read_bundle, write_bundle};
 pub use convert::{
-    DecodeError, NAME_LEN_MAX, SIGNED_SHEET_BYTES_MAX, UNIX_SECONDS_MAX, UTC_OFFSET_MINUTES_MAX,
-    decode_sheet, encode_sheet,
+    NAME_LEN_MAX, SIGNED_SHEET_BYTES_MAX, UNIX_SECONDS_MAX, UTC_OFFSET_MINUTES_MAX, decode_sheet,
+    encode_sheet,
 };
 pub use countersign::{
-    BATCH_DOMAIN, CountersignError, Countersignature, batch_message, countersign,
-    verify_countersignature,
+    BATCH_DOMAIN, Countersignature, batch_message, countersign, verify_countersignature,
 };
 pub use envelope::{
-    SIGNING_DOMAIN, SignedSheet, VerifiedSheet, VerifyError, decode_signed, encode_signed, sign,
+    SIGNING_DOMAIN, SignedSheet, VerifiedSheet, decode_signed, encode_signed, sign,
     signing_message, verify,
 };
+pub use error::Error;

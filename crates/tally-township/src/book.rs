@@ -4,9 +4,10 @@
 //! capacity) is taken here, against the book and the sheets of the same group commit not yet
 //! in it (`Pending`).
 
+use crate::error::Error;
 use crate::store::{
-    CountyLink, Digest, Loaded, Note, NotesDropped, SheetRecord, StoreError,
-    UNIT_CONFLICTS_KEPT_MAX, UNIT_REFUSALS_KEPT_MAX,
+    CountyLink, Digest, Loaded, Note, NotesDropped, SheetRecord, UNIT_CONFLICTS_KEPT_MAX,
+    UNIT_REFUSALS_KEPT_MAX,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tally_core::ledger::{Ledger, Submission};
@@ -106,7 +107,7 @@ pub(crate) struct Book {
 
 impl Book {
     /// The book of what was read from the database.
-    pub fn rebuild(loaded: Loaded) -> Result<Book, StoreError> {
+    pub fn rebuild(loaded: Loaded) -> Result<Book, Error> {
         let mut book = Book {
             ledger: Ledger::new(),
             records: HashMap::with_capacity(loaded.sheets.len()),
@@ -125,16 +126,15 @@ impl Book {
             let digest_hex = hex::encode(stored.digest);
             // Only verified sheets are stored, so the bytes decode; they are not verified
             // again (the database is this aggregator's own).
-            let sheet = tally_proto::decode_sheet(&stored.signed.sheet).map_err(|e| {
-                StoreError::Corrupt {
+            let sheet =
+                tally_proto::decode_sheet(&stored.signed.sheet).map_err(|e| Error::Corrupt {
                     what: format!("sheet {digest_hex}"),
                     problem: e.to_string(),
-                }
-            })?;
+                })?;
             match book.ledger.submit(sheet, stored.digest) {
                 Submission::Accepted | Submission::Superseded { .. } => {}
                 other => {
-                    return Err(StoreError::Corrupt {
+                    return Err(Error::Corrupt {
                         what: format!("sheet {digest_hex}"),
                         problem: format!("is {other:?} of another stored sheet"),
                     });

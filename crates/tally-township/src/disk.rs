@@ -19,7 +19,8 @@
 //! running?") and keeps showing its picture, while every acknowledged sheet stays on disk.
 
 use crate::book::Book;
-use crate::store::{Store, StoreError};
+use crate::error::Error;
+use crate::store::Store;
 use crate::township::lock;
 use std::io;
 use std::path::PathBuf;
@@ -76,21 +77,21 @@ impl Failure {
 
 /// The I/O error at the bottom of a store error, if there is one (redb's errors do not give
 /// their cause as a `source`).
-fn io_cause(error: &StoreError) -> Option<&io::Error> {
+fn io_cause(error: &Error) -> Option<&io::Error> {
     match error {
-        StoreError::Io { source, .. } => Some(source),
-        StoreError::Database(redb::Error::Io(e)) => Some(e),
+        Error::Io { source, .. } => Some(source),
+        Error::Database(redb::Error::Io(e)) => Some(e),
         _ => None,
     }
 }
 
 /// Whether a store error is the disk's doing (the store must be opened again), as opposed to
 /// a mistake in what was asked or a corrupt record.
-fn is_storage_failure(error: &StoreError) -> bool {
+fn is_storage_failure(error: &Error) -> bool {
     matches!(
         error,
-        StoreError::Io { .. }
-            | StoreError::Database(
+        Error::Io { .. }
+            | Error::Database(
                 redb::Error::Io(_)
                     | redb::Error::PreviousIo
                     | redb::Error::Backend(_)
@@ -189,7 +190,7 @@ impl Disk {
                 Ok(store)
             }
             // Another handle of the old database is still being dropped: the same failure.
-            Err(StoreError::InUse { .. }) => Err(previous),
+            Err(Error::InUse { .. }) => Err(previous),
             Err(e) => {
                 let failure = if is_storage_failure(&e) {
                     self.classify(&e).unwrap_or(previous)
@@ -221,7 +222,7 @@ impl Disk {
 
     /// Called with the error of a write made on `store`: when it is the disk's doing, closes
     /// the store (the next caller opens it again) and returns the failure; otherwise `None`.
-    pub(crate) fn failed(&self, store: &Arc<Store>, error: &StoreError) -> Option<Failure> {
+    pub(crate) fn failed(&self, store: &Arc<Store>, error: &Error) -> Option<Failure> {
         if !is_storage_failure(error) {
             return None;
         }
@@ -247,7 +248,7 @@ impl Disk {
     }
 
     /// The failure an I/O error makes, when the error has one at its bottom.
-    fn classify(&self, error: &StoreError) -> Option<Failure> {
+    fn classify(&self, error: &Error) -> Option<Failure> {
         io_cause(error).map(|io| self.failure_of(&io.to_string(), is_disk_full(io)))
     }
 
@@ -272,7 +273,7 @@ mod tests {
         let township = TownshipId::new("T01");
         let (store, _) = Store::open(dir.path(), &township).unwrap();
         let disk = Disk::new(store, township);
-        let full = StoreError::Database(redb::Error::Io(io::Error::from_raw_os_error(28)));
+        let full = Error::Database(redb::Error::Io(io::Error::from_raw_os_error(28)));
         let failure = disk.classify(&full).unwrap();
         assert!(failure.disk_full);
         let status = failure.status();
@@ -284,15 +285,15 @@ mod tests {
         );
         assert!(status.message().contains("nothing of this call was stored"));
 
-        let eio = StoreError::Database(redb::Error::Io(io::Error::from_raw_os_error(5)));
+        let eio = Error::Database(redb::Error::Io(io::Error::from_raw_os_error(5)));
         let failure = disk.classify(&eio).unwrap();
         assert!(!failure.disk_full);
         assert_eq!(failure.status().code(), tonic::Code::Unavailable);
 
-        assert!(is_storage_failure(&StoreError::Database(
+        assert!(is_storage_failure(&Error::Database(
             redb::Error::PreviousIo
         )));
-        assert!(!is_storage_failure(&StoreError::Corrupt {
+        assert!(!is_storage_failure(&Error::Corrupt {
             what: "x".into(),
             problem: "y".into()
         }));

@@ -1,5 +1,5 @@
 //! The aggregator's plain HTTP listener (`http_listen` in its config): `GET /metrics`, the
-//! Prometheus text exposition of [`crate::metrics`]. Read-only and unauthenticated (the gRPC
+//! OpenMetrics text of [`crate::metrics`]. Read-only and unauthenticated (the gRPC
 //! service is where TLS and roles apply), so it is bound where only operators and the metrics
 //! collector reach it.
 
@@ -12,9 +12,6 @@ use axum::routing::get;
 use std::future::Future;
 use std::sync::Arc;
 
-/// The content type of the text exposition format.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
 pub fn router(township: Arc<Township>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -23,7 +20,7 @@ pub fn router(township: Arc<Township>) -> Router {
 
 async fn metrics(State(township): State<Arc<Township>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         township.metrics_text(),
     )
 }

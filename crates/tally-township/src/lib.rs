@@ -18,12 +18,14 @@
 //!   writer.
 //! - [`forward`]: the forwarder, draining the outbox into `County.Ingest`.
 //! - [`picture`]: `Township::picture`, provisional results and the outbox's state.
-//! - [`metrics`]: the Prometheus counters, histogram and gauges; [`http`]: `GET /metrics` on
+//! - [`metrics`]: the Prometheus counters, histogram and gauges in one prometheus-client
+//!   registry; [`http`]: `GET /metrics` (OpenMetrics text) on
 //!   the optional `http_listen`.
 //! - [`service`]: the `Township` gRPC service and who may call what.
 //! - [`limits`]: what each method takes (roles, message sizes, calls in flight) and the
 //!   connection and stream limits, checked before a request body is read.
 //! - [`server`]: `prepare` (a config checked), `start` (served on a listener), `Running`.
+//! - [`error`]: [`Error`], the crate's one error type (starting, and the store).
 //!
 //! # Running one
 //! From a config file: [`start_from_config`]. In a test or a demo, on any listener (port 0):
@@ -58,6 +60,7 @@
 pub mod book;
 pub mod config;
 pub mod disk;
+pub mod error;
 pub mod forward;
 pub mod http;
 pub mod limits;
@@ -69,5 +72,6 @@ pub mod store;
 pub mod township;
 
 pub use config::{OutboxSettings, TownshipConfig};
-pub use server::{Prepared, Running, StartError, TownshipSetup, prepare, start, start_from_config};
+pub use error::Error;
+pub use server::{Prepared, Running, TownshipSetup, prepare, start, start_from_config};
 pub use township::Township;

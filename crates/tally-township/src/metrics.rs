@@ -1,6 +1,6 @@
-//! The township aggregator's Prometheus metrics, written in the text exposition format
-//! (version 0.0.4) by hand, as the county replicas write theirs: a few counters and one
-//! histogram need no metrics library, and the names stay visible here in one place.
+//! The township aggregator's Prometheus metrics: one prometheus-client [`Registry`] per
+//! aggregator, written as OpenMetrics text on `GET /metrics` ([`crate::http`]), as the county
+//! replicas write theirs. The names are listed here in one place.
 //!
 //! Counters and the histogram are updated where things happen (the writer once a decision is
 //! durable, the forwarder once the county answered); gauges are read from the book when
@@ -22,12 +22,29 @@
 //! | `tally_township_units_reported`, `tally_township_units_expected` | gauge | |
 //! | `tally_township_sheets_stored` | gauge | |
 //! | `tally_township_storage_failed` | gauge: 1 from a storage failure (a full disk) until a write succeeds again | |
+//!
+//! Counters are registered without the `_total` suffix: OpenMetrics names the family
+//! `tally_township_sheets` (its `# TYPE` line) and the encoder adds `_total` to every sample,
+//! so the series keep the names above.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The content type of `GET /metrics`: the OpenMetrics text format, which Prometheus asks for
+/// first and parses (the body ends with `# EOF`, and counter families are named without
+/// `_total`, which the 0.0.4 text format would not understand).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds of the batch latency buckets, in seconds: from a county on the same network
 /// (5 ms) to the forwarder's 10 s deadline.
@@ -39,104 +56,82 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 12] = [
 /// the validation tables (a few dozen); anything past this bound is counted under `other`.
 pub const LABELS_MAX: usize = 128;
 
-/// A latency histogram with the fixed [`LATENCY_BUCKETS_SECONDS`], lock-free.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations at or below each bound (not cumulative; summed when written).
-    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len()],
-    count: AtomicU64,
-    /// The sum in nanoseconds, an integer that adds without a lock.
-    sum_nanos: AtomicU64,
-}
+/// A gauge of a count (prometheus-client's default gauge is signed).
+type CountGauge = Gauge<u64, AtomicU64>;
 
-impl Histogram {
-    pub fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS_SECONDS.iter().position(|b| seconds <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+/// Label pairs, an empty value left out (`code` on an accepted sheet).
+type Labels = Vec<(&'static str, String)>;
+
+/// A family written with its `# HELP` and `# TYPE` lines even while it has no series
+/// (prometheus-client leaves an empty family out): a follower has no peer lag to report and
+/// a fresh server no outcomes yet, and a family that comes and goes looks like a scrape
+/// problem.
+#[derive(Debug, Clone, Default)]
+struct Listed<F>(F);
+
+impl<F: EncodeMetric> EncodeMetric for Listed<F> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
     }
 
-    fn write(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, bucket) in LATENCY_BUCKETS_SECONDS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
     }
 }
 
 /// Counters keyed by label values, bounded by [`LABELS_MAX`].
-#[derive(Debug, Default)]
+#[derive(Debug, Clone)]
 struct LabelledCounter {
-    counts: Mutex<BTreeMap<Vec<String>, u64>>,
+    names: &'static [&'static str],
+    family: Family<Labels, Counter>,
+    /// The label values counted so far, for the bound.
+    seen: std::sync::Arc<Mutex<BTreeSet<Vec<String>>>>,
 }
 
 impl LabelledCounter {
-    fn add(&self, labels: Vec<String>, n: u64) {
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = if counts.contains_key(&labels) || counts.len() < LABELS_MAX {
-            labels
-        } else {
-            labels.iter().map(|_| "other".to_owned()).collect()
-        };
-        *counts.entry(key).or_default() += n;
-    }
-
-    fn write(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} counter");
-        let counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (labels, n) in counts.iter() {
-            let labels: Vec<String> = label_names
-                .iter()
-                .zip(labels)
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect();
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {n}");
-            } else {
-                let _ = writeln!(out, "{name}{{{}}} {n}", labels.join(","));
-            }
+    fn new(names: &'static [&'static str]) -> Self {
+        LabelledCounter {
+            names,
+            family: Family::default(),
+            seen: Default::default(),
         }
     }
+
+    fn add(&self, values: Vec<String>, n: u64) {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let values = if seen.contains(&values) || seen.len() < LABELS_MAX {
+            values
+        } else {
+            values.iter().map(|_| "other".to_owned()).collect()
+        };
+        let labels: Labels = self
+            .names
+            .iter()
+            .zip(&values)
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        self.family.get_or_create(&labels).inc_by(n);
+        seen.insert(values);
+    }
 }
 
-/// A label value escaped as the exposition format asks (backslash, quote, newline).
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The counters and histogram of one aggregator.
-#[derive(Debug, Default)]
+/// The counters and histogram of one aggregator, the gauges set from the book when scraped,
+/// and the registry that writes them.
+#[derive(Debug)]
 pub struct Metrics {
+    registry: Registry,
     sheets: LabelledCounter,
-    signature_failures: AtomicU64,
+    signature_failures: Counter,
     county_outcomes: LabelledCounter,
     forward_failures: LabelledCounter,
     forward_batch: Histogram,
+    gauges: GaugeMetrics,
+    /// One scrape at a time sets the gauges and writes them, so no scrape mixes two readings.
+    scrape: Mutex<()>,
 }
 
 /// The gauges, read from the book at scrape time.
@@ -154,6 +149,115 @@ pub struct Gauges {
     pub storage_failed: bool,
 }
 
+/// Where [`Gauges`] go in the registry.
+#[derive(Debug, Default)]
+struct GaugeMetrics {
+    outbox_sheets: CountGauge,
+    outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
+    outbox_capacity_sheets: CountGauge,
+    county_reachable: CountGauge,
+    units_reported: CountGauge,
+    units_expected: CountGauge,
+    sheets_stored: CountGauge,
+    storage_failed: CountGauge,
+    /// A counter whose value the book keeps: set, never added to, at each scrape.
+    forwarded_sheets: Counter,
+}
+
+impl Default for Metrics {
+    /// Registers every metric, in the order they are written. Help texts end without a
+    /// period: the registry adds one.
+    fn default() -> Self {
+        let gauges = GaugeMetrics::default();
+        let sheets = LabelledCounter::new(&["outcome", "code"]);
+        let signature_failures = Counter::default();
+        let county_outcomes = LabelledCounter::new(&["outcome"]);
+        let forward_failures = LabelledCounter::new(&["kind"]);
+        let forward_batch = Histogram::new(LATENCY_BUCKETS_SECONDS);
+        let mut r = Registry::default();
+        r.register(
+            "tally_township_outbox_sheets",
+            "Sheets stored here and not yet answered by the county",
+            gauges.outbox_sheets.clone(),
+        );
+        r.register(
+            "tally_township_outbox_oldest_age_seconds",
+            "How long the oldest sheet in the outbox has waited (0 when empty)",
+            gauges.outbox_oldest_age_seconds.clone(),
+        );
+        r.register(
+            "tally_township_outbox_capacity_sheets",
+            "The outbox depth at which Submit answers RESOURCE_EXHAUSTED",
+            gauges.outbox_capacity_sheets.clone(),
+        );
+        r.register(
+            "tally_township_county_reachable",
+            "1 when the last attempt to reach the county succeeded",
+            gauges.county_reachable.clone(),
+        );
+        r.register(
+            "tally_township_units_reported",
+            "Polling units with at least one sheet stored here",
+            gauges.units_reported.clone(),
+        );
+        r.register(
+            "tally_township_units_expected",
+            "Polling units of this township in the election definition",
+            gauges.units_expected.clone(),
+        );
+        r.register(
+            "tally_township_sheets_stored",
+            "Sheets stored here (every version)",
+            gauges.sheets_stored.clone(),
+        );
+        r.register(
+            "tally_township_storage_failed",
+            "1 from a storage failure (a full disk, an I/O error) until a write succeeds again: nothing is stored meanwhile",
+            gauges.storage_failed.clone(),
+        );
+        r.register(
+            "tally_township_forwarded_sheets",
+            "Sheets the county has answered",
+            gauges.forwarded_sheets.clone(),
+        );
+        r.register(
+            "tally_township_sheets",
+            "Sheets decided at intake, by outcome (and code for refused and conflict)",
+            Listed(sheets.family.clone()),
+        );
+        r.register(
+            "tally_township_signature_failures",
+            "Sheets refused for a bad signature (E204)",
+            signature_failures.clone(),
+        );
+        r.register(
+            "tally_township_county_outcomes",
+            "The county's answers to forwarded sheets, by outcome",
+            Listed(county_outcomes.family.clone()),
+        );
+        r.register(
+            "tally_township_forward_failures",
+            "Attempts to forward a batch that failed, by kind (transient or refused)",
+            Listed(forward_failures.family.clone()),
+        );
+        r.register(
+            "tally_township_forward_batch_duration_seconds",
+            "Time from sending a batch to the county's answer",
+            forward_batch.clone(),
+        );
+        Metrics {
+            registry: r,
+            sheets,
+            signature_failures,
+            county_outcomes,
+            forward_failures,
+            forward_batch,
+            gauges,
+            scrape: Mutex::new(()),
+        }
+    }
+}
+
 impl Metrics {
     /// One intake decision, once durable: `outcome` is accepted, duplicate, superseded,
     /// conflict or refused; `code` is the refusal's (E204, E1xx, ...), empty otherwise.
@@ -166,7 +270,7 @@ impl Metrics {
         self.sheets
             .add(vec![outcome.to_owned(), code.to_owned()], 1);
         if code == "E204" {
-            self.signature_failures.fetch_add(1, Ordering::Relaxed);
+            self.signature_failures.inc();
         }
     }
 
@@ -182,94 +286,31 @@ impl Metrics {
 
     /// The time from sending a batch to the county's answer.
     pub fn forward_batch(&self, elapsed: Duration) {
-        self.forward_batch.observe(elapsed);
+        self.forward_batch.observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition of every metric.
+    /// The OpenMetrics text of every metric, the gauges set from `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
+        let _one_scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let g = &self.gauges;
+        g.outbox_sheets.set(gauges.outbox_sheets);
+        g.outbox_oldest_age_seconds
+            .set(gauges.outbox_oldest_age_ms as f64 / 1000.0);
+        g.outbox_capacity_sheets.set(gauges.outbox_capacity_sheets);
+        g.county_reachable.set(u64::from(gauges.county_reachable));
+        g.units_reported.set(gauges.units_reported);
+        g.units_expected.set(gauges.units_expected);
+        g.sheets_stored.set(gauges.sheets_stored);
+        g.storage_failed.set(u64::from(gauges.storage_failed));
+        // The book counts forwarded sheets (it survives a restart of the forwarder); the
+        // counter only carries that count to the scrape.
+        g.forwarded_sheets.inner().store(
+            gauges.forwarded_sheets,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            let _ = writeln!(out, "{name} {value}");
-        };
-        gauge(
-            "tally_township_outbox_sheets",
-            "Sheets stored here and not yet answered by the county.",
-            gauges.outbox_sheets.to_string(),
-        );
-        gauge(
-            "tally_township_outbox_oldest_age_seconds",
-            "How long the oldest sheet in the outbox has waited (0 when empty).",
-            (gauges.outbox_oldest_age_ms as f64 / 1000.0).to_string(),
-        );
-        gauge(
-            "tally_township_outbox_capacity_sheets",
-            "The outbox depth at which Submit answers RESOURCE_EXHAUSTED.",
-            gauges.outbox_capacity_sheets.to_string(),
-        );
-        gauge(
-            "tally_township_county_reachable",
-            "1 when the last attempt to reach the county succeeded.",
-            u8::from(gauges.county_reachable).to_string(),
-        );
-        gauge(
-            "tally_township_units_reported",
-            "Polling units with at least one sheet stored here.",
-            gauges.units_reported.to_string(),
-        );
-        gauge(
-            "tally_township_units_expected",
-            "Polling units of this township in the election definition.",
-            gauges.units_expected.to_string(),
-        );
-        gauge(
-            "tally_township_sheets_stored",
-            "Sheets stored here (every version).",
-            gauges.sheets_stored.to_string(),
-        );
-        gauge(
-            "tally_township_storage_failed",
-            "1 from a storage failure (a full disk, an I/O error) until a write succeeds again: nothing is stored meanwhile.",
-            u8::from(gauges.storage_failed).to_string(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tally_township_forwarded_sheets_total Sheets the county has answered.\n\
-             # TYPE tally_township_forwarded_sheets_total counter\n\
-             tally_township_forwarded_sheets_total {}",
-            gauges.forwarded_sheets
-        );
-        self.sheets.write(
-            &mut out,
-            "tally_township_sheets_total",
-            "Sheets decided at intake, by outcome (and code for refused and conflict).",
-            &["outcome", "code"],
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tally_township_signature_failures_total Sheets refused for a bad signature (E204).\n\
-             # TYPE tally_township_signature_failures_total counter\n\
-             tally_township_signature_failures_total {}",
-            self.signature_failures.load(Ordering::Relaxed)
-        );
-        self.county_outcomes.write(
-            &mut out,
-            "tally_township_county_outcomes_total",
-            "The county's answers to forwarded sheets, by outcome.",
-            &["outcome"],
-        );
-        self.forward_failures.write(
-            &mut out,
-            "tally_township_forward_failures_total",
-            "Attempts to forward a batch that failed, by kind (transient or refused).",
-            &["kind"],
-        );
-        self.forward_batch.write(
-            &mut out,
-            "tally_township_forward_batch_duration_seconds",
-            "Time from sending a batch to the county's answer.",
-        );
+        // Writing to a String cannot fail; the encoder's fmt::Result is only ever Ok here.
+        let _ = encode(&mut out, &self.registry);
         out
     }
 }
@@ -303,6 +344,7 @@ mod tests {
         for line in [
             "tally_township_outbox_sheets 3",
             "tally_township_outbox_oldest_age_seconds 1.5",
+            "tally_township_forwarded_sheets_total 2",
             "tally_township_county_reachable 1",
             "tally_township_sheets_total{outcome=\"accepted\"} 2",
             "tally_township_sheets_total{outcome=\"refused\",code=\"E204\"} 1",
@@ -312,6 +354,8 @@ mod tests {
             "tally_township_forward_batch_duration_seconds_bucket{le=\"0.025\"} 0",
             "tally_township_forward_batch_duration_seconds_bucket{le=\"0.05\"} 1",
             "tally_township_forward_batch_duration_seconds_count 1",
+            "# TYPE tally_township_sheets counter",
+            "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

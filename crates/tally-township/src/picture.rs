@@ -187,7 +187,7 @@ impl Township {
 }
 
 impl Township {
-    /// The Prometheus text exposition of this aggregator (`GET /metrics`).
+    /// The OpenMetrics text of this aggregator (`GET /metrics`).
     pub fn metrics_text(&self) -> String {
         let now = unix_ms();
         let units_expected = self

@@ -18,10 +18,11 @@
 
 use crate::book::Book;
 use crate::config::{OutboxSettings, TownshipConfig};
+use crate::error::Error;
 use crate::forward::{self, CountyRoute};
 use crate::limits;
 use crate::service::TownshipService;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::township::{SUBMIT_SHEETS_MAX, Township};
 use ed25519_dalek::SigningKey;
 use std::net::SocketAddr;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tally_core::definition::Definition;
 use tally_core::ids::{KeyId, TownshipId};
-use tally_net::{Identity, Role, guard};
+use tally_net::{Role, guard};
 use tally_rpc::pb::township_server::TownshipServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -72,56 +73,16 @@ pub struct Prepared {
     pub http_listen: Option<SocketAddr>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("definition: {0}")]
-    Definition(String),
-    #[error("countersign_key {}: {message}", file.display())]
-    KeyFile { file: PathBuf, message: String },
-    #[error(
-        "township_id {township:?} is not a township of the election definition; give the id the definition's townships.csv uses"
-    )]
-    UnknownTownship { township: TownshipId },
-    #[error(
-        "the election definition registers no countersigning key for township {township} (the public_key column of townships.csv); add the public key of this township's key, or the county will refuse every batch (E209)"
-    )]
-    KeyNotRegistered { township: TownshipId },
-    #[error(
-        "countersign_key is not the key the election definition registers for township {township}: the file's key has id {file_key}, the definition's {registered}; give the secret key made for this township, or the county refuses every batch (E209)"
-    )]
-    KeyMismatch {
-        township: TownshipId,
-        file_key: KeyId,
-        registered: KeyId,
-    },
-    #[error("[tls]: {0}")]
-    Tls(#[from] tally_net::CertError),
-    #[error(
-        "[tls] cert {} is {found}'s certificate, but this is township {township}'s aggregator; point cert and key at township-{township}.pem and township-{township}.key",
-        cert.display()
-    )]
-    WrongCertificate {
-        cert: PathBuf,
-        found: Identity,
-        township: TownshipId,
-    },
-    #[error("data_dir: {0}")]
-    Store(#[from] StoreError),
-    #[error(
-        "listen = {address}: cannot bind ({source}); is another aggregator or program using the port?"
-    )]
-    Bind {
-        address: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("the gRPC server: {0}")]
-    Server(String),
+/// A store error met while opening the data directory, as the operator sees it
+/// (`data_dir: ...`).
+fn data_dir(error: Error) -> Error {
+    Error::DataDir(Box::new(error))
 }
 
 /// Loads a definition and the CSV files it names, relative to its own folder.
-pub fn load_definition(path: &Path) -> Result<Definition, StartError> {
+pub fn load_definition(path: &Path) -> Result<Definition, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        StartError::Definition(format!(
+        Error::Definition(format!(
             "cannot read the election definition {}: {e}",
             path.display()
         ))
@@ -132,13 +93,13 @@ pub fn load_definition(path: &Path) -> Result<Definition, StartError> {
         std::fs::read_to_string(&sibling).map_err(|e| format!("{} ({e})", sibling.display()))
     };
     tally_core::definition::load(&path.display().to_string(), &text, &mut read_sibling)
-        .map_err(|errors| StartError::Definition(errors.to_string()))
+        .map_err(|errors| Error::Definition(errors.to_string()))
 }
 
 /// Reads a secret key file: 64 hex digits (the 32-byte Ed25519 seed), as `tally keygen`
 /// writes, with `#` comment lines allowed.
-pub fn read_secret_key(path: &Path) -> Result<SigningKey, StartError> {
-    let bad = |message: String| StartError::KeyFile {
+pub fn read_secret_key(path: &Path) -> Result<SigningKey, Error> {
+    let bad = |message: String| Error::KeyFile {
         file: path.to_owned(),
         message,
     };
@@ -165,18 +126,18 @@ fn check_key(
     definition: &Definition,
     township: &TownshipId,
     key: &SigningKey,
-) -> Result<(), StartError> {
+) -> Result<(), Error> {
     let area = definition
         .township(township)
-        .ok_or_else(|| StartError::UnknownTownship {
+        .ok_or_else(|| Error::UnknownTownship {
             township: township.clone(),
         })?;
-    let registered = area.key_id.ok_or_else(|| StartError::KeyNotRegistered {
+    let registered = area.key_id.ok_or_else(|| Error::KeyNotRegistered {
         township: township.clone(),
     })?;
     let file_key = KeyId::of(&key.verifying_key());
     if file_key != registered {
-        return Err(StartError::KeyMismatch {
+        return Err(Error::KeyMismatch {
             township: township.clone(),
             file_key,
             registered,
@@ -188,13 +149,13 @@ fn check_key(
 /// Reads everything a config names and checks it: the definition loads and has the township,
 /// the key is the one the definition registers for it, the certificate is `township:<id>`.
 /// Nothing is opened or bound yet.
-pub fn prepare(config: &TownshipConfig) -> Result<Prepared, StartError> {
+pub fn prepare(config: &TownshipConfig) -> Result<Prepared, Error> {
     let definition = Arc::new(load_definition(&config.definition)?);
     let countersign_key = read_secret_key(&config.countersign_key)?;
     check_key(&definition, &config.township_id, &countersign_key)?;
     let (server_tls, identity) = config.tls.server_tls()?;
     if identity.role() != Role::Township || identity.name() != config.township_id.as_str() {
-        return Err(StartError::WrongCertificate {
+        return Err(Error::WrongCertificate {
             cert: config.tls.cert.clone(),
             found: identity,
             township: config.township_id.clone(),
@@ -218,10 +179,10 @@ pub fn prepare(config: &TownshipConfig) -> Result<Prepared, StartError> {
 }
 
 /// Binds the aggregator's address, saying what to do when the port is taken.
-pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
     tokio::net::TcpListener::bind(address)
         .await
-        .map_err(|source| StartError::Bind { address, source })
+        .map_err(|source| Error::Bind { address, source })
 }
 
 /// A running aggregator: its core, its address, and what [`Running::stop`] stops.
@@ -306,7 +267,7 @@ impl Running {
 
 /// [`prepare`], [`bind`] and [`start`] in one: the aggregator a config file describes, on its
 /// `listen` address, on the current tokio runtime.
-pub async fn start_from_config(config: &TownshipConfig) -> Result<Running, StartError> {
+pub async fn start_from_config(config: &TownshipConfig) -> Result<Running, Error> {
     let prepared = prepare(config)?;
     let listener = bind(prepared.listen).await?;
     start(prepared.setup, prepared.server_tls, listener)
@@ -318,7 +279,7 @@ pub fn start(
     setup: TownshipSetup,
     server_tls: ServerTlsConfig,
     listener: tokio::net::TcpListener,
-) -> Result<Running, StartError> {
+) -> Result<Running, Error> {
     check_key(
         &setup.definition,
         &setup.township_id,
@@ -326,10 +287,10 @@ pub fn start(
     )?;
     let address = listener
         .local_addr()
-        .map_err(|e| StartError::Server(format!("the listener has no address: {e}")))?;
-    let (store, loaded) = Store::open(&setup.data_dir, &setup.township_id)?;
+        .map_err(|e| Error::Server(format!("the listener has no address: {e}")))?;
+    let (store, loaded) = Store::open(&setup.data_dir, &setup.township_id).map_err(data_dir)?;
     let sheets = loaded.sheets.len();
-    let book = Book::rebuild(loaded)?;
+    let book = Book::rebuild(loaded).map_err(data_dir)?;
     let depth = book.outbox.len();
     let (township, writer) = Township::new(
         setup.township_id.clone(),
@@ -350,7 +311,7 @@ pub fn start(
     ));
     let server = tonic::transport::Server::builder()
         .tls_config(server_tls)
-        .map_err(|e| StartError::Server(format!("TLS configuration: {e}")))?
+        .map_err(|e| Error::Server(format!("TLS configuration: {e}")))?
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)));
     let router = router(server, township.clone());

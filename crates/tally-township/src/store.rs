@@ -35,6 +35,7 @@
 //! The store keeps no policy: what is a duplicate, a conflict or over capacity is decided by
 //! the caller ([`crate::book`]), which holds the same facts in memory.
 
+use crate::error::Error;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -65,7 +66,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The database file inside a township's data directory.
 pub const DATABASE_FILE: &str = "township.redb";
 /// The county replica's database file; a data directory holding one is not a township's.
-const COUNTY_DATABASE_FILE: &str = "county.redb";
+pub(crate) const COUNTY_DATABASE_FILE: &str = "county.redb";
 /// Refusals kept per sender ([`Note::sender`]); older ones are dropped (and counted) as new
 /// ones arrive. Per sender, so one unit sending a bad sheet over and over (16 calls of 64
 /// copies) fills only its own list and pushes out no other unit's refusals; a bound, so it
@@ -202,61 +203,18 @@ pub struct CountyWrite {
     pub link: CountyLink,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot create the data directory {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("township database: {0}")]
-    Database(#[from] redb::Error),
-    #[error(
-        "{} is in use by another process (is this township's aggregator already running?); stop it first, or give this aggregator its own data_dir",
-        path.display()
-    )]
-    InUse { path: PathBuf },
-    #[error(
-        "the data directory {} belongs to township {stored}, not to township {township}; check township_id and data_dir in the config (each township keeps its own data directory)",
-        dir.display()
-    )]
-    OtherTownship {
-        dir: PathBuf,
-        stored: String,
-        township: String,
-    },
-    #[error(
-        "the data directory {} holds a county replica's database ({COUNTY_DATABASE_FILE}), not a township's; give the township aggregator a data_dir of its own",
-        dir.display()
-    )]
-    CountyDirectory { dir: PathBuf },
-    #[error(
-        "{} was written by a newer tally (township schema version {stored}; this binary reads up to version {supported}); run the tally release that wrote it, or restore this data directory from a backup made by this release",
-        path.display()
-    )]
-    SchemaTooNew {
-        path: PathBuf,
-        stored: u32,
-        supported: u32,
-    },
-    #[error(
-        "stored {what} is corrupt: {problem}; restore the data directory from a backup, or ask the county which sheets it holds"
-    )]
-    Corrupt { what: String, problem: String },
+fn db(error: impl Into<redb::Error>) -> Error {
+    Error::Database(error.into())
 }
 
-fn db(error: impl Into<redb::Error>) -> StoreError {
-    StoreError::Database(error.into())
-}
-
-fn corrupt(what: impl Into<String>, problem: impl ToString) -> StoreError {
-    StoreError::Corrupt {
+fn corrupt(what: impl Into<String>, problem: impl ToString) -> Error {
+    Error::Corrupt {
         what: what.into(),
         problem: problem.to_string(),
     }
 }
 
-fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, StoreError> {
+fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, Error> {
     let bytes: [u8; 8] = bytes
         .try_into()
         .map_err(|_| corrupt(what, format!("is {} bytes, not 8", bytes.len())))?;
@@ -268,7 +226,7 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("records of strings and integers serialize")
 }
 
-fn digest_of(what: &str, bytes: &[u8]) -> Result<Digest, StoreError> {
+fn digest_of(what: &str, bytes: &[u8]) -> Result<Digest, Error> {
     bytes
         .try_into()
         .map_err(|_| corrupt(what, format!("a key of {} bytes, not 32", bytes.len())))
@@ -290,19 +248,19 @@ impl Store {
     /// Opens the database in `dir` (creating both if needed) for `township`, and reads
     /// everything in it. A directory made for another township, or a county replica's, is an
     /// error that says so.
-    pub fn open(dir: &Path, township: &TownshipId) -> Result<(Store, Loaded), StoreError> {
+    pub fn open(dir: &Path, township: &TownshipId) -> Result<(Store, Loaded), Error> {
         if dir.join(COUNTY_DATABASE_FILE).exists() {
-            return Err(StoreError::CountyDirectory {
+            return Err(Error::CountyDirectory {
                 dir: dir.to_owned(),
             });
         }
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.to_owned(),
             source,
         })?;
         let path = dir.join(DATABASE_FILE);
         let database = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse { path: path.clone() },
             e => db(e),
         })?;
         let store = Store {
@@ -330,7 +288,7 @@ impl Store {
             };
             match stored_version {
                 Some(stored) if stored > SCHEMA_VERSION => {
-                    return Err(StoreError::SchemaTooNew {
+                    return Err(Error::SchemaTooNew {
                         path: path.clone(),
                         stored,
                         supported: SCHEMA_VERSION,
@@ -351,7 +309,7 @@ impl Store {
                 .map(|v| String::from_utf8_lossy(v.value()).into_owned());
             match stored {
                 Some(stored) if stored != township.as_str() => {
-                    return Err(StoreError::OtherTownship {
+                    return Err(Error::OtherTownship {
                         dir: dir.to_owned(),
                         stored,
                         township: township.to_string(),
@@ -374,14 +332,14 @@ impl Store {
         &self.dir
     }
 
-    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+    fn begin_write(&self) -> Result<redb::WriteTransaction, Error> {
         let mut txn = self.database.begin_write().map_err(db)?;
         txn.set_durability(Durability::Immediate).map_err(db)?;
         Ok(txn)
     }
 
     /// Reads everything: the sheets in arrival order, the outbox, the notes, the county link.
-    pub fn load(&self) -> Result<Loaded, StoreError> {
+    pub fn load(&self) -> Result<Loaded, Error> {
         let txn = self.database.begin_read().map_err(db)?;
         let envelopes = txn.open_table(ENVELOPES).map_err(db)?;
         let records = txn.open_table(RECORDS).map_err(db)?;
@@ -432,7 +390,7 @@ impl Store {
                     .map_err(|e| corrupt(format!("note {}", key.value()), e))?,
             ));
         }
-        let read_u64 = |name: &str| -> Result<u64, StoreError> {
+        let read_u64 = |name: &str| -> Result<u64, Error> {
             match meta.get(name).map_err(db)? {
                 Some(v) => decode_u64(name, v.value()),
                 None => Ok(0),
@@ -466,7 +424,7 @@ impl Store {
 
     /// Writes a group of submits in one transaction with one fsync: each new sheet (envelope,
     /// record, slot, outbox entry) and each note.
-    pub fn write_group(&self, group: &GroupWrite) -> Result<(), StoreError> {
+    pub fn write_group(&self, group: &GroupWrite) -> Result<(), Error> {
         let txn = self.begin_write()?;
         {
             let mut envelopes = txn.open_table(ENVELOPES).map_err(db)?;
@@ -500,7 +458,7 @@ impl Store {
     }
 
     /// The envelopes of these sheets, in the order given.
-    pub fn envelopes(&self, digests: &[Digest]) -> Result<Vec<SignedSheet>, StoreError> {
+    pub fn envelopes(&self, digests: &[Digest]) -> Result<Vec<SignedSheet>, Error> {
         let txn = self.database.begin_read().map_err(db)?;
         let envelopes = txn.open_table(ENVELOPES).map_err(db)?;
         digests
@@ -518,7 +476,7 @@ impl Store {
 
     /// Records the county's answer to one batch in one transaction with one fsync: each
     /// sheet's outcome, its removal from the outbox, the notes, and the county link.
-    pub fn record_county(&self, write: &CountyWrite) -> Result<(), StoreError> {
+    pub fn record_county(&self, write: &CountyWrite) -> Result<(), Error> {
         let txn = self.begin_write()?;
         {
             let mut records = txn.open_table(RECORDS).map_err(db)?;
@@ -557,7 +515,7 @@ impl Store {
         contest: &str,
         round: u32,
         version: u32,
-    ) -> Result<Option<Digest>, StoreError> {
+    ) -> Result<Option<Digest>, Error> {
         let txn = self.database.begin_read().map_err(db)?;
         let slots = txn.open_table(SLOTS).map_err(db)?;
         slots
@@ -576,7 +534,7 @@ fn write_notes(
     table: &mut redb::Table<u64, &[u8]>,
     meta: &mut redb::Table<&str, &[u8]>,
     notes: &[(u64, Note)],
-) -> Result<(), StoreError> {
+) -> Result<(), Error> {
     use std::collections::{BTreeMap, BTreeSet};
     if notes.is_empty() {
         return Ok(());
@@ -679,7 +637,7 @@ mod tests {
         let newer = (SCHEMA_VERSION + 1).to_string();
         set_stored_version(dir.path(), Some(&newer));
         let err = Store::open(dir.path(), &township).err().unwrap();
-        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+        assert!(matches!(err, Error::SchemaTooNew { .. }), "{err}");
         let message = err.to_string();
         for part in [
             dir.path().join(DATABASE_FILE).display().to_string(),

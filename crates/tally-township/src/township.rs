@@ -368,7 +368,7 @@ fn check_one(
     township: &TownshipId,
     caller_unit: Option<&UnitId>,
     signed: SignedSheet,
-    verified: Result<tally_proto::VerifiedSheet, tally_proto::VerifyError>,
+    verified: Result<tally_proto::VerifiedSheet, tally_proto::Error>,
     received: u64,
 ) -> Item {
     let verified = match verified {
