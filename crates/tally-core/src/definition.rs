@@ -824,6 +824,42 @@ fn check_county(loader: &mut Loader, source: &Source<'_>, raw: RawArea) -> (Orig
     (origin, county)
 }
 
+/// Where one part of the definition is written: its TOML tables, then its CSV file.
+struct Part<'a, T> {
+    /// `units` for `[[units]]`: a TOML row's fields are named `units[3].id`.
+    table: &'static str,
+    toml_rows: Vec<T>,
+    /// Where a TOML row starts (its id), for its line.
+    id_start: fn(&T) -> usize,
+    /// `units_csv`: the key that names the CSV file, if any.
+    csv_field: &'static str,
+    csv_path: &'a Option<toml::Spanned<String>>,
+    csv_limit: usize,
+}
+
+/// One part's rows as written, each where it was written: the TOML tables in order, then the
+/// CSV records, each made into the part's common shape.
+fn part_rows<T, C: serde::de::DeserializeOwned, R>(
+    loader: &mut Loader,
+    source: &mut Source<'_>,
+    part: Part<'_, T>,
+    from_toml: impl Fn(T) -> R,
+    from_csv: impl Fn(C) -> R,
+) -> Vec<(Origin, R)> {
+    let mut rows = Vec::new();
+    for (i, row) in part.toml_rows.into_iter().enumerate() {
+        let origin = source.origin(format!("{}[{i}].", part.table), (part.id_start)(&row));
+        rows.push((origin, from_toml(row)));
+    }
+    let records = source.csv::<C>(loader, part.csv_field, part.csv_path, part.csv_limit);
+    rows.extend(
+        records
+            .into_iter()
+            .map(|(origin, record)| (origin, from_csv(record))),
+    );
+    rows
+}
+
 /// Step 3: each township as written, from `[[townships]]` then `townships_csv`, with its key
 /// still as text: it is parsed once the township is known to be kept, so a township defined
 /// twice reports only that.
@@ -832,7 +868,7 @@ fn township_rows(
     source: &mut Source<'_>,
     toml_rows: Vec<RawArea>,
     csv_path: &Option<toml::Spanned<String>>,
-) -> Vec<(Origin, Area, Option<String>)> {
+) -> Vec<(Origin, (Area, Option<String>))> {
     let area = |id: String, name, population, seats, extra_seats| Area {
         id: TownshipId::new(id),
         name,
@@ -842,33 +878,39 @@ fn township_rows(
         public_key: None,
         key_id: None,
     };
-    let mut rows = Vec::new();
-    for (i, t) in toml_rows.into_iter().enumerate() {
-        let origin = source.origin(format!("townships[{i}]."), t.id.span().start);
-        let township = area(
-            t.id.into_inner(),
-            t.name,
-            t.population,
-            t.seats,
-            t.extra_seats,
-        );
-        rows.push((origin, township, t.public_key));
-    }
-    for (origin, t) in source.csv::<CsvArea>(loader, "townships_csv", csv_path, TOWNSHIPS_MAX) {
-        let township = area(
-            t.id,
-            t.name,
-            t.population,
-            t.seats,
-            t.extra_seats.unwrap_or(0),
-        );
-        rows.push((
-            origin,
-            township,
-            t.public_key.filter(|k| !k.trim().is_empty()),
-        ));
-    }
-    rows
+    let part = Part {
+        table: "townships",
+        toml_rows,
+        id_start: |t| t.id.span().start,
+        csv_field: "townships_csv",
+        csv_path,
+        csv_limit: TOWNSHIPS_MAX,
+    };
+    part_rows(
+        loader,
+        source,
+        part,
+        |t: RawArea| {
+            let township = area(
+                t.id.into_inner(),
+                t.name,
+                t.population,
+                t.seats,
+                t.extra_seats,
+            );
+            (township, t.public_key)
+        },
+        |t: CsvArea| {
+            let township = area(
+                t.id,
+                t.name,
+                t.population,
+                t.seats,
+                t.extra_seats.unwrap_or(0),
+            );
+            (township, t.public_key.filter(|k| !k.trim().is_empty()))
+        },
+    )
 }
 
 /// The townships kept, each where it was written, and their indexes by id and by key.
@@ -879,13 +921,13 @@ struct Townships {
 }
 
 /// Step 4: each township's id, name and key, and that no id or key is given twice.
-fn check_townships(loader: &mut Loader, rows: Vec<(Origin, Area, Option<String>)>) -> Townships {
+fn check_townships(loader: &mut Loader, rows: Vec<(Origin, (Area, Option<String>))>) -> Townships {
     let mut townships = Townships {
         list: Vec::new(),
         index: HashMap::new(),
         key_index: HashMap::new(),
     };
-    for (origin, mut area, public_key) in rows {
+    for (origin, (mut area, public_key)) in rows {
         loader.check_id(&origin, "id", area.id.as_str());
         loader.check_name(&origin, "name", &area.name);
         if townships.index.contains_key(&area.id) {
@@ -934,45 +976,44 @@ fn contest_rows(
     toml_rows: Vec<RawContest>,
     csv_path: &Option<toml::Spanned<String>>,
 ) -> Vec<(Origin, Contest)> {
-    let mut rows = Vec::new();
-    for (i, c) in toml_rows.into_iter().enumerate() {
-        let origin = source.origin(format!("contests[{i}]."), c.id.span().start);
-        let candidates = c
-            .candidates
-            .into_iter()
-            .map(|c| Candidate {
-                id: CandidateId::new(c.id),
-                name: c.name,
-            })
-            .collect();
-        rows.push((
-            origin,
-            Contest {
-                id: ContestId::new(c.id.into_inner()),
-                name: c.name,
-                level: c.level,
-                township: TownshipId::new(c.township),
-                seats: c.seats,
-                registered_voters: c.registered_voters,
-                candidates,
-            },
-        ));
-    }
-    for (origin, c) in source.csv::<CsvContest>(loader, "contests_csv", csv_path, CONTESTS_MAX) {
-        rows.push((
-            origin,
-            Contest {
-                id: ContestId::new(c.id),
-                name: c.name,
-                level: c.level,
-                township: TownshipId::new(c.township),
-                seats: c.seats,
-                registered_voters: c.registered_voters,
-                candidates: Vec::new(),
-            },
-        ));
-    }
-    rows
+    let part = Part {
+        table: "contests",
+        toml_rows,
+        id_start: |c| c.id.span().start,
+        csv_field: "contests_csv",
+        csv_path,
+        csv_limit: CONTESTS_MAX,
+    };
+    part_rows(
+        loader,
+        source,
+        part,
+        |c: RawContest| Contest {
+            id: ContestId::new(c.id.into_inner()),
+            name: c.name,
+            level: c.level,
+            township: TownshipId::new(c.township),
+            seats: c.seats,
+            registered_voters: c.registered_voters,
+            candidates: c
+                .candidates
+                .into_iter()
+                .map(|c| Candidate {
+                    id: CandidateId::new(c.id),
+                    name: c.name,
+                })
+                .collect(),
+        },
+        |c: CsvContest| Contest {
+            id: ContestId::new(c.id),
+            name: c.name,
+            level: c.level,
+            township: TownshipId::new(c.township),
+            seats: c.seats,
+            registered_voters: c.registered_voters,
+            candidates: Vec::new(),
+        },
+    )
 }
 
 /// The contests kept, each where it was written, and their index by id.
@@ -1048,41 +1089,40 @@ fn unit_rows(
     toml_rows: Vec<RawUnit>,
     csv_path: &Option<toml::Spanned<String>>,
 ) -> Vec<(Origin, RawUnitFields)> {
-    let mut rows = Vec::new();
-    for (i, u) in toml_rows.into_iter().enumerate() {
-        let origin = source.origin(format!("units[{i}]."), u.id.span().start);
-        rows.push((
-            origin,
-            RawUnitFields {
-                id: u.id.into_inner(),
-                name: u.name,
-                kind: u.kind,
-                township: u.township,
-                contests: u.contests,
-                public_key: u.public_key,
-            },
-        ));
-    }
-    for (origin, u) in source.csv::<CsvUnit>(loader, "units_csv", csv_path, UNITS_MAX) {
-        let contests = u
-            .contests
-            .split([';', ' '])
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        rows.push((
-            origin,
-            RawUnitFields {
-                id: u.id,
-                name: u.name,
-                kind: u.kind,
-                township: u.township,
-                contests,
-                public_key: u.public_key,
-            },
-        ));
-    }
-    rows
+    let part = Part {
+        table: "units",
+        toml_rows,
+        id_start: |u| u.id.span().start,
+        csv_field: "units_csv",
+        csv_path,
+        csv_limit: UNITS_MAX,
+    };
+    part_rows(
+        loader,
+        source,
+        part,
+        |u: RawUnit| RawUnitFields {
+            id: u.id.into_inner(),
+            name: u.name,
+            kind: u.kind,
+            township: u.township,
+            contests: u.contests,
+            public_key: u.public_key,
+        },
+        |u: CsvUnit| RawUnitFields {
+            id: u.id,
+            name: u.name,
+            kind: u.kind,
+            township: u.township,
+            contests: u
+                .contests
+                .split([';', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            public_key: u.public_key,
+        },
+    )
 }
 
 /// The units kept, their indexes by id and by key, and the units serving each contest.
