@@ -10,6 +10,7 @@ use crate::store::{
     UNIT_REFUSALS_KEPT_MAX,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
 use tally_core::ledger::{Ledger, Submission};
 use tally_core::sheet::{SheetSlot, TallySheet};
 
@@ -239,6 +240,12 @@ impl Pending {
             *highest = (*highest).max(version);
         }
     }
+}
+
+pub(crate) fn lock(book: &Mutex<Book>) -> MutexGuard<'_, Book> {
+    // The book is changed only after a commit, in one step per write; a panic elsewhere while
+    // it was held left it as it was, so a poisoned lock still guards a consistent book.
+    book.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

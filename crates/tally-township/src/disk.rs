@@ -18,10 +18,9 @@
 //! full" (a process that exits answers nothing, and its units would be told "is it
 //! running?") and keeps showing its picture, while every acknowledged sheet stays on disk.
 
-use crate::book::Book;
+use crate::book::{Book, lock};
 use crate::error::Error;
 use crate::store::Store;
-use crate::township::lock;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

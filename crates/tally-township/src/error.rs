@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use tally_core::ids::{KeyId, TownshipId};
 use tally_net::Identity;
 
-use crate::store::COUNTY_DATABASE_FILE;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     // Starting: the config, the definition, the key, TLS and the listener.
@@ -79,10 +77,13 @@ pub enum Error {
         township: String,
     },
     #[error(
-        "the data directory {} holds a county replica's database ({COUNTY_DATABASE_FILE}), not a township's; give the township aggregator a data_dir of its own",
+        "the data directory {} holds a county replica's database ({database}), not a township's; give the township aggregator a data_dir of its own",
         dir.display()
     )]
-    CountyDirectory { dir: PathBuf },
+    CountyDirectory {
+        dir: PathBuf,
+        database: &'static str,
+    },
     #[error(
         "{} was written by a newer tally (township schema version {stored}; this binary reads up to version {supported}); run the tally release that wrote it, or restore this data directory from a backup made by this release",
         path.display()

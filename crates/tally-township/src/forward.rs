@@ -15,8 +15,9 @@
 //! in one transaction. A crash between the county's commit and that transaction sends the
 //! batch again after the restart, and the county answers DUPLICATE: counted once.
 
+use crate::book::lock;
 use crate::store::{CountyLink, CountyOutcome, CountyWrite, Digest, Note};
-use crate::township::{Township, lock, short, unix_ms};
+use crate::township::{Township, short, unix_ms};
 use ed25519_dalek::SigningKey;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -6,9 +6,12 @@
 //! The roles are those the handlers allow; the handlers keep their finer checks (a polling
 //! unit submits only to its own township, only its own sheets).
 
-use crate::server::SUBMIT_BYTES_MAX;
+use crate::township::SUBMIT_SHEETS_MAX;
 use std::sync::Arc;
 use tally_core::ids::TownshipId;
+
+/// The largest Submit or Import request: 64 envelopes of at most 64 KiB, with room.
+pub const SUBMIT_BYTES_MAX: usize = (SUBMIT_SHEETS_MAX + 1) * tally_proto::SIGNED_SHEET_BYTES_MAX;
 use tally_net::{MethodLimit, Role, ServiceLimits};
 
 /// Connections an aggregator holds open at once; the next waits in the listen backlog until

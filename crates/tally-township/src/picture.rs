@@ -4,8 +4,9 @@
 //! that carry warnings or were refused.
 
 use crate::book::PICTURE_NOTES_MAX;
+use crate::book::lock;
 use crate::store::Note;
-use crate::township::{Township, lock, unix_ms};
+use crate::township::{Township, unix_ms};
 use std::sync::Arc;
 use tally_core::results::ElectionResult;
 use tally_rpc::pb;

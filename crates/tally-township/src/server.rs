@@ -23,7 +23,7 @@ use crate::forward::{self, CountyRoute};
 use crate::limits;
 use crate::service::TownshipService;
 use crate::store::Store;
-use crate::township::{SUBMIT_SHEETS_MAX, Township};
+use crate::township::Township;
 use ed25519_dalek::SigningKey;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,8 +45,6 @@ pub const TOWNSHIP_SERVICE_NAME: &str = "tally.v1.Township";
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// How long a stop waits for the writer to store what was queued before the stop.
 pub const WRITER_DRAIN_MAX: Duration = Duration::from_secs(5);
-/// The largest Submit or Import request: 64 envelopes of at most 64 KiB, with room.
-pub const SUBMIT_BYTES_MAX: usize = (SUBMIT_SHEETS_MAX + 1) * tally_proto::SIGNED_SHEET_BYTES_MAX;
 /// The largest answer (a Picture carries the township's full provisional result as JSON).
 pub const ANSWER_BYTES_MAX: usize = 64 << 20;
 

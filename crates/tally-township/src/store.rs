@@ -252,6 +252,7 @@ impl Store {
         if dir.join(COUNTY_DATABASE_FILE).exists() {
             return Err(Error::CountyDirectory {
                 dir: dir.to_owned(),
+                database: COUNTY_DATABASE_FILE,
             });
         }
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {

@@ -7,11 +7,11 @@
 //! against the book (`crate::book`), writes the group in one transaction, and only then
 //! answers all of them: a sheet is acknowledged only once it is on disk.
 
-use crate::book::{Book, Decision, Pending};
+use crate::book::{Book, Decision, Pending, lock};
 use crate::config::OutboxSettings;
 use crate::disk::Disk;
 use crate::store::{Digest, GroupWrite, Note, SheetRecord, Store, StoredSheet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tally_core::definition::Definition;
 use tally_core::ids::{TownshipId, UnitId};
 use tally_core::sheet::TallySheet;
@@ -72,12 +72,6 @@ pub(crate) struct Passed {
     sheet: TallySheet,
     digest: Digest,
     warnings: Vec<String>,
-}
-
-pub(crate) fn lock(book: &Mutex<Book>) -> MutexGuard<'_, Book> {
-    // The book is changed only after a commit, in one step per write; a panic elsewhere while
-    // it was held left it as it was, so a poisoned lock still guards a consistent book.
-    book.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub(crate) fn unix_ms() -> u64 {
