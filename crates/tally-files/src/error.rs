@@ -68,12 +68,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// An error and each of its sources, joined by `: ` (as anyhow's `{:#}` prints a chain), so a
 /// cause keeps the whole text the command line printed for it.
 fn chain(cause: &dyn std::error::Error) -> String {
-    let mut text = cause.to_string();
-    let mut next = cause.source();
-    while let Some(source) = next {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-        next = source.source();
-    }
-    text
+    let texts: Vec<String> = std::iter::successors(Some(cause), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    texts.join(": ")
 }
