@@ -10,50 +10,51 @@
 //! # Layout
 //!
 //! ```text
-//! lib.rs   load_definition, read_secret_key, write_secret, sheet_bundle_paths, read_bundles,
-//!          write_generated / write_generated_full
+//! lib.rs    load_definition, read_secret_key, write_secret, sheet_bundle_paths, read_bundles,
+//!           write_generated / write_generated_full
+//! error.rs  Error, the crate's one error type
 //! ```
 
-use anyhow::{Context, Result, anyhow, bail};
+mod error;
+
 use ed25519_dalek::SigningKey;
+pub use error::{Error, Result};
 use std::path::{Path, PathBuf};
 use tally_core::definition::{self, Definition};
 use tally_synth::{self as synth, GenParams};
 
 /// Loads a definition and the CSV files it names, relative to its own folder.
 pub fn load_definition(path: &Path) -> Result<Definition> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the election definition {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(Error::io(format!(
+        "cannot read the election definition {}",
+        path.display()
+    )))?;
     let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut read_sibling = |relative: &str| -> Result<String, String> {
         let sibling = folder.join(relative);
         std::fs::read_to_string(&sibling).map_err(|e| format!("{} ({e})", sibling.display()))
     };
     definition::load(&path.display().to_string(), &text, &mut read_sibling)
-        .map_err(|errors| anyhow!("{errors}"))
+        .map_err(Error::Definition)
 }
 
 /// Reads a secret key file: 64 hex digits (the 32-byte Ed25519 seed), as `tally keygen` writes.
 pub fn read_secret_key(path: &Path) -> Result<SigningKey> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the key file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(Error::io(format!(
+        "cannot read the key file {}",
+        path.display()
+    )))?;
     let hex_text = text
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
         .unwrap_or("");
-    let bytes = hex::decode(hex_text).map_err(|_| {
-        anyhow!(
-            "{}: expected the secret key as 64 hex digits on one line (as `tally keygen` writes it)",
-            path.display()
-        )
+    let bytes = hex::decode(hex_text).map_err(|_| Error::KeyNotHex {
+        path: path.to_path_buf(),
     })?;
-    let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-        anyhow!(
-            "{}: the secret key is {} bytes, expected 32",
-            path.display(),
-            bytes.len()
-        )
+    let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| Error::KeyLength {
+        path: path.to_path_buf(),
+        bytes: bytes.len(),
     })?;
     Ok(SigningKey::from_bytes(&seed))
 }
@@ -70,16 +71,15 @@ pub fn write_secret(path: &Path, contents: &str) -> Result<()> {
     }
     let mut file = options.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow!(
-                "{} already exists; a key file is never overwritten, so move the old one away first",
-                path.display()
-            )
+            Error::SecretExists {
+                path: path.to_path_buf(),
+            }
         } else {
-            anyhow!("cannot create {}: {e}", path.display())
+            Error::io(format!("cannot create {}", path.display()))(e)
         }
     })?;
     file.write_all(contents.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(Error::io(format!("cannot write {}", path.display())))
 }
 
 /// Expands the `--sheets` arguments: files as given, folders to every `*.sheets` file in them
@@ -89,7 +89,7 @@ pub fn sheet_bundle_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
     for arg in args {
         if arg.is_dir() {
             let (mut found, skipped): (Vec<PathBuf>, Vec<PathBuf>) = std::fs::read_dir(arg)
-                .with_context(|| format!("cannot list {}", arg.display()))?
+                .map_err(Error::io(format!("cannot list {}", arg.display())))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file())
                 .partition(|p| p.extension().is_some_and(|e| e == "sheets"));
@@ -102,7 +102,7 @@ pub fn sheet_bundle_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 );
             }
             if found.is_empty() {
-                bail!("{} holds no .sheets files", arg.display());
+                return Err(Error::NoBundles { path: arg.clone() });
             }
             out.extend(found);
         } else {
@@ -117,20 +117,18 @@ pub fn read_bundles(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<tally_proto::
     sheet_bundle_paths(paths)?
         .into_iter()
         .map(|path| {
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let sheets = tally_proto::read_bundle(&bytes).with_context(|| {
+            let bytes = std::fs::read(&path)
+                .map_err(Error::io(format!("cannot read {}", path.display())))?;
+            let sheets = tally_proto::read_bundle(&bytes).map_err(|cause| {
                 // An unsigned clerk's file given where a signed bundle belongs is the likely
                 // mistake; say so.
                 let looks_like_sheet_file = std::str::from_utf8(&bytes)
                     .is_ok_and(|t| t.contains("unit =") || t.contains("unit="));
+                let path = path.clone();
                 if looks_like_sheet_file {
-                    format!(
-                        "{} is a sheet file a clerk fills in, not a signed bundle; sign it first with `tally sheet sign`",
-                        path.display()
-                    )
+                    Error::UnsignedSheetFile { path, cause }
                 } else {
-                    format!("{} is not a readable sheet bundle", path.display())
+                    Error::NotABundle { path, cause }
                 }
             })?;
             Ok((path, sheets))
@@ -154,21 +152,22 @@ pub fn write_generated(params: &GenParams, out: &Path) -> Result<String> {
 pub fn write_generated_full(params: &GenParams, out: &Path) -> Result<Written> {
     if out.exists()
         && std::fs::read_dir(out)
-            .with_context(|| format!("cannot list {}", out.display()))?
+            .map_err(Error::io(format!("cannot list {}", out.display())))?
             .next()
             .is_some()
     {
-        bail!(
-            "{} is not empty; give a new folder to generate into",
-            out.display()
-        );
+        return Err(Error::NotEmpty {
+            path: out.to_path_buf(),
+        });
     }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let generated = synth::generate(params)?;
+    std::fs::create_dir_all(out).map_err(Error::io(format!("cannot create {}", out.display())))?;
+    // The generator's error is anyhow's; its whole chain is the message.
+    let generated = synth::generate(params).map_err(|e| Error::Generate(format!("{e:#}")))?;
     let files = synth::files(&generated);
     let write = |name: &str, contents: &[u8]| -> Result<()> {
         let path = out.join(name);
-        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))
+        std::fs::write(&path, contents)
+            .map_err(Error::io(format!("cannot write {}", path.display())))
     };
     write("election.toml", files.definition_toml.as_bytes())?;
     write("townships.csv", files.townships_csv.as_bytes())?;

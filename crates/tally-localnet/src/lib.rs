@@ -16,9 +16,12 @@
 //! ```text
 //! lib.rs   Layout (the folders), LocalCounty (prepare, start, stop, clients), Proc and Fleet
 //!          (child processes, killed on drop), Watch (status and results over gRPC), free_ports
+//! error.rs Error, the crate's one error type
 //! ```
 
-use anyhow::{Context, Result, bail};
+mod error;
+
+pub use error::{Error, Result};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -39,9 +42,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// The operator's TLS files read and checked once; [`channel`] names the host per address.
 fn client_config(files: &TlsFiles) -> Result<ClientTlsConfig> {
-    let (tls, _) = files
-        .client_tls("localhost")
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (tls, _) = files.client_tls("localhost").map_err(Error::OperatorTls)?;
     Ok(tls)
 }
 
@@ -49,8 +50,15 @@ fn client_config(files: &TlsFiles) -> Result<ClientTlsConfig> {
 fn channel(tls: &ClientTlsConfig, address: &str) -> Result<Channel> {
     let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
     Ok(Endpoint::from_shared(format!("https://{address}"))
-        .with_context(|| format!("{address} is not host:port"))?
-        .tls_config(tls.clone().domain_name(host))?
+        .map_err(|cause| Error::Transport {
+            what: format!("{address} is not host:port: "),
+            cause,
+        })?
+        .tls_config(tls.clone().domain_name(host))
+        .map_err(|cause| Error::Transport {
+            what: String::new(),
+            cause,
+        })?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
         .connect_lazy())
@@ -84,7 +92,8 @@ fn forget_child(pid: u32) {
 /// The path of the running `tally` program. When the file was replaced while it ran (a
 /// rebuild), Linux names it `PATH (deleted)`; the path itself is what to run and to print.
 pub fn this_program() -> Result<PathBuf> {
-    let path = std::env::current_exe().context("cannot find the tally program")?;
+    let path =
+        std::env::current_exe().map_err(Error::io("cannot find the tally program".into()))?;
     Ok(
         match path.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
             Some(stripped) => PathBuf::from(stripped),
@@ -116,20 +125,19 @@ impl Layout {
     pub fn new(root: &Path) -> Result<Layout> {
         if root.exists()
             && fs::read_dir(root)
-                .with_context(|| format!("cannot list {}", root.display()))?
+                .map_err(Error::io(format!("cannot list {}", root.display())))?
                 .next()
                 .is_some()
         {
-            bail!(
-                "{} is not empty; give a new folder with --dir (the demo never overwrites)",
-                root.display()
-            );
+            return Err(Error::NotEmpty {
+                path: root.to_path_buf(),
+            });
         }
-        fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+        fs::create_dir_all(root).map_err(Error::io(format!("cannot create {}", root.display())))?;
         // The configs name their files by absolute path, so they work from any folder (a
         // relative --dir would otherwise be read against each config's own folder).
         let root = &fs::canonicalize(root)
-            .with_context(|| format!("cannot resolve {}", root.display()))?;
+            .map_err(Error::io(format!("cannot resolve {}", root.display())))?;
         let layout = Layout {
             root: root.to_path_buf(),
             county: root.join("sample-county"),
@@ -145,7 +153,7 @@ impl Layout {
             &layout.villages,
             &layout.logs,
         ] {
-            fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            fs::create_dir_all(d).map_err(Error::io(format!("cannot create {}", d.display())))?;
         }
         Ok(layout)
     }
@@ -300,7 +308,10 @@ impl LocalCounty {
             &identities,
             &hosts,
         )
-        .with_context(|| format!("cannot make certificates in {}", layout.pki.display()))?;
+        .map_err(|cause| Error::Pki {
+            dir: layout.pki.clone(),
+            cause,
+        })?;
         note(format!(
             "   {} files in {} ({:.1} s)",
             pki.written.len(),
@@ -374,7 +385,8 @@ impl LocalCounty {
         for unit in &generated.units {
             let u = unit.id.as_str();
             let dir = layout.village_dir(u);
-            fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            fs::create_dir_all(&dir)
+                .map_err(Error::io(format!("cannot create {}", dir.display())))?;
             let key_path = dir.join("unit.key");
             tally_files::write_secret(
                 &key_path,
@@ -453,7 +465,7 @@ fn append_config(path: &Path, text: &str) -> Result<()> {
         .append(true)
         .open(path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
-        .with_context(|| format!("cannot add to {}", path.display()))
+        .map_err(Error::io(format!("cannot add to {}", path.display())))
 }
 
 fn replica_config(
@@ -494,7 +506,7 @@ fn path_text(path: &Path) -> String {
 }
 
 fn write_config(path: &Path, text: &str) -> Result<()> {
-    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    fs::write(path, text).map_err(Error::io(format!("cannot write {}", path.display())))
 }
 
 /// Ports free on 127.0.0.1 now, all different. Another program could take one before the
@@ -503,12 +515,12 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()
-        .context("cannot find free ports on 127.0.0.1")?;
+        .map_err(Error::io("cannot find free ports on 127.0.0.1".into()))?;
     listeners
         .iter()
         .map(|l| Ok(l.local_addr()?.port()))
         .collect::<std::io::Result<Vec<u16>>>()
-        .context("cannot read a port")
+        .map_err(Error::io("cannot read a port".into()))
 }
 
 /// One child process: a replica, a township or a village, with its log file.
@@ -539,18 +551,18 @@ impl Proc {
             .create(true)
             .append(true)
             .open(&self.log)
-            .with_context(|| format!("cannot open {}", self.log.display()))?;
+            .map_err(Error::io(format!("cannot open {}", self.log.display())))?;
         let child = Command::new(&self.program)
             .args(&self.args)
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
+            .stdout(log.try_clone().map_err(Error::Log)?)
             .stderr(log)
             .env(
                 "TALLY_LOG",
                 std::env::var("TALLY_LOG").unwrap_or("info".into()),
             )
             .spawn()
-            .with_context(|| format!("cannot start {}", self.name))?;
+            .map_err(Error::io(format!("cannot start {}", self.name)))?;
         if let Ok(mut c) = CHILDREN.lock() {
             c.insert(child.id());
         }
@@ -666,12 +678,12 @@ impl Fleet {
             if p.child.is_some()
                 && let Some(status) = p.exited()
             {
-                bail!(
-                    "{} stopped ({status}); the end of its log {}:\n{}",
-                    p.name,
-                    p.log.display(),
-                    p.log_tail()
-                );
+                return Err(Error::Stopped {
+                    name: p.name.clone(),
+                    status,
+                    log: p.log.clone(),
+                    tail: p.log_tail(),
+                });
             }
         }
         Ok(())
@@ -802,11 +814,11 @@ impl LocalCounty {
                 return Ok(id);
             }
             if Instant::now() > deadline {
-                bail!(
+                return Err(Error::NotStarted(format!(
                     "the county cluster elected no leader within {} s; see the logs in {}",
                     START_DEADLINE.as_secs(),
                     self.layout.logs.display()
-                );
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -826,11 +838,11 @@ impl LocalCounty {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!(
+                return Err(Error::NotStarted(format!(
                     "not every township answered within {} s; see the logs in {}",
                     START_DEADLINE.as_secs(),
                     self.layout.logs.display()
-                );
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -896,9 +908,6 @@ impl LocalCounty {
                 Err(status) => errors.push(format!("{address}: {}", status.message())),
             }
         }
-        bail!(
-            "no replica answered a results read:\n  {}",
-            errors.join("\n  ")
-        )
+        Err(Error::NoResults(errors))
     }
 }

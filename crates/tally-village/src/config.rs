@@ -19,7 +19,7 @@
 //! the files exist; [`VillageConfig::check_identity`] checks that the key and the certificate
 //! are this unit's, against the definition.
 
-use anyhow::{Result, anyhow};
+use crate::error::{Error, Result};
 use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -87,7 +87,7 @@ struct Problem {
 
 /// Every problem in one message: `the village config F has N problems:` and one line each,
 /// `F, line L, KEY: message`, so a clerk fixes them all in one pass.
-fn problem_list(file: &Path, problems: &[Problem]) -> anyhow::Error {
+fn problem_list(file: &Path, problems: &[Problem]) -> Error {
     let count = problems.len();
     let mut text = format!(
         "the village config {} has {count} problem{}:",
@@ -104,7 +104,7 @@ fn problem_list(file: &Path, problems: &[Problem]) -> anyhow::Error {
         }
         let _ = write!(text, ": {}", p.message);
     }
-    anyhow!(text)
+    Error::Config(text)
 }
 
 /// Checks `host:port` loosely: a host name or address, a colon, a port from 1 to 65535.
@@ -137,17 +137,16 @@ fn check_host_port(address: &str) -> Result<(), String> {
 impl VillageConfig {
     /// Reads and checks the config at `path`, including that the files it names exist.
     pub fn load(path: &Path) -> Result<VillageConfig> {
-        let len = std::fs::metadata(path)
-            .map_err(|e| anyhow!("cannot read the village config {}: {e}", path.display()))?
-            .len();
+        let cannot_read =
+            || Error::io(format!("cannot read the village config {}", path.display()));
+        let len = std::fs::metadata(path).map_err(cannot_read())?.len();
         if len > CONFIG_BYTES_MAX {
-            return Err(anyhow!(
+            return Err(Error::Config(format!(
                 "the village config {} is {len} bytes, more than {CONFIG_BYTES_MAX}; is this the right file?",
                 path.display()
-            ));
+            )));
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow!("cannot read the village config {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(cannot_read())?;
         check(path, &text, true)
     }
 
@@ -165,13 +164,12 @@ impl VillageConfig {
 
     /// Loads the definition and checks that the unit is in it.
     pub fn definition(&self) -> Result<Definition> {
-        let definition = tally_files::load_definition(&self.definition).map_err(|e| {
-            anyhow!(
-                "{}, line {}, definition: {e:#}",
-                self.file.display(),
-                self.line("definition")
-            )
-        })?;
+        let definition =
+            tally_files::load_definition(&self.definition).map_err(|cause| Error::Definition {
+                file: self.file.clone(),
+                line: self.line("definition"),
+                cause: Box::new(cause),
+            })?;
         if definition.unit(&self.unit_id).is_none() {
             return Err(problem_list(
                 &self.file,
@@ -206,7 +204,7 @@ impl VillageConfig {
                 problems.push(Problem {
                     line: self.line("definition"),
                     field: "definition".into(),
-                    message: format!("{e:#}"),
+                    message: format!("{e}"),
                 });
                 None
             }
@@ -224,7 +222,7 @@ impl VillageConfig {
                 problems.push(Problem {
                     line: self.line("signing_key"),
                     field: "signing_key".into(),
-                    message: format!("{e:#}"),
+                    message: format!("{e}"),
                 });
                 None
             }

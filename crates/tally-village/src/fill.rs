@@ -13,7 +13,7 @@
 //! Input is read a line at a time, so the prompts work from a terminal and from a pipe alike
 //! (tests drive them with piped standard input).
 
-use anyhow::{Result, bail};
+use crate::error::{Error, Result};
 use std::io::{BufRead, Write};
 use tally_core::definition::{Contest, Definition, PollingUnit};
 use tally_core::ids::{CandidateId, ContestId, UnitId};
@@ -99,34 +99,38 @@ pub struct Prompter<R, W> {
 impl<R: BufRead, W: Write> Prompter<R, W> {
     fn line(&mut self) -> Result<String> {
         let mut line = String::new();
-        if self.input.read_line(&mut line)? == 0 {
-            bail!("the input ended before the sheet was complete; nothing was written");
+        if self.input.read_line(&mut line).map_err(Error::Prompt)? == 0 {
+            return Err(Error::Fill(
+                "the input ended before the sheet was complete; nothing was written".into(),
+            ));
         }
         Ok(line.trim().to_owned())
     }
 
     fn say(&mut self, text: &str) -> Result<()> {
-        writeln!(self.output, "{text}")?;
+        writeln!(self.output, "{text}").map_err(Error::Prompt)?;
         Ok(())
     }
 
     fn ask(&mut self, field: &Field) -> Result<Value> {
         for _ in 0..ASKS_PER_FIELD_MAX {
-            write!(self.output, "  {}: ", field.label)?;
-            self.output.flush()?;
+            write!(self.output, "  {}: ", field.label).map_err(Error::Prompt)?;
+            self.output.flush().map_err(Error::Prompt)?;
             let answer = self.line()?;
             if self.echo {
-                writeln!(self.output, "{answer}")?;
+                writeln!(self.output, "{answer}").map_err(Error::Prompt)?;
             }
             match parse_answer(&field.kind, &answer) {
                 Ok(value) => return Ok(value),
-                Err(why) => writeln!(self.output, "    {why}; type it again")?,
+                Err(why) => {
+                    writeln!(self.output, "    {why}; type it again").map_err(Error::Prompt)?;
+                }
             }
         }
-        bail!(
+        Err(Error::Fill(format!(
             "{}: no readable answer after {ASKS_PER_FIELD_MAX} tries; nothing was written",
             field.key
-        )
+        )))
     }
 
     /// Between the clerks at a terminal: wait for the next one and clear the screen.
@@ -135,10 +139,11 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
             write!(
                 self.output,
                 "Hand the keyboard to the {to}, who presses Enter to begin. "
-            )?;
-            self.output.flush()?;
+            )
+            .map_err(Error::Prompt)?;
+            self.output.flush().map_err(Error::Prompt)?;
             self.line()?;
-            write!(self.output, "\x1b[2J\x1b[H")?;
+            write!(self.output, "\x1b[2J\x1b[H").map_err(Error::Prompt)?;
         }
         Ok(())
     }
@@ -200,9 +205,9 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
                 second[i] = self.ask(&fields[i])?;
             }
         }
-        bail!(
+        Err(Error::Fill(format!(
             "the clerks still differ after {RECONCILE_ROUNDS_MAX} rounds; nothing was written: have the committee check the paper sheet, then fill it in again"
-        )
+        )))
     }
 }
 
@@ -477,9 +482,9 @@ impl Form<'_> {
 
         let write_in_count = value("write_ins").count();
         if write_in_count > WRITE_INS_MAX {
-            bail!(
+            return Err(Error::Fill(format!(
                 "{write_in_count} people written in, more than a sheet holds ({WRITE_INS_MAX}); check the paper sheet"
-            );
+            )));
         }
         let mut write_in_fields = Vec::new();
         for i in 0..write_in_count {

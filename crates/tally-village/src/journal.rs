@@ -25,7 +25,7 @@
 //! sheet by the digest of those bytes, so a sheet it already stored is answered DUPLICATE and
 //! counted once. The answer is recorded in another fsynced transaction.
 
-use anyhow::{Context, Result, anyhow, bail};
+use crate::error::{Error, Result};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -133,22 +133,32 @@ pub struct Journal {
     path: PathBuf,
 }
 
-fn db(path: &Path, e: impl Into<redb::Error>) -> anyhow::Error {
-    anyhow!("the journal {}: {}", path.display(), e.into())
+fn db(path: &Path, e: impl Into<redb::Error>) -> Error {
+    Error::Database {
+        path: path.to_path_buf(),
+        cause: e.into(),
+    }
+}
+
+/// The [`Error::Json`] of doing `what` to a record, for `map_err`.
+fn json_error(what: &str) -> impl FnOnce(serde_json::Error) -> Error {
+    move |cause| Error::Json {
+        what: what.to_owned(),
+        cause,
+    }
 }
 
 impl Journal {
     /// Opens (or creates) the journal in `dir` for `unit`. A journal made for another unit is
     /// refused, naming both.
     pub fn open(dir: &Path, unit: &UnitId) -> Result<Journal> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the journal folder {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(Error::io(format!(
+            "cannot create the journal folder {}",
+            dir.display()
+        )))?;
         let path = dir.join(JOURNAL_FILE);
         let database = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => anyhow!(
-                "the journal {} is in use by another `tally village` run of this unit; wait for it to end, then run this again",
-                path.display()
-            ),
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::JournalInUse { path: path.clone() },
             e => db(&path, e),
         })?;
         let journal = Journal { database, path };
@@ -167,16 +177,17 @@ impl Journal {
             match stored_version {
                 Some(text) => {
                     let stored: u32 = text.parse().map_err(|_| {
-                        anyhow!(
+                        Error::JournalDamaged(format!(
                             "the journal {} is damaged: its schema version {text:?} is not a number",
                             journal.path.display()
-                        )
+                        ))
                     })?;
                     if stored > SCHEMA_VERSION {
-                        bail!(
-                            "the journal {} was written by a newer tally (journal schema version {stored}; this binary reads up to version {SCHEMA_VERSION}); run the tally release that wrote it, and keep this journal: it holds the unit's signed sheets",
-                            journal.path.display()
-                        );
+                        return Err(Error::JournalTooNew {
+                            path: journal.path.clone(),
+                            stored,
+                            supported: SCHEMA_VERSION,
+                        });
                     }
                 }
                 // New, or made by the release before versions were recorded, whose layout is
@@ -192,10 +203,13 @@ impl Journal {
                 .map_err(|e| db(&journal.path, e))?
                 .map(|v| v.value().to_owned());
             match stored {
-                Some(stored) if stored != unit.as_str() => bail!(
-                    "the journal {} belongs to unit {stored}, not {unit}; give this unit its own journal folder in the config",
-                    journal.path.display()
-                ),
+                Some(stored) if stored != unit.as_str() => {
+                    return Err(Error::JournalOfAnotherUnit {
+                        path: journal.path.clone(),
+                        stored,
+                        unit: unit.to_string(),
+                    });
+                }
                 Some(_) => {}
                 None => {
                     meta.insert(META_UNIT_ID, unit.as_str())
@@ -229,35 +243,37 @@ impl Journal {
         for row in records.iter().map_err(|e| db(&self.path, e))? {
             let (seq, record) = row.map_err(|e| db(&self.path, e))?;
             let seq = seq.value();
-            let record: Record = serde_json::from_str(record.value()).with_context(|| {
-                format!(
-                    "the journal {}: record {seq} is damaged",
-                    self.path.display()
-                )
-            })?;
+            let record: Record =
+                serde_json::from_str(record.value()).map_err(|cause| Error::Json {
+                    what: format!(
+                        "the journal {}: record {seq} is damaged",
+                        self.path.display()
+                    ),
+                    cause,
+                })?;
             let envelope = envelopes
                 .get(seq)
                 .map_err(|e| db(&self.path, e))?
                 .ok_or_else(|| {
-                    anyhow!(
+                    Error::JournalDamaged(format!(
                         "the journal {}: sheet {seq} has no envelope",
                         self.path.display()
-                    )
+                    ))
                 })?;
             let signed = tally_proto::decode_signed(envelope.value()).map_err(|e| {
-                anyhow!(
+                Error::JournalDamaged(format!(
                     "the journal {}: sheet {seq} is damaged: {e}",
                     self.path.display()
-                )
+                ))
             })?;
             if hex::encode(signed.digest()) != record.digest {
-                bail!(
+                return Err(Error::JournalDamaged(format!(
                     "the journal {}: sheet {seq} ({}, round {}, version {}) does not match its digest; the file is damaged",
                     self.path.display(),
                     record.contest,
                     record.round,
                     record.version
-                );
+                )));
             }
             out.push(Entry {
                 seq,
@@ -283,10 +299,10 @@ impl Journal {
             };
             for (next, (signed, record)) in (first..).zip(sheets) {
                 if next > JOURNAL_SHEETS_MAX {
-                    bail!(
-                        "the journal {} holds {JOURNAL_SHEETS_MAX} sheets, its limit; a unit never needs more, so check what is being submitted",
-                        self.path.display()
-                    );
+                    return Err(Error::JournalFull {
+                        path: self.path.clone(),
+                        max: JOURNAL_SHEETS_MAX,
+                    });
                 }
                 let digest = signed.digest();
                 assert_eq!(
@@ -301,7 +317,8 @@ impl Journal {
                         .is_none(),
                     "a sheet is journaled once"
                 );
-                let json = serde_json::to_string(record).context("encoding a journal record")?;
+                let json = serde_json::to_string(record)
+                    .map_err(json_error("encoding a journal record"))?;
                 envelopes
                     .insert(next, tally_proto::encode_signed(signed).as_slice())
                     .map_err(|e| db(&self.path, e))?;
@@ -332,14 +349,15 @@ impl Journal {
                     let old = records
                         .get(*seq)
                         .map_err(|e| db(&self.path, e))?
-                        .ok_or_else(|| anyhow!("the journal has no sheet {seq}"))?;
-                    serde_json::from_str(old.value()).context("a journal record")?
+                        .ok_or(Error::NoSuchSheet { seq: *seq })?;
+                    serde_json::from_str(old.value()).map_err(json_error("a journal record"))?
                 };
                 assert_eq!(
                     old.digest, record.digest,
                     "an update keeps the sheet it is about"
                 );
-                let json = serde_json::to_string(record).context("encoding a journal record")?;
+                let json = serde_json::to_string(record)
+                    .map_err(json_error("encoding a journal record"))?;
                 records
                     .insert(*seq, json.as_str())
                     .map_err(|e| db(&self.path, e))?;

@@ -18,10 +18,14 @@
 //! submit.rs   submit and correct: sign, check, journal, deliver with retries; told to a Clerk
 //! offline.rs  QR payloads (TALLY1:), QR pictures for the terminal and PNG, and reading
 //!             bundles, payload files and pictures back
+//! error.rs    Error, the crate's one error type
 //! ```
 
 pub mod config;
+mod error;
 pub mod fill;
 pub mod journal;
 pub mod offline;
 pub mod submit;
+
+pub use error::{Error, Result};

@@ -6,7 +6,7 @@
 //! so a township verifies a QR exactly as it verifies a sheet that came over the network.
 //! `tally village qr` prints it; `tally township import` reads it back with [`read_offline`].
 
-use anyhow::{Context, Result, anyhow, bail};
+use crate::error::{Error, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::path::Path;
@@ -49,24 +49,28 @@ pub fn parse_payload(text: &str) -> Result<SignedSheet> {
     let text = text.trim();
     let Some(encoded) = text.strip_prefix(PAYLOAD_PREFIX) else {
         let start: String = text.chars().take(12).collect();
-        bail!(
+        return Err(Error::Offline(format!(
             "not a tally QR payload: it starts with {start:?}, a payload starts with {PAYLOAD_PREFIX}"
-        );
+        )));
     };
     let bytes = URL_SAFE_NO_PAD
         .decode(encoded.trim_end_matches('='))
-        .map_err(|e| anyhow!("the payload after {PAYLOAD_PREFIX} is not base64url: {e}"))?;
+        .map_err(|e| {
+            Error::Offline(format!(
+                "the payload after {PAYLOAD_PREFIX} is not base64url: {e}"
+            ))
+        })?;
     tally_proto::decode_signed(&bytes)
-        .map_err(|e| anyhow!("the payload does not hold a signed sheet: {e}"))
+        .map_err(|e| Error::Offline(format!("the payload does not hold a signed sheet: {e}")))
 }
 
 /// The QR code of a payload.
 fn qr_code(payload: &str) -> Result<qrcode::QrCode> {
     qrcode::QrCode::with_error_correction_level(payload.as_bytes(), EC_LEVEL).map_err(|e| {
-        anyhow!(
+        Error::Offline(format!(
             "the signed sheet does not fit in a QR code ({e}): it is {} characters as a payload; send it as a .sheets file instead",
             payload.len()
-        )
+        ))
     })
 }
 
@@ -117,7 +121,7 @@ pub fn terminal_qr(payload: &str, force_colours: bool) -> Result<String> {
 pub fn qr_png(payload: &str) -> Result<Vec<u8>> {
     let (side, modules) = modules_with_quiet_zone(&qr_code(payload)?);
     let module_px = PNG_MODULE_PX as usize;
-    let side_px = u32::try_from(side * module_px).context("the QR code is too large")?;
+    let side_px = u32::try_from(side * module_px).map_err(Error::QrTooLarge)?;
     let image = image::GrayImage::from_fn(side_px, side_px, |x, y| {
         let (x, y) = (x as usize / module_px, y as usize / module_px);
         image::Luma([if modules[y * side + x] { 0 } else { 255 }])
@@ -125,7 +129,10 @@ pub fn qr_png(payload: &str) -> Result<Vec<u8>> {
     let mut png = Vec::new();
     image
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .context("cannot encode the PNG")?;
+        .map_err(|cause| Error::Image {
+            what: "cannot encode the PNG".into(),
+            cause,
+        })?;
     Ok(png)
 }
 
@@ -135,15 +142,16 @@ pub fn qr_png(payload: &str) -> Result<Vec<u8>> {
 /// Errors name the file (and the line of a payload). The sheets are not verified here.
 pub fn read_offline(path: &Path) -> Result<Vec<SignedSheet>> {
     let len = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
+        .map_err(Error::io(format!("cannot read {}", path.display())))?
         .len();
     if len > OFFLINE_FILE_BYTES_MAX {
-        bail!(
+        return Err(Error::Offline(format!(
             "{} is {len} bytes, more than {OFFLINE_FILE_BYTES_MAX}; is this the right file?",
             path.display()
-        );
+        )));
     }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(Error::io(format!("cannot read {}", path.display())))?;
     read_offline_bytes(path, &bytes)
 }
 
@@ -164,10 +172,10 @@ pub fn read_offline_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<SignedSheet>>
         return read_payload_lines(path, text);
     }
     tally_proto::read_bundle(bytes).map_err(|e| {
-        anyhow!(
+        Error::Offline(format!(
             "{} is neither a .sheets bundle ({e}), nor a text file of {PAYLOAD_PREFIX} payloads, nor a PNG of a QR code",
             path.display()
-        )
+        ))
     })
 }
 
@@ -179,13 +187,14 @@ fn read_payload_lines(path: &Path, text: &str) -> Result<Vec<SignedSheet>> {
             continue;
         }
         if sheets.len() == PAYLOAD_LINES_MAX {
-            bail!(
+            return Err(Error::Offline(format!(
                 "{} holds more than {PAYLOAD_LINES_MAX} payloads; split it",
                 path.display()
-            );
+            )));
         }
         sheets.push(
-            parse_payload(line).with_context(|| format!("{}, line {}", path.display(), i + 1))?,
+            parse_payload(line)
+                .map_err(|e| e.context(format!("{}, line {}", path.display(), i + 1)))?,
         );
     }
     Ok(sheets)
@@ -199,7 +208,10 @@ fn read_png(path: &Path, bytes: &[u8]) -> Result<Vec<SignedSheet>> {
     reader.limits(limits);
     let picture = reader
         .decode()
-        .with_context(|| format!("{} is not a readable PNG picture", path.display()))?
+        .map_err(|cause| Error::Image {
+            what: format!("{} is not a readable PNG picture", path.display()),
+            cause,
+        })?
         .into_luma8();
     let (width, height) = (picture.width() as usize, picture.height() as usize);
     let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| {
@@ -207,10 +219,10 @@ fn read_png(path: &Path, bytes: &[u8]) -> Result<Vec<SignedSheet>> {
     });
     let grids = prepared.detect_grids();
     if grids.is_empty() {
-        bail!(
+        return Err(Error::Offline(format!(
             "{}: no QR code found in the picture; take it again straight on, in focus, with the whole code and its white margin in view",
             path.display()
-        );
+        )));
     }
     let mut sheets = Vec::new();
     for (i, grid) in grids.iter().enumerate() {
@@ -220,13 +232,15 @@ fn read_png(path: &Path, bytes: &[u8]) -> Result<Vec<SignedSheet>> {
             format!("QR code {} of {}", i + 1, grids.len())
         };
         let (_, content) = grid.decode().map_err(|e| {
-            anyhow!(
+            Error::Offline(format!(
                 "{}: {which} cannot be read ({e}); take the picture again, or type in the payload printed under it",
                 path.display()
-            )
+            ))
         })?;
-        sheets
-            .push(parse_payload(&content).with_context(|| format!("{}: {which}", path.display()))?);
+        sheets.push(
+            parse_payload(&content)
+                .map_err(|e| e.context(format!("{}: {which}", path.display())))?,
+        );
     }
     Ok(sheets)
 }

@@ -4,8 +4,8 @@
 //! told to a [`Clerk`], line by line; the binary prints it.
 
 use crate::config::{Identity, VillageConfig};
+use crate::error::{Error, Result};
 use crate::journal::{Entry, Journal, Record, State};
-use anyhow::{Context, Result, bail};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -58,7 +58,10 @@ pub fn now_unix_ms() -> u64 {
 /// A round as given on the command line (`--round`), within 1 to [`ROUND_MAX`].
 pub fn check_round(round: u32) -> Result<Round> {
     if !(1..=ROUND_MAX).contains(&round) {
-        bail!("--round {round}: a round is 1 to {ROUND_MAX}");
+        return Err(Error::Round {
+            round,
+            max: ROUND_MAX,
+        });
     }
     Ok(Round(round))
 }
@@ -101,12 +104,13 @@ fn read_files(
         let name = path.display().to_string();
         if path.extension().is_some_and(|e| e == "toml") {
             let sheet = match std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {name}"))
-                .and_then(|text| Ok(tally_core::sheet_file::parse(&name, &text)?))
-            {
+                .map_err(Error::io(format!("cannot read {name}")))
+                .and_then(|text| {
+                    tally_core::sheet_file::parse(&name, &text).map_err(Error::SheetFile)
+                }) {
                 Ok(sheet) => sheet,
                 Err(e) => {
-                    refusals.refuse(&name, &format!("{e:#}"));
+                    refusals.refuse(&name, &e.to_string());
                     continue;
                 }
             };
@@ -123,7 +127,7 @@ fn read_files(
         let sheets = match crate::offline::read_offline(path) {
             Ok(sheets) => sheets,
             Err(e) => {
-                refusals.refuse(&name, &format!("{e:#}"));
+                refusals.refuse(&name, &e.to_string());
                 continue;
             }
         };
@@ -315,24 +319,20 @@ pub fn correct(
     let identity = config.check_identity()?;
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read the sheet file {name}"))?;
-    let mut sheet = tally_core::sheet_file::parse(&name, &text)?;
+        .map_err(Error::io(format!("cannot read the sheet file {name}")))?;
+    let mut sheet = tally_core::sheet_file::parse(&name, &text).map_err(Error::SheetFile)?;
     if sheet.contest.as_str() != contest {
-        bail!(
+        return Err(Error::Correction(format!(
             "{name} is a sheet of contest {}, not {contest}; give the file of contest {contest}, or --contest {}",
-            sheet.contest,
-            sheet.contest
-        );
+            sheet.contest, sheet.contest
+        )));
     }
     let round = check_round(round.unwrap_or(sheet.round.0))?;
     if sheet.round != round {
-        bail!(
+        return Err(Error::Correction(format!(
             "{name} is a sheet of round {}, not {}; give the file of round {}, or --round {}",
-            sheet.round.0,
-            round.0,
-            round.0,
-            sheet.round.0
-        );
+            sheet.round.0, round.0, round.0, sheet.round.0
+        )));
     }
     let journal = Journal::open(&config.journal, &config.unit_id)?;
     let highest = journal
@@ -342,11 +342,11 @@ pub fn correct(
         .map(|e| e.record.version)
         .max();
     let Some(highest) = highest else {
-        bail!(
+        return Err(Error::Correction(format!(
             "nothing to correct: the journal {} holds no sheet of contest {contest}, round {}; send the first version with `tally village submit`",
             journal.path().display(),
             round.0
-        );
+        )));
     };
     if sheet.version != highest + 1 || sheet.replaces_version != Some(highest) {
         clerk.say(&format!(
@@ -408,10 +408,12 @@ fn state_of(outcome: &pb::SheetOutcome) -> Result<State> {
             code: outcome.code.clone(),
             message: outcome.message.clone(),
         },
-        Kind::Unspecified => bail!(
-            "the township answered an outcome of kind {} for a sheet, which this version of tally does not know",
-            outcome.kind
-        ),
+        Kind::Unspecified => {
+            return Err(Error::Answer(format!(
+                "the township answered an outcome of kind {} for a sheet, which this version of tally does not know",
+                outcome.kind
+            )));
+        }
     })
 }
 
@@ -464,13 +466,23 @@ fn deliver(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .map_err(Error::io("cannot start the async runtime".into()))?;
     let mut answered = 0;
     let mut last_error = String::new();
     let result: Result<()> = runtime.block_on(async {
         let channel = Endpoint::from_shared(format!("https://{address}"))
-            .with_context(|| format!("{}: township {address} is not host:port", config.file.display()))?
-            .tls_config(tls)?
+            .map_err(|cause| Error::Transport {
+                what: format!(
+                    "{}: township {address} is not host:port: ",
+                    config.file.display()
+                ),
+                cause,
+            })?
+            .tls_config(tls)
+            .map_err(|cause| Error::Transport {
+                what: String::new(),
+                cause,
+            })?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .connect_lazy();
@@ -504,31 +516,33 @@ fn deliver(
                         tokio::time::sleep(wait).await;
                         pause = (pause * 2).min(RETRY_PAUSE_MAX);
                     }
-                    Err(status) => bail!(
-                        "township {address} refused the call: {:?}: {}",
-                        status.code(),
-                        status.message()
-                    ),
+                    Err(status) => {
+                        return Err(Error::CallRefused {
+                            address: address.clone(),
+                            code: status.code(),
+                            message: status.message().to_owned(),
+                        });
+                    }
                 }
             };
             pause = RETRY_PAUSE_FIRST;
             if response.outcomes.len() != chunk.len() {
-                bail!(
+                return Err(Error::Answer(format!(
                     "township {address} answered {} outcomes for {} sheets",
                     response.outcomes.len(),
                     chunk.len()
-                );
+                )));
             }
             let now = now_unix_ms();
             let mut updates = Vec::new();
             for (entry, outcome) in chunk.iter_mut().zip(&response.outcomes) {
                 if !outcome.digest.is_empty() && outcome.digest != entry.record.digest {
-                    bail!(
+                    return Err(Error::Answer(format!(
                         "township {address} answered for sheet {} where {} ({}) was sent",
                         outcome.digest,
                         entry.label(),
                         entry.record.digest
-                    );
+                    )));
                 }
                 entry.record.state = state_of(outcome)?;
                 entry.record.warnings = outcome.warnings.clone();

@@ -488,8 +488,9 @@ impl Villages {
 
     fn spawn(&mut self, unit: &str, bundle: &Path) -> Result<Proc> {
         self.runs += 1;
-        self.layout
-            .village_submit(&self.program, unit, &[bundle.to_path_buf()])
+        Ok(self
+            .layout
+            .village_submit(&self.program, unit, &[bundle.to_path_buf()])?)
     }
 
     /// Collects the villages that have finished. One still holding pending sheets (the

@@ -159,7 +159,7 @@ impl submit::Clerk for Printed {
 }
 
 /// The exit code of a submit or a correction.
-fn delivered(result: Result<Delivered>) -> Result<Outcome> {
+fn delivered(result: tally_village::Result<Delivered>) -> Result<Outcome> {
     Ok(match result? {
         Delivered::Clean => Outcome::Clean,
         Delivered::Refused => Outcome::Refused,
