@@ -66,8 +66,9 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An error and each of its sources, joined by `: ` (as anyhow's `{:#}` prints a chain), so a
-/// cause keeps the whole text the command line printed for it.
-fn chain(cause: &dyn std::error::Error) -> String {
+/// cause keeps the whole text the command line printed for it. Shared by the libraries built on
+/// this one (the device, localnet), whose errors hold their causes' text the same way.
+pub fn chain(cause: &dyn std::error::Error) -> String {
     let texts: Vec<String> = std::iter::successors(Some(cause), |e| e.source())
         .map(ToString::to_string)
         .collect();

@@ -15,7 +15,7 @@
 //! error.rs  Error, the crate's one error type
 //! ```
 
-mod error;
+pub mod error;
 
 use ed25519_dalek::SigningKey;
 pub use error::{Error, Result};

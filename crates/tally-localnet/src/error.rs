@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
+use tally_files::error::chain;
 
 /// Why a local county could not be laid out, started or read.
 #[derive(Debug, thiserror::Error)]
@@ -72,15 +73,6 @@ impl From<tally_net::CertError> for Error {
 
 /// What this crate's functions return.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// An error and each of its sources, joined by `: ` (as anyhow's `{:#}` prints a chain), so a
-/// cause keeps the whole text the command line printed for it.
-fn chain(cause: &dyn std::error::Error) -> String {
-    let texts: Vec<String> = std::iter::successors(Some(cause), |e| e.source())
-        .map(ToString::to_string)
-        .collect();
-    texts.join(": ")
-}
 
 #[cfg(test)]
 mod tests {

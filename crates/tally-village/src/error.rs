@@ -8,6 +8,7 @@
 //! the [`Clerk`](crate::submit::Clerk) and summed up in [`Delivered`](crate::submit::Delivered).
 
 use std::path::PathBuf;
+use tally_files::error::chain;
 
 /// Why a `tally village` command could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -148,15 +149,6 @@ impl Error {
 
 /// What this crate's functions return.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// An error and each of its sources, joined by `: ` (as anyhow's `{:#}` prints a chain), so a
-/// cause keeps the whole text the command line printed for it.
-fn chain(cause: &dyn std::error::Error) -> String {
-    let texts: Vec<String> = std::iter::successors(Some(cause), |e| e.source())
-        .map(ToString::to_string)
-        .collect();
-    texts.join(": ")
-}
 
 #[cfg(test)]
 mod tests {
