@@ -480,7 +480,7 @@ async fn run(county: &mut LocalCounty) {
         Code::ResourceExhausted,
         &format!(
             "tally.v1.Township/Submit refused by township {township}'s aggregator: the message is {OVERSIZED_SUBMIT_BYTES} bytes, more than the {}",
-            tally_township::server::SUBMIT_BYTES_MAX
+            tally_township::limits::SUBMIT_BYTES_MAX
         ),
         "a unit's 100 MiB Township.Submit",
     )
