@@ -130,7 +130,7 @@ impl ResultsCache {
     /// Results reflecting at least log index `at_least` (a linearizable read passes the index
     /// its read barrier returned; a stale read the published applied index).
     pub async fn at_least(self: &Arc<Self>, at_least: LogIndex) -> Result<Arc<ResultsAt>, Error> {
-        self.get(|at| at.chain.log_index >= at_least.get()).await
+        self.get(|at| at.chain.log_index >= at_least).await
     }
 
     /// Results reflecting at least `at_least`, or any computed within `age_max`: for readers
@@ -140,7 +140,7 @@ impl ResultsCache {
         at_least: LogIndex,
         age_max: Duration,
     ) -> Result<Arc<ResultsAt>, Error> {
-        self.get(|at| at.chain.log_index >= at_least.get() || at.taken.elapsed() <= age_max)
+        self.get(|at| at.chain.log_index >= at_least || at.taken.elapsed() <= age_max)
             .await
     }
 

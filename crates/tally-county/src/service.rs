@@ -585,7 +585,7 @@ impl pb::county_server::County for CountyService {
                 }
                 outcomes[positions[i]] = Some(answer);
             }
-            response.log_index = applied.chain.log_index;
+            response.log_index = applied.chain.log_index.get();
             response.chain_head = applied.chain.head.to_vec();
         }
         response.outcomes = outcomes
@@ -704,7 +704,7 @@ impl pb::county_server::County for CountyService {
         // view shares them (`crate::state::Records`), and encoding happens here.
         let at = shared.results(at_least).await?;
         let (records, chain, result) = (at.view.records.clone(), at.chain, &at.result);
-        if chain.log_index < at_least.get() {
+        if chain.log_index < at_least {
             return Err(Status::internal(format!(
                 "the state read at index {} is behind the read index {at_least}",
                 chain.log_index
@@ -712,7 +712,7 @@ impl pb::county_server::County for CountyService {
         }
         let header = pb::ExportHeader {
             election: result.election.clone(),
-            log_index: chain.log_index,
+            log_index: chain.log_index.get(),
             chain_head: chain.head.to_vec(),
             chain_length: chain.length,
             result_json: at.result_json.clone(),
@@ -806,7 +806,7 @@ fn results_response(at: &ResultsAt, filter: &Filter, replica: u64) -> pb::Result
         .to_string()
     };
     pb::ResultsResponse {
-        log_index: at.chain.log_index,
+        log_index: at.chain.log_index.get(),
         chain_head: at.chain.head.to_vec(),
         chain_length: at.chain.length,
         election: result.election.clone(),

@@ -148,7 +148,7 @@ pub struct ChainHead {
     pub length: u64,
     /// The applied index of the state: the last log index whose command the head reflects
     /// (the head may have been last extended at an earlier index).
-    pub log_index: u64,
+    pub log_index: LogIndex,
 }
 
 fn serialize_hex<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
@@ -354,7 +354,7 @@ impl CountyState {
         ChainHead {
             head: self.head(),
             length: self.records.len() as u64,
-            log_index: self.applied_index,
+            log_index: LogIndex::new(self.applied_index),
         }
     }
 
@@ -618,7 +618,7 @@ mod tests {
             ChainHead {
                 head: expected,
                 length: 1,
-                log_index: 3
+                log_index: LogIndex::new(3)
             }
         );
         let mut by_hand = Sha256::new();
