@@ -621,7 +621,7 @@ impl pb::county_server::County for CountyService {
         Ok(Response::new(results_response(
             &at,
             &filter,
-            self.shared.status().id.get(),
+            self.shared.status().id,
         )))
     }
 
@@ -648,7 +648,7 @@ impl pb::county_server::County for CountyService {
                     let item = shared
                         .results(applied)
                         .await
-                        .map(|at| results_response(&at, &filter, shared.status().id.get()));
+                        .map(|at| results_response(&at, &filter, shared.status().id));
                     if tx.send(item).await.is_err() {
                         return;
                     }
@@ -785,7 +785,7 @@ fn results_filter(caller: &Identity, request: pb::ResultsRequest) -> Result<Filt
 pub use tally_rpc::results::contest_status_name;
 use tally_rpc::results::{contest_result, summary, township_summary};
 
-fn results_response(at: &ResultsAt, filter: &Filter, replica: u64) -> pb::ResultsResponse {
+fn results_response(at: &ResultsAt, filter: &Filter, replica: ReplicaId) -> pb::ResultsResponse {
     let result = &at.result;
     let keep_township = |t: &str| filter.township.as_deref().is_none_or(|f| f == t);
     let keep_contest = |c: &str| filter.contest.as_deref().is_none_or(|f| f == c);
@@ -831,7 +831,7 @@ fn results_response(at: &ResultsAt, filter: &Filter, replica: u64) -> pb::Result
             .cloned()
             .collect(),
         result_json,
-        replica_id: replica,
+        replica_id: replica.get(),
     }
 }
 
