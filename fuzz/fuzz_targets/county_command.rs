@@ -26,8 +26,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut first = CountyState::new(fixture::definition_arc());
     let mut second = CountyState::new(fixture::definition_arc());
-    let applied = first.apply(2, &command);
-    let again = second.apply(2, &command);
+    let applied = first.apply(tally_county::LogIndex::new(2), &command);
+    let again = second.apply(tally_county::LogIndex::new(2), &command);
     assert_eq!(applied, again);
     assert_eq!(first.fingerprint(), second.fingerprint());
     assert_eq!(first.chain_head(), second.chain_head());

@@ -1065,7 +1065,7 @@ fn compose_setup_makes_every_file_the_services_name() {
                 let (_, identity) = c.tls.server_tls().unwrap_or_else(|e| panic!("{e}"));
                 assert_eq!(
                     identity.replica_id(),
-                    Some(c.replica_id),
+                    Some(c.replica_id.get()),
                     "{}",
                     service.name
                 );
@@ -1321,7 +1321,7 @@ fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
         .1
         .peers
         .iter()
-        .map(|(id, address)| (address.clone(), local(*id as usize - 1)))
+        .map(|(id, address)| (address.clone(), local(id.get() as usize - 1)))
         .collect();
     addresses.push((village.township.clone(), local(3)));
 
@@ -1351,7 +1351,7 @@ fn deploy_configs_start_elect_a_leader_and_stop_within_the_grace() {
         assert_eq!(moved.initial_voters, original.initial_voters);
         assert_eq!(moved.listen.to_string(), local(i));
         assert_eq!(moved.advertise, map(&original.advertise));
-        let peers: BTreeMap<u64, String> =
+        let peers: BTreeMap<tally_county::ReplicaId, String> =
             original.peers.iter().map(|(k, a)| (*k, map(a))).collect();
         assert_eq!(moved.peers, peers);
         for (moved_path, original_path) in [

@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+use crate::ids::ReplicaId;
 use crate::replica::LOG_ENTRIES_BEFORE_COMPACTION;
 
 /// The longest cluster id, in bytes (the same bound as every other id).
@@ -74,7 +75,7 @@ pub struct CountyConfig {
     /// The config file this came from, for messages.
     pub file: PathBuf,
     pub cluster_id: String,
-    pub replica_id: u64,
+    pub replica_id: ReplicaId,
     /// The socket address the replica binds.
     pub listen: SocketAddr,
     /// `host:port` the other replicas dial to reach this one.
@@ -87,9 +88,9 @@ pub struct CountyConfig {
     /// The election definition (TOML).
     pub definition: PathBuf,
     /// The replicas that found the cluster; see [`CountyConfig::is_founder`].
-    pub initial_voters: Vec<u64>,
+    pub initial_voters: Vec<ReplicaId>,
     /// Replica id to `host:port`.
-    pub peers: BTreeMap<u64, String>,
+    pub peers: BTreeMap<ReplicaId, String>,
     pub tls: tally_net::TlsFiles,
     /// How often raft is ticked.
     pub tick: Duration,
@@ -411,14 +412,18 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<CountyConfi
     Ok(CountyConfig {
         file: file.to_path_buf(),
         cluster_id: cluster_id.clone(),
-        replica_id,
+        // Checked as bare numbers above (the file's spelling); typed from here on.
+        replica_id: ReplicaId::new(replica_id),
         listen,
         advertise,
         http_listen,
         data_dir: resolve(&raw.data_dir),
         definition,
-        initial_voters,
-        peers,
+        initial_voters: initial_voters.into_iter().map(ReplicaId::new).collect(),
+        peers: peers
+            .into_iter()
+            .map(|(id, address)| (ReplicaId::new(id), address))
+            .collect(),
         tls,
         tick: Duration::from_millis(tick_ms.map_or(TICK_MS_DEFAULT, |t| *t.get_ref())),
         compact_after_entries: compact.map_or(LOG_ENTRIES_BEFORE_COMPACTION, |c| *c.get_ref()),
@@ -507,7 +512,7 @@ compact_after_entries = 10000
         let folder = Path::new("/srv/county");
         assert_eq!(config.file, Path::new(FILE));
         assert_eq!(config.cluster_id, "qingshan-2026");
-        assert_eq!(config.replica_id, 1);
+        assert_eq!(config.replica_id, ReplicaId::new(1));
         assert_eq!(config.listen, "127.0.0.1:7101".parse().unwrap());
         assert_eq!(config.advertise, "127.0.0.1:7101");
         assert_eq!(config.http_listen, None);
@@ -516,9 +521,9 @@ compact_after_entries = 10000
             config.definition,
             folder.join("../sample-county/election.toml")
         );
-        assert_eq!(config.initial_voters, [1, 2, 3]);
+        assert_eq!(config.initial_voters, [1, 2, 3].map(ReplicaId::new));
         assert_eq!(config.peers.len(), 3);
-        assert_eq!(config.peers[&2], "127.0.0.1:7102");
+        assert_eq!(config.peers[&ReplicaId::new(2)], "127.0.0.1:7102");
         assert_eq!(config.tls.ca, folder.join("pki/ca.pem"));
         assert_eq!(config.tls.cert, folder.join("pki/replica-1.pem"));
         assert_eq!(config.tls.key, folder.join("pki/replica-1.key"));
@@ -869,12 +874,22 @@ compact_after_entries = 10000
                     "{}",
                     path.display()
                 );
-                assert_eq!(config.replica_id, id, "{}", path.display());
+                assert_eq!(config.replica_id, ReplicaId::new(id), "{}", path.display());
                 assert!(config.is_founder(), "{}", path.display());
                 assert_eq!(config.cluster_id, first.cluster_id, "{}", path.display());
-                assert_eq!(config.initial_voters, [1, 2, 3], "{}", path.display());
+                assert_eq!(
+                    config.initial_voters,
+                    [1, 2, 3].map(ReplicaId::new),
+                    "{}",
+                    path.display()
+                );
                 assert_eq!(config.peers, first.peers, "{}", path.display());
-                assert_eq!(config.peers[&id], config.advertise, "{}", path.display());
+                assert_eq!(
+                    config.peers[&ReplicaId::new(id)],
+                    config.advertise,
+                    "{}",
+                    path.display()
+                );
                 assert_eq!(
                     config.tls.cert.file_name().unwrap(),
                     format!("replica-{id}.pem").as_str()

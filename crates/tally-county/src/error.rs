@@ -11,6 +11,7 @@
 
 use std::path::PathBuf;
 
+use crate::ids::{LogIndex, ReplicaId};
 pub use crate::node::WriteError;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,21 +32,21 @@ pub enum Error {
     )]
     NotRecorded {
         position: u64,
-        log_index: u64,
+        log_index: LogIndex,
         outcome: String,
     },
     #[error(
         "chain record {position} (log index {log_index}) gives another head when replayed than the one stored; the evidence is corrupt"
     )]
-    HeadMismatch { position: u64, log_index: u64 },
+    HeadMismatch { position: u64, log_index: LogIndex },
     #[error(
         "chain record {position} has log index {log_index}, before the {previous} of the record before it or after the applied index {applied_index}"
     )]
     OutOfOrder {
         position: u64,
-        log_index: u64,
-        previous: u64,
-        applied_index: u64,
+        log_index: LogIndex,
+        previous: LogIndex,
+        applied_index: LogIndex,
     },
 
     // The replica's storage (storage.rs).
@@ -66,9 +67,9 @@ pub enum Error {
     IdentityMismatch {
         dir: PathBuf,
         stored_cluster: String,
-        stored_replica: u64,
+        stored_replica: ReplicaId,
         cluster: String,
-        replica: u64,
+        replica: ReplicaId,
     },
     #[error(
         "the replica is already initialized (it has a configuration or a log); bootstrap only an empty founding replica"
@@ -88,25 +89,37 @@ pub enum Error {
     #[error("stored county state does not rebuild: {0}")]
     StoredState(#[source] Box<Error>),
     #[error("snapshot at index {index} is not newer than the stored one at {snapshot_index}")]
-    SnapshotOutOfDate { index: u64, snapshot_index: u64 },
+    SnapshotOutOfDate {
+        index: LogIndex,
+        snapshot_index: LogIndex,
+    },
     #[error(
         "entries from index {first} would overwrite the compacted log (first index {first_index})"
     )]
-    OverwriteCompacted { first: u64, first_index: u64 },
+    OverwriteCompacted {
+        first: LogIndex,
+        first_index: LogIndex,
+    },
     #[error("entries from index {first} would leave a gap after the last index {last_index}")]
-    LogGap { first: u64, last_index: u64 },
+    LogGap {
+        first: LogIndex,
+        last_index: LogIndex,
+    },
     #[error("entries to append are not consecutive: index {found} where {expected} was due")]
-    EntriesNotConsecutive { expected: u64, found: u64 },
+    EntriesNotConsecutive { expected: LogIndex, found: LogIndex },
     #[error("cannot compact to applied index {index}: the log ends at {last_index}")]
-    CompactBeyondLog { index: u64, last_index: u64 },
+    CompactBeyondLog {
+        index: LogIndex,
+        last_index: LogIndex,
+    },
     #[error(
         "the state to save has {records} chain records and applied index {applied_index}, behind the stored {stored_records} and {stored_applied_index}"
     )]
     StateBehind {
         records: u64,
-        applied_index: u64,
+        applied_index: LogIndex,
         stored_records: u64,
-        stored_applied_index: u64,
+        stored_applied_index: LogIndex,
     },
 
     // The replica's driver (replica.rs, node.rs).
@@ -116,16 +129,16 @@ pub enum Error {
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
     #[error("a committed entry at index {index} cannot be decoded: {message}")]
-    BadEntry { index: u64, message: String },
+    BadEntry { index: LogIndex, message: String },
     /// The leader says entries this replica acknowledged are committed, but its log does not
     /// have them: its data directory lost them (wiped, or restored from an older copy).
     #[error(
         "replica {leader} leads with entries up to {commit} committed, which this replica acknowledged, but its log ends at {last_index}: its data directory lost them (made again or restored from an older copy); a replica that lost its data must not rejoin under its old id: stop it, remove it (`tally cluster remove`) and add it under a new id with an empty data directory (`tally cluster add`)"
     )]
     LostLog {
-        leader: u64,
-        commit: u64,
-        last_index: u64,
+        leader: ReplicaId,
+        commit: LogIndex,
+        last_index: LogIndex,
     },
     #[error("cannot start the replica's driver thread: {0}")]
     Thread(std::io::Error),

@@ -11,6 +11,7 @@
 //! what redb's commit protocol says was committed, and raft sends it whatever it lacks.
 
 use crate::error::Error;
+use crate::ids::ReplicaId;
 use std::error::Error as StdError;
 use std::io;
 
@@ -58,7 +59,7 @@ pub fn is_storage_failure(error: &Error) -> bool {
 }
 
 /// What the replica's status and log say when its driver stopped on `error`.
-pub fn stop_reason(replica: u64, error: &Error) -> String {
+pub fn stop_reason(replica: ReplicaId, error: &Error) -> String {
     if io_cause(error).is_some_and(is_disk_full) {
         format!(
             "replica {replica}'s disk is full ({error}); nothing more is written or acknowledged here: the process exits with status {EXIT_STORAGE} and systemd starts it again; free space on the disk of its data_dir, and it catches up from the other replicas"
@@ -84,6 +85,7 @@ pub fn exit_status(error: &Error) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::LogIndex;
 
     // Goal: a full disk is told apart through redb's error, which hides its cause. Method:
     // wrap ENOSPC the way the storage layer does and look for it.
@@ -93,20 +95,20 @@ mod tests {
         let error = Error::storage(Error::Database(redb::Error::Io(enospc)));
         assert!(is_storage_failure(&error));
         assert!(io_cause(&error).is_some_and(is_disk_full));
-        assert!(stop_reason(2, &error).starts_with("replica 2's disk is full"));
+        assert!(stop_reason(ReplicaId::new(2), &error).starts_with("replica 2's disk is full"));
         assert_eq!(exit_status(&error), EXIT_STORAGE);
 
         let eio = io::Error::from_raw_os_error(5);
         let error = Error::storage(Error::Database(redb::Error::Io(eio)));
         assert!(!io_cause(&error).is_some_and(is_disk_full));
-        assert!(stop_reason(2, &error).starts_with("replica 2's storage failed"));
+        assert!(stop_reason(ReplicaId::new(2), &error).starts_with("replica 2's storage failed"));
 
         let previous = Error::storage(Error::Database(redb::Error::PreviousIo));
         assert_eq!(exit_status(&previous), EXIT_STORAGE);
         let lost = Error::LostLog {
-            leader: 1,
-            commit: 9,
-            last_index: 3,
+            leader: ReplicaId::new(1),
+            commit: LogIndex::new(9),
+            last_index: LogIndex::new(3),
         };
         assert_eq!(exit_status(&lost), EXIT_DRIVER);
     }

@@ -6,6 +6,7 @@
 //! rest of the cluster had elected a new leader within an election timeout or two. A SIGKILL
 //! never showed it: the dead leader's port refuses the connection at once.
 
+use crate::ids::ReplicaId;
 use crate::node::NodeStatus;
 use crate::service::{FORWARDED_BY, Shared, WRITE_DEADLINE};
 use std::future::Future;
@@ -161,8 +162,8 @@ where
         () = leader_changes(&mut view, leader) => {
             let now_leader = view.borrow().leader;
             tracing::info!(
-                old_leader = leader,
-                new_leader = now_leader.unwrap_or(0),
+                old_leader = leader.get(),
+                new_leader = now_leader.map_or(0, ReplicaId::get),
                 "the leader changed while a forwarded call waited for it; the call is cancelled"
             );
             Err(Status::unavailable(format!(
@@ -178,7 +179,7 @@ fn set_timeout<T>(request: &mut Request<T>, until: Instant) {
     request.set_timeout(until.saturating_duration_since(Instant::now()));
 }
 
-fn out_of_time(me: u64, leader: u64) -> Status {
+fn out_of_time(me: ReplicaId, leader: ReplicaId) -> Status {
     Status::deadline_exceeded(format!(
         "replica {me} could not hand this call to the leader (replica {leader}) within the caller's deadline; its outcome is unknown: send it again"
     ))
@@ -196,7 +197,7 @@ fn from_transport(status: &Status) -> bool {
 /// failure on the way to the leader as UNAVAILABLE, which every client sends again (an
 /// INTERNAL would read as a bug of this replica's, and the township's forwarder would not
 /// send it again).
-fn as_answer(status: Status, leader: u64) -> Status {
+fn as_answer(status: Status, leader: ReplicaId) -> Status {
     if !from_transport(&status) {
         return status;
     }
@@ -211,7 +212,7 @@ fn as_answer(status: Status, leader: u64) -> Status {
 async fn wait_for_leader(
     view: &mut watch::Receiver<Arc<NodeStatus>>,
     until: Instant,
-) -> Option<u64> {
+) -> Option<ReplicaId> {
     tokio::time::timeout_at(until, async {
         loop {
             if let Some(leader) = view.borrow_and_update().leader {
@@ -228,7 +229,7 @@ async fn wait_for_leader(
 }
 
 /// Ends when this replica no longer names `leader` as the leader (or its driver stopped).
-async fn leader_changes(view: &mut watch::Receiver<Arc<NodeStatus>>, leader: u64) {
+async fn leader_changes(view: &mut watch::Receiver<Arc<NodeStatus>>, leader: ReplicaId) {
     loop {
         if view.borrow_and_update().leader != Some(leader) {
             return;
@@ -289,7 +290,7 @@ mod tests {
         broken.set_source(Arc::new(std::io::Error::from(
             std::io::ErrorKind::ConnectionReset,
         )));
-        let told = as_answer(broken, 2);
+        let told = as_answer(broken, ReplicaId::new(2));
         assert_eq!(told.code(), Code::Unavailable);
         assert!(
             told.message().contains("replica 2") && told.message().contains("send it again"),
@@ -298,8 +299,14 @@ mod tests {
         );
 
         let answered = Status::internal("the leader's own answer");
-        assert_eq!(as_answer(answered, 2).code(), Code::Internal);
+        assert_eq!(
+            as_answer(answered, ReplicaId::new(2)).code(),
+            Code::Internal
+        );
         let refused = Status::permission_denied("E209 …");
-        assert_eq!(as_answer(refused, 2).code(), Code::PermissionDenied);
+        assert_eq!(
+            as_answer(refused, ReplicaId::new(2)).code(),
+            Code::PermissionDenied
+        );
     }
 }

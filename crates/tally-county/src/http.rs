@@ -85,7 +85,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 async fn dashboard_json(State(shared): State<Arc<Shared>>) -> Response {
     let status = shared.status_response();
     let results = match shared
-        .recent_results(status.applied_index, DASHBOARD_RESULTS_AGE_MAX)
+        .recent_results(
+            crate::ids::LogIndex::new(status.applied_index),
+            DASHBOARD_RESULTS_AGE_MAX,
+        )
         .await
     {
         Ok(at) => at,

@@ -12,6 +12,8 @@
 //! - [`storage`]: `DiskStorage`, raft-rs `Storage` on redb, with atomic persist and apply.
 //! - [`state`]: `CountyState`, the deterministic state machine: ledger, hash chain, conflicts.
 //! - [`command`]: `Command`, what one raft log entry carries.
+//! - [`ids`]: [`LogIndex`], [`Term`], [`ReplicaId`], raft's numbers as types of their own; bare
+//!   `u64` only at raft-rs, the wire and the disk.
 //! - [`replica`]: `Replica`, the RawNode driver: time and messages in, messages and outcomes out.
 //! - [`node`]: the driver run for the network, on a thread of its own: one input channel, group
 //!   commit, status watch, and the `NodeHandle` the services use.
@@ -37,6 +39,7 @@ pub mod error;
 pub mod fault;
 pub mod forward;
 pub mod http;
+pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod node;
@@ -50,3 +53,4 @@ pub mod storage;
 pub mod transport;
 
 pub use error::Error;
+pub use ids::{LogIndex, ReplicaId, Term};

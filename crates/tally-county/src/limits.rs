@@ -6,6 +6,7 @@
 //! The roles here are the union of what the handlers allow; the handlers keep their finer
 //! checks (a township forwards only its own sheets and reads only its own results).
 
+use crate::ids::ReplicaId;
 use std::sync::Arc;
 use tally_net::{MethodLimit, Role, ServiceLimits};
 
@@ -77,7 +78,7 @@ fn read(method: &'static str, roles: &'static [Role]) -> MethodLimit {
 }
 
 /// `tally.v1.County` on replica `replica`.
-pub fn county(replica: u64) -> Arc<ServiceLimits> {
+pub fn county(replica: ReplicaId) -> Arc<ServiceLimits> {
     Arc::new(ServiceLimits::new(
         "tally.v1.County",
         format!("replica {replica}"),
@@ -101,7 +102,7 @@ pub fn county(replica: u64) -> Arc<ServiceLimits> {
 }
 
 /// `tally.v1.Admin` on replica `replica`.
-pub fn admin(replica: u64) -> Arc<ServiceLimits> {
+pub fn admin(replica: ReplicaId) -> Arc<ServiceLimits> {
     let change = |method| MethodLimit {
         method,
         roles: ADMIN_ROLES,
@@ -122,7 +123,7 @@ pub fn admin(replica: u64) -> Arc<ServiceLimits> {
 }
 
 /// `tally.v1.Raft` on replica `replica`.
-pub fn raft(replica: u64) -> Arc<ServiceLimits> {
+pub fn raft(replica: ReplicaId) -> Arc<ServiceLimits> {
     Arc::new(ServiceLimits::new(
         "tally.v1.Raft",
         format!("replica {replica}"),
@@ -148,7 +149,8 @@ mod tests {
         // County, Admin and Raft from the descriptor set the binary carries and look it up.
         let set = prost_types::FileDescriptorSet::decode(tally_rpc::FILE_DESCRIPTOR_SET)
             .expect("the descriptor set decodes");
-        let tables = [county(1), admin(1), raft(1)];
+        let one = ReplicaId::new(1);
+        let tables = [county(one), admin(one), raft(one)];
         let mut checked = 0;
         for file in &set.file {
             for service in &file.service {

@@ -24,6 +24,7 @@
 
 use crate::command::Command;
 use crate::error::Error;
+use crate::ids::{LogIndex, ReplicaId, Term};
 use crate::metrics::NodeMetrics;
 use crate::replica::{AppliedProposal, PeerProgress, Replica};
 use crate::state::ChainHead;
@@ -68,7 +69,7 @@ pub enum Placement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteError {
     NotLeader {
-        leader: Option<u64>,
+        leader: Option<ReplicaId>,
     },
     Dropped,
     Abandoned,
@@ -108,20 +109,20 @@ pub(crate) enum Input {
     },
     Raft(Vec<Message>),
     Read {
-        reply: oneshot::Sender<Result<u64, WriteError>>,
+        reply: oneshot::Sender<Result<LogIndex, WriteError>>,
     },
     Membership {
         change: ConfChangeType,
-        node: u64,
+        node: ReplicaId,
         context: Vec<u8>,
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
     Transfer {
-        to: u64,
+        to: ReplicaId,
     },
-    Unreachable(u64),
+    Unreachable(ReplicaId),
     SnapshotReport {
-        peer: u64,
+        peer: ReplicaId,
         delivered: bool,
     },
     Query(Box<dyn FnOnce(&Replica) + Send>),
@@ -130,26 +131,26 @@ pub(crate) enum Input {
 /// The replica as the services and operators see it; published after every ready cycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeStatus {
-    pub id: u64,
+    pub id: ReplicaId,
     pub cluster_id: Arc<str>,
     /// `leader`, `follower`, `candidate`, `pre-candidate`, `learner`, `joining` (waiting to be
     /// added and sent a snapshot), `removed` (no longer a member) or `stopped` (the driver
     /// stopped: the replica has no role, whatever it had before).
     pub role: &'static str,
-    pub term: u64,
-    pub leader: Option<u64>,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub first_index: u64,
-    pub last_index: u64,
-    pub voters: Vec<u64>,
-    pub learners: Vec<u64>,
+    pub term: Term,
+    pub leader: Option<ReplicaId>,
+    pub commit_index: LogIndex,
+    pub applied_index: LogIndex,
+    pub first_index: LogIndex,
+    pub last_index: LogIndex,
+    pub voters: Vec<ReplicaId>,
+    pub learners: Vec<ReplicaId>,
     pub progress: Vec<PeerProgress>,
     pub chain: ChainHead,
     pub sheets_counted: u64,
     pub conflicts: u64,
     /// Shared with the driver: published every cycle without copying the map.
-    pub addresses: Arc<BTreeMap<u64, String>>,
+    pub addresses: Arc<BTreeMap<ReplicaId, String>>,
     /// False once the driver has stopped (a storage error); the reason is in `stopped`.
     pub running: bool,
     pub stopped: Option<String>,
@@ -211,7 +212,7 @@ impl NodeHandle {
     /// changes before raft confirms it, and after [`READ_WAIT_MAX`]. Returns the index
     /// applied when the read became safe: a read of any state at or after it is
     /// linearizable.
-    pub async fn read_barrier(&self) -> Result<u64, WriteError> {
+    pub async fn read_barrier(&self) -> Result<LogIndex, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Input::Read { reply }).await?;
         match answer.await {
@@ -252,7 +253,7 @@ impl NodeHandle {
     pub async fn change_membership(
         &self,
         change: ConfChangeType,
-        node: u64,
+        node: ReplicaId,
         context: Vec<u8>,
     ) -> Result<(), WriteError> {
         let (reply, answer) = oneshot::channel();
@@ -268,7 +269,7 @@ impl NodeHandle {
             .map_err(|_| WriteError::Stopped(self.stop_reason()))?
     }
 
-    pub async fn transfer_leader(&self, to: u64) -> Result<(), WriteError> {
+    pub async fn transfer_leader(&self, to: ReplicaId) -> Result<(), WriteError> {
         self.send(Input::Transfer { to }).await
     }
 
@@ -299,7 +300,7 @@ impl NodeHandle {
 pub fn start(
     replica: Replica,
     cluster_id: String,
-    addresses: BTreeMap<u64, String>,
+    addresses: BTreeMap<ReplicaId, String>,
     tick: Duration,
     dialer: Arc<dyn Dialer>,
     placement: Placement,
@@ -335,7 +336,7 @@ pub fn start(
         reads: HashMap::new(),
         next_read: 1,
         last_leader: None,
-        reads_for: (0, None),
+        reads_for: (Term::default(), None),
     };
     let (status_tx, status) = watch::channel(Arc::new(driver.status()));
     let status_tx = Arc::new(status_tx);
@@ -393,7 +394,7 @@ pub fn start(
             Some(Err(e)) => {
                 storage_failed = crate::fault::is_storage_failure(&e);
                 let reason = crate::fault::stop_reason(replica_id, &e);
-                tracing::error!(replica = replica_id, error = %e, "replica driver stopped: {reason}");
+                tracing::error!(replica = replica_id.get(), error = %e, "replica driver stopped: {reason}");
                 reason
             }
             None => {
@@ -458,9 +459,9 @@ type Waiting = (
 /// A linearizable read waiting for raft: whom to answer, the term it was issued in, and when
 /// it is given up.
 struct PendingRead {
-    reply: oneshot::Sender<Result<u64, WriteError>>,
-    term: u64,
-    leader: u64,
+    reply: oneshot::Sender<Result<LogIndex, WriteError>>,
+    term: Term,
+    leader: ReplicaId,
     deadline: tokio::time::Instant,
 }
 
@@ -474,9 +475,9 @@ struct Driver {
     /// changes, after [`READ_WAIT_MAX`], or when its caller gave up.
     reads: HashMap<u64, PendingRead>,
     next_read: u64,
-    last_leader: Option<u64>,
+    last_leader: Option<ReplicaId>,
     /// The term and leader when the waiting reads were last looked at.
-    reads_for: (u64, Option<u64>),
+    reads_for: (Term, Option<ReplicaId>),
 }
 
 impl Driver {
@@ -528,8 +529,8 @@ impl Driver {
             let now = self.status();
             if now.leader != self.last_leader {
                 tracing::info!(
-                    replica = now.id,
-                    term = now.term,
+                    replica = now.id.get(),
+                    term = now.term.get(),
                     leader = ?now.leader,
                     "leader changed"
                 );
@@ -627,7 +628,7 @@ impl Driver {
                     .storage()
                     .put_peer_record(ADDRESS_RECORD, change.node, address.as_bytes())
                     .map_err(Error::storage)?;
-                tracing::info!(replica = change.node, %address, "learned a replica's address");
+                tracing::info!(replica = change.node.get(), %address, "learned a replica's address");
                 Arc::make_mut(&mut self.peers.addresses).insert(change.node, address);
                 // A link to the old address is dropped; the next message dials the new one.
                 self.peers.links.remove(&change.node);
@@ -720,7 +721,7 @@ impl Driver {
 
     /// Tells raft about messages that could not be queued: the peer goes back to probing,
     /// and a snapshot that did not go is reported failed.
-    fn report_failed(&mut self, failed: Vec<(u64, bool)>) {
+    fn report_failed(&mut self, failed: Vec<(ReplicaId, bool)>) {
         for (to, snapshot) in failed {
             if snapshot {
                 self.replica.report_snapshot(to, false);
@@ -773,10 +774,10 @@ impl Driver {
 /// The driver's links to its peers, a field apart from the replica so messages can be sent
 /// from inside a ready cycle.
 struct Peers {
-    from: u64,
-    links: HashMap<u64, PeerLink>,
+    from: ReplicaId,
+    links: HashMap<ReplicaId, PeerLink>,
     /// Shared with the published status, so publishing does not copy the map.
-    addresses: Arc<BTreeMap<u64, String>>,
+    addresses: Arc<BTreeMap<ReplicaId, String>>,
     incarnation: [u8; INCARNATION_BYTES],
     dialer: Arc<dyn Dialer>,
     inputs: mpsc::Sender<Input>,
@@ -787,13 +788,14 @@ struct Peers {
 impl Peers {
     /// Queues `message` on its peer's link (opened on first use). A message that cannot be
     /// queued is noted in `failed` with whether it was a snapshot.
-    fn send(&mut self, message: Message, failed: &mut Vec<(u64, bool)>) {
-        let to = message.to;
+    fn send(&mut self, message: Message, failed: &mut Vec<(ReplicaId, bool)>) {
+        // raft-rs's message names its addressee by the bare number.
+        let to = ReplicaId::new(message.to);
         let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
         if !self.links.contains_key(&to) {
             let Some(address) = self.addresses.get(&to) else {
                 tracing::warn!(
-                    replica = to,
+                    replica = to.get(),
                     "no address known for replica {to}; add it to [peers] in the config"
                 );
                 failed.push((to, snapshot));
@@ -817,7 +819,7 @@ impl Peers {
     }
 }
 
-fn sorted(mut ids: Vec<u64>) -> Vec<u64> {
+fn sorted(mut ids: Vec<ReplicaId>) -> Vec<ReplicaId> {
     ids.sort_unstable();
     ids
 }

@@ -15,6 +15,7 @@
 //! more than once per bound whatever the request rate.
 
 use crate::error::Error;
+use crate::ids::LogIndex;
 use crate::node::{NodeHandle, Placement};
 use crate::state::{ChainHead, Records, StateView};
 use std::collections::HashMap;
@@ -128,7 +129,7 @@ impl ResultsCache {
 
     /// Results reflecting at least log index `at_least` (a linearizable read passes the index
     /// its read barrier returned; a stale read the published applied index).
-    pub async fn at_least(self: &Arc<Self>, at_least: u64) -> Result<Arc<ResultsAt>, Error> {
+    pub async fn at_least(self: &Arc<Self>, at_least: LogIndex) -> Result<Arc<ResultsAt>, Error> {
         self.get(|at| at.chain.log_index >= at_least).await
     }
 
@@ -136,7 +137,7 @@ impl ResultsCache {
     /// that show this replica's applied state and refresh on their own (the dashboard).
     pub async fn recent(
         self: &Arc<Self>,
-        at_least: u64,
+        at_least: LogIndex,
         age_max: Duration,
     ) -> Result<Arc<ResultsAt>, Error> {
         self.get(|at| at.chain.log_index >= at_least || at.taken.elapsed() <= age_max)
@@ -223,7 +224,7 @@ mod tests {
         let mut state = CountyState::new(definition());
         let mut step = Mirror::default();
         for (i, command) in commands.iter().enumerate() {
-            state.apply(i as u64 + 1, command);
+            state.apply(LogIndex::new(i as u64 + 1), command);
             step.advance(&state.view().records).unwrap();
         }
         let mut once = Mirror::default();
@@ -243,7 +244,7 @@ mod tests {
         }
 
         let mut other = CountyState::new(definition());
-        other.apply(1, &ingest(vec![signed(3, 1, 9)]));
+        other.apply(LogIndex::new(1), &ingest(vec![signed(3, 1, 9)]));
         step.advance(&other.view().records).unwrap();
         assert_eq!(step.ledger, *other.ledger());
         assert_eq!(

@@ -13,6 +13,7 @@
 
 use crate::command::Command;
 use crate::error::Error;
+use crate::ids::{LogIndex, ReplicaId, Term};
 use crate::node::WriteError;
 use crate::state::{Applied, ChainHead, CountyState};
 use crate::storage::DiskStorage;
@@ -90,7 +91,7 @@ pub struct AppliedProposal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedConfChange {
     pub change: ConfChangeType,
-    pub node: u64,
+    pub node: ReplicaId,
     /// The proposer's context: for an added replica, the address it is reached at.
     pub context: Vec<u8>,
 }
@@ -98,9 +99,9 @@ pub struct AppliedConfChange {
 /// The leader's view of one other replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerProgress {
-    pub id: u64,
+    pub id: ReplicaId,
     /// The highest log index known to be in its log.
-    pub matched: u64,
+    pub matched: LogIndex,
     /// `probe`, `replicate` or `snapshot` (a snapshot is being sent to it).
     pub state: &'static str,
     pub voter: bool,
@@ -109,22 +110,22 @@ pub struct PeerProgress {
 /// A snapshot of the replica's view, for the status API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaStatus {
-    pub id: u64,
+    pub id: ReplicaId,
     pub role: StateRole,
-    pub term: u64,
-    pub leader: Option<u64>,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub first_index: u64,
-    pub last_index: u64,
-    pub voters: Vec<u64>,
-    pub learners: Vec<u64>,
+    pub term: Term,
+    pub leader: Option<ReplicaId>,
+    pub commit_index: LogIndex,
+    pub applied_index: LogIndex,
+    pub first_index: LogIndex,
+    pub last_index: LogIndex,
+    pub voters: Vec<ReplicaId>,
+    pub learners: Vec<ReplicaId>,
     /// For the leader: every replica's progress (its own included).
     pub progress: Vec<PeerProgress>,
 }
 
 pub struct Replica {
-    id: u64,
+    id: ReplicaId,
     raw: RawNode<DiskStorage>,
     storage: DiskStorage,
     state: CountyState,
@@ -140,7 +141,7 @@ pub struct Replica {
 
 fn bad_entry(entry: &Entry, message: String) -> Error {
     Error::BadEntry {
-        index: entry.index,
+        index: LogIndex::new(entry.index),
         message,
     }
 }
@@ -154,12 +155,12 @@ fn decode_conf_change<M: protobuf::Message + Default>(entry: &Entry) -> Result<M
     Ok(change)
 }
 
-fn raft_config(id: u64, applied: u64) -> raft::Config {
+fn raft_config(id: ReplicaId, applied: LogIndex) -> raft::Config {
     raft::Config {
-        id,
+        id: id.get(),
         election_tick: ELECTION_TICKS,
         heartbeat_tick: HEARTBEAT_TICKS,
-        applied,
+        applied: applied.get(),
         max_size_per_msg: MESSAGE_BYTES_MAX,
         max_inflight_msgs: INFLIGHT_MESSAGES_MAX,
         pre_vote: true,
@@ -171,13 +172,17 @@ fn raft_config(id: u64, applied: u64) -> raft::Config {
 impl Replica {
     /// Opens a replica over its storage: restores the state machine and the applied index, so
     /// committed entries are not applied twice after a restart.
-    pub fn open(id: u64, storage: DiskStorage, definition: Arc<Definition>) -> Result<Self, Error> {
+    pub fn open(
+        id: ReplicaId,
+        storage: DiskStorage,
+        definition: Arc<Definition>,
+    ) -> Result<Self, Error> {
         Self::open_with(id, storage, definition, Options::default())
     }
 
     /// [`Replica::open`] with explicit [`Options`].
     pub fn open_with(
-        id: u64,
+        id: ReplicaId,
         storage: DiskStorage,
         definition: Arc<Definition>,
         options: Options,
@@ -199,7 +204,7 @@ impl Replica {
         })
     }
 
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> ReplicaId {
         self.id
     }
 
@@ -217,13 +222,13 @@ impl Replica {
     }
 
     /// The raft term this replica is in.
-    pub fn term(&self) -> u64 {
-        self.raw.raft.term
+    pub fn term(&self) -> Term {
+        Term::new(self.raw.raft.term)
     }
 
-    pub fn leader(&self) -> Option<u64> {
+    pub fn leader(&self) -> Option<ReplicaId> {
         let leader = self.raw.raft.leader_id;
-        (leader != raft::INVALID_ID).then_some(leader)
+        (leader != raft::INVALID_ID).then_some(ReplicaId::new(leader))
     }
 
     /// Advances the logical clock by one tick.
@@ -238,9 +243,9 @@ impl Replica {
         let last_index = self.raw.raft.raft_log.last_index();
         if message.get_msg_type() == MessageType::MsgHeartbeat && message.commit > last_index {
             return Err(Error::LostLog {
-                leader: message.from,
-                commit: message.commit,
-                last_index,
+                leader: ReplicaId::new(message.from),
+                commit: LogIndex::new(message.commit),
+                last_index: LogIndex::new(last_index),
             });
         }
         match self.raw.step(message) {
@@ -261,7 +266,7 @@ impl Replica {
         let id = ProposalId(self.next_proposal);
         self.next_proposal += 1;
         let mut context = Vec::with_capacity(16);
-        context.extend_from_slice(&self.id.to_be_bytes());
+        context.extend_from_slice(&self.id.get().to_be_bytes());
         context.extend_from_slice(&id.0.to_be_bytes());
         match self.raw.propose(context, command.encode()) {
             Ok(()) => {
@@ -284,7 +289,7 @@ impl Replica {
     pub fn propose_membership(
         &mut self,
         change: ConfChangeType,
-        node: u64,
+        node: ReplicaId,
         context: Vec<u8>,
     ) -> Result<(), WriteError> {
         if !self.is_leader() {
@@ -294,7 +299,7 @@ impl Replica {
         }
         let mut single = raft::eraftpb::ConfChangeSingle::default();
         single.set_change_type(change);
-        single.node_id = node;
+        single.node_id = node.get();
         let mut cc = ConfChangeV2::default();
         cc.mut_changes().push(single);
         self.raw
@@ -302,8 +307,8 @@ impl Replica {
             .map_err(|_| WriteError::Dropped)
     }
 
-    pub fn transfer_leader(&mut self, to: u64) {
-        self.raw.transfer_leader(to);
+    pub fn transfer_leader(&mut self, to: ReplicaId) {
+        self.raw.transfer_leader(to.get());
     }
 
     /// Starts a linearizable read; `handle_ready` returns `context` once it is safe to answer.
@@ -318,18 +323,18 @@ impl Replica {
     }
 
     /// Tells raft whether a snapshot sent to `peer` arrived.
-    pub fn report_snapshot(&mut self, peer: u64, delivered: bool) {
+    pub fn report_snapshot(&mut self, peer: ReplicaId, delivered: bool) {
         let status = if delivered {
             raft::SnapshotStatus::Finish
         } else {
             raft::SnapshotStatus::Failure
         };
-        self.raw.report_snapshot(peer, status);
+        self.raw.report_snapshot(peer.get(), status);
     }
 
     /// Tells raft a message to `peer` could not be sent, so it goes back to probing.
-    pub fn report_unreachable(&mut self, peer: u64) {
-        self.raw.report_unreachable(peer);
+    pub fn report_unreachable(&mut self, peer: ReplicaId) {
+        self.raw.report_unreachable(peer.get());
     }
 
     pub fn has_ready(&self) -> bool {
@@ -377,7 +382,9 @@ impl Replica {
             });
         if commit_only {
             let commit = ready.hs().map_or(0, |hs| hs.commit);
-            self.storage.set_commit(commit).map_err(Error::storage)?;
+            self.storage
+                .set_commit(LogIndex::new(commit))
+                .map_err(Error::storage)?;
         } else if snapshot.is_some() || !ready.entries().is_empty() || ready.hs().is_some() {
             self.storage
                 .persist(snapshot.as_ref(), ready.entries(), ready.hs())
@@ -403,7 +410,9 @@ impl Replica {
         // 6. The light ready: the new commit index, more messages and committed entries.
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
-            self.storage.set_commit(commit).map_err(Error::storage)?;
+            self.storage
+                .set_commit(LogIndex::new(commit))
+                .map_err(Error::storage)?;
         }
         out.messages.extend(light.take_messages());
         let committed = light.take_committed_entries();
@@ -411,7 +420,7 @@ impl Replica {
         self.raw.advance_apply();
 
         // 7. Reads whose index is applied can be answered.
-        let applied = self.state.applied_index();
+        let applied = self.state.applied_index().get();
         let (ready_reads, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_reads)
             .into_iter()
             .partition(|r| r.index <= applied);
@@ -430,17 +439,19 @@ impl Replica {
         }
         let mut last_index = self.state.applied_index();
         for entry in entries {
-            last_index = entry.index;
+            // raft-rs's entries carry the bare number.
+            let index = LogIndex::new(entry.index);
+            last_index = index;
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
                     if entry.data.is_empty() {
                         // A new leader's empty entry.
-                        self.state.apply_empty(entry.index);
+                        self.state.apply_empty(index);
                         continue;
                     }
                     let command = Command::decode(&entry.data)
                         .map_err(|e| bad_entry(&entry, e.to_string()))?;
-                    let applied = self.state.apply(entry.index, &command);
+                    let applied = self.state.apply(index, &command);
                     if let Some(id) = self.own_proposal(entry.index, &entry.context) {
                         out.applied.push(AppliedProposal {
                             id,
@@ -454,7 +465,7 @@ impl Replica {
                         let cc: raft::eraftpb::ConfChange = decode_conf_change(&entry)?;
                         out.conf_changes.push(AppliedConfChange {
                             change: cc.get_change_type(),
-                            node: cc.node_id,
+                            node: ReplicaId::new(cc.node_id),
                             context: entry.context.to_vec(),
                         });
                         self.raw.apply_conf_change(&cc)?
@@ -463,7 +474,7 @@ impl Replica {
                         for single in cc.get_changes() {
                             out.conf_changes.push(AppliedConfChange {
                                 change: single.get_change_type(),
-                                node: single.node_id,
+                                node: ReplicaId::new(single.node_id),
                                 context: entry.context.to_vec(),
                             });
                         }
@@ -472,7 +483,7 @@ impl Replica {
                     self.storage
                         .set_conf_state(&conf_state)
                         .map_err(Error::storage)?;
-                    self.state.apply_empty(entry.index);
+                    self.state.apply_empty(index);
                 }
             }
         }
@@ -484,7 +495,7 @@ impl Replica {
     }
 
     fn own_proposal(&mut self, index: u64, context: &[u8]) -> Option<ProposalId> {
-        if context.len() != 16 || context[..8] != self.id.to_be_bytes() {
+        if context.len() != 16 || context[..8] != self.id.get().to_be_bytes() {
             return None;
         }
         let mut number = [0u8; 8];
@@ -500,7 +511,7 @@ impl Replica {
 
     /// Gives up the proposals whose index is applied without having answered them.
     fn abandon_overtaken(&mut self, out: &mut ReadyOutput) {
-        let applied = self.state.applied_index();
+        let applied = self.state.applied_index().get();
         let mut gone: Vec<u64> = self
             .proposals_in_flight
             .iter()
@@ -516,7 +527,7 @@ impl Replica {
 
     fn maybe_compact(&mut self) -> Result<(), Error> {
         let first = self.storage.first_index()?;
-        if self.state.applied_index() >= first + self.options.compact_after_entries {
+        if self.state.applied_index().get() >= first + self.options.compact_after_entries {
             let conf_state = self.raw.raft.prs().conf().to_conf_state();
             self.storage
                 .compact(&self.state, &conf_state)
@@ -533,8 +544,8 @@ impl Replica {
                 .prs()
                 .iter()
                 .map(|(id, pr)| PeerProgress {
-                    id: *id,
-                    matched: pr.matched,
+                    id: ReplicaId::new(*id),
+                    matched: LogIndex::new(pr.matched),
                     state: match pr.state {
                         raft::ProgressState::Probe => "probe",
                         raft::ProgressState::Replicate => "replicate",
@@ -551,14 +562,14 @@ impl Replica {
         ReplicaStatus {
             id: self.id,
             role: raft.state,
-            term: raft.term,
+            term: Term::new(raft.term),
             leader: self.leader(),
-            commit_index: raft.raft_log.committed,
+            commit_index: LogIndex::new(raft.raft_log.committed),
             applied_index: self.state.applied_index(),
-            first_index: self.storage.first_index().unwrap_or(0),
-            last_index: self.storage.last_index().unwrap_or(0),
-            voters: conf.voters.clone(),
-            learners: conf.learners.clone(),
+            first_index: LogIndex::new(self.storage.first_index().unwrap_or(0)),
+            last_index: LogIndex::new(self.storage.last_index().unwrap_or(0)),
+            voters: conf.voters.iter().copied().map(ReplicaId::new).collect(),
+            learners: conf.learners.iter().copied().map(ReplicaId::new).collect(),
             progress,
         }
     }

@@ -9,6 +9,7 @@
 
 use crate::config::CountyConfig;
 use crate::error::Error;
+use crate::ids::ReplicaId;
 use crate::limits;
 use crate::node::{self, NodeHandle, Placement};
 use crate::replica::{Options, Replica};
@@ -30,14 +31,14 @@ use tonic::transport::server::Router;
 /// Everything a replica needs to start, however it was configured.
 pub struct ReplicaSetup {
     pub cluster_id: String,
-    pub replica_id: u64,
+    pub replica_id: ReplicaId,
     pub data_dir: PathBuf,
     pub definition: Arc<Definition>,
     /// The founding voters. A replica among them founds the cluster with them the first time
     /// its data directory is opened; any other replica waits to be added and sent a snapshot.
-    pub initial_voters: Vec<u64>,
+    pub initial_voters: Vec<ReplicaId>,
     /// Addresses of the replicas known from the configuration.
-    pub peers: BTreeMap<u64, String>,
+    pub peers: BTreeMap<ReplicaId, String>,
     pub tick: Duration,
     pub compact_after_entries: u64,
     pub dialer: Arc<dyn Dialer>,
@@ -100,7 +101,7 @@ fn open_on(
             .map_err(storage_error)?;
         founded = true;
         tracing::info!(
-            replica = setup.replica_id,
+            replica = setup.replica_id.get(),
             voters = ?setup.initial_voters,
             "founded the cluster"
         );
@@ -262,7 +263,7 @@ pub fn server_tls(config: &CountyConfig) -> Result<tonic::transport::ServerTlsCo
         file: file.clone(),
         message: format!(": {e}"),
     })?;
-    if identity.role() != Role::Replica || identity.replica_id() != Some(config.replica_id) {
+    if identity.role() != Role::Replica || identity.replica_id() != Some(config.replica_id.get()) {
         return Err(Error::Tls {
             file,
             message: format!(
@@ -342,7 +343,7 @@ pub async fn serve(
     let serve = router(server, opened.shared).serve_with_incoming_shutdown(incoming, async move {
         tokio::select! {
             _ = shutdown => {
-                tracing::info!(replica = replica_id, "stopping");
+                tracing::info!(replica = replica_id.get(), "stopping");
             }
             _ = driver.wait_for(|s| !s.running) => {}
         }
@@ -367,7 +368,7 @@ pub async fn serve(
         };
         let reason = last.stopped.clone().unwrap_or_default();
         tracing::error!(
-            replica = config.replica_id,
+            replica = config.replica_id.get(),
             exit_status = status,
             "replica {} stopped: {reason}; exiting with status {status}",
             config.replica_id
@@ -377,7 +378,7 @@ pub async fn serve(
             reason,
         });
     }
-    tracing::info!(replica = config.replica_id, "stopped");
+    tracing::info!(replica = config.replica_id.get(), "stopped");
     Ok(Served::Stopped)
 }
 
@@ -395,7 +396,7 @@ fn log_start(config: &CountyConfig, opened: &Opened) {
         format!("resumed at applied index {}", status.applied_index)
     };
     tracing::info!(
-        replica = config.replica_id,
+        replica = config.replica_id.get(),
         cluster = %config.cluster_id,
         listen = %config.listen,
         data_dir = %config.data_dir.display(),
@@ -406,14 +407,14 @@ fn log_start(config: &CountyConfig, opened: &Opened) {
 
 /// Serves `/metrics` and the dashboard on `listener` until `http_stop` turns true.
 fn serve_http(
-    replica_id: u64,
+    replica_id: ReplicaId,
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     mut http_stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let address = listener.local_addr().ok();
     tracing::info!(
-        replica = replica_id,
+        replica = replica_id.get(),
         http = ?address,
         "serving /metrics and the dashboard over HTTP"
     );

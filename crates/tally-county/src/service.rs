@@ -11,6 +11,7 @@
 use crate::command::{Command, INGEST_SHEETS_MAX};
 use crate::error::{Error, status, unavailable};
 use crate::forward::{self, Routed};
+use crate::ids::{LogIndex, ReplicaId};
 use crate::node::{NodeHandle, NodeStatus, WriteError};
 use crate::reads::ResultsCache;
 use crate::state::SheetOutcome;
@@ -66,14 +67,14 @@ pub struct Shared {
     /// Results computed outside the driver, once per applied index.
     results: Arc<ResultsCache>,
     /// Each peer's data directory incarnation, as first seen.
-    incarnations: Mutex<HashMap<u64, [u8; INCARNATION_BYTES]>>,
+    incarnations: Mutex<HashMap<ReplicaId, [u8; INCARNATION_BYTES]>>,
     /// When a raft batch last arrived from each peer.
-    heard: Mutex<HashMap<u64, tokio::time::Instant>>,
+    heard: Mutex<HashMap<ReplicaId, tokio::time::Instant>>,
     /// Channels to other replicas for forwarded calls, by address: one connection each,
     /// reused (HTTP/2 multiplexes the calls), instead of a TLS handshake per call.
     forward_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     /// When a refused incarnation was last logged, per peer.
-    refusals_logged: Mutex<HashMap<u64, tokio::time::Instant>>,
+    refusals_logged: Mutex<HashMap<ReplicaId, tokio::time::Instant>>,
     /// A peer not heard from for this long is reported unreachable (two election timeouts).
     silence_max: Duration,
     /// The longest randomized election timeout (2 × `ELECTION_TICKS` ticks): forwarded calls
@@ -129,7 +130,7 @@ impl Shared {
         response.signature_failures = self.sheets.signature_failures();
         let heard = self.heard.lock().unwrap();
         for peer in &mut response.peers {
-            if let Some(at) = heard.get(&peer.replica_id) {
+            if let Some(at) = heard.get(&ReplicaId::new(peer.replica_id)) {
                 let silence = at.elapsed();
                 peer.last_heard_ms = (silence.as_millis() as u64).max(1);
                 peer.reachable = silence <= self.silence_max;
@@ -142,7 +143,7 @@ impl Shared {
     /// index however many callers ask ([`crate::reads`]).
     /// `at_least` is the index a linearizable read must reflect (from the read barrier); a
     /// stale read passes this replica's published applied index.
-    pub async fn results(&self, at_least: u64) -> Result<Arc<ResultsAt>, Status> {
+    pub async fn results(&self, at_least: LogIndex) -> Result<Arc<ResultsAt>, Status> {
         self.results.at_least(at_least).await.map_err(status)
     }
 
@@ -150,7 +151,7 @@ impl Shared {
     /// that poll (the dashboard): they cannot make the replica compute more often than that.
     pub async fn recent_results(
         &self,
-        at_least: u64,
+        at_least: LogIndex,
         age_max: Duration,
     ) -> Result<Arc<ResultsAt>, Status> {
         self.results.recent(at_least, age_max).await.map_err(status)
@@ -190,7 +191,7 @@ impl Shared {
         request
     }
 
-    fn check_incarnation(&self, peer: u64, incarnation: &[u8]) -> Result<(), Status> {
+    fn check_incarnation(&self, peer: ReplicaId, incarnation: &[u8]) -> Result<(), Status> {
         let incarnation = <[u8; INCARNATION_BYTES]>::try_from(incarnation).map_err(|_| {
             Status::invalid_argument("the raft batch carries no 16-byte incarnation")
         })?;
@@ -208,7 +209,7 @@ impl Shared {
                     .get(&peer)
                     .is_none_or(|at| now.duration_since(*at) >= Duration::from_secs(60))
                 {
-                    tracing::warn!(replica = peer, "{message}");
+                    tracing::warn!(replica = peer.get(), "{message}");
                     warned.insert(peer, now);
                 }
                 Err(Status::failed_precondition(message))
@@ -547,7 +548,7 @@ impl pb::county_server::County for CountyService {
             outcomes[positions[i]] = Some(o);
         }
         let mut response = pb::IngestResponse {
-            leader_id: shared.status().id,
+            leader_id: shared.status().id.get(),
             ..Default::default()
         };
         if !pass.is_empty() {
@@ -584,7 +585,7 @@ impl pb::county_server::County for CountyService {
                 }
                 outcomes[positions[i]] = Some(answer);
             }
-            response.log_index = applied.chain.log_index;
+            response.log_index = applied.chain.log_index.get();
             response.chain_head = applied.chain.head.to_vec();
         }
         response.outcomes = outcomes
@@ -711,11 +712,11 @@ impl pb::county_server::County for CountyService {
         }
         let header = pb::ExportHeader {
             election: result.election.clone(),
-            log_index: chain.log_index,
+            log_index: chain.log_index.get(),
             chain_head: chain.head.to_vec(),
             chain_length: chain.length,
             result_json: at.result_json.clone(),
-            replica_id: shared.status().id,
+            replica_id: shared.status().id.get(),
             countersignatures: EXPORT_COUNTERSIGNATURES.to_owned(),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNKS_IN_FLIGHT);
@@ -784,7 +785,7 @@ fn results_filter(caller: &Identity, request: pb::ResultsRequest) -> Result<Filt
 pub use tally_rpc::results::contest_status_name;
 use tally_rpc::results::{contest_result, summary, township_summary};
 
-fn results_response(at: &ResultsAt, filter: &Filter, replica: u64) -> pb::ResultsResponse {
+fn results_response(at: &ResultsAt, filter: &Filter, replica: ReplicaId) -> pb::ResultsResponse {
     let result = &at.result;
     let keep_township = |t: &str| filter.township.as_deref().is_none_or(|f| f == t);
     let keep_contest = |c: &str| filter.contest.as_deref().is_none_or(|f| f == c);
@@ -805,7 +806,7 @@ fn results_response(at: &ResultsAt, filter: &Filter, replica: u64) -> pb::Result
         .to_string()
     };
     pb::ResultsResponse {
-        log_index: at.chain.log_index,
+        log_index: at.chain.log_index.get(),
         chain_head: at.chain.head.to_vec(),
         chain_length: at.chain.length,
         election: result.election.clone(),
@@ -830,34 +831,40 @@ fn results_response(at: &ResultsAt, filter: &Filter, replica: u64) -> pb::Result
             .cloned()
             .collect(),
         result_json,
-        replica_id: replica,
+        replica_id: replica.get(),
     }
+}
+
+/// Replica ids as tally.v1 carries them.
+fn ids_on_the_wire(ids: &[ReplicaId]) -> Vec<u64> {
+    ids.iter().map(|id| id.get()).collect()
 }
 
 /// The Status answer from the driver's status alone (peers' `last_heard_ms` and `reachable`
 /// are filled in by [`Shared::status_response`]).
 pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
-    let last = s.last_index;
+    // The wire carries the bare numbers (tally.v1's fields are uint64).
+    let last = s.last_index.get();
     pb::StatusResponse {
-        replica_id: s.id,
+        replica_id: s.id.get(),
         cluster_id: s.cluster_id.to_string(),
         role: s.role.to_owned(),
-        term: s.term,
-        leader_id: s.leader.unwrap_or(0),
-        commit_index: s.commit_index,
-        applied_index: s.applied_index,
-        first_index: s.first_index,
-        last_index: s.last_index,
-        voters: s.voters.clone(),
-        learners: s.learners.clone(),
+        term: s.term.get(),
+        leader_id: s.leader.map_or(0, ReplicaId::get),
+        commit_index: s.commit_index.get(),
+        applied_index: s.applied_index.get(),
+        first_index: s.first_index.get(),
+        last_index: s.last_index.get(),
+        voters: ids_on_the_wire(&s.voters),
+        learners: ids_on_the_wire(&s.learners),
         peers: s
             .progress
             .iter()
             .filter(|p| p.id != s.id)
             .map(|p| pb::PeerProgress {
-                replica_id: p.id,
-                match_index: p.matched,
-                lag: last.saturating_sub(p.matched),
+                replica_id: p.id.get(),
+                match_index: p.matched.get(),
+                lag: last.saturating_sub(p.matched.get()),
                 state: p.state.to_owned(),
                 voter: p.voter,
                 last_heard_ms: 0,
@@ -873,7 +880,7 @@ pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
         addresses: s
             .addresses
             .iter()
-            .map(|(id, address)| (*id, address.clone()))
+            .map(|(id, address)| (id.get(), address.clone()))
             .collect(),
         running: s.running,
         stopped: s.stopped.clone().unwrap_or_default(),
@@ -891,7 +898,7 @@ impl AdminService {
     async fn change(
         &self,
         change: ConfChangeType,
-        id: u64,
+        id: ReplicaId,
         context: Vec<u8>,
         what: String,
         done: impl Fn(&NodeStatus) -> bool,
@@ -937,9 +944,9 @@ impl AdminService {
         let s = self.shared.status();
         Response::new(pb::AdminResponse {
             message,
-            voters: s.voters.clone(),
-            learners: s.learners.clone(),
-            leader_id: s.leader.unwrap_or(0),
+            voters: ids_on_the_wire(&s.voters),
+            learners: ids_on_the_wire(&s.learners),
+            leader_id: s.leader.map_or(0, ReplicaId::get),
         })
     }
 }
@@ -965,6 +972,7 @@ impl pb::admin_server::Admin for AdminService {
         if id == 0 {
             return Err(Status::invalid_argument("replica ids start at 1"));
         }
+        let id = ReplicaId::new(id);
         if status.voters.contains(&id) || status.learners.contains(&id) {
             return Err(Status::already_exists(format!(
                 "replica {id} is already a member of the cluster"
@@ -977,11 +985,11 @@ impl pb::admin_server::Admin for AdminService {
             .chain(&status.learners)
             .copied()
             .max()
-            .unwrap_or(0);
+            .unwrap_or_default();
         if id <= highest {
             return Err(Status::invalid_argument(format!(
                 "replica id {id} is not new: ids up to {highest} have been used in this cluster, and an id is never used twice (a replica that lost its data must not pass for the one that voted); use id {}",
-                highest + 1
+                highest.get() + 1
             )));
         }
         if address.is_empty() || !address.contains(':') {
@@ -1014,6 +1022,7 @@ impl pb::admin_server::Admin for AdminService {
                 Routed::Answered(response) => return Ok(response),
             };
         let pb::ReplicaRequest { id, max_lag } = request.into_inner();
+        let id = ReplicaId::new(id);
         let max_lag = if max_lag == 0 {
             PROMOTE_MAX_LAG
         } else {
@@ -1034,8 +1043,8 @@ impl pb::admin_server::Admin for AdminService {
             .progress
             .iter()
             .find(|p| p.id == id)
-            .map_or(0, |p| p.matched);
-        let lag = status.last_index.saturating_sub(matched);
+            .map_or(0, |p| p.matched.get());
+        let lag = status.last_index.get().saturating_sub(matched);
         if lag > max_lag {
             return Err(Status::failed_precondition(format!(
                 "replica {id} is {lag} entries behind the leader (at most {max_lag} allowed); wait until it has caught up (`tally cluster status` shows its lag) and promote it again"
@@ -1065,7 +1074,7 @@ impl pb::admin_server::Admin for AdminService {
                 Routed::Here(request) => request,
                 Routed::Answered(response) => return Ok(response),
             };
-        let id = request.into_inner().id;
+        let id = ReplicaId::new(request.into_inner().id);
         let status = self.shared.status();
         if !status.voters.contains(&id) && !status.learners.contains(&id) {
             return Err(Status::not_found(format!(
@@ -1106,7 +1115,7 @@ impl pb::admin_server::Admin for AdminService {
                 Routed::Here(request) => request,
                 Routed::Answered(response) => return Ok(response),
             };
-        let id = request.into_inner().id;
+        let id = ReplicaId::new(request.into_inner().id);
         let status = self.shared.status();
         if !status.voters.contains(&id) {
             return Err(Status::invalid_argument(format!(
@@ -1144,13 +1153,14 @@ impl pb::raft_server::Raft for RaftService {
         require(&caller, &[Role::Replica])?;
         let peer = caller
             .replica_id()
+            .map(ReplicaId::new)
             .ok_or_else(|| Status::permission_denied("a replica certificate without an id"))?;
         let me = self.shared.status().id;
         let mut stream = request.into_inner();
         let mut received = 0u64;
         let mut snapshot = crate::transport::SnapshotAssembly::default();
         while let Some(batch) = stream.message().await? {
-            if batch.from != peer {
+            if batch.from != peer.get() {
                 return Err(Status::permission_denied(format!(
                     "the batch says it is from replica {} but the certificate is replica {peer}'s",
                     batch.from
@@ -1167,7 +1177,11 @@ impl pb::raft_server::Raft for RaftService {
                 Some(piece) if batch.messages.is_empty() => {
                     let whole = snapshot.add(piece)?;
                     if let Some(bytes) = &whole {
-                        tracing::info!(replica = peer, bytes = bytes.len(), "received a snapshot");
+                        tracing::info!(
+                            replica = peer.get(),
+                            bytes = bytes.len(),
+                            "received a snapshot"
+                        );
                     }
                     whole
                 }
@@ -1184,7 +1198,7 @@ impl pb::raft_server::Raft for RaftService {
                 // the advisory on rust-protobuf in ../shared/design/replication-notes.md).
                 let message = raft::eraftpb::Message::parse_from_bytes(bytes)
                     .map_err(|e| Status::invalid_argument(format!("a raft message: {e}")))?;
-                if message.from != peer || message.to != me {
+                if message.from != peer.get() || message.to != me.get() {
                     return Err(Status::invalid_argument(format!(
                         "a raft message from {} to {} arrived on replica {peer}'s link to replica {me}",
                         message.from, message.to

@@ -18,6 +18,7 @@
 
 use crate::command::Command;
 use crate::error::Error;
+use crate::ids::LogIndex;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
@@ -147,7 +148,7 @@ pub struct ChainHead {
     pub length: u64,
     /// The applied index of the state: the last log index whose command the head reflects
     /// (the head may have been last extended at an earlier index).
-    pub log_index: u64,
+    pub log_index: LogIndex,
 }
 
 fn serialize_hex<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
@@ -204,7 +205,8 @@ impl CountyState {
     /// # Panics
     /// If `index` is not after the applied index: raft delivers each entry once, in order,
     /// so anything else is a bug in the driver, and applying it would fork the chain.
-    pub fn apply(&mut self, index: u64, command: &Command) -> Applied {
+    pub fn apply(&mut self, index: LogIndex, command: &Command) -> Applied {
+        let index = index.get();
         assert!(
             index > self.applied_index,
             "apply of log index {index} at applied index {}",
@@ -238,7 +240,8 @@ impl CountyState {
     ///
     /// # Panics
     /// If `index` is not after the applied index, as [`CountyState::apply`].
-    pub fn apply_empty(&mut self, index: u64) {
+    pub fn apply_empty(&mut self, index: LogIndex) {
+        let index = index.get();
         assert!(
             index > self.applied_index,
             "apply of log index {index} at applied index {}",
@@ -248,7 +251,8 @@ impl CountyState {
     }
 
     /// Sets the applied index stored beside the evidence, when rebuilding a state.
-    pub(crate) fn set_applied_index(&mut self, index: u64) {
+    pub(crate) fn set_applied_index(&mut self, index: LogIndex) {
+        let index = index.get();
         debug_assert!(index >= self.applied_index);
         self.applied_index = index;
     }
@@ -314,23 +318,23 @@ impl CountyState {
         if record.log_index < previous || record.log_index == 0 {
             return Err(Error::OutOfOrder {
                 position,
-                log_index: record.log_index,
-                previous,
-                applied_index: self.applied_index,
+                log_index: LogIndex::new(record.log_index),
+                previous: LogIndex::new(previous),
+                applied_index: LogIndex::new(self.applied_index),
             });
         }
         let outcome = self.record(record.log_index, &record.signed);
         if self.records.len() as u64 != position + 1 {
             return Err(Error::NotRecorded {
                 position,
-                log_index: record.log_index,
+                log_index: LogIndex::new(record.log_index),
                 outcome: format!("{outcome:?}"),
             });
         }
         if self.head() != record.head {
             return Err(Error::HeadMismatch {
                 position,
-                log_index: record.log_index,
+                log_index: LogIndex::new(record.log_index),
             });
         }
         self.applied_index = self.applied_index.max(record.log_index);
@@ -350,12 +354,12 @@ impl CountyState {
         ChainHead {
             head: self.head(),
             length: self.records.len() as u64,
-            log_index: self.applied_index,
+            log_index: LogIndex::new(self.applied_index),
         }
     }
 
-    pub fn applied_index(&self) -> u64 {
-        self.applied_index
+    pub fn applied_index(&self) -> LogIndex {
+        LogIndex::new(self.applied_index)
     }
 
     /// The chain's head: that of the last record, all zero for an empty chain.
@@ -416,15 +420,15 @@ impl CountyState {
         if image.applied_index < last {
             return Err(Error::OutOfOrder {
                 position: state.records.len() as u64 - 1,
-                log_index: last,
-                previous: last,
-                applied_index: image.applied_index,
+                log_index: LogIndex::new(last),
+                previous: LogIndex::new(last),
+                applied_index: LogIndex::new(image.applied_index),
             });
         }
         if state.head() != image.chain_head {
             return Err(Error::HeadMismatch {
                 position: state.records.len() as u64,
-                log_index: image.applied_index,
+                log_index: LogIndex::new(image.applied_index),
             });
         }
         state.applied_index = image.applied_index;
@@ -583,7 +587,7 @@ mod tests {
     fn a_sheet_of_another_townships_unit_is_refused() {
         let mut state = CountyState::new(definition());
         let applied = state.apply(
-            2,
+            LogIndex::new(2),
             &Command::Ingest {
                 township: TownshipId::new("T9"),
                 sheets: vec![signed(1, 1, 100)],
@@ -595,7 +599,7 @@ mod tests {
             [SheetOutcome::Refused { code: "E210", message }] if message.contains("T1-U1")
         ));
         assert!(state.records().is_empty());
-        assert_eq!(state.applied_index(), 2);
+        assert_eq!(state.applied_index(), LogIndex::new(2));
     }
 
     // Goal: a sheet is recorded exactly once: the same bytes again are a duplicate and leave
@@ -605,7 +609,7 @@ mod tests {
     fn exactly_once() {
         let mut state = CountyState::new(definition());
         let sheet = signed(1, 1, 100);
-        let applied = state.apply(3, &ingest(vec![sheet.clone()]));
+        let applied = state.apply(LogIndex::new(3), &ingest(vec![sheet.clone()]));
         assert_eq!(applied.outcomes, vec![SheetOutcome::Accepted]);
         let head = state.chain_head();
         let expected = chain_link(&CHAIN_HEAD_EMPTY, 3, &digest(&sheet));
@@ -614,7 +618,7 @@ mod tests {
             ChainHead {
                 head: expected,
                 length: 1,
-                log_index: 3
+                log_index: LogIndex::new(3)
             }
         );
         let mut by_hand = Sha256::new();
@@ -625,14 +629,14 @@ mod tests {
         assert_eq!(expected, <[u8; 32]>::from(by_hand.finalize()));
 
         let ledger_before = state.ledger().clone();
-        let applied = state.apply(4, &ingest(vec![sheet]));
+        let applied = state.apply(LogIndex::new(4), &ingest(vec![sheet]));
         assert_eq!(applied.outcomes, vec![SheetOutcome::Duplicate]);
         assert_eq!(state.ledger(), &ledger_before);
         assert_eq!(
             (state.chain_head().head, state.chain_head().length),
             (expected, 1)
         );
-        assert_eq!(state.applied_index(), 4);
+        assert_eq!(state.applied_index(), LogIndex::new(4));
         assert_eq!(state.records().len(), 1);
     }
 
@@ -644,8 +648,8 @@ mod tests {
         let mut state = CountyState::new(definition());
         let first = signed(1, 1, 100);
         let conflicting = signed(1, 1, 999);
-        state.apply(1, &ingest(vec![first]));
-        let applied = state.apply(2, &ingest(vec![conflicting.clone()]));
+        state.apply(LogIndex::new(1), &ingest(vec![first]));
+        let applied = state.apply(LogIndex::new(2), &ingest(vec![conflicting.clone()]));
         assert_eq!(applied.outcomes, vec![SheetOutcome::Conflict]);
         assert_eq!(state.chain_head().length, 2);
         assert_eq!(state.conflicts().len(), 1);
@@ -655,7 +659,7 @@ mod tests {
         assert_eq!(counted[0].candidates[0].approvals, 100);
 
         let head = state.chain_head().head;
-        let applied = state.apply(3, &ingest(vec![conflicting]));
+        let applied = state.apply(LogIndex::new(3), &ingest(vec![conflicting]));
         assert_eq!(applied.outcomes, vec![SheetOutcome::Conflict]);
         assert_eq!(state.chain_head().head, head);
         assert_eq!(state.chain_head().length, 2);
@@ -668,8 +672,11 @@ mod tests {
     #[test]
     fn correction_counted() {
         let mut state = CountyState::new(definition());
-        state.apply(1, &ingest(vec![signed(1, 2, 150)]));
-        let applied = state.apply(2, &ingest(vec![signed(1, 1, 100), signed(2, 1, 50)]));
+        state.apply(LogIndex::new(1), &ingest(vec![signed(1, 2, 150)]));
+        let applied = state.apply(
+            LogIndex::new(2),
+            &ingest(vec![signed(1, 1, 100), signed(2, 1, 50)]),
+        );
         assert_eq!(
             applied.outcomes,
             vec![SheetOutcome::Superseded, SheetOutcome::Accepted]
@@ -699,7 +706,10 @@ mod tests {
         garbage.sheet = vec![0xff; 10];
         let unknown = tally_proto::sign(&sheet(1, 1, 100), &unit_key(9));
         let other = tally_proto::sign(&sheet(1, 1, 100), &unit_key(2));
-        let applied = state.apply(1, &ingest(vec![garbage, unknown, other, signed(3, 1, 5)]));
+        let applied = state.apply(
+            LogIndex::new(1),
+            &ingest(vec![garbage, unknown, other, signed(3, 1, 5)]),
+        );
         let codes: Vec<_> = applied
             .outcomes
             .iter()
@@ -726,11 +736,11 @@ mod tests {
         let mut a = CountyState::new(definition());
         let mut b = CountyState::new(definition());
         for (i, command) in commands.iter().enumerate() {
-            a.apply(i as u64 + 1, command);
-            b.apply(i as u64 + 1, command);
+            a.apply(LogIndex::new(i as u64 + 1), command);
+            b.apply(LogIndex::new(i as u64 + 1), command);
         }
-        a.apply_empty(5);
-        b.apply_empty(5);
+        a.apply_empty(LogIndex::new(5));
+        b.apply_empty(LogIndex::new(5));
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.chain_head(), b.chain_head());
 
@@ -739,12 +749,12 @@ mod tests {
         assert_eq!(restored.chain_head(), a.chain_head());
         assert_eq!(restored.ledger(), a.ledger());
         assert_eq!(restored.conflicts(), a.conflicts());
-        assert_eq!(restored.applied_index(), 5);
+        assert_eq!(restored.applied_index(), LogIndex::new(5));
 
         let mut restored = restored;
         let more = ingest(vec![signed(3, 1, 7)]);
-        restored.apply(6, &more);
-        a.apply(6, &more);
+        restored.apply(LogIndex::new(6), &more);
+        a.apply(LogIndex::new(6), &more);
         assert_eq!(restored.fingerprint(), a.fingerprint());
         assert_ne!(a.fingerprint(), b.fingerprint());
     }
@@ -754,7 +764,10 @@ mod tests {
     #[test]
     fn corrupt_image_refused() {
         let mut state = CountyState::new(definition());
-        state.apply(1, &ingest(vec![signed(1, 1, 100), signed(2, 1, 80)]));
+        state.apply(
+            LogIndex::new(1),
+            &ingest(vec![signed(1, 1, 100), signed(2, 1, 80)]),
+        );
         let image = decode_image(&state.snapshot_bytes()).unwrap();
 
         let mut bad = image.clone();
@@ -868,8 +881,8 @@ mod tests {
                     }
                 }
                 let command = ingest(batch);
-                let outcome_a = a.apply(index, &command);
-                let outcome_b = b.apply(index, &command);
+                let outcome_a = a.apply(LogIndex::new(index), &command);
+                let outcome_b = b.apply(LogIndex::new(index), &command);
                 prop_assert_eq!(outcome_a, outcome_b);
             }
             prop_assert_eq!(a.fingerprint(), b.fingerprint());

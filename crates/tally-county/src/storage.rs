@@ -46,6 +46,7 @@
 //! most `term` calls touch no disk.
 
 use crate::error::Error;
+use crate::ids::{LogIndex, ReplicaId};
 use crate::state::{CountyState, Records};
 
 /// The log index of the founding configuration's snapshot (see [`DiskStorage::bootstrap`]).
@@ -91,7 +92,7 @@ pub const DATABASE_FILE: &str = "county.redb";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub cluster_id: String,
-    pub replica_id: u64,
+    pub replica_id: ReplicaId,
 }
 
 fn db(error: impl Into<redb::Error>) -> Error {
@@ -255,7 +256,7 @@ impl DiskStorage {
                 .map_err(db)?
                 .map(|v| String::from_utf8_lossy(v.value()).into_owned());
             let stored_replica = match meta.get(META_REPLICA_ID).map_err(db)? {
-                Some(v) => Some(decode_u64("replica id", v.value())?),
+                Some(v) => Some(ReplicaId::new(decode_u64("replica id", v.value())?)),
                 None => None,
             };
             match (stored_cluster, stored_replica) {
@@ -277,7 +278,7 @@ impl DiskStorage {
                         .map_err(db)?;
                     meta.insert(
                         META_REPLICA_ID,
-                        identity.replica_id.to_be_bytes().as_slice(),
+                        identity.replica_id.get().to_be_bytes().as_slice(),
                     )
                     .map_err(db)?;
                     let mut incarnation = [0u8; INCARNATION_BYTES];
@@ -321,7 +322,7 @@ impl DiskStorage {
 
     /// Stores what the networked replica keeps about another replica (its address, its
     /// incarnation), under `kind` (fsynced before it returns).
-    pub fn put_peer_record(&self, kind: &str, peer: u64, value: &[u8]) -> Result<(), Error> {
+    pub fn put_peer_record(&self, kind: &str, peer: ReplicaId, value: &[u8]) -> Result<(), Error> {
         let txn = self.begin_write(Durability::Immediate)?;
         {
             let mut table = txn.open_table(NODE).map_err(db)?;
@@ -333,7 +334,7 @@ impl DiskStorage {
     }
 
     /// Every record of `kind` ([`DiskStorage::put_peer_record`]), by replica id.
-    pub fn peer_records(&self, kind: &str) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+    pub fn peer_records(&self, kind: &str) -> Result<Vec<(ReplicaId, Vec<u8>)>, Error> {
         let prefix = format!("{kind}/");
         let txn = self.database.begin_read().map_err(db)?;
         let table = txn.open_table(NODE).map_err(db)?;
@@ -343,7 +344,7 @@ impl DiskStorage {
             let Some(id) = key.value().strip_prefix(&prefix) else {
                 break;
             };
-            let id = id.parse().map_err(|_| {
+            let id = id.parse().map(ReplicaId::new).map_err(|_| {
                 corrupt(
                     format!("{kind} record {:?}", key.value()),
                     "has no replica id",
@@ -370,7 +371,7 @@ impl DiskStorage {
 
     /// First boot of a founding replica: records the initial voters. An error if the replica
     /// already has a configuration, a log or a snapshot.
-    pub fn bootstrap(&self, voters: &[u64]) -> Result<(), Error> {
+    pub fn bootstrap(&self, voters: &[ReplicaId]) -> Result<(), Error> {
         {
             let cache = self.cache();
             if cache.conf_state != ConfState::default()
@@ -389,7 +390,7 @@ impl DiskStorage {
         let metadata = snapshot.mut_metadata();
         metadata.index = BOOTSTRAP_INDEX;
         metadata.term = BOOTSTRAP_INDEX;
-        metadata.mut_conf_state().voters = voters.to_vec();
+        metadata.mut_conf_state().voters = voters.iter().map(|id| id.get()).collect();
         snapshot.data = tally_proto::county::encode_image(&tally_proto::county::StateImage {
             applied_index: BOOTSTRAP_INDEX,
             chain_head: crate::state::CHAIN_HEAD_EMPTY,
@@ -425,8 +426,8 @@ impl DiskStorage {
                 let metadata = snapshot.get_metadata();
                 if metadata.index <= next.snapshot_metadata.index {
                     return Err(Error::SnapshotOutOfDate {
-                        index: metadata.index,
-                        snapshot_index: next.snapshot_metadata.index,
+                        index: LogIndex::new(metadata.index),
+                        snapshot_index: LogIndex::new(next.snapshot_metadata.index),
                     });
                 }
                 let image = decode_image(&snapshot.data)
@@ -457,22 +458,22 @@ impl DiskStorage {
             if let Some(first) = entries.first() {
                 if first.index < next.first_index() {
                     return Err(Error::OverwriteCompacted {
-                        first: first.index,
-                        first_index: next.first_index(),
+                        first: LogIndex::new(first.index),
+                        first_index: LogIndex::new(next.first_index()),
                     });
                 }
                 if first.index > next.last_index + 1 {
                     return Err(Error::LogGap {
-                        first: first.index,
-                        last_index: next.last_index,
+                        first: LogIndex::new(first.index),
+                        last_index: LogIndex::new(next.last_index),
                     });
                 }
                 for (offset, entry) in entries.iter().enumerate() {
                     let expected = first.index + offset as u64;
                     if entry.index != expected {
                         return Err(Error::EntriesNotConsecutive {
-                            expected,
-                            found: entry.index,
+                            expected: LogIndex::new(expected),
+                            found: LogIndex::new(entry.index),
                         });
                     }
                 }
@@ -506,10 +507,10 @@ impl DiskStorage {
 
     /// Records the commit index of a light ready. `Durability::None`: see the module
     /// documentation.
-    pub fn set_commit(&self, commit: u64) -> Result<(), Error> {
+    pub fn set_commit(&self, commit: LogIndex) -> Result<(), Error> {
         let mut cache = self.cache();
         let mut hard_state = cache.hard_state.clone();
-        hard_state.commit = commit;
+        hard_state.commit = commit.get();
         let txn = self.begin_write(Durability::None)?;
         {
             let mut meta = txn.open_table(META).map_err(db)?;
@@ -546,28 +547,25 @@ impl DiskStorage {
     pub fn save_applied(&self, state: &CountyState) -> Result<(), Error> {
         let mut cache = self.cache();
         let records = state.records();
-        if (records.len() as u64) < cache.chain_stored
-            || state.applied_index() < cache.applied_index
-        {
+        // The redb rows and raft's hard state hold the bare number.
+        let applied_index = state.applied_index().get();
+        if (records.len() as u64) < cache.chain_stored || applied_index < cache.applied_index {
             return Err(Error::StateBehind {
                 records: records.len() as u64,
                 applied_index: state.applied_index(),
                 stored_records: cache.chain_stored,
-                stored_applied_index: cache.applied_index,
+                stored_applied_index: LogIndex::new(cache.applied_index),
             });
         }
         let mut hard_state = cache.hard_state.clone();
-        hard_state.commit = hard_state.commit.max(state.applied_index());
+        hard_state.commit = hard_state.commit.max(applied_index);
         let txn = self.begin_write(Durability::None)?;
         {
             let mut chain = txn.open_table(CHAIN).map_err(db)?;
             write_rows(&mut chain, records, cache.chain_stored)?;
             let mut meta = txn.open_table(META).map_err(db)?;
-            meta.insert(
-                META_APPLIED_INDEX,
-                state.applied_index().to_be_bytes().as_slice(),
-            )
-            .map_err(db)?;
+            meta.insert(META_APPLIED_INDEX, applied_index.to_be_bytes().as_slice())
+                .map_err(db)?;
             if hard_state.commit != cache.hard_state.commit {
                 meta.insert(META_HARD_STATE, encode_pb(&hard_state).as_slice())
                     .map_err(db)?;
@@ -575,7 +573,7 @@ impl DiskStorage {
         }
         txn.commit().map_err(db)?;
         cache.chain_stored = records.len() as u64;
-        cache.applied_index = state.applied_index();
+        cache.applied_index = applied_index;
         cache.hard_state = hard_state;
         Ok(())
     }
@@ -615,7 +613,7 @@ impl DiskStorage {
                 ),
             ));
         }
-        if cache.applied_index < state.applied_index() {
+        if cache.applied_index < state.applied_index().get() {
             return Err(corrupt(
                 "applied index",
                 format!(
@@ -625,13 +623,13 @@ impl DiskStorage {
                 ),
             ));
         }
-        state.set_applied_index(cache.applied_index);
+        state.set_applied_index(LogIndex::new(cache.applied_index));
         Ok(state)
     }
 
     /// The applied index stored with the state machine's rows; `Config.applied` on restart.
-    pub fn applied_index(&self) -> u64 {
-        self.cache().applied_index
+    pub fn applied_index(&self) -> LogIndex {
+        LogIndex::new(self.cache().applied_index)
     }
 
     /// Log compaction: stores a snapshot of `state` at its applied index as the current
@@ -640,22 +638,23 @@ impl DiskStorage {
     /// the stored snapshot is already at that index.
     pub fn compact(&self, state: &CountyState, conf_state: &ConfState) -> Result<(), Error> {
         let mut cache = self.cache();
-        let index = state.applied_index();
+        // The redb rows and raft's snapshot metadata hold the bare number.
+        let index = state.applied_index().get();
         if index <= cache.snapshot_metadata.index {
             return Ok(());
         }
         if index > cache.last_index {
             return Err(Error::CompactBeyondLog {
-                index,
-                last_index: cache.last_index,
+                index: LogIndex::new(index),
+                last_index: LogIndex::new(cache.last_index),
             });
         }
         if (state.records().len() as u64) < cache.chain_stored || index < cache.applied_index {
             return Err(Error::StateBehind {
                 records: state.records().len() as u64,
-                applied_index: index,
+                applied_index: LogIndex::new(index),
                 stored_records: cache.chain_stored,
-                stored_applied_index: cache.applied_index,
+                stored_applied_index: LogIndex::new(cache.applied_index),
             });
         }
         let term = self.stored_term(index)?;
@@ -980,7 +979,7 @@ mod tests {
     fn identity(replica_id: u64) -> Identity {
         Identity {
             cluster_id: "county-test".into(),
-            replica_id,
+            replica_id: ReplicaId::new(replica_id),
         }
     }
 
@@ -1000,7 +999,7 @@ mod tests {
     fn image_at(index: u64) -> Vec<u8> {
         let mut state = CountyState::new(definition());
         if index > 0 {
-            state.apply_empty(index);
+            state.apply_empty(LogIndex::new(index));
         }
         state.snapshot_bytes()
     }
@@ -1030,7 +1029,7 @@ mod tests {
     /// Compacts to `index` with an empty state there.
     fn compact_to(storage: &DiskStorage, index: u64) -> Result<(), Error> {
         let mut state = CountyState::new(definition());
-        state.apply_empty(index);
+        state.apply_empty(LogIndex::new(index));
         let conf_state = ConfState {
             voters: vec![1, 2, 3],
             ..Default::default()
@@ -1297,8 +1296,11 @@ mod tests {
         assert_eq!(initial.hard_state.commit, 4);
         assert_eq!(initial.hard_state.term, 4);
         assert_eq!(initial.conf_state.voters, vec![1, 2, 3]);
-        assert_eq!(storage.applied_index(), 4);
-        assert_eq!(storage.load_state(definition()).unwrap().applied_index(), 4);
+        assert_eq!(storage.applied_index(), LogIndex::new(4));
+        assert_eq!(
+            storage.load_state(definition()).unwrap().applied_index(),
+            LogIndex::new(4)
+        );
 
         let err = storage
             .persist(Some(&new_snapshot(3, 3, vec![1, 2, 3])), &[], None)
@@ -1321,9 +1323,12 @@ mod tests {
 
     fn apply(state: &mut CountyState, entry: &Entry) {
         if entry.data.is_empty() {
-            state.apply_empty(entry.index);
+            state.apply_empty(LogIndex::new(entry.index));
         } else {
-            state.apply(entry.index, &Command::decode(&entry.data).unwrap());
+            state.apply(
+                LogIndex::new(entry.index),
+                &Command::decode(&entry.data).unwrap(),
+            );
         }
     }
 
@@ -1365,7 +1370,7 @@ mod tests {
                 apply(&mut state, entry);
             }
             storage.save_applied(&state).unwrap();
-            storage.set_commit(5).unwrap();
+            storage.set_commit(LogIndex::new(5)).unwrap();
             apply(&mut state, &entries[3]);
             apply(&mut state, &entries[4]);
             storage.save_applied(&state).unwrap();
@@ -1377,7 +1382,7 @@ mod tests {
             assert_eq!(initial.hard_state, hard_state);
             assert_eq!(initial.conf_state.voters, vec![1, 2, 3]);
             assert_eq!(all_entries(&storage), entries);
-            assert_eq!(storage.applied_index(), 5);
+            assert_eq!(storage.applied_index(), LogIndex::new(5));
             let loaded = storage.load_state(definition()).unwrap();
             assert_eq!(loaded.fingerprint(), state.fingerprint());
             assert_eq!(loaded.chain_head(), state.chain_head());
@@ -1396,10 +1401,10 @@ mod tests {
         assert_eq!(storage.first_index(), Ok(6));
         assert_eq!(storage.last_index(), Ok(6));
         assert_eq!(all_entries(&storage), entries[5..].to_vec());
-        assert_eq!(storage.applied_index(), 6);
+        assert_eq!(storage.applied_index(), LogIndex::new(6));
         let loaded = storage.load_state(definition()).unwrap();
         assert_eq!(loaded.fingerprint(), state.fingerprint());
-        assert_eq!(loaded.applied_index(), 6);
+        assert_eq!(loaded.applied_index(), LogIndex::new(6));
         // The snapshot handed to raft is of the applied state (6), not the stored one (5).
         let snapshot = storage.snapshot(0, 2).unwrap();
         assert_eq!(
@@ -1411,7 +1416,7 @@ mod tests {
             vec![1, 2, 3]
         );
         let from_snapshot = CountyState::restore(definition(), &snapshot.data).unwrap();
-        assert_eq!(from_snapshot.applied_index(), 6);
+        assert_eq!(from_snapshot.applied_index(), LogIndex::new(6));
         assert_eq!(from_snapshot.chain_head().length, 5);
         assert_eq!(from_snapshot.fingerprint(), state.fingerprint());
     }
@@ -1424,10 +1429,10 @@ mod tests {
     fn installed_snapshot_rebuilds_state() {
         let mut leader = CountyState::new(definition());
         leader.apply(
-            2,
+            LogIndex::new(2),
             &Command::decode(&command_entry(2, 1, vec![signed(1, 1, 100)]).data).unwrap(),
         );
-        leader.apply_empty(4);
+        leader.apply_empty(LogIndex::new(4));
         let mut snapshot = new_snapshot(4, 2, vec![1, 2, 3]);
         snapshot.data = leader.snapshot_bytes().into();
 
@@ -1442,7 +1447,7 @@ mod tests {
                 .unwrap(); // a configuration without the bootstrap snapshot, so the log starts at 1
             storage.persist(None, &[new_entry(1, 1)], None).unwrap();
             let mut follower = CountyState::new(definition());
-            follower.apply_empty(1);
+            follower.apply_empty(LogIndex::new(1));
             storage.save_applied(&follower).unwrap();
 
             let next = command_entry(5, 2, vec![signed(2, 1, 40)]);
@@ -1470,9 +1475,9 @@ mod tests {
         let dir = TempDir::new().unwrap();
         {
             let storage = DiskStorage::open(dir.path(), &identity(1)).unwrap();
-            storage.bootstrap(&[1, 2, 3]).unwrap();
+            storage.bootstrap(&[1, 2, 3].map(ReplicaId::new)).unwrap();
             assert!(matches!(
-                storage.bootstrap(&[1, 2, 3]),
+                storage.bootstrap(&[1, 2, 3].map(ReplicaId::new)),
                 Err(Error::AlreadyInitialized)
             ));
         }
@@ -1485,7 +1490,7 @@ mod tests {
         );
         let other = Identity {
             cluster_id: "another".into(),
-            replica_id: 1,
+            replica_id: ReplicaId::new(1),
         };
         let err = DiskStorage::open(dir.path(), &other).err().unwrap();
         assert!(
@@ -1495,7 +1500,7 @@ mod tests {
         );
         let storage = DiskStorage::open(dir.path(), &identity(1)).unwrap();
         assert!(storage.is_initialized());
-        assert!(storage.bootstrap(&[1]).is_err());
+        assert!(storage.bootstrap(&[1].map(ReplicaId::new)).is_err());
     }
 
     /// Sets (or, with `None`, removes) the stored schema version of the database in `dir`, as
@@ -1532,7 +1537,7 @@ mod tests {
         let dir = TempDir::new().unwrap();
         {
             let storage = DiskStorage::open(dir.path(), &identity(1)).unwrap();
-            storage.bootstrap(&[1, 2, 3]).unwrap();
+            storage.bootstrap(&[1, 2, 3].map(ReplicaId::new)).unwrap();
         }
         assert_eq!(stored_version(dir.path()), Some(SCHEMA_VERSION.to_string()));
 

@@ -15,6 +15,7 @@
 //! ([`SnapshotAssembly`], at most [`SNAPSHOT_BYTES_MAX`]). The largest raft batch is then one
 //! append of the largest ingest entry ([`RAFT_BATCH_BYTES_MAX`]).
 
+use crate::ids::ReplicaId;
 use crate::node::Input;
 use crate::storage::INCARNATION_BYTES;
 use protobuf::Message as _;
@@ -103,8 +104,8 @@ pub(crate) struct PeerLink {
 
 impl PeerLink {
     pub(crate) fn start(
-        from: u64,
-        to: u64,
+        from: ReplicaId,
+        to: ReplicaId,
         address: String,
         incarnation: [u8; INCARNATION_BYTES],
         dialer: Arc<dyn Dialer>,
@@ -129,8 +130,8 @@ fn encode(messages: &[Message]) -> Vec<Vec<u8>> {
 }
 
 async fn run_link(
-    from: u64,
-    to: u64,
+    from: ReplicaId,
+    to: ReplicaId,
     address: String,
     incarnation: [u8; INCARNATION_BYTES],
     dialer: Arc<dyn Dialer>,
@@ -138,7 +139,7 @@ async fn run_link(
     mut rx: mpsc::Receiver<Message>,
 ) {
     let batch = |messages: Vec<Vec<u8>>| RaftBatch {
-        from,
+        from: from.get(),
         messages,
         incarnation: incarnation.to_vec(),
         snapshot: None,
@@ -170,7 +171,7 @@ async fn run_link(
                     )
                 }
                 Err(e) => {
-                    tracing::warn!(replica = to, %address, error = %e, "cannot dial replica");
+                    tracing::warn!(replica = to.get(), %address, error = %e, "cannot dial replica");
                     failed_at = Some(tokio::time::Instant::now());
                     report_lost(&driver, to, &messages).await;
                     continue;
@@ -211,9 +212,9 @@ async fn run_link(
                             || status.code() == tonic::Code::PermissionDenied
                         {
                             // The peer refuses this replica: only the operator can mend it.
-                            tracing::warn!(replica = to, %address, error = %status.message(), "refused by a peer");
+                            tracing::warn!(replica = to.get(), %address, error = %status.message(), "refused by a peer");
                         } else {
-                            tracing::debug!(replica = to, %address, error = %status, "raft stream ended");
+                            tracing::debug!(replica = to.get(), %address, error = %status, "raft stream ended");
                         }
                         let _ = driver.send(Input::Unreachable(to)).await;
                     }
@@ -224,19 +225,19 @@ async fn run_link(
         for snapshot in snapshots {
             let mut call = rpc.clone();
             let body = snapshot_pieces(
-                from,
+                from.get(),
                 incarnation,
                 snapshot.write_to_bytes().unwrap_or_default(),
             );
             let delivered = match call.send(body).await {
                 Ok(_) => true,
                 Err(status) => {
-                    tracing::warn!(replica = to, %address, error = %status, "a snapshot did not arrive");
+                    tracing::warn!(replica = to.get(), %address, error = %status, "a snapshot did not arrive");
                     false
                 }
             };
             tracing::info!(
-                replica = to,
+                replica = to.get(),
                 index = snapshot.get_snapshot().get_metadata().index,
                 delivered,
                 "sent a snapshot"
@@ -351,7 +352,7 @@ impl SnapshotAssembly {
     }
 }
 
-async fn report_lost(driver: &mpsc::Sender<Input>, to: u64, messages: &[Message]) {
+async fn report_lost(driver: &mpsc::Sender<Input>, to: ReplicaId, messages: &[Message]) {
     for m in messages {
         if m.get_msg_type() == MessageType::MsgSnapshot {
             let _ = driver

@@ -14,6 +14,7 @@ use tally_county::command::Command;
 use tally_county::replica::{Options, ProposalId, Replica};
 use tally_county::state::SheetOutcome;
 use tally_county::storage::{DiskStorage, Identity};
+use tally_county::{LogIndex, ReplicaId};
 use tally_proto::SignedSheet;
 use tally_synth::GenParams;
 
@@ -109,7 +110,13 @@ impl Cluster {
             // The database allows one open handle: bootstrap, close, then start.
             cluster
                 .open_storage(id)
-                .bootstrap(voters)
+                .bootstrap(
+                    &voters
+                        .iter()
+                        .copied()
+                        .map(ReplicaId::new)
+                        .collect::<Vec<_>>(),
+                )
                 .expect("first boot");
             cluster.replicas.insert(id, None);
             cluster.start(id);
@@ -128,7 +135,7 @@ impl Cluster {
             &dir,
             &Identity {
                 cluster_id: CLUSTER_ID.into(),
-                replica_id: id,
+                replica_id: ReplicaId::new(id),
             },
         )
         .unwrap_or_else(|e| panic!("seed {}: open replica {id}: {e}", self.seed))
@@ -136,8 +143,13 @@ impl Cluster {
 
     fn start(&mut self, id: u64) {
         let storage = self.open_storage(id);
-        let replica = Replica::open_with(id, storage, self.definition.clone(), self.options)
-            .unwrap_or_else(|e| panic!("seed {}: start replica {id}: {e}", self.seed));
+        let replica = Replica::open_with(
+            ReplicaId::new(id),
+            storage,
+            self.definition.clone(),
+            self.options,
+        )
+        .unwrap_or_else(|e| panic!("seed {}: start replica {id}: {e}", self.seed));
         self.replicas.insert(id, Some(replica));
     }
 
@@ -155,9 +167,9 @@ impl Cluster {
     /// has not yet heard of the newer term still says it leads, and must not be chosen.
     fn leader(&self) -> Option<u64> {
         self.live()
-            .filter(|r| r.is_leader() && !self.isolated.contains(&r.id()))
+            .filter(|r| r.is_leader() && !self.isolated.contains(&r.id().get()))
             .max_by_key(|r| (r.status().term, r.id()))
-            .map(Replica::id)
+            .map(|r| r.id().get())
     }
 
     fn reachable(&self, from: u64, to: u64) -> bool {
@@ -226,10 +238,10 @@ impl Cluster {
             }
             if let Some(sender) = self.replicas.get_mut(&from).and_then(Option::as_mut) {
                 if !delivered {
-                    sender.report_unreachable(to);
+                    sender.report_unreachable(ReplicaId::new(to));
                 }
                 if snapshot {
-                    sender.report_snapshot(to, delivered);
+                    sender.report_snapshot(ReplicaId::new(to), delivered);
                 }
             }
         }
@@ -353,7 +365,7 @@ impl Cluster {
     /// Waits until every live replica has applied everything the leader has.
     fn converge(&mut self) {
         self.run_until("replicas to converge", |c| {
-            let applied: BTreeSet<u64> = c.live().map(|r| r.state().applied_index()).collect();
+            let applied: BTreeSet<LogIndex> = c.live().map(|r| r.state().applied_index()).collect();
             let fingerprints: BTreeSet<[u8; 32]> =
                 c.live().map(|r| r.state().fingerprint()).collect();
             applied.len() == 1 && fingerprints.len() == 1
@@ -377,7 +389,7 @@ impl Cluster {
                 );
             }
         }
-        let mut by_index: BTreeMap<u64, BTreeSet<[u8; 32]>> = BTreeMap::new();
+        let mut by_index: BTreeMap<LogIndex, BTreeSet<[u8; 32]>> = BTreeMap::new();
         for replica in self.live() {
             by_index
                 .entry(replica.state().applied_index())
@@ -541,16 +553,17 @@ fn wiped_replica_rejoins_under_new_id_by_snapshot() {
         .get_mut(&leader)
         .and_then(Option::as_mut)
         .unwrap()
-        .propose_membership(ConfChangeType::RemoveNode, 3, Vec::new())
+        .propose_membership(ConfChangeType::RemoveNode, ReplicaId::new(3), Vec::new())
         .expect("leader takes the change");
     c.run_until("replica 3 removed", |c| {
-        c.live().all(|r| !r.status().voters.contains(&3))
+        c.live()
+            .all(|r| !r.status().voters.contains(&ReplicaId::new(3)))
     });
     c.replicas.remove(&3);
     for replica in c.live() {
         let status = replica.status();
         assert!(
-            status.first_index > COMPACT_AFTER_ENTRIES,
+            status.first_index.get() > COMPACT_AFTER_ENTRIES,
             "seed 4: replica {} compacted its log (first index {})",
             status.id,
             status.first_index
@@ -564,7 +577,11 @@ fn wiped_replica_rejoins_under_new_id_by_snapshot() {
         .get_mut(&leader)
         .and_then(Option::as_mut)
         .unwrap()
-        .propose_membership(ConfChangeType::AddLearnerNode, 4, Vec::new())
+        .propose_membership(
+            ConfChangeType::AddLearnerNode,
+            ReplicaId::new(4),
+            Vec::new(),
+        )
         .expect("leader takes the change");
     c.converge();
     let leader = c.wait_for_leader();
@@ -572,16 +589,17 @@ fn wiped_replica_rejoins_under_new_id_by_snapshot() {
         .get_mut(&leader)
         .and_then(Option::as_mut)
         .unwrap()
-        .propose_membership(ConfChangeType::AddNode, 4, Vec::new())
+        .propose_membership(ConfChangeType::AddNode, ReplicaId::new(4), Vec::new())
         .expect("leader takes the change");
     c.run_until("replica 4 is a voter", |c| {
-        c.live().all(|r| r.status().voters.contains(&4))
+        c.live()
+            .all(|r| r.status().voters.contains(&ReplicaId::new(4)))
     });
     c.converge();
     c.check();
     let joined = c.replicas[&4].as_ref().expect("live").status();
     assert!(
-        joined.first_index > COMPACT_AFTER_ENTRIES,
+        joined.first_index.get() > COMPACT_AFTER_ENTRIES,
         "seed 4: replica 4 started from a snapshot of the compacted log (first index {})",
         joined.first_index
     );
@@ -628,7 +646,7 @@ fn leadership_transfer_moves_the_leader() {
         .get_mut(&old)
         .and_then(Option::as_mut)
         .unwrap()
-        .transfer_leader(target);
+        .transfer_leader(ReplicaId::new(target));
     c.run_until("the transfer", |c| c.leader() == Some(target));
     let term = c.replicas[&target].as_ref().unwrap().status().term;
     for batch in rest.chunks(16) {

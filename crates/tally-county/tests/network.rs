@@ -27,6 +27,7 @@ use tally_county::node::NodeHandle;
 use tally_county::server::{self, COUNTY_SERVICE_NAME, ReplicaSetup};
 use tally_county::service::contest_status_name;
 use tally_county::transport::TlsDialer;
+use tally_county::{LogIndex, ReplicaId};
 use tally_net::{Identity, Role, TlsFiles};
 use tally_proto::SignedSheet;
 use tally_rpc::pb;
@@ -539,11 +540,22 @@ impl Cluster {
         std::fs::create_dir_all(&data_dir).map_err(|e| format!("data dir: {e}"))?;
         let opened = server::open(ReplicaSetup {
             cluster_id: CLUSTER_ID.into(),
-            replica_id: id,
+            replica_id: ReplicaId::new(id),
             data_dir,
             definition: fixture().definition.clone(),
-            initial_voters: self.initial_voters.clone(),
-            peers: self.addresses.lock().unwrap().clone(),
+            initial_voters: self
+                .initial_voters
+                .iter()
+                .copied()
+                .map(ReplicaId::new)
+                .collect(),
+            peers: self
+                .addresses
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, address)| (ReplicaId::new(*id), address.clone()))
+                .collect(),
             tick: self.tick,
             compact_after_entries: self.compact_after_entries,
             dialer: Arc::new(TlsDialer::new(&tls_files).map_err(|e| e.to_string())?),
@@ -1976,7 +1988,7 @@ async fn reads_raft_drops_are_answered_and_forgotten() {
     )
     .await;
 
-    let reads = async |count: usize| -> Vec<(Result<u64, WriteError>, Duration)> {
+    let reads = async |count: usize| -> Vec<(Result<LogIndex, WriteError>, Duration)> {
         let calls = (0..count).map(|_| {
             let node = node.clone();
             async move {

@@ -45,6 +45,7 @@ use hyper_util::rt::TokioIo;
 use support::power_loss::{CutMode, CutReport, Disk, POWER_CUT_MARKER};
 use tally_core::definition::Definition;
 use tally_core::ids::TownshipId;
+use tally_county::ReplicaId;
 use tally_county::node::{NodeHandle, Placement};
 use tally_county::server::{self, ReplicaSetup};
 use tally_county::service::CHECK_IN_PLACE_MAX;
@@ -352,11 +353,15 @@ async fn run_replica(host: ReplicaHost) -> turmoil::Result {
     let tls = TlsFiles::in_dir(&host.pki, &identity);
     let setup = ReplicaSetup {
         cluster_id: CLUSTER_ID.to_owned(),
-        replica_id: host.id,
+        replica_id: ReplicaId::new(host.id),
         data_dir: host.data_dir.clone(),
         definition: host.definition.clone(),
-        initial_voters: host.voters.clone(),
-        peers: host.peers.clone(),
+        initial_voters: host.voters.iter().copied().map(ReplicaId::new).collect(),
+        peers: host
+            .peers
+            .iter()
+            .map(|(id, address)| (ReplicaId::new(*id), address.clone()))
+            .collect(),
         tick: RAFT_TICK,
         compact_after_entries: COMPACT_AFTER_ENTRIES,
         dialer: Arc::new(SimDialer {
@@ -659,9 +664,9 @@ async fn run_checker(checker: Checker) -> turmoil::Result {
                     let state = replica.state();
                     ReplicaView {
                         id,
-                        applied_index: state.applied_index(),
-                        last_index: replica.status().last_index,
-                        term: replica.status().term,
+                        applied_index: state.applied_index().get(),
+                        last_index: replica.status().last_index.get(),
+                        term: replica.status().term.get(),
                         fingerprint: state.fingerprint(),
                         chain: state.chain_head(),
                         digests: state.recorded_digests(),
@@ -789,7 +794,7 @@ impl Faults {
             .map(|(_, handle)| handle.status().borrow().clone())
             .filter(|s| s.role == "leader")
             .max_by_key(|s| s.term)
-            .map(|s| s.id)
+            .map(|s| s.id.get())
     }
 
     /// The leader half of the time (when there is one), otherwise any replica.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::sync::Arc;
 use std::time::Duration;
+use tally_county::ReplicaId;
 use tally_county::command::Command;
 use tally_county::node::WriteError;
 use tally_county::server::{self, ReplicaSetup};
@@ -97,11 +98,11 @@ fn a_leader_whose_disk_fills_reports_stopped_not_leader() {
     runtime.block_on(async {
         let opened = server::open(ReplicaSetup {
             cluster_id: "disk-full".into(),
-            replica_id: 1,
+            replica_id: ReplicaId::new(1),
             data_dir: data_dir.clone(),
             definition: definition.clone(),
-            initial_voters: vec![1],
-            peers: BTreeMap::from([(1, "127.0.0.1:1".to_owned())]),
+            initial_voters: vec![ReplicaId::new(1)],
+            peers: BTreeMap::from([(ReplicaId::new(1), "127.0.0.1:1".to_owned())]),
             tick: Duration::from_millis(20),
             compact_after_entries: 10_000,
             dialer: Arc::new(NoDialer),

@@ -495,11 +495,18 @@ fn start_replica(
             let tls_files = TlsFiles::in_dir(&env.pki, &identity);
             let opened = server::open(ReplicaSetup {
                 cluster_id: CLUSTER_ID.into(),
-                replica_id: id,
+                replica_id: tally_county::ReplicaId::new(id),
                 data_dir: env.data_dir(&format!("replica-{id}")),
                 definition: fixture().definition.clone(),
-                initial_voters: REPLICAS.to_vec(),
-                peers: peers.clone(),
+                initial_voters: REPLICAS
+                    .iter()
+                    .copied()
+                    .map(tally_county::ReplicaId::new)
+                    .collect(),
+                peers: peers
+                    .iter()
+                    .map(|(id, address)| (tally_county::ReplicaId::new(*id), address.clone()))
+                    .collect(),
                 tick: TICK,
                 compact_after_entries: 10_000,
                 dialer: Arc::new(
