@@ -12,7 +12,42 @@
 use std::path::PathBuf;
 
 use crate::ids::{LogIndex, ReplicaId};
-pub use crate::node::WriteError;
+
+/// How a write ended when it was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    NotLeader {
+        leader: Option<ReplicaId>,
+    },
+    Dropped,
+    Abandoned,
+    Stopped(String),
+    /// A linearizable read that raft will not answer (no leader, the leadership changed, or it
+    /// waited [`READ_WAIT_MAX`](crate::node::READ_WAIT_MAX)); nothing was read.
+    ReadDropped(String),
+}
+
+/// What the caller is told. Not an [`std::error::Error`]: it is a reason, carried by
+/// [`crate::Error::Write`] where it meets other errors.
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::NotLeader { leader } => {
+                write!(f, "this replica is not the leader (leader: {leader:?})")
+            }
+            WriteError::Dropped => f.write_str(
+                "the proposal was dropped (a leadership transfer or a new election is in progress); send it again",
+            ),
+            WriteError::Abandoned => f.write_str(
+                "the entry was overtaken by a new leader before it was committed; send it again (a sheet recorded meanwhile is answered as a duplicate)",
+            ),
+            WriteError::Stopped(reason) => write!(f, "the replica stopped: {reason}"),
+            WriteError::ReadDropped(reason) => {
+                write!(f, "the read was not confirmed: {reason}; send it again")
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -8,13 +8,18 @@
 
 use crate::ids::ReplicaId;
 use crate::node::NodeStatus;
-use crate::service::{FORWARDED_BY, Shared, WRITE_DEADLINE};
+use crate::shared::Shared;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::transport::Channel;
+
+/// Metadata a replica adds to a call it forwards to the leader, naming itself.
+pub const FORWARDED_BY: &str = "tally-forwarded-by";
+/// How long a write may wait to be committed before the caller is told to send it again.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 use tonic::{Request, Response, Status};
 
 /// One forwarded attempt may wait this many (longest, randomized) election timeouts for the
@@ -143,7 +148,7 @@ where
         return Err(out_of_time(me, leader));
     }
     let attempt_end = deadline.min(now + attempt_max);
-    let mut forwarded = shared.forwarded(message);
+    let mut forwarded = forwarded(shared, message);
     set_timeout(&mut forwarded, attempt_end);
     tokio::select! {
         answer = tokio::time::timeout_at(attempt_end, call(channel, forwarded)) => match answer {
@@ -238,6 +243,22 @@ async fn leader_changes(view: &mut watch::Receiver<Arc<NodeStatus>>, leader: Rep
             return;
         }
     }
+}
+
+/// `message` as a call this replica forwards to the leader, naming itself in [`FORWARDED_BY`]
+/// (the leader never forwards such a call again).
+fn forwarded<T>(shared: &Shared, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        FORWARDED_BY,
+        shared
+            .status()
+            .id
+            .to_string()
+            .parse()
+            .expect("a number is valid metadata"),
+    );
+    request
 }
 
 #[cfg(test)]

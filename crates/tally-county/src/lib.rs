@@ -16,12 +16,15 @@
 //!   `u64` only at raft-rs, the wire and the disk.
 //! - [`replica`]: `Replica`, the RawNode driver: time and messages in, messages and outcomes out.
 //! - [`node`]: the driver run for the network, on a thread of its own: one input channel, group
-//!   commit, status watch, and the `NodeHandle` the services use.
+//!   commit, status watch, and the `NodeHandle` the services use; `input.rs` (private): the
+//!   `Input` messages the services and the transport send the driver.
 //! - [`reads`]: results computed outside the driver, once per applied index.
 //! - [`raft_log`]: raft-rs's slog records forwarded to `tracing`.
 //! - [`transport`]: raft messages between replicas over client-streaming gRPC, per-peer links.
 //! - [`service`]: the County, Admin and Raft services: authorization by role, forwarding to
 //!   the leader, linearizable reads.
+//! - [`shared`]: [`shared::Shared`], what the services, forwarding and the HTTP side of one
+//!   replica share; the Status answer.
 //! - [`server`]: open a replica (founding the cluster on first start) and serve it.
 //! - [`config`]: `CountyConfig`, one replica's config file (`county.toml`), checked as a whole.
 //! - [`error`]: [`Error`], the crate's one error type, and its mapping to `tonic::Status`.
@@ -40,6 +43,7 @@ pub mod fault;
 pub mod forward;
 pub mod http;
 pub mod ids;
+mod input;
 pub mod limits;
 pub mod metrics;
 pub mod node;
@@ -48,6 +52,7 @@ pub mod reads;
 pub mod replica;
 pub mod server;
 pub mod service;
+pub mod shared;
 pub mod state;
 pub mod storage;
 pub mod transport;

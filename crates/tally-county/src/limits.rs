@@ -8,6 +8,10 @@
 
 use crate::ids::ReplicaId;
 use std::sync::Arc;
+
+/// The largest answer a replica sends: a Results answer carries the whole county's result
+/// as JSON beside its messages (an Export sends its records in chunks well under this).
+pub const RESPONSE_BYTES_MAX: usize = 1 << 30;
 use tally_net::{MethodLimit, Role, ServiceLimits};
 
 /// Connections a replica holds open at once; the next waits in the listen backlog until one

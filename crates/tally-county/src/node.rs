@@ -23,8 +23,9 @@
 //! simulation's runtime controls, so the same code runs under turmoil.
 
 use crate::command::Command;
-use crate::error::Error;
+use crate::error::{Error, WriteError};
 use crate::ids::{LogIndex, ReplicaId, Term};
+use crate::input::Input;
 use crate::metrics::NodeMetrics;
 use crate::replica::{AppliedProposal, PeerProgress, Replica};
 use crate::state::ChainHead;
@@ -63,69 +64,6 @@ pub enum Placement {
     Thread,
     /// A task of the current runtime: the simulation, whose runtime and clock are simulated.
     Task,
-}
-
-/// How a write ended when it was not applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteError {
-    NotLeader {
-        leader: Option<ReplicaId>,
-    },
-    Dropped,
-    Abandoned,
-    Stopped(String),
-    /// A linearizable read that raft will not answer (no leader, the leadership changed, or it
-    /// waited [`READ_WAIT_MAX`]); nothing was read.
-    ReadDropped(String),
-}
-
-/// What the caller is told. Not an [`std::error::Error`]: it is a reason, carried by
-/// [`crate::Error::Write`] where it meets other errors.
-impl std::fmt::Display for WriteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WriteError::NotLeader { leader } => {
-                write!(f, "this replica is not the leader (leader: {leader:?})")
-            }
-            WriteError::Dropped => f.write_str(
-                "the proposal was dropped (a leadership transfer or a new election is in progress); send it again",
-            ),
-            WriteError::Abandoned => f.write_str(
-                "the entry was overtaken by a new leader before it was committed; send it again (a sheet recorded meanwhile is answered as a duplicate)",
-            ),
-            WriteError::Stopped(reason) => write!(f, "the replica stopped: {reason}"),
-            WriteError::ReadDropped(reason) => {
-                write!(f, "the read was not confirmed: {reason}; send it again")
-            }
-        }
-    }
-}
-
-/// What the driver is asked to do.
-pub(crate) enum Input {
-    Propose {
-        command: Command,
-        reply: oneshot::Sender<Result<AppliedProposal, WriteError>>,
-    },
-    Raft(Vec<Message>),
-    Read {
-        reply: oneshot::Sender<Result<LogIndex, WriteError>>,
-    },
-    Membership {
-        change: ConfChangeType,
-        node: ReplicaId,
-        context: Vec<u8>,
-        reply: oneshot::Sender<Result<(), WriteError>>,
-    },
-    Transfer {
-        to: ReplicaId,
-    },
-    Unreachable(ReplicaId),
-    SnapshotReport {
-        peer: ReplicaId,
-        delivered: bool,
-    },
-    Query(Box<dyn FnOnce(&Replica) + Send>),
 }
 
 /// The replica as the services and operators see it; published after every ready cycle.

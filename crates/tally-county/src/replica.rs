@@ -13,8 +13,8 @@
 
 use crate::command::Command;
 use crate::error::Error;
+use crate::error::WriteError;
 use crate::ids::{LogIndex, ReplicaId, Term};
-use crate::node::WriteError;
 use crate::state::{Applied, ChainHead, CountyState};
 use crate::storage::DiskStorage;
 use raft::eraftpb::{

@@ -151,9 +151,6 @@ pub const COUNTY_SERVICE_NAME: &str = "tally.v1.County";
 pub const ADMIN_SERVICE_NAME: &str = "tally.v1.Admin";
 /// The full name of the Raft service.
 pub const RAFT_SERVICE_NAME: &str = "tally.v1.Raft";
-/// The largest answer a replica sends: a Results answer carries the whole county's result
-/// as JSON beside its messages (an Export sends its records in chunks well under this).
-pub const RESPONSE_BYTES_MAX: usize = 1 << 30;
 
 /// Adds the replica's services to `server`: County, Admin, Raft, grpc.health.v1 and gRPC
 /// reflection (v1 and v1alpha, listing these services only), each behind its limits
@@ -224,7 +221,7 @@ pub fn router(mut server: tonic::transport::Server, shared: Arc<Shared>) -> Rout
                 shared: shared.clone(),
             })
             .max_decoding_message_size(county.message_bytes_max())
-            .max_encoding_message_size(RESPONSE_BYTES_MAX),
+            .max_encoding_message_size(limits::RESPONSE_BYTES_MAX),
             county,
         ))
         .add_service(guard(

@@ -16,7 +16,7 @@
 //! append of the largest ingest entry ([`RAFT_BATCH_BYTES_MAX`]).
 
 use crate::ids::ReplicaId;
-use crate::node::Input;
+use crate::input::Input;
 use crate::storage::INCARNATION_BYTES;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};

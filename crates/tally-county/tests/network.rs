@@ -1974,7 +1974,8 @@ async fn results_stream_township_scope_and_reflection() {
 // and a Results call says UNAVAILABLE and to send it again.
 #[tokio::test]
 async fn reads_raft_drops_are_answered_and_forgotten() {
-    use tally_county::node::{READ_WAIT_MAX, WriteError};
+    use tally_county::error::WriteError;
+    use tally_county::node::READ_WAIT_MAX;
     let members = [1, 2, 3];
     let cluster = Cluster::start(&members, COMPACT_AFTER_ENTRIES_DEFAULT).await;
     let leader = cluster.wait_for_leader(&members).await.replica_id;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tally_county::ReplicaId;
 use tally_county::command::Command;
-use tally_county::node::WriteError;
+use tally_county::error::WriteError;
 use tally_county::server::{self, ReplicaSetup};
 use tally_county::transport::Dialer;
 use tally_synth::GenParams;
