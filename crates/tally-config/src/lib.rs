@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+pub use tally_core::toml_text::{line_of, toml_key_at};
 use toml::Spanned;
 
 /// The largest config file read; a wrong path (a log, a disk image) is refused, not read.
@@ -179,31 +180,6 @@ impl<'a> Problems<'a> {
             problems: self.list,
         }
     }
-}
-
-/// The 1-based line of the byte `offset` in `text`.
-pub fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
-/// The key a TOML value at `offset` is given to (`replica_id` in `replica_id = -1`), read
-/// from the text before it on its line; `None` if the value is not right after `key =`.
-pub fn toml_key_at(text: &str, offset: usize) -> Option<&str> {
-    let before = text.get(..offset)?;
-    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
-    let key = line.trim_end().strip_suffix('=')?.trim_end();
-    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"');
-    let start = key
-        .char_indices()
-        .rev()
-        .find(|&(_, c)| !is_key(c))
-        .map_or(0, |(i, c)| i + c.len_utf8());
-    let key = key[start..].trim_matches('"');
-    (!key.is_empty()).then_some(key)
 }
 
 /// Checks `host:port`, where host is a DNS name, an IPv4 address or a bracketed IPv6

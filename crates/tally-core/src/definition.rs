@@ -10,6 +10,7 @@ use crate::Error;
 use crate::apportion::{Method, TieRule};
 use crate::congress::{LawRevision, Level, SeatRounding};
 use crate::ids::{CandidateId, ContestId, KeyId, TownshipId, UnitId, check_id};
+use crate::toml_text::{line_of, toml_key_at};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -624,30 +625,6 @@ fn unknown_variant_column(
         .map(|(i, _)| i);
     let first = columns.next()?;
     columns.next().is_none().then_some(first)
-}
-
-/// The key a TOML value at `offset` is given to (`seats` in `seats = "two"`), read from the
-/// text before it on its line; `None` if the value is not right after `key =`.
-fn toml_key_at(text: &str, offset: usize) -> Option<&str> {
-    let before = text.get(..offset)?;
-    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
-    let key = line.trim_end().strip_suffix('=')?.trim_end();
-    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"');
-    let start = key
-        .char_indices()
-        .rev()
-        .find(|&(_, c)| !is_key(c))
-        .map_or(0, |(i, c)| i + c.len_utf8());
-    let key = key[start..].trim_matches('"');
-    (!key.is_empty()).then_some(key)
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 /// Loads a definition from the text of its TOML file. `read_sibling` is asked for the text of

@@ -11,6 +11,7 @@
 //! - [`definition`]: the election definition (TOML + CSV), loaded and validated.
 //! - [`sheet`]: the tally sheet a polling unit reports for one contest.
 //! - [`sheet_file`]: the sheet as a clerk fills it in (TOML).
+//! - [`toml_text`]: a value's line and key in a TOML file's text, for messages.
 //! - [`validate`]: checks on a sheet, with stable codes, errors apart from warnings.
 //! - [`ledger`]: the set of accepted sheets; exactly-once, versions and conflicts.
 //! - [`results`]: the Election Law outcome per contest, and township and county summaries.
@@ -26,6 +27,7 @@ pub mod ledger;
 pub mod results;
 pub mod sheet;
 pub mod sheet_file;
+pub mod toml_text;
 pub mod validate;
 
 pub use error::Error;

@@ -87,14 +87,7 @@ pub fn parse(file: &str, text: &str) -> Result<TallySheet, Error> {
         file: file.to_owned(),
         location: e
             .span()
-            .map(|s| {
-                let line = text.as_bytes()[..s.start.min(text.len())]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1;
-                format!("line {line}")
-            })
+            .map(|s| format!("line {}", crate::toml_text::line_of(text, s.start)))
             .unwrap_or_default(),
         message: e.message().trim_end().to_owned(),
     })?;
