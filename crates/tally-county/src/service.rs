@@ -661,6 +661,23 @@ fn results_response(at: &ResultsAt, filter: &Filter, replica: ReplicaId) -> pb::
 
 // ---------------------------------------------------------------- Admin
 
+/// The request for this replica to handle as the leader: a follower forwards the call to the
+/// leader it knows and returns the leader's answer from the handler (`Admin.$method`).
+macro_rules! at_leader {
+    ($service:ident, $request:ident, $method:ident) => {
+        match forward::to_leader(
+            &$service.shared,
+            $request,
+            |channel, forwarded| async move { AdminClient::new(channel).$method(forwarded).await },
+        )
+        .await?
+        {
+            Routed::Here(request) => request,
+            Routed::Answered(response) => return Ok(response),
+        }
+    };
+}
+
 pub struct AdminService {
     pub shared: Arc<Shared>,
 }
@@ -730,15 +747,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::AddReplicaRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
-        let request =
-            match forward::to_leader(&self.shared, request, |channel, forwarded| async move {
-                AdminClient::new(channel).add_replica(forwarded).await
-            })
-            .await?
-            {
-                Routed::Here(request) => request,
-                Routed::Answered(response) => return Ok(response),
-            };
+        let request = at_leader!(self, request, add_replica);
         let pb::AddReplicaRequest { id, address } = request.into_inner();
         let status = self.shared.status();
         if id == 0 {
@@ -784,15 +793,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReplicaRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
-        let request =
-            match forward::to_leader(&self.shared, request, |channel, forwarded| async move {
-                AdminClient::new(channel).promote_replica(forwarded).await
-            })
-            .await?
-            {
-                Routed::Here(request) => request,
-                Routed::Answered(response) => return Ok(response),
-            };
+        let request = at_leader!(self, request, promote_replica);
         let pb::ReplicaRequest { id, max_lag } = request.into_inner();
         let id = ReplicaId::new(id);
         let max_lag = if max_lag == 0 {
@@ -837,15 +838,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReplicaRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
-        let request =
-            match forward::to_leader(&self.shared, request, |channel, forwarded| async move {
-                AdminClient::new(channel).remove_replica(forwarded).await
-            })
-            .await?
-            {
-                Routed::Here(request) => request,
-                Routed::Answered(response) => return Ok(response),
-            };
+        let request = at_leader!(self, request, remove_replica);
         let id = ReplicaId::new(request.into_inner().id);
         let status = self.shared.status();
         if !status.voters.contains(&id) && !status.learners.contains(&id) {
@@ -878,15 +871,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReplicaRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
         require(&peer_identity(&request)?, &[Role::Operator, Role::Replica])?;
-        let request =
-            match forward::to_leader(&self.shared, request, |channel, forwarded| async move {
-                AdminClient::new(channel).transfer_leader(forwarded).await
-            })
-            .await?
-            {
-                Routed::Here(request) => request,
-                Routed::Answered(response) => return Ok(response),
-            };
+        let request = at_leader!(self, request, transfer_leader);
         let id = ReplicaId::new(request.into_inner().id);
         let status = self.shared.status();
         if !status.voters.contains(&id) {
