@@ -331,6 +331,59 @@ pub struct ConfigPath<'a> {
     pub must_exist: Option<(&'static str, &'a str)>,
 }
 
+impl<'a> ConfigPath<'a> {
+    /// A folder the server makes when it is missing (`data_dir`): only checked not to be empty.
+    pub fn folder(field: &'static str, written: &'a Spanned<String>) -> Self {
+        ConfigPath {
+            field,
+            written,
+            must_exist: None,
+        }
+    }
+
+    /// A file that must exist when the server starts: `what` it is, and what to do without it.
+    pub fn file(
+        field: &'static str,
+        written: &'a Spanned<String>,
+        what: &'static str,
+        hint: &'a str,
+    ) -> Self {
+        ConfigPath {
+            field,
+            written,
+            must_exist: Some((what, hint)),
+        }
+    }
+
+    /// The `definition` key: the election definition, relative to the config's folder.
+    pub fn definition(written: &'a Spanned<String>) -> Self {
+        ConfigPath::file(
+            "definition",
+            written,
+            "the election definition",
+            "give the path of the election definition, relative to this config file's folder",
+        )
+    }
+}
+
+impl RawTls {
+    /// The three files of `[tls]` as paths that must exist: the county CA, then this server's
+    /// certificate and key, named for people by `cert_is` and `key_is` ("this replica's
+    /// certificate"); `hint` says how to make them.
+    pub fn paths<'a>(
+        &'a self,
+        cert_is: &'static str,
+        key_is: &'static str,
+        hint: &'a str,
+    ) -> [ConfigPath<'a>; 3] {
+        [
+            ConfigPath::file("tls.ca", &self.ca, "the county CA certificate", hint),
+            ConfigPath::file("tls.cert", &self.cert, cert_is, hint),
+            ConfigPath::file("tls.key", &self.key, key_is, hint),
+        ]
+    }
+}
+
 /// Checks the paths a config names: none is empty, and, with [`FileChecks::Yes`], every file
 /// that must exist is a file, named as written and as resolved.
 pub fn check_paths(

@@ -368,36 +368,17 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<CountyConfi
         cert: resolve(&raw.tls.cert),
         key: resolve(&raw.tls.key),
     };
-    let path = |field, written, must_exist| ConfigPath {
-        field,
-        written,
-        must_exist,
-    };
-    let definition_hint =
-        "give the path of the election definition, relative to this config file's folder";
-    let certs_hint = tally_net::HOW_TO_MAKE_CERTS;
+    let [ca, cert, key] = raw.tls.paths(
+        "this replica's certificate",
+        "this replica's key",
+        tally_net::HOW_TO_MAKE_CERTS,
+    );
     let paths = [
-        path("data_dir", &raw.data_dir, None),
-        path(
-            "definition",
-            &raw.definition,
-            Some(("the election definition", definition_hint)),
-        ),
-        path(
-            "tls.ca",
-            &raw.tls.ca,
-            Some(("the county CA certificate", certs_hint)),
-        ),
-        path(
-            "tls.cert",
-            &raw.tls.cert,
-            Some(("this replica's certificate", certs_hint)),
-        ),
-        path(
-            "tls.key",
-            &raw.tls.key,
-            Some(("this replica's key", certs_hint)),
-        ),
+        ConfigPath::folder("data_dir", &raw.data_dir),
+        ConfigPath::definition(&raw.definition),
+        ca,
+        cert,
+        key,
     ];
     tally_config::check_paths(&mut problems, file, &paths, file_checks);
 

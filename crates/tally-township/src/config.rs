@@ -271,47 +271,24 @@ fn check(file: &Path, text: &str, file_checks: FileChecks) -> Result<TownshipCon
         cert: resolve(&raw.tls.cert),
         key: resolve(&raw.tls.key),
     };
-    let path = |field, written, must_exist| ConfigPath {
-        field,
-        written,
-        must_exist,
-    };
-    let certs_hint = tally_net::HOW_TO_MAKE_CERTS;
+    let [ca, cert, key] = raw.tls.paths(
+        "this township's certificate",
+        "this township's TLS key",
+        tally_net::HOW_TO_MAKE_CERTS,
+    );
     let paths = [
-        path("data_dir", &raw.data_dir, None),
-        path(
-            "definition",
-            &raw.definition,
-            Some((
-                "the election definition",
-                "give the path of the election definition, relative to this config file's \
-                 folder",
-            )),
-        ),
-        path(
+        ConfigPath::folder("data_dir", &raw.data_dir),
+        ConfigPath::definition(&raw.definition),
+        ConfigPath::file(
             "countersign_key",
             &raw.countersign_key,
-            Some((
-                "the township's countersigning key",
-                "give the secret key whose public key the definition registers for this \
-                 township (townships.csv), as `tally keygen` wrote it",
-            )),
+            "the township's countersigning key",
+            "give the secret key whose public key the definition registers for this township \
+             (townships.csv), as `tally keygen` wrote it",
         ),
-        path(
-            "tls.ca",
-            &raw.tls.ca,
-            Some(("the county CA certificate", certs_hint)),
-        ),
-        path(
-            "tls.cert",
-            &raw.tls.cert,
-            Some(("this township's certificate", certs_hint)),
-        ),
-        path(
-            "tls.key",
-            &raw.tls.key,
-            Some(("this township's TLS key", certs_hint)),
-        ),
+        ca,
+        cert,
+        key,
     ];
     tally_config::check_paths(&mut problems, file, &paths, file_checks);
 
