@@ -14,7 +14,8 @@
 //! Everything here is read-only and unauthenticated (the gRPC services are where TLS and roles
 //! apply), so the listener is bound where only operators and the metrics collector reach it.
 
-use crate::service::{ResultsAt, Shared};
+use crate::reads::ResultsAt;
+use crate::shared::Shared;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

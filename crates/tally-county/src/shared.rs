@@ -47,7 +47,7 @@ pub struct Shared {
 
 const INCARNATION_RECORD: &str = "incarnation";
 
-pub use crate::reads::ResultsAt;
+use crate::reads::ResultsAt;
 
 impl Shared {
     pub fn new(

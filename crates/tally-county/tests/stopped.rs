@@ -165,7 +165,7 @@ fn a_leader_whose_disk_fills_reports_stopped_not_leader() {
                 .is_some_and(|r| r.contains("disk is full")),
             "{last:?}"
         );
-        let answer = tally_county::service::status_response(&last);
+        let answer = tally_county::shared::status_response(&last);
         assert_eq!(answer.role, "stopped");
         assert!(!answer.running);
         assert_eq!(answer.leader_id, 0);
