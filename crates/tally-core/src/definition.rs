@@ -116,10 +116,60 @@ impl UnitKind {
     }
 }
 
+/// The election's identity: every signature over a sheet or a batch binds the id and the
+/// mode (docs/signing.md), so a sheet signed for one election, or in a rehearsal, never counts
+/// in another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Election {
+    /// 1 to 64 ASCII letters, digits, `-`, `_`, `.`, e.g. `XH-2026`.
     pub id: String,
     pub name: String,
+    pub mode: Mode,
+}
+
+/// Whether an election is the real one or a rehearsal (演练) of it. A rehearsal runs exactly
+/// as the real night does, and says so on every report; its sheets never count in the
+/// official election, whose signatures bind the other mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// `rehearsal`, the default: an election is official only when its definition says so.
+    #[default]
+    Rehearsal,
+    /// `official`: the election itself.
+    Official,
+}
+
+impl Mode {
+    /// As written in the definition: `rehearsal` or `official`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Rehearsal => "rehearsal",
+            Mode::Official => "official",
+        }
+    }
+
+    /// The banner reports carry: `演练 / REHEARSAL`, `正式 / OFFICIAL`.
+    pub fn banner(self) -> &'static str {
+        match self {
+            Mode::Rehearsal => "演练 / REHEARSAL",
+            Mode::Official => "正式 / OFFICIAL",
+        }
+    }
+
+    /// The byte the signing messages carry (docs/signing.md): 1 official, 2 rehearsal.
+    pub fn wire_byte(self) -> u8 {
+        match self {
+            Mode::Official => 1,
+            Mode::Rehearsal => 2,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An area with a congress: the county, or one township.
@@ -322,8 +372,10 @@ struct RawDefinition {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawElection {
-    id: String,
+    id: toml::Spanned<String>,
     name: String,
+    #[serde(default)]
+    mode: Mode,
 }
 
 #[derive(Deserialize)]
@@ -648,6 +700,7 @@ pub fn load(
     };
     let mut loader = Loader { errors: Vec::new() };
 
+    let election = check_election(&mut loader, &source, raw.election);
     let (county_origin, county) = check_county(&mut loader, &source, raw.county);
     let township_rows = township_rows(&mut loader, &mut source, raw.townships, &raw.townships_csv);
     let townships = check_townships(&mut loader, township_rows);
@@ -691,10 +744,7 @@ pub fn load(
         return Err(Error::Definition(loader.errors));
     }
     Ok(Definition {
-        election: Election {
-            id: raw.election.id,
-            name: raw.election.name,
-        },
+        election,
         rules: raw.rules,
         county,
         townships: townships.list.into_iter().map(|(_, a)| a).collect(),
@@ -777,6 +827,18 @@ impl Source<'_> {
 }
 
 /// Step 2: the county itself.
+/// The election's id is signed into every sheet (docs/signing.md), so it is an id like any other.
+fn check_election(loader: &mut Loader, source: &Source<'_>, raw: RawElection) -> Election {
+    let origin = source.origin("election.".into(), raw.id.span().start);
+    loader.check_id(&origin, "id", raw.id.get_ref());
+    loader.check_name(&origin, "name", &raw.name);
+    Election {
+        id: raw.id.into_inner(),
+        name: raw.name,
+        mode: raw.mode,
+    }
+}
+
 fn check_county(loader: &mut Loader, source: &Source<'_>, raw: RawArea) -> (Origin, Area) {
     let origin = source.origin("county.".into(), raw.id.span().start);
     loader.check_id(&origin, "id", raw.id.get_ref());

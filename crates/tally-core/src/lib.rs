@@ -19,6 +19,7 @@
 //! - [`apportion`]: seat apportionment by population or votes, in exact integer arithmetic.
 
 pub mod apportion;
+pub mod canonical;
 pub mod congress;
 pub mod definition;
 pub mod error;

@@ -38,6 +38,8 @@
 //! | E208 | error | countersignature | the batch's countersignature does not verify |
 //! | E209 | error | countersignature | the countersigning key is not this township's registered key, or the township has none |
 //! | E210 | error | batch | the sheet's unit is not in the township that forwarded it |
+//! | E211 | error | signature layer | the sheet was signed for another election, or the other mode (rehearsal, official) |
+//! | E212 | error | signature layer | the sheet names no election: signed by the tally.v1 scheme |
 //! | W301 | warning | sheet | more ballots collected than issued: voids the whole contest (Art 44) |
 //! | W302 | warning | sheet | void ballots over `rules.void_ballots_warn_percent` of collected |
 //! | W303 | warning | sheet | ballots collected short of issued by more than `rules.issued_collected_gap_warn_percent` |
@@ -126,6 +128,10 @@ pub enum Code {
     CountersignKeyNotTownships,
     #[serde(rename = "E210")]
     UnitOfAnotherTownship,
+    #[serde(rename = "E211")]
+    AnotherElection,
+    #[serde(rename = "E212")]
+    NoElection,
     #[serde(rename = "W301")]
     CollectedOverIssued,
     #[serde(rename = "W302")]
@@ -142,7 +148,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 35] = [
+    pub const ALL: [Code; 37] = [
         Code::BallotsNotBalanced,
         Code::BlankOverValid,
         Code::VotesOverValid,
@@ -172,6 +178,8 @@ impl Code {
         Code::BadCountersignature,
         Code::CountersignKeyNotTownships,
         Code::UnitOfAnotherTownship,
+        Code::AnotherElection,
+        Code::NoElection,
         Code::CollectedOverIssued,
         Code::ManyVoidBallots,
         Code::IssuedCollectedGap,
@@ -211,6 +219,8 @@ impl Code {
             Code::BadCountersignature => "E208",
             Code::CountersignKeyNotTownships => "E209",
             Code::UnitOfAnotherTownship => "E210",
+            Code::AnotherElection => "E211",
+            Code::NoElection => "E212",
             Code::CollectedOverIssued => "W301",
             Code::ManyVoidBallots => "W302",
             Code::IssuedCollectedGap => "W303",
@@ -269,6 +279,8 @@ impl Code {
             Code::UnitOfAnotherTownship => {
                 "the sheet's unit is not in the township that forwarded it"
             }
+            Code::AnotherElection => "the sheet was signed for another election or mode",
+            Code::NoElection => "the sheet names no election (signed by the tally.v1 scheme)",
             Code::CollectedOverIssued => {
                 "more ballots collected than issued: the whole contest is void (Art 44)"
             }

@@ -22,7 +22,7 @@ fn main() {
     let signed: Vec<_> = (0..count)
         .map(|i| {
             let n = (i % usize::from(UNITS)) as u8 + 1;
-            sign(&sheet(n, i), &SigningKey::from_bytes(&[n; 32]))
+            sign(&sheet(n, i), &SigningKey::from_bytes(&[n; 32]), &def.election)
         })
         .collect();
     let keys: Vec<_> = signed
@@ -31,7 +31,7 @@ fn main() {
         .collect();
     let messages: Vec<Vec<u8>> = signed
         .iter()
-        .map(|s| signing_message(&s.key_id, &s.sheet))
+        .map(|s| signing_message(&def.election.id, def.election.mode, &s.key_id, &s.sheet))
         .collect();
     let signatures: Vec<_> = signed.iter().map(|s| s.signature).collect();
 

@@ -6,7 +6,7 @@
 //! order of the input and are the same as [`crate::verify`] gives for each envelope,
 //! apart from the edge case `docs/signing.md` describes.
 
-use crate::envelope::{SignedSheet, VerifiedSheet, finish, signing_message, unit_of_key, verify};
+use crate::envelope::{SignedSheet, VerifiedSheet, finish, message_for, unit_of_key, verify};
 use crate::error::Error;
 use rayon::prelude::*;
 use tally_core::definition::Definition;
@@ -39,7 +39,7 @@ fn verify_chunk(def: &Definition, chunk: &[SignedSheet]) -> Vec<Result<VerifiedS
     let mut keys = Vec::with_capacity(chunk.len());
     for (signed, unit) in chunk.iter().zip(&units) {
         if let Ok(unit) = unit {
-            messages.push(signing_message(&signed.key_id, &signed.sheet));
+            messages.push(message_for(def, signed));
             signatures.push(signed.signature);
             keys.push(unit.public_key);
         }
@@ -64,7 +64,7 @@ mod tests {
     use super::*;
     use crate::convert::tests::sample_sheet;
     use crate::envelope::sign;
-    use crate::envelope::tests::{definition, unit_key};
+    use crate::envelope::tests::{definition, election, unit_key};
 
     fn signed_sheets(count: usize, units: u8) -> Vec<SignedSheet> {
         (0..count)
@@ -72,7 +72,7 @@ mod tests {
                 let n = (i % usize::from(units)) as u8 + 1;
                 let mut sheet = sample_sheet(&format!("T01-U{n:03}"));
                 sheet.version = (i / usize::from(units)) as u32 % 1000 + 1;
-                sign(&sheet, &unit_key(n))
+                sign(&sheet, &unit_key(n), &election())
             })
             .collect()
     }
@@ -107,11 +107,11 @@ mod tests {
     fn batch_errors_match_single_verification() {
         let def = definition(3);
         let mut signed = signed_sheets(130, 3);
-        signed[3] = sign(&sample_sheet("T01-U001"), &unit_key(9));
-        signed[70] = sign(&sample_sheet("T01-U001"), &unit_key(2));
+        signed[3] = sign(&sample_sheet("T01-U001"), &unit_key(9), &election());
+        signed[70] = sign(&sample_sheet("T01-U001"), &unit_key(2), &election());
         let mut too_many = sample_sheet("T01-U003");
         too_many.counters = vec![String::new(); 51];
-        signed[129] = sign(&too_many, &unit_key(3));
+        signed[129] = sign(&too_many, &unit_key(3), &election());
         let results = verify_batch(&def, &signed);
         let codes: Vec<_> = results
             .iter()

@@ -83,11 +83,11 @@ mod tests {
     use super::*;
     use crate::convert::tests::sample_sheet;
     use crate::envelope::sign;
-    use crate::envelope::tests::unit_key;
+    use crate::envelope::tests::{election, unit_key};
 
     fn three() -> Vec<SignedSheet> {
         (1..=3)
-            .map(|n| sign(&sample_sheet(&format!("T01-U00{n}")), &unit_key(n)))
+            .map(|n| sign(&sample_sheet(&format!("T01-U00{n}")), &unit_key(n), &election()))
             .collect()
     }
 

@@ -5,7 +5,8 @@
 //! forwarded which sheets, in which order, as one batch. The county's leader checks it before
 //! proposing the batch, and the raft log keeps it beside the sheets as evidence.
 //!
-//! The message signed is [`batch_message`]: [`BATCH_DOMAIN`], the township id, the number of
+//! The message signed is [`batch_message`]: [`BATCH_DOMAIN`], the election (id and mode, as
+//! a sheet's signing message has it), the township id, the number of
 //! sheets and the SHA-256 of each sheet's bytes ([`SignedSheet::digest`]), each length as a
 //! big-endian `u32`. Digests rather than the envelopes keep the message small (32 bytes a
 //! sheet) while still naming the exact bytes each unit signed; the count and the fixed digest
@@ -16,14 +17,15 @@ use crate::envelope::SignedSheet;
 use crate::error::Error;
 use crate::pb;
 use ed25519_dalek::{Signature, Signer, SigningKey};
-use tally_core::definition::Definition;
+use crate::envelope::election_bytes;
+use tally_core::definition::{Definition, Election};
 use tally_core::ids::{KeyId, TownshipId};
 
 /// The domain separation prefix of the batch message: the 20 ASCII bytes
-/// `tally.v1.IngestBatch` and one zero byte. It differs from the sheet's
+/// `tally.v2.IngestBatch` and one zero byte. It differs from the sheet's
 /// [`SIGNING_DOMAIN`](crate::SIGNING_DOMAIN) in its first bytes, so a countersignature is never
 /// a valid sheet signature or the other way round.
-pub const BATCH_DOMAIN: &[u8] = b"tally.v1.IngestBatch\0";
+pub const BATCH_DOMAIN: &[u8] = b"tally.v2.IngestBatch\0";
 
 /// A township's Ed25519 signature over a batch, with the id of the key that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,21 +84,27 @@ impl Countersignature {
 /// The message a countersignature covers, with nothing between or after the parts:
 ///
 /// ```text
-/// BATCH_DOMAIN                      21 bytes, "tally.v1.IngestBatch\0"
+/// BATCH_DOMAIN                      21 bytes, "tally.v2.IngestBatch\0"
+/// u32be(len(election_id))           4 bytes
+/// election_id                       its ASCII bytes (1 to 64)
+/// mode                              1 byte: 1 official, 2 rehearsal
 /// u32be(len(township_id))           4 bytes
 /// township_id                       its UTF-8 bytes (ASCII, 1 to 64)
 /// u32be(number of sheets)           4 bytes
 /// SHA-256(sheet bytes), each sheet  32 bytes a sheet, in batch order
 /// ```
-pub fn batch_message(township: &TownshipId, sheets: &[SignedSheet]) -> Vec<u8> {
+pub fn batch_message(election: &Election, township: &TownshipId, sheets: &[SignedSheet]) -> Vec<u8> {
+    let election = election_bytes(&election.id, election.mode);
     let township = township.as_str().as_bytes();
     // Ids are at most 64 bytes (check_id) and a batch at most INGEST_SHEETS_MAX sheets; even
     // unchecked, neither can reach 4 GiB entries in memory, so the conversions cannot fail.
     let township_len = u32::try_from(township.len()).expect("a township id is under 4 GiB");
     let sheet_count = u32::try_from(sheets.len()).expect("a batch holds under 2^32 sheets");
-    let mut message =
-        Vec::with_capacity(BATCH_DOMAIN.len() + 4 + township.len() + 4 + 32 * sheets.len());
+    let mut message = Vec::with_capacity(
+        BATCH_DOMAIN.len() + election.len() + 4 + township.len() + 4 + 32 * sheets.len(),
+    );
     message.extend_from_slice(BATCH_DOMAIN);
+    message.extend_from_slice(&election);
     message.extend_from_slice(&township_len.to_be_bytes());
     message.extend_from_slice(township);
     message.extend_from_slice(&sheet_count.to_be_bytes());
@@ -106,15 +114,16 @@ pub fn batch_message(township: &TownshipId, sheets: &[SignedSheet]) -> Vec<u8> {
     message
 }
 
-/// Countersigns a batch with the township's key.
+/// Countersigns a batch with the township's key, for `election`.
 pub fn countersign(
+    election: &Election,
     township: &TownshipId,
     sheets: &[SignedSheet],
     key: &SigningKey,
 ) -> Countersignature {
     Countersignature {
         key_id: KeyId::of(&key.verifying_key()),
-        signature: key.sign(&batch_message(township, sheets)),
+        signature: key.sign(&batch_message(election, township, sheets)),
     }
 }
 
@@ -163,7 +172,7 @@ pub fn verify_countersignature(
     // reason to accept the small-order edge cases the cofactorless check lets through.
     public_key
         .verify_strict(
-            &batch_message(township, sheets),
+            &batch_message(&def.election, township, sheets),
             &countersignature.signature,
         )
         .map_err(|_| Error::BadCountersignature {
@@ -178,7 +187,7 @@ mod tests {
     use super::*;
     use crate::convert::tests::sample_sheet;
     use crate::envelope::sign;
-    use crate::envelope::tests::unit_key;
+    use crate::envelope::tests::{election, unit_key};
     use prost::Message;
 
     /// The secret key of township `T0n`: 32 bytes of `0x10 + n`, apart from every unit key of
@@ -249,7 +258,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
 
     fn batch() -> Vec<SignedSheet> {
         (1..=3u8)
-            .map(|n| sign(&sample_sheet(&format!("T01-U{n:03}")), &unit_key(n)))
+            .map(|n| sign(&sample_sheet(&format!("T01-U{n:03}")), &unit_key(n), &election()))
             .collect()
     }
 
@@ -264,7 +273,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
     fn countersign_and_verify() {
         let def = definition();
         let sheets = batch();
-        let cs = countersign(&t01(), &sheets, &township_key(1));
+        let cs = countersign(&election(), &t01(), &sheets, &township_key(1));
         assert_eq!(cs.key_id, def.township(&t01()).unwrap().key_id.unwrap());
         verify_countersignature(&def, &t01(), &sheets, &cs).unwrap();
         let decoded = pb::Countersignature::decode(cs.to_pb().encode_to_vec().as_slice())
@@ -273,7 +282,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
             .unwrap();
         assert_eq!(decoded, cs);
         // An empty batch is countersigned like any other.
-        let empty = countersign(&t01(), &[], &township_key(1));
+        let empty = countersign(&election(), &t01(), &[], &township_key(1));
         verify_countersignature(&def, &t01(), &[], &empty).unwrap();
     }
 
@@ -285,7 +294,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
     fn changed_batch_is_e208() {
         let def = definition();
         let sheets = batch();
-        let cs = countersign(&t01(), &sheets, &township_key(1));
+        let cs = countersign(&election(), &t01(), &sheets, &township_key(1));
         let expect_e208 = |changed: &[SignedSheet], what: &str| {
             let err = verify_countersignature(&def, &t01(), changed, &cs).unwrap_err();
             assert_eq!(err.code(), "E208", "{what}: {err}");
@@ -328,14 +337,14 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
         let sheets = batch();
         let key = township_key(1);
         // Signed as if for T02 with T01's key: verified as T01's batch, the message differs.
-        let for_t02 = countersign(&TownshipId::new("T02"), &sheets, &key);
+        let for_t02 = countersign(&election(), &TownshipId::new("T02"), &sheets, &key);
         let err = verify_countersignature(&def, &t01(), &sheets, &for_t02).unwrap_err();
         assert_eq!(err.code(), "E208", "{err}");
         // The township id is length-prefixed, so a longer id never shares a prefix with the
         // count that follows.
         assert_ne!(
-            batch_message(&TownshipId::new("T0"), &sheets),
-            batch_message(&TownshipId::new("T01"), &sheets)
+            batch_message(&election(), &TownshipId::new("T0"), &sheets),
+            batch_message(&election(), &TownshipId::new("T01"), &sheets)
         );
     }
 
@@ -353,7 +362,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
             &def,
             &t01(),
             &sheets,
-            &countersign(&t01(), &sheets, &township_key(2)),
+            &countersign(&election(), &t01(), &sheets, &township_key(2)),
         )
         .unwrap_err();
         assert_eq!(err.code(), "E209");
@@ -366,7 +375,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
             &def,
             &t01(),
             &sheets,
-            &countersign(&t01(), &sheets, &unit_key(1)),
+            &countersign(&election(), &t01(), &sheets, &unit_key(1)),
         )
         .unwrap_err();
         assert_eq!(err.code(), "E209");
@@ -375,7 +384,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
             "{err}"
         );
 
-        let stranger = countersign(&t01(), &sheets, &township_key(9));
+        let stranger = countersign(&election(), &t01(), &sheets, &township_key(9));
         let err = verify_countersignature(&def, &t01(), &sheets, &stranger).unwrap_err();
         assert_eq!(err.code(), "E209");
         assert!(matches!(err, Error::UnknownCountersignKey { .. }), "{err}");
@@ -385,7 +394,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
             &def,
             &t03,
             &sheets,
-            &countersign(&t03, &sheets, &township_key(3)),
+            &countersign(&election(), &t03, &sheets, &township_key(3)),
         )
         .unwrap_err();
         assert_eq!(err.code(), "E209");
@@ -399,7 +408,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
             &def,
             &t09,
             &sheets,
-            &countersign(&t09, &sheets, &township_key(1)),
+            &countersign(&election(), &t09, &sheets, &township_key(1)),
         )
         .unwrap_err();
         assert_eq!(err.code(), "E209");
@@ -438,17 +447,20 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
         assert_eq!(BATCH_DOMAIN.len(), 21);
         assert_eq!(
             hex::encode(BATCH_DOMAIN),
-            "74616c6c792e76312e496e67657374426174636800"
+            "74616c6c792e76322e496e67657374426174636800"
         );
         let sheets = &batch()[..2];
-        let message = batch_message(&t01(), sheets);
-        assert_eq!(message.len(), 21 + 4 + 3 + 4 + 2 * 32);
+        let message = batch_message(&election(), &t01(), sheets);
+        assert_eq!(message.len(), 21 + 4 + 4 + 1 + 4 + 3 + 4 + 2 * 32);
         assert_eq!(&message[..21], BATCH_DOMAIN);
-        assert_eq!(&message[21..25], &[0, 0, 0, 3]);
-        assert_eq!(&message[25..28], b"T01");
-        assert_eq!(&message[28..32], &[0, 0, 0, 2]);
-        assert_eq!(&message[32..64], &sheets[0].digest());
-        assert_eq!(&message[64..96], &sheets[1].digest());
+        assert_eq!(&message[21..25], &[0, 0, 0, 4]);
+        assert_eq!(&message[25..29], b"test");
+        assert_eq!(message[29], 2, "rehearsal");
+        assert_eq!(&message[30..34], &[0, 0, 0, 3]);
+        assert_eq!(&message[34..37], b"T01");
+        assert_eq!(&message[37..41], &[0, 0, 0, 2]);
+        assert_eq!(&message[41..73], &sheets[0].digest());
+        assert_eq!(&message[73..105], &sheets[1].digest());
     }
 
     // Goal: the same key and batch always give the same countersignature, byte for byte, so
@@ -456,12 +468,12 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
     // Method: T01's test key countersigns three fixed signed sheets; compare with fixed hex.
     #[test]
     fn golden_countersignature() {
-        let cs = countersign(&t01(), &batch(), &township_key(1));
+        let cs = countersign(&election(), &t01(), &batch(), &township_key(1));
         assert_eq!(hex::encode(cs.key_id.0), "10ba682c8ad13513971e8b56881aab8b");
         assert_eq!(
             hex::encode(cs.signature.to_bytes()),
-            "3afa00556317ba05c7ea82f2f03c863786784cf38efc78697fe12214b31fc7ed\
-             9f1eeed61502c3c5e21fe0c5153a16a37cd6f4ee207dffa5d89661af69977103"
+            "758bad9a91003eae5dedef5b5882fbb657a6934f3efec95a1af8e4a5c8e66c47\
+             b3547306e9304b53bf2864cb77532345fe83cd6ac7959bd2eb82267fbef55c09"
         );
     }
 }
@@ -471,7 +483,7 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
 #[cfg(test)]
 mod golden {
     use super::*;
-    use crate::envelope::golden::tiny_sheet;
+    use crate::envelope::golden::{example_election, tiny_sheet};
     use crate::envelope::sign;
 
     // Goal: the countersignature worked example in docs/signing.md is what the code produces,
@@ -481,15 +493,15 @@ mod golden {
     // the document's, and looked for in its text.
     #[test]
     fn worked_example() {
-        let signed = sign(&tiny_sheet(), &SigningKey::from_bytes(&[0x01; 32]));
+        let signed = sign(&tiny_sheet(), &SigningKey::from_bytes(&[0x01; 32]), &example_election());
         let key = SigningKey::from_bytes(&[0x02; 32]);
         let township = TownshipId::new("T01");
         let sheets = [signed];
-        let cs = countersign(&township, &sheets, &key);
+        let cs = countersign(&example_election(), &township, &sheets, &key);
         let public_key = hex::encode(key.verifying_key().as_bytes());
         let key_id = cs.key_id.to_string();
         let digest = hex::encode(sheets[0].digest());
-        let message = hex::encode(batch_message(&township, &sheets));
+        let message = hex::encode(batch_message(&example_election(), &township, &sheets));
         let signature = hex::encode(cs.signature.to_bytes());
         let encoded = hex::encode(prost::Message::encode_to_vec(&cs.to_pb()));
         assert_eq!(
@@ -503,15 +515,17 @@ mod golden {
         assert_eq!(key_id, "6a3803d5f059902a1c6dafbc9ba47292");
         assert_eq!(
             message,
-            "74616c6c792e76312e496e676573744261746368000000000354303100000001\
-             54b0558cfd310f778fb0a5b8f954a229141004a7698724e82817e6b14ef00126"
+            "74616c6c792e76322e496e676573744261746368000000000758482d32303236\
+             01000000035430310000000154b0558cfd310f778fb0a5b8f954a229141004a7\
+             698724e82817e6b14ef00126"
         );
         assert_eq!(
             signature,
-            "912a1a488718708ca7afe20e90c8cd2cd1ce46f0b8a65c20fab1120cef1f9c18\
-             6d806868e49bc186b35dbd82f5bf7dba0f3c6c72334dd6f0b75710f269d36b06"
+            "6d8f1fee26a850a4764bcc0343d2ca925609e92946c9866af1ab1cfa83335fda\
+             c8448557bf11f23b1afd368a35e5eda6b59cea8ef28b6b4455727a58e1313e0b"
         );
-        assert_eq!(message.len(), 2 * (21 + 4 + 3 + 4 + 32));
+        assert_eq!(message.len(), 2 * (21 + 4 + 7 + 1 + 4 + 3 + 4 + 32));
+
         let doc = include_str!("../../../docs/signing.md");
         for value in [&public_key, &key_id, &message, &signature, &encoded] {
             assert!(

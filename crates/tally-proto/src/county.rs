@@ -242,7 +242,7 @@ mod tests {
     use crate::convert::tests::sample_sheet;
     use crate::countersign::countersign;
     use crate::envelope::sign;
-    use crate::envelope::tests::unit_key;
+    use crate::envelope::tests::{election, unit_key};
 
     // Goal: an ingest command, with or without a countersignature, and a state image survive
     // encoding unchanged.
@@ -251,11 +251,11 @@ mod tests {
     #[test]
     fn command_and_image_round_trip() {
         let sheets = vec![
-            sign(&sample_sheet("T01-U001"), &unit_key(1)),
-            sign(&sample_sheet("T01-U002"), &unit_key(2)),
+            sign(&sample_sheet("T01-U001"), &unit_key(1), &election()),
+            sign(&sample_sheet("T01-U002"), &unit_key(2), &election()),
         ];
         let township = TownshipId::new("T01");
-        let countersignature = countersign(&township, &sheets, &unit_key(0x11));
+        let countersignature = countersign(&election(), &township, &sheets, &unit_key(0x11));
         for countersignature in [None, Some(countersignature)] {
             let bytes = encode_ingest(&township, &sheets, countersignature.as_ref());
             assert_eq!(

@@ -1,8 +1,10 @@
 //! The signed sheet envelope: signing a sheet with its unit's key, and verifying an envelope
 //! against the election definition into a [`VerifiedSheet`].
 //!
-//! The message signed is `SIGNING_DOMAIN || key_id || sheet bytes` (see [`signing_message`]);
-//! verification checks the signature over the bytes as received and only then decodes them.
+//! The message signed is `SIGNING_DOMAIN || election || key_id || sheet bytes` (see
+//! [`signing_message`]), the election being its id and mode, so a sheet counts only in the
+//! election and the mode it was signed for; verification checks the signature over the bytes
+//! as received and only then decodes them.
 //! It never re-encodes: protobuf encoding is not canonical, so a re-encoding could differ from
 //! what was signed.
 
@@ -12,14 +14,15 @@ use crate::pb;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tally_core::definition::{Definition, PollingUnit};
+use tally_core::definition::{Definition, Election, Mode, PollingUnit};
 use tally_core::ids::{KeyId, UnitId};
 use tally_core::sheet::TallySheet;
 
 /// The domain separation prefix of the signing message: the 20 ASCII bytes
-/// `tally.v1.SignedSheet` and one zero byte. A signature made for a sheet can therefore not be
-/// valid for any other message a unit's key might be asked to sign.
-pub const SIGNING_DOMAIN: &[u8; 21] = b"tally.v1.SignedSheet\0";
+/// `tally.v2.SignedSheet` and one zero byte. A signature made for a sheet can therefore not be
+/// valid for any other message a unit's key might be asked to sign. (`tally.v1.SignedSheet`,
+/// the scheme before the election was signed, is refused with E212.)
+pub const SIGNING_DOMAIN: &[u8; 21] = b"tally.v2.SignedSheet\0";
 
 /// An encoded sheet with its signature, as carried on the wire. Holding one proves nothing;
 /// [`verify`] turns it into a [`VerifiedSheet`].
@@ -30,6 +33,10 @@ pub struct SignedSheet {
     pub signature: Signature,
     /// The id of the key that signed: the first 16 bytes of SHA-256 over its public key.
     pub key_id: KeyId,
+    /// The election the sheet was signed for (empty in a tally.v1 envelope).
+    pub election_id: String,
+    /// The mode it was signed for; `None` in a tally.v1 envelope, or a number no mode has.
+    pub mode: Option<Mode>,
 }
 
 impl SignedSheet {
@@ -45,6 +52,8 @@ impl SignedSheet {
             sheet: self.sheet.clone(),
             signature: self.signature.to_bytes().to_vec(),
             key_id: self.key_id.0.to_vec(),
+            election_id: self.election_id.clone(),
+            mode: mode_to_pb(self.mode) as i32,
         }
     }
 
@@ -81,10 +90,21 @@ impl SignedSheet {
                 max: SIGNED_SHEET_BYTES_MAX,
             });
         }
+        if signed.election_id.len() > ELECTION_ID_BYTES_MAX {
+            return Err(envelope_error(
+                "election_id",
+                format!(
+                    "is {} bytes; an election id is at most {ELECTION_ID_BYTES_MAX}",
+                    signed.election_id.len()
+                ),
+            ));
+        }
         Ok(SignedSheet {
             sheet: signed.sheet,
             signature: Signature::from_bytes(&signature),
             key_id: KeyId(key_id),
+            election_id: signed.election_id,
+            mode: mode_from_pb(signed.mode),
         })
     }
 
@@ -98,25 +118,62 @@ impl SignedSheet {
     }
 }
 
-/// The message an Ed25519 signature covers: [`SIGNING_DOMAIN`] (21 bytes), the key id
-/// (16 bytes), then the encoded sheet, with nothing between or after.
-pub fn signing_message(key_id: &KeyId, sheet: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(SIGNING_DOMAIN.len() + key_id.0.len() + sheet.len());
+/// The longest election id an envelope may carry; the definition's ids are at most 64 bytes.
+pub const ELECTION_ID_BYTES_MAX: usize = 64;
+
+fn mode_to_pb(mode: Option<Mode>) -> pb::Mode {
+    match mode {
+        None => pb::Mode::Unspecified,
+        Some(Mode::Official) => pb::Mode::Official,
+        Some(Mode::Rehearsal) => pb::Mode::Rehearsal,
+    }
+}
+
+fn mode_from_pb(mode: i32) -> Option<Mode> {
+    match pb::Mode::try_from(mode) {
+        Ok(pb::Mode::Official) => Some(Mode::Official),
+        Ok(pb::Mode::Rehearsal) => Some(Mode::Rehearsal),
+        _ => None,
+    }
+}
+
+/// The election part of every signing message (sheets and batches): the id's length as a
+/// big-endian `u32`, the id's bytes, and the mode's byte ([`Mode::wire_byte`]).
+pub fn election_bytes(election_id: &str, mode: Mode) -> Vec<u8> {
+    let len = u32::try_from(election_id.len()).expect("an election id is under 4 GiB");
+    let mut bytes = Vec::with_capacity(4 + election_id.len() + 1);
+    bytes.extend_from_slice(&len.to_be_bytes());
+    bytes.extend_from_slice(election_id.as_bytes());
+    bytes.push(mode.wire_byte());
+    bytes
+}
+
+/// The message an Ed25519 signature covers: [`SIGNING_DOMAIN`] (21 bytes), the election
+/// ([`election_bytes`]), the key id (16 bytes), then the encoded sheet, with nothing between
+/// or after.
+pub fn signing_message(election_id: &str, mode: Mode, key_id: &KeyId, sheet: &[u8]) -> Vec<u8> {
+    let election = election_bytes(election_id, mode);
+    let mut message = Vec::with_capacity(
+        SIGNING_DOMAIN.len() + election.len() + key_id.0.len() + sheet.len(),
+    );
     message.extend_from_slice(SIGNING_DOMAIN);
+    message.extend_from_slice(&election);
     message.extend_from_slice(&key_id.0);
     message.extend_from_slice(sheet);
     message
 }
 
-/// Encodes a sheet and signs the encoding with a unit's key.
-pub fn sign(sheet: &TallySheet, key: &SigningKey) -> SignedSheet {
+/// Encodes a sheet and signs the encoding with a unit's key, for `election`.
+pub fn sign(sheet: &TallySheet, key: &SigningKey, election: &Election) -> SignedSheet {
     let key_id = KeyId::of(&key.verifying_key());
     let bytes = encode_sheet(sheet);
-    let signature = key.sign(&signing_message(&key_id, &bytes));
+    let signature = key.sign(&signing_message(&election.id, election.mode, &key_id, &bytes));
     SignedSheet {
         sheet: bytes,
         signature,
         key_id,
+        election_id: election.id.clone(),
+        mode: Some(election.mode),
     }
 }
 
@@ -168,7 +225,7 @@ pub struct VerifiedSheet {
 /// unit's own.
 pub fn verify(def: &Definition, signed: &SignedSheet) -> Result<VerifiedSheet, Error> {
     let unit = unit_of_key(def, signed)?;
-    let message = signing_message(&signed.key_id, &signed.sheet);
+    let message = message_for(def, signed);
     // Cofactorless verification, the same equation ed25519-dalek's batch verification uses,
     // so a chunk that passes in a batch would pass here too (docs/signing.md has the one
     // exception, which only the key's holder can construct).
@@ -178,11 +235,47 @@ pub fn verify(def: &Definition, signed: &SignedSheet) -> Result<VerifiedSheet, E
     finish(unit, signed)
 }
 
-/// The unit whose registered key has the envelope's key id.
+/// The message `signed`'s signature must cover in the election of `def`.
+pub(crate) fn message_for(def: &Definition, signed: &SignedSheet) -> Vec<u8> {
+    signing_message(
+        &def.election.id,
+        def.election.mode,
+        &signed.key_id,
+        &signed.sheet,
+    )
+}
+
+/// Whether the envelope names this election and mode: E212 when it names none (a tally.v1
+/// envelope), E211 when it names another.
+pub(crate) fn check_election(def: &Definition, signed: &SignedSheet) -> Result<(), Error> {
+    let ours = &def.election;
+    if signed.election_id.is_empty() && signed.mode.is_none() {
+        return Err(Error::NoElection {
+            claimed: signed.claimed_label(),
+            election: ours.id.clone(),
+        });
+    }
+    if signed.election_id != ours.id || signed.mode != Some(ours.mode) {
+        return Err(Error::AnotherElection {
+            claimed: signed.claimed_label(),
+            theirs: format!(
+                "{:?} ({})",
+                signed.election_id,
+                signed.mode.map_or("no known mode", Mode::as_str)
+            ),
+            ours: format!("{:?} ({})", ours.id, ours.mode),
+        });
+    }
+    Ok(())
+}
+
+/// The unit whose registered key has the envelope's key id, once the envelope is for this
+/// election.
 pub(crate) fn unit_of_key<'d>(
     def: &'d Definition,
     signed: &SignedSheet,
 ) -> Result<&'d PollingUnit, Error> {
+    check_election(def, signed)?;
     def.unit_by_key(&signed.key_id)
         .ok_or_else(|| Error::UnknownKey {
             key_id: signed.key_id,
@@ -226,6 +319,15 @@ pub(crate) fn finish(unit: &PollingUnit, signed: &SignedSheet) -> Result<Verifie
 pub(crate) mod tests {
     use super::*;
     use crate::convert::tests::sample_sheet;
+
+    /// The election of the test definitions: `test`, a rehearsal (the default mode).
+    pub(crate) fn election() -> Election {
+        Election {
+            id: "test".into(),
+            name: "测试选举".into(),
+            mode: Mode::Rehearsal,
+        }
+    }
 
     /// The secret key of unit `T01-U00n`: 32 bytes of `n`. Test keys only, obviously.
     pub(crate) fn unit_key(n: u8) -> SigningKey {
@@ -282,7 +384,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
     fn sign_and_verify_round_trip() {
         let def = definition(2);
         let sheet = sample_sheet("T01-U002");
-        let signed = sign(&sheet, &unit_key(2));
+        let signed = sign(&sheet, &unit_key(2), &election());
         let decoded = decode_signed(&encode_signed(&signed)).unwrap();
         assert_eq!(decoded, signed);
         let verified = verify(&def, &decoded).unwrap();
@@ -301,7 +403,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
     #[test]
     fn tampered_byte_is_e201() {
         let def = definition(1);
-        let signed = sign(&sample_sheet("T01-U001"), &unit_key(1));
+        let signed = sign(&sample_sheet("T01-U001"), &unit_key(1), &election());
         for i in 0..signed.sheet.len() {
             let mut tampered = signed.clone();
             tampered.sheet[i] ^= 0x01;
@@ -327,7 +429,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
     #[test]
     fn key_of_another_unit_is_e202() {
         let def = definition(2);
-        let err = verify(&def, &sign(&sample_sheet("T01-U001"), &unit_key(2))).unwrap_err();
+        let err = verify(&def, &sign(&sample_sheet("T01-U001"), &unit_key(2), &election())).unwrap_err();
         assert_eq!(err.code(), "E205");
         assert!(
             matches!(&err, Error::KeyOfAnotherUnit { key_unit, sheet_unit, .. }
@@ -339,7 +441,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
                 .contains("ask unit T01-U001 to sign it with its own key")
         );
 
-        let err = verify(&def, &sign(&sample_sheet("T01-U001"), &unit_key(9))).unwrap_err();
+        let err = verify(&def, &sign(&sample_sheet("T01-U001"), &unit_key(9), &election())).unwrap_err();
         assert_eq!(err.code(), "E205");
         assert!(matches!(err, Error::UnknownKey { .. }), "{err}");
     }
@@ -352,7 +454,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
         let def = definition(1);
         let mut sheet = sample_sheet("T01-U001");
         sheet.write_ins = vec![sheet.write_ins[0].clone(); 201];
-        let err = verify(&def, &sign(&sheet, &unit_key(1))).unwrap_err();
+        let err = verify(&def, &sign(&sheet, &unit_key(1), &election())).unwrap_err();
         assert_eq!(err.code(), "E206");
         assert!(
             err.to_string().contains("write_ins has 201 entries"),
@@ -363,9 +465,11 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
         let key_id = KeyId::of(&key.verifying_key());
         let garbage = vec![0xff; 40];
         let signed = SignedSheet {
-            signature: key.sign(&signing_message(&key_id, &garbage)),
+            signature: key.sign(&signing_message("test", Mode::Rehearsal, &key_id, &garbage)),
             sheet: garbage,
             key_id,
+            election_id: "test".into(),
+            mode: Some(Mode::Rehearsal),
         };
         assert_eq!(verify(&def, &signed).unwrap_err().code(), "E206");
     }
@@ -374,15 +478,26 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
     // Method: every prefix of a good envelope, wrong field lengths, and an oversized buffer.
     #[test]
     fn garbage_envelopes_are_e203() {
-        let encoded = encode_signed(&sign(&sample_sheet("T01-U001"), &unit_key(1)));
+        let def = definition(1);
+        let signed = sign(&sample_sheet("T01-U001"), &unit_key(1), &election());
+        let encoded = encode_signed(&signed);
         for cut in 0..encoded.len() {
-            let err = decode_signed(&encoded[..cut]).unwrap_err();
-            assert_eq!(Error::malformed_envelope(err).code(), "E206");
+            match decode_signed(&encoded[..cut]) {
+                Err(err) => assert_eq!(Error::malformed_envelope(err).code(), "E206"),
+                // Cut in or before the election's fields (the last two), what is left
+                // decodes but names another election or none.
+                Ok(short) => {
+                    assert_ne!(short, signed);
+                    let code = verify(&def, &short).unwrap_err().code();
+                    assert!(["E211", "E212"].contains(&code), "cut at {cut}: {code}");
+                }
+            }
         }
         let short_signature = pb::SignedSheet {
             sheet: vec![],
             signature: vec![0; 63],
             key_id: vec![0; 16],
+            ..Default::default()
         }
         .encode_to_vec();
         let err = decode_signed(&short_signature).unwrap_err();
@@ -394,6 +509,7 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
             sheet: vec![],
             signature: vec![0; 64],
             key_id: vec![0; 32],
+            ..Default::default()
         }
         .encode_to_vec();
         assert!(
@@ -417,13 +533,70 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
         assert_eq!(SIGNING_DOMAIN.len(), 21);
         assert_eq!(
             hex::encode(SIGNING_DOMAIN),
-            "74616c6c792e76312e5369676e6564536865657400"
+            "74616c6c792e76322e5369676e6564536865657400"
         );
         let key_id = KeyId([0xab; 16]);
-        let message = signing_message(&key_id, b"xyz");
+        let message = signing_message("test", Mode::Rehearsal, &key_id, b"xyz");
         assert_eq!(&message[..21], SIGNING_DOMAIN);
-        assert_eq!(&message[21..37], &[0xab; 16]);
-        assert_eq!(&message[37..], b"xyz");
+        assert_eq!(&message[21..25], &[0, 0, 0, 4]);
+        assert_eq!(&message[25..29], b"test");
+        assert_eq!(message[29], 2);
+        assert_eq!(&message[30..46], &[0xab; 16]);
+        assert_eq!(&message[46..], b"xyz");
+        let official = signing_message("test", Mode::Official, &key_id, b"xyz");
+        assert_eq!(official[29], 1);
+    }
+
+    // Goal: a sheet signed for another election, or for the other mode, is E211 at any
+    // receiver, naming both elections; an envelope naming no election (the tally.v1 scheme)
+    // is E212; relabelling an envelope with this election's id breaks its signature (E204).
+    // Method: sign one sheet for election "other", for "test" as official, and by the v1
+    // scheme; verify each against the test definition (election "test", rehearsal).
+    #[test]
+    fn another_election_or_mode_is_e211_and_v1_is_e212() {
+        let def = definition(1);
+        let sheet = sample_sheet("T01-U001");
+        let mut other = election();
+        other.id = "other".into();
+        let err = verify(&def, &sign(&sheet, &unit_key(1), &other)).unwrap_err();
+        assert_eq!(err.code(), "E211");
+        assert!(
+            err.to_string().contains(
+                "was signed for the election \"other\" (rehearsal), not for this one, \"test\" (rehearsal)"
+            ),
+            "{err}"
+        );
+        let mut official = election();
+        official.mode = Mode::Official;
+        let signed = sign(&sheet, &unit_key(1), &official);
+        let err = verify(&def, &signed).unwrap_err();
+        assert_eq!(err.code(), "E211");
+        assert!(err.to_string().contains("\"test\" (official)"), "{err}");
+        // Relabelled to this election and mode, the signature no longer covers the message.
+        let mut relabelled = signed.clone();
+        relabelled.mode = Some(Mode::Rehearsal);
+        assert_eq!(verify(&def, &relabelled).unwrap_err().code(), "E204");
+        // Batch verification gives the same answers.
+        let results = crate::verify_batch(&def, &[signed.clone(), signed.clone(), relabelled]);
+        let codes: Vec<_> = results.iter().map(|r| r.as_ref().unwrap_err().code()).collect();
+        assert_eq!(codes, ["E211", "E211", "E204"]);
+
+        // The tally.v1 scheme: the old domain, no election, no fields 4 and 5.
+        let key = unit_key(1);
+        let key_id = KeyId::of(&key.verifying_key());
+        let bytes = encode_sheet(&sheet);
+        let mut message = b"tally.v1.SignedSheet\0".to_vec();
+        message.extend_from_slice(&key_id.0);
+        message.extend_from_slice(&bytes);
+        let v1 = pb::SignedSheet {
+            sheet: bytes,
+            signature: key.sign(&message).to_bytes().to_vec(),
+            key_id: key_id.0.to_vec(),
+            ..Default::default()
+        };
+        let err = verify(&def, &decode_signed(&v1.encode_to_vec()).unwrap()).unwrap_err();
+        assert_eq!(err.code(), "E212");
+        assert!(err.to_string().contains("tally.v1 scheme"), "{err}");
     }
 }
 
@@ -433,6 +606,15 @@ pub(crate) mod golden {
     use super::*;
     use tally_core::ids::{CandidateId, ContestId};
     use tally_core::sheet::{CandidateCount, CountClosedAt, Round, WriteIn};
+
+    /// The worked example's election: 小河县 (examples/small-town), official.
+    pub(crate) fn example_election() -> Election {
+        Election {
+            id: "XH-2026".into(),
+            name: "小河县2026年县乡两级人民代表大会代表换届选举".into(),
+            mode: Mode::Official,
+        }
+    }
 
     pub(crate) fn tiny_sheet() -> TallySheet {
         TallySheet {
@@ -482,11 +664,16 @@ pub(crate) mod golden {
     #[test]
     fn worked_example() {
         let key = SigningKey::from_bytes(&[0x01; 32]);
-        let signed = sign(&tiny_sheet(), &key);
+        let signed = sign(&tiny_sheet(), &key, &example_election());
         let public_key = hex::encode(key.verifying_key().as_bytes());
         let key_id = signed.key_id.to_string();
         let sheet = hex::encode(&signed.sheet);
-        let message = hex::encode(signing_message(&signed.key_id, &signed.sheet));
+        let message = hex::encode(signing_message(
+            "XH-2026",
+            Mode::Official,
+            &signed.key_id,
+            &signed.sheet,
+        ));
         let signature = hex::encode(signed.signature.to_bytes());
         let envelope = hex::encode(encode_signed(&signed));
         let digest = hex::encode(Sha256::digest(&signed.sheet));
@@ -497,11 +684,12 @@ pub(crate) mod golden {
         assert_eq!(key_id, "34750f98bd59fcfc946da45aaabe933b");
         assert_eq!(
             signature,
-            "dd282601967089d9ee1b40f5acbb2a97486fc63d58f9482e8f5b0bbfce4a9bac\
-             b7560ca3a93ead2df7b41cd25b3abc14158c74280548066bf40c5e6bcdcf3906"
+            "62d58298eb064d02ff7bb0ee42a6284f88370302dd713f3ce38c8ccf5e08bd27\
+             1af92da10e874665922750289a962c1ac4cf9ce33e7d753d646f88ec9cc3b60a"
         );
         assert_eq!(signed.sheet.len(), 82);
-        assert_eq!(message.len(), 2 * (21 + 16 + 82));
+        assert_eq!(message.len(), 2 * (21 + 4 + 7 + 1 + 16 + 82));
+
         let doc = include_str!("../../../docs/signing.md");
         for value in [
             &public_key,

@@ -1,5 +1,6 @@
 //! The crate's one error type, [`Error`]: why bytes are not a well-formed sheet, signed sheet,
-//! bundle or county command (decoding), why an envelope did not verify (E204, E205, E206),
+//! bundle or county command (decoding), why an envelope did not verify (E204, E205, E206,
+//! E211, E212),
 //! and why a batch's countersignature was refused (E208, E209). A verification or
 //! countersignature error has a stable code ([`Error::code`]); messages are those vendors,
 //! tests and docs quote.
@@ -75,6 +76,22 @@ pub enum Error {
         sheet_unit: UnitId,
         label: String,
     },
+    /// E211: the envelope names another election, or the other mode.
+    #[error(
+        "E211 {claimed} was signed for the election {theirs}, not for this one, {ours}; a sheet counts only in the election and mode it was signed for: sign it again with the current definition (a rehearsal's sheets never count in the official election)"
+    )]
+    AnotherElection {
+        claimed: String,
+        /// The election and mode the envelope names.
+        theirs: String,
+        /// This receiver's.
+        ours: String,
+    },
+    /// E212: the envelope names no election: signed by the tally.v1 scheme.
+    #[error(
+        "E212 {claimed} names no election: it was signed by the tally.v1 scheme, which did not sign the election; sign it again by the tally.v2 scheme for the election {election:?} (docs/signing.md)"
+    )]
+    NoElection { claimed: String, election: String },
     /// E206: the envelope or the sheet inside it breaks the contract.
     #[error(
         "E206 malformed sheet signed with the key {key_id} of unit {unit}: {source}; fix the sending software's encoder (see docs/signing.md)"
@@ -155,6 +172,8 @@ impl Error {
             Error::BadSignature { .. } => Code::BadSignature,
             Error::UnknownKey { .. } | Error::KeyOfAnotherUnit { .. } => Code::KeyNotUnits,
             Error::Malformed { .. } | Error::MalformedEnvelope { .. } => Code::MalformedEnvelope,
+            Error::AnotherElection { .. } => Code::AnotherElection,
+            Error::NoElection { .. } => Code::NoElection,
             Error::BadCountersignature { .. } => Code::BadCountersignature,
             Error::UnknownTownship { .. }
             | Error::NoRegisteredKey { .. }

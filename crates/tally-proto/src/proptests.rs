@@ -2,7 +2,7 @@
 //! survives a round trip.
 
 use crate::convert::tests::sample_sheet;
-use crate::envelope::tests::{definition, unit_key};
+use crate::envelope::tests::{definition, election, unit_key};
 use crate::{
     decode_sheet, decode_signed, encode_sheet, encode_signed, read_bundle, sign, verify,
     write_bundle,
@@ -34,7 +34,7 @@ proptest! {
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
     ) {
         let def = definition(1);
-        let signed = sign(&sample_sheet("T01-U001"), &unit_key(1));
+        let signed = sign(&sample_sheet("T01-U001"), &unit_key(1), &election());
         let mut bytes = encode_signed(&signed);
         for (index, value) in edits {
             let at = index.index(bytes.len());
@@ -43,7 +43,7 @@ proptest! {
         if let Ok(decoded) = decode_signed(&bytes) {
             match verify(&def, &decoded) {
                 Ok(verified) => prop_assert_eq!(verified.sheet, sample_sheet("T01-U001")),
-                Err(e) => prop_assert!(["E204", "E205", "E206"].contains(&e.code())),
+                Err(e) => prop_assert!(["E204", "E205", "E206", "E211", "E212"].contains(&e.code())),
             }
         }
         let _ = decode_sheet(&bytes);
