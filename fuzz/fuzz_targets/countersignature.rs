@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
         2 => (fixture::unit_key(1), township.clone()),
         _ => (fixture::township_key(), TownshipId::new("T02")),
     };
-    let countersignature = countersign(&signed_for, &sheets, &key);
+    let countersignature = countersign(&def.election, &signed_for, &sheets, &key);
     let result = verify_countersignature(def, &township, &sheets, &countersignature);
     if (mode / 2) % 4 <= 1 {
         assert!(result.is_ok(), "{result:?}");

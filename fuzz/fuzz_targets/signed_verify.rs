@@ -41,10 +41,13 @@ fuzz_target!(|data: &[u8]| {
         let n = (mode / 2) % (fixture::UNITS + 1) + 1;
         let key = fixture::unit_key(n);
         let key_id = KeyId::of(&key.verifying_key());
+        let election = &def.election;
         SignedSheet {
-            signature: key.sign(&signing_message(&key_id, rest)),
+            signature: key.sign(&signing_message(&election.id, election.mode, &key_id, rest)),
             sheet: rest.to_vec(),
             key_id,
+            election_id: election.id.clone(),
+            mode: Some(election.mode),
         }
     };
 

@@ -172,6 +172,11 @@ impl Chain {
             .collect()
     }
 
+    /// The election the generated county's sheets are signed for.
+    fn election(&self) -> tally_core::definition::Election {
+        self.county.generated.election()
+    }
+
     fn unit_key(&self, unit: &str) -> &ed25519_dalek::SigningKey {
         &self
             .county
@@ -1080,7 +1085,7 @@ fn duplicate_and_conflicting_submissions() {
     let (first, _) = chain.sheets_of(&unit)[0].clone();
     let mut other = first.clone();
     other.count_closed_at.unix_seconds += 60;
-    let conflicting = tally_proto::sign(&other, chain.unit_key(&unit));
+    let conflicting = tally_proto::sign(&other, chain.unit_key(&unit), &chain.election());
     let conflict_bundle = chain.bundle("conflicting", std::slice::from_ref(&conflicting));
 
     // The unit's own device knows it signed version 1 already.
@@ -1275,7 +1280,7 @@ fn key_of_another_unit_refused() {
     let units = chain.units_of("T03");
     let (a, b) = (units[0].clone(), units[1].clone());
     let (sheet_of_a, genuine) = chain.sheets_of(&a)[0].clone();
-    let forged = tally_proto::sign(&sheet_of_a, chain.unit_key(&b));
+    let forged = tally_proto::sign(&sheet_of_a, chain.unit_key(&b), &chain.election());
     let forged_bundle = chain.bundle(
         "signed-with-another-units-key",
         std::slice::from_ref(&forged),
@@ -1372,7 +1377,7 @@ fn correction_supersedes_a_sheet() {
         text(&file),
     ]);
     run.assert_code(EXIT_SUCCESS);
-    let signed = tally_proto::sign(&corrected, chain.unit_key(&unit));
+    let signed = tally_proto::sign(&corrected, chain.unit_key(&unit), &chain.election());
     let states = chain.journal_states(&unit);
     assert_eq!(
         states.get(&digest(&signed)).map(String::as_str),
@@ -1388,7 +1393,7 @@ fn correction_supersedes_a_sheet() {
     let mut correction = swap_first_candidates(&first_of_late);
     correction.version = 2;
     correction.replaces_version = Some(1);
-    let correction = tally_proto::sign(&correction, chain.unit_key(&late));
+    let correction = tally_proto::sign(&correction, chain.unit_key(&late), &chain.election());
     let run = chain.import(
         "T01",
         &chain.bundle("late-correction", std::slice::from_ref(&correction)),

@@ -101,7 +101,7 @@ fn metrics_and_dashboard_in_a_browser() {
         .find(|u| u.id == changed.unit)
         .unwrap()
         .key;
-    let conflicting = tally_proto::envelope::sign(&changed, key);
+    let conflicting = tally_proto::envelope::sign(&changed, key, &county.generated.election());
     let mut subset = subset;
     subset.push(forged);
     subset.push(conflicting);

@@ -330,6 +330,7 @@ struct Setup {
     program: PathBuf,
     township: TownshipId,
     countersign_key: ed25519_dalek::SigningKey,
+    election: tally_core::definition::Election,
     sheets: Vec<SignedSheet>,
     township_files: TlsFiles,
     operator_files: TlsFiles,
@@ -404,6 +405,7 @@ fn prepare() -> Setup {
         program,
         township,
         countersign_key,
+        election: county.generated.election(),
         sheets,
         township_files: TlsFiles::in_dir(&pki, &township_identity),
         operator_files: TlsFiles::in_dir(&pki, &operator),
@@ -504,8 +506,12 @@ async fn submit(
         let batch: Vec<SignedSheet> = (0..BATCH)
             .map(|i| sheets[(next + i) % sheets.len()].clone())
             .collect();
-        let countersignature =
-            tally_proto::countersign(&setup.township, &batch, &setup.countersign_key);
+        let countersignature = tally_proto::countersign(
+            &setup.election,
+            &setup.township,
+            &batch,
+            &setup.countersign_key,
+        );
         let mut request = tonic::Request::new(pb::IngestRequest {
             township_id: setup.township.to_string(),
             sheets: batch.iter().map(SignedSheet::to_pb).collect(),
@@ -561,6 +567,7 @@ async fn submit(
 struct SubmitSetup {
     township: TownshipId,
     countersign_key: ed25519_dalek::SigningKey,
+    election: tally_core::definition::Election,
     sheets: Vec<SignedSheet>,
     /// To replicas 1, 2, 3 in order.
     channels: Vec<Channel>,
@@ -807,6 +814,7 @@ fn partitions_lose_nothing_and_ingest_resumes_soon() {
     let submit_setup = Arc::new(SubmitSetup {
         township: setup.township.clone(),
         countersign_key: setup.countersign_key.clone(),
+        election: setup.election.clone(),
         sheets: setup.sheets.clone(),
         channels: Vec::new(),
     });
@@ -842,6 +850,7 @@ async fn scenario(
     let submit_setup = Arc::new(SubmitSetup {
         township: submit_setup.township.clone(),
         countersign_key: submit_setup.countersign_key.clone(),
+        election: submit_setup.election.clone(),
         sheets: submit_setup.sheets.clone(),
         channels: REPLICAS
             .iter()

@@ -33,7 +33,10 @@ impl DefinitionDigest {
         let bytes = hex::decode(text.trim())
             .map_err(|e| format!("{text:?} is not hex ({e}); give the 64 hex digits printed"))?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
-            format!("{text:?} is {} bytes; a digest is 32 (64 hex digits)", b.len())
+            format!(
+                "{text:?} is {} bytes; a digest is 32 (64 hex digits)",
+                b.len()
+            )
         })?;
         Ok(DefinitionDigest(bytes))
     }
@@ -229,8 +232,12 @@ public_key = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
         let base = definition(TOML);
         let d = digest(&base);
         let commented = TOML.replace("[county]", "# the county\n[county]\n");
-        let default_written = TOML.replace("name = \"测试\"", "name = \"测试\"\nmode = \"rehearsal\"")
-            .replace("[county]", "[rules]\nmobile_box_scrutineers_min = 2\n\n[county]");
+        let default_written = TOML
+            .replace("name = \"测试\"", "name = \"测试\"\nmode = \"rehearsal\"")
+            .replace(
+                "[county]",
+                "[rules]\nmobile_box_scrutineers_min = 2\n\n[county]",
+            );
         let start = TOML.find("[[contests]]").unwrap();
         let end = TOML.find("[[units]]").unwrap();
         let in_csv = format!(
@@ -242,13 +249,15 @@ public_key = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
             assert_eq!(digest(&definition(&text)), d, "{text}");
         }
 
-        let voters = definition(&TOML.replace("registered_voters = 1000", "registered_voters = 999"));
+        let voters =
+            definition(&TOML.replace("registered_voters = 1000", "registered_voters = 999"));
         assert_ne!(digest(&voters), d);
         assert_eq!(
             first_difference(&voters, &base).unwrap(),
             "contest T01-C01: registered_voters is 999 here, 1000 there"
         );
-        let official = definition(&TOML.replace("name = \"测试\"", "name = \"测试\"\nmode = \"official\""));
+        let official =
+            definition(&TOML.replace("name = \"测试\"", "name = \"测试\"\nmode = \"official\""));
         assert_ne!(digest(&official), d);
         assert_eq!(
             first_difference(&official, &base).unwrap(),
@@ -265,7 +274,10 @@ public_key = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
         let base = definition(TOML);
         let bytes = encode(&base);
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.starts_with(r#"{"contests":[{"candidates":[{"id":"K1","name":"甲"}"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"contests":[{"candidates":[{"id":"K1","name":"甲"}"#),
+            "{text}"
+        );
         assert!(!text.contains(": ") && !text.contains('\n'));
         let mut hasher = Sha256::new();
         hasher.update(b"tally.v2.definition\x00");

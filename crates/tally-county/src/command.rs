@@ -79,7 +79,12 @@ mod tests {
     fn encode_decode_and_empty_entry() {
         let township = TownshipId::new("T1");
         let key = ed25519_dalek::SigningKey::from_bytes(&[0x21; 32]);
-        let countersignature = tally_proto::countersign(&township, &[], &key);
+        let countersignature = tally_proto::countersign(
+            &crate::state::testkit::definition().election,
+            &township,
+            &[],
+            &key,
+        );
         for countersignature in [None, Some(countersignature)] {
             let command = Command::Ingest {
                 township: township.clone(),

@@ -557,7 +557,11 @@ candidates = [{ id = "T1-C1-A", name = "甲" }, { id = "T1-C1-B", name = "乙" }
 
     /// [`sheet`] signed by its own unit.
     pub(crate) fn signed(n: u8, version: u32, approvals: u64) -> SignedSheet {
-        sign(&sheet(n, version, approvals), &unit_key(n))
+        sign(
+            &sheet(n, version, approvals),
+            &unit_key(n),
+            &definition().election,
+        )
     }
 }
 
@@ -704,8 +708,16 @@ mod tests {
         let mut state = CountyState::new(definition());
         let mut garbage = signed(1, 1, 100);
         garbage.sheet = vec![0xff; 10];
-        let unknown = tally_proto::sign(&sheet(1, 1, 100), &unit_key(9));
-        let other = tally_proto::sign(&sheet(1, 1, 100), &unit_key(2));
+        let unknown = tally_proto::sign(
+            &sheet(1, 1, 100),
+            &unit_key(9),
+            &state.definition().election,
+        );
+        let other = tally_proto::sign(
+            &sheet(1, 1, 100),
+            &unit_key(2),
+            &state.definition().election,
+        );
         let applied = state.apply(
             LogIndex::new(1),
             &ingest(vec![garbage, unknown, other, signed(3, 1, 5)]),
@@ -851,7 +863,11 @@ mod tests {
     fn arbitrary_sheet() -> impl Strategy<Value = SignedSheet> {
         (1..=UNITS, 1..=3u32, 0..=2u64, 0..8u8).prop_map(|(n, version, approvals, key)| {
             let signer = if key == 0 { n % UNITS + 1 } else { n };
-            tally_proto::sign(&sheet(n, version, approvals), &unit_key(signer))
+            tally_proto::sign(
+                &sheet(n, version, approvals),
+                &unit_key(signer),
+                &definition().election,
+            )
         })
     }
 

@@ -146,7 +146,9 @@ fn request(township: &TownshipId, sheets: &[SignedSheet], key: &SigningKey) -> p
     pb::IngestRequest {
         township_id: township.to_string(),
         sheets: sheets.iter().map(SignedSheet::to_pb).collect(),
-        countersignature: Some(tally_proto::countersign(township, sheets, key).to_pb()),
+        countersignature: Some(
+            tally_proto::countersign(&fixture().definition.election, township, sheets, key).to_pb(),
+        ),
     }
 }
 
@@ -1487,7 +1489,11 @@ async fn conflicting_sheet_is_recorded_not_counted() {
         .expect("a contest has candidates");
     assert!(changed.candidates[top].approvals > 0);
     changed.candidates[top].approvals -= 1;
-    let conflicting = tally_proto::sign(&changed, &f.unit_keys[&changed.unit]);
+    let conflicting = tally_proto::sign(
+        &changed,
+        &f.unit_keys[&changed.unit],
+        &f.definition.election,
+    );
     assert_ne!(conflicting.digest(), original.signed.digest());
     let batch = Batch {
         township: township.clone(),

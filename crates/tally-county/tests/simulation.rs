@@ -427,6 +427,8 @@ struct TownshipClient {
     township: String,
     sheets: Vec<SignedSheet>,
     key: ed25519_dalek::SigningKey,
+    /// The election its countersignatures are for.
+    election: tally_core::definition::Election,
     pki: PathBuf,
     replicas: Vec<u64>,
     journal: Shared<Journal>,
@@ -498,8 +500,13 @@ async fn submit(
         township_id: client.township.clone(),
         sheets: batch.iter().map(SignedSheet::to_pb).collect(),
         countersignature: Some(
-            tally_proto::countersign(&TownshipId::new(&client.township), batch, &client.key)
-                .to_pb(),
+            tally_proto::countersign(
+                &client.election,
+                &TownshipId::new(&client.township),
+                batch,
+                &client.key,
+            )
+            .to_pb(),
         ),
     };
     // How each failed attempt of this batch ended, to explain a lost answer.
@@ -1295,6 +1302,7 @@ fn simulate(
                 township: township.clone(),
                 sheets: sheets.clone(),
                 key: fixture.township_keys[township].clone(),
+                election: fixture.definition.election.clone(),
                 pki: pki.clone(),
                 replicas: replicas.clone(),
                 journal: journal.clone(),

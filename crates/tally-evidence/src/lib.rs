@@ -161,8 +161,37 @@ pub struct RecordLine {
     pub key_id: String,
     pub signature: String,
     pub sheet: String,
+    /// The election the sheet was signed for, and its mode (`official`, `rehearsal`); empty
+    /// for a sheet signed by the tally.v1 scheme, which named none (docs/signing.md).
+    #[serde(default)]
+    pub election_id: String,
+    #[serde(default)]
+    pub mode: String,
     /// Hex: the chain's head after this record, as the county stored it.
     pub head: String,
+}
+
+/// The mode as `chain.jsonl` writes it.
+fn mode_text(mode: i32) -> &'static str {
+    match pb::Mode::try_from(mode) {
+        Ok(pb::Mode::Official) => "official",
+        Ok(pb::Mode::Rehearsal) => "rehearsal",
+        _ => "",
+    }
+}
+
+/// The mode `chain.jsonl` names, as the envelope carries it.
+fn mode_number(text: &str) -> Result<i32, String> {
+    Ok(match text {
+        "official" => pb::Mode::Official,
+        "rehearsal" => pb::Mode::Rehearsal,
+        "" => pb::Mode::Unspecified,
+        other => {
+            return Err(format!(
+                "mode {other:?} is neither \"official\" nor \"rehearsal\""
+            ));
+        }
+    } as i32)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -293,6 +322,8 @@ pub fn write_bundle(
             key_id: hex::encode(&signed.key_id),
             signature: hex::encode(&signed.signature),
             sheet: hex::encode(&signed.sheet),
+            election_id: signed.election_id.clone(),
+            mode: mode_text(signed.mode).to_owned(),
             head: hex::encode(&record.head),
         };
         chain.push_str(
@@ -761,6 +792,8 @@ fn decode_envelope(line: &RecordLine) -> Result<SignedSheet, String> {
         sheet: field("sheet", &line.sheet)?,
         signature: field("signature", &line.signature)?,
         key_id: field("key_id", &line.key_id)?,
+        election_id: line.election_id.clone(),
+        mode: mode_number(&line.mode)?,
     };
     SignedSheet::from_pb(envelope).map_err(|e| e.to_string())
 }

@@ -22,7 +22,11 @@ fn main() {
     let signed: Vec<_> = (0..count)
         .map(|i| {
             let n = (i % usize::from(UNITS)) as u8 + 1;
-            sign(&sheet(n, i), &SigningKey::from_bytes(&[n; 32]), &def.election)
+            sign(
+                &sheet(n, i),
+                &SigningKey::from_bytes(&[n; 32]),
+                &def.election,
+            )
         })
         .collect();
     let keys: Vec<_> = signed

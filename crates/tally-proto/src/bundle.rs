@@ -87,7 +87,13 @@ mod tests {
 
     fn three() -> Vec<SignedSheet> {
         (1..=3)
-            .map(|n| sign(&sample_sheet(&format!("T01-U00{n}")), &unit_key(n), &election()))
+            .map(|n| {
+                sign(
+                    &sample_sheet(&format!("T01-U00{n}")),
+                    &unit_key(n),
+                    &election(),
+                )
+            })
             .collect()
     }
 

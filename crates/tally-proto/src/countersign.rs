@@ -14,10 +14,10 @@
 //! example that a test below asserts.
 
 use crate::envelope::SignedSheet;
+use crate::envelope::election_bytes;
 use crate::error::Error;
 use crate::pb;
 use ed25519_dalek::{Signature, Signer, SigningKey};
-use crate::envelope::election_bytes;
 use tally_core::definition::{Definition, Election};
 use tally_core::ids::{KeyId, TownshipId};
 
@@ -93,7 +93,11 @@ impl Countersignature {
 /// u32be(number of sheets)           4 bytes
 /// SHA-256(sheet bytes), each sheet  32 bytes a sheet, in batch order
 /// ```
-pub fn batch_message(election: &Election, township: &TownshipId, sheets: &[SignedSheet]) -> Vec<u8> {
+pub fn batch_message(
+    election: &Election,
+    township: &TownshipId,
+    sheets: &[SignedSheet],
+) -> Vec<u8> {
     let election = election_bytes(&election.id, election.mode);
     let township = township.as_str().as_bytes();
     // Ids are at most 64 bytes (check_id) and a batch at most INGEST_SHEETS_MAX sheets; even
@@ -258,7 +262,13 @@ candidates = [{{ id = "T01-C01-K1", name = "甲" }}, {{ id = "T01-C01-K2", name 
 
     fn batch() -> Vec<SignedSheet> {
         (1..=3u8)
-            .map(|n| sign(&sample_sheet(&format!("T01-U{n:03}")), &unit_key(n), &election()))
+            .map(|n| {
+                sign(
+                    &sample_sheet(&format!("T01-U{n:03}")),
+                    &unit_key(n),
+                    &election(),
+                )
+            })
             .collect()
     }
 
@@ -493,7 +503,11 @@ mod golden {
     // the document's, and looked for in its text.
     #[test]
     fn worked_example() {
-        let signed = sign(&tiny_sheet(), &SigningKey::from_bytes(&[0x01; 32]), &example_election());
+        let signed = sign(
+            &tiny_sheet(),
+            &SigningKey::from_bytes(&[0x01; 32]),
+            &example_election(),
+        );
         let key = SigningKey::from_bytes(&[0x02; 32]);
         let township = TownshipId::new("T01");
         let sheets = [signed];

@@ -153,9 +153,8 @@ pub fn election_bytes(election_id: &str, mode: Mode) -> Vec<u8> {
 /// or after.
 pub fn signing_message(election_id: &str, mode: Mode, key_id: &KeyId, sheet: &[u8]) -> Vec<u8> {
     let election = election_bytes(election_id, mode);
-    let mut message = Vec::with_capacity(
-        SIGNING_DOMAIN.len() + election.len() + key_id.0.len() + sheet.len(),
-    );
+    let mut message =
+        Vec::with_capacity(SIGNING_DOMAIN.len() + election.len() + key_id.0.len() + sheet.len());
     message.extend_from_slice(SIGNING_DOMAIN);
     message.extend_from_slice(&election);
     message.extend_from_slice(&key_id.0);
@@ -167,7 +166,12 @@ pub fn signing_message(election_id: &str, mode: Mode, key_id: &KeyId, sheet: &[u
 pub fn sign(sheet: &TallySheet, key: &SigningKey, election: &Election) -> SignedSheet {
     let key_id = KeyId::of(&key.verifying_key());
     let bytes = encode_sheet(sheet);
-    let signature = key.sign(&signing_message(&election.id, election.mode, &key_id, &bytes));
+    let signature = key.sign(&signing_message(
+        &election.id,
+        election.mode,
+        &key_id,
+        &bytes,
+    ));
     SignedSheet {
         sheet: bytes,
         signature,
@@ -429,7 +433,11 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
     #[test]
     fn key_of_another_unit_is_e202() {
         let def = definition(2);
-        let err = verify(&def, &sign(&sample_sheet("T01-U001"), &unit_key(2), &election())).unwrap_err();
+        let err = verify(
+            &def,
+            &sign(&sample_sheet("T01-U001"), &unit_key(2), &election()),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "E205");
         assert!(
             matches!(&err, Error::KeyOfAnotherUnit { key_unit, sheet_unit, .. }
@@ -441,7 +449,11 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
                 .contains("ask unit T01-U001 to sign it with its own key")
         );
 
-        let err = verify(&def, &sign(&sample_sheet("T01-U001"), &unit_key(9), &election())).unwrap_err();
+        let err = verify(
+            &def,
+            &sign(&sample_sheet("T01-U001"), &unit_key(9), &election()),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "E205");
         assert!(matches!(err, Error::UnknownKey { .. }), "{err}");
     }
@@ -578,7 +590,10 @@ candidates = [{ id = "T01-C01-K1", name = "甲" }, { id = "T01-C01-K2", name = "
         assert_eq!(verify(&def, &relabelled).unwrap_err().code(), "E204");
         // Batch verification gives the same answers.
         let results = crate::verify_batch(&def, &[signed.clone(), signed.clone(), relabelled]);
-        let codes: Vec<_> = results.iter().map(|r| r.as_ref().unwrap_err().code()).collect();
+        let codes: Vec<_> = results
+            .iter()
+            .map(|r| r.as_ref().unwrap_err().code())
+            .collect();
         assert_eq!(codes, ["E211", "E211", "E204"]);
 
         // The tally.v1 scheme: the old domain, no election, no fields 4 and 5.

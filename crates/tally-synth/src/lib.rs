@@ -787,8 +787,10 @@ candidates_csv = "candidates.csv"
 units_csv = "units.csv"
 
 [election]
-id = "{county_id}-2026"
+id = "{election_id}"
 name = "{county}2026年县乡两级人民代表大会代表换届选举"
+# A synthetic county is never the real election: everything it prints says 演练 / REHEARSAL.
+mode = "rehearsal"
 
 [rules]
 law_revision = "2020"
@@ -806,6 +808,7 @@ population = {population}
 "#,
         seed = p.seed,
         county_id = "QS",
+        election_id = ELECTION_ID,
         county = p.county_name,
         population = p.population,
     );
@@ -879,14 +882,32 @@ population = {population}
     }
 }
 
+/// The election id of every generated county; its mode is always rehearsal.
+pub const ELECTION_ID: &str = "QS-2026";
+
+impl Generated {
+    /// The election the generated definition names (a rehearsal), to sign sheets for.
+    pub fn election(&self) -> tally_core::definition::Election {
+        tally_core::definition::Election {
+            id: ELECTION_ID.into(),
+            name: format!(
+                "{}2026年县乡两级人民代表大会代表换届选举",
+                self.params.county_name
+            ),
+            mode: tally_core::definition::Mode::Rehearsal,
+        }
+    }
+}
+
 /// Signs every generated sheet with its unit's key, in parallel (a province has 200,000).
 pub fn sign_all(g: &Generated) -> Vec<tally_proto::SignedSheet> {
+    let election = g.election();
     use rayon::prelude::*;
     let keys: std::collections::HashMap<&UnitId, &SigningKey> =
         g.units.iter().map(|u| (&u.id, &u.key)).collect();
     g.sheets
         .par_iter()
-        .map(|s| tally_proto::sign(s, keys[&s.unit]))
+        .map(|s| tally_proto::sign(s, keys[&s.unit], &election))
         .collect()
 }
 
@@ -968,7 +989,8 @@ mod tests {
             })
             .collect();
         assert!(!signed.is_empty());
-        let countersignature = tally_proto::countersign(township, &signed, key);
+        assert_eq!(definition.election, g.election());
+        let countersignature = tally_proto::countersign(&g.election(), township, &signed, key);
         tally_proto::verify_countersignature(&definition, township, &signed, &countersignature)
             .unwrap();
     }

@@ -250,8 +250,12 @@ async fn send(
         Ok(Err(attempt)) => return attempt,
         Err(e) => return Attempt::Transient(format!("reading the outbox did not finish: {e}")),
     };
-    let countersignature =
-        tally_proto::countersign(&township.township, &sheets, &route.countersign_key);
+    let countersignature = tally_proto::countersign(
+        &township.definition.election,
+        &township.township,
+        &sheets,
+        &route.countersign_key,
+    );
     let message = pb::IngestRequest {
         township_id: township.township.to_string(),
         sheets: sheets.iter().map(tally_proto::SignedSheet::to_pb).collect(),

@@ -378,7 +378,12 @@ mod tests {
         let mut sheet = tally_core::sheet_file::parse("s.toml", &text).unwrap();
         sheet.version = version;
         sheet.replaces_version = (version > 1).then_some(version - 1);
-        let signed = tally_proto::sign(&sheet, &key);
+        let election = tally_core::definition::Election {
+            id: "XH-2026".into(),
+            name: "小河县".into(),
+            mode: tally_core::definition::Mode::Rehearsal,
+        };
+        let signed = tally_proto::sign(&sheet, &key, &election);
         let record = Record {
             contest: "XH-C01".into(),
             round: 1,

@@ -252,13 +252,18 @@ mod tests {
     fn small_town_sheets() -> Vec<SignedSheet> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/small-town");
         let key = tally_files::read_secret_key(&root.join("keys/T01-U01.key")).unwrap();
+        let election = tally_core::definition::Election {
+            id: "XH-2026".into(),
+            name: "小河县".into(),
+            mode: tally_core::definition::Mode::Rehearsal,
+        };
         ["T01-U01-XH-C01.toml", "T01-U01-T01-X01.toml"]
             .iter()
             .map(|name| {
                 let path = root.join("sheets").join(name);
                 let text = std::fs::read_to_string(&path).unwrap();
                 let sheet = tally_core::sheet_file::parse(name, &text).unwrap();
-                tally_proto::sign(&sheet, &key)
+                tally_proto::sign(&sheet, &key, &election)
             })
             .collect()
     }

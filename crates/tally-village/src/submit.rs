@@ -115,7 +115,8 @@ fn read_files(
                 }
             };
             if let Some(sheet) = checked(config, identity, sheet, &name, refusals) {
-                let signed = tally_proto::sign(&sheet, &identity.key);
+                let signed =
+                    tally_proto::sign(&sheet, &identity.key, &identity.definition.election);
                 ready.push(Ready {
                     signed,
                     sheet,
@@ -365,7 +366,7 @@ pub fn correct(
     let Some(sheet) = checked(&config, &identity, sheet, &source, &mut refusals) else {
         return Ok(Delivered::Refused);
     };
-    let signed = tally_proto::sign(&sheet, &identity.key);
+    let signed = tally_proto::sign(&sheet, &identity.key, &identity.definition.election);
     let ready = Ready {
         signed,
         sheet,

@@ -89,7 +89,12 @@ fn main() {
                 .unit_by_key(&s.key_id)
                 .expect("every key is registered");
             (
-                tally_proto::signing_message(&def.election.id, def.election.mode, &s.key_id, &s.sheet),
+                tally_proto::signing_message(
+                    &definition.election.id,
+                    definition.election.mode,
+                    &s.key_id,
+                    &s.sheet,
+                ),
                 s.signature,
                 unit.public_key,
             )

@@ -347,7 +347,7 @@ fn sign(definition: &Path, key: &Path, out: &Path, sheet_files: &[PathBuf]) -> R
             ));
             continue;
         }
-        signed.push(tally_proto::sign(&sheet, &key));
+        signed.push(tally_proto::sign(&sheet, &key, &definition.election));
     }
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));

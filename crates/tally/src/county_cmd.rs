@@ -654,7 +654,7 @@ pub fn submit(args: SubmitArgs) -> Result<Outcome> {
         }
     }
     report.batches = jobs.len();
-    let report = runtime()?.block_on(send_all(&args, keys, jobs, report))?;
+    let report = runtime()?.block_on(send_all(&args, &definition.election, keys, jobs, report))?;
     print_submit(&report, args.format)?;
     Ok(if report.refused.is_empty() && report.conflicts == 0 {
         Outcome::Clean
@@ -665,6 +665,7 @@ pub fn submit(args: SubmitArgs) -> Result<Outcome> {
 
 async fn send_all(
     args: &SubmitArgs,
+    election: &tally_core::definition::Election,
     keys: std::collections::HashMap<String, ed25519_dalek::SigningKey>,
     jobs: std::collections::VecDeque<Job>,
     mut report: SubmitReport,
@@ -693,6 +694,7 @@ async fn send_all(
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..args.concurrency {
         let (channels, keys, jobs) = (channels.clone(), keys.clone(), jobs.clone());
+        let election = election.clone();
         workers.spawn(async move {
             let mut done = Vec::new();
             let mut server = worker;
@@ -705,7 +707,8 @@ async fn send_all(
                     township_id: job.township.to_string(),
                     sheets: job.sheets.iter().map(|s| s.to_pb()).collect(),
                     countersignature: Some(
-                        tally_proto::countersign(&job.township, &job.sheets, key).to_pb(),
+                        tally_proto::countersign(&election, &job.township, &job.sheets, key)
+                            .to_pb(),
                     ),
                 };
                 let servers = &channels[job.township.as_str()];

@@ -110,7 +110,11 @@ pub fn units_of(township: &str) -> Vec<UnitId> {
 
 /// Signs `sheet` with its own unit's key.
 pub fn sign(sheet: &TallySheet) -> SignedSheet {
-    tally_proto::sign(sheet, &fixture().unit_keys[&sheet.unit])
+    tally_proto::sign(
+        sheet,
+        &fixture().unit_keys[&sheet.unit],
+        &fixture().definition.election,
+    )
 }
 
 /// The offline computation over the given sheets, verified, in this order.
