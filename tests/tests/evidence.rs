@@ -199,4 +199,39 @@ fn export_verify_and_tampering() {
             .contains("rounds[0].votes[0].votes"),
         "{report:#}"
     );
+
+    // 4. A second, altered copy of a contest put before the true one (the manifest's hash
+    // made to match): claimed contests were once collected into a map by id, where the true
+    // copy hid the altered one. The repeated id is a finding of its own.
+    let repeated = work.join("repeated-contest");
+    copy_dir(&bundle, &repeated);
+    let mut result: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("results.json")).unwrap())
+            .unwrap();
+    let mut altered = result["contests"][1].clone();
+    let votes = &mut altered["rounds"][0]["votes"][0]["votes"];
+    *votes = Value::from(votes.as_u64().unwrap() + 1000);
+    result["contests"]
+        .as_array_mut()
+        .unwrap()
+        .insert(1, altered);
+    rewrite(
+        &repeated,
+        "results.json",
+        &serde_json::to_string(&result).unwrap(),
+        true,
+    );
+    let (code, report) = verify(work, &repeated);
+    assert_eq!(code, 3, "{report:#}");
+    let found = findings(&report);
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert_eq!(found[0]["kind"], "result");
+    assert_eq!(found[0]["contest"].as_str(), Some(contest.as_str()));
+    assert!(
+        found[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than once"),
+        "{report:#}"
+    );
 }

@@ -14,7 +14,8 @@
 //!
 //! The digest is `SHA-256("tally.v2.definition\0" || encoding)`, shown as 64 hex digits.
 
-use crate::definition::Definition;
+use crate::Error;
+use crate::definition::{Definition, DefinitionProblem, load};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -68,10 +69,63 @@ pub fn encode(definition: &Definition) -> Vec<u8> {
 
 /// The digest of the canonical encoding.
 pub fn digest(definition: &Definition) -> DefinitionDigest {
+    digest_of(&encode(definition))
+}
+
+/// The digest of bytes said to be a canonical encoding (as a founding record carries them).
+pub fn digest_of(encoding: &[u8]) -> DefinitionDigest {
     let mut hasher = Sha256::new();
     hasher.update(DEFINITION_DOMAIN);
-    hasher.update(encode(definition));
+    hasher.update(encoding);
     DefinitionDigest(hasher.finalize().into())
+}
+
+/// The definition a canonical encoding describes, loaded and checked as a file would be
+/// (every check of [`crate::definition::load`]), and re-encoded to the very same bytes: what
+/// does not round-trip is not a canonical encoding. `what` names the bytes in messages (e.g.
+/// `the founding definition`).
+pub fn decode(what: &str, encoding: &[u8]) -> Result<Definition, Error> {
+    let problem = |message: String| {
+        Error::Definition(vec![DefinitionProblem {
+            file: what.to_owned(),
+            location: String::new(),
+            field: String::new(),
+            message,
+        }])
+    };
+    let mut value: Value =
+        serde_json::from_slice(encoding).map_err(|e| problem(format!("is not JSON: {e}")))?;
+    // Derived fields are not part of the file format; absent values are written as nothing.
+    strip(&mut value);
+    let text = toml::to_string(&value)
+        .map_err(|e| problem(format!("does not describe a definition: {e}")))?;
+    let definition = load(what, &text, &mut |path| {
+        Err(format!(
+            "a canonical definition names no other file ({path})"
+        ))
+    })?;
+    if encode(&definition) != encoding {
+        return Err(problem(
+            "is not in the canonical encoding (keys sorted, every field written, no whitespace); \
+             encode the definition with tally_core::canonical::encode"
+                .into(),
+        ));
+    }
+    Ok(definition)
+}
+
+/// Removes what the file format does not take: `key_id` (derived from `public_key`) and
+/// nulls (absent optional values).
+fn strip(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("key_id");
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip),
+        _ => {}
+    }
 }
 
 fn value(definition: &Definition) -> Value {
@@ -264,6 +318,40 @@ public_key = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
             "election: mode is \"official\" here, \"rehearsal\" there"
         );
         assert_eq!(first_difference(&base, &base), None);
+    }
+
+    // Goal: a canonical encoding decodes to the definition it came from; bytes that are not
+    // one (other JSON, a reordered key, an invalid definition) are refused with a message.
+    // Method: round-trip the test definition and the sample-like CSV spelling; then feed
+    // JSON with a key out of order, a unit with no contest, and garbage.
+    #[test]
+    fn decode_round_trips_and_refuses_what_is_not_canonical() {
+        let base = definition(TOML);
+        let bytes = encode(&base);
+        let back = decode("the founding definition", &bytes).unwrap();
+        assert_eq!(encode(&back), bytes);
+        assert_eq!(digest(&back), digest(&base));
+        assert_eq!(
+            back.unit_by_key(&base.units[0].key_id).unwrap().id,
+            base.units[0].id
+        );
+
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let spaced = text.replacen(r#""contests":"#, r#""contests": "#, 1);
+        let err = decode("the founding definition", spaced.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("not in the canonical encoding"),
+            "{err}"
+        );
+        let no_contest = text.replace(r#""contests":["T01-C01"]"#, r#""contests":[]"#);
+        let err = decode("the founding definition", no_contest.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("the founding definition, line"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("lists no contests"), "{err}");
+        let err = decode("the founding definition", b"\x00garbage").unwrap_err();
+        assert!(err.to_string().contains("is not JSON"), "{err}");
     }
 
     // Goal: the encoding is the documented one: sorted keys, no whitespace, the domain-

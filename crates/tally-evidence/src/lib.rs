@@ -826,6 +826,29 @@ fn compare_results(claimed: &Value, ours: &Value, findings: &mut Findings) {
     };
     let claimed_contests = by_contest(claimed);
     let our_contests = by_contest(ours);
+    // A map keeps one entry per id: a second, altered copy of a contest would hide behind the
+    // other, so every repeated id is a finding of its own.
+    let mut seen = std::collections::BTreeSet::new();
+    for contest in claimed
+        .get("contests")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = contest
+            .get("contest")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        if !seen.insert(id) {
+            findings.push(Finding {
+                contest: id.to_owned(),
+                ..Finding::new(
+                    "result",
+                    "the county's results list this contest more than once; a result names each contest once, so the copies cannot all be the county's".to_owned(),
+                )
+            });
+        }
+    }
     let ids: std::collections::BTreeSet<&String> =
         claimed_contests.keys().chain(our_contests.keys()).collect();
     for id in ids {
