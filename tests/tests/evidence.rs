@@ -52,6 +52,45 @@ fn rewrite(bundle: &Path, relative: &str, contents: &str, fix_manifest: bool) {
     }
 }
 
+/// The id of the `n`th contest in a bundle's results.json.
+fn bundle_contest(bundle: &Path, n: usize) -> String {
+    let result: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("results.json")).unwrap())
+            .unwrap();
+    result["contests"][n]["contest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A copy of `bundle` named `name` whose results.json `edit` changed (the manifest's hash made
+/// to match), verified: its one finding, which is about the results.
+fn verify_changed_results(
+    work: &Path,
+    bundle: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut Value),
+) -> Value {
+    let changed = work.join(name);
+    copy_dir(bundle, &changed);
+    let mut result: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("results.json")).unwrap())
+            .unwrap();
+    edit(&mut result);
+    rewrite(
+        &changed,
+        "results.json",
+        &serde_json::to_string(&result).unwrap(),
+        true,
+    );
+    let (code, report) = verify(work, &changed);
+    assert_eq!(code, 3, "{name}: {report:#}");
+    let found = findings(&report);
+    assert_eq!(found.len(), 1, "{name}: {report:#}");
+    assert_eq!(found[0]["kind"], "result", "{name}: {report:#}");
+    found[0].clone()
+}
+
 // Goal: a bundle exported from a real cluster after ingest verifies, its head is the one the
 // cluster's results carry; and each kind of tampering (a changed sheet byte, a dropped record,
 // a changed claimed result) is found, named by record or contest, with exit 3.
@@ -169,69 +208,38 @@ fn export_verify_and_tampering() {
 
     // 3. A claimed result changed (and the manifest's hash made to match): verify names the
     // contest.
-    let result_changed = work.join("changed-result");
-    copy_dir(&bundle, &result_changed);
-    let mut result: Value =
-        serde_json::from_str(&std::fs::read_to_string(bundle.join("results.json")).unwrap())
-            .unwrap();
-    let contest = result["contests"][1]["contest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let votes = &mut result["contests"][1]["rounds"][0]["votes"][0]["votes"];
-    *votes = Value::from(votes.as_u64().unwrap() + 1);
-    rewrite(
-        &result_changed,
-        "results.json",
-        &serde_json::to_string(&result).unwrap(),
-        true,
-    );
-    let (code, report) = verify(work, &result_changed);
-    assert_eq!(code, 3, "{report:#}");
-    let found = findings(&report);
-    assert_eq!(found.len(), 1, "{report:#}");
-    assert_eq!(found[0]["kind"], "result");
-    assert_eq!(found[0]["contest"].as_str(), Some(contest.as_str()));
+    let contest = bundle_contest(&bundle, 1);
+    let found = verify_changed_results(work, &bundle, "changed-result", |result| {
+        let votes = &mut result["contests"][1]["rounds"][0]["votes"][0]["votes"];
+        *votes = Value::from(votes.as_u64().unwrap() + 1);
+    });
+    assert_eq!(found["contest"].as_str(), Some(contest.as_str()));
     assert!(
-        found[0]["message"]
+        found["message"]
             .as_str()
             .unwrap()
             .contains("rounds[0].votes[0].votes"),
-        "{report:#}"
+        "{found:#}"
     );
 
-    // 4. A second, altered copy of a contest put before the true one (the manifest's hash
-    // made to match): claimed contests were once collected into a map by id, where the true
-    // copy hid the altered one. The repeated id is a finding of its own.
-    let repeated = work.join("repeated-contest");
-    copy_dir(&bundle, &repeated);
-    let mut result: Value =
-        serde_json::from_str(&std::fs::read_to_string(bundle.join("results.json")).unwrap())
-            .unwrap();
-    let mut altered = result["contests"][1].clone();
-    let votes = &mut altered["rounds"][0]["votes"][0]["votes"];
-    *votes = Value::from(votes.as_u64().unwrap() + 1000);
-    result["contests"]
-        .as_array_mut()
-        .unwrap()
-        .insert(1, altered);
-    rewrite(
-        &repeated,
-        "results.json",
-        &serde_json::to_string(&result).unwrap(),
-        true,
-    );
-    let (code, report) = verify(work, &repeated);
-    assert_eq!(code, 3, "{report:#}");
-    let found = findings(&report);
-    assert_eq!(found.len(), 1, "{report:#}");
-    assert_eq!(found[0]["kind"], "result");
-    assert_eq!(found[0]["contest"].as_str(), Some(contest.as_str()));
+    // 4. A second, altered copy of a contest put before the true one: claimed contests were
+    // once collected into a map by id, where the true copy hid the altered one. The repeated
+    // id is a finding of its own.
+    let found = verify_changed_results(work, &bundle, "repeated-contest", |result| {
+        let mut altered = result["contests"][1].clone();
+        let votes = &mut altered["rounds"][0]["votes"][0]["votes"];
+        *votes = Value::from(votes.as_u64().unwrap() + 1000);
+        result["contests"]
+            .as_array_mut()
+            .unwrap()
+            .insert(1, altered);
+    });
+    assert_eq!(found["contest"].as_str(), Some(contest.as_str()));
     assert!(
-        found[0]["message"]
+        found["message"]
             .as_str()
             .unwrap()
             .contains("more than once"),
-        "{report:#}"
+        "{found:#}"
     );
 }

@@ -807,7 +807,7 @@ name = "{county}"
 population = {population}
 "#,
         seed = p.seed,
-        county_id = "QS",
+        county_id = COUNTY_ID,
         election_id = ELECTION_ID,
         county = p.county_name,
         population = p.population,
@@ -882,6 +882,8 @@ population = {population}
     }
 }
 
+/// The county id of every generated county.
+pub const COUNTY_ID: &str = "QS";
 /// The election id of every generated county; its mode is always rehearsal.
 pub const ELECTION_ID: &str = "QS-2026";
 
