@@ -6,7 +6,7 @@
 
 use crate::error::Error;
 use tally_core::ids::TownshipId;
-use tally_proto::county::{CountyCommand, decode_command, encode_ingest};
+use tally_proto::county::{CountyCommand, decode_command, encode_found, encode_ingest};
 use tally_proto::{Countersignature, SignedSheet};
 
 pub use tally_proto::county::INGEST_SHEETS_MAX;
@@ -26,6 +26,9 @@ pub enum Command {
         /// countersignatures.
         countersignature: Option<Countersignature>,
     },
+    /// The founding act: the definition's canonical encoding (`tally_core::canonical`),
+    /// proposed by the cluster's first leader (docs/design/record.md).
+    Found { definition: Vec<u8> },
 }
 
 impl Command {
@@ -36,6 +39,7 @@ impl Command {
                 sheets,
                 countersignature,
             } => encode_ingest(township, sheets, countersignature.as_ref()),
+            Command::Found { definition } => encode_found(definition),
         }
     }
 
@@ -55,6 +59,7 @@ impl Command {
                 sheets,
                 countersignature,
             }),
+            CountyCommand::Found { definition } => Ok(Command::Found { definition }),
         }
     }
 
@@ -62,6 +67,7 @@ impl Command {
     pub fn sheets(&self) -> &[SignedSheet] {
         match self {
             Command::Ingest { sheets, .. } => sheets,
+            Command::Found { .. } => &[],
         }
     }
 }

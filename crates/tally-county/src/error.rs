@@ -21,6 +21,8 @@ pub enum WriteError {
     },
     Dropped,
     Abandoned,
+    /// The cluster's founding act is not applied yet, so there is no definition to count under.
+    NotFounded,
     Stopped(String),
     /// A linearizable read that raft will not answer (no leader, the leadership changed, or it
     /// waited [`READ_WAIT_MAX`](crate::node::READ_WAIT_MAX)); nothing was read.
@@ -37,6 +39,9 @@ impl std::fmt::Display for WriteError {
             }
             WriteError::Dropped => f.write_str(
                 "the proposal was dropped (a leadership transfer or a new election is in progress); send it again",
+            ),
+            WriteError::NotFounded => f.write_str(
+                "the cluster is being founded (its first leader is recording the election definition); send it again in a moment",
             ),
             WriteError::Abandoned => f.write_str(
                 "the entry was overtaken by a new leader before it was committed; send it again (a sheet recorded meanwhile is answered as a duplicate)",
@@ -60,6 +65,15 @@ pub enum Error {
 
     // A snapshot image or stored rows rebuilt into a state (state.rs). Each means the bytes
     // are corrupt or were made for another election definition.
+    /// This replica's definition is not the one the cluster was founded with.
+    #[error(
+        "this replica's election definition is not the one the cluster was founded with: the founding definition's digest is {founding}, this replica's is {ours}; first difference: {difference}. Nothing was changed. Start the replica with the founding definition (every replica's `tally cluster status` shows its digest), or found a new cluster for a new definition"
+    )]
+    DefinitionDiffers {
+        founding: tally_core::canonical::DefinitionDigest,
+        ours: tally_core::canonical::DefinitionDigest,
+        difference: String,
+    },
     #[error("the county state image does not decode: {0}")]
     StateImage(tally_proto::Error),
     #[error(

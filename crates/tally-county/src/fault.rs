@@ -22,6 +22,10 @@ pub const EXIT_STORAGE: u8 = 74;
 /// The exit status of a replica whose driver stopped for another reason (a panic, a lost log,
 /// an entry that does not decode): 70, `EX_SOFTWARE` in sysexits.h.
 pub const EXIT_DRIVER: u8 = 70;
+/// The exit status of a replica whose election definition is not the cluster's founding one:
+/// 78, `EX_CONFIG` in sysexits.h. Starting it again changes nothing until its operator
+/// gives it the founding definition (the systemd unit does not restart it on 78).
+pub const EXIT_DEFINITION: u8 = 78;
 
 /// The I/O error at the bottom of `error`, if there is one. redb's errors do not report their
 /// cause as a `source`, so they are looked into by hand.
@@ -75,7 +79,9 @@ pub fn stop_reason(replica: ReplicaId, error: &Error) -> String {
 
 /// The exit status for a driver that stopped on `error`.
 pub fn exit_status(error: &Error) -> u8 {
-    if is_storage_failure(error) {
+    if matches!(error, Error::DefinitionDiffers { .. }) {
+        EXIT_DEFINITION
+    } else if is_storage_failure(error) {
         EXIT_STORAGE
     } else {
         EXIT_DRIVER

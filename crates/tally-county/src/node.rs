@@ -85,6 +85,8 @@ pub struct NodeStatus {
     pub learners: Vec<ReplicaId>,
     pub progress: Vec<PeerProgress>,
     pub chain: ChainHead,
+    /// The founding definition's digest, once the founding act is applied.
+    pub founding: Option<tally_core::canonical::DefinitionDigest>,
     pub sheets_counted: u64,
     pub conflicts: u64,
     /// Shared with the driver: published every cycle without copying the map.
@@ -699,6 +701,7 @@ impl Driver {
             learners: sorted(s.learners),
             progress: s.progress,
             chain: state.chain_head(),
+            founding: state.founding(),
             sheets_counted: state.ledger().len() as u64,
             conflicts: state.conflicts().len() as u64,
             addresses: self.peers.addresses.clone(),

@@ -64,13 +64,19 @@ impl Mirror {
             *self = Mirror::default();
         }
         for record in records.iter_from(self.consumed) {
-            let sheet = tally_proto::decode_sheet(&record.signed.sheet).map_err(|e| {
+            // The founding fixes the definition (the view carries it); only sheets count.
+            let Some(signed) = record.act.sheet() else {
+                self.consumed += 1;
+                self.head = Some(record.head);
+                continue;
+            };
+            let sheet = tally_proto::decode_sheet(&signed.sheet).map_err(|e| {
                 Error::Compute(format!(
                     "the sheet of chain record {} does not decode: {e}",
                     self.consumed
                 ))
             })?;
-            let digest = record.signed.digest();
+            let digest = signed.digest();
             if let Submission::Conflict { .. } = self.ledger.submit(sheet, digest) {
                 self.conflict_at.insert(digest, record.log_index);
             }
@@ -194,7 +200,6 @@ impl ResultsCache {
 mod tests {
     use super::*;
     use crate::command::Command;
-    use crate::state::CountyState;
     use crate::state::testkit::*;
     use tally_core::ids::TownshipId;
 
@@ -221,10 +226,10 @@ mod tests {
             ingest(vec![signed(2, 1, 81), signed(3, 1, 7)]),
             ingest(vec![signed(1, 1, 100), signed(2, 1, 81)]),
         ];
-        let mut state = CountyState::new(definition());
+        let mut state = founded();
         let mut step = Mirror::default();
         for (i, command) in commands.iter().enumerate() {
-            state.apply(LogIndex::new(i as u64 + 1), command);
+            state.apply(at(i as u64 + 1), command);
             step.advance(&state.view().records).unwrap();
         }
         let mut once = Mirror::default();
@@ -235,7 +240,10 @@ mod tests {
             assert_eq!(at.result, expected);
             assert_eq!(at.chain, chain);
             assert_eq!(at.conflicts.len(), 1);
-            assert_eq!(at.conflicts[0].log_index, 3);
+            assert_eq!(
+                at.conflicts[0].log_index, 4,
+                "the third command, after the founding"
+            );
             assert_eq!(
                 at.conflicts[0].conflicting_digest,
                 hex::encode(signed(2, 1, 81).digest())
@@ -243,8 +251,8 @@ mod tests {
             assert_eq!(mirror.ledger, *state.ledger());
         }
 
-        let mut other = CountyState::new(definition());
-        other.apply(LogIndex::new(1), &ingest(vec![signed(3, 1, 9)]));
+        let mut other = founded();
+        other.apply(at(1), &ingest(vec![signed(3, 1, 9)]));
         step.advance(&other.view().records).unwrap();
         assert_eq!(step.ledger, *other.ledger());
         assert_eq!(

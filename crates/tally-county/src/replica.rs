@@ -23,6 +23,7 @@ use raft::eraftpb::{
 use raft::{RawNode, ReadState, StateRole, Storage};
 use std::collections::HashMap;
 use std::sync::Arc;
+use tally_core::canonical::DefinitionDigest;
 use tally_core::definition::Definition;
 
 /// Ticks without hearing from a leader before a follower campaigns (with PreVote first).
@@ -137,6 +138,14 @@ pub struct Replica {
     /// its context, answers it (numbers restart with the process; indexes do not repeat).
     proposals_in_flight: HashMap<u64, u64>,
     options: Options,
+    /// This replica's own definition, as loaded from its file: proposed as the founding act by
+    /// a first leader, and checked against the founding one (docs/design/record.md).
+    local: Arc<Definition>,
+    local_encoding: Arc<Vec<u8>>,
+    local_digest: DefinitionDigest,
+    /// The term in which this replica last proposed the founding act, so it proposes it once
+    /// per term of its leadership until it is applied.
+    founding_proposed: Option<u64>,
 }
 
 fn bad_entry(entry: &Entry, message: String) -> Error {
@@ -153,6 +162,23 @@ fn decode_conf_change<M: protobuf::Message + Default>(entry: &Entry) -> Result<M
         .merge_from_bytes(&entry.data)
         .map_err(|e| bad_entry(entry, e.to_string()))?;
     Ok(change)
+}
+
+/// Whether the state's founding definition (if it has one yet) is this replica's own.
+fn check_founding(
+    state: &CountyState,
+    local: &Definition,
+    local_digest: DefinitionDigest,
+) -> Result<(), Error> {
+    match state.founding() {
+        Some(founding) if founding != local_digest => Err(Error::DefinitionDiffers {
+            founding,
+            ours: local_digest,
+            difference: tally_core::canonical::first_difference(local, &state.definition())
+                .unwrap_or_else(|| "none found field by field".into()),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn raft_config(id: ReplicaId, applied: LogIndex) -> raft::Config {
@@ -187,7 +213,12 @@ impl Replica {
         definition: Arc<Definition>,
         options: Options,
     ) -> Result<Self, Error> {
-        let state = storage.load_state(definition).map_err(Error::storage)?;
+        let local_encoding = Arc::new(tally_core::canonical::encode(&definition));
+        let local_digest = tally_core::canonical::digest_of(&local_encoding);
+        let state = storage
+            .load_state(definition.clone())
+            .map_err(Error::storage)?;
+        check_founding(&state, &definition, local_digest)?;
         let config = raft_config(id, state.applied_index());
         config.validate()?;
         let logger = slog::Logger::root(crate::raft_log::TracingDrain, slog::o!());
@@ -201,7 +232,41 @@ impl Replica {
             pending_reads: Vec::new(),
             proposals_in_flight: HashMap::new(),
             options,
+            local: definition,
+            local_encoding,
+            local_digest,
+            founding_proposed: None,
         })
+    }
+
+    /// This replica's own definition's digest (the founding one's, once founded and checked).
+    pub fn local_digest(&self) -> DefinitionDigest {
+        self.local_digest
+    }
+
+    /// A leader of a cluster not yet founded proposes the founding act (its own definition),
+    /// once in each term it leads, until the founding is applied.
+    fn maybe_found(&mut self) {
+        let term = self.raw.raft.term;
+        if !self.is_leader()
+            || self.state.founding().is_some()
+            || self.founding_proposed == Some(term)
+        {
+            return;
+        }
+        let command = Command::Found {
+            definition: self.local_encoding.to_vec(),
+        };
+        // No context: nobody waits for this outcome; the state says whether it was founded.
+        if self.raw.propose(Vec::new(), command.encode()).is_ok() {
+            self.founding_proposed = Some(term);
+            tracing::info!(
+                replica = self.id.get(),
+                term,
+                digest = %self.local_digest,
+                "proposed the founding act"
+            );
+        }
     }
 
     pub fn id(&self) -> ReplicaId {
@@ -262,6 +327,9 @@ impl Replica {
             return Err(WriteError::NotLeader {
                 leader: self.leader(),
             });
+        }
+        if self.state.founding().is_none() && !matches!(command, Command::Found { .. }) {
+            return Err(WriteError::NotFounded);
         }
         let id = ProposalId(self.next_proposal);
         self.next_proposal += 1;
@@ -395,8 +463,9 @@ impl Replica {
         if snapshot.is_some() {
             self.state = self
                 .storage
-                .load_state(self.state.definition())
+                .load_state(self.local.clone())
                 .map_err(Error::storage)?;
+            check_founding(&self.state, &self.local, self.local_digest)?;
         }
 
         // 4. Apply what is committed (entries persisted in earlier readies).
@@ -430,6 +499,7 @@ impl Replica {
 
         self.abandon_overtaken(&mut out);
         self.maybe_compact()?;
+        self.maybe_found();
         Ok(out)
     }
 
@@ -452,6 +522,10 @@ impl Replica {
                     let command = Command::decode(&entry.data)
                         .map_err(|e| bad_entry(&entry, e.to_string()))?;
                     let applied = self.state.apply(index, &command);
+                    if let Command::Found { .. } = command {
+                        // A replica that joined later learns the founding here.
+                        check_founding(&self.state, &self.local, self.local_digest)?;
+                    }
                     if let Some(id) = self.own_proposal(entry.index, &entry.context) {
                         out.applied.push(AppliedProposal {
                             id,

@@ -91,6 +91,8 @@ impl Shared {
     pub fn status_response(&self) -> pb::StatusResponse {
         let mut response = status_response(&self.status());
         response.signature_failures = self.sheets.signature_failures();
+        response.election_id = self.definition.election.id.clone();
+        response.mode = self.definition.election.mode.as_str().to_owned();
         let heard = self.heard.lock().unwrap();
         for peer in &mut response.peers {
             if let Some(at) = heard.get(&ReplicaId::new(peer.replica_id)) {
@@ -212,6 +214,10 @@ pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
             .collect(),
         chain_head: s.chain.head.to_vec(),
         chain_length: s.chain.length,
+        definition_digest: s.founding.map(|d| d.to_string()).unwrap_or_default(),
+        // The services fill these in from the definition (Shared::status_response).
+        election_id: String::new(),
+        mode: String::new(),
         sheets_counted: s.sheets_counted,
         conflicts: s.conflicts,
         // Known to the service, not the driver: `Shared::status_response` fills it in.

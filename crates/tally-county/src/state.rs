@@ -1,9 +1,13 @@
-//! `CountyState`, the replicated state machine: the ledger of recorded sheets, the hash chain
-//! over them, and the evidence (the signed bytes of every recorded sheet).
+//! `CountyState`, the replicated state machine: the election record (docs/design/record.md):
+//! the founding definition, the ledger of recorded sheets, the hash chain over every act, and
+//! the evidence (the founding definition and the signed bytes of every recorded sheet).
 //!
 //! Invariants:
-//! - [`CountyState::apply`] is deterministic: it depends only on the definition, the state and
+//! - [`CountyState::apply`] is deterministic: it depends only on the state and
 //!   `(index, command)`. No clock, no randomness, no hash-map iteration order, no I/O.
+//! - Results are a pure function of the record: sheets are counted under the definition the
+//!   founding act recorded, never under a replica's own file; before the founding no sheet is
+//!   recorded. The first founding fixes the definition; a later one changes nothing.
 //! - Every sheet the ledger records (accepted, superseded, or a new conflict) extends the
 //!   chain exactly once and is kept as evidence; a duplicate (and a conflicting sheet sent
 //!   again) changes nothing.
@@ -22,6 +26,7 @@ use crate::ids::LogIndex;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
+use tally_core::canonical::{DefinitionDigest, digest_of};
 use tally_core::definition::Definition;
 use tally_core::ledger::{ConflictRecord, Digest, Ledger, Submission};
 use tally_core::results::{ElectionResult, compute};
@@ -31,7 +36,11 @@ use tally_proto::{SignedSheet, decode_sheet};
 
 /// The link function lives in `tally-proto`, shared with `tally verify`, which recomputes an
 /// evidence bundle's chain offline.
-pub use tally_proto::county::{CHAIN_DOMAIN, CHAIN_HEAD_EMPTY, ChainRecord, chain_link};
+pub use tally_proto::county::{Act, CHAIN_DOMAIN, CHAIN_HEAD_EMPTY, ChainRecord, chain_link};
+
+/// The refusal code of a sheet applied before the cluster was founded (the services refuse
+/// ingests until then, so only a log from before the founding act existed holds one).
+pub const NOT_FOUNDED: &str = "not-founded";
 
 /// The domain separation prefix of [`CountyState::fingerprint`].
 const FINGERPRINT_DOMAIN: &[u8; 22] = b"tally.v1.county-state\0";
@@ -182,7 +191,11 @@ pub struct Applied {
 /// The county state machine.
 #[derive(Debug, Clone)]
 pub struct CountyState {
+    /// The definition in force: the founding one once the founding is applied; before it, the
+    /// replica's own, which counts nothing (no sheet is recorded before the founding).
     definition: Arc<Definition>,
+    /// The founding definition's digest, once founded.
+    founding: Option<DefinitionDigest>,
     ledger: Ledger,
     /// The evidence in chain order, each with the head after it; the last one's is the head.
     records: Records,
@@ -193,14 +206,15 @@ impl CountyState {
     pub fn new(definition: Arc<Definition>) -> Self {
         CountyState {
             definition,
+            founding: None,
             ledger: Ledger::new(),
             records: Records::default(),
             applied_index: 0,
         }
     }
 
-    /// Applies the command of log entry `index`. Deterministic: depends only on the
-    /// definition, the state and `(index, command)`.
+    /// Applies the command of log entry `index`. Deterministic: depends only on the state
+    /// and `(index, command)`.
     ///
     /// # Panics
     /// If `index` is not after the applied index: raft delivers each entry once, in order,
@@ -213,6 +227,17 @@ impl CountyState {
             self.applied_index
         );
         let outcomes = match command {
+            Command::Found { definition } => {
+                self.found(index, definition);
+                Vec::new()
+            }
+            Command::Ingest { sheets, .. } if self.founding.is_none() => sheets
+                .iter()
+                .map(|_| SheetOutcome::Refused {
+                    code: NOT_FOUNDED,
+                    message: "the cluster was not founded when this batch was applied, so there was no definition to count it under; send it again".into(),
+                })
+                .collect(),
             Command::Ingest {
                 township, sheets, ..
             } => sheets
@@ -255,6 +280,41 @@ impl CountyState {
         let index = index.get();
         debug_assert!(index >= self.applied_index);
         self.applied_index = index;
+    }
+
+    /// The founding act: the first one fixes the definition in force and is the first link of
+    /// the chain; a later one (proposed by a leader that had not yet seen the first) changes
+    /// nothing. An encoding that does not decode to a valid definition is not recorded (every
+    /// replica decides so alike); the leader proposes its own definition's encoding, so this
+    /// only happens to a corrupted entry. Returns whether it was recorded.
+    fn found(&mut self, index: u64, encoding: &[u8]) -> bool {
+        if self.founding.is_some() {
+            return false;
+        }
+        let definition = match tally_core::canonical::decode("the founding definition", encoding) {
+            Ok(definition) => definition,
+            Err(e) => {
+                tracing::error!(log_index = index, "the founding act does not decode: {e}");
+                return false;
+            }
+        };
+        let digest = digest_of(encoding);
+        self.definition = Arc::new(definition);
+        self.founding = Some(digest);
+        let head = chain_link(&self.head(), index, &digest.0);
+        self.records.push(ChainRecord {
+            log_index: index,
+            act: Act::Founding {
+                definition: encoding.to_vec(),
+            },
+            head,
+        });
+        true
+    }
+
+    /// The founding definition's digest, once the founding is applied.
+    pub fn founding(&self) -> Option<DefinitionDigest> {
+        self.founding
     }
 
     /// Checks and records one sheet; extends the chain if the ledger recorded it.
@@ -303,7 +363,7 @@ impl CountyState {
             let head = chain_link(&self.head(), index, &digest);
             self.records.push(ChainRecord {
                 log_index: index,
-                signed: signed.clone(),
+                act: Act::Sheet(signed.clone()),
                 head,
             });
         }
@@ -323,12 +383,25 @@ impl CountyState {
                 applied_index: LogIndex::new(self.applied_index),
             });
         }
-        let outcome = self.record(record.log_index, &record.signed);
+        let outcome = match &record.act {
+            Act::Sheet(signed) if self.founding.is_some() => {
+                format!("{:?}", self.record(record.log_index, signed))
+            }
+            Act::Sheet(_) => "a sheet before the founding".to_owned(),
+            Act::Founding { definition } => {
+                let recorded = self.found(record.log_index, definition);
+                if recorded {
+                    "founded".to_owned()
+                } else {
+                    "a founding that does not decode, or a second one".to_owned()
+                }
+            }
+        };
         if self.records.len() as u64 != position + 1 {
             return Err(Error::NotRecorded {
                 position,
                 log_index: LogIndex::new(record.log_index),
-                outcome: format!("{outcome:?}"),
+                outcome,
             });
         }
         if self.head() != record.head {
@@ -386,7 +459,10 @@ impl CountyState {
     /// The digests of the recorded sheets in chain order (each appears once). Hashes every
     /// record, so it is for tests and audits, not for a hot path.
     pub fn recorded_digests(&self) -> Vec<Digest> {
-        self.records.iter().map(|r| r.signed.digest()).collect()
+        self.records
+            .iter()
+            .filter_map(|r| r.act.sheet().map(SignedSheet::digest))
+            .collect()
     }
 
     /// The election result of the counted sheets, with the chain head it reflects.
@@ -456,6 +532,9 @@ fn refused(error: &tally_proto::Error) -> SheetOutcome {
 pub(crate) mod testkit {
     //! A small election with real keys, and signed sheets for it.
 
+    use super::CountyState;
+    use crate::command::Command;
+    use crate::ids::LogIndex;
     use ed25519_dalek::SigningKey;
     use std::sync::Arc;
     use tally_core::definition::Definition;
@@ -465,6 +544,21 @@ pub(crate) mod testkit {
 
     /// Units in the fixture.
     pub(crate) const UNITS: u8 = 3;
+
+    /// A state founded with [`definition`] at log index 1, as a cluster's first leader
+    /// founds it; tests apply their commands from [`at`]`(1)` = index 2 on.
+    pub(crate) fn founded() -> CountyState {
+        let mut state = CountyState::new(definition());
+        let definition = tally_core::canonical::encode(&definition());
+        state.apply(LogIndex::new(1), &Command::Found { definition });
+        assert!(state.founding().is_some());
+        state
+    }
+
+    /// The log index of a test's `n`th entry after the founding.
+    pub(crate) fn at(n: u64) -> LogIndex {
+        LogIndex::new(n + 1)
+    }
 
     /// The secret key of unit `T1-U{n}`: 32 bytes of `n`. Test keys only.
     pub(crate) fn unit_key(n: u8) -> SigningKey {
@@ -589,9 +683,9 @@ mod tests {
     // the outcome is E210, the chain stays empty, the applied index moves.
     #[test]
     fn a_sheet_of_another_townships_unit_is_refused() {
-        let mut state = CountyState::new(definition());
+        let mut state = founded();
         let applied = state.apply(
-            LogIndex::new(2),
+            at(2),
             &Command::Ingest {
                 township: TownshipId::new("T9"),
                 sheets: vec![signed(1, 1, 100)],
@@ -602,8 +696,8 @@ mod tests {
             &applied.outcomes[..],
             [SheetOutcome::Refused { code: "E210", message }] if message.contains("T1-U1")
         ));
-        assert!(state.records().is_empty());
-        assert_eq!(state.applied_index(), LogIndex::new(2));
+        assert_eq!(state.records().len(), 1, "only the founding");
+        assert_eq!(state.applied_index(), at(2));
     }
 
     // Goal: a sheet is recorded exactly once: the same bytes again are a duplicate and leave
@@ -611,37 +705,38 @@ mod tests {
     // Method: apply one sheet at index 3, then the same sheet at index 4; recompute the head.
     #[test]
     fn exactly_once() {
-        let mut state = CountyState::new(definition());
+        let mut state = founded();
+        let founding_head = state.chain_head().head;
         let sheet = signed(1, 1, 100);
-        let applied = state.apply(LogIndex::new(3), &ingest(vec![sheet.clone()]));
+        let applied = state.apply(at(3), &ingest(vec![sheet.clone()]));
         assert_eq!(applied.outcomes, vec![SheetOutcome::Accepted]);
         let head = state.chain_head();
-        let expected = chain_link(&CHAIN_HEAD_EMPTY, 3, &digest(&sheet));
+        let expected = chain_link(&founding_head, 4, &digest(&sheet));
         assert_eq!(
             head,
             ChainHead {
                 head: expected,
-                length: 1,
-                log_index: LogIndex::new(3)
+                length: 2,
+                log_index: at(3)
             }
         );
         let mut by_hand = Sha256::new();
         by_hand.update(b"tally.v1.chain\0");
-        by_hand.update([0u8; 32]);
-        by_hand.update([0, 0, 0, 0, 0, 0, 0, 3]);
+        by_hand.update(founding_head);
+        by_hand.update([0, 0, 0, 0, 0, 0, 0, 4]);
         by_hand.update(digest(&sheet));
         assert_eq!(expected, <[u8; 32]>::from(by_hand.finalize()));
 
         let ledger_before = state.ledger().clone();
-        let applied = state.apply(LogIndex::new(4), &ingest(vec![sheet]));
+        let applied = state.apply(at(4), &ingest(vec![sheet]));
         assert_eq!(applied.outcomes, vec![SheetOutcome::Duplicate]);
         assert_eq!(state.ledger(), &ledger_before);
         assert_eq!(
             (state.chain_head().head, state.chain_head().length),
-            (expected, 1)
+            (expected, 2)
         );
-        assert_eq!(state.applied_index(), LogIndex::new(4));
-        assert_eq!(state.records().len(), 1);
+        assert_eq!(state.applied_index(), at(4));
+        assert_eq!(state.records().len(), 2);
     }
 
     // Goal: a conflicting sheet (same slot and version, other bytes) is recorded, chained
@@ -649,13 +744,13 @@ mod tests {
     // Method: apply version 1 with 100 approvals, then version 1 with 999 twice.
     #[test]
     fn conflict_recorded_not_counted() {
-        let mut state = CountyState::new(definition());
+        let mut state = founded();
         let first = signed(1, 1, 100);
         let conflicting = signed(1, 1, 999);
-        state.apply(LogIndex::new(1), &ingest(vec![first]));
-        let applied = state.apply(LogIndex::new(2), &ingest(vec![conflicting.clone()]));
+        state.apply(at(1), &ingest(vec![first]));
+        let applied = state.apply(at(2), &ingest(vec![conflicting.clone()]));
         assert_eq!(applied.outcomes, vec![SheetOutcome::Conflict]);
-        assert_eq!(state.chain_head().length, 2);
+        assert_eq!(state.chain_head().length, 3, "the founding and two sheets");
         assert_eq!(state.conflicts().len(), 1);
         assert_eq!(state.conflicts()[0].conflicting, digest(&conflicting));
         let counted: Vec<_> = state.ledger().counted().collect();
@@ -663,10 +758,10 @@ mod tests {
         assert_eq!(counted[0].candidates[0].approvals, 100);
 
         let head = state.chain_head().head;
-        let applied = state.apply(LogIndex::new(3), &ingest(vec![conflicting]));
+        let applied = state.apply(at(3), &ingest(vec![conflicting]));
         assert_eq!(applied.outcomes, vec![SheetOutcome::Conflict]);
         assert_eq!(state.chain_head().head, head);
-        assert_eq!(state.chain_head().length, 2);
+        assert_eq!(state.chain_head().length, 3);
         assert_eq!(state.conflicts().len(), 1);
     }
 
@@ -675,17 +770,18 @@ mod tests {
     // Method: apply v1, v2, then v1 of another unit and v1 of unit 1 again, in one command.
     #[test]
     fn correction_counted() {
-        let mut state = CountyState::new(definition());
-        state.apply(LogIndex::new(1), &ingest(vec![signed(1, 2, 150)]));
-        let applied = state.apply(
-            LogIndex::new(2),
-            &ingest(vec![signed(1, 1, 100), signed(2, 1, 50)]),
-        );
+        let mut state = founded();
+        state.apply(at(1), &ingest(vec![signed(1, 2, 150)]));
+        let applied = state.apply(at(2), &ingest(vec![signed(1, 1, 100), signed(2, 1, 50)]));
         assert_eq!(
             applied.outcomes,
             vec![SheetOutcome::Superseded, SheetOutcome::Accepted]
         );
-        assert_eq!(state.chain_head().length, 3);
+        assert_eq!(
+            state.chain_head().length,
+            4,
+            "the founding and three sheets"
+        );
         assert_eq!(state.ledger().recorded_len(), 3);
         let (result, head) = state.results();
         assert_eq!(head, state.chain_head());
@@ -705,7 +801,7 @@ mod tests {
     // Method: apply one command with each, and a good sheet after them.
     #[test]
     fn cheap_checks_refuse() {
-        let mut state = CountyState::new(definition());
+        let mut state = founded();
         let mut garbage = signed(1, 1, 100);
         garbage.sheet = vec![0xff; 10];
         let unknown = tally_proto::sign(
@@ -719,7 +815,7 @@ mod tests {
             &state.definition().election,
         );
         let applied = state.apply(
-            LogIndex::new(1),
+            at(1),
             &ingest(vec![garbage, unknown, other, signed(3, 1, 5)]),
         );
         let codes: Vec<_> = applied
@@ -731,7 +827,7 @@ mod tests {
             })
             .collect();
         assert_eq!(codes, vec!["E206", "E205", "E205", "ok"]);
-        assert_eq!(state.chain_head().length, 1);
+        assert_eq!(state.chain_head().length, 2, "the founding and one sheet");
         assert_eq!(state.ledger().recorded_len(), 1);
     }
 
@@ -745,14 +841,14 @@ mod tests {
             ingest(vec![signed(1, 1, 101)]),
             ingest(vec![signed(1, 2, 120), signed(2, 1, 80)]),
         ];
-        let mut a = CountyState::new(definition());
-        let mut b = CountyState::new(definition());
+        let mut a = founded();
+        let mut b = founded();
         for (i, command) in commands.iter().enumerate() {
-            a.apply(LogIndex::new(i as u64 + 1), command);
-            b.apply(LogIndex::new(i as u64 + 1), command);
+            a.apply(at(i as u64 + 1), command);
+            b.apply(at(i as u64 + 1), command);
         }
-        a.apply_empty(LogIndex::new(5));
-        b.apply_empty(LogIndex::new(5));
+        a.apply_empty(at(5));
+        b.apply_empty(at(5));
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.chain_head(), b.chain_head());
 
@@ -761,25 +857,71 @@ mod tests {
         assert_eq!(restored.chain_head(), a.chain_head());
         assert_eq!(restored.ledger(), a.ledger());
         assert_eq!(restored.conflicts(), a.conflicts());
-        assert_eq!(restored.applied_index(), LogIndex::new(5));
+        assert_eq!(restored.applied_index(), at(5));
 
         let mut restored = restored;
         let more = ingest(vec![signed(3, 1, 7)]);
-        restored.apply(LogIndex::new(6), &more);
-        a.apply(LogIndex::new(6), &more);
+        restored.apply(at(6), &more);
+        a.apply(at(6), &more);
         assert_eq!(restored.fingerprint(), a.fingerprint());
         assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    // Goal: nothing is recorded before the founding; the first founding fixes the definition
+    // in force (not the replica's own) and is the chain's first link over the definition
+    // digest; a second founding changes nothing.
+    // Method: a state built with another definition (a different voter count) gets a sheet
+    // (refused, not founded), then the founding of the test definition, then a second
+    // founding of the other one; check outcomes, the definition in force, the chain.
+    #[test]
+    fn the_first_founding_fixes_the_definition() {
+        let ours = definition();
+        let mut other = (*ours).clone();
+        other.contests[0].registered_voters += 1;
+        let other = Arc::new(other);
+        let mut state = CountyState::new(other.clone());
+        let applied = state.apply(LogIndex::new(1), &ingest(vec![signed(1, 1, 100)]));
+        assert!(matches!(
+            &applied.outcomes[..],
+            [SheetOutcome::Refused {
+                code: NOT_FOUNDED,
+                ..
+            }]
+        ));
+        assert!(state.records().is_empty() && state.founding().is_none());
+
+        let encoding = tally_core::canonical::encode(&ours);
+        state.apply(
+            LogIndex::new(2),
+            &Command::Found {
+                definition: encoding.clone(),
+            },
+        );
+        let digest = tally_core::canonical::digest(&ours);
+        assert_eq!(state.founding(), Some(digest));
+        assert_eq!(tally_core::canonical::digest(&state.definition()), digest);
+        assert_eq!(state.records().len(), 1);
+        assert_eq!(
+            state.chain_head().head,
+            chain_link(&CHAIN_HEAD_EMPTY, 2, &digest.0)
+        );
+        let head = state.chain_head().head;
+        let second = tally_core::canonical::encode(&other);
+        state.apply(LogIndex::new(3), &Command::Found { definition: second });
+        assert_eq!(state.founding(), Some(digest));
+        assert_eq!((state.records().len(), state.chain_head().head), (1, head));
+        // Restored from its image, the state has the founding definition too.
+        let restored = CountyState::restore(other, &state.snapshot_bytes()).unwrap();
+        assert_eq!(restored.founding(), Some(digest));
+        assert_eq!(restored.fingerprint(), state.fingerprint());
     }
 
     // Goal: a corrupt image is an error, never a wrong state.
     // Method: change the stored head of one record; change the chain head; cut the bytes.
     #[test]
     fn corrupt_image_refused() {
-        let mut state = CountyState::new(definition());
-        state.apply(
-            LogIndex::new(1),
-            &ingest(vec![signed(1, 1, 100), signed(2, 1, 80)]),
-        );
+        let mut state = founded();
+        state.apply(at(1), &ingest(vec![signed(1, 1, 100), signed(2, 1, 80)]));
         let image = decode_image(&state.snapshot_bytes()).unwrap();
 
         let mut bad = image.clone();
@@ -795,10 +937,10 @@ mod tests {
         assert!(CountyState::restore(definition(), &encode_image(&bad)).is_err());
 
         let mut bad = image.clone();
-        bad.records.push(bad.records[0].clone());
+        bad.records.push(bad.records[1].clone());
         let err = CountyState::restore(definition(), &encode_image(&bad)).unwrap_err();
         assert!(
-            matches!(err, Error::NotRecorded { position: 2, .. }),
+            matches!(err, Error::NotRecorded { position: 3, .. }),
             "{err}"
         );
 
@@ -815,7 +957,7 @@ mod tests {
     fn records_are_shared_in_chunks() {
         let record = |i: usize| ChainRecord {
             log_index: i as u64 + 1,
-            signed: signed(1, 1, 100),
+            act: Act::Sheet(signed(1, 1, 100)),
             head: [(i % 251) as u8; 32],
         };
         let total = RECORDS_PER_CHUNK * 5 / 2;
@@ -884,8 +1026,8 @@ mod tests {
             batches in prop::collection::vec(prop::collection::vec(arbitrary_sheet(), 0..5), 0..12),
             gaps in prop::collection::vec(1..3u64, 12),
         ) {
-            let mut a = CountyState::new(definition());
-            let mut b = CountyState::new(definition());
+            let mut a = founded();
+            let mut b = founded();
             let mut plain = Ledger::new();
             let mut index = 0;
             for (batch, gap) in batches.into_iter().zip(gaps) {
@@ -897,8 +1039,8 @@ mod tests {
                     }
                 }
                 let command = ingest(batch);
-                let outcome_a = a.apply(LogIndex::new(index), &command);
-                let outcome_b = b.apply(LogIndex::new(index), &command);
+                let outcome_a = a.apply(at(index), &command);
+                let outcome_b = b.apply(at(index), &command);
                 prop_assert_eq!(outcome_a, outcome_b);
             }
             prop_assert_eq!(a.fingerprint(), b.fingerprint());

@@ -1321,6 +1321,17 @@ mod tests {
         e
     }
 
+    /// The founding entry of the test definition.
+    fn found_entry(index: u64, term: u64) -> Entry {
+        let mut e = new_entry(index, term);
+        e.data = Command::Found {
+            definition: tally_core::canonical::encode(&definition()),
+        }
+        .encode()
+        .into();
+        e
+    }
+
     fn apply(state: &mut CountyState, entry: &Entry) {
         if entry.data.is_empty() {
             state.apply_empty(LogIndex::new(entry.index));
@@ -1341,7 +1352,7 @@ mod tests {
     fn durable_across_reopen() {
         let dir = TempDir::new().unwrap();
         let entries = vec![
-            new_entry(1, 1),
+            found_entry(1, 1),
             command_entry(2, 1, vec![signed(1, 1, 100), signed(2, 1, 50)]),
             command_entry(3, 1, vec![signed(1, 1, 100)]),
             command_entry(4, 2, vec![signed(1, 1, 999)]),
@@ -1417,7 +1428,11 @@ mod tests {
         );
         let from_snapshot = CountyState::restore(definition(), &snapshot.data).unwrap();
         assert_eq!(from_snapshot.applied_index(), LogIndex::new(6));
-        assert_eq!(from_snapshot.chain_head().length, 5);
+        assert_eq!(
+            from_snapshot.chain_head().length,
+            6,
+            "the founding and five sheets"
+        );
         assert_eq!(from_snapshot.fingerprint(), state.fingerprint());
     }
 

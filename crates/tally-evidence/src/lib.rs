@@ -158,14 +158,24 @@ pub struct RecordLine {
     pub position: u64,
     pub log_index: u64,
     /// Hex: the key id (16 bytes), the Ed25519 signature (64), the sheet bytes as signed.
+    /// Empty for the founding record.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub key_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub signature: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sheet: String,
+    /// The founding record's definition, in its canonical encoding (JSON, as text): the
+    /// chain links its digest, `SHA-256("tally.v2.definition\0" || founding)`. Only the
+    /// first record has it (docs/design/record.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub founding: Option<String>,
     /// The election the sheet was signed for, and its mode (`official`, `rehearsal`); empty
-    /// for a sheet signed by the tally.v1 scheme, which named none (docs/signing.md).
-    #[serde(default)]
+    /// for a sheet signed by the tally.v1 scheme, which named none (docs/signing.md), and for
+    /// the founding record.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub election_id: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mode: String,
     /// Hex: the chain's head after this record, as the county stored it.
     pub head: String,
@@ -312,6 +322,30 @@ pub fn write_bundle(
 
     let mut chain = String::new();
     for (position, record) in records.iter().enumerate() {
+        if let Some(founding) = &record.founding {
+            let text = String::from_utf8(founding.definition.clone()).map_err(|_| {
+                malformed(format!(
+                    "chain record {position}: the founding definition is not UTF-8 JSON"
+                ))
+            })?;
+            let line = RecordLine {
+                position: position as u64,
+                log_index: record.log_index,
+                key_id: String::new(),
+                signature: String::new(),
+                sheet: String::new(),
+                founding: Some(text),
+                election_id: String::new(),
+                mode: String::new(),
+                head: hex::encode(&record.head),
+            };
+            chain.push_str(
+                &serde_json::to_string(&line)
+                    .map_err(Error::json("encoding a chain record".into()))?,
+            );
+            chain.push('\n');
+            continue;
+        }
         let signed = record
             .sheet
             .as_ref()
@@ -322,6 +356,7 @@ pub fn write_bundle(
             key_id: hex::encode(&signed.key_id),
             signature: hex::encode(&signed.signature),
             sheet: hex::encode(&signed.sheet),
+            founding: None,
             election_id: signed.election_id.clone(),
             mode: mode_text(signed.mode).to_owned(),
             head: hex::encode(&record.head),
@@ -400,7 +435,8 @@ fn check_below(definition: &Path, named: &[String]) -> Result<()> {
 /// concerns one record; `contest` when it concerns one contest's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// `file`, `chain`, `signature` (a sheet refused by the offline intake: bad signature,
+    /// `file`, `chain`, `founding` (the chain's founding record, or the definition files
+    /// against it), `signature` (a sheet refused by the offline intake: bad signature,
     /// unknown key, failed validation), `record` (a malformed line, a duplicate) or `result`.
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -434,6 +470,8 @@ impl Finding {
 pub struct VerifyReport {
     pub bundle: String,
     pub election: String,
+    /// The digest of the definition the sheets were recounted under: the founding one.
+    pub definition_digest: String,
     pub log_index: u64,
     pub chain_head: String,
     pub chain_length: u64,
@@ -485,15 +523,18 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
     let manifest = read_manifest(bundle)?;
     let mut findings = Findings::default();
     check_files(bundle, &manifest, &mut findings);
-    let (definition, _) = load_definition(&bundle.join(&manifest.definition))
+    let (files_definition, _) = load_definition(&bundle.join(&manifest.definition))
         .map_err(|e| Error::BundleDefinition(Box::new(e)))?;
     let records = check_chain(bundle, &manifest, &mut findings)?;
+    let definition = founding_definition(&records, files_definition, &mut findings);
+    let definition_digest = tally_core::canonical::digest(&definition);
     let recomputed = check_sheets(&definition, &records, &mut findings);
     let result = check_results(bundle, &definition, &recomputed, &mut findings)?;
     let findings_total = findings.total();
     Ok(VerifyReport {
         bundle: bundle.display().to_string(),
         election: manifest.election,
+        definition_digest: definition_digest.to_string(),
         log_index: manifest.log_index,
         chain_head: manifest.chain_head,
         chain_length: manifest.chain_length,
@@ -615,6 +656,52 @@ fn check_chain(
     Ok(records)
 }
 
+/// Step 3b: the definition the chain was founded with, which every sheet is recounted under.
+/// The bundle's definition files must be the same definition (a finding names the first
+/// difference); a chain without a founding record (or one that does not decode) is a finding,
+/// and the files' definition is used.
+fn founding_definition(
+    records: &[ChainRecordRead],
+    files: Definition,
+    findings: &mut Findings,
+) -> Definition {
+    let first = records.first().map(|(line, _, _)| line);
+    let Some((line, founding)) = first.and_then(|l| l.founding.as_ref().map(|f| (l, f))) else {
+        findings.push(Finding::new(
+            "founding",
+            format!("{CHAIN_FILE} does not begin with a founding record: the chain does not say which definition it counts under; the bundle's definition files were used"),
+        ));
+        return files;
+    };
+    match tally_core::canonical::decode("the founding definition", founding.as_bytes()) {
+        Ok(founded) => {
+            if let Some(difference) = tally_core::canonical::first_difference(&files, &founded) {
+                findings.push(Finding {
+                    record: Some(line.position),
+                    log_index: Some(line.log_index),
+                    ..Finding::new(
+                        "founding",
+                        format!(
+                            "the bundle's definition files (digest {}) are not the definition the chain was founded with (digest {}): {difference}; the sheets were recounted under the founding one",
+                            tally_core::canonical::digest(&files),
+                            tally_core::canonical::digest(&founded)
+                        ),
+                    )
+                });
+            }
+            founded
+        }
+        Err(e) => {
+            findings.push(Finding {
+                record: Some(line.position),
+                log_index: Some(line.log_index),
+                ..Finding::new("founding", format!("{e}"))
+            });
+            files
+        }
+    }
+}
+
 /// Step 4: every signature and every sheet, through the same offline intake as `tally results`,
 /// in chain order: it rebuilds the county's ledger.
 fn check_sheets(
@@ -720,6 +807,13 @@ pub fn read_chain(chain_text: &str, findings: &mut Findings) -> Result<ChainRead
                 continue;
             }
         };
+        let head = hex::decode(&parsed.head)
+            .ok()
+            .and_then(|h| <[u8; 32]>::try_from(h).ok());
+        if parsed.founding.is_some() {
+            records.push((parsed, None, head));
+            continue;
+        }
         let signed = decode_envelope(&parsed);
         let head = hex::decode(&parsed.head)
             .ok()
@@ -763,7 +857,26 @@ pub fn read_chain(chain_text: &str, findings: &mut Findings) -> Result<ChainRead
             findings.push(at("the stored head is not 32 bytes of hex".to_owned()));
             continue;
         };
-        if let Some(signed) = signed {
+        if let Some(founding) = &line.founding {
+            let digest = tally_core::canonical::digest_of(founding.as_bytes());
+            if i != 0 {
+                findings.push(at(
+                    "a founding record after the first: the founding is always the first act"
+                        .to_owned(),
+                ));
+            }
+            let link = chain_link(&previous_head, line.log_index, &digest.0);
+            if link != *head {
+                findings.push(at(format!(
+                    "the link does not check: SHA-256 over the previous head {}, log index {} and the founding definition's digest {} is {}, but the stored head is {}; the founding definition was changed",
+                    short(&previous_head),
+                    line.log_index,
+                    digest.short(),
+                    short(&link),
+                    short(head)
+                )));
+            }
+        } else if let Some(signed) = signed {
             let link = chain_link(&previous_head, line.log_index, &signed.digest());
             if link != *head {
                 findings.push(at(format!(

@@ -13,6 +13,7 @@ use crate::envelope::SignedSheet;
 use crate::error::Error;
 use crate::pb;
 use prost::Message;
+use tally_core::canonical::digest_of;
 use tally_core::ids::{TownshipId, check_id};
 
 /// The most sheets one ingest command carries. A proposer splits a larger batch: one raft
@@ -35,6 +36,18 @@ pub enum CountyCommand {
         /// who forwarded them; `None` in entries written before countersignatures existed.
         countersignature: Option<Countersignature>,
     },
+    /// The founding act: the definition's canonical encoding (`tally_core::canonical`).
+    Found { definition: Vec<u8> },
+}
+
+/// Encodes a founding command.
+pub fn encode_found(definition: &[u8]) -> Vec<u8> {
+    pb::CountyCommand {
+        command: Some(pb::county_command::Command::Found(pb::Founding {
+            definition: definition.to_vec(),
+        })),
+    }
+    .encode_to_vec()
 }
 
 /// Encodes an ingest command. Does not check [`INGEST_SHEETS_MAX`]: the proposer splits (and
@@ -100,6 +113,9 @@ pub fn decode_command(bytes: &[u8]) -> Result<CountyCommand, Error> {
                 countersignature,
             })
         }
+        Some(pb::county_command::Command::Found(founding)) => Ok(CountyCommand::Found {
+            definition: founding.definition,
+        }),
         // A command kind this version does not know. Applying it as nothing would let
         // replicas of different versions diverge, so it is an error the caller must stop on.
         None => Err(Error::Field {
@@ -132,13 +148,41 @@ pub fn chain_link(head: &[u8; 32], log_index: u64, digest: &[u8; 32]) -> [u8; 32
     hasher.finalize().into()
 }
 
-/// One link of the hash chain: a sheet the ledger recorded, the log index of the command
+/// One link of the hash chain: one act of the election record, the log index of the command
 /// that recorded it, and the chain's head after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainRecord {
     pub log_index: u64,
-    pub signed: SignedSheet,
+    pub act: Act,
     pub head: [u8; 32],
+}
+
+/// An act of the election record (docs/design/record.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Act {
+    /// The founding: the definition's canonical encoding. Always the first record.
+    Founding { definition: Vec<u8> },
+    /// A sheet the ledger recorded, as its unit signed it.
+    Sheet(SignedSheet),
+}
+
+impl Act {
+    /// The digest the chain links for this act: a sheet's `SHA-256(sheet bytes)`; the
+    /// founding's definition digest, `SHA-256("tally.v2.definition\0" || encoding)`.
+    pub fn digest(&self) -> [u8; 32] {
+        match self {
+            Act::Founding { definition } => digest_of(definition).0,
+            Act::Sheet(signed) => signed.digest(),
+        }
+    }
+
+    /// The signed sheet, for a sheet's record.
+    pub fn sheet(&self) -> Option<&SignedSheet> {
+        match self {
+            Act::Sheet(signed) => Some(signed),
+            Act::Founding { .. } => None,
+        }
+    }
 }
 
 /// The county state machine as a raft snapshot carries it.
@@ -153,10 +197,20 @@ pub struct StateImage {
 
 /// A chain record as its protobuf message (a store row, a snapshot's record, an export chunk's).
 pub fn record_to_pb(record: &ChainRecord) -> pb::ChainRecord {
+    let (sheet, founding) = match &record.act {
+        Act::Sheet(signed) => (Some(signed.to_pb()), None),
+        Act::Founding { definition } => (
+            None,
+            Some(pb::Founding {
+                definition: definition.clone(),
+            }),
+        ),
+    };
     pb::ChainRecord {
         log_index: record.log_index,
-        sheet: Some(record.signed.to_pb()),
+        sheet,
         head: record.head.to_vec(),
+        founding,
     }
 }
 
@@ -168,15 +222,28 @@ fn head_from(what: &'static str, field: &str, bytes: &[u8]) -> Result<[u8; 32], 
     })
 }
 
-fn record_from_pb(record: pb::ChainRecord) -> Result<ChainRecord, Error> {
-    let signed = record.sheet.ok_or_else(|| Error::Field {
-        what: "chain record",
-        field: "sheet".into(),
-        problem: "is missing".into(),
-    })?;
+/// A chain record from its protobuf message: exactly one act set.
+pub fn record_from_pb(record: pb::ChainRecord) -> Result<ChainRecord, Error> {
+    let act = match (record.sheet, record.founding) {
+        (Some(signed), None) => Act::Sheet(SignedSheet::from_pb(signed)?),
+        (None, Some(founding)) => Act::Founding {
+            definition: founding.definition,
+        },
+        (sheet, _) => {
+            return Err(Error::Field {
+                what: "chain record",
+                field: "sheet, founding".into(),
+                problem: if sheet.is_some() {
+                    "are both set; a record is one act".into()
+                } else {
+                    "are both missing; a record is one act".into()
+                },
+            });
+        }
+    };
     Ok(ChainRecord {
         log_index: record.log_index,
-        signed: SignedSheet::from_pb(signed)?,
+        act,
         head: head_from("chain record", "head", &record.head)?,
     })
 }
@@ -274,12 +341,12 @@ mod tests {
             records: vec![
                 ChainRecord {
                     log_index: 3,
-                    signed: sheets[0].clone(),
+                    act: Act::Sheet(sheets[0].clone()),
                     head: [1; 32],
                 },
                 ChainRecord {
                     log_index: 7,
-                    signed: sheets[1].clone(),
+                    act: Act::Sheet(sheets[1].clone()),
                     head: [9; 32],
                 },
             ],
@@ -288,6 +355,43 @@ mod tests {
         assert_eq!(
             decode_chain_record(&encode_chain_record(&image.records[1])).unwrap(),
             image.records[1]
+        );
+        // The founding: its command and its record.
+        let definition = br#"{"election":{}}"#.to_vec();
+        assert_eq!(
+            decode_command(&encode_found(&definition)).unwrap(),
+            CountyCommand::Found {
+                definition: definition.clone()
+            }
+        );
+        let founding = ChainRecord {
+            log_index: 2,
+            act: Act::Founding {
+                definition: definition.clone(),
+            },
+            head: [7; 32],
+        };
+        assert_eq!(
+            decode_chain_record(&encode_chain_record(&founding)).unwrap(),
+            founding
+        );
+        assert_eq!(founding.act.digest(), digest_of(&definition).0);
+        // A record with both acts, or none, is refused.
+        let mut both = record_to_pb(&founding);
+        both.sheet = Some(sheets[0].to_pb());
+        assert!(
+            record_from_pb(both)
+                .unwrap_err()
+                .to_string()
+                .contains("are both set")
+        );
+        let mut none = record_to_pb(&founding);
+        none.founding = None;
+        assert!(
+            record_from_pb(none)
+                .unwrap_err()
+                .to_string()
+                .contains("are both missing")
         );
     }
 

@@ -391,7 +391,8 @@ pub(crate) async fn status(
                     "first_index": s.first_index, "last_index": s.last_index, "voters": s.voters,
                     "learners": s.learners, "chain_head": hex::encode(&s.chain_head),
                     "chain_length": s.chain_length, "sheets_counted": s.sheets_counted,
-                    "conflicts": s.conflicts,
+                    "conflicts": s.conflicts, "definition_digest": s.definition_digest,
+                    "election_id": s.election_id, "mode": s.mode,
                     "lag": leader.and_then(|l| l.peers.iter().find(|p| p.replica_id == s.replica_id)).map(|p| p.lag),
                 }),
                 None => serde_json::json!({ "address": address, "reachable": false }),
@@ -417,6 +418,7 @@ pub(crate) async fn status(
             ("counted", Right),
             ("conflicts", Right),
             ("chain head", Left),
+            ("definition", Left),
         ]);
         for (address, s) in &rows {
             match s {
@@ -449,6 +451,11 @@ pub(crate) async fn status(
                         s.sheets_counted.to_string(),
                         s.conflicts.to_string(),
                         hex::encode(&s.chain_head[..s.chain_head.len().min(8)]),
+                        if s.definition_digest.is_empty() {
+                            "(not founded)".to_owned()
+                        } else {
+                            s.definition_digest.chars().take(12).collect()
+                        },
                     ]);
                 }
                 None => table.row(vec![
@@ -463,8 +470,25 @@ pub(crate) async fn status(
                     "".into(),
                     "".into(),
                     "".into(),
+                    "".into(),
                 ]),
             }
+        }
+        if let Some(s) = leader.or_else(|| rows.iter().find_map(|(_, s)| s.as_ref())) {
+            let mode = match s.mode.as_str() {
+                "official" => "正式 / OFFICIAL",
+                "rehearsal" => "演练 / REHEARSAL",
+                other => other,
+            };
+            say!(
+                "election {} ({mode}); founding definition {}",
+                s.election_id,
+                if s.definition_digest.is_empty() {
+                    "not yet recorded"
+                } else {
+                    s.definition_digest.as_str()
+                }
+            );
         }
         say_part!("{}", table.render());
         for p in &problems {
