@@ -328,7 +328,13 @@ impl Replica {
                 leader: self.leader(),
             });
         }
-        if self.state.founding().is_none() && !matches!(command, Command::Found { .. }) {
+        // Before the founding is applied, a command may follow the founding this leader
+        // proposed in its term: the log keeps them in order, so it applies after it (and a
+        // later entry is never committed without an earlier one).
+        if self.state.founding().is_none()
+            && !matches!(command, Command::Found { .. })
+            && self.founding_proposed != Some(self.raw.raft.term)
+        {
             return Err(WriteError::NotFounded);
         }
         let id = ProposalId(self.next_proposal);
