@@ -526,16 +526,17 @@ impl Chain {
             }
             let statuses = chain.statuses()?;
             for (id, s) in &statuses {
-                if s.chain_length > sheets {
+                // The chain's first record is the founding; the rest are sheets.
+                let in_chain = s.chain_length.saturating_sub(1);
+                if in_chain > sheets {
                     chain.fail(&format!(
-                        "replica {id} holds {} sheets in its chain, more than the {sheets} the townships stored: a sheet was counted twice",
-                        s.chain_length
+                        "replica {id} holds {in_chain} sheets in its chain, more than the {sheets} the townships stored: a sheet was counted twice"
                     ));
                 }
-                if s.chain_length < sheets || s.applied_index < s.commit_index {
+                if in_chain < sheets || s.applied_index < s.commit_index {
                     return Err(format!(
-                        "replica {id}: {} of {sheets} sheets, applied {} of {}",
-                        s.chain_length, s.applied_index, s.commit_index
+                        "replica {id}: {in_chain} of {sheets} sheets, applied {} of {}",
+                        s.applied_index, s.commit_index
                     ));
                 }
             }
@@ -570,12 +571,13 @@ impl Chain {
             );
         }
         for (id, s) in &statuses {
-            if s.chain_length != sheets + conflicts
+            // The founding, then every sheet.
+            if s.chain_length != 1 + sheets + conflicts
                 || s.sheets_counted != counted as u64
                 || s.conflicts != conflicts
             {
                 self.fail(&format!(
-                    "replica {id}: chain_length {} (expected {sheets} + {conflicts} conflicting), sheets_counted {} (expected {counted}), conflicts {} (expected {conflicts})",
+                    "replica {id}: chain_length {} (expected the founding, {sheets} + {conflicts} conflicting), sheets_counted {} (expected {counted}), conflicts {} (expected {conflicts})",
                     s.chain_length, s.sheets_counted, s.conflicts
                 ));
             }
@@ -612,7 +614,7 @@ impl Chain {
             .collect();
         let expected: Vec<String> = conflicting.iter().map(digest).collect();
         let expected: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
-        if online.chain_length != sheets + conflicts || listed != expected {
+        if online.chain_length != 1 + sheets + conflicts || listed != expected {
             self.fail(&format!(
                 "the results read reflects {} sheets (expected {sheets} + {conflicts} conflicting) and the conflicts {listed:?} (expected {expected:?})",
                 online.chain_length,

@@ -696,6 +696,11 @@ pub fn load(
     let mut source = Source {
         toml_file,
         toml_text,
+        newlines: toml_text
+            .bytes()
+            .enumerate()
+            .filter_map(|(i, b)| (b == b'\n').then_some(i))
+            .collect(),
         read_sibling,
     };
     let mut loader = Loader { errors: Vec::new() };
@@ -786,6 +791,10 @@ fn parse_toml(toml_file: &str, toml_text: &str) -> Result<RawDefinition, Error> 
 struct Source<'a> {
     toml_file: &'a str,
     toml_text: &'a str,
+    /// The byte offset of every newline in `toml_text`, so a row's line is a binary search
+    /// rather than a scan from the start (a definition with thousands of [[units]] tables
+    /// would otherwise take quadratic time).
+    newlines: Vec<usize>,
     read_sibling: &'a mut dyn FnMut(&str) -> Result<String, String>,
 }
 
@@ -794,7 +803,10 @@ impl Source<'_> {
     fn origin(&self, field_prefix: String, span_start: usize) -> Origin {
         Origin {
             file: self.toml_file.to_owned(),
-            location: format!("line {}", line_of(self.toml_text, span_start)),
+            location: format!(
+                "line {}",
+                self.newlines.partition_point(|&n| n < span_start) + 1
+            ),
             field_prefix,
         }
     }

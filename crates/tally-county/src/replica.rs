@@ -330,7 +330,9 @@ impl Replica {
         }
         // Before the founding is applied, a command may follow the founding this leader
         // proposed in its term: the log keeps them in order, so it applies after it (and a
-        // later entry is never committed without an earlier one).
+        // later entry is never committed without an earlier one). A leader that has not had
+        // a ready cycle since its election proposes the founding now.
+        self.maybe_found();
         if self.state.founding().is_none()
             && !matches!(command, Command::Found { .. })
             && self.founding_proposed != Some(self.raw.raft.term)

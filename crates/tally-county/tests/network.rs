@@ -807,8 +807,8 @@ impl Cluster {
             );
             assert_eq!(
                 (hex::encode(&results.chain_head), results.chain_length),
-                (hex::encode(&leader.chain_head), recorded.len() as u64),
-                "replica {id}'s Results are over the chain all members hold: every acknowledged sheet"
+                (hex::encode(&leader.chain_head), recorded.len() as u64 + 1),
+                "replica {id}'s Results are over the chain all members hold: the founding and every acknowledged sheet"
             );
             let served: serde_json::Value =
                 serde_json::from_str(&results.result_json).expect("result_json is JSON");
@@ -1671,11 +1671,23 @@ async fn unauthorized_calls_are_refused() {
         records.extend(chunk.records);
     }
     assert_eq!(records.len() as u64, header.chain_length);
-    assert_eq!(records.len(), 6);
+    assert_eq!(records.len(), 7, "the founding and six sheets");
     assert!(header.log_index >= response.log_index);
     assert!(header.result_json.contains(&header.election));
-    let mut head = tally_proto::county::CHAIN_HEAD_EMPTY;
-    for (record, sent) in records.iter().zip(&mixed) {
+    // The founding: the definition the cluster runs, in its canonical encoding.
+    let founding = records[0].founding.as_ref().expect("the first record is the founding");
+    assert_eq!(
+        founding.definition,
+        tally_core::canonical::encode(&f.definition),
+        "the founding definition is the cluster's"
+    );
+    let mut head = tally_proto::county::chain_link(
+        &tally_proto::county::CHAIN_HEAD_EMPTY,
+        records[0].log_index,
+        &tally_core::canonical::digest(&f.definition).0,
+    );
+    assert_eq!(records[0].head, head.to_vec());
+    for (record, sent) in records[1..].iter().zip(&mixed) {
         let signed = record.sheet.as_ref().expect("a record carries its sheet");
         assert_eq!(signed, &sent.to_pb(), "the envelope exactly as signed");
         head = tally_proto::county::chain_link(&head, record.log_index, &sent.digest());
@@ -1880,7 +1892,11 @@ async fn results_stream_township_scope_and_reflection() {
         .expect("the first update comes at once")
         .expect("the stream is open")
         .expect("an update");
-    assert_eq!(first.chain_length, 0, "nothing is recorded yet");
+    assert!(
+        first.chain_length <= 1,
+        "nothing but the founding is recorded yet: {}",
+        first.chain_length
+    );
 
     let f = fixture();
     let township = f.township_keys.keys().next().expect("a township").clone();
@@ -1905,7 +1921,8 @@ async fn results_stream_township_scope_and_reflection() {
             update.log_index
         );
         last_index = update.log_index;
-        if update.chain_length == recorded {
+        // The founding and every sheet.
+        if update.chain_length == recorded + 1 {
             assert!(
                 update.county.is_some(),
                 "a county-wide update has the summary"
