@@ -550,7 +550,11 @@ fn leader_killed_mid_ingest_counts_every_sheet_once() {
     }
 
     let online = cluster.results();
-    assert_eq!(online.chain_length, sheets + 1, "the founding and every sheet");
+    assert_eq!(
+        online.chain_length,
+        sheets + 1,
+        "the founding and every sheet"
+    );
     assert_eq!(hex::encode(&online.chain_head), after.chain_head);
     assert!(online.log_index <= after.applied_index, "{after:?}");
     let online_result: Value =
@@ -595,4 +599,81 @@ fn leader_killed_mid_ingest_counts_every_sheet_once() {
     );
     assert_eq!(resubmitted.chain_length, sheets + 1, "{resubmitted:?}");
     assert_eq!(resubmitted.chain_head, after.chain_head, "{resubmitted:?}");
+}
+
+// Goal: a replica started with a definition other than the one the cluster was founded with
+// refuses to start, changes nothing, and tells its operator both digests and what differs;
+// started again with the founding definition, it rejoins.
+// Method: three replica processes found the cluster; replica 3 is killed, its config pointed
+// at a copy of the definition with one contest's registered voters changed, and started:
+// it exits 78 (EX_CONFIG) naming the contest, the field and both digests, which `tally cluster
+// status` confirms is the founding one. With its own config back it converges again.
+#[test]
+fn replica_with_another_definition_refuses_to_start() {
+    let mut cluster = Cluster::start();
+    let founded = cluster.wait_for(
+        "the founding on every replica",
+        CLUSTER_READY_DEADLINE,
+        || {
+            let status = cluster.status()?;
+            let digests: Vec<&str> = status
+                .replicas
+                .iter()
+                .filter_map(|r| r["definition_digest"].as_str())
+                .collect();
+            match digests.as_slice() {
+                [a, b, c] if !a.is_empty() && a == b && b == c => Ok(a.to_string()),
+                _ => Err(status.text),
+            }
+        },
+    );
+    assert_eq!(founded.len(), 64, "{founded}");
+    cluster.kill_replica(3);
+
+    // The same county, one contest's voter count changed.
+    let county = cluster.path().join("county");
+    let changed = cluster.path().join("county-changed");
+    std::fs::create_dir_all(&changed).unwrap();
+    for entry in std::fs::read_dir(&county).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), changed.join(entry.file_name())).unwrap();
+    }
+    let contests = std::fs::read_to_string(changed.join("contests.csv")).unwrap();
+    let mut lines: Vec<String> = contests.lines().map(str::to_owned).collect();
+    let mut cells: Vec<String> = lines[1].split(',').map(str::to_owned).collect();
+    let contest = cells[0].clone();
+    let voters: u64 = cells.last().unwrap().parse().unwrap();
+    *cells.last_mut().unwrap() = (voters + 1).to_string();
+    lines[1] = cells.join(",");
+    std::fs::write(changed.join("contests.csv"), lines.join("\n") + "\n").unwrap();
+    let config_path = cluster.path().join("replica-3.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replace("county/election.toml", "county-changed/election.toml"),
+    )
+    .unwrap();
+
+    let (code, stdout, stderr) = output(cluster.path(), &["county", "--config", "replica-3.toml"]);
+    assert_eq!(code, 78, "exit 78 (EX_CONFIG): {stdout}{stderr}");
+    for expected in [
+        "is not the one the cluster was founded with",
+        &format!("the founding definition's digest is {founded}"),
+        &format!(
+            "first difference: contest {contest}: registered_voters is {} here, {voters} there",
+            voters + 1
+        ),
+        "Nothing was changed",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
+    }
+
+    // With the founding definition it starts and catches up.
+    std::fs::write(&config_path, config).unwrap();
+    cluster.start_replica(3);
+    let after = cluster.converged(
+        "replica 3 back with the founding definition",
+        CONVERGE_DEADLINE,
+    );
+    assert!(after.chain_length >= 1, "{after:?}");
 }

@@ -250,6 +250,16 @@ fn metrics_and_dashboard_in_a_browser() {
     let Response { body, .. } = http_get(&leader_http, "/api/dashboard").unwrap();
     let leader_dashboard: Value = serde_json::from_str(&body).unwrap();
     let leader_alerts = leader_dashboard["alerts"].to_string();
+    // The election the cluster was founded with: a generated county is a rehearsal.
+    let digest = leader_dashboard["definition_digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(digest.len(), 64, "{leader_dashboard:#}");
+    assert_eq!(
+        leader_dashboard["mode"], "rehearsal",
+        "{leader_dashboard:#}"
+    );
     assert!(leader_alerts.contains("签名验证失败"), "{leader_alerts}");
     assert!(leader_alerts.contains("冲突计票单"), "{leader_alerts}");
     assert!(
@@ -305,6 +315,8 @@ fn metrics_and_dashboard_in_a_browser() {
         ),
         grouped(results.chain_length),
         "主副本 leader".to_owned(),
+        "【演练 / REHEARSAL】".to_owned(),
+        format!("定义 definition {}", &digest[..16]),
         "签名验证失败".to_owned(),
         "冲突计票单".to_owned(),
     ];

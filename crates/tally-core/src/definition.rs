@@ -157,6 +157,16 @@ impl Mode {
         }
     }
 
+    /// The banner of a mode as written (`official`, `rehearsal`), or the text itself when it
+    /// is neither (an answer from a newer version).
+    pub fn banner_of(text: &str) -> &str {
+        match text {
+            "official" => Mode::Official.banner(),
+            "rehearsal" => Mode::Rehearsal.banner(),
+            other => other,
+        }
+    }
+
     /// The byte the signing messages carry (docs/signing.md): 1 official, 2 rehearsal.
     pub fn wire_byte(self) -> u8 {
         match self {
@@ -695,7 +705,6 @@ pub fn load(
     let raw = parse_toml(toml_file, toml_text)?;
     let mut source = Source {
         toml_file,
-        toml_text,
         newlines: toml_text
             .bytes()
             .enumerate()
@@ -790,7 +799,6 @@ fn parse_toml(toml_file: &str, toml_text: &str) -> Result<RawDefinition, Error> 
 /// The TOML file and a reader for the CSV files it names: where rows come from.
 struct Source<'a> {
     toml_file: &'a str,
-    toml_text: &'a str,
     /// The byte offset of every newline in `toml_text`, so a row's line is a binary search
     /// rather than a scan from the start (a definition with thousands of [[units]] tables
     /// would otherwise take quadratic time).

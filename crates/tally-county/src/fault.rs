@@ -77,9 +77,20 @@ pub fn stop_reason(replica: ReplicaId, error: &Error) -> String {
     }
 }
 
+/// Whether `error`, or an error it was caused by, is a definition that is not the founding one.
+pub fn definition_differs(error: &Error) -> bool {
+    match error {
+        Error::DefinitionDiffers { .. } => true,
+        Error::Open { open: inner, .. } | Error::DataDir { source: inner, .. } => {
+            definition_differs(inner)
+        }
+        _ => false,
+    }
+}
+
 /// The exit status for a driver that stopped on `error`.
 pub fn exit_status(error: &Error) -> u8 {
-    if matches!(error, Error::DefinitionDiffers { .. }) {
+    if definition_differs(error) {
         EXIT_DEFINITION
     } else if is_storage_failure(error) {
         EXIT_STORAGE

@@ -448,6 +448,10 @@ fn dashboard(
 
     json!({
         "election": result.election,
+        "election_id": status.election_id,
+        "mode": status.mode,
+        "mode_banner": tally_core::definition::Mode::banner_of(&status.mode),
+        "definition_digest": status.definition_digest,
         "county": {
             "id": county_id,
             "name": result.county.name,

@@ -96,6 +96,9 @@ pub struct NodeStatus {
     pub stopped: Option<String>,
     /// True when the driver stopped because its storage failed (`crate::fault`).
     pub storage_failed: bool,
+    /// The exit status `tally county` ends with once the driver stopped
+    /// (`crate::fault::exit_status`): 74 storage, 78 another definition, 70 otherwise.
+    pub exit_status: u8,
 }
 
 /// The way in to a running replica. Cheap to clone.
@@ -329,10 +332,12 @@ pub fn start(
     };
     tokio::spawn(async move {
         let mut storage_failed = false;
+        let mut exit_status = crate::fault::EXIT_DRIVER;
         let reason = match ended.await {
             Some(Ok(())) => "the replica is shutting down".to_owned(),
             Some(Err(e)) => {
                 storage_failed = crate::fault::is_storage_failure(&e);
+                exit_status = crate::fault::exit_status(&e);
                 let reason = crate::fault::stop_reason(replica_id, &e);
                 tracing::error!(replica = replica_id.get(), error = %e, "replica driver stopped: {reason}");
                 reason
@@ -352,6 +357,7 @@ pub fn start(
         last.leader = None;
         last.stopped = Some(reason);
         last.storage_failed = storage_failed;
+        last.exit_status = exit_status;
         status_tx.send_replace(Arc::new(last));
     });
     Ok(NodeHandle {
@@ -708,6 +714,7 @@ impl Driver {
             running: true,
             stopped: None,
             storage_failed: false,
+            exit_status: 0,
         }
     }
 }

@@ -248,8 +248,10 @@ pub enum Served {
     /// Told to stop (`shutdown` ended); calls in progress had [`SHUTDOWN_GRACE`] to finish.
     Stopped,
     /// Its driver stopped on a failure of its own: `exit_status` is
-    /// [`crate::fault::EXIT_STORAGE`] when its storage failed, [`crate::fault::EXIT_DRIVER`]
-    /// otherwise; `reason` is the stopped status's. Logged already.
+    /// [`crate::fault::EXIT_STORAGE`] when its storage failed,
+    /// [`crate::fault::EXIT_DEFINITION`] when its definition is not the founding one,
+    /// [`crate::fault::EXIT_DRIVER`] otherwise; `reason` is the stopped status's. Logged
+    /// already.
     Failed { exit_status: u8, reason: String },
 }
 
@@ -359,11 +361,7 @@ pub async fn serve(
     }
     let last = opened.node.status().borrow().clone();
     if !last.running {
-        let status = if last.storage_failed {
-            crate::fault::EXIT_STORAGE
-        } else {
-            crate::fault::EXIT_DRIVER
-        };
+        let status = last.exit_status;
         let reason = last.stopped.clone().unwrap_or_default();
         tracing::error!(
             replica = config.replica_id.get(),

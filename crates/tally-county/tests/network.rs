@@ -1675,7 +1675,10 @@ async fn unauthorized_calls_are_refused() {
     assert!(header.log_index >= response.log_index);
     assert!(header.result_json.contains(&header.election));
     // The founding: the definition the cluster runs, in its canonical encoding.
-    let founding = records[0].founding.as_ref().expect("the first record is the founding");
+    let founding = records[0]
+        .founding
+        .as_ref()
+        .expect("the first record is the founding");
     assert_eq!(
         founding.definition,
         tally_core::canonical::encode(&f.definition),

@@ -56,7 +56,7 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
             )?),
             None => None,
         };
-        let served = server::serve(
+        let served = match server::serve(
             &config,
             definition,
             tls,
@@ -65,7 +65,16 @@ pub fn serve(config_path: &Path) -> Result<Outcome> {
             shutdown_signal(),
         )
         .await
-        .map_err(|e| anyhow!("{e}"))?;
+        {
+            Ok(served) => served,
+            // Starting it again changes nothing until its operator gives it the founding
+            // definition: EX_CONFIG, which the systemd unit does not restart on.
+            Err(e) if tally_county::fault::definition_differs(&e) => {
+                eprintln!("error: {e}");
+                return Ok(Outcome::Stopped(tally_county::fault::EXIT_DEFINITION));
+            }
+            Err(e) => return Err(anyhow!("{e}")),
+        };
         Ok(match served {
             Served::Stopped => Outcome::Clean,
             Served::Failed { exit_status, .. } => Outcome::Stopped(exit_status),
@@ -475,11 +484,7 @@ pub(crate) async fn status(
             }
         }
         if let Some(s) = leader.or_else(|| rows.iter().find_map(|(_, s)| s.as_ref())) {
-            let mode = match s.mode.as_str() {
-                "official" => "正式 / OFFICIAL",
-                "rehearsal" => "演练 / REHEARSAL",
-                other => other,
-            };
+            let mode = tally_core::definition::Mode::banner_of(&s.mode);
             say!(
                 "election {} ({mode}); founding definition {}",
                 s.election_id,

@@ -69,6 +69,11 @@ pub struct ReplicaRow {
     pub sheets_counted: Option<u64>,
     pub conflicts: Option<u64>,
     pub chain_head: Option<String>,
+    /// The founding definition's digest (empty until the cluster is founded), the election
+    /// and its mode.
+    pub definition_digest: Option<String>,
+    pub election_id: Option<String>,
+    pub mode: Option<String>,
 }
 
 /// One township as `tally status` shows it.
@@ -366,6 +371,9 @@ pub async fn gather(args: &StatusArgs) -> Result<StatusReport> {
                 sheets_counted: None,
                 conflicts: None,
                 chain_head: None,
+                definition_digest: None,
+                election_id: None,
+                mode: None,
             },
             Some(s) => {
                 let lag = match &leader {
@@ -391,6 +399,9 @@ pub async fn gather(args: &StatusArgs) -> Result<StatusReport> {
                     sheets_counted: Some(s.sheets_counted),
                     conflicts: Some(s.conflicts),
                     chain_head: Some(hex::encode(&s.chain_head)),
+                    definition_digest: Some(s.definition_digest),
+                    election_id: Some(s.election_id),
+                    mode: Some(s.mode),
                 }
             }
         })
@@ -406,6 +417,19 @@ pub async fn gather(args: &StatusArgs) -> Result<StatusReport> {
         .collect();
     for t in &townships {
         township_problems(t, args.outbox_age_max_s, &mut problems);
+    }
+    let mut digests: Vec<&str> = replicas
+        .iter()
+        .filter_map(|r| r.definition_digest.as_deref())
+        .filter(|d| !d.is_empty())
+        .collect();
+    digests.sort_unstable();
+    digests.dedup();
+    if digests.len() > 1 {
+        problems.push(format!(
+            "the replicas report different founding definitions ({}): they are not one cluster's replicas",
+            digests.join(", ")
+        ));
     }
     Ok(StatusReport {
         replicas,
@@ -468,6 +492,26 @@ fn print_table(report: &StatusReport) {
             opt(&r.sheets_counted),
             opt(&r.conflicts),
         ]);
+    }
+    if let Some(r) = report
+        .replicas
+        .iter()
+        .find(|r| r.definition_digest.is_some())
+    {
+        let mode = match r.mode.as_deref() {
+            Some(mode) => tally_core::definition::Mode::banner_of(mode),
+            None => "",
+        };
+        let digest = r.definition_digest.as_deref().unwrap_or_default();
+        say!(
+            "election {} ({mode}); founding definition {}",
+            r.election_id.as_deref().unwrap_or_default(),
+            if digest.is_empty() {
+                "not yet recorded"
+            } else {
+                digest
+            }
+        );
     }
     say!("county replicas:");
     say_part!("{}", replicas.render());
