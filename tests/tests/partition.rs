@@ -516,6 +516,7 @@ async fn submit(
             township_id: setup.township.to_string(),
             sheets: batch.iter().map(SignedSheet::to_pb).collect(),
             countersignature: Some(countersignature.to_pb()),
+            definition_digest: String::new(),
         });
         request.set_timeout(CALL_DEADLINE);
         let mut client = CountyClient::new(setup.channels[current].clone());

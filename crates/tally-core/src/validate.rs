@@ -40,6 +40,7 @@
 //! | E210 | error | batch | the sheet's unit is not in the township that forwarded it |
 //! | E211 | error | signature layer | the sheet was signed for another election, or the other mode (rehearsal, official) |
 //! | E212 | error | signature layer | the sheet names no election: signed by the tally.v1 scheme |
+//! | E213 | error | batch | the forwarding township's definition is not the one the county was founded with |
 //! | W301 | warning | sheet | more ballots collected than issued: voids the whole contest (Art 44) |
 //! | W302 | warning | sheet | void ballots over `rules.void_ballots_warn_percent` of collected |
 //! | W303 | warning | sheet | ballots collected short of issued by more than `rules.issued_collected_gap_warn_percent` |
@@ -132,6 +133,8 @@ pub enum Code {
     AnotherElection,
     #[serde(rename = "E212")]
     NoElection,
+    #[serde(rename = "E213")]
+    DefinitionDiffers,
     #[serde(rename = "W301")]
     CollectedOverIssued,
     #[serde(rename = "W302")]
@@ -148,7 +151,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 37] = [
+    pub const ALL: [Code; 38] = [
         Code::BallotsNotBalanced,
         Code::BlankOverValid,
         Code::VotesOverValid,
@@ -180,6 +183,7 @@ impl Code {
         Code::UnitOfAnotherTownship,
         Code::AnotherElection,
         Code::NoElection,
+        Code::DefinitionDiffers,
         Code::CollectedOverIssued,
         Code::ManyVoidBallots,
         Code::IssuedCollectedGap,
@@ -221,6 +225,7 @@ impl Code {
             Code::UnitOfAnotherTownship => "E210",
             Code::AnotherElection => "E211",
             Code::NoElection => "E212",
+            Code::DefinitionDiffers => "E213",
             Code::CollectedOverIssued => "W301",
             Code::ManyVoidBallots => "W302",
             Code::IssuedCollectedGap => "W303",
@@ -281,6 +286,9 @@ impl Code {
             }
             Code::AnotherElection => "the sheet was signed for another election or mode",
             Code::NoElection => "the sheet names no election (signed by the tally.v1 scheme)",
+            Code::DefinitionDiffers => {
+                "the forwarding township's definition is not the county's founding one"
+            }
             Code::CollectedOverIssued => {
                 "more ballots collected than issued: the whole contest is void (Art 44)"
             }

@@ -275,6 +275,7 @@ impl pb::county_server::County for CountyService {
                 "township_id {township:?} is not a township of this election's definition"
             )));
         }
+        check_definition(shared, &township, &request.get_ref().definition_digest)?;
         let n = request.get_ref().sheets.len();
         if n == 0 || n > INGEST_SHEETS_MAX {
             return Err(Status::invalid_argument(format!(
@@ -974,4 +975,21 @@ impl pb::raft_server::Raft for RaftService {
         }
         Ok(Response::new(pb::RaftAck { received }))
     }
+}
+
+/// E213: a sender that names its definition's digest must have the one the county was founded
+/// with (docs/design/record.md). Before the founding is applied there is nothing to compare.
+fn check_definition(shared: &Shared, township: &TownshipId, digest: &str) -> Result<(), Status> {
+    if digest.is_empty() {
+        return Ok(());
+    }
+    let Some(founding) = shared.node.status().borrow().founding else {
+        return Ok(());
+    };
+    if digest.eq_ignore_ascii_case(&founding.to_string()) {
+        return Ok(());
+    }
+    Err(Status::failed_precondition(format!(
+        "E213 township {township}'s election definition (digest {digest}) is not the one the county was founded with (digest {founding}); nothing of this batch was recorded: its operator installs the county's definition (tally cluster status shows the digest) and restarts the aggregator"
+    )))
 }

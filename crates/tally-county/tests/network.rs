@@ -149,6 +149,7 @@ fn request(township: &TownshipId, sheets: &[SignedSheet], key: &SigningKey) -> p
         countersignature: Some(
             tally_proto::countersign(&fixture().definition.election, township, sheets, key).to_pb(),
         ),
+        definition_digest: tally_core::canonical::digest(&fixture().definition).to_string(),
     }
 }
 
@@ -1697,6 +1698,22 @@ async fn unauthorized_calls_are_refused() {
         assert_eq!(record.head, head.to_vec());
     }
     assert_eq!(header.chain_head, head.to_vec());
+
+    // A township whose definition is not the county's founding one forwards nothing (E213).
+    let mut other_definition = request(&t01, &own[6..], &f.township_keys[&t01]);
+    other_definition.definition_digest = "00".repeat(32);
+    let refused = ingest(follower, &t01_cert, other_definition)
+        .await
+        .expect_err("a batch under another definition is refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().starts_with(&format!(
+            "E213 township {t01}'s election definition (digest {}) is not the one the county was founded with (digest {})",
+            "00".repeat(32),
+            tally_core::canonical::digest(&f.definition)
+        )),
+        "{refused:?}"
+    );
 
     let denied = ingest(
         leader,

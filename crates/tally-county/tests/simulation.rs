@@ -427,8 +427,9 @@ struct TownshipClient {
     township: String,
     sheets: Vec<SignedSheet>,
     key: ed25519_dalek::SigningKey,
-    /// The election its countersignatures are for.
+    /// The election its countersignatures are for, and its definition's digest.
     election: tally_core::definition::Election,
+    definition_digest: String,
     pki: PathBuf,
     replicas: Vec<u64>,
     journal: Shared<Journal>,
@@ -508,6 +509,7 @@ async fn submit(
             )
             .to_pb(),
         ),
+        definition_digest: client.definition_digest.clone(),
     };
     // How each failed attempt of this batch ended, to explain a lost answer.
     let mut failures: Vec<String> = Vec::new();
@@ -1303,6 +1305,7 @@ fn simulate(
                 sheets: sheets.clone(),
                 key: fixture.township_keys[township].clone(),
                 election: fixture.definition.election.clone(),
+                definition_digest: tally_core::canonical::digest(&fixture.definition).to_string(),
                 pki: pki.clone(),
                 replicas: replicas.clone(),
                 journal: journal.clone(),

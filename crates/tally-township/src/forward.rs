@@ -194,7 +194,7 @@ fn note_failure(
         || last_warned.is_none_or(|at| now.duration_since(at) >= OUTAGE_WARNING_INTERVAL);
     if !transient {
         // A refusal needs an operator: said every time, at error level.
-        tracing::error!(township = %township.township, replica = %address, %error, depth = book.outbox.len(), "the county refuses the township's batch; the outbox waits until an operator mends it (a wrong key or certificate)");
+        tracing::error!(township = %township.township, replica = %address, %error, depth = book.outbox.len(), "the county refuses the township's batch; the outbox waits until an operator mends it (a wrong key or certificate, or another definition than the county's)");
     } else if due {
         tracing::warn!(township = %township.township, replica = %address, %error, depth = book.outbox.len(), "cannot forward to the county; the township keeps taking sheets and tries the next replica");
         *last_warned = Some(now);
@@ -260,6 +260,7 @@ async fn send(
         township_id: township.township.to_string(),
         sheets: sheets.iter().map(tally_proto::SignedSheet::to_pb).collect(),
         countersignature: Some(countersignature.to_pb()),
+        definition_digest: township.definition_digest.clone(),
     };
     let channel = match channels.get(address) {
         Some(channel) => channel.clone(),
@@ -316,9 +317,11 @@ async fn send(
         Err(status) => {
             let error = format!("{:?}: {}", status.code(), status.message());
             match status.code() {
-                Code::PermissionDenied | Code::InvalidArgument | Code::Unauthenticated => {
-                    Attempt::Refused(error)
-                }
+                // FailedPrecondition: E213, this township's definition is not the county's.
+                Code::PermissionDenied
+                | Code::InvalidArgument
+                | Code::Unauthenticated
+                | Code::FailedPrecondition => Attempt::Refused(error),
                 // Unavailable, DeadlineExceeded, Unknown, Cancelled, ResourceExhausted, and
                 // anything unforeseen: another replica, or the same one later, may take it.
                 _ => Attempt::Transient(error),

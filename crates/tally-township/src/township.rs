@@ -35,6 +35,9 @@ pub struct Township {
     pub(crate) township: TownshipId,
     pub(crate) name: String,
     pub(crate) definition: Arc<Definition>,
+    /// The digest of `definition` (tally_core::canonical), sent with every batch: the county
+    /// refuses a batch forwarded under another definition than its founding one (E213).
+    pub(crate) definition_digest: String,
     pub(crate) settings: OutboxSettings,
     /// The database, closed after a storage failure and opened again by the next write.
     pub(crate) disk: Arc<Disk>,
@@ -116,6 +119,7 @@ impl Township {
         let core = Arc::new(Township {
             township,
             name,
+            definition_digest: tally_core::canonical::digest(&definition).to_string(),
             definition,
             settings,
             disk,

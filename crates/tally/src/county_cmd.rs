@@ -683,7 +683,14 @@ pub fn submit(args: SubmitArgs) -> Result<Outcome> {
         }
     }
     report.batches = jobs.len();
-    let report = runtime()?.block_on(send_all(&args, &definition.election, keys, jobs, report))?;
+    let report = runtime()?.block_on(send_all(
+        &args,
+        &definition.election,
+        &tally_core::canonical::digest(&definition).to_string(),
+        keys,
+        jobs,
+        report,
+    ))?;
     print_submit(&report, args.format)?;
     Ok(if report.refused.is_empty() && report.conflicts == 0 {
         Outcome::Clean
@@ -695,6 +702,7 @@ pub fn submit(args: SubmitArgs) -> Result<Outcome> {
 async fn send_all(
     args: &SubmitArgs,
     election: &tally_core::definition::Election,
+    definition_digest: &str,
     keys: std::collections::HashMap<String, ed25519_dalek::SigningKey>,
     jobs: std::collections::VecDeque<Job>,
     mut report: SubmitReport,
@@ -724,6 +732,7 @@ async fn send_all(
     for worker in 0..args.concurrency {
         let (channels, keys, jobs) = (channels.clone(), keys.clone(), jobs.clone());
         let election = election.clone();
+        let digest = definition_digest.to_owned();
         workers.spawn(async move {
             let mut done = Vec::new();
             let mut server = worker;
@@ -739,6 +748,7 @@ async fn send_all(
                         tally_proto::countersign(&election, &job.township, &job.sheets, key)
                             .to_pb(),
                     ),
+                    definition_digest: digest.clone(),
                 };
                 let servers = &channels[job.township.as_str()];
                 let first = std::time::Instant::now();
