@@ -267,7 +267,7 @@ fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
     let log_path = s.county.fleet.townships["T01"].log.clone();
     s.wait_for("the county to take T01's first batch", |s| {
         let log = std::fs::read_to_string(&log_path).unwrap();
-        (s.runtime.block_on(s.watch.county_chain()) > 0
+        (s.runtime.block_on(s.watch.county_sheets()) > 0
             && log.contains("the township's disk is full"))
         .then_some(())
     });
@@ -352,7 +352,7 @@ fn a_township_whose_disk_fills_says_so_and_recovers_when_space_is_freed() {
     // Everything reaches the county, each sheet once.
     s.wait_for("T01's outbox to drain into the county", |s| {
         let p = s.runtime.block_on(s.watch.picture("T01"))?;
-        let chain = s.runtime.block_on(s.watch.county_chain());
+        let chain = s.runtime.block_on(s.watch.county_sheets());
         (p.outbox.map_or(1, |o| o.depth) == 0 && chain as usize == sheets.len()).then_some(())
     });
     let log = std::fs::read_to_string(&log_path).unwrap();

@@ -676,9 +676,13 @@ async fn exported(replicas: &BTreeMap<u64, Channel>) -> BTreeSet<String> {
                 match stream.message().await {
                     Ok(Some(chunk)) => {
                         for record in chunk.records {
+                            // The founding is the first record; the others are sheets.
+                            let Some(sheet) = record.sheet else {
+                                assert!(record.founding.is_some(), "a record is one act");
+                                continue;
+                            };
                             let sheet =
-                                SignedSheet::from_pb(record.sheet.expect("a record has a sheet"))
-                                    .expect("an exported sheet decodes");
+                                SignedSheet::from_pb(sheet).expect("an exported sheet decodes");
                             digests.insert(hex::encode(sheet.digest()));
                         }
                     }

@@ -774,12 +774,13 @@ impl Watch {
         Some((stored, waiting))
     }
 
-    /// Sheets in the county's chain as the most advanced replica has them.
-    pub async fn county_chain(&self) -> u64 {
+    /// Sheets in the county's chain as the most advanced replica has them: its records but
+    /// the first, the founding (docs/design/record.md).
+    pub async fn county_sheets(&self) -> u64 {
         let mut best = 0;
         for id in self.replicas.keys() {
             if let Some(s) = self.status(*id).await {
-                best = best.max(s.chain_length);
+                best = best.max(s.chain_length.saturating_sub(1));
             }
         }
         best

@@ -179,7 +179,7 @@ async fn run(county: &mut LocalCounty, concurrency: usize) -> Result<()> {
     }
     let all_stored = Instant::now();
     loop {
-        if watch.county_chain().await >= total as u64 {
+        if watch.county_sheets().await >= total as u64 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

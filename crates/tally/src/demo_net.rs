@@ -223,7 +223,7 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
             loop {
                 // The county first: a sheet reaches it only after a township stored it, so
                 // read in this order the county never seems ahead of the townships.
-                let counted = watch.county_chain().await;
+                let counted = watch.county_sheets().await;
                 if let Some((stored, _)) = watch.townships().await {
                     progress.stored.store(stored, Ordering::Relaxed);
                 }
@@ -371,7 +371,7 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
     loop {
         county.fleet.check_alive()?;
         let townships = watch.townships().await;
-        let chain = watch.county_chain().await;
+        let chain = watch.county_sheets().await;
         if matches!(townships, Some((_, 0))) && chain >= total {
             break;
         }
