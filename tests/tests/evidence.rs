@@ -149,6 +149,93 @@ fn export_verify_and_tampering() {
     let (code, table, _) = output(work, &["verify", bundle.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(table.contains("OK:"), "{table}");
+    // Unanchored, it says so in its first and last line.
+    let text_lines: Vec<&str> = table.lines().collect();
+    for line in [text_lines[0], text_lines[text_lines.len() - 1]] {
+        assert!(line.starts_with("UNANCHORED: "), "{table}");
+    }
+    assert_eq!(report["anchored"], false);
+
+    // Anchored to what the committee announces (the founding digest `tally export` printed
+    // and the county's head): it checks, and says what matched.
+    let digest = report["definition_digest"].as_str().unwrap().to_owned();
+    assert!(
+        out.contains(&format!("founding definition {digest}")),
+        "{out}"
+    );
+    let head = hex::encode(&claimed.chain_head);
+    let (code, anchored, err) = output(
+        work,
+        &[
+            "verify",
+            bundle.to_str().unwrap(),
+            "--definition-digest",
+            &digest,
+            "--head",
+            &head,
+        ],
+    );
+    assert_eq!(code, 0, "{anchored}{err}");
+    assert!(!anchored.contains("UNANCHORED"), "{anchored}");
+    assert!(
+        anchored.contains("anchored: the founding definition is the announced one"),
+        "{anchored}"
+    );
+    assert!(
+        anchored.contains(&format!(
+            "anchored: the announced chain head {head} is the head after record"
+        )),
+        "{anchored}"
+    );
+    // The same from a published file.
+    let published = work.join("published.json");
+    std::fs::write(
+        &published,
+        serde_json::json!({ "definition_digest": digest, "chain_head": head }).to_string(),
+    )
+    .unwrap();
+    let (code, _, err) = output(
+        work,
+        &[
+            "verify",
+            bundle.to_str().unwrap(),
+            "--published",
+            published.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Announced for another definition and another chain, the same bundle does not check:
+    // a bundle made whole from another definition checks by itself, never against anchors.
+    let other = "ab".repeat(32);
+    let (code, refused, _) = output(
+        work,
+        &[
+            "verify",
+            bundle.to_str().unwrap(),
+            "--definition-digest",
+            &other,
+            "--head",
+            &other,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, 3, "{refused}");
+    let refused: Value = serde_json::from_str(&refused).unwrap();
+    let kinds: Vec<String> = findings(&refused)
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["anchor", "anchor"], "{refused:#}");
+    let (code, _, err) = output(
+        work,
+        &["verify", bundle.to_str().unwrap(), "--head", "not-hex"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--head \"not-hex\" is not 64 hex digits"),
+        "{err}"
+    );
 
     let chain = std::fs::read_to_string(bundle.join("chain.jsonl")).unwrap();
     let lines: Vec<&str> = chain.lines().collect();

@@ -488,6 +488,59 @@ pub struct VerifyReport {
     pub findings_not_listed: usize,
     pub findings_total: usize,
     pub ok: bool,
+    /// Whether the bundle was checked against what the committee announced ([`Anchors`]);
+    /// unanchored, a bundle made up whole (a chain of its own over a definition of its own)
+    /// checks by itself.
+    pub anchored: bool,
+    /// What each anchor matched, one sentence each.
+    pub anchors: Vec<String>,
+}
+
+/// What the committee announced, to tie a bundle to the county's own record: the founding
+/// definition's digest and a chain head (docs/evidence.md, "Anchors"). A published file is
+/// JSON with these two keys (others are ignored), each 64 hex digits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchors {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_head: Option<String>,
+}
+
+impl Anchors {
+    pub fn is_empty(&self) -> bool {
+        self.definition_digest.is_none() && self.chain_head.is_none()
+    }
+
+    /// The anchors a published file announces.
+    pub fn read_published(path: &Path) -> Result<Anchors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(Error::io(format!("cannot read {}", path.display())))?;
+        let anchors: Anchors = serde_json::from_str(&text).map_err(Error::json(format!(
+            "{} is not a published announcement (JSON with definition_digest and chain_head)",
+            path.display()
+        )))?;
+        if anchors.is_empty() {
+            return Err(malformed(format!(
+                "{} announces neither definition_digest nor chain_head",
+                path.display()
+            )));
+        }
+        Ok(anchors)
+    }
+
+    /// Each anchor as 32 bytes, or what is wrong with it (named by `flag`s: the option or key).
+    fn parse(text: &Option<String>, flag: &str) -> Result<Option<[u8; 32]>> {
+        let Some(text) = text else { return Ok(None) };
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        bytes.map(Some).ok_or_else(|| {
+            malformed(format!(
+                "{flag} {text:?} is not 64 hex digits; give the digest as the committee announced it"
+            ))
+        })
+    }
 }
 
 /// Collects findings with a bound per kind.
@@ -520,6 +573,16 @@ impl Findings {
 /// in order: the manifest, every file against its digest, the definition, the records and the
 /// chain, every signature and sheet (rebuilding the county's ledger), the results.
 pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
+    verify_anchored(bundle, &Anchors::default())
+}
+
+/// [`verify_bundle`], and the bundle against what the committee announced: its founding
+/// definition must have the announced digest, and the announced chain head must be the head
+/// after one of its records (the bundle is the announced chain, or extends it). A mismatch is
+/// an `anchor` finding; an anchor that is not 64 hex digits is an error.
+pub fn verify_anchored(bundle: &Path, anchors: &Anchors) -> Result<VerifyReport> {
+    let digest_anchor = Anchors::parse(&anchors.definition_digest, "--definition-digest")?;
+    let head_anchor = Anchors::parse(&anchors.chain_head, "--head")?;
     let manifest = read_manifest(bundle)?;
     let mut findings = Findings::default();
     check_files(bundle, &manifest, &mut findings);
@@ -530,6 +593,39 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
     let definition_digest = tally_core::canonical::digest(&definition);
     let recomputed = check_sheets(&definition, &records, &mut findings);
     let result = check_results(bundle, &definition, &recomputed, &mut findings)?;
+    let mut matched = Vec::new();
+    if let Some(announced) = digest_anchor {
+        if announced == definition_digest.0 {
+            matched.push(format!(
+                "the founding definition is the announced one ({definition_digest})"
+            ));
+        } else {
+            findings.push(Finding::new(
+                "anchor",
+                format!(
+                    "the bundle's founding definition has digest {definition_digest}, not the announced {}: its sheets were counted under another definition than the county's",
+                    hex::encode(announced)
+                ),
+            ));
+        }
+    }
+    if let Some(announced) = head_anchor {
+        match records.iter().find(|(_, _, head)| *head == Some(announced)) {
+            Some((line, _, _)) => matched.push(format!(
+                "the announced chain head {} is the head after record {} (log index {}) of this chain",
+                hex::encode(announced),
+                line.position,
+                line.log_index
+            )),
+            None => findings.push(Finding::new(
+                "anchor",
+                format!(
+                    "the announced chain head {} is not a head of this chain: the bundle is not the county's chain (or was exported before the announcement; export again)",
+                    hex::encode(announced)
+                ),
+            )),
+        }
+    }
     let findings_total = findings.total();
     Ok(VerifyReport {
         bundle: bundle.display().to_string(),
@@ -548,6 +644,8 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
         findings_not_listed: findings.not_listed,
         findings_total,
         ok: findings_total == 0,
+        anchored: digest_anchor.is_some() || head_anchor.is_some(),
+        anchors: matched,
     })
 }
 

@@ -52,6 +52,10 @@ pub fn export(args: ExportArgs) -> Result<Outcome> {
     );
     let report = verify_bundle(&args.out)?;
     say!(
+        "founding definition {} (the digest the committee announces with the head)",
+        report.definition_digest
+    );
+    say!(
         "checked the bundle: {}",
         if report.ok {
             "every file, signature, link and result agrees".to_owned()
@@ -71,8 +75,8 @@ pub fn export(args: ExportArgs) -> Result<Outcome> {
 }
 
 /// `tally verify BUNDLE`.
-pub fn verify(bundle: &Path, format: Format) -> Result<Outcome> {
-    let report = verify_bundle(bundle)?;
+pub fn verify(bundle: &Path, anchors: &tally_evidence::Anchors, format: Format) -> Result<Outcome> {
+    let report = tally_evidence::verify_anchored(bundle, anchors)?;
     print_report(&report, format)?;
     Ok(if report.ok {
         Outcome::Clean
@@ -80,6 +84,9 @@ pub fn verify(bundle: &Path, format: Format) -> Result<Outcome> {
         Outcome::Findings
     })
 }
+
+/// The first and last line of an unanchored check.
+const UNANCHORED: &str = "UNANCHORED: checked against the bundle's own contents only (a bundle made up whole checks too); give --definition-digest and --head, or --published FILE, as the committee announced them";
 
 fn print_report(report: &VerifyReport, format: Format) -> Result<()> {
     let mut table = Table::new(&[
@@ -109,6 +116,9 @@ fn print_report(report: &VerifyReport, format: Format) -> Result<()> {
         ),
         Format::Csv => say_part!("{}", table.to_csv()),
         Format::Table => {
+            if !report.anchored {
+                say!("{UNANCHORED}");
+            }
             say!(
                 "{} — evidence at log index {}, {} chain records, head {}",
                 report.election,
@@ -125,9 +135,13 @@ fn print_report(report: &VerifyReport, format: Format) -> Result<()> {
                 report.conflicts,
                 report.contests
             );
+            say!("founding definition {}", report.definition_digest);
+            for matched in &report.anchors {
+                say!("anchored: {matched}");
+            }
             if report.ok {
                 say!(
-                    "OK: every file, signature and chain link checks, and the results recomputed from the sheets are the county's. Compare the head above with the one the committee published."
+                    "OK: every file, signature and chain link checks, and the results recomputed from the sheets are the county's."
                 );
             } else {
                 say_part!("{}", table.render());
@@ -138,6 +152,9 @@ fn print_report(report: &VerifyReport, format: Format) -> Result<()> {
                     "NOT OK: {} finding(s); the bundle does not prove the county's results",
                     report.findings_total
                 );
+            }
+            if !report.anchored {
+                say!("{UNANCHORED}");
             }
         }
     }
