@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
             let again = decode_chain_record(&encode_chain_record(&record))
                 .expect("a re-encoded record decodes");
             assert_eq!(again, record);
-            let _ = record.signed.digest();
+            let _ = record.act.digest();
         }
         Err(e) => {
             let _ = e.to_string();
