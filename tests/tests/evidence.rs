@@ -275,6 +275,61 @@ fn export_verify_and_tampering() {
         "{report:#}"
     );
 
+    // 1b. Two batches' countersignatures swapped, and the chain and manifest made to match
+    // (as a forger would, with the verifier's own link function): every link checks, but
+    // neither countersignature is over its batch (E208).
+    let swapped = work.join("swapped-countersignature");
+    copy_dir(&bundle, &swapped);
+    let mut parsed: Vec<tally_evidence::RecordLine> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let with_batch: Vec<usize> = (0..parsed.len())
+        .filter(|&i| parsed[i].batch.is_some())
+        .collect();
+    assert!(with_batch.len() >= 2, "the chain keeps its batches");
+    let (a, b) = (with_batch[0], with_batch[1]);
+    let signature_a = parsed[a].batch.as_ref().unwrap().signature.clone();
+    let signature_b = parsed[b].batch.as_ref().unwrap().signature.clone();
+    parsed[a].batch.as_mut().unwrap().signature = signature_b;
+    parsed[b].batch.as_mut().unwrap().signature = signature_a;
+    let mut head = tally_proto::county::CHAIN_HEAD_EMPTY;
+    for line in &mut parsed {
+        head = tally_evidence::record_link(line, &head).unwrap();
+        line.head = hex::encode(head);
+    }
+    let text: Vec<String> = parsed
+        .iter()
+        .map(|l| serde_json::to_string(l).unwrap())
+        .collect();
+    rewrite(&swapped, "chain.jsonl", &(text.join("\n") + "\n"), true);
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(swapped.join("manifest.json")).unwrap())
+            .unwrap();
+    manifest["chain_head"] = Value::String(hex::encode(head));
+    std::fs::write(
+        swapped.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let (code, report) = verify(work, &swapped);
+    assert_eq!(code, 3, "{report:#}");
+    let found = findings(&report);
+    assert!(
+        !found
+            .iter()
+            .any(|f| f["kind"] == "chain" || f["kind"] == "file"),
+        "the forger made the links and hashes check: {report:#}"
+    );
+    for record in [a, b] {
+        assert!(
+            found.iter().any(|f| f["kind"] == "countersignature"
+                && f["record"].as_u64() == Some(record as u64)
+                && f["code"] == "E208"),
+            "record {record}: {report:#}"
+        );
+    }
+
     // 2. A record dropped (and the manifest's hash made to match): the chain breaks at the
     // record after the gap.
     let dropped = work.join("dropped-record");

@@ -48,7 +48,7 @@ pub const EXPORT_RECORDS_PER_CHUNK: usize = 1024;
 /// Export chunks encoded ahead of a slow reader.
 const EXPORT_CHUNKS_IN_FLIGHT: usize = 4;
 /// What an export says about countersignatures (see `ExportHeader.countersignatures`).
-pub const EXPORT_COUNTERSIGNATURES: &str = "not exported: the county state machine keeps every sheet as its unit signed it, but a township's countersignature over a batch stays only in the raft log entry that carried it, which log compaction drops";
+pub const EXPORT_COUNTERSIGNATURES: &str = "in the chain: the first sheet each ingest recorded keeps the countersigned batch that brought it (every sheet's digest and the township's countersignature), linked into the chain with it";
 
 /// Waits for `future` up to `deadline`, or says what to do when it does not end in time.
 async fn within<T>(

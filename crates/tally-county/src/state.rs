@@ -36,7 +36,9 @@ use tally_proto::{SignedSheet, decode_sheet};
 
 /// The link function lives in `tally-proto`, shared with `tally verify`, which recomputes an
 /// evidence bundle's chain offline.
-pub use tally_proto::county::{Act, CHAIN_DOMAIN, CHAIN_HEAD_EMPTY, ChainRecord, chain_link};
+pub use tally_proto::county::{
+    Act, CHAIN_DOMAIN, CHAIN_HEAD_EMPTY, ChainRecord, ForwardedBatch, chain_link,
+};
 
 /// The refusal code of a sheet applied before the cluster was founded (the services refuse
 /// ingests until then, so only a log from before the founding act existed holds one).
@@ -239,8 +241,20 @@ impl CountyState {
                 })
                 .collect(),
             Command::Ingest {
-                township, sheets, ..
-            } => sheets
+                township,
+                sheets,
+                countersignature,
+            } => {
+                // The batch goes with the first sheet the command records, so the chain keeps
+                // who forwarded what (docs/design/record.md); the rest share it by log index.
+                let mut batch = countersignature.clone().map(|countersignature| {
+                    Arc::new(ForwardedBatch {
+                        township: township.clone(),
+                        digests: sheets.iter().map(SignedSheet::digest).collect(),
+                        countersignature,
+                    })
+                });
+                sheets
                 .iter()
                 .map(|signed| match self.definition.unit_by_key(&signed.key_id) {
                     // Each township forwards only its own units' sheets; the leader checked,
@@ -252,9 +266,10 @@ impl CountyState {
                             unit.id, unit.township
                         ),
                     },
-                    _ => self.record(index, signed),
+                    _ => self.record(index, signed, &mut batch),
                 })
-                .collect(),
+                .collect()
+            }
         };
         self.applied_index = index;
         Applied { outcomes }
@@ -308,6 +323,7 @@ impl CountyState {
                 definition: encoding.to_vec(),
             },
             head,
+            batch: None,
         });
         true
     }
@@ -318,7 +334,12 @@ impl CountyState {
     }
 
     /// Checks and records one sheet; extends the chain if the ledger recorded it.
-    fn record(&mut self, index: u64, signed: &SignedSheet) -> SheetOutcome {
+    fn record(
+        &mut self,
+        index: u64,
+        signed: &SignedSheet,
+        batch: &mut Option<Arc<ForwardedBatch>>,
+    ) -> SheetOutcome {
         let sheet = match decode_sheet(&signed.sheet) {
             Ok(sheet) => sheet,
             Err(source) => {
@@ -360,12 +381,14 @@ impl CountyState {
             ),
         };
         if recorded {
-            let head = chain_link(&self.head(), index, &digest);
-            self.records.push(ChainRecord {
+            let record = ChainRecord {
                 log_index: index,
                 act: Act::Sheet(signed.clone()),
-                head,
-            });
+                head: [0; 32],
+                batch: batch.take(),
+            };
+            let head = chain_link(&self.head(), index, &record.link_digest());
+            self.records.push(ChainRecord { head, ..record });
         }
         outcome
     }
@@ -385,7 +408,10 @@ impl CountyState {
         }
         let outcome = match &record.act {
             Act::Sheet(signed) if self.founding.is_some() => {
-                format!("{:?}", self.record(record.log_index, signed))
+                format!(
+                    "{:?}",
+                    self.record(record.log_index, signed, &mut record.batch.clone())
+                )
             }
             Act::Sheet(_) => "a sheet before the founding".to_owned(),
             Act::Founding { definition } => {
@@ -916,6 +942,59 @@ mod tests {
         assert_eq!(restored.fingerprint(), state.fingerprint());
     }
 
+    // Goal: the countersigned batch stays in the chain: on the first sheet its command
+    // recorded (not on a duplicate, not repeated on the others), in the link, and in a
+    // restored state; a command whose sheets are all duplicates adds nothing.
+    // Method: a countersigned ingest of sheets 1 (already recorded), 2 and 3; then the same
+    // command again; then restore from the snapshot image.
+    #[test]
+    fn the_batch_goes_with_its_first_recorded_sheet() {
+        let mut state = founded();
+        state.apply(at(1), &ingest(vec![signed(1, 1, 100)]));
+        let sheets = vec![signed(1, 1, 100), signed(2, 1, 50), signed(3, 1, 5)];
+        let township = TownshipId::new("T1");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[0x31; 32]);
+        let countersignature =
+            tally_proto::countersign(&definition().election, &township, &sheets, &key);
+        let command = Command::Ingest {
+            township: township.clone(),
+            sheets: sheets.clone(),
+            countersignature: Some(countersignature.clone()),
+        };
+        state.apply(at(2), &command);
+        let records = state.records().to_vec();
+        assert_eq!(records.len(), 4, "the founding and three sheets");
+        let batch = records[2]
+            .batch
+            .as_deref()
+            .expect("the first recorded sheet has it");
+        assert_eq!(records[2].act, Act::Sheet(sheets[1].clone()));
+        assert_eq!(batch.township, township);
+        assert_eq!(batch.countersignature, countersignature);
+        assert_eq!(
+            batch.digests,
+            sheets.iter().map(SignedSheet::digest).collect::<Vec<_>>(),
+            "every sheet of the batch, the duplicate too"
+        );
+        assert!(records[1].batch.is_none() && records[3].batch.is_none());
+        assert_eq!(
+            records[2].head,
+            chain_link(&records[1].head, at(2).get(), &records[2].link_digest())
+        );
+        assert_ne!(records[2].link_digest(), sheets[1].digest());
+
+        let head = state.chain_head();
+        state.apply(at(3), &command);
+        assert_eq!(
+            state.chain_head().head,
+            head.head,
+            "a resend changes nothing"
+        );
+        let restored = CountyState::restore(definition(), &state.snapshot_bytes()).unwrap();
+        assert_eq!(restored.fingerprint(), state.fingerprint());
+        assert_eq!(restored.records().to_vec(), state.records().to_vec());
+    }
+
     // Goal: a corrupt image is an error, never a wrong state.
     // Method: change the stored head of one record; change the chain head; cut the bytes.
     #[test]
@@ -959,6 +1038,7 @@ mod tests {
             log_index: i as u64 + 1,
             act: Act::Sheet(signed(1, 1, 100)),
             head: [(i % 251) as u8; 32],
+            batch: None,
         };
         let total = RECORDS_PER_CHUNK * 5 / 2;
         let mut records = Records::default();

@@ -68,7 +68,7 @@ use std::path::{Component, Path, PathBuf};
 use tally_core::definition::Definition;
 use tally_core::results::ElectionResult;
 use tally_proto::SignedSheet;
-use tally_proto::county::{CHAIN_HEAD_EMPTY, chain_link};
+use tally_proto::county::{Act, CHAIN_HEAD_EMPTY, ForwardedBatch, chain_link, link_digest};
 use tally_rpc::pb;
 use tally_rpc::pb::county_client::CountyClient;
 
@@ -177,8 +177,54 @@ pub struct RecordLine {
     pub election_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mode: String,
+    /// On the first sheet a command recorded: the batch that brought it, as its township
+    /// countersigned it; the link covers it (docs/evidence.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchLine>,
     /// Hex: the chain's head after this record, as the county stored it.
     pub head: String,
+}
+
+/// A countersigned batch in `chain.jsonl`: hex throughout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchLine {
+    pub township_id: String,
+    /// SHA-256 of every sheet of the batch, in batch order, recorded or not.
+    pub sheet_digests: Vec<String>,
+    pub key_id: String,
+    pub signature: String,
+}
+
+impl BatchLine {
+    fn from_pb(batch: &pb::ForwardedBatch) -> BatchLine {
+        let cs = batch.countersignature.clone().unwrap_or_default();
+        BatchLine {
+            township_id: batch.township_id.clone(),
+            sheet_digests: batch.sheet_digests.iter().map(hex::encode).collect(),
+            key_id: hex::encode(cs.key_id),
+            signature: hex::encode(cs.signature),
+        }
+    }
+
+    /// The batch as the county kept it, or why it does not decode.
+    pub fn decode(&self) -> std::result::Result<ForwardedBatch, String> {
+        let hex_field = |name: &str, text: &str| {
+            hex::decode(text).map_err(|_| format!("batch {name} is not hex"))
+        };
+        let batch = pb::ForwardedBatch {
+            township_id: self.township_id.clone(),
+            sheet_digests: self
+                .sheet_digests
+                .iter()
+                .map(|d| hex_field("sheet digest", d))
+                .collect::<std::result::Result<_, _>>()?,
+            countersignature: Some(pb::Countersignature {
+                key_id: hex_field("key_id", &self.key_id)?,
+                signature: hex_field("signature", &self.signature)?,
+            }),
+        };
+        tally_proto::county::batch_from_pb(batch).map_err(|e| e.to_string())
+    }
 }
 
 /// The mode as `chain.jsonl` writes it.
@@ -335,6 +381,7 @@ pub fn write_bundle(
                 signature: String::new(),
                 sheet: String::new(),
                 founding: Some(text),
+                batch: None,
                 election_id: String::new(),
                 mode: String::new(),
                 head: hex::encode(&record.head),
@@ -357,6 +404,7 @@ pub fn write_bundle(
             signature: hex::encode(&signed.signature),
             sheet: hex::encode(&signed.sheet),
             founding: None,
+            batch: record.batch.as_ref().map(BatchLine::from_pb),
             election_id: signed.election_id.clone(),
             mode: mode_text(signed.mode).to_owned(),
             head: hex::encode(&record.head),
@@ -591,6 +639,7 @@ pub fn verify_anchored(bundle: &Path, anchors: &Anchors) -> Result<VerifyReport>
     let records = check_chain(bundle, &manifest, &mut findings)?;
     let definition = founding_definition(&records, files_definition, &mut findings);
     let definition_digest = tally_core::canonical::digest(&definition);
+    check_countersignatures(&definition, &records, &mut findings);
     let recomputed = check_sheets(&definition, &records, &mut findings);
     let result = check_results(bundle, &definition, &recomputed, &mut findings)?;
     let mut matched = Vec::new();
@@ -800,6 +849,71 @@ fn founding_definition(
     }
 }
 
+/// Step 3c: who forwarded what. Every batch a record keeps has its township's countersignature
+/// over its sheets' digests (E208, E209); every sheet record is in the batch kept at its log
+/// index, from a unit of that township (E210). A sheet record with no batch at its log index
+/// is a finding: the evidence does not say which township forwarded it.
+fn check_countersignatures(
+    definition: &Definition,
+    records: &[ChainRecordRead],
+    findings: &mut Findings,
+) {
+    let mut current: Option<(u64, ForwardedBatch)> = None;
+    for (line, signed, _) in records {
+        let Some(signed) = signed else { continue };
+        let at = |code: &str, message: String| Finding {
+            record: Some(line.position),
+            log_index: Some(line.log_index),
+            sheet: sheet_label(signed),
+            code: code.to_owned(),
+            ..Finding::new("countersignature", message)
+        };
+        if let Some(batch) = &line.batch {
+            let Ok(batch) = batch.decode() else {
+                current = None;
+                continue; // a finding of the chain step already
+            };
+            if let Err(e) = tally_proto::verify_countersignature_of_digests(
+                definition,
+                &batch.township,
+                &batch.digests,
+                &batch.countersignature,
+            ) {
+                findings.push(at(e.code(), e.to_string()));
+            }
+            current = Some((line.log_index, batch));
+        }
+        match &current {
+            Some((index, batch)) if *index == line.log_index => {
+                if !batch.digests.contains(&signed.digest()) {
+                    findings.push(at(
+                        "",
+                        format!(
+                            "the sheet is not in the batch township {} countersigned at log index {}",
+                            batch.township, index
+                        ),
+                    ));
+                }
+                if let Some(unit) = definition.unit_by_key(&signed.key_id)
+                    && unit.township != batch.township
+                {
+                    findings.push(at(
+                        "E210",
+                        format!(
+                            "unit {} belongs to township {}, not to {}, whose batch brought it",
+                            unit.id, unit.township, batch.township
+                        ),
+                    ));
+                }
+            }
+            _ => findings.push(at(
+                "",
+                "no countersigned batch is kept for this sheet's log index: the evidence does not say which township forwarded it".to_owned(),
+            )),
+        }
+    }
+}
+
 /// Step 4: every signature and every sheet, through the same offline intake as `tally results`,
 /// in chain order: it rebuilds the county's ledger.
 fn check_sheets(
@@ -975,7 +1089,18 @@ pub fn read_chain(chain_text: &str, findings: &mut Findings) -> Result<ChainRead
                 )));
             }
         } else if let Some(signed) = signed {
-            let link = chain_link(&previous_head, line.log_index, &signed.digest());
+            let batch = match line.batch.as_ref().map(BatchLine::decode).transpose() {
+                Ok(batch) => batch,
+                Err(e) => {
+                    findings.push(at(format!("the record's batch does not decode: {e}")));
+                    None
+                }
+            };
+            let link = chain_link(
+                &previous_head,
+                line.log_index,
+                &link_digest(&Act::Sheet(signed.clone()), batch.as_ref()),
+            );
             if link != *head {
                 findings.push(at(format!(
                     "the link does not check: SHA-256 over the previous head {}, log index {} and this sheet's digest {} is {}, but the stored head is {}; this sheet or the record before it was changed, dropped or added",
@@ -993,6 +1118,24 @@ pub fn read_chain(chain_text: &str, findings: &mut Findings) -> Result<ChainRead
         records,
         head: previous_head,
     })
+}
+
+/// The head a `chain.jsonl` record links to from `previous_head`: the county's link function
+/// over the record's act (its sheet, with the batch it keeps, or the founding definition).
+/// An observer's own verifier recomputes a chain with it; the error says what does not decode.
+pub fn record_link(
+    line: &RecordLine,
+    previous_head: &[u8; 32],
+) -> std::result::Result<[u8; 32], String> {
+    let digest = match &line.founding {
+        Some(founding) => tally_core::canonical::digest_of(founding.as_bytes()).0,
+        None => {
+            let signed = decode_envelope(line)?;
+            let batch = line.batch.as_ref().map(BatchLine::decode).transpose()?;
+            link_digest(&Act::Sheet(signed), batch.as_ref())
+        }
+    };
+    Ok(chain_link(previous_head, line.log_index, &digest))
 }
 
 /// The envelope of a record, or why it does not decode (the message of a finding).

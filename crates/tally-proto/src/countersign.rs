@@ -98,6 +98,19 @@ pub fn batch_message(
     township: &TownshipId,
     sheets: &[SignedSheet],
 ) -> Vec<u8> {
+    let digests: Vec<[u8; 32]> = sheets.iter().map(SignedSheet::digest).collect();
+    batch_message_of_digests(election, township, &digests)
+}
+
+/// [`batch_message`] from the sheets' digests, as a chain record keeps them (the evidence
+/// checks a countersignature long after the sheets of the batch that were not recorded are
+/// gone).
+pub fn batch_message_of_digests(
+    election: &Election,
+    township: &TownshipId,
+    digests: &[[u8; 32]],
+) -> Vec<u8> {
+    let sheets = digests;
     let election = election_bytes(&election.id, election.mode);
     let township = township.as_str().as_bytes();
     // Ids are at most 64 bytes (check_id) and a batch at most INGEST_SHEETS_MAX sheets; even
@@ -112,8 +125,8 @@ pub fn batch_message(
     message.extend_from_slice(&township_len.to_be_bytes());
     message.extend_from_slice(township);
     message.extend_from_slice(&sheet_count.to_be_bytes());
-    for sheet in sheets {
-        message.extend_from_slice(&sheet.digest());
+    for digest in sheets {
+        message.extend_from_slice(digest);
     }
     message
 }
@@ -140,6 +153,18 @@ pub fn verify_countersignature(
     sheets: &[SignedSheet],
     countersignature: &Countersignature,
 ) -> Result<(), Error> {
+    let digests: Vec<[u8; 32]> = sheets.iter().map(SignedSheet::digest).collect();
+    verify_countersignature_of_digests(def, township, &digests, countersignature)
+}
+
+/// [`verify_countersignature`] over the sheets' digests (a chain record's batch).
+pub fn verify_countersignature_of_digests(
+    def: &Definition,
+    township: &TownshipId,
+    digests: &[[u8; 32]],
+    countersignature: &Countersignature,
+) -> Result<(), Error> {
+    let sheets = digests;
     let area = def
         .township(township)
         .ok_or_else(|| Error::UnknownTownship {
@@ -176,7 +201,7 @@ pub fn verify_countersignature(
     // reason to accept the small-order edge cases the cofactorless check lets through.
     public_key
         .verify_strict(
-            &batch_message(&def.election, township, sheets),
+            &batch_message_of_digests(&def.election, township, sheets),
             &countersignature.signature,
         )
         .map_err(|_| Error::BadCountersignature {

@@ -155,6 +155,66 @@ pub struct ChainRecord {
     pub log_index: u64,
     pub act: Act,
     pub head: [u8; 32],
+    /// On the first sheet a command recorded: the countersigned batch that brought it
+    /// (shared, not copied, by the records of the same command in memory).
+    pub batch: Option<std::sync::Arc<ForwardedBatch>>,
+}
+
+/// A township's countersigned batch as a chain record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedBatch {
+    pub township: TownshipId,
+    /// Every sheet of the batch by digest, in batch order, recorded or not.
+    pub digests: Vec<[u8; 32]>,
+    pub countersignature: Countersignature,
+}
+
+/// The domain of a link over a sheet and the batch that brought it.
+pub const FORWARDED_DOMAIN: &[u8] = b"tally.v2.forwarded\0";
+/// The domain of a batch's digest.
+pub const BATCH_RECORD_DOMAIN: &[u8] = b"tally.v2.batch\0";
+
+impl ForwardedBatch {
+    /// `SHA-256("tally.v2.batch\0" || u32be(len township) || township || u32be(n) ||
+    /// digests || key_id || signature)`.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest as _, Sha256};
+        let township = self.township.as_str().as_bytes();
+        let mut hasher = Sha256::new();
+        hasher.update(BATCH_RECORD_DOMAIN);
+        hasher.update((township.len() as u32).to_be_bytes());
+        hasher.update(township);
+        hasher.update((self.digests.len() as u32).to_be_bytes());
+        for digest in &self.digests {
+            hasher.update(digest);
+        }
+        hasher.update(self.countersignature.key_id.0);
+        hasher.update(self.countersignature.signature.to_bytes());
+        hasher.finalize().into()
+    }
+}
+
+impl ChainRecord {
+    /// The digest the chain links for this record: the act's, or with a batch
+    /// `SHA-256("tally.v2.forwarded\0" || act digest || batch digest)`.
+    pub fn link_digest(&self) -> [u8; 32] {
+        link_digest(&self.act, self.batch.as_deref())
+    }
+}
+
+/// [`ChainRecord::link_digest`] of an act and the batch a record keeps with it.
+pub fn link_digest(act: &Act, batch: Option<&ForwardedBatch>) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    match batch {
+        None => act.digest(),
+        Some(batch) => {
+            let mut hasher = Sha256::new();
+            hasher.update(FORWARDED_DOMAIN);
+            hasher.update(act.digest());
+            hasher.update(batch.digest());
+            hasher.finalize().into()
+        }
+    }
 }
 
 /// An act of the election record (docs/design/record.md).
@@ -211,7 +271,53 @@ pub fn record_to_pb(record: &ChainRecord) -> pb::ChainRecord {
         sheet,
         head: record.head.to_vec(),
         founding,
+        batch: record.batch.as_deref().map(|b| pb::ForwardedBatch {
+            township_id: b.township.as_str().to_owned(),
+            sheet_digests: b.digests.iter().map(|d| d.to_vec()).collect(),
+            countersignature: Some(b.countersignature.to_pb()),
+        }),
     }
+}
+
+/// A chain record's batch from its protobuf message, every length checked.
+pub fn batch_from_pb(batch: pb::ForwardedBatch) -> Result<ForwardedBatch, Error> {
+    let field = |field: &str, problem: String| Error::Field {
+        what: "chain record batch",
+        field: field.into(),
+        problem,
+    };
+    check_id(&batch.township_id).map_err(|p| field("township_id", p))?;
+    if batch.sheet_digests.len() > INGEST_SHEETS_MAX {
+        return Err(field(
+            "sheet_digests",
+            format!(
+                "has {} entries, more than {INGEST_SHEETS_MAX}",
+                batch.sheet_digests.len()
+            ),
+        ));
+    }
+    let digests = batch
+        .sheet_digests
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            <[u8; 32]>::try_from(d.as_slice()).map_err(|_| {
+                field(
+                    &format!("sheet_digests[{i}]"),
+                    format!("is {} bytes; a SHA-256 is 32", d.len()),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let countersignature = batch
+        .countersignature
+        .ok_or_else(|| field("countersignature", "is missing".into()))
+        .and_then(Countersignature::from_pb)?;
+    Ok(ForwardedBatch {
+        township: TownshipId::new(batch.township_id),
+        digests,
+        countersignature,
+    })
 }
 
 fn head_from(what: &'static str, field: &str, bytes: &[u8]) -> Result<[u8; 32], Error> {
@@ -241,10 +347,24 @@ pub fn record_from_pb(record: pb::ChainRecord) -> Result<ChainRecord, Error> {
             });
         }
     };
+    let batch = match record.batch {
+        Some(batch) if matches!(act, Act::Sheet(_)) => {
+            Some(std::sync::Arc::new(batch_from_pb(batch)?))
+        }
+        Some(_) => {
+            return Err(Error::Field {
+                what: "chain record",
+                field: "batch".into(),
+                problem: "is set on a record that is not a sheet".into(),
+            });
+        }
+        None => None,
+    };
     Ok(ChainRecord {
         log_index: record.log_index,
         act,
         head: head_from("chain record", "head", &record.head)?,
+        batch,
     })
 }
 
@@ -343,19 +463,40 @@ mod tests {
                     log_index: 3,
                     act: Act::Sheet(sheets[0].clone()),
                     head: [1; 32],
+                    batch: Some(std::sync::Arc::new(ForwardedBatch {
+                        township: township.clone(),
+                        digests: sheets.iter().map(SignedSheet::digest).collect(),
+                        countersignature: countersign(
+                            &election(),
+                            &township,
+                            &sheets,
+                            &unit_key(0x11),
+                        ),
+                    })),
                 },
                 ChainRecord {
                     log_index: 7,
                     act: Act::Sheet(sheets[1].clone()),
                     head: [9; 32],
+                    batch: None,
                 },
             ],
         };
         assert_eq!(decode_image(&encode_image(&image)).unwrap(), image);
-        assert_eq!(
-            decode_chain_record(&encode_chain_record(&image.records[1])).unwrap(),
-            image.records[1]
-        );
+        for record in &image.records {
+            assert_eq!(
+                decode_chain_record(&encode_chain_record(record)).unwrap(),
+                *record
+            );
+        }
+        // The batch is in the link: the same sheet without it links another digest.
+        let with = &image.records[0];
+        let without = ChainRecord {
+            batch: None,
+            ..with.clone()
+        };
+        assert_ne!(with.link_digest(), without.link_digest());
+        assert_eq!(without.link_digest(), sheets[0].digest());
         // The founding: its command and its record.
         let definition = br#"{"election":{}}"#.to_vec();
         assert_eq!(
@@ -370,6 +511,7 @@ mod tests {
                 definition: definition.clone(),
             },
             head: [7; 32],
+            batch: None,
         };
         assert_eq!(
             decode_chain_record(&encode_chain_record(&founding)).unwrap(),

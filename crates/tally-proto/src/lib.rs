@@ -44,7 +44,8 @@ pub use convert::{
     encode_sheet,
 };
 pub use countersign::{
-    BATCH_DOMAIN, Countersignature, batch_message, countersign, verify_countersignature,
+    BATCH_DOMAIN, Countersignature, batch_message, batch_message_of_digests, countersign,
+    verify_countersignature, verify_countersignature_of_digests,
 };
 pub use envelope::{
     SIGNING_DOMAIN, SignedSheet, VerifiedSheet, decode_signed, encode_signed, sign,
