@@ -204,6 +204,16 @@ fn small_town_walkthrough() {
         );
     }
     assert!(!table.stdout.contains("王志强 ("), "{}", table.dump());
+    // small-town's definition names no mode, so it is a rehearsal: the report says so in its
+    // first and last line.
+    let lines: Vec<&str> = table.stdout.lines().filter(|l| !l.is_empty()).collect();
+    for line in [lines[0], lines[lines.len() - 1]] {
+        assert!(
+            line.starts_with("【演练 / REHEARSAL】"),
+            "{line:?}:\n{}",
+            table.dump()
+        );
+    }
 
     let json = tally_in(
         dir.path(),

@@ -64,6 +64,16 @@ fn publish_writes_reports_and_exports() {
         "{county_html}"
     );
     assert!(county_html.contains("选举委员会（盖章）"));
+    // A generated county is a rehearsal: a banner at the top, a watermark on every printed
+    // page, and the title.
+    assert_eq!(result["mode"], "rehearsal");
+    for mark in [
+        "<title>【演练 REHEARSAL】",
+        "<div class=\"rehearsal-mark\">演练 REHEARSAL</div>",
+        "<div class=\"rehearsal-banner\">演练 / REHEARSAL",
+    ] {
+        assert!(county_html.contains(mark), "{mark}: {county_html}");
+    }
     assert!(county_html.contains(result["election"].as_str().unwrap()));
     let mut vacancies_seen = 0;
     for c in contests {

@@ -320,6 +320,8 @@ pub struct CountySummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ElectionResult {
     pub election: String,
+    /// Official, or a rehearsal: every report of a rehearsal says so.
+    pub mode: crate::definition::Mode,
     /// In definition order.
     pub contests: Vec<ContestResult>,
     /// In definition order.
@@ -415,6 +417,7 @@ pub fn compute(definition: &Definition, ledger: &Ledger) -> ElectionResult {
 
     ElectionResult {
         election: definition.election.id.clone(),
+        mode: definition.election.mode,
         contests,
         townships,
         county,

@@ -636,6 +636,7 @@ fn results_response(at: &ResultsAt, filter: &Filter, replica: ReplicaId) -> pb::
         chain_head: at.chain.head.to_vec(),
         chain_length: at.chain.length,
         election: result.election.clone(),
+        mode: result.mode.as_str().to_owned(),
         county: whole.then(|| summary(&result.county.all)),
         townships: result
             .townships

@@ -520,6 +520,8 @@ pub struct VerifyReport {
     pub election: String,
     /// The digest of the definition the sheets were recounted under: the founding one.
     pub definition_digest: String,
+    /// That definition's mode: `official`, or `rehearsal` (the evidence of a rehearsal).
+    pub mode: String,
     pub log_index: u64,
     pub chain_head: String,
     pub chain_length: u64,
@@ -680,6 +682,7 @@ pub fn verify_anchored(bundle: &Path, anchors: &Anchors) -> Result<VerifyReport>
         bundle: bundle.display().to_string(),
         election: manifest.election,
         definition_digest: definition_digest.to_string(),
+        mode: definition.election.mode.as_str().to_owned(),
         log_index: manifest.log_index,
         chain_head: manifest.chain_head,
         chain_length: manifest.chain_length,

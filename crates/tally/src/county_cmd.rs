@@ -338,8 +338,17 @@ async fn cluster_results(
                 say_part!("{}", table.to_csv());
                 return Ok(Outcome::Clean);
             }
+            let banner = (r.mode == "rehearsal").then(|| {
+                format!(
+                    "【{}】 a rehearsal, not the election's result",
+                    tally_core::definition::Mode::Rehearsal.banner()
+                )
+            });
+            if let Some(banner) = &banner {
+                say!("{banner}");
+            }
             say!(
-                "{} — replica {}, log index {}, {} sheets in the chain, head {}",
+                "{} — replica {}, log index {}, {} records in the chain, head {}",
                 r.election,
                 r.replica_id,
                 r.log_index,
@@ -370,6 +379,9 @@ async fn cluster_results(
                     &c.conflicting_digest[..16.min(c.conflicting_digest.len())],
                     c.log_index
                 );
+            }
+            if let Some(banner) = &banner {
+                say!("{banner}");
             }
         }
     }

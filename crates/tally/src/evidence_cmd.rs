@@ -136,6 +136,12 @@ fn print_report(report: &VerifyReport, format: Format) -> Result<()> {
                 report.contests
             );
             say!("founding definition {}", report.definition_digest);
+            if report.mode == "rehearsal" {
+                say!(
+                    "【{}】 the evidence of a rehearsal, not of the election",
+                    tally_core::definition::Mode::Rehearsal.banner()
+                );
+            }
             for matched in &report.anchors {
                 say!("anchored: {matched}");
             }

@@ -52,6 +52,9 @@ pub struct PublishArgs {
 #[derive(Deserialize)]
 pub struct Published {
     pub election: String,
+    /// `rehearsal` or `official`; absent in results from before the mode existed.
+    #[serde(default)]
+    pub mode: String,
     pub contests: Vec<Contest>,
     #[serde(default)]
     pub townships: Vec<Area>,
@@ -235,6 +238,7 @@ pub fn write_all(published: &Published, json: &serde_json::Value, out: &Path) ->
         files.push(path);
         Ok(())
     };
+    let rehearsal = published.mode == "rehearsal";
     let county_name = published
         .county
         .as_ref()
@@ -249,7 +253,12 @@ pub fn write_all(published: &Published, json: &serde_json::Value, out: &Path) ->
         let name = "elected-county.html";
         write(
             name,
-            &congress_html(&published.election, &county_name, &county_contests),
+            &congress_html(
+                &published.election,
+                rehearsal,
+                &county_name,
+                &county_contests,
+            ),
         )?;
         index.push((name.to_owned(), format!("{county_name}人民代表大会")));
     }
@@ -271,10 +280,16 @@ pub fn write_all(published: &Published, json: &serde_json::Value, out: &Path) ->
             .filter(|c| c.level == "township" && c.township == *township)
             .collect();
         let file = format!("elected-{}.html", file_safe(township));
-        write(&file, &congress_html(&published.election, name, &contests))?;
+        write(
+            &file,
+            &congress_html(&published.election, rehearsal, name, &contests),
+        )?;
         index.push((file, format!("{name}人民代表大会")));
     }
-    write("index.html", &index_html(&published.election, &index))?;
+    write(
+        "index.html",
+        &index_html(&published.election, rehearsal, &index),
+    )?;
     write("results.csv", &results_csv(published)?)?;
     write("contests.csv", &contests_csv(published)?)?;
     write("results.json", &serde_json::to_string_pretty(json)?)?;
@@ -340,13 +355,25 @@ const STYLE: &str = r#"
   .signatures p { margin: 1.4em 0; }
   section.contest { page-break-inside: avoid; break-inside: avoid; }
   @media print { a { color: #000; text-decoration: none; } }
+  .rehearsal-banner { border: 3px solid #000; text-align: center; font-size: 16pt; font-weight: bold; padding: 4pt; margin: 0 0 1em; letter-spacing: 0.1em; }
+  .rehearsal-mark { position: fixed; top: 45%; left: 0; right: 0; text-align: center; font-size: 72pt; font-weight: bold; color: rgba(0, 0, 0, 0.12); transform: rotate(-30deg); pointer-events: none; z-index: 1; }
 "#;
 
-fn page(title: &str, body: &str) -> String {
+/// What a rehearsal's page carries, where nobody can miss it: a banner at the top and a
+/// watermark fixed on the page (printed on every sheet of paper).
+const REHEARSAL_MARKS: &str = "<div class=\"rehearsal-mark\">演练 REHEARSAL</div>\n\
+     <div class=\"rehearsal-banner\">演练 / REHEARSAL：本文件出自演练，不是选举结果 — a rehearsal, not the election's result</div>\n";
+
+fn page(title: &str, body: &str, rehearsal: bool) -> String {
+    let (prefix, marks) = if rehearsal {
+        ("【演练 REHEARSAL】", REHEARSAL_MARKS)
+    } else {
+        ("", "")
+    };
     format!(
         "<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
+         <title>{prefix}{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{marks}{body}</body>\n</html>\n",
         escape(title)
     )
 }
@@ -363,7 +390,7 @@ fn round_kind(kind: &str) -> &'static str {
 
 /// The report of one congress: every contest's elected deputies with their votes, vacancies,
 /// contests pending a further round, and the committee's signature block.
-fn congress_html(election: &str, area: &str, contests: &[&Contest]) -> String {
+fn congress_html(election: &str, rehearsal: bool, area: &str, contests: &[&Contest]) -> String {
     let title = format!("{area}人民代表大会代表当选名单");
     let mut body = String::new();
     let _ = writeln!(body, "<h1>{}</h1>", escape(&title));
@@ -448,7 +475,7 @@ fn congress_html(election: &str, area: &str, contests: &[&Contest]) -> String {
         "<div class=\"signatures\">\n<p>{}选举委员会（盖章）</p>\n<p>主任（签名）：______________________</p>\n<p>委员（签名）：______________________________________________</p>\n<p>日期：________ 年 ____ 月 ____ 日</p>\n</div>",
         escape(area)
     );
-    page(&title, &body)
+    page(&title, &body, rehearsal)
 }
 
 /// Why a contest is not decided, in the committee's words.
@@ -473,7 +500,7 @@ fn pending_text(c: &Contest) -> String {
     }
 }
 
-fn index_html(election: &str, reports: &[(String, String)]) -> String {
+fn index_html(election: &str, rehearsal: bool, reports: &[(String, String)]) -> String {
     let mut body = String::new();
     let _ = writeln!(body, "<h1>代表当选名单</h1>");
     let _ = writeln!(body, "<p class=\"election\">{}</p><ul>", escape(election));
@@ -489,7 +516,7 @@ fn index_html(election: &str, reports: &[(String, String)]) -> String {
         body,
         "</ul><p>全部结果：<a href=\"results.csv\">results.csv</a>（每一候选人每一轮得票）、<a href=\"contests.csv\">contests.csv</a>（每一选区）、<a href=\"results.json\">results.json</a>。</p>"
     );
-    page("代表当选名单", &body)
+    page("代表当选名单", &body, rehearsal)
 }
 
 /// The CSV files go through the one CSV writer of the `tally` command: quoting, and text

@@ -740,6 +740,16 @@ pub fn results_csv(result: &ElectionResult) -> Table {
     table
 }
 
+/// The line a rehearsal's report begins and ends with.
+pub fn rehearsal_banner(result: &ElectionResult) -> Option<String> {
+    (result.mode == tally_core::definition::Mode::Rehearsal).then(|| {
+        format!(
+            "【{}】 a rehearsal, not the election's result (the definition's [election] mode)",
+            result.mode.banner()
+        )
+    })
+}
+
 /// The readable report: county and township progress, the contests that need the committee,
 /// and every contest with its elected deputies.
 pub fn results_table(
@@ -750,6 +760,9 @@ pub fn results_table(
     use std::fmt::Write as _;
     let mut out = String::new();
     // Writing to a String cannot fail.
+    if let Some(banner) = rehearsal_banner(result) {
+        let _ = writeln!(out, "{banner}");
+    }
     let _ = writeln!(out, "{}\n", definition.election.name);
     let _ = writeln!(
         out,
@@ -860,6 +873,9 @@ pub fn results_table(
         for f in intake.warnings.iter().chain(&result.findings) {
             let _ = writeln!(out, "  {f}");
         }
+    }
+    if let Some(banner) = rehearsal_banner(result) {
+        let _ = writeln!(out, "{banner}");
     }
     out
 }
