@@ -66,7 +66,10 @@ pub fn run(args: DemoArgs) -> Result<Outcome> {
         bail!("--pace {}: give 0 to 3600 seconds", args.pace);
     }
     let started = Instant::now();
-    say!("tally demo: the whole chain on the built-in sample county, as processes on 127.0.0.1\n");
+    say!(
+        "tally demo: the whole chain on the built-in sample county, as processes on 127.0.0.1\n\
+         【演练 / REHEARSAL】 the sample county is a rehearsal (its definition's [election] mode), and says so\n"
+    );
     let program = tally_localnet::this_program()?;
     let mut county = LocalCounty::prepare_noting(
         &dir,
