@@ -239,11 +239,6 @@ impl Replica {
         })
     }
 
-    /// This replica's own definition's digest (the founding one's, once founded and checked).
-    pub fn local_digest(&self) -> DefinitionDigest {
-        self.local_digest
-    }
-
     /// A leader of a cluster not yet founded proposes the founding act (its own definition),
     /// once in each term it leads, until the founding is applied.
     fn maybe_found(&mut self) {
