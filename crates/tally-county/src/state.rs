@@ -320,7 +320,7 @@ impl CountyState {
         self.records.push(ChainRecord {
             log_index: index,
             act: Act::Founding {
-                definition: encoding.to_vec(),
+                definition: encoding.into(),
             },
             head,
             batch: None,

@@ -221,7 +221,9 @@ pub fn link_digest(act: &Act, batch: Option<&ForwardedBatch>) -> [u8; 32] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Act {
     /// The founding: the definition's canonical encoding. Always the first record.
-    Founding { definition: Vec<u8> },
+    /// Shared, not copied, when a record is cloned: it is the size of the definition, and the
+    /// state's record list copies its open chunk of records when a reader holds it.
+    Founding { definition: std::sync::Arc<[u8]> },
     /// A sheet the ledger recorded, as its unit signed it.
     Sheet(SignedSheet),
 }
@@ -262,7 +264,7 @@ pub fn record_to_pb(record: &ChainRecord) -> pb::ChainRecord {
         Act::Founding { definition } => (
             None,
             Some(pb::Founding {
-                definition: definition.clone(),
+                definition: definition.to_vec(),
             }),
         ),
     };
@@ -333,7 +335,7 @@ pub fn record_from_pb(record: pb::ChainRecord) -> Result<ChainRecord, Error> {
     let act = match (record.sheet, record.founding) {
         (Some(signed), None) => Act::Sheet(SignedSheet::from_pb(signed)?),
         (None, Some(founding)) => Act::Founding {
-            definition: founding.definition,
+            definition: founding.definition.into(),
         },
         (sheet, _) => {
             return Err(Error::Field {
@@ -508,7 +510,7 @@ mod tests {
         let founding = ChainRecord {
             log_index: 2,
             act: Act::Founding {
-                definition: definition.clone(),
+                definition: definition.clone().into(),
             },
             head: [7; 32],
             batch: None,
