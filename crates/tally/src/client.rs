@@ -14,6 +14,20 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Logs go to standard error: human-readable by default, JSON lines with `TALLY_LOG_FORMAT=json`;
 /// the level comes from `TALLY_LOG` (e.g. `info`, `tally_county=debug`), default `info`.
+/// The line `tally cluster status` and `tally status` print above their tables: the election,
+/// its mode and the founding definition's digest, as a replica's Status reports them.
+pub fn founding_line(election_id: &str, mode: &str, definition_digest: &str) -> String {
+    format!(
+        "election {election_id} ({}); founding definition {}",
+        tally_core::definition::Mode::banner_of(mode),
+        if definition_digest.is_empty() {
+            "not yet recorded"
+        } else {
+            definition_digest
+        }
+    )
+}
+
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -496,15 +496,9 @@ pub(crate) async fn status(
             }
         }
         if let Some(s) = leader.or_else(|| rows.iter().find_map(|(_, s)| s.as_ref())) {
-            let mode = tally_core::definition::Mode::banner_of(&s.mode);
             say!(
-                "election {} ({mode}); founding definition {}",
-                s.election_id,
-                if s.definition_digest.is_empty() {
-                    "not yet recorded"
-                } else {
-                    s.definition_digest.as_str()
-                }
+                "{}",
+                crate::client::founding_line(&s.election_id, &s.mode, &s.definition_digest)
             );
         }
         say_part!("{}", table.render());

@@ -498,19 +498,13 @@ fn print_table(report: &StatusReport) {
         .iter()
         .find(|r| r.definition_digest.is_some())
     {
-        let mode = match r.mode.as_deref() {
-            Some(mode) => tally_core::definition::Mode::banner_of(mode),
-            None => "",
-        };
-        let digest = r.definition_digest.as_deref().unwrap_or_default();
         say!(
-            "election {} ({mode}); founding definition {}",
-            r.election_id.as_deref().unwrap_or_default(),
-            if digest.is_empty() {
-                "not yet recorded"
-            } else {
-                digest
-            }
+            "{}",
+            crate::client::founding_line(
+                r.election_id.as_deref().unwrap_or_default(),
+                r.mode.as_deref().unwrap_or_default(),
+                r.definition_digest.as_deref().unwrap_or_default(),
+            )
         );
     }
     say!("county replicas:");
