@@ -85,33 +85,47 @@ pub fn digest_of(encoding: &[u8]) -> DefinitionDigest {
 /// does not round-trip is not a canonical encoding. `what` names the bytes in messages (e.g.
 /// `the founding definition`).
 pub fn decode(what: &str, encoding: &[u8]) -> Result<Definition, Error> {
-    let problem = |message: String| {
-        Error::Definition(vec![DefinitionProblem {
-            file: what.to_owned(),
-            location: String::new(),
-            field: String::new(),
-            message,
-        }])
-    };
-    let mut value: Value =
-        serde_json::from_slice(encoding).map_err(|e| problem(format!("is not JSON: {e}")))?;
-    // Derived fields are not part of the file format; absent values are written as nothing.
-    strip(&mut value);
-    let text = toml::to_string(&value)
-        .map_err(|e| problem(format!("does not describe a definition: {e}")))?;
-    let definition = load(what, &text, &mut |path| {
-        Err(format!(
-            "a canonical definition names no other file ({path})"
-        ))
-    })?;
+    let value: Value = serde_json::from_slice(encoding)
+        .map_err(|e| one_problem(what, format!("is not JSON: {e}")))?;
+    let definition = load_value(what, value)?;
     if encode(&definition) != encoding {
-        return Err(problem(
+        return Err(one_problem(
+            what,
             "is not in the canonical encoding (keys sorted, every field written, no whitespace); \
              encode the definition with tally_core::canonical::encode"
                 .into(),
         ));
     }
     Ok(definition)
+}
+
+/// A definition changed in place (an amendment, `crate::act`), loaded again and checked as a
+/// file would be, so its lookups are rebuilt and every rule of the loader holds. `what`
+/// names it in messages.
+pub fn reload(what: &str, definition: &Definition) -> Result<Definition, Error> {
+    load_value(what, value(definition))
+}
+
+fn one_problem(what: &str, message: String) -> Error {
+    Error::Definition(vec![DefinitionProblem {
+        file: what.to_owned(),
+        location: String::new(),
+        field: String::new(),
+        message,
+    }])
+}
+
+/// The definition a JSON value of the canonical form describes, through the loader.
+fn load_value(what: &str, mut value: Value) -> Result<Definition, Error> {
+    // Derived fields are not part of the file format; absent values are written as nothing.
+    strip(&mut value);
+    let text = toml::to_string(&value)
+        .map_err(|e| one_problem(what, format!("does not describe a definition: {e}")))?;
+    load(what, &text, &mut |path| {
+        Err(format!(
+            "a canonical definition names no other file ({path})"
+        ))
+    })
 }
 
 /// Removes what the file format does not take: `key_id` (derived from `public_key`) and

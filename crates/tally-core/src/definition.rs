@@ -253,6 +253,62 @@ fn serialize_optional_key<S: serde::Serializer>(
     }
 }
 
+/// The county election committee (县选举委员会) as the definition names it: the officials who
+/// sign its acts (amendments, the zero report; docs/design/record.md) and how many of them
+/// must sign one, k of n.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Committee {
+    /// k: the signatures an act needs, 1 to the number of officials.
+    pub threshold: u32,
+    pub officials: Vec<Official>,
+}
+
+/// One member of the committee who signs its acts with a key of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Official {
+    pub id: String,
+    pub name: String,
+    #[serde(serialize_with = "serialize_key")]
+    pub public_key: VerifyingKey,
+    pub key_id: KeyId,
+}
+
+impl Committee {
+    pub fn official(&self, id: &str) -> Option<&Official> {
+        self.officials.iter().find(|o| o.id == id)
+    }
+}
+
+/// What amendments made of the founding definition (crate::act): not part of its canonical
+/// encoding (the record holds the amendments themselves), carried so that every check and
+/// result under an amended definition can say so.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Amended {
+    /// The amendments in force, in the order the record applied them.
+    pub amendments: Vec<AmendmentNote>,
+    /// Unit keys an amendment replaced: refused from the amendment's log index on (E214).
+    pub retired_keys: BTreeMap<KeyId, RetiredKey>,
+}
+
+/// One amendment in force, as results list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmendmentNote {
+    pub id: String,
+    /// The log index of the record that applied it.
+    pub log_index: u64,
+    pub reason: String,
+    /// Each change in plain words, e.g. `unit T01-U004: key replaced (new key id 3f…)`.
+    pub changes: Vec<String>,
+}
+
+/// A unit key that an amendment replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetiredKey {
+    pub unit: UnitId,
+    pub amendment: String,
+    pub log_index: u64,
+}
+
 /// A loaded and validated election definition. Lookups by id are O(1).
 #[derive(Debug, Clone, Serialize)]
 pub struct Definition {
@@ -262,6 +318,13 @@ pub struct Definition {
     pub townships: Vec<Area>,
     pub contests: Vec<Contest>,
     pub units: Vec<PollingUnit>,
+    /// The committee whose officials sign the election's acts; required for an official
+    /// election (its zero report is signed by them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committee: Option<Committee>,
+    /// What amendments changed; empty for a definition as loaded.
+    #[serde(skip)]
+    pub amended: Amended,
     #[serde(skip)]
     township_index: HashMap<TownshipId, usize>,
     #[serde(skip)]
@@ -293,6 +356,21 @@ impl Definition {
     }
     pub fn unit_by_key(&self, key_id: &KeyId) -> Option<&PollingUnit> {
         self.key_index.get(key_id).map(|&i| &self.units[i])
+    }
+    /// The unit key an amendment replaced, if this is one (refused from then on, E214).
+    pub fn retired_key(&self, key_id: &KeyId) -> Option<&RetiredKey> {
+        self.amended.retired_keys.get(key_id)
+    }
+    /// Whether any signer of this election (a unit, a township, an official) uses the key,
+    /// or used it before an amendment replaced it.
+    pub fn key_in_use(&self, key_id: &KeyId) -> bool {
+        self.key_index.contains_key(key_id)
+            || self.township_key_index.contains_key(key_id)
+            || self.amended.retired_keys.contains_key(key_id)
+            || self
+                .committee
+                .as_ref()
+                .is_some_and(|c| c.officials.iter().any(|o| o.key_id == *key_id))
     }
     /// The township whose registered countersigning key has this id. Unit keys and township
     /// keys never coincide (the loader refuses that), so a key id names one signer at most.
@@ -377,6 +455,23 @@ struct RawDefinition {
     units: Vec<RawUnit>,
     /// CSV with columns id,name,kind,township,contests,public_key (contests separated by ';').
     units_csv: Option<toml::Spanned<String>>,
+    committee: Option<toml::Spanned<RawCommittee>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommittee {
+    threshold: u32,
+    #[serde(default)]
+    officials: Vec<RawOfficial>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOfficial {
+    id: String,
+    name: String,
+    public_key: String,
 }
 
 #[derive(Deserialize)]
@@ -745,6 +840,14 @@ pub fn load(
     let units = check_units(&mut loader, unit_rows, &townships.index, &contests);
 
     check_keys_name_one_signer(&mut loader, &townships, &units);
+    let committee = check_committee(
+        &mut loader,
+        &source,
+        raw.committee,
+        election.mode,
+        &townships,
+        &units,
+    );
     check_every_contest_served(&mut loader, &contests, &units);
     check_seats_and_rules(
         &mut loader,
@@ -764,6 +867,8 @@ pub fn load(
         townships: townships.list.into_iter().map(|(_, a)| a).collect(),
         contests: contests.list.into_iter().map(|(_, c)| c).collect(),
         units: units.list,
+        committee,
+        amended: Amended::default(),
         township_index: townships.index,
         contest_index: contests.index,
         unit_index: units.index,
@@ -1312,6 +1417,96 @@ fn check_keys_name_one_signer(loader: &mut Loader, townships: &Townships, units:
             );
         }
     }
+}
+
+/// The committee: k of n officials, each with a key of their own that no unit or township
+/// uses. An official election must name it (its zero report is signed by the officials).
+fn check_committee(
+    loader: &mut Loader,
+    source: &Source<'_>,
+    raw: Option<toml::Spanned<RawCommittee>>,
+    mode: Mode,
+    townships: &Townships,
+    units: &Units,
+) -> Option<Committee> {
+    let Some(raw) = raw else {
+        if mode == Mode::Official {
+            loader.errors.push(DefinitionProblem {
+                file: source.toml_file.to_owned(),
+                location: String::new(),
+                field: "committee".into(),
+                message: "an official election names its committee: add [committee] with a threshold and the [[committee.officials]] who sign its acts (the zero report first)".into(),
+            });
+        }
+        return None;
+    };
+    let origin = source.origin("committee.".into(), raw.span().start);
+    let raw = raw.into_inner();
+    let mut officials: Vec<Official> = Vec::new();
+    for (i, o) in raw.officials.into_iter().enumerate() {
+        let field = |name: &str| format!("officials[{i}].{name}");
+        loader.check_id(&origin, &field("id"), &o.id);
+        loader.check_name(&origin, &field("name"), &o.name);
+        if officials.iter().any(|p| p.id == o.id) {
+            loader.error(
+                &origin,
+                &field("id"),
+                format!("official {} is named twice", o.id),
+            );
+        }
+        let public_key = match parse_public_key(&o.public_key) {
+            Ok(key) => key,
+            Err(e) => {
+                loader.error(&origin, &field("public_key"), e);
+                continue;
+            }
+        };
+        let key_id = KeyId::of(&public_key);
+        let other = if let Some(p) = officials.iter().find(|p| p.key_id == key_id) {
+            Some(format!("official {}", p.id))
+        } else if let Some(&u) = units.key_index.get(&key_id) {
+            Some(format!("polling unit {}", units.list[u].id))
+        } else {
+            townships
+                .key_index
+                .get(&key_id)
+                .map(|&t| format!("township {}", townships.list[t].1.id))
+        };
+        if let Some(other) = other {
+            loader.error(
+                &origin,
+                &field("public_key"),
+                format!("is also the key of {other}; every official signs with a key of their own (`tally keygen`)"),
+            );
+        }
+        officials.push(Official {
+            id: o.id,
+            name: o.name,
+            public_key,
+            key_id,
+        });
+    }
+    let n = officials.len() as u32;
+    if n == 0 {
+        loader.error(
+            &origin,
+            "officials",
+            "names no official; list each as [[committee.officials]] with id, name and public_key",
+        );
+    } else if raw.threshold == 0 || raw.threshold > n {
+        loader.error(
+            &origin,
+            "threshold",
+            format!(
+                "is {}; with {n} officials it must be 1 to {n} (how many must sign an act)",
+                raw.threshold
+            ),
+        );
+    }
+    Some(Committee {
+        threshold: raw.threshold,
+        officials,
+    })
 }
 
 /// Cross-check: every contest is served by at least one polling unit.

@@ -18,6 +18,7 @@
 //! - [`congress`]: total seats of a congress from population (Art 12).
 //! - [`apportion`]: seat apportionment by population or votes, in exact integer arithmetic.
 
+pub mod act;
 pub mod apportion;
 pub mod canonical;
 pub mod congress;

@@ -1,0 +1,485 @@
+//! The committee's acts (docs/design/record.md): what the county election committee decides
+//! during the night, signed by k of its n officials, each with their own key, offline.
+//!
+//! An act is a JSON body in its canonical encoding (compact, keys sorted, every field
+//! written) and the officials' signatures over `"tally.v2.CommitteeAct\0" || body`. The body
+//! names the election and its mode, so an act signed for a rehearsal never applies to the
+//! real night; an amendment names its own id, so the same amendment applied twice is refused.
+//!
+//! The first kind is the **amendment** of the definition: replace a unit's key, add a polling
+//! unit, correct a contest's registered voters, withdraw a candidate before polling.
+//! [`amend`] applies one to the definition in force and checks the result as the loader
+//! checks a file (every problem at once); the record applies amendments in log order, so the
+//! definition in force at log index *i* is the founding one plus the amendments up to *i*.
+//!
+//! No I/O: the county, the township and `tally verify` all call the same functions.
+
+use crate::Error;
+use crate::definition::{
+    AmendmentNote, Definition, DefinitionProblem, Election, Mode, PollingUnit, RetiredKey,
+    UnitKind, parse_public_key,
+};
+use crate::ids::{CandidateId, ContestId, KeyId, TownshipId, UnitId, check_id};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// The domain separation prefix of an official's signature over an act's body.
+pub const ACT_SIGNATURE_DOMAIN: &[u8] = b"tally.v2.CommitteeAct\0";
+
+/// The domain separation prefix of an act's digest in the hash chain.
+pub const ACT_LINK_DOMAIN: &[u8] = b"tally.v2.committee-act\0";
+
+/// Signatures an act may carry (a committee is a handful of people).
+pub const SIGNATURES_MAX: usize = 64;
+
+/// What an act says, as its officials signed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ActBody {
+    Amendment(Amendment),
+}
+
+impl ActBody {
+    /// The canonical encoding: compact JSON, keys sorted. What the officials sign.
+    pub fn encode(&self) -> Vec<u8> {
+        let value = serde_json::to_value(self).expect("an act always converts to JSON");
+        serde_json::to_vec(&value).expect("an act always encodes")
+    }
+
+    /// The body of the canonical bytes `body`; bytes that are not canonical are refused, so
+    /// one act has exactly one encoding (and one digest).
+    pub fn decode(body: &[u8]) -> Result<ActBody, String> {
+        let act: ActBody = serde_json::from_slice(body)
+            .map_err(|e| format!("the act's body is not an act: {e}"))?;
+        if act.encode() != body {
+            return Err("the act's body is not in the canonical encoding (compact JSON, keys sorted); prepare it with `tally amend`".into());
+        }
+        Ok(act)
+    }
+
+    pub fn election(&self) -> (&str, Mode) {
+        match self {
+            ActBody::Amendment(a) => (&a.election, a.mode),
+        }
+    }
+
+    /// `amendment A-003`.
+    pub fn label(&self) -> String {
+        match self {
+            ActBody::Amendment(a) => format!("amendment {}", a.id),
+        }
+    }
+}
+
+/// An amendment of the definition, applied as a whole or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Amendment {
+    /// The election it amends: its id and mode.
+    pub election: String,
+    pub mode: Mode,
+    /// The committee's own number for it, e.g. `A-003`; an id is applied once.
+    pub id: String,
+    /// Why, in the committee's words; results and reports print it.
+    pub reason: String,
+    pub changes: Vec<Change>,
+}
+
+/// One change an amendment makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Change {
+    /// A unit's device broke or was lost: its key is replaced. Sheets recorded before stand;
+    /// from the amendment's log index on the old key is refused (E214).
+    ReplaceKey { unit: UnitId, public_key: String },
+    /// A polling unit added on the day (a mobile ballot box, most often).
+    AddUnit {
+        id: UnitId,
+        name: String,
+        kind: UnitKind,
+        township: TownshipId,
+        contests: Vec<ContestId>,
+        public_key: String,
+    },
+    /// A contest's registered voters, corrected.
+    RegisteredVoters {
+        contest: ContestId,
+        registered_voters: u64,
+    },
+    /// A candidate withdrawn before polling: refused once a sheet of the contest is recorded.
+    WithdrawCandidate {
+        contest: ContestId,
+        candidate: CandidateId,
+    },
+}
+
+/// One official's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfficialSignature {
+    pub official: String,
+    pub signature: [u8; 64],
+}
+
+/// An act as the record carries it: the canonical body and its signatures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedAct {
+    pub body: Vec<u8>,
+    pub signatures: Vec<OfficialSignature>,
+}
+
+/// The bytes an official signs for an act.
+pub fn signing_message(body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(ACT_SIGNATURE_DOMAIN.len() + body.len());
+    message.extend_from_slice(ACT_SIGNATURE_DOMAIN);
+    message.extend_from_slice(body);
+    message
+}
+
+/// An official's signature over `body`.
+pub fn sign(body: &[u8], official: &str, key: &SigningKey) -> OfficialSignature {
+    OfficialSignature {
+        official: official.to_owned(),
+        signature: key.sign(&signing_message(body)).to_bytes(),
+    }
+}
+
+impl SignedAct {
+    /// The digest the hash chain links for this act: SHA-256 over the domain, the body and
+    /// every signature, each length-prefixed (docs/design/record.md).
+    pub fn link_digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(ACT_LINK_DOMAIN);
+        hasher.update((self.body.len() as u32).to_be_bytes());
+        hasher.update(&self.body);
+        hasher.update((self.signatures.len() as u32).to_be_bytes());
+        for s in &self.signatures {
+            hasher.update((s.official.len() as u32).to_be_bytes());
+            hasher.update(s.official.as_bytes());
+            hasher.update(s.signature);
+        }
+        hasher.finalize().into()
+    }
+}
+
+/// Checks an act against the election and its committee: the body is canonical and names
+/// this election and mode; every signature is by an official of the committee, once, and
+/// valid; at least k are. Returns the body and the officials who signed, or every problem.
+pub fn check(definition: &Definition, act: &SignedAct) -> Result<(ActBody, Vec<String>), Error> {
+    let what = "the act".to_owned();
+    let problem = |field: &str, message: String| DefinitionProblem {
+        file: what.clone(),
+        location: String::new(),
+        field: field.to_owned(),
+        message,
+    };
+    let body = ActBody::decode(&act.body).map_err(|e| Error::Definition(vec![problem("", e)]))?;
+    let what = body.label();
+    let problem = |field: &str, message: String| DefinitionProblem {
+        file: what.clone(),
+        location: String::new(),
+        field: field.to_owned(),
+        message,
+    };
+    let mut problems = Vec::new();
+    let Election { id, mode, .. } = &definition.election;
+    let (act_election, act_mode) = body.election();
+    if (act_election, act_mode) != (id.as_str(), *mode) {
+        problems.push(problem(
+            "election",
+            format!(
+                "is for election {act_election} ({act_mode}), but this is election {id} ({mode}); an act applies to the election it names only"
+            ),
+        ));
+    }
+    let Some(committee) = &definition.committee else {
+        problems.push(problem(
+            "signatures",
+            "the definition names no committee ([committee] with its officials), so no act can be signed".into(),
+        ));
+        return Err(Error::Definition(problems));
+    };
+    if act.signatures.len() > SIGNATURES_MAX {
+        problems.push(problem(
+            "signatures",
+            format!(
+                "carries {} signatures; at most {SIGNATURES_MAX}",
+                act.signatures.len()
+            ),
+        ));
+    }
+    let message = signing_message(&act.body);
+    let mut signers: Vec<String> = Vec::new();
+    for (i, s) in act.signatures.iter().enumerate() {
+        let field = format!("signatures[{i}]");
+        let Some(official) = committee.official(&s.official) else {
+            problems.push(problem(
+                &field,
+                format!(
+                    "is by {:?}, who is not an official of the committee (the definition's [[committee.officials]])",
+                    s.official
+                ),
+            ));
+            continue;
+        };
+        if signers.contains(&official.id) {
+            problems.push(problem(
+                &field,
+                format!(
+                    "official {} signed twice; each official signs once",
+                    official.id
+                ),
+            ));
+            continue;
+        }
+        if official
+            .public_key
+            .verify(&message, &Signature::from_bytes(&s.signature))
+            .is_err()
+        {
+            problems.push(problem(
+                &field,
+                format!(
+                    "official {}'s signature does not verify: the act was changed after it was signed, or signed with another key",
+                    official.id
+                ),
+            ));
+            continue;
+        }
+        signers.push(official.id.clone());
+    }
+    let k = committee.threshold as usize;
+    if signers.len() < k {
+        problems.push(problem(
+            "signatures",
+            format!(
+                "{} valid signature(s) of the {k} the committee's threshold asks for; more officials sign it with `tally amend sign`",
+                signers.len()
+            ),
+        ));
+    }
+    if problems.is_empty() {
+        Ok((body, signers))
+    } else {
+        Err(Error::Definition(problems))
+    }
+}
+
+/// The definition in force after `amendment`, applied at `log_index`: each change checked
+/// against the definition in force (the unit, contest or candidate it names exists; a new key
+/// is not already a signer's, present or replaced), then the amended definition checked as a
+/// file would be. `polled` says whether a contest already has a recorded sheet (a candidate is
+/// withdrawn only before polling). Every problem at once; nothing applied unless all pass.
+pub fn amend(
+    definition: &Definition,
+    amendment: &Amendment,
+    log_index: u64,
+    polled: &dyn Fn(&ContestId) -> bool,
+) -> Result<Definition, Error> {
+    let file = format!("amendment {}", amendment.id);
+    let mut problems = Vec::new();
+    let mut problem = |location: String, field: &str, message: String| {
+        problems.push(DefinitionProblem {
+            file: file.clone(),
+            location,
+            field: field.to_owned(),
+            message,
+        })
+    };
+    if let Err(e) = check_id(&amendment.id) {
+        problem(String::new(), "id", format!("id {:?} {e}", amendment.id));
+    }
+    if let Some(earlier) = definition
+        .amended
+        .amendments
+        .iter()
+        .find(|a| a.id == amendment.id)
+    {
+        problem(
+            String::new(),
+            "id",
+            format!(
+                "amendment {} is already in force (log index {}); an amendment applies once: give a new amendment a new id",
+                earlier.id, earlier.log_index
+            ),
+        );
+    }
+    if amendment.reason.trim().is_empty() {
+        problem(
+            String::new(),
+            "reason",
+            "is empty; say why, in the committee's words (reports print it)".into(),
+        );
+    }
+    if amendment.changes.is_empty() {
+        problem(String::new(), "changes", "lists no change".into());
+    }
+    let mut amended = definition.clone();
+    let mut notes = Vec::new();
+    let mut new_keys: Vec<KeyId> = Vec::new();
+    for (i, change) in amendment.changes.iter().enumerate() {
+        let at = format!("changes[{i}]");
+        let mut new_key = |text: &str, problem: &mut dyn FnMut(String, &str, String)| {
+            match parse_public_key(text) {
+                Ok(key) => {
+                    let key_id = KeyId::of(&key);
+                    if definition.key_in_use(&key_id) || new_keys.contains(&key_id) {
+                        problem(
+                            at.clone(),
+                            "public_key",
+                            format!(
+                                "key {key_id} is already in use by a signer of this election (or was replaced); make a new one with `tally keygen`"
+                            ),
+                        );
+                        None
+                    } else {
+                        new_keys.push(key_id);
+                        Some((key, key_id))
+                    }
+                }
+                Err(e) => {
+                    problem(at.clone(), "public_key", e);
+                    None
+                }
+            }
+        };
+        match change {
+            Change::ReplaceKey { unit, public_key } => {
+                let key = new_key(public_key, &mut problem);
+                let Some(position) = amended.units.iter().position(|u| u.id == *unit) else {
+                    problem(
+                        at.clone(),
+                        "unit",
+                        format!("no polling unit {unit} in the definition in force"),
+                    );
+                    continue;
+                };
+                if let Some((key, key_id)) = key {
+                    let u = &mut amended.units[position];
+                    amended.amended.retired_keys.insert(
+                        u.key_id,
+                        RetiredKey {
+                            unit: unit.clone(),
+                            amendment: amendment.id.clone(),
+                            log_index,
+                        },
+                    );
+                    notes.push(format!(
+                        "unit {unit}: key {} replaced by key {key_id}",
+                        u.key_id
+                    ));
+                    u.public_key = key;
+                    u.key_id = key_id;
+                }
+            }
+            Change::AddUnit {
+                id,
+                name,
+                kind,
+                township,
+                contests,
+                public_key,
+            } => {
+                let key = new_key(public_key, &mut problem);
+                if amended.units.iter().any(|u| u.id == *id) {
+                    problem(
+                        at.clone(),
+                        "id",
+                        format!("polling unit {id} is already in the definition"),
+                    );
+                }
+                if definition.township(township).is_none() {
+                    problem(at.clone(), "township", format!("no township {township}"));
+                }
+                for contest in contests {
+                    if definition.contest(contest).is_none() {
+                        problem(at.clone(), "contests", format!("no contest {contest}"));
+                    }
+                }
+                if let Some((key, key_id)) = key {
+                    notes.push(format!(
+                        "unit {id} ({name}, {}) added in township {township}, for {}",
+                        kind.chinese(),
+                        contests
+                            .iter()
+                            .map(ContestId::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                    amended.units.push(PollingUnit {
+                        id: id.clone(),
+                        name: name.clone(),
+                        kind: *kind,
+                        township: township.clone(),
+                        contests: contests.clone(),
+                        public_key: key,
+                        key_id,
+                    });
+                }
+            }
+            Change::RegisteredVoters {
+                contest,
+                registered_voters,
+            } => match amended.contests.iter_mut().find(|c| c.id == *contest) {
+                Some(c) => {
+                    notes.push(format!(
+                        "contest {contest}: registered voters {} corrected to {registered_voters}",
+                        c.registered_voters
+                    ));
+                    c.registered_voters = *registered_voters;
+                }
+                None => problem(at.clone(), "contest", format!("no contest {contest}")),
+            },
+            Change::WithdrawCandidate { contest, candidate } => {
+                let Some(c) = amended.contests.iter_mut().find(|c| c.id == *contest) else {
+                    problem(at.clone(), "contest", format!("no contest {contest}"));
+                    continue;
+                };
+                let Some(position) = c.candidates.iter().position(|x| x.id == *candidate) else {
+                    problem(
+                        at.clone(),
+                        "candidate",
+                        format!("contest {contest} has no candidate {candidate}"),
+                    );
+                    continue;
+                };
+                if polled(contest) {
+                    problem(
+                        at.clone(),
+                        "candidate",
+                        format!(
+                            "polling has begun in contest {contest} (a sheet of it is recorded); a candidate is withdrawn before polling only"
+                        ),
+                    );
+                    continue;
+                }
+                let withdrawn = c.candidates.remove(position);
+                notes.push(format!(
+                    "contest {contest}: candidate {} ({}) withdrawn",
+                    withdrawn.id, withdrawn.name
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Definition(problems));
+    }
+    // The amended definition, checked as a file: a unit with no contest, a contest no unit
+    // serves, fewer candidates than the rules ask for, all come out here.
+    let history = std::mem::take(&mut amended.amended);
+    let mut reloaded = crate::canonical::reload(
+        &format!("the definition as amended by {}", amendment.id),
+        &amended,
+    )?;
+    reloaded.amended = history;
+    reloaded.amended.amendments.push(AmendmentNote {
+        id: amendment.id.clone(),
+        log_index,
+        reason: amendment.reason.clone(),
+        changes: notes,
+    });
+    Ok(reloaded)
+}
+
+#[cfg(test)]
+mod tests;
