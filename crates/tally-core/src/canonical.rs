@@ -147,7 +147,8 @@ fn value(definition: &Definition) -> Value {
 }
 
 /// What differs between two definitions, for a person who has both in front of them: the
-/// first differing part in the order election, rules, county, townships, contests, units,
+/// first differing part in the order election, rules, county, committee, townships,
+/// contests, units,
 /// named by id (`township T03`, `unit T01-U004`) with the field that differs and both values.
 /// `None` when the two have the same encoding (and so the same digest).
 ///
@@ -157,7 +158,7 @@ pub fn first_difference(ours: &Definition, theirs: &Definition) -> Option<String
     if a == b {
         return None;
     }
-    for part in ["election", "rules", "county"] {
+    for part in ["election", "rules", "county", "committee"] {
         if let Some(d) = differs(&a[part], &b[part]) {
             return Some(format!("{part}: {d}"));
         }
@@ -324,8 +325,12 @@ public_key = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
             first_difference(&voters, &base).unwrap(),
             "contest T01-C01: registered_voters is 999 here, 1000 there"
         );
-        let official =
-            definition(&TOML.replace("name = \"测试\"", "name = \"测试\"\nmode = \"official\""));
+        // An official election names its committee; the mode differs first.
+        let committee = format!(
+            "name = \"测试\"\nmode = \"official\"\n\n[committee]\nthreshold = 1\nofficials = [{{ id = \"O1\", name = \"主任\", public_key = \"{}\" }}]\n",
+            "d7".repeat(32)
+        );
+        let official = definition(&TOML.replace("name = \"测试\"", &committee));
         assert_ne!(digest(&official), d);
         assert_eq!(
             first_difference(&official, &base).unwrap(),

@@ -330,6 +330,10 @@ pub struct ElectionResult {
     /// Contest-level findings (E103, E105, E118, E202, E203, E207, W305, W306), in contest and
     /// round order.
     pub findings: Vec<Finding>,
+    /// The amendments of the definition this result reflects, in record order (absent when
+    /// there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub amendments: Vec<crate::definition::AmendmentNote>,
 }
 
 /// Computes every contest's outcome and the summaries. Deterministic: depends only on the
@@ -422,6 +426,7 @@ pub fn compute(definition: &Definition, ledger: &Ledger) -> ElectionResult {
         townships,
         county,
         findings,
+        amendments: definition.amended.amendments.clone(),
     }
 }
 

@@ -41,6 +41,7 @@
 //! | E211 | error | signature layer | the sheet was signed for another election, or the other mode (rehearsal, official) |
 //! | E212 | error | signature layer | the sheet names no election: signed by the tally.v1 scheme |
 //! | E213 | error | batch | the forwarding township's definition is not the one the county was founded with |
+//! | E214 | error | signature layer | signed with a unit key that an amendment replaced |
 //! | W301 | warning | sheet | more ballots collected than issued: voids the whole contest (Art 44) |
 //! | W302 | warning | sheet | void ballots over `rules.void_ballots_warn_percent` of collected |
 //! | W303 | warning | sheet | ballots collected short of issued by more than `rules.issued_collected_gap_warn_percent` |
@@ -135,6 +136,8 @@ pub enum Code {
     NoElection,
     #[serde(rename = "E213")]
     DefinitionDiffers,
+    #[serde(rename = "E214")]
+    KeyReplaced,
     #[serde(rename = "W301")]
     CollectedOverIssued,
     #[serde(rename = "W302")]
@@ -151,7 +154,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 38] = [
+    pub const ALL: [Code; 39] = [
         Code::BallotsNotBalanced,
         Code::BlankOverValid,
         Code::VotesOverValid,
@@ -184,6 +187,7 @@ impl Code {
         Code::AnotherElection,
         Code::NoElection,
         Code::DefinitionDiffers,
+        Code::KeyReplaced,
         Code::CollectedOverIssued,
         Code::ManyVoidBallots,
         Code::IssuedCollectedGap,
@@ -226,6 +230,7 @@ impl Code {
             Code::AnotherElection => "E211",
             Code::NoElection => "E212",
             Code::DefinitionDiffers => "E213",
+            Code::KeyReplaced => "E214",
             Code::CollectedOverIssued => "W301",
             Code::ManyVoidBallots => "W302",
             Code::IssuedCollectedGap => "W303",
@@ -289,6 +294,7 @@ impl Code {
             Code::DefinitionDiffers => {
                 "the forwarding township's definition is not the county's founding one"
             }
+            Code::KeyReplaced => "signed with a unit key that an amendment replaced",
             Code::CollectedOverIssued => {
                 "more ballots collected than issued: the whole contest is void (Art 44)"
             }

@@ -5,8 +5,9 @@
 //! command: [`Command::decode`] says so with [`Error::EmptyEntry`], which the driver skips.
 
 use crate::error::Error;
+use tally_core::act::SignedAct;
 use tally_core::ids::TownshipId;
-use tally_proto::county::{CountyCommand, decode_command, encode_found, encode_ingest};
+use tally_proto::county::{CountyCommand, decode_command, encode_act, encode_found, encode_ingest};
 use tally_proto::{Countersignature, SignedSheet};
 
 pub use tally_proto::county::INGEST_SHEETS_MAX;
@@ -29,6 +30,9 @@ pub enum Command {
     /// The founding act: the definition's canonical encoding (`tally_core::canonical`),
     /// proposed by the cluster's first leader (docs/design/record.md).
     Found { definition: Vec<u8> },
+    /// A committee act (an amendment), as its officials signed it; every replica checks the
+    /// signatures and applies it, or refuses it, alike (docs/design/record.md).
+    Act(SignedAct),
 }
 
 impl Command {
@@ -40,6 +44,7 @@ impl Command {
                 countersignature,
             } => encode_ingest(township, sheets, countersignature.as_ref()),
             Command::Found { definition } => encode_found(definition),
+            Command::Act(act) => encode_act(act),
         }
     }
 
@@ -60,6 +65,7 @@ impl Command {
                 countersignature,
             }),
             CountyCommand::Found { definition } => Ok(Command::Found { definition }),
+            CountyCommand::Act(act) => Ok(Command::Act(act)),
         }
     }
 
@@ -67,7 +73,7 @@ impl Command {
     pub fn sheets(&self) -> &[SignedSheet] {
         match self {
             Command::Ingest { sheets, .. } => sheets,
-            Command::Found { .. } => &[],
+            Command::Found { .. } | Command::Act(_) => &[],
         }
     }
 }

@@ -87,6 +87,9 @@ pub struct NodeStatus {
     pub chain: ChainHead,
     /// The founding definition's digest, once the founding act is applied.
     pub founding: Option<tally_core::canonical::DefinitionDigest>,
+    /// The definition in force: the founding one and the amendments applied so far (before
+    /// the founding, the replica's own). The services check sheets against it.
+    pub definition: InForce,
     pub sheets_counted: u64,
     pub conflicts: u64,
     /// Shared with the driver: published every cycle without copying the map.
@@ -100,6 +103,19 @@ pub struct NodeStatus {
     /// (`crate::fault::exit_status`): 74 storage, 78 another definition, 70 otherwise.
     pub exit_status: u8,
 }
+
+/// The definition in force, compared by identity: the state replaces it when an act applies
+/// and never changes it in place.
+#[derive(Debug, Clone)]
+pub struct InForce(pub Arc<tally_core::definition::Definition>);
+
+impl PartialEq for InForce {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for InForce {}
 
 /// The way in to a running replica. Cheap to clone.
 #[derive(Clone)]
@@ -708,6 +724,7 @@ impl Driver {
             progress: s.progress,
             chain: state.chain_head(),
             founding: state.founding(),
+            definition: InForce(state.definition()),
             sheets_counted: state.ledger().len() as u64,
             conflicts: state.conflicts().len() as u64,
             addresses: self.peers.addresses.clone(),

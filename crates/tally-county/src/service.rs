@@ -333,19 +333,15 @@ impl pb::county_server::County for CountyService {
                 "an envelope of the batch does not decode, so the countersignature cannot cover it; the township must not forward it (E206)",
             ));
         }
-        tally_proto::verify_countersignature(
-            &shared.definition,
-            &township,
-            &signed,
-            &countersignature,
-        )
-        .map_err(|e| {
-            shared.sheets.countersignature_failed();
-            // The message opens with its code already ("E209 the batch from ..."): every
-            // refusal in tally-proto does, so it is never prefixed again here.
-            Status::permission_denied(e.to_string())
-        })?;
-        let definition = shared.definition.clone();
+        // Checked against the definition in force (the founding one and its amendments).
+        let definition = shared.in_force();
+        tally_proto::verify_countersignature(&definition, &township, &signed, &countersignature)
+            .map_err(|e| {
+                shared.sheets.countersignature_failed();
+                // The message opens with its code already ("E209 the batch from ..."): every
+                // refusal in tally-proto does, so it is never prefixed again here.
+                Status::permission_denied(e.to_string())
+            })?;
         let township_for_check = township.clone();
         let township_for_log = township.clone();
         // A small batch is checked in place; a large one on the blocking pool, so it does not
@@ -572,6 +568,104 @@ impl pb::county_server::County for CountyService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn amend(
+        &self,
+        request: Request<pb::AmendRequest>,
+    ) -> Result<Response<pb::AmendResponse>, Status> {
+        let caller = peer_identity(&request)?;
+        require(&caller, &[Role::Operator])?;
+        let shared = &self.shared;
+        let request = match forward::to_leader(shared, request, |channel, forwarded| async move {
+            CountyClient::new(channel).amend(forwarded).await
+        })
+        .await?
+        {
+            Routed::Here(request) => request.into_inner(),
+            Routed::Answered(response) => return Ok(response),
+        };
+        check_act_definition(shared, &request.definition_digest)?;
+        let act = tally_proto::county::act_from_pb(pb::CommitteeAct {
+            body: request.body,
+            signatures: request.signatures,
+        })
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Checked against the definition in force before it is proposed, so a bad act is
+        // answered with every problem and never reaches the log. Whether a contest has been
+        // polled is the record's to decide when it applies.
+        let definition = shared.in_force();
+        let checked = act.clone();
+        let body = tokio::task::spawn_blocking(move || {
+            let (body, _) = tally_core::act::check(&definition, &checked)?;
+            match &body {
+                tally_core::act::ActBody::Amendment(amendment) => {
+                    tally_core::act::amend(&definition, amendment, 0, &|_| false)?;
+                }
+            }
+            Ok::<_, tally_core::Error>(body)
+        })
+        .await
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "checking the act did not finish: {e}; nothing was recorded"
+            ))
+        })?
+        .map_err(|e| Status::invalid_argument(format!("{e}\nnothing was recorded")))?;
+        let tally_core::act::ActBody::Amendment(amendment) = body;
+        let applied = within(
+            WRITE_DEADLINE,
+            "recording the act",
+            shared.node.propose(Command::Act(act)),
+        )
+        .await?;
+        match applied.applied.act {
+            Some(Ok(())) => {
+                let changes = shared
+                    .in_force()
+                    .amended
+                    .amendments
+                    .iter()
+                    .find(|a| a.id == amendment.id)
+                    .map(|a| a.changes.clone())
+                    .unwrap_or_default();
+                tracing::info!(
+                    amendment = %amendment.id,
+                    log_index = applied.chain.log_index.get(),
+                    "recorded a committee act"
+                );
+                Ok(Response::new(pb::AmendResponse {
+                    log_index: applied.chain.log_index.get(),
+                    chain_head: applied.chain.head.to_vec(),
+                    amendment_id: amendment.id,
+                    changes,
+                }))
+            }
+            Some(Err(problems)) => Err(Status::failed_precondition(format!(
+                "{problems}\nthe record refused it when it applied; nothing was changed"
+            ))),
+            None => Err(Status::internal("the act's outcome is missing")),
+        }
+    }
+
+    async fn acts(
+        &self,
+        request: Request<pb::ActsRequest>,
+    ) -> Result<Response<pb::ActsResponse>, Status> {
+        let caller = peer_identity(&request)?;
+        require(&caller, &[Role::Operator, Role::Township, Role::Replica])?;
+        let after = request.get_ref().after_log_index;
+        let view = self.shared.node.view().await.map_err(unavailable)?;
+        let records = view
+            .records
+            .iter()
+            .filter(|r| r.log_index > after && matches!(r.act, crate::state::Act::Committee(_)))
+            .map(tally_proto::county::record_to_pb)
+            .collect();
+        Ok(Response::new(pb::ActsResponse {
+            records,
+            log_index: view.chain.log_index.get(),
+        }))
     }
 }
 
@@ -993,4 +1087,20 @@ fn check_definition(shared: &Shared, township: &TownshipId, digest: &str) -> Res
     Err(Status::failed_precondition(format!(
         "E213 township {township}'s election definition (digest {digest}) is not the one the county was founded with (digest {founding}); nothing of this batch was recorded: its operator installs the county's definition (tally cluster status shows the digest) and restarts the aggregator"
     )))
+}
+
+/// E213 for an act: the sender prepared it under its own definition, which must be the
+/// founding one.
+fn check_act_definition(shared: &Shared, digest: &str) -> Result<(), Status> {
+    let founding = shared.node.status().borrow().founding;
+    match founding {
+        Some(founding)
+            if !digest.is_empty() && !digest.eq_ignore_ascii_case(&founding.to_string()) =>
+        {
+            Err(Status::failed_precondition(format!(
+                "E213 the act was prepared under a definition with digest {digest}, not the one the county was founded with (digest {founding}); nothing was recorded: prepare it with the county's definition (tally cluster status shows the digest)"
+            )))
+        }
+        _ => Ok(()),
+    }
 }

@@ -83,6 +83,12 @@ impl Shared {
         }))
     }
 
+    /// The definition in force at the applied index: the founding one and its amendments.
+    /// Sheets and batches are checked against it, never against the replica's own file.
+    pub fn in_force(&self) -> Arc<Definition> {
+        Arc::clone(&self.node.status().borrow().definition.0)
+    }
+
     pub(crate) fn status(&self) -> Arc<NodeStatus> {
         self.node.status().borrow().clone()
     }

@@ -26,11 +26,12 @@ use crate::ids::LogIndex;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
+use tally_core::act::{ActBody, SignedAct};
 use tally_core::canonical::{DefinitionDigest, digest_of};
 use tally_core::definition::Definition;
 use tally_core::ledger::{ConflictRecord, Digest, Ledger, Submission};
 use tally_core::results::{ElectionResult, compute};
-use tally_core::validate::Code;
+use tally_core::validate::{self, Code};
 use tally_proto::county::{StateImage, decode_image, encode_image};
 use tally_proto::{SignedSheet, decode_sheet};
 
@@ -188,6 +189,8 @@ pub enum SheetOutcome {
 pub struct Applied {
     /// One per sheet of the command, in order.
     pub outcomes: Vec<SheetOutcome>,
+    /// For a committee act: applied (and chained), or refused with every problem.
+    pub act: Option<Result<(), String>>,
 }
 
 /// The county state machine.
@@ -228,9 +231,14 @@ impl CountyState {
             "apply of log index {index} at applied index {}",
             self.applied_index
         );
+        let mut act_outcome = None;
         let outcomes = match command {
             Command::Found { definition } => {
                 self.found(index, definition);
+                Vec::new()
+            }
+            Command::Act(act) => {
+                act_outcome = Some(self.act(index, act));
                 Vec::new()
             }
             Command::Ingest { sheets, .. } if self.founding.is_none() => sheets
@@ -272,7 +280,47 @@ impl CountyState {
             }
         };
         self.applied_index = index;
-        Applied { outcomes }
+        Applied {
+            outcomes,
+            act: act_outcome,
+        }
+    }
+
+    /// A committee act: its signatures checked against the committee of the definition in
+    /// force, then applied to it; recorded and chained only if every check passes, so every
+    /// replica (and `tally verify`) decides alike. Before the founding nothing is applied.
+    fn act(&mut self, index: u64, act: &SignedAct) -> Result<(), String> {
+        if self.founding.is_none() {
+            return Err(
+                "the cluster was not founded when this act was applied; submit it again".into(),
+            );
+        }
+        let (body, _signers) =
+            tally_core::act::check(&self.definition, act).map_err(|e| e.to_string())?;
+        match body {
+            ActBody::Amendment(amendment) => {
+                let ledger = &self.ledger;
+                let polled = |contest: &tally_core::ids::ContestId| {
+                    ledger.counted().any(|s| s.contest == *contest)
+                        || ledger
+                            .conflicts()
+                            .iter()
+                            .any(|c| c.sheet.contest == *contest)
+                };
+                let amended = tally_core::act::amend(&self.definition, &amendment, index, &polled)
+                    .map_err(|e| e.to_string())?;
+                self.definition = Arc::new(amended);
+            }
+        }
+        let act = Arc::new(act.clone());
+        let head = chain_link(&self.head(), index, &act.link_digest());
+        self.records.push(ChainRecord {
+            log_index: index,
+            act: Act::Committee(act),
+            head,
+            batch: None,
+        });
+        Ok(())
     }
 
     /// Applies an entry that is not a command (raft's empty entry, a configuration change):
@@ -355,10 +403,7 @@ impl CountyState {
             }
         };
         let Some(unit) = self.definition.unit_by_key(&signed.key_id) else {
-            return refused(&tally_proto::Error::UnknownKey {
-                key_id: signed.key_id,
-                claimed: format!("the sheet for {}", sheet.label()),
-            });
+            return refused(&tally_proto::unknown_key(&self.definition, signed));
         };
         if sheet.unit != unit.id {
             return refused(&tally_proto::Error::KeyOfAnotherUnit {
@@ -367,6 +412,19 @@ impl CountyState {
                 sheet_unit: sheet.unit.clone(),
                 label: sheet.label(),
             });
+        }
+        // Under an amended definition the leader may have checked the sheet before the
+        // amendment applied (a withdrawn candidate, a corrected contest): apply checks it
+        // again under the definition in force, as `tally verify` does. Without amendments
+        // the leader's check stands (the module documentation).
+        if !self.definition.amended.amendments.is_empty()
+            && let Some((code, message)) =
+                validate::refusal(&validate::check_sheet(&self.definition, &sheet))
+        {
+            return SheetOutcome::Refused {
+                code: code.as_str(),
+                message,
+            };
         }
         let digest = signed.digest();
         let conflicts_before = self.ledger.conflicts().len();
@@ -414,6 +472,10 @@ impl CountyState {
                 )
             }
             Act::Sheet(_) => "a sheet before the founding".to_owned(),
+            Act::Committee(act) => match self.act(record.log_index, act) {
+                Ok(()) => "applied".to_owned(),
+                Err(e) => format!("refused: {e}"),
+            },
             Act::Founding { definition } => {
                 let recorded = self.found(record.log_index, definition);
                 if recorded {

@@ -13,6 +13,7 @@ use crate::envelope::SignedSheet;
 use crate::error::Error;
 use crate::pb;
 use prost::Message;
+use tally_core::act::{OfficialSignature, SignedAct};
 use tally_core::canonical::digest_of;
 use tally_core::ids::{TownshipId, check_id};
 
@@ -38,6 +39,86 @@ pub enum CountyCommand {
     },
     /// The founding act: the definition's canonical encoding (`tally_core::canonical`).
     Found { definition: Vec<u8> },
+    /// A committee act, as its officials signed it (`tally_core::act`).
+    Act(SignedAct),
+}
+
+/// Encodes a committee act command.
+pub fn encode_act(act: &SignedAct) -> Vec<u8> {
+    pb::CountyCommand {
+        command: Some(pb::county_command::Command::Act(act_to_pb(act))),
+    }
+    .encode_to_vec()
+}
+
+/// A committee act as its protobuf message.
+pub fn act_to_pb(act: &SignedAct) -> pb::CommitteeAct {
+    pb::CommitteeAct {
+        body: act.body.clone(),
+        signatures: act
+            .signatures
+            .iter()
+            .map(|s| pb::OfficialSignature {
+                official_id: s.official.clone(),
+                signature: s.signature.to_vec(),
+            })
+            .collect(),
+    }
+}
+
+/// The largest body of a committee act a reader accepts.
+pub const ACT_BODY_BYTES_MAX: usize = 1 << 20;
+
+/// A committee act from its protobuf message, every length checked (the signatures are
+/// checked where it is applied, against the committee).
+pub fn act_from_pb(act: pb::CommitteeAct) -> Result<SignedAct, Error> {
+    let field = |field: String, problem: String| Error::Field {
+        what: "committee act",
+        field,
+        problem,
+    };
+    if act.body.len() > ACT_BODY_BYTES_MAX {
+        return Err(field(
+            "body".into(),
+            format!(
+                "is {} bytes, more than {ACT_BODY_BYTES_MAX}",
+                act.body.len()
+            ),
+        ));
+    }
+    if act.signatures.len() > tally_core::act::SIGNATURES_MAX {
+        return Err(field(
+            "signatures".into(),
+            format!(
+                "has {} entries, more than {}",
+                act.signatures.len(),
+                tally_core::act::SIGNATURES_MAX
+            ),
+        ));
+    }
+    let signatures = act
+        .signatures
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            check_id(&s.official_id)
+                .map_err(|p| field(format!("signatures[{i}].official_id"), p))?;
+            let signature = <[u8; 64]>::try_from(s.signature.as_slice()).map_err(|_| {
+                field(
+                    format!("signatures[{i}].signature"),
+                    format!("is {} bytes; an Ed25519 signature is 64", s.signature.len()),
+                )
+            })?;
+            Ok(OfficialSignature {
+                official: s.official_id,
+                signature,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(SignedAct {
+        body: act.body,
+        signatures,
+    })
 }
 
 /// Encodes a founding command.
@@ -116,6 +197,7 @@ pub fn decode_command(bytes: &[u8]) -> Result<CountyCommand, Error> {
         Some(pb::county_command::Command::Found(founding)) => Ok(CountyCommand::Found {
             definition: founding.definition,
         }),
+        Some(pb::county_command::Command::Act(act)) => Ok(CountyCommand::Act(act_from_pb(act)?)),
         // A command kind this version does not know. Applying it as nothing would let
         // replicas of different versions diverge, so it is an error the caller must stop on.
         None => Err(Error::Field {
@@ -226,6 +308,8 @@ pub enum Act {
     Founding { definition: std::sync::Arc<[u8]> },
     /// A sheet the ledger recorded, as its unit signed it.
     Sheet(SignedSheet),
+    /// A committee act that was applied, with its officials' signatures.
+    Committee(std::sync::Arc<SignedAct>),
 }
 
 impl Act {
@@ -235,6 +319,7 @@ impl Act {
         match self {
             Act::Founding { definition } => digest_of(definition).0,
             Act::Sheet(signed) => signed.digest(),
+            Act::Committee(act) => act.link_digest(),
         }
     }
 
@@ -242,7 +327,7 @@ impl Act {
     pub fn sheet(&self) -> Option<&SignedSheet> {
         match self {
             Act::Sheet(signed) => Some(signed),
-            Act::Founding { .. } => None,
+            Act::Founding { .. } | Act::Committee(_) => None,
         }
     }
 }
@@ -259,20 +344,23 @@ pub struct StateImage {
 
 /// A chain record as its protobuf message (a store row, a snapshot's record, an export chunk's).
 pub fn record_to_pb(record: &ChainRecord) -> pb::ChainRecord {
-    let (sheet, founding) = match &record.act {
-        Act::Sheet(signed) => (Some(signed.to_pb()), None),
+    let (sheet, founding, act) = match &record.act {
+        Act::Sheet(signed) => (Some(signed.to_pb()), None, None),
         Act::Founding { definition } => (
             None,
             Some(pb::Founding {
                 definition: definition.to_vec(),
             }),
+            None,
         ),
+        Act::Committee(act) => (None, None, Some(act_to_pb(act))),
     };
     pb::ChainRecord {
         log_index: record.log_index,
         sheet,
         head: record.head.to_vec(),
         founding,
+        act,
         batch: record.batch.as_deref().map(|b| pb::ForwardedBatch {
             township_id: b.township.as_str().to_owned(),
             sheet_digests: b.digests.iter().map(|d| d.to_vec()).collect(),
@@ -332,19 +420,21 @@ fn head_from(what: &'static str, field: &str, bytes: &[u8]) -> Result<[u8; 32], 
 
 /// A chain record from its protobuf message: exactly one act set.
 pub fn record_from_pb(record: pb::ChainRecord) -> Result<ChainRecord, Error> {
-    let act = match (record.sheet, record.founding) {
-        (Some(signed), None) => Act::Sheet(SignedSheet::from_pb(signed)?),
-        (None, Some(founding)) => Act::Founding {
+    let act = match (record.sheet, record.founding, record.act) {
+        (Some(signed), None, None) => Act::Sheet(SignedSheet::from_pb(signed)?),
+        (None, Some(founding), None) => Act::Founding {
             definition: founding.definition.into(),
         },
-        (sheet, _) => {
+        (None, None, Some(act)) => Act::Committee(std::sync::Arc::new(act_from_pb(act)?)),
+        (sheet, founding, act) => {
+            let set = [sheet.is_some(), founding.is_some(), act.is_some()];
             return Err(Error::Field {
                 what: "chain record",
-                field: "sheet, founding".into(),
-                problem: if sheet.is_some() {
-                    "are both set; a record is one act".into()
+                field: "sheet, founding, act".into(),
+                problem: if set.contains(&true) {
+                    "has more than one set; a record is one act".into()
                 } else {
-                    "are both missing; a record is one act".into()
+                    "are all missing; a record is one act".into()
                 },
             });
         }

@@ -281,10 +281,25 @@ pub(crate) fn unit_of_key<'d>(
 ) -> Result<&'d PollingUnit, Error> {
     check_election(def, signed)?;
     def.unit_by_key(&signed.key_id)
-        .ok_or_else(|| Error::UnknownKey {
+        .ok_or_else(|| unknown_key(def, signed))
+}
+
+/// Why no unit has the envelope's key: an amendment replaced it (E214), or it never was a
+/// unit's (E205).
+pub fn unknown_key(def: &Definition, signed: &SignedSheet) -> Error {
+    match def.retired_key(&signed.key_id) {
+        Some(retired) => Error::KeyReplaced {
             key_id: signed.key_id,
             claimed: signed.claimed_label(),
-        })
+            unit: retired.unit.clone(),
+            amendment: retired.amendment.clone(),
+            log_index: retired.log_index,
+        },
+        None => Error::UnknownKey {
+            key_id: signed.key_id,
+            claimed: signed.claimed_label(),
+        },
+    }
 }
 
 pub(crate) fn bad_signature(unit: &PollingUnit, signed: &SignedSheet) -> Error {

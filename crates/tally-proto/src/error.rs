@@ -66,6 +66,17 @@ pub enum Error {
         "E205 {claimed} is signed with the key {key_id}, which no polling unit of the election definition has; check that the unit signed with its registered key (tally keygen) and that the definition is the current one"
     )]
     UnknownKey { key_id: KeyId, claimed: String },
+    /// E214: the key was the unit's until an amendment replaced it.
+    #[error(
+        "E214 {claimed} is signed with the key {key_id}, which amendment {amendment} replaced as unit {unit}'s key (log index {log_index}); sheets recorded before stand, and from then on the unit signs with its new key: install it on the device and sign the sheet again"
+    )]
+    KeyReplaced {
+        key_id: KeyId,
+        claimed: String,
+        unit: UnitId,
+        amendment: String,
+        log_index: u64,
+    },
     /// E205: the key belongs to a unit other than the one the sheet reports for.
     #[error(
         "E205 the sheet for {label} is signed with the key {key_id} of unit {key_unit}; a unit signs only its own sheets, so ask unit {sheet_unit} to sign it with its own key"
@@ -174,6 +185,7 @@ impl Error {
             Error::Malformed { .. } | Error::MalformedEnvelope { .. } => Code::MalformedEnvelope,
             Error::AnotherElection { .. } => Code::AnotherElection,
             Error::NoElection { .. } => Code::NoElection,
+            Error::KeyReplaced { .. } => Code::KeyReplaced,
             Error::BadCountersignature { .. } => Code::BadCountersignature,
             Error::UnknownTownship { .. }
             | Error::NoRegisteredKey { .. }

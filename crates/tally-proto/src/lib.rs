@@ -49,6 +49,6 @@ pub use countersign::{
 };
 pub use envelope::{
     SIGNING_DOMAIN, SignedSheet, VerifiedSheet, decode_signed, encode_signed, sign,
-    signing_message, verify,
+    signing_message, unknown_key, verify,
 };
 pub use error::Error;
