@@ -481,5 +481,146 @@ pub fn amend(
     Ok(reloaded)
 }
 
+/// The format name of an act file.
+pub const ACT_FILE_FORMAT: &str = "tally-act-1";
+
+/// An act as a file passed from official to official (`tally amend`): the act in readable
+/// JSON, and the signatures so far, each over the act's canonical encoding. Editing the act
+/// after someone signed breaks their signature; signing again replaces one's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActFile {
+    pub format: String,
+    pub act: ActBody,
+    #[serde(default)]
+    pub signatures: Vec<FileSignature>,
+}
+
+/// One official's signature in an act file: their id and 128 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSignature {
+    pub official: String,
+    pub signature: String,
+}
+
+impl ActFile {
+    pub fn new(act: ActBody) -> Self {
+        ActFile {
+            format: ACT_FILE_FORMAT.to_owned(),
+            act,
+            signatures: Vec::new(),
+        }
+    }
+
+    /// Reads an act file's text; `what` names it in messages (its path).
+    pub fn parse(what: &str, text: &str) -> Result<ActFile, String> {
+        let file: ActFile = serde_json::from_str(text)
+            .map_err(|e| format!("{what} is not an act file (as `tally amend` writes): {e}"))?;
+        if file.format != ACT_FILE_FORMAT {
+            return Err(format!(
+                "{what} is in format {:?}; this version reads {ACT_FILE_FORMAT:?}",
+                file.format
+            ));
+        }
+        Ok(file)
+    }
+
+    /// The text to write: pretty JSON and a final newline.
+    pub fn text(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("an act file always encodes");
+        text.push('\n');
+        text
+    }
+
+    /// Adds `official`'s signature, replacing one they made before.
+    pub fn sign(&mut self, official: &str, key: &SigningKey) {
+        let s = sign(&self.act.encode(), official, key);
+        self.signatures.retain(|f| f.official != official);
+        self.signatures.push(FileSignature {
+            official: s.official,
+            signature: hex::encode(s.signature),
+        });
+    }
+
+    /// The act as the record carries it. A signature that is not 128 hex digits is an error
+    /// naming it.
+    pub fn signed(&self) -> Result<SignedAct, String> {
+        let signatures = self
+            .signatures
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let bytes = hex::decode(&f.signature).ok();
+                let signature = bytes
+                    .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "signatures[{i}] (official {}) is not 128 hex digits; sign again with `tally amend sign`",
+                            f.official
+                        )
+                    })?;
+                Ok(OfficialSignature {
+                    official: f.official.clone(),
+                    signature,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(SignedAct {
+            body: self.act.encode(),
+            signatures,
+        })
+    }
+}
+
+/// An act in plain words, one line each, for the official about to sign it and for the
+/// reports: `amendment A-003: 设备损坏` and then each change.
+pub fn describe(body: &ActBody) -> Vec<String> {
+    match body {
+        ActBody::Amendment(a) => {
+            let mut lines = vec![format!(
+                "amendment {} of election {} ({}): {}",
+                a.id, a.election, a.mode, a.reason
+            )];
+            for change in &a.changes {
+                lines.push(match change {
+                    Change::ReplaceKey { unit, public_key } => {
+                        let key = parse_public_key(public_key)
+                            .map(|k| KeyId::of(&k).to_string())
+                            .unwrap_or_else(|e| format!("(a key that {e})"));
+                        format!("  replace the key of unit {unit} by key {key}")
+                    }
+                    Change::AddUnit {
+                        id,
+                        name,
+                        kind,
+                        township,
+                        contests,
+                        ..
+                    } => format!(
+                        "  add unit {id} {name} ({}) in township {township}, for {}",
+                        kind.chinese(),
+                        contests
+                            .iter()
+                            .map(ContestId::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Change::RegisteredVoters {
+                        contest,
+                        registered_voters,
+                    } => format!(
+                        "  set the registered voters of contest {contest} to {registered_voters}"
+                    ),
+                    Change::WithdrawCandidate { contest, candidate } => {
+                        format!("  withdraw candidate {candidate} from contest {contest}")
+                    }
+                });
+            }
+            lines
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

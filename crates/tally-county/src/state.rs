@@ -653,8 +653,36 @@ pub(crate) mod testkit {
         SigningKey::from_bytes(&[n; 32])
     }
 
+    /// The secret key of committee official `O{n}`: 32 bytes of `100 + n`. Test keys only.
+    pub(crate) fn official_key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[100 + n; 32])
+    }
+
+    /// An amendment of the test election, signed by officials `O{n}` for each `n` given.
+    pub(crate) fn amendment(
+        id: &str,
+        changes: Vec<tally_core::act::Change>,
+        officials: &[u8],
+    ) -> tally_core::act::SignedAct {
+        let body = tally_core::act::ActBody::Amendment(tally_core::act::Amendment {
+            election: "test".into(),
+            mode: tally_core::definition::Mode::Rehearsal,
+            id: id.into(),
+            reason: "设备损坏".into(),
+            changes,
+        })
+        .encode();
+        tally_core::act::SignedAct {
+            signatures: officials
+                .iter()
+                .map(|&n| tally_core::act::sign(&body, &format!("O{n}"), &official_key(n)))
+                .collect(),
+            body,
+        }
+    }
+
     /// Township T1, one contest T1-C1 (1 seat, candidates A and B, 900 voters), served by
-    /// units T1-U1..T1-U3.
+    /// units T1-U1..T1-U3; a committee of officials O1..O3, two of whom sign an act.
     pub(crate) fn definition() -> Arc<Definition> {
         let mut toml = String::from(
             r#"
@@ -684,6 +712,13 @@ registered_voters = 900
 candidates = [{ id = "T1-C1-A", name = "甲" }, { id = "T1-C1-B", name = "乙" }]
 "#,
         );
+        toml.push_str("\n[committee]\nthreshold = 2\n");
+        for n in 1..=3 {
+            let public_key = hex::encode(official_key(n).verifying_key().as_bytes());
+            toml.push_str(&format!(
+                "[[committee.officials]]\nid = \"O{n}\"\nname = \"委员{n}\"\npublic_key = \"{public_key}\"\n"
+            ));
+        }
         for n in 1..=UNITS {
             let public_key = hex::encode(unit_key(n).verifying_key().as_bytes());
             toml.push_str(&format!(
@@ -751,6 +786,7 @@ candidates = [{ id = "T1-C1-A", name = "甲" }, { id = "T1-C1-B", name = "乙" }
 mod tests {
     use super::testkit::*;
     use super::*;
+    use tally_proto::sign;
     use proptest::prelude::*;
     use tally_core::ids::TownshipId;
 
@@ -1002,6 +1038,63 @@ mod tests {
         let restored = CountyState::restore(other, &state.snapshot_bytes()).unwrap();
         assert_eq!(restored.founding(), Some(digest));
         assert_eq!(restored.fingerprint(), state.fingerprint());
+    }
+
+    // Goal: an amendment signed by k officials changes the definition in force from its log
+    // index on, is chained, and survives a snapshot: the replaced key is refused after it
+    // (E214) while the sheet it signed before stands, and the new key counts. An act with
+    // too few signatures, or replayed, is refused and changes nothing.
+    // Method: record unit 1's sheet; apply an amendment replacing unit 1's key signed by one
+    // official (refused), then by two (applied), then again (refused as a replay); send a
+    // version 2 signed by the old key and by the new one; restore from the image.
+    #[test]
+    fn an_amendment_applies_from_its_log_index() {
+        use tally_core::act::Change;
+        let mut state = founded();
+        state.apply(at(1), &ingest(vec![signed(1, 1, 100)]));
+        let new_key = ed25519_dalek::SigningKey::from_bytes(&[0x51; 32]);
+        let change = || {
+            vec![Change::ReplaceKey {
+                unit: tally_core::ids::UnitId::new("T1-U1"),
+                public_key: hex::encode(new_key.verifying_key().as_bytes()),
+            }]
+        };
+        let before = state.chain_head();
+        let one = state.apply(at(2), &Command::Act(amendment("A-1", change(), &[1])));
+        let Some(Err(problems)) = &one.act else {
+            panic!("{one:?}")
+        };
+        assert!(problems.contains("1 valid signature(s) of the 2"), "{problems}");
+        assert_eq!(state.chain_head().head, before.head);
+
+        let applied = state.apply(at(3), &Command::Act(amendment("A-1", change(), &[1, 3])));
+        assert_eq!(applied.act, Some(Ok(())));
+        assert_eq!(state.records().len(), 3);
+        assert!(matches!(state.records().last().unwrap().act, Act::Committee(_)));
+        let replayed = state.apply(at(4), &Command::Act(amendment("A-1", change(), &[1, 2])));
+        assert!(
+            matches!(&replayed.act, Some(Err(p)) if p.contains("already in force (log index 4)")),
+            "{replayed:?}"
+        );
+
+        let old = state.apply(at(5), &ingest(vec![signed(1, 2, 150)]));
+        assert!(
+            matches!(&old.outcomes[..], [SheetOutcome::Refused { code: "E214", message }] if message.contains("amendment A-1")),
+            "{old:?}"
+        );
+        let renewed = sign(&sheet(1, 2, 150), &new_key, &definition().election);
+        let new = state.apply(at(6), &ingest(vec![renewed]));
+        assert_eq!(new.outcomes, [SheetOutcome::Accepted]);
+        let (result, _) = state.results();
+        assert_eq!(result.amendments.len(), 1);
+        assert_eq!((result.amendments[0].id.as_str(), result.amendments[0].log_index), ("A-1", 4));
+        // The first sheet, signed by the old key before the amendment, stays in the record.
+        assert_eq!(state.recorded_digests().len(), 2);
+
+        let restored = CountyState::restore(definition(), &state.snapshot_bytes()).unwrap();
+        assert_eq!(restored.fingerprint(), state.fingerprint());
+        assert_eq!(restored.definition().amended, state.definition().amended);
+        assert_eq!(restored.results().0, result);
     }
 
     // Goal: the countersigned batch stays in the chain: on the first sheet its command

@@ -59,6 +59,23 @@ pub fn read_secret_key(path: &Path) -> Result<SigningKey> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// Replaces a file's contents whole: written beside it, flushed to disk, then renamed over
+/// it, so a reader (or a crash) sees the old contents or the new, never a mix.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.new"));
+    let what = || format!("cannot write {}", path.display());
+    let mut file = std::fs::File::create(&temporary).map_err(Error::io(what()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(Error::io(what()))?;
+    std::fs::rename(&temporary, path).map_err(Error::io(what()))
+}
+
 /// Writes a file that holds a secret, readable by its owner only.
 pub fn write_secret(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
@@ -176,6 +193,7 @@ pub fn write_generated_full(params: &GenParams, out: &Path) -> Result<Written> {
     write("units.csv", files.units_csv.as_bytes())?;
     write("unit-keys.csv", files.unit_keys_csv.as_bytes())?;
     write("township-keys.csv", files.township_keys_csv.as_bytes())?;
+    write("official-keys.csv", files.official_keys_csv.as_bytes())?;
     let signed = synth::sign_all(&generated);
     write("sheets.sheets", &tally_proto::write_bundle(&signed))?;
     let mut notes = String::new();

@@ -107,6 +107,10 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Amend the definition on the night, as the committee: prepare an amendment, each
+    /// official signs it offline, then submit it to the county once k have signed.
+    #[command(subcommand)]
+    Amend(crate::amend_cmd::AmendCommand),
     /// Look at and administer the county cluster (as an operator).
     #[command(subcommand)]
     Cluster(crate::county_cmd::ClusterCommand),
@@ -279,6 +283,7 @@ fn run(command: Command) -> Result<Outcome> {
         Command::Certs(args) => crate::certs_cmd::run(&args),
         Command::County { config } => crate::county_cmd::serve(&config),
         Command::Cluster(command) => crate::county_cmd::cluster(command),
+        Command::Amend(command) => crate::amend_cmd::run(command),
         Command::Export {
             client,
             operator,

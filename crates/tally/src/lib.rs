@@ -26,6 +26,7 @@
 //!
 //! No command module imports `cli.rs`; `cli.rs` imports the commands.
 
+pub mod amend_cmd;
 pub mod certs_cmd;
 pub mod cli;
 pub mod client;
