@@ -16,6 +16,10 @@ pub enum Error {
     /// The election definition does not load (every problem, one per line).
     #[error("{0}")]
     Definition(tally_core::Error),
+    /// An amendment file does not apply: not an act file, too few signatures, or a change
+    /// the definition refuses (every problem).
+    #[error("{path}: {message}")]
+    Amendment { path: PathBuf, message: String },
     /// A key file's first line is not hex.
     #[error(
         "{path}: expected the secret key as 64 hex digits on one line (as `tally keygen` writes it)"

@@ -59,6 +59,38 @@ pub fn read_secret_key(path: &Path) -> Result<SigningKey> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// The definition with amendment files applied in order (`tally amend` writes them), for the
+/// tools that work offline beside the county (a device given a new key, `tally sheet sign`,
+/// `tally submit`): each must carry k valid signatures of the committee and apply to the
+/// definition as amended so far. The county's record stays the authority; these files only
+/// let a tool know what the county was told.
+pub fn load_amended(path: &Path, amendments: &[PathBuf]) -> Result<Definition> {
+    apply_amendments(load_definition(path)?, amendments)
+}
+
+/// [`load_amended`] of a definition already loaded.
+pub fn apply_amendments(mut definition: Definition, amendments: &[PathBuf]) -> Result<Definition> {
+    for file in amendments {
+        let problem = |message: String| Error::Amendment {
+            path: file.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(file).map_err(Error::io(format!(
+            "cannot read the amendment file {}",
+            file.display()
+        )))?;
+        let act = tally_core::act::ActFile::parse(&file.display().to_string(), &text)
+            .and_then(|f| f.signed())
+            .map_err(problem)?;
+        let (body, _) =
+            tally_core::act::check(&definition, &act).map_err(|e| problem(e.to_string()))?;
+        let tally_core::act::ActBody::Amendment(amendment) = body;
+        definition = tally_core::act::amend(&definition, &amendment, 0, &|_| false)
+            .map_err(|e| problem(e.to_string()))?;
+    }
+    Ok(definition)
+}
+
 /// Replaces a file's contents whole: written beside it, flushed to disk, then renamed over
 /// it, so a reader (or a crash) sees the old contents or the new, never a mix.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {

@@ -6,6 +6,7 @@
 //! township = "127.0.0.1:7201"          # the township aggregator, host:port
 //! signing_key = "keys/T01-U001.key"    # the unit's secret key (64 hex digits)
 //! definition = "../sample-county/election.toml"
+//! amendments = ["A-003.json"]          # optional: amendments the county recorded, in order
 //! journal = "journal/T01-U001"         # a folder; holds journal.redb
 //! [tls]
 //! ca = "pki/ca.pem"
@@ -44,6 +45,9 @@ pub struct VillageConfig {
     pub township: String,
     pub signing_key: PathBuf,
     pub definition: PathBuf,
+    /// Amendment files the county recorded (`tally amend`), applied to the definition in
+    /// order: a unit whose key was replaced, or a unit added on the day, finds itself here.
+    pub amendments: Vec<PathBuf>,
     /// The journal folder (holds `journal.redb`); created on first use.
     pub journal: PathBuf,
     pub tls: TlsFiles,
@@ -66,6 +70,8 @@ struct RawConfig {
     township: Spanned<String>,
     signing_key: Spanned<String>,
     definition: Spanned<String>,
+    #[serde(default)]
+    amendments: Vec<String>,
     journal: Spanned<String>,
     tls: RawTls,
 }
@@ -164,8 +170,8 @@ impl VillageConfig {
 
     /// Loads the definition and checks that the unit is in it.
     pub fn definition(&self) -> Result<Definition> {
-        let definition =
-            tally_files::load_definition(&self.definition).map_err(|cause| Error::Definition {
+        let definition = tally_files::load_amended(&self.definition, &self.amendments).map_err(
+            |cause| Error::Definition {
                 file: self.file.clone(),
                 line: self.line("definition"),
                 cause: Box::new(cause),
@@ -198,7 +204,7 @@ impl VillageConfig {
     /// this unit's village certificate (`tally://village/UNIT`) from the county CA.
     pub fn check_identity(&self) -> Result<Identity> {
         let mut problems = Vec::new();
-        let definition = match tally_files::load_definition(&self.definition) {
+        let definition = match tally_files::load_amended(&self.definition, &self.amendments) {
             Ok(d) => Some(d),
             Err(e) => {
                 problems.push(Problem {
@@ -362,6 +368,11 @@ fn check(file: &Path, text: &str, check_files: bool) -> Result<VillageConfig> {
         township: township.to_owned(),
         signing_key: resolve(&raw.signing_key),
         definition: resolve(&raw.definition),
+        amendments: raw
+            .amendments
+            .iter()
+            .map(|a| folder.join(a.trim()))
+            .collect(),
         journal: resolve(&raw.journal),
         tls: TlsFiles {
             ca: resolve(&raw.tls.ca),

@@ -183,6 +183,10 @@ enum SheetCommand {
         /// Where to write the signed sheets (a .sheets bundle).
         #[arg(long, short)]
         out: PathBuf,
+        /// An amendment file the county recorded (`tally amend`): the unit's new key, or a
+        /// unit added on the day. Repeat in order.
+        #[arg(long = "amendment")]
+        amendments: Vec<PathBuf>,
         /// Sheet files (TOML) as the clerk filled them in.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -221,8 +225,9 @@ fn run(command: Command) -> Result<Outcome> {
             definition,
             key,
             out,
+            amendments,
             files,
-        }) => sign(&definition, &key, &out, &files),
+        }) => sign(&definition, &amendments, &key, &out, &files),
         Command::Sheet(SheetCommand::Verify {
             definition,
             sheets,
@@ -345,8 +350,14 @@ fn keygen(out: &Path) -> Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-fn sign(definition: &Path, key: &Path, out: &Path, sheet_files: &[PathBuf]) -> Result<Outcome> {
-    let definition = load_definition(definition)?;
+fn sign(
+    definition: &Path,
+    amendments: &[PathBuf],
+    key: &Path,
+    out: &Path,
+    sheet_files: &[PathBuf],
+) -> Result<Outcome> {
+    let definition = files::load_amended(definition, amendments)?;
     let key = read_secret_key(key)?;
     let key_id = tally_core::ids::KeyId::of(&key.verifying_key());
     let Some(unit) = definition.unit_by_key(&key_id) else {

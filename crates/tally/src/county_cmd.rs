@@ -522,6 +522,10 @@ pub struct SubmitArgs {
     /// The election definition (to find each sheet's township).
     #[arg(long, short)]
     pub definition: PathBuf,
+    /// An amendment file the county recorded (`tally amend`), applied to the definition
+    /// to find the township of a unit it added or whose key it replaced; repeat in order.
+    #[arg(long = "amendment")]
+    pub amendments: Vec<PathBuf>,
     /// Submit as this township only, countersigning with --key.
     #[arg(long, requires = "key", conflicts_with = "keys")]
     pub township: Option<String>,
@@ -635,7 +639,9 @@ pub fn submit(args: SubmitArgs) -> Result<Outcome> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
-    let definition = load_definition(&args.definition)?;
+    let founding = load_definition(&args.definition)?;
+    let founding_digest = tally_core::canonical::digest(&founding).to_string();
+    let definition = tally_files::apply_amendments(founding, &args.amendments)?;
     let keys = township_keys(&args)?;
     let mut bundles = tally_files::read_bundles(&args.sheets)?;
     if let Some(limit) = args.limit {
@@ -692,7 +698,7 @@ pub fn submit(args: SubmitArgs) -> Result<Outcome> {
     let report = runtime()?.block_on(send_all(
         &args,
         &definition.election,
-        &tally_core::canonical::digest(&definition).to_string(),
+        &founding_digest,
         keys,
         jobs,
         report,
