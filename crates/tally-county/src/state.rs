@@ -786,9 +786,9 @@ candidates = [{ id = "T1-C1-A", name = "甲" }, { id = "T1-C1-B", name = "乙" }
 mod tests {
     use super::testkit::*;
     use super::*;
-    use tally_proto::sign;
     use proptest::prelude::*;
     use tally_core::ids::TownshipId;
+    use tally_proto::sign;
 
     fn ingest(sheets: Vec<SignedSheet>) -> Command {
         Command::Ingest {
@@ -1064,13 +1064,19 @@ mod tests {
         let Some(Err(problems)) = &one.act else {
             panic!("{one:?}")
         };
-        assert!(problems.contains("1 valid signature(s) of the 2"), "{problems}");
+        assert!(
+            problems.contains("1 valid signature(s) of the 2"),
+            "{problems}"
+        );
         assert_eq!(state.chain_head().head, before.head);
 
         let applied = state.apply(at(3), &Command::Act(amendment("A-1", change(), &[1, 3])));
         assert_eq!(applied.act, Some(Ok(())));
         assert_eq!(state.records().len(), 3);
-        assert!(matches!(state.records().last().unwrap().act, Act::Committee(_)));
+        assert!(matches!(
+            state.records().last().unwrap().act,
+            Act::Committee(_)
+        ));
         let replayed = state.apply(at(4), &Command::Act(amendment("A-1", change(), &[1, 2])));
         assert!(
             matches!(&replayed.act, Some(Err(p)) if p.contains("already in force (log index 4)")),
@@ -1087,7 +1093,13 @@ mod tests {
         assert_eq!(new.outcomes, [SheetOutcome::Accepted]);
         let (result, _) = state.results();
         assert_eq!(result.amendments.len(), 1);
-        assert_eq!((result.amendments[0].id.as_str(), result.amendments[0].log_index), ("A-1", 4));
+        assert_eq!(
+            (
+                result.amendments[0].id.as_str(),
+                result.amendments[0].log_index
+            ),
+            ("A-1", 4)
+        );
         // The first sheet, signed by the old key before the amendment, stays in the record.
         assert_eq!(state.recorded_digests().len(), 2);
 

@@ -49,6 +49,7 @@ pub const SILENCE_PING_AFTER: Duration = Duration::from_secs(1);
 pub const PING_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the forwarder reaches the county.
+#[derive(Clone)]
 pub struct CountyRoute {
     /// `host:port` of each replica.
     pub addresses: Vec<String>,
@@ -213,7 +214,7 @@ pub fn host_of(address: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-fn channel(tls: &ClientTlsConfig, address: &str) -> Result<Channel, String> {
+pub(crate) fn channel(tls: &ClientTlsConfig, address: &str) -> Result<Channel, String> {
     let tls = tls.clone().domain_name(host_of(address));
     Ok(Endpoint::from_shared(format!("https://{address}"))
         .map_err(|e| format!("{address} is not an address: {e}"))?
@@ -251,7 +252,7 @@ async fn send(
         Err(e) => return Attempt::Transient(format!("reading the outbox did not finish: {e}")),
     };
     let countersignature = tally_proto::countersign(
-        &township.definition.election,
+        &township.definition().election,
         &township.township,
         &sheets,
         &route.countersign_key,

@@ -57,6 +57,7 @@
 //! - **Every list has a bound**: sheets per submit, queued submits, submits per group, sheets
 //!   per batch, outbox capacity, notes kept, retry pauses.
 
+pub mod amend;
 pub mod book;
 pub mod config;
 pub mod disk;

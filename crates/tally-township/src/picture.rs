@@ -48,7 +48,7 @@ impl Township {
             }
             (book.generation, book.ledger.clone())
         };
-        let result = Arc::new(tally_core::results::compute(&self.definition, &ledger));
+        let result = Arc::new(tally_core::results::compute(&self.definition(), &ledger));
         let mut cache = self
             .results_cache
             .lock()
@@ -77,7 +77,7 @@ impl Township {
         let now = unix_ms();
         let book = lock(&self.book);
         let units_expected = self
-            .definition
+            .definition()
             .units
             .iter()
             .filter(|u| u.township == self.township)
@@ -163,6 +163,21 @@ impl Township {
             sheets_stored: book.records.len() as u64,
             sheets_counted: book.ledger.len() as u64,
             storage_error,
+            amendments: self
+                .definition()
+                .amended
+                .amendments
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} (log index {}): {}; {}",
+                        a.id,
+                        a.log_index,
+                        a.reason,
+                        a.changes.join("; ")
+                    )
+                })
+                .collect(),
             outbox: Some(pb::Outbox {
                 depth: book.outbox.len() as u64,
                 oldest_age_ms,
@@ -192,7 +207,7 @@ impl Township {
     pub fn metrics_text(&self) -> String {
         let now = unix_ms();
         let units_expected = self
-            .definition
+            .definition()
             .units
             .iter()
             .filter(|u| u.township == self.township)

@@ -190,6 +190,8 @@ pub struct Running {
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     forwarder: JoinHandle<()>,
+    /// Learns the county's amendments (crate::amend).
+    learner: JoinHandle<()>,
     writer: JoinHandle<()>,
     /// The plain HTTP listener ([`Running::serve_http`]), when there is one.
     http: Option<JoinHandle<std::io::Result<()>>>,
@@ -228,9 +230,13 @@ impl Running {
             stop,
             mut server,
             forwarder,
+            learner,
             writer,
             http,
         } = self;
+        // A question to the county in flight is simply dropped; it is asked again next start.
+        learner.abort();
+        let _ = learner.await;
         let _ = stop.send(true);
         if let Some(http) = http {
             // The scrape in progress, if any, is short; the listener stops with the rest.
@@ -298,15 +304,17 @@ pub fn start(
         book,
     );
     let (stop, stopped) = watch::channel(false);
-    let forwarder = tokio::spawn(forward::run(
+    let route = CountyRoute {
+        addresses: setup.county,
+        tls: setup.county_tls,
+        countersign_key: setup.countersign_key,
+    };
+    let learner = tokio::spawn(crate::amend::learn(
         township.clone(),
-        CountyRoute {
-            addresses: setup.county,
-            tls: setup.county_tls,
-            countersign_key: setup.countersign_key,
-        },
+        route.clone(),
         stopped.clone(),
     ));
+    let forwarder = tokio::spawn(forward::run(township.clone(), route, stopped.clone()));
     let server = tonic::transport::Server::builder()
         .tls_config(server_tls)
         .map_err(|e| Error::Server(format!("TLS configuration: {e}")))?
@@ -337,6 +345,7 @@ pub fn start(
         stop,
         server,
         forwarder,
+        learner,
         writer,
         http: None,
     })

@@ -28,7 +28,7 @@ impl TownshipService {
     fn village_unit(&self, caller: &Identity) -> Result<UnitId, Status> {
         let unit = UnitId::new(caller.name());
         let here = &self.township.township;
-        match self.township.definition.unit(&unit) {
+        match self.township.definition().unit(&unit) {
             None => Err(Status::permission_denied(format!(
                 "certificate {caller} names no polling unit of the election definition; a polling unit's certificate carries its unit id (tally certs --villages)"
             ))),

@@ -34,10 +34,16 @@ pub const GROUP_SUBMITS_MAX: usize = 256;
 pub struct Township {
     pub(crate) township: TownshipId,
     pub(crate) name: String,
-    pub(crate) definition: Arc<Definition>,
-    /// The digest of `definition` (tally_core::canonical), sent with every batch: the county
-    /// refuses a batch forwarded under another definition than its founding one (E213).
+    /// The definition in force here: the township's own file, and the amendments learned
+    /// from the county since it started (crate::amend), which its intake checks sheets
+    /// against. Replaced whole when an amendment applies.
+    definition: Mutex<Arc<Definition>>,
+    /// The digest of the township's own definition file (tally_core::canonical), sent with
+    /// every batch: the county refuses a batch forwarded under another definition than its
+    /// founding one (E213).
     pub(crate) definition_digest: String,
+    /// The log index of the last amendment learned from the county (0: none yet).
+    pub(crate) acts_after: Mutex<u64>,
     pub(crate) settings: OutboxSettings,
     /// The database, closed after a storage failure and opened again by the next write.
     pub(crate) disk: Arc<Disk>,
@@ -75,6 +81,14 @@ pub(crate) struct Passed {
     sheet: TallySheet,
     digest: Digest,
     warnings: Vec<String>,
+}
+
+/// A mutex's value, also after a panic elsewhere poisoned it (each value here is replaced
+/// whole, so it is never seen half-changed).
+pub(crate) fn held<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -120,7 +134,8 @@ impl Township {
             township,
             name,
             definition_digest: tally_core::canonical::digest(&definition).to_string(),
-            definition,
+            definition: Mutex::new(definition),
+            acts_after: Mutex::new(0),
             settings,
             disk,
             book,
@@ -144,8 +159,16 @@ impl Township {
         &self.township
     }
 
-    pub fn definition(&self) -> &Arc<Definition> {
-        &self.definition
+    /// The definition in force here (the township's file and the amendments learned).
+    pub fn definition(&self) -> Arc<Definition> {
+        Arc::clone(&held(&self.definition))
+    }
+
+    /// Puts an amended definition in force (crate::amend).
+    pub(crate) fn amend(&self, amended: Arc<Definition>) {
+        *held(&self.definition) = amended;
+        // The picture's provisional result reflects the amendments too.
+        held(&self.results_cache).take();
     }
 
     /// Sheets stored and not yet answered by the county.
@@ -177,7 +200,7 @@ impl Township {
                 "a submit carries 1 to {SUBMIT_SHEETS_MAX} sheets; this one has {n}: send them in parts"
             )));
         }
-        let definition = self.definition.clone();
+        let definition = self.definition();
         let township = self.township.clone();
         let received = unix_ms();
         let items = tokio::task::spawn_blocking(move || {

@@ -170,11 +170,13 @@ impl VillageConfig {
 
     /// Loads the definition and checks that the unit is in it.
     pub fn definition(&self) -> Result<Definition> {
-        let definition = tally_files::load_amended(&self.definition, &self.amendments).map_err(
-            |cause| Error::Definition {
-                file: self.file.clone(),
-                line: self.line("definition"),
-                cause: Box::new(cause),
+        let definition =
+            tally_files::load_amended(&self.definition, &self.amendments).map_err(|cause| {
+                Error::Definition {
+                    file: self.file.clone(),
+                    line: self.line("definition"),
+                    cause: Box::new(cause),
+                }
             })?;
         if definition.unit(&self.unit_id).is_none() {
             return Err(problem_list(

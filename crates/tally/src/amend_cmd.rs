@@ -144,7 +144,9 @@ pub fn run(command: AmendCommand) -> Result<Outcome> {
         } => {
             let kind: UnitKind = serde_json::from_value(serde_json::Value::String(kind.clone()))
                 .map_err(|_| {
-                    anyhow!("--kind {kind:?} is not a kind of unit: station, assembly or mobile-box")
+                    anyhow!(
+                        "--kind {kind:?} is not a kind of unit: station, assembly or mobile-box"
+                    )
                 })?;
             prepare_file(
                 &prepare,
@@ -213,9 +215,7 @@ fn prepare_file(args: &PrepareArgs, change: Change) -> Result<Outcome> {
         changes: vec![change],
     };
     if let Err(e) = amend(&definition, &amendment, 0, &|_| false) {
-        bail!(
-            "{e}\nno amendment file was written: correct the arguments and prepare it again"
-        );
+        bail!("{e}\nno amendment file was written: correct the arguments and prepare it again");
     }
     if definition.committee.is_none() {
         bail!(
@@ -267,7 +267,11 @@ fn show(definition: &Definition, file: &ActFile) {
         say!("{line}");
     }
     let k = definition.committee.as_ref().map_or(0, |c| c.threshold);
-    let signed: Vec<&str> = file.signatures.iter().map(|s| s.official.as_str()).collect();
+    let signed: Vec<&str> = file
+        .signatures
+        .iter()
+        .map(|s| s.official.as_str())
+        .collect();
     say!(
         "signed by {} of the {k} needed: {}",
         signed.len(),
@@ -332,13 +336,18 @@ fn sign(path: &Path, definition: &Path, official: &str, key: &Path) -> Result<Ou
     Ok(Outcome::Clean)
 }
 
-fn submit(path: &Path, definition_path: &Path, client: &ClientArgs, operator: &str) -> Result<Outcome> {
+fn submit(
+    path: &Path,
+    definition_path: &Path,
+    client: &ClientArgs,
+    operator: &str,
+) -> Result<Outcome> {
     let definition = load_definition(definition_path)?;
     let file = read_act(path)?;
-    let act = file.signed().map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    check(&definition, &act).map_err(|e| {
-        anyhow!("{e}\n{} was not submitted", path.display())
-    })?;
+    let act = file
+        .signed()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    check(&definition, &act).map_err(|e| anyhow!("{e}\n{} was not submitted", path.display()))?;
     let digest = tally_core::canonical::digest(&definition).to_string();
     let files = operator_files(&client.pki, operator)?;
     let response = runtime()?.block_on(async {
