@@ -59,12 +59,11 @@
 
 pub mod intake;
 
-use intake::intake;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use tally_core::definition::Definition;
 use tally_core::results::ElectionResult;
 use tally_proto::SignedSheet;
@@ -181,8 +180,57 @@ pub struct RecordLine {
     /// countersigned it; the link covers it (docs/evidence.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchLine>,
+    /// A committee act (an amendment): its canonical body and its officials' signatures;
+    /// `tally verify` checks the signatures and applies it in record order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<ActLine>,
     /// Hex: the chain's head after this record, as the county stored it.
     pub head: String,
+}
+
+/// A committee act in `chain.jsonl`: the body as the officials signed it (canonical JSON, as
+/// text) and each signature (hex).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActLine {
+    pub body: String,
+    pub signatures: Vec<tally_core::act::FileSignature>,
+}
+
+impl ActLine {
+    fn from_pb(act: &pb::CommitteeAct) -> std::result::Result<ActLine, String> {
+        Ok(ActLine {
+            body: String::from_utf8(act.body.clone())
+                .map_err(|_| "the act's body is not UTF-8 JSON".to_owned())?,
+            signatures: act
+                .signatures
+                .iter()
+                .map(|s| tally_core::act::FileSignature {
+                    official: s.official_id.clone(),
+                    signature: hex::encode(&s.signature),
+                })
+                .collect(),
+        })
+    }
+
+    /// The act as the county recorded it, or why it does not decode.
+    pub fn decode(&self) -> std::result::Result<tally_core::act::SignedAct, String> {
+        let signatures = self
+            .signatures
+            .iter()
+            .map(|s| {
+                Ok(pb::OfficialSignature {
+                    official_id: s.official.clone(),
+                    signature: hex::decode(&s.signature)
+                        .map_err(|_| format!("official {}'s signature is not hex", s.official))?,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()?;
+        tally_proto::county::act_from_pb(pb::CommitteeAct {
+            body: self.body.as_bytes().to_vec(),
+            signatures,
+        })
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// A countersigned batch in `chain.jsonl`: hex throughout.
@@ -382,6 +430,31 @@ pub fn write_bundle(
                 sheet: String::new(),
                 founding: Some(text),
                 batch: None,
+                act: None,
+                election_id: String::new(),
+                mode: String::new(),
+                head: hex::encode(&record.head),
+            };
+            chain.push_str(
+                &serde_json::to_string(&line)
+                    .map_err(Error::json("encoding a chain record".into()))?,
+            );
+            chain.push('\n');
+            continue;
+        }
+        if let Some(act) = &record.act {
+            let line = RecordLine {
+                position: position as u64,
+                log_index: record.log_index,
+                key_id: String::new(),
+                signature: String::new(),
+                sheet: String::new(),
+                founding: None,
+                batch: None,
+                act: Some(
+                    ActLine::from_pb(act)
+                        .map_err(|e| malformed(format!("chain record {position}: {e}")))?,
+                ),
                 election_id: String::new(),
                 mode: String::new(),
                 head: hex::encode(&record.head),
@@ -405,6 +478,7 @@ pub fn write_bundle(
             sheet: hex::encode(&signed.sheet),
             founding: None,
             batch: record.batch.as_ref().map(BatchLine::from_pb),
+            act: None,
             election_id: signed.election_id.clone(),
             mode: mode_text(signed.mode).to_owned(),
             head: hex::encode(&record.head),
@@ -544,6 +618,9 @@ pub struct VerifyReport {
     pub anchored: bool,
     /// What each anchor matched, one sentence each.
     pub anchors: Vec<String>,
+    /// The amendments replayed, in record order (each checked: k signatures of the
+    /// committee, and applied to the definition in force at its log index).
+    pub amendments: Vec<tally_core::definition::AmendmentNote>,
 }
 
 /// What the committee announced, to tie a bundle to the county's own record: the founding
@@ -639,10 +716,10 @@ pub fn verify_anchored(bundle: &Path, anchors: &Anchors) -> Result<VerifyReport>
     let (files_definition, _) = load_definition(&bundle.join(&manifest.definition))
         .map_err(|e| Error::BundleDefinition(Box::new(e)))?;
     let records = check_chain(bundle, &manifest, &mut findings)?;
-    let definition = founding_definition(&records, files_definition, &mut findings);
-    let definition_digest = tally_core::canonical::digest(&definition);
+    let founding = founding_definition(&records, files_definition, &mut findings);
+    let definition_digest = tally_core::canonical::digest(&founding);
+    let (recomputed, definition) = replay(founding, &records, &mut findings);
     check_countersignatures(&definition, &records, &mut findings);
-    let recomputed = check_sheets(&definition, &records, &mut findings);
     let result = check_results(bundle, &definition, &recomputed, &mut findings)?;
     let mut matched = Vec::new();
     if let Some(announced) = digest_anchor {
@@ -698,6 +775,7 @@ pub fn verify_anchored(bundle: &Path, anchors: &Anchors) -> Result<VerifyReport>
         ok: findings_total == 0,
         anchored: digest_anchor.is_some() || head_anchor.is_some(),
         anchors: matched,
+        amendments: definition.amended.amendments.clone(),
     })
 }
 
@@ -897,7 +975,13 @@ fn check_countersignatures(
                         ),
                     ));
                 }
-                if let Some(unit) = definition.unit_by_key(&signed.key_id)
+                // A key an amendment replaced was its unit's when the sheet was recorded.
+                let unit = definition.unit_by_key(&signed.key_id).or_else(|| {
+                    definition
+                        .retired_key(&signed.key_id)
+                        .and_then(|r| definition.unit(&r.unit))
+                });
+                if let Some(unit) = unit
                     && unit.township != batch.township
                 {
                     findings.push(at(
@@ -917,21 +1001,63 @@ fn check_countersignatures(
     }
 }
 
-/// Step 4: every signature and every sheet, through the same offline intake as `tally results`,
-/// in chain order: it rebuilds the county's ledger.
-fn check_sheets(
-    definition: &Definition,
+/// Step 4: the record replayed in chain order. Every sheet through the same offline intake as
+/// `tally results` (signature, unit, numbers) under the definition in force at its log
+/// index; every committee act checked (k valid signatures of the committee) and applied to
+/// that definition, as the county did. Returns the rebuilt ledger and the definition in
+/// force at the end.
+fn replay(
+    founding: Definition,
     records: &[ChainRecordRead],
     findings: &mut Findings,
-) -> intake::Intake {
+) -> (intake::Intake, Definition) {
     let positions: Vec<&RecordLine> = records
         .iter()
         .filter(|(_, s, _)| s.is_some())
         .map(|(l, _, _)| l)
         .collect();
-    let envelopes: Vec<SignedSheet> = records.iter().filter_map(|(_, s, _)| s.clone()).collect();
-    let labels: Vec<String> = envelopes.iter().map(sheet_label).collect();
-    let recomputed = intake(definition, &[(PathBuf::from("record"), envelopes)]);
+    let labels: Vec<String> = records
+        .iter()
+        .filter_map(|(_, s, _)| s.as_ref().map(sheet_label))
+        .collect();
+    let mut definition = founding;
+    let mut recomputed = intake::Intake::default();
+    let mut stretch: Vec<SignedSheet> = Vec::new();
+    let mut numbered = 0;
+    for (line, signed, _) in records {
+        if let Some(signed) = signed {
+            stretch.push(signed.clone());
+            continue;
+        }
+        let Some(act) = &line.act else { continue };
+        intake::intake_into(&mut recomputed, &definition, "record", numbered, &stretch);
+        numbered += stretch.len();
+        stretch.clear();
+        let applied = act.decode().and_then(|act| {
+            let (body, _) =
+                tally_core::act::check(&definition, &act).map_err(|e| e.to_string())?;
+            let tally_core::act::ActBody::Amendment(amendment) = body;
+            let ledger = &recomputed.ledger;
+            let polled = |contest: &tally_core::ids::ContestId| {
+                ledger.counted().any(|s| s.contest == *contest)
+                    || ledger.conflicts().iter().any(|c| c.sheet.contest == *contest)
+            };
+            tally_core::act::amend(&definition, &amendment, line.log_index, &polled)
+                .map_err(|e| e.to_string())
+        });
+        match applied {
+            Ok(amended) => definition = amended,
+            Err(e) => findings.push(Finding {
+                record: Some(line.position),
+                log_index: Some(line.log_index),
+                ..Finding::new(
+                    "act",
+                    format!("the record holds an act that does not apply, which the county never records: {e}"),
+                )
+            }),
+        }
+    }
+    intake::intake_into(&mut recomputed, &definition, "record", numbered, &stretch);
     for refusal in &recomputed.refused {
         // The county records a conflicting sheet (never counting it); the intake reports
         // it as a refusal, which here is expected.
@@ -966,7 +1092,7 @@ fn check_sheets(
             ),
         ));
     }
-    recomputed
+    (recomputed, definition)
 }
 
 /// Step 5: the results, recomputed from the definition and the rebuilt ledger, against the
@@ -1025,7 +1151,7 @@ pub fn read_chain(chain_text: &str, findings: &mut Findings) -> Result<ChainRead
         let head = hex::decode(&parsed.head)
             .ok()
             .and_then(|h| <[u8; 32]>::try_from(h).ok());
-        if parsed.founding.is_some() {
+        if parsed.founding.is_some() || parsed.act.is_some() {
             records.push((parsed, None, head));
             continue;
         }
@@ -1091,6 +1217,22 @@ pub fn read_chain(chain_text: &str, findings: &mut Findings) -> Result<ChainRead
                     short(head)
                 )));
             }
+        } else if let Some(act) = &line.act {
+            match act.decode() {
+                Ok(act) => {
+                    let link = chain_link(&previous_head, line.log_index, &act.link_digest());
+                    if link != *head {
+                        findings.push(at(format!(
+                            "the link does not check: SHA-256 over the previous head {}, log index {} and this act's digest is {}, but the stored head is {}; the act (its body or a signature) or the record before it was changed, dropped or added",
+                            short(&previous_head),
+                            line.log_index,
+                            short(&link),
+                            short(head)
+                        )));
+                    }
+                }
+                Err(e) => findings.push(at(format!("the act does not decode: {e}"))),
+            }
         } else if let Some(signed) = signed {
             let batch = match line.batch.as_ref().map(BatchLine::decode).transpose() {
                 Ok(batch) => batch,
@@ -1130,9 +1272,10 @@ pub fn record_link(
     line: &RecordLine,
     previous_head: &[u8; 32],
 ) -> std::result::Result<[u8; 32], String> {
-    let digest = match &line.founding {
-        Some(founding) => tally_core::canonical::digest_of(founding.as_bytes()).0,
-        None => {
+    let digest = match (&line.founding, &line.act) {
+        (Some(founding), _) => tally_core::canonical::digest_of(founding.as_bytes()).0,
+        (None, Some(act)) => act.decode()?.link_digest(),
+        (None, None) => {
             let signed = decode_envelope(line)?;
             let batch = line.batch.as_ref().map(BatchLine::decode).transpose()?;
             link_digest(&Act::Sheet(signed), batch.as_ref())

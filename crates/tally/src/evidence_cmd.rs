@@ -136,6 +136,15 @@ fn print_report(report: &VerifyReport, format: Format) -> Result<()> {
                 report.contests
             );
             say!("founding definition {}", report.definition_digest);
+            for a in &report.amendments {
+                say!(
+                    "amendment {} (log index {}): {}; {}",
+                    a.id,
+                    a.log_index,
+                    a.reason,
+                    a.changes.join("; ")
+                );
+            }
             if report.mode == "rehearsal" {
                 say!(
                     "【{}】 the evidence of a rehearsal, not of the election",
