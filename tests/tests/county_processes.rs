@@ -677,3 +677,247 @@ fn replica_with_another_definition_refuses_to_start() {
     );
     assert!(after.chain_length >= 1, "{after:?}");
 }
+
+/// `tally submit --format json` of one bundle (relative to the cluster's folder), with the
+/// amendment files given: the JSON report, whatever the exit.
+fn submit_bundle(cluster: &Cluster, bundle: &str, amendments: &[&str]) -> Value {
+    let mut args = vec![
+        "submit".to_owned(),
+        "--servers".into(),
+        cluster.servers(),
+        "--pki".into(),
+        "pki".into(),
+        "-d".into(),
+        "county/election.toml".into(),
+        "--keys".into(),
+        "county/township-keys.csv".into(),
+        "--format".into(),
+        "json".into(),
+    ];
+    for a in amendments {
+        args.extend(["--amendment".to_owned(), (*a).to_owned()]);
+    }
+    args.push(bundle.to_owned());
+    let (code, stdout, stderr) = output(cluster.path(), &args);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        cluster.fail(&format!(
+            "tally submit {bundle} (exit {code}) is not JSON ({e}): {stdout}{stderr}"
+        ))
+    })
+}
+
+/// The refusal codes of a submit report, in order.
+fn refusal_codes(report: &Value) -> Vec<String> {
+    report["refused"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no refused list in {report}"))
+        .iter()
+        .map(|r| r["code"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+// Goal: a polling unit's key is replaced on election night by a signed amendment, and the
+// county takes it from that log index on: an amendment with fewer than k signatures is
+// refused before it is sent; with k it is recorded; the old key is refused after it (E214)
+// while the sheet it signed before stands; the device's new key counts; the amendment
+// survives the leader's SIGKILL (the new leader applies it) and reaches the killed replica
+// again from a snapshot; every replica reports it, and the exported evidence replays it.
+// Method: the generated county (3 of 5 officials sign); submit one unit's first sheet
+// signed with its registered key; `tally keygen` a new key; `tally amend replace-key`, sign
+// as O1 and O2 and submit (refused: 2 of 3), sign as O3 and submit; SIGKILL the leader;
+// submit version 2 of the sheet signed with the old key (E214) and with the new key
+// (accepted, `--amendment` tells `tally submit` the new key's unit); submit every other sheet
+// so the two left compact their logs; restart the killed replica; check the converged
+// status lists the amendment on all three; export and verify the evidence.
+#[test]
+fn a_unit_key_replaced_by_amendment_counts_from_its_log_index() {
+    let mut cluster = Cluster::start();
+    cluster.wait_for("the founding", CLUSTER_READY_DEADLINE, || {
+        let status = cluster.status()?;
+        match status.replicas.iter().all(|r| {
+            r["definition_digest"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        }) && status.leader().is_some()
+        {
+            true => Ok(()),
+            false => Err(status.text),
+        }
+    });
+    let dir = cluster.path().to_path_buf();
+    let sheets = tally_files::read_bundles(&[dir.join("county/sheets.sheets")])
+        .unwrap()
+        .remove(0)
+        .1;
+    let first = tally_proto::decode_sheet(&sheets[0].sheet).unwrap();
+    let unit = first.unit.clone();
+    let (of_unit, others): (Vec<_>, Vec<_>) = sheets
+        .into_iter()
+        .partition(|s| tally_proto::decode_sheet(&s.sheet).unwrap().unit == unit);
+    let write = |name: &str, signed: &[tally_proto::SignedSheet]| {
+        std::fs::write(dir.join(name), tally_proto::write_bundle(signed)).unwrap();
+    };
+    write("before.sheets", &of_unit[..1]);
+    write("others.sheets", &others);
+    let report = submit_bundle(&cluster, "before.sheets", &[]);
+    assert_eq!(count(&report, "accepted"), 1, "{report}");
+
+    // The device's new key, and the committee's keys (SAMPLE ONLY in the generated county).
+    let (code, stdout, stderr) = output(&dir, &["keygen", "--out", "new.key"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let public_key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public key (put it in the unit's public_key field): "))
+        .unwrap_or_else(|| panic!("no public key in {stdout}"))
+        .to_owned();
+    let officials = std::fs::read_to_string(dir.join("county/official-keys.csv")).unwrap();
+    for line in officials.lines().filter(|l| l.starts_with('O')) {
+        let (id, secret) = line.split_once(',').unwrap();
+        std::fs::write(dir.join(format!("{id}.key")), format!("{secret}\n")).unwrap();
+    }
+    let amend = |args: &[&str]| output(&dir, &[&["amend"], args].concat());
+    let (code, stdout, stderr) = amend(&[
+        "replace-key",
+        "-d",
+        "county/election.toml",
+        "--id",
+        "A-1",
+        "--reason",
+        "设备损坏，更换密钥",
+        "--unit",
+        unit.as_str(),
+        "--public-key",
+        &public_key,
+        "--out",
+        "A-1.json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let sign = |official: &str| {
+        let key = format!("{official}.key");
+        let (code, stdout, stderr) = amend(&[
+            "sign",
+            "A-1.json",
+            "-d",
+            "county/election.toml",
+            "--official",
+            official,
+            "--key",
+            &key,
+        ]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+    };
+    let submit_amendment = || {
+        let servers = cluster.servers();
+        amend(&[
+            "submit",
+            "A-1.json",
+            "-d",
+            "county/election.toml",
+            "--servers",
+            &servers,
+            "--pki",
+            "pki",
+        ])
+    };
+    sign("O1");
+    sign("O2");
+    let (code, stdout, stderr) = submit_amendment();
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("2 valid signature(s) of the 3"), "{stderr}");
+    sign("O3");
+    let (code, stdout, stderr) = submit_amendment();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("amendment A-1 recorded at log index"),
+        "{stdout}"
+    );
+    // Sent again, it is a replay: refused, nothing changes.
+    let (code, _, stderr) = submit_amendment();
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already in force"), "{stderr}");
+
+    let leader = cluster.status().unwrap().leader().expect("a leader").id;
+    cluster.kill_replica(leader);
+
+    // Version 2 of the same sheet: signed with the old key it is refused from the amendment
+    // on; signed with the new key it counts.
+    let new_key = tally_files::read_secret_key(&dir.join("new.key")).unwrap();
+    let definition = tally_files::load_definition(&dir.join("county/election.toml")).unwrap();
+    let mut corrected = first.clone();
+    corrected.version = 2;
+    corrected.replaces_version = Some(1);
+    let unit_keys = std::fs::read_to_string(dir.join("county/unit-keys.csv")).unwrap();
+    let old_secret = unit_keys
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{unit},")))
+        .unwrap_or_else(|| panic!("unit-keys.csv has {unit}"));
+    let old_key = ed25519_dalek::SigningKey::from_bytes(
+        &hex::decode(old_secret.trim()).unwrap().try_into().unwrap(),
+    );
+    write(
+        "old-key.sheets",
+        &[tally_proto::sign(
+            &corrected,
+            &old_key,
+            &definition.election,
+        )],
+    );
+    write(
+        "new-key.sheets",
+        &[tally_proto::sign(
+            &corrected,
+            &new_key,
+            &definition.election,
+        )],
+    );
+    let report = submit_bundle(&cluster, "old-key.sheets", &[]);
+    assert_eq!(refusal_codes(&report), ["E214"], "{report}");
+    let report = submit_bundle(&cluster, "new-key.sheets", &["A-1.json"]);
+    assert_eq!(count(&report, "accepted"), 1, "{report}");
+
+    let report = submit_bundle(&cluster, "others.sheets", &[]);
+    assert!(refusal_codes(&report).is_empty(), "{report}");
+    cluster.start_replica(leader);
+    let converged = cluster.converged("the killed replica back", CONVERGE_DEADLINE);
+    let status = cluster.status().unwrap();
+    for replica in &status.replicas {
+        assert_eq!(
+            replica["amendments"],
+            serde_json::json!(["A-1"]),
+            "{}",
+            status.text
+        );
+    }
+    // The founding, the first sheet, the act, the corrected sheet and every other sheet.
+    assert_eq!(
+        converged.chain_length,
+        4 + others_len(&dir),
+        "{converged:?}"
+    );
+
+    let (code, stdout, stderr) = output(
+        &dir,
+        &[
+            "export",
+            "--servers",
+            &cluster.servers(),
+            "--pki",
+            "pki",
+            "-d",
+            "county/election.toml",
+            "--out",
+            "evidence",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = output(&dir, &["verify", "evidence"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("amendment A-1 (log index "), "{stdout}");
+}
+
+/// Sheets in others.sheets.
+fn others_len(dir: &Path) -> u64 {
+    tally_files::read_bundles(&[dir.join("others.sheets")]).unwrap()[0]
+        .1
+        .len() as u64
+}

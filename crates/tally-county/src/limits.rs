@@ -68,6 +68,9 @@ const INGEST_ROLES: &[Role] = &[Role::Township, Role::Replica];
 const RESULTS_ROLES: &[Role] = &[Role::Operator, Role::Township];
 const STATUS_ROLES: &[Role] = &[Role::Operator, Role::Township, Role::Replica];
 const EXPORT_ROLES: &[Role] = &[Role::Operator];
+/// An operator submits a committee act; a follower forwards it to the leader as a replica.
+const AMEND_ROLES: &[Role] = &[Role::Operator, Role::Replica];
+const ACTS_ROLES: &[Role] = &[Role::Operator, Role::Township, Role::Replica];
 const ADMIN_ROLES: &[Role] = &[Role::Operator, Role::Replica];
 const RAFT_ROLES: &[Role] = &[Role::Replica];
 
@@ -101,6 +104,11 @@ pub fn county(replica: ReplicaId) -> Arc<ServiceLimits> {
                 ..read("Status", STATUS_ROLES)
             },
             read("Export", EXPORT_ROLES),
+            MethodLimit {
+                in_flight_per_caller: ADMIN_IN_FLIGHT_PER_CALLER,
+                ..read("Amend", AMEND_ROLES)
+            },
+            read("Acts", ACTS_ROLES),
         ],
     ))
 }

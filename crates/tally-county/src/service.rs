@@ -575,7 +575,7 @@ impl pb::county_server::County for CountyService {
         request: Request<pb::AmendRequest>,
     ) -> Result<Response<pb::AmendResponse>, Status> {
         let caller = peer_identity(&request)?;
-        require(&caller, &[Role::Operator])?;
+        require(&caller, &[Role::Operator, Role::Replica])?;
         let shared = &self.shared;
         let request = match forward::to_leader(shared, request, |channel, forwarded| async move {
             CountyClient::new(channel).amend(forwarded).await

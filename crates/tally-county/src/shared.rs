@@ -224,6 +224,14 @@ pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
         // The services fill these in from the definition (Shared::status_response).
         election_id: String::new(),
         mode: String::new(),
+        amendments: s
+            .definition
+            .0
+            .amended
+            .amendments
+            .iter()
+            .map(|a| a.id.clone())
+            .collect(),
         sheets_counted: s.sheets_counted,
         conflicts: s.conflicts,
         // Known to the service, not the driver: `Shared::status_response` fills it in.

@@ -1034,13 +1034,15 @@ fn replay(
         numbered += stretch.len();
         stretch.clear();
         let applied = act.decode().and_then(|act| {
-            let (body, _) =
-                tally_core::act::check(&definition, &act).map_err(|e| e.to_string())?;
+            let (body, _) = tally_core::act::check(&definition, &act).map_err(|e| e.to_string())?;
             let tally_core::act::ActBody::Amendment(amendment) = body;
             let ledger = &recomputed.ledger;
             let polled = |contest: &tally_core::ids::ContestId| {
                 ledger.counted().any(|s| s.contest == *contest)
-                    || ledger.conflicts().iter().any(|c| c.sheet.contest == *contest)
+                    || ledger
+                        .conflicts()
+                        .iter()
+                        .any(|c| c.sheet.contest == *contest)
             };
             tally_core::act::amend(&definition, &amendment, line.log_index, &polled)
                 .map_err(|e| e.to_string())

@@ -413,7 +413,7 @@ pub(crate) async fn status(
                     "learners": s.learners, "chain_head": hex::encode(&s.chain_head),
                     "chain_length": s.chain_length, "sheets_counted": s.sheets_counted,
                     "conflicts": s.conflicts, "definition_digest": s.definition_digest,
-                    "election_id": s.election_id, "mode": s.mode,
+                    "election_id": s.election_id, "mode": s.mode, "amendments": s.amendments,
                     "lag": leader.and_then(|l| l.peers.iter().find(|p| p.replica_id == s.replica_id)).map(|p| p.lag),
                 }),
                 None => serde_json::json!({ "address": address, "reachable": false }),
@@ -500,6 +500,9 @@ pub(crate) async fn status(
                 "{}",
                 crate::client::founding_line(&s.election_id, &s.mode, &s.definition_digest)
             );
+            if !s.amendments.is_empty() {
+                say!("amended by {}", s.amendments.join(", "));
+            }
         }
         say_part!("{}", table.render());
         for p in &problems {
