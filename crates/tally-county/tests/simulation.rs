@@ -21,7 +21,11 @@
 //!    was answered DUPLICATE;
 //! 2. every replica recorded every sheet exactly once (so every acknowledged one);
 //! 3. all replicas hold identical state (fingerprint) and chain head at the same applied index,
-//!    which a linearizable Results call confirms.
+//!    which a linearizable Results call confirms;
+//! 4. a committee client proposes amendments of the definition among the sheets (County.Amend,
+//!    3 of 5 officials' signatures, sent again like a batch when the answer is lost): every
+//!    replica holds each exactly once, and its results equal an offline replay of its record
+//!    (the founding definition, then each sheet and each amendment in chain order).
 //!
 //! A failure names its seed and prints the fault schedule. `TALLY_SIM_SEED=N cargo test -p
 //! tally-county --test simulation -- --nocapture` runs that seed alone and prints what
@@ -132,6 +136,64 @@ struct Fixture {
     by_township: BTreeMap<String, Vec<SignedSheet>>,
     /// Each township's countersigning key: a batch carries the township's signature over it.
     township_keys: BTreeMap<String, ed25519_dalek::SigningKey>,
+    /// The amendments the committee client proposes, in order, each signed by 3 officials.
+    amendments: Vec<(String, tally_core::act::SignedAct)>,
+}
+
+/// The committee's amendments of the fixture's definition: two voter corrections and a mobile
+/// ballot box added on the day (a unit with a key of its own and no sheets).
+fn amendments(
+    generated: &tally_synth::Generated,
+    definition: &Definition,
+) -> Vec<(String, tally_core::act::SignedAct)> {
+    use tally_core::act::{ActBody, Amendment, Change, SignedAct, sign};
+    let township_contest = definition
+        .contests
+        .iter()
+        .find(|c| c.level == tally_core::congress::Level::Township)
+        .expect("a township contest");
+    let box_key = ed25519_dalek::SigningKey::from_bytes(&[0xB0; 32]);
+    let changes = [
+        Change::RegisteredVoters {
+            contest: definition.contests[0].id.clone(),
+            registered_voters: definition.contests[0].registered_voters + 7,
+        },
+        Change::AddUnit {
+            id: tally_core::ids::UnitId::new(format!("{}-M99", township_contest.township)),
+            name: "临时流动票箱".into(),
+            kind: tally_core::definition::UnitKind::MobileBox,
+            township: township_contest.township.clone(),
+            contests: vec![township_contest.id.clone()],
+            public_key: hex::encode(box_key.verifying_key().as_bytes()),
+        },
+        Change::RegisteredVoters {
+            contest: township_contest.id.clone(),
+            registered_voters: township_contest.registered_voters - 3,
+        },
+    ];
+    let officials = generated.official_keys();
+    changes
+        .into_iter()
+        .enumerate()
+        .map(|(i, change)| {
+            let id = format!("A-{}", i + 1);
+            let body = ActBody::Amendment(Amendment {
+                election: definition.election.id.clone(),
+                mode: definition.election.mode,
+                id: id.clone(),
+                reason: "选举委员会决定".into(),
+                changes: vec![change],
+            })
+            .encode();
+            let signatures = officials
+                .iter()
+                .skip(i % 2)
+                .take(3)
+                .map(|(official, _, key)| sign(&body, official, key))
+                .collect();
+            (id, SignedAct { body, signatures })
+        })
+        .collect()
 }
 
 fn fixture() -> &'static Fixture {
@@ -169,6 +231,7 @@ fn fixture() -> &'static Fixture {
             .map(|(id, key)| (id.as_str().to_owned(), key.clone()))
             .collect();
         Fixture {
+            amendments: amendments(&generated, &definition),
             definition,
             by_township,
             township_keys,
@@ -291,6 +354,8 @@ struct Journal {
     /// Broken promises seen by the clients.
     violations: Vec<String>,
     townships_done: usize,
+    /// The committee client has had every amendment recorded.
+    committee_done: bool,
     /// Set by the test when the fault phase is over and everything is healed.
     healed: bool,
     /// Each replica's state once the cluster settled, from the checker.
@@ -313,6 +378,11 @@ struct ReplicaView {
     fingerprint: [u8; 32],
     chain: ChainHead,
     digests: Vec<[u8; 32]>,
+    /// The amendments in force, by id.
+    amendments: Vec<String>,
+    /// The chain records and the results the replica computes from them.
+    records: Vec<tally_county::state::ChainRecord>,
+    result: tally_core::results::ElectionResult,
 }
 
 // ---------------------------------------------------------------- replica host
@@ -621,6 +691,123 @@ async fn submit(
     .into())
 }
 
+// ---------------------------------------------------------------- committee
+
+const COMMITTEE_HOST: &str = "committee";
+
+/// Proposes the fixture's amendments in order, among the townships' batches, as an operator:
+/// each sent (to a replica drawn at random) until it is answered recorded, or refused as
+/// already in force after an answer was lost.
+async fn run_committee(
+    seed: u64,
+    pki: PathBuf,
+    replicas: Vec<u64>,
+    journal: Shared<Journal>,
+) -> turmoil::Result {
+    let mut rng = Rng(seed ^ 0xC0_33_17_7E);
+    let dialer = SimDialer {
+        tls: TlsFiles::in_dir(&pki, &Identity::new(Role::Operator, OPERATOR)?),
+        call_timeout: Some(CLIENT_CALL_TIMEOUT),
+    };
+    for (id, act) in &fixture().amendments {
+        tokio::time::sleep(Duration::from_millis(range(&mut rng, 500, 6_000))).await;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if attempts > ATTEMPTS_MAX {
+                return Err(
+                    format!("amendment {id} was not recorded in {ATTEMPTS_MAX} attempts").into(),
+                );
+            }
+            let target = *pick(&mut rng, &replicas);
+            let mut client =
+                CountyClient::new(dialer.channel(&format!("{}:{PORT}", replica_host(target)))?);
+            let request = pb::AmendRequest {
+                definition_digest: String::new(),
+                body: act.body.clone(),
+                signatures: tally_proto::county::act_to_pb(act).signatures,
+            };
+            match client.amend(request).await {
+                Ok(answer) => {
+                    let answer = answer.into_inner();
+                    if answer.amendment_id != *id {
+                        journal.lock().unwrap().violations.push(format!(
+                            "amendment {id} was answered as {}",
+                            answer.amendment_id
+                        ));
+                    }
+                    break;
+                }
+                // An earlier attempt was recorded and its answer lost.
+                Err(status)
+                    if attempts > 1
+                        && status.code() == tonic::Code::InvalidArgument
+                        && status.message().contains("already in force") =>
+                {
+                    break;
+                }
+                Err(status) if retryable(status.code()) => {
+                    let pause = range(&mut rng, RETRY_PAUSE_MS_MIN, RETRY_PAUSE_MS_MAX);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(status) => {
+                    journal.lock().unwrap().violations.push(format!(
+                        "amendment {id} (attempt {attempts}) was answered {:?}: {}",
+                        status.code(),
+                        status.message()
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    journal.lock().unwrap().committee_done = true;
+    Ok(())
+}
+
+/// The results of a record replayed offline, apart from the state machine: the founding
+/// definition, then each sheet (verified against the definition in force) into a ledger and
+/// each amendment (its signatures checked) applied, in chain order.
+fn replay_offline(
+    records: &[tally_county::state::ChainRecord],
+) -> Result<tally_core::results::ElectionResult, String> {
+    use tally_county::state::Act;
+    let mut definition: Option<Definition> = None;
+    let mut ledger = tally_core::ledger::Ledger::new();
+    for record in records {
+        match &record.act {
+            Act::Founding {
+                definition: encoding,
+            } => {
+                definition = Some(
+                    tally_core::canonical::decode("the founding", encoding)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            Act::Sheet(signed) => {
+                let d = definition.as_ref().ok_or("a sheet before the founding")?;
+                let verified = tally_proto::verify(d, signed).map_err(|e| e.to_string())?;
+                ledger.submit(verified.sheet, verified.digest);
+            }
+            Act::Committee(act) => {
+                let d = definition.as_ref().ok_or("an act before the founding")?;
+                let (body, _) = tally_core::act::check(d, act).map_err(|e| e.to_string())?;
+                let tally_core::act::ActBody::Amendment(amendment) = body;
+                let polled = |c: &tally_core::ids::ContestId| {
+                    ledger.counted().any(|s| s.contest == *c)
+                        || ledger.conflicts().iter().any(|x| x.sheet.contest == *c)
+                };
+                definition = Some(
+                    tally_core::act::amend(d, &amendment, record.log_index, &polled)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+        }
+    }
+    let definition = definition.ok_or("no founding")?;
+    Ok(tally_core::results::compute(&definition, &ledger))
+}
+
 // ---------------------------------------------------------------- checker
 
 struct Checker {
@@ -638,7 +825,10 @@ async fn run_checker(checker: Checker) -> turmoil::Result {
     loop {
         {
             let journal = checker.journal.lock().unwrap();
-            if journal.healed && journal.townships_done == checker.townships {
+            if journal.healed
+                && journal.townships_done == checker.townships
+                && journal.committee_done
+            {
                 break;
             }
         }
@@ -679,6 +869,15 @@ async fn run_checker(checker: Checker) -> turmoil::Result {
                         fingerprint: state.fingerprint(),
                         chain: state.chain_head(),
                         digests: state.recorded_digests(),
+                        amendments: state
+                            .definition()
+                            .amended
+                            .amendments
+                            .iter()
+                            .map(|a| a.id.clone())
+                            .collect(),
+                        records: state.records().to_vec(),
+                        result: state.results().0,
                     }
                 }),
             )
@@ -819,7 +1018,7 @@ impl Faults {
             .iter()
             .map(|&id| replica_host(id))
             .chain(self.clients.iter().cloned())
-            .chain([CHECKER_HOST.to_owned()])
+            .chain([CHECKER_HOST.to_owned(), COMMITTEE_HOST.to_owned()])
             .collect()
     }
 
@@ -1313,6 +1512,10 @@ fn simulate(
         );
     }
     sim.client(
+        COMMITTEE_HOST,
+        run_committee(seed, pki.clone(), replicas.clone(), journal.clone()),
+    );
+    sim.client(
         CHECKER_HOST,
         run_checker(Checker {
             townships: townships.len(),
@@ -1430,6 +1633,27 @@ fn simulate(
                 view.applied_index,
                 hex::encode(view.fingerprint),
                 view.chain
+            ));
+        }
+    }
+    let amendment_ids: Vec<String> = fixture
+        .amendments
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    for view in views {
+        if view.amendments != amendment_ids {
+            return Err(format!(
+                "replica {} holds amendments {:?}; {:?} were proposed",
+                view.id, view.amendments, amendment_ids
+            ));
+        }
+        let offline = replay_offline(&view.records)
+            .map_err(|e| format!("replica {}'s record does not replay: {e}", view.id))?;
+        if offline != view.result {
+            return Err(format!(
+                "replica {}'s results are not those of an offline replay of its record",
+                view.id
             ));
         }
     }
