@@ -385,3 +385,234 @@ fn export_verify_and_tampering() {
         "{found:#}"
     );
 }
+
+/// Relinks every line of a `chain.jsonl` with the verifier's own link function (as a forger
+/// would), renumbers the positions, and writes it into `bundle` with the manifest's hash,
+/// length and head made to match.
+fn relink(bundle: &Path, lines: &mut [tally_evidence::RecordLine]) {
+    let mut head = tally_proto::county::CHAIN_HEAD_EMPTY;
+    for (position, line) in lines.iter_mut().enumerate() {
+        line.position = position as u64;
+        head = tally_evidence::record_link(line, &head).unwrap();
+        line.head = hex::encode(head);
+    }
+    let text: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::to_string(l).unwrap())
+        .collect();
+    rewrite(bundle, "chain.jsonl", &(text.join("\n") + "\n"), true);
+    let path = bundle.join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest["chain_head"] = Value::String(hex::encode(head));
+    manifest["chain_length"] = Value::from(lines.len() as u64);
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+}
+
+fn read_lines(bundle: &Path) -> Vec<tally_evidence::RecordLine> {
+    std::fs::read_to_string(bundle.join("chain.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+// Goal: the evidence holds the committee's amendments with their signatures and `tally
+// verify` replays them; a changed amendment, a removed one, and a bundle made consistently
+// from another definition are each caught, the last only against the announced anchors
+// (unanchored it verifies, and says it is unanchored).
+// Method: a cluster takes the county's sheets and one amendment (a contest's registered
+// voters corrected, signed by 3 of the 5 officials with `tally amend`); export and verify;
+// then three forged copies, each relinked and its manifest fixed: the amendment's reason
+// changed; the amendment's record removed; the founding definition replaced by one with a
+// unit renamed (the definition files too, every link and hash made to match).
+#[test]
+fn amendments_in_the_evidence_and_a_bundle_forged_from_another_definition() {
+    let root = tally_tests::tempdir();
+    let work = root.path();
+    let mut county = tally_tests::lay_out_county(&work.join("net"), &params(), Default::default());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(county.start_county())
+        .expect("the cluster elects a leader");
+    let servers = tally_tests::servers(&county);
+    let pki = county.layout.pki.to_str().unwrap().to_owned();
+    let folder = county.layout.county.clone();
+    let definition = folder.join("election.toml");
+    let definition = definition.to_str().unwrap();
+    let (code, out, err) = tally_tests::submit(&county, work, &folder.join("sheets.sheets"));
+    assert!(code == 0 || code == 3, "submit: {code}\n{out}\n{err}");
+
+    let loaded = tally_files::load_definition(&folder.join("election.toml")).unwrap();
+    let contest = &loaded.contests[0];
+    let voters = (contest.registered_voters + 11).to_string();
+    let (code, out, err) = output(
+        work,
+        &[
+            "amend",
+            "registered-voters",
+            "-d",
+            definition,
+            "--id",
+            "A-7",
+            "--reason",
+            "选民名单更正",
+            "--contest",
+            contest.id.as_str(),
+            "--voters",
+            &voters,
+            "--out",
+            "A-7.json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let officials = std::fs::read_to_string(folder.join("official-keys.csv")).unwrap();
+    for line in officials.lines().filter(|l| l.starts_with('O')).skip(2) {
+        let (id, secret) = line.split_once(',').unwrap();
+        let key = work.join(format!("{id}.key"));
+        std::fs::write(&key, format!("{secret}\n")).unwrap();
+        let (code, out, err) = output(
+            work,
+            &[
+                "amend",
+                "sign",
+                "A-7.json",
+                "-d",
+                definition,
+                "--official",
+                id,
+                "--key",
+                key.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, out, err) = output(
+        work,
+        &[
+            "amend",
+            "submit",
+            "A-7.json",
+            "-d",
+            definition,
+            "--servers",
+            &servers,
+            "--pki",
+            &pki,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+
+    let bundle = work.join("bundle");
+    let (code, out, err) = output(
+        work,
+        &[
+            "export",
+            "--servers",
+            &servers,
+            "--pki",
+            &pki,
+            "-d",
+            definition,
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "export: {out}\n{err}");
+    let claimed = runtime
+        .block_on(county.county_results())
+        .expect("the cluster serves its results");
+    county.fleet.stop_all();
+    let (code, report) = verify(work, &bundle);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["amendments"][0]["id"], "A-7", "{report:#}");
+    let digest = report["definition_digest"].as_str().unwrap().to_owned();
+    let head = hex::encode(&claimed.chain_head);
+    let lines = read_lines(&bundle);
+    let act = lines
+        .iter()
+        .position(|l| l.act.is_some())
+        .expect("the amendment is in the chain");
+
+    // 1. The amendment's reason changed after the officials signed: every link checks (the
+    // forger relinked), but no official's signature does.
+    let changed = work.join("changed-amendment");
+    copy_dir(&bundle, &changed);
+    let mut forged = lines.clone();
+    let body = &mut forged[act].act.as_mut().unwrap().body;
+    *body = body.replace("选民名单更正", "选民名单更正（补）");
+    relink(&changed, &mut forged);
+    let (code, report) = verify(work, &changed);
+    assert_eq!(code, 3, "{report:#}");
+    let found = findings(&report);
+    assert!(!found.iter().any(|f| f["kind"] == "chain"), "{report:#}");
+    assert!(
+        found.iter().any(|f| f["kind"] == "act"
+            && f["record"].as_u64() == Some(act as u64)
+            && f["message"].as_str().unwrap().contains("does not verify")),
+        "{report:#}"
+    );
+
+    // 2. The amendment removed: the links check, the claimed results do not (they reflect
+    // the amendment).
+    let removed = work.join("removed-amendment");
+    copy_dir(&bundle, &removed);
+    let mut forged = lines.clone();
+    forged.remove(act);
+    relink(&removed, &mut forged);
+    let (code, report) = verify(work, &removed);
+    assert_eq!(code, 3, "{report:#}");
+    let found = findings(&report);
+    assert!(!found.iter().any(|f| f["kind"] == "chain"), "{report:#}");
+    assert!(found.iter().any(|f| f["kind"] == "result"), "{report:#}");
+
+    // 3. Made consistently from another definition (a unit renamed, which no result shows):
+    // the founding record, the definition files, every link and every hash agree, so by
+    // itself it verifies; against the announced digest and head it does not.
+    let other = work.join("other-definition");
+    copy_dir(&bundle, &other);
+    let units = std::fs::read_to_string(other.join("definition/units.csv")).unwrap();
+    let mut rows: Vec<String> = units.lines().map(str::to_owned).collect();
+    let mut cells: Vec<String> = rows[1].split(',').map(str::to_owned).collect();
+    cells[1] = format!("{}（改）", cells[1]);
+    rows[1] = cells.join(",");
+    rewrite(
+        &other,
+        "definition/units.csv",
+        &(rows.join("\n") + "\n"),
+        true,
+    );
+    let forged_definition = tally_files::load_definition(&other.join("definition/election.toml"))
+        .expect("the forged definition loads");
+    let mut forged = lines.clone();
+    forged[0].founding =
+        Some(String::from_utf8(tally_core::canonical::encode(&forged_definition)).unwrap());
+    relink(&other, &mut forged);
+    let (code, report) = verify(work, &other);
+    assert_eq!(
+        code, 0,
+        "made consistently, it verifies by itself: {report:#}"
+    );
+    assert_eq!(report["anchored"], false);
+    assert_ne!(report["definition_digest"].as_str(), Some(digest.as_str()));
+    let (code, anchored, _) = output(
+        work,
+        &[
+            "verify",
+            other.to_str().unwrap(),
+            "--definition-digest",
+            &digest,
+            "--head",
+            &head,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, 3, "{anchored}");
+    let anchored: Value = serde_json::from_str(&anchored).unwrap();
+    let kinds: Vec<String> = findings(&anchored)
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["anchor", "anchor"], "{anchored:#}");
+}
