@@ -38,6 +38,7 @@ pub const SIGNATURES_MAX: usize = 64;
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ActBody {
     Amendment(Amendment),
+    ZeroReport(ZeroReport),
 }
 
 impl ActBody {
@@ -61,13 +62,15 @@ impl ActBody {
     pub fn election(&self) -> (&str, Mode) {
         match self {
             ActBody::Amendment(a) => (&a.election, a.mode),
+            ActBody::ZeroReport(z) => (&z.election, z.mode),
         }
     }
 
-    /// `amendment A-003`.
+    /// `amendment A-003`, `the zero report`.
     pub fn label(&self) -> String {
         match self {
             ActBody::Amendment(a) => format!("amendment {}", a.id),
+            ActBody::ZeroReport(_) => "the zero report".to_owned(),
         }
     }
 }
@@ -84,6 +87,147 @@ pub struct Amendment {
     /// Why, in the committee's words; results and reports print it.
     pub reason: String,
     pub changes: Vec<Change>,
+}
+
+/// The zero report (TSE's zerésima): before the first sheet of an official election, the
+/// committee signs that every contest of the definition in force stands at zero. The record
+/// takes it only when it is exactly [`zero_report`] of the definition in force and no sheet
+/// is recorded yet; an official election counts no sheet before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroReport {
+    pub election: String,
+    pub mode: Mode,
+    /// The digest of the definition in force (tally_core::canonical), hex.
+    pub definition_digest: String,
+    /// Every contest, in definition order.
+    pub contests: Vec<ZeroContest>,
+}
+
+/// One contest at zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroContest {
+    pub contest: ContestId,
+    pub name: String,
+    pub seats: u32,
+    pub registered_voters: u64,
+    pub units_expected: u64,
+    pub units_reported: u64,
+    pub ballots_collected: u64,
+    pub candidates: Vec<ZeroCandidate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroCandidate {
+    pub candidate: CandidateId,
+    pub name: String,
+    pub votes: u64,
+}
+
+/// The zero report of a definition: every contest with no unit reported, no ballot and no
+/// vote.
+pub fn zero_report(definition: &Definition) -> ZeroReport {
+    ZeroReport {
+        election: definition.election.id.clone(),
+        mode: definition.election.mode,
+        definition_digest: crate::canonical::digest(definition).to_string(),
+        contests: definition
+            .contests
+            .iter()
+            .map(|c| ZeroContest {
+                contest: c.id.clone(),
+                name: c.name.clone(),
+                seats: c.seats,
+                registered_voters: c.registered_voters,
+                units_expected: definition.units_serving_count(&c.id) as u64,
+                units_reported: 0,
+                ballots_collected: 0,
+                candidates: c
+                    .candidates
+                    .iter()
+                    .map(|x| ZeroCandidate {
+                        candidate: x.id.clone(),
+                        name: x.name.clone(),
+                        votes: 0,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Whether the record takes a zero report now: it is [`zero_report`] of the definition in
+/// force, no sheet is recorded yet (`sheets_recorded`), and none was taken before (`earlier`,
+/// its log index).
+pub fn check_zero_report(
+    definition: &Definition,
+    report: &ZeroReport,
+    sheets_recorded: bool,
+    earlier: Option<u64>,
+) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    let mut problem = |field: &str, message: String| {
+        problems.push(DefinitionProblem {
+            file: "the zero report".into(),
+            location: String::new(),
+            field: field.to_owned(),
+            message,
+        })
+    };
+    if let Some(index) = earlier {
+        problem(
+            "",
+            format!("a zero report is already recorded (log index {index}); there is one"),
+        );
+    }
+    if sheets_recorded {
+        problem(
+            "",
+            "sheets are already recorded; the zero report comes before the first sheet".into(),
+        );
+    }
+    let expected = zero_report(definition);
+    if report.definition_digest != expected.definition_digest {
+        problem(
+            "definition_digest",
+            format!(
+                "is {}, but the definition in force has digest {}; prepare the report again from the county's definition and its amendments",
+                report.definition_digest, expected.definition_digest
+            ),
+        );
+    } else if report.contests != expected.contests {
+        let first = report
+            .contests
+            .iter()
+            .zip(&expected.contests)
+            .find(|(a, b)| a != b)
+            .map_or_else(
+                || {
+                    format!(
+                        "{} contests where the definition has {}",
+                        report.contests.len(),
+                        expected.contests.len()
+                    )
+                },
+                |(a, _)| {
+                    format!(
+                        "contest {} is not as the definition in force has it, at zero",
+                        a.contest
+                    )
+                },
+            );
+        problem(
+            "contests",
+            format!("{first}; prepare it with `tally zero-report prepare`"),
+        );
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Definition(problems))
+    }
 }
 
 /// One change an amendment makes.
@@ -616,6 +760,30 @@ pub fn describe(body: &ActBody) -> Vec<String> {
                         format!("  withdraw candidate {candidate} from contest {contest}")
                     }
                 });
+            }
+            lines
+        }
+        ActBody::ZeroReport(z) => {
+            let mut lines = vec![format!(
+                "the zero report of election {} ({}), definition {}: every contest at zero before the first sheet",
+                z.election, z.mode, z.definition_digest
+            )];
+            for c in &z.contests {
+                lines.push(format!(
+                    "  {} {}: {} seat(s), {} registered voters, {} of {} units reported, {} ballots, {}",
+                    c.contest,
+                    c.name,
+                    c.seats,
+                    c.registered_voters,
+                    c.units_reported,
+                    c.units_expected,
+                    c.ballots_collected,
+                    c.candidates
+                        .iter()
+                        .map(|x| format!("{} {}", x.name, x.votes))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
             lines
         }

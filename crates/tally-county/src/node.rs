@@ -90,6 +90,8 @@ pub struct NodeStatus {
     /// The definition in force: the founding one and the amendments applied so far (before
     /// the founding, the replica's own). The services check sheets against it.
     pub definition: InForce,
+    /// The log index of the zero report, once recorded.
+    pub zero_report: Option<LogIndex>,
     pub sheets_counted: u64,
     pub conflicts: u64,
     /// Shared with the driver: published every cycle without copying the map.
@@ -725,6 +727,7 @@ impl Driver {
             chain: state.chain_head(),
             founding: state.founding(),
             definition: InForce(state.definition()),
+            zero_report: state.zero_report(),
             sheets_counted: state.ledger().len() as u64,
             conflicts: state.conflicts().len() as u64,
             addresses: self.peers.addresses.clone(),

@@ -12,7 +12,7 @@ use crate::command::{Command, INGEST_SHEETS_MAX};
 use crate::error::WriteError;
 use crate::error::unavailable;
 use crate::forward::{self, Routed, WRITE_DEADLINE};
-use crate::ids::ReplicaId;
+use crate::ids::{LogIndex, ReplicaId};
 use crate::node::NodeStatus;
 use crate::reads::ResultsAt;
 use crate::shared::Shared;
@@ -276,6 +276,7 @@ impl pb::county_server::County for CountyService {
             )));
         }
         check_definition(shared, &township, &request.get_ref().definition_digest)?;
+        check_zero_report(shared)?;
         let n = request.get_ref().sheets.len();
         if n == 0 || n > INGEST_SHEETS_MAX {
             return Err(Status::invalid_argument(format!(
@@ -595,12 +596,20 @@ impl pb::county_server::County for CountyService {
         // answered with every problem and never reaches the log. Whether a contest has been
         // polled is the record's to decide when it applies.
         let definition = shared.in_force();
+        let status = shared.status();
+        let (recorded, zero_report) = (
+            status.sheets_counted > 0 || status.conflicts > 0,
+            status.zero_report.map(LogIndex::get),
+        );
         let checked = act.clone();
         let body = tokio::task::spawn_blocking(move || {
             let (body, _) = tally_core::act::check(&definition, &checked)?;
             match &body {
                 tally_core::act::ActBody::Amendment(amendment) => {
                     tally_core::act::amend(&definition, amendment, 0, &|_| false)?;
+                }
+                tally_core::act::ActBody::ZeroReport(report) => {
+                    tally_core::act::check_zero_report(&definition, report, recorded, zero_report)?;
                 }
             }
             Ok::<_, tally_core::Error>(body)
@@ -612,7 +621,11 @@ impl pb::county_server::County for CountyService {
             ))
         })?
         .map_err(|e| Status::invalid_argument(format!("{e}\nnothing was recorded")))?;
-        let tally_core::act::ActBody::Amendment(amendment) = body;
+        let label = body.label();
+        let id = match &body {
+            tally_core::act::ActBody::Amendment(amendment) => amendment.id.clone(),
+            tally_core::act::ActBody::ZeroReport(_) => "zero-report".to_owned(),
+        };
         let applied = within(
             WRITE_DEADLINE,
             "recording the act",
@@ -626,18 +639,18 @@ impl pb::county_server::County for CountyService {
                     .amended
                     .amendments
                     .iter()
-                    .find(|a| a.id == amendment.id)
+                    .find(|a| a.id == id)
                     .map(|a| a.changes.clone())
                     .unwrap_or_default();
                 tracing::info!(
-                    amendment = %amendment.id,
+                    act = %label,
                     log_index = applied.chain.log_index.get(),
                     "recorded a committee act"
                 );
                 Ok(Response::new(pb::AmendResponse {
                     log_index: applied.chain.log_index.get(),
                     chain_head: applied.chain.head.to_vec(),
-                    amendment_id: amendment.id,
+                    amendment_id: id,
                     changes,
                 }))
             }
@@ -1103,4 +1116,20 @@ fn check_act_definition(shared: &Shared, digest: &str) -> Result<(), Status> {
         }
         _ => Ok(()),
     }
+}
+
+/// An official election takes no sheet before its zero report is recorded.
+fn check_zero_report(shared: &Shared) -> Result<(), Status> {
+    let status = shared.status();
+    if status.founding.is_some()
+        && status.zero_report.is_none()
+        && status.definition.0.election.mode == tally_core::definition::Mode::Official
+    {
+        // UNAVAILABLE: a township keeps the batch and sends it again, as it does while the
+        // cluster is being founded.
+        return Err(Status::unavailable(
+            "the official count starts from the zero report, which is not recorded yet: the committee prepares it with `tally zero-report prepare`, k officials sign it and an operator submits it; nothing of this batch was recorded: send it again then",
+        ));
+    }
+    Ok(())
 }

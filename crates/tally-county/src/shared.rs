@@ -232,6 +232,7 @@ pub fn status_response(s: &NodeStatus) -> pb::StatusResponse {
             .iter()
             .map(|a| a.id.clone())
             .collect(),
+        zero_report_log_index: s.zero_report.map_or(0, LogIndex::get),
         sheets_counted: s.sheets_counted,
         conflicts: s.conflicts,
         // Known to the service, not the driver: `Shared::status_response` fills it in.

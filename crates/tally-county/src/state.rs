@@ -28,7 +28,7 @@ use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use tally_core::act::{ActBody, SignedAct};
 use tally_core::canonical::{DefinitionDigest, digest_of};
-use tally_core::definition::Definition;
+use tally_core::definition::{Definition, Mode};
 use tally_core::ledger::{ConflictRecord, Digest, Ledger, Submission};
 use tally_core::results::{ElectionResult, compute};
 use tally_core::validate::{self, Code};
@@ -44,6 +44,10 @@ pub use tally_proto::county::{
 /// The refusal code of a sheet applied before the cluster was founded (the services refuse
 /// ingests until then, so only a log from before the founding act existed holds one).
 pub const NOT_FOUNDED: &str = "not-founded";
+
+/// The refusal code of a sheet of an official election applied before its zero report (the
+/// services refuse ingests until then, so only a race with the report's own entry gives one).
+pub const NO_ZERO_REPORT: &str = "no-zero-report";
 
 /// The domain separation prefix of [`CountyState::fingerprint`].
 const FINGERPRINT_DOMAIN: &[u8; 22] = b"tally.v1.county-state\0";
@@ -201,6 +205,9 @@ pub struct CountyState {
     definition: Arc<Definition>,
     /// The founding definition's digest, once founded.
     founding: Option<DefinitionDigest>,
+    /// The log index of the zero report, once recorded: an official election counts no
+    /// sheet before it (docs/design/record.md).
+    zero_report: Option<u64>,
     ledger: Ledger,
     /// The evidence in chain order, each with the head after it; the last one's is the head.
     records: Records,
@@ -212,6 +219,7 @@ impl CountyState {
         CountyState {
             definition,
             founding: None,
+            zero_report: None,
             ledger: Ledger::new(),
             records: Records::default(),
             applied_index: 0,
@@ -240,6 +248,19 @@ impl CountyState {
             Command::Act(act) => {
                 act_outcome = Some(self.act(index, act));
                 Vec::new()
+            }
+            Command::Ingest { sheets, .. }
+                if self.definition.election.mode == Mode::Official
+                    && self.founding.is_some()
+                    && self.zero_report.is_none() =>
+            {
+                sheets
+                    .iter()
+                    .map(|_| SheetOutcome::Refused {
+                        code: NO_ZERO_REPORT,
+                        message: "the official count starts from the zero report, which is not recorded yet: the committee signs it (`tally zero-report`), then send the sheets again".into(),
+                    })
+                    .collect()
             }
             Command::Ingest { sheets, .. } if self.founding.is_none() => sheets
                 .iter()
@@ -298,6 +319,17 @@ impl CountyState {
         let (body, _signers) =
             tally_core::act::check(&self.definition, act).map_err(|e| e.to_string())?;
         match body {
+            ActBody::ZeroReport(report) => {
+                let recorded = !self.ledger.is_empty() || !self.ledger.conflicts().is_empty();
+                tally_core::act::check_zero_report(
+                    &self.definition,
+                    &report,
+                    recorded,
+                    self.zero_report,
+                )
+                .map_err(|e| e.to_string())?;
+                self.zero_report = Some(index);
+            }
             ActBody::Amendment(amendment) => {
                 let ledger = &self.ledger;
                 let polled = |contest: &tally_core::ids::ContestId| {
@@ -379,6 +411,11 @@ impl CountyState {
     /// The founding definition's digest, once the founding is applied.
     pub fn founding(&self) -> Option<DefinitionDigest> {
         self.founding
+    }
+
+    /// The log index of the zero report, once recorded.
+    pub fn zero_report(&self) -> Option<LogIndex> {
+        self.zero_report.map(LogIndex::new)
     }
 
     /// Checks and records one sheet; extends the chain if the ledger recorded it.
@@ -465,13 +502,20 @@ impl CountyState {
             });
         }
         let outcome = match &record.act {
-            Act::Sheet(signed) if self.founding.is_some() => {
+            Act::Sheet(signed)
+                if self.founding.is_some()
+                    && (self.definition.election.mode != Mode::Official
+                        || self.zero_report.is_some()) =>
+            {
                 format!(
                     "{:?}",
                     self.record(record.log_index, signed, &mut record.batch.clone())
                 )
             }
-            Act::Sheet(_) => "a sheet before the founding".to_owned(),
+            Act::Sheet(_) => {
+                "a sheet before the founding, or of an official election before its zero report"
+                    .to_owned()
+            }
             Act::Committee(act) => match self.act(record.log_index, act) {
                 Ok(()) => "applied".to_owned(),
                 Err(e) => format!("refused: {e}"),

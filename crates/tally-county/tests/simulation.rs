@@ -792,7 +792,9 @@ fn replay_offline(
             Act::Committee(act) => {
                 let d = definition.as_ref().ok_or("an act before the founding")?;
                 let (body, _) = tally_core::act::check(d, act).map_err(|e| e.to_string())?;
-                let tally_core::act::ActBody::Amendment(amendment) = body;
+                let tally_core::act::ActBody::Amendment(amendment) = body else {
+                    continue;
+                };
                 let polled = |c: &tally_core::ids::ContestId| {
                     ledger.counted().any(|s| s.contest == *c)
                         || ledger.conflicts().iter().any(|x| x.sheet.contest == *c)

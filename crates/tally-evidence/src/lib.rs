@@ -1024,8 +1024,22 @@ fn replay(
     let mut recomputed = intake::Intake::default();
     let mut stretch: Vec<SignedSheet> = Vec::new();
     let mut numbered = 0;
+    let mut zero_report: Option<u64> = None;
     for (line, signed, _) in records {
         if let Some(signed) = signed {
+            if definition.election.mode == tally_core::definition::Mode::Official
+                && zero_report.is_none()
+            {
+                findings.push(Finding {
+                    record: Some(line.position),
+                    log_index: Some(line.log_index),
+                    sheet: sheet_label(signed),
+                    ..Finding::new(
+                        "record",
+                        "a sheet of the official election recorded before its zero report, which the county never does".to_owned(),
+                    )
+                });
+            }
             stretch.push(signed.clone());
             continue;
         }
@@ -1035,8 +1049,17 @@ fn replay(
         stretch.clear();
         let applied = act.decode().and_then(|act| {
             let (body, _) = tally_core::act::check(&definition, &act).map_err(|e| e.to_string())?;
-            let tally_core::act::ActBody::Amendment(amendment) = body;
             let ledger = &recomputed.ledger;
+            let amendment = match body {
+                tally_core::act::ActBody::Amendment(amendment) => amendment,
+                tally_core::act::ActBody::ZeroReport(report) => {
+                    let recorded = !ledger.is_empty() || !ledger.conflicts().is_empty();
+                    tally_core::act::check_zero_report(&definition, &report, recorded, zero_report)
+                        .map_err(|e| e.to_string())?;
+                    zero_report = Some(line.log_index);
+                    return Ok(definition.clone());
+                }
+            };
             let polled = |contest: &tally_core::ids::ContestId| {
                 ledger.counted().any(|s| s.contest == *contest)
                     || ledger

@@ -84,7 +84,12 @@ pub fn apply_amendments(mut definition: Definition, amendments: &[PathBuf]) -> R
             .map_err(problem)?;
         let (body, _) =
             tally_core::act::check(&definition, &act).map_err(|e| problem(e.to_string()))?;
-        let tally_core::act::ActBody::Amendment(amendment) = body;
+        let tally_core::act::ActBody::Amendment(amendment) = body else {
+            return Err(problem(format!(
+                "is {}, not an amendment of the definition",
+                body.label()
+            )));
+        };
         definition = tally_core::act::amend(&definition, &amendment, 0, &|_| false)
             .map_err(|e| problem(e.to_string()))?;
     }

@@ -81,14 +81,16 @@ fn apply(township: &Township, act: pb::CommitteeAct, log_index: u64) {
             // Whether polling had begun was the county's to decide when it recorded it.
             ActBody::Amendment(amendment) => {
                 tally_core::act::amend(&definition, &amendment, log_index, &|_| false)
-                    .map(|d| (amendment.id, d))
+                    .map(|d| (amendment.id, Arc::new(d)))
                     .map_err(|e| e.to_string())
             }
+            // The zero report changes no definition; the county takes sheets after it.
+            ActBody::ZeroReport(_) => Ok(("the zero report".to_owned(), definition.clone())),
         });
     match applied {
         Ok((id, amended)) => {
-            tracing::info!(township = %township.township, amendment = %id, log_index, "applied the county's amendment");
-            township.amend(Arc::new(amended));
+            tracing::info!(township = %township.township, act = %id, log_index, "applied the county's act");
+            township.amend(amended);
         }
         Err(error) => {
             tracing::error!(township = %township.township, log_index, %error, "cannot apply the county's act; its definition may not be this township's (E213)");

@@ -70,16 +70,23 @@ pub enum AmendCommand {
         #[arg(long)]
         candidate: String,
     },
-    /// Show an amendment file in plain words and whose signatures it carries.
+    #[command(flatten)]
+    Act(ActCommand),
+}
+
+/// What officials and operators do with any act file: look, sign, submit.
+#[derive(Subcommand)]
+pub enum ActCommand {
+    /// Show an act file in plain words and whose signatures it carries.
     Show {
-        /// The amendment file.
+        /// The act file.
         file: PathBuf,
         #[arg(long, short)]
         definition: PathBuf,
     },
-    /// Sign an amendment file as one official, offline, with your own key.
+    /// Sign an act file as one official, offline, with your own key.
     Sign {
-        /// The amendment file; your signature is added to it.
+        /// The act file; your signature is added to it.
         file: PathBuf,
         #[arg(long, short)]
         definition: PathBuf,
@@ -90,9 +97,9 @@ pub enum AmendCommand {
         #[arg(long, short)]
         key: PathBuf,
     },
-    /// Submit an amendment file with at least k signatures to the county (as an operator).
+    /// Submit an act file with at least k signatures to the county (as an operator).
     Submit {
-        /// The amendment file.
+        /// The act file.
         file: PathBuf,
         #[arg(long, short)]
         definition: PathBuf,
@@ -182,19 +189,86 @@ pub fn run(command: AmendCommand) -> Result<Outcome> {
                 candidate: CandidateId::new(candidate),
             },
         ),
-        AmendCommand::Show { file, definition } => {
+        AmendCommand::Act(command) => act(command),
+    }
+}
+
+/// `tally zero-report`: the official count starts from a report of every contest at zero,
+/// signed by k officials before the first sheet (docs/design/record.md).
+#[derive(Subcommand)]
+pub enum ZeroReportCommand {
+    /// Prepare the zero report from the county's definition (and the amendments it recorded
+    /// so far), and print it.
+    Prepare {
+        /// The election definition the county was founded with (TOML).
+        #[arg(long, short)]
+        definition: PathBuf,
+        /// An amendment the county recorded before the report; repeat in order.
+        #[arg(long = "amendment")]
+        amendments: Vec<PathBuf>,
+        /// The act file to write (new).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    #[command(flatten)]
+    Act(ActCommand),
+}
+
+pub fn zero_report(command: ZeroReportCommand) -> Result<Outcome> {
+    match command {
+        ZeroReportCommand::Prepare {
+            definition: path,
+            amendments,
+            out,
+        } => {
+            let definition = tally_files::load_amended(&path, &amendments)?;
+            let Some(committee) = &definition.committee else {
+                bail!(
+                    "{} names no committee ([committee] with its officials and threshold), so nobody can sign its zero report",
+                    path.display()
+                );
+            };
+            let file = ActFile::new(ActBody::ZeroReport(tally_core::act::zero_report(
+                &definition,
+            )));
+            write_new(&out, &file.text())?;
+            if definition.election.mode != tally_core::definition::Mode::Official {
+                say!(
+                    "【{}】 a rehearsal counts without a zero report; this one is for practice",
+                    tally_core::definition::Mode::Rehearsal.banner()
+                );
+            }
+            for line in describe(&file.act) {
+                say!("{line}");
+            }
+            say!(
+                "wrote {}; next: {} official(s) sign it (`tally zero-report sign {} --definition {} --official ID --key KEY`), then `tally zero-report submit` before the first sheet",
+                out.display(),
+                committee.threshold,
+                out.display(),
+                path.display()
+            );
+            Ok(Outcome::Clean)
+        }
+        ZeroReportCommand::Act(command) => act(command),
+    }
+}
+
+fn act(command: ActCommand) -> Result<Outcome> {
+    match command {
+        ActCommand::Show { file, definition } => {
             let definition = load_definition(&definition)?;
             let act = read_act(&file)?;
             show(&definition, &act);
             Ok(Outcome::Clean)
         }
-        AmendCommand::Sign {
+        ActCommand::Sign {
             file,
             definition,
             official,
             key,
         } => sign(&file, &definition, &official, &key),
-        AmendCommand::Submit {
+        ActCommand::Submit {
             file,
             definition,
             client,
@@ -316,7 +390,8 @@ fn sign(path: &Path, definition: &Path, official: &str, key: &Path) -> Result<Ou
     let (election, mode) = file.act.election();
     if (election, mode) != (definition.election.id.as_str(), definition.election.mode) {
         bail!(
-            "the amendment is for election {election} ({mode}), not for {} ({}); nothing was signed",
+            "{} is for election {election} ({mode}), not for {} ({}); nothing was signed",
+            file.act.label(),
             definition.election.id,
             definition.election.mode
         );
@@ -373,8 +448,9 @@ fn submit(
                     ) =>
                 {
                     return Err(anyhow!(
-                        "the county refused {}:\n{}",
+                        "the county refused {} ({}):\n{}",
                         path.display(),
+                        file.act.label(),
                         status.message()
                     ));
                 }
@@ -382,13 +458,13 @@ fn submit(
             }
         }
         Err(anyhow!(
-            "no replica recorded the amendment (it may have been recorded if a replica went away while answering: submitting it again says so):\n  {}",
+            "no replica recorded the act (it may have been recorded if a replica went away while answering: submitting it again says so):\n  {}",
             errors.join("\n  ")
         ))
     })?;
     say!(
-        "amendment {} recorded at log index {}, chain head {}",
-        response.amendment_id,
+        "{} recorded at log index {}, chain head {}",
+        file.act.label(),
         response.log_index,
         hex::encode(&response.chain_head)
     );

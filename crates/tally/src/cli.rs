@@ -111,6 +111,10 @@ enum Command {
     /// official signs it offline, then submit it to the county once k have signed.
     #[command(subcommand)]
     Amend(crate::amend_cmd::AmendCommand),
+    /// The official count starts from a zero report: prepare it, each official signs it
+    /// offline, then submit it to the county before the first sheet.
+    #[command(subcommand)]
+    ZeroReport(crate::amend_cmd::ZeroReportCommand),
     /// Look at and administer the county cluster (as an operator).
     #[command(subcommand)]
     Cluster(crate::county_cmd::ClusterCommand),
@@ -289,6 +293,7 @@ fn run(command: Command) -> Result<Outcome> {
         Command::County { config } => crate::county_cmd::serve(&config),
         Command::Cluster(command) => crate::county_cmd::cluster(command),
         Command::Amend(command) => crate::amend_cmd::run(command),
+        Command::ZeroReport(command) => crate::amend_cmd::zero_report(command),
         Command::Export {
             client,
             operator,

@@ -413,7 +413,7 @@ pub(crate) async fn status(
                     "learners": s.learners, "chain_head": hex::encode(&s.chain_head),
                     "chain_length": s.chain_length, "sheets_counted": s.sheets_counted,
                     "conflicts": s.conflicts, "definition_digest": s.definition_digest,
-                    "election_id": s.election_id, "mode": s.mode, "amendments": s.amendments,
+                    "election_id": s.election_id, "mode": s.mode, "amendments": s.amendments, "zero_report_log_index": s.zero_report_log_index,
                     "lag": leader.and_then(|l| l.peers.iter().find(|p| p.replica_id == s.replica_id)).map(|p| p.lag),
                 }),
                 None => serde_json::json!({ "address": address, "reachable": false }),
@@ -502,6 +502,16 @@ pub(crate) async fn status(
             );
             if !s.amendments.is_empty() {
                 say!("amended by {}", s.amendments.join(", "));
+            }
+            if s.zero_report_log_index > 0 {
+                say!(
+                    "zero report recorded at log index {}",
+                    s.zero_report_log_index
+                );
+            } else if s.mode == "official" && !s.definition_digest.is_empty() {
+                say!(
+                    "waiting for the zero report: no sheet is taken before it (`tally zero-report`)"
+                );
             }
         }
         say_part!("{}", table.render());
