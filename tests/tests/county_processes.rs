@@ -60,6 +60,12 @@ struct Cluster {
 impl Cluster {
     /// Generates the county and the certificates, writes the configs and starts the replicas.
     fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// [`Cluster::start`], with `edit` given the generated county's folder before the
+    /// replicas start.
+    fn start_with(edit: impl FnOnce(&Path)) -> Self {
         let dir = tempdir();
         let population = COUNTY_POPULATION.to_string();
         let seed = COUNTY_SEED.to_string();
@@ -77,6 +83,7 @@ impl Cluster {
             ],
         );
         assert_eq!(code, 0, "tally gen: {stdout}{stderr}");
+        edit(&dir.path().join("county"));
         let (code, stdout, stderr) = output(
             dir.path(),
             &[
@@ -920,4 +927,140 @@ fn others_len(dir: &Path) -> u64 {
     tally_files::read_bundles(&[dir.join("others.sheets")]).unwrap()[0]
         .1
         .len() as u64
+}
+
+/// The unit's registered secret key, from the generated county's unit-keys.csv (SAMPLE ONLY).
+fn unit_secret_key(dir: &Path, unit: &str) -> ed25519_dalek::SigningKey {
+    let unit_keys = std::fs::read_to_string(dir.join("county/unit-keys.csv")).unwrap();
+    let secret = unit_keys
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{unit},")))
+        .unwrap_or_else(|| panic!("unit-keys.csv has {unit}"));
+    ed25519_dalek::SigningKey::from_bytes(&hex::decode(secret.trim()).unwrap().try_into().unwrap())
+}
+
+/// Writes each official's secret key of the generated county to `O<n>.key` in `dir`.
+fn official_key_files(dir: &Path) {
+    let officials = std::fs::read_to_string(dir.join("county/official-keys.csv")).unwrap();
+    for line in officials.lines().filter(|l| l.starts_with('O')) {
+        let (id, secret) = line.split_once(',').unwrap();
+        std::fs::write(dir.join(format!("{id}.key")), format!("{secret}\n")).unwrap();
+    }
+}
+
+// Goal: an official cluster takes no sheet before its zero report, and never a rehearsal's:
+// it waits for the committee's signed report of every contest at zero; with it recorded, a
+// sheet signed during the rehearsal (the same election id, the same unit key) is refused
+// with E211, and the same sheet signed for the official election counts.
+// Method: the generated county with `mode = "official"`; `tally cluster status` says it waits
+// for the zero report; `tally zero-report prepare`, three officials sign, submit (a second
+// submit is refused: there is one); submit three sheets as `tally gen` signed them (for the
+// rehearsal); sign the first again for the official election and submit it.
+#[test]
+fn an_official_cluster_starts_from_its_zero_report_and_refuses_rehearsal_sheets() {
+    let cluster = Cluster::start_with(|county| {
+        let path = county.join("election.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("mode = \"rehearsal\""), "{text}");
+        std::fs::write(
+            &path,
+            text.replace("mode = \"rehearsal\"", "mode = \"official\""),
+        )
+        .unwrap();
+    });
+    let dir = cluster.path().to_path_buf();
+    let waiting = cluster.wait_for("the founding", CLUSTER_READY_DEADLINE, || {
+        let (code, stdout, stderr) = output(
+            &dir,
+            &[
+                "cluster",
+                "status",
+                "--servers",
+                &cluster.servers(),
+                "--pki",
+                "pki",
+            ],
+        );
+        match code {
+            0 if stdout.contains("waiting for the zero report") => Ok(stdout),
+            _ => Err(format!("{stdout}{stderr}")),
+        }
+    });
+    assert!(waiting.contains("正式 / OFFICIAL"), "{waiting}");
+
+    official_key_files(&dir);
+    let zero = |args: &[&str]| output(&dir, &[&["zero-report"], args].concat());
+    let (code, stdout, stderr) = zero(&[
+        "prepare",
+        "-d",
+        "county/election.toml",
+        "--out",
+        "zero.json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("0 of "), "every contest at zero: {stdout}");
+    for official in ["O2", "O4", "O5"] {
+        let key = format!("{official}.key");
+        let (code, stdout, stderr) = zero(&[
+            "sign",
+            "zero.json",
+            "-d",
+            "county/election.toml",
+            "--official",
+            official,
+            "--key",
+            &key,
+        ]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+    }
+    let servers = cluster.servers();
+    let submit = || {
+        zero(&[
+            "submit",
+            "zero.json",
+            "-d",
+            "county/election.toml",
+            "--servers",
+            &servers,
+            "--pki",
+            "pki",
+        ])
+    };
+    let (code, stdout, stderr) = submit();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("the zero report recorded at log index"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = submit();
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("a zero report is already recorded"),
+        "{stderr}"
+    );
+
+    let sheets = tally_files::read_bundles(&[dir.join("county/sheets.sheets")])
+        .unwrap()
+        .remove(0)
+        .1;
+    std::fs::write(
+        dir.join("rehearsal.sheets"),
+        tally_proto::write_bundle(&sheets[..3]),
+    )
+    .unwrap();
+    let report = submit_bundle(&cluster, "rehearsal.sheets", &[]);
+    assert_eq!(refusal_codes(&report), ["E211", "E211", "E211"], "{report}");
+    assert_eq!(count(&report, "accepted"), 0, "{report}");
+
+    let definition = tally_files::load_definition(&dir.join("county/election.toml")).unwrap();
+    let sheet = tally_proto::decode_sheet(&sheets[0].sheet).unwrap();
+    let key = unit_secret_key(&dir, sheet.unit.as_str());
+    let official = tally_proto::sign(&sheet, &key, &definition.election);
+    std::fs::write(
+        dir.join("official.sheets"),
+        tally_proto::write_bundle(&[official]),
+    )
+    .unwrap();
+    let report = submit_bundle(&cluster, "official.sheets", &[]);
+    assert_eq!(count(&report, "accepted"), 1, "{report}");
 }

@@ -90,9 +90,11 @@ pub struct Amendment {
 }
 
 /// The zero report (TSE's zerésima): before the first sheet of an official election, the
-/// committee signs that every contest of the definition in force stands at zero. The record
-/// takes it only when it is exactly [`zero_report`] of the definition in force and no sheet
-/// is recorded yet; an official election counts no sheet before it.
+/// committee signs that every contest of the definition in force stands at zero. The report
+/// itself ([`zero_contests`], every contest) is printed for the officials and follows from
+/// the definition; the act they sign carries its digest, so it stays small for a county of
+/// any size. The record takes it only when it is exactly [`zero_report`] of the definition in
+/// force and no sheet is recorded yet; an official election counts no sheet before it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZeroReport {
@@ -100,9 +102,14 @@ pub struct ZeroReport {
     pub mode: Mode,
     /// The digest of the definition in force (tally_core::canonical), hex.
     pub definition_digest: String,
-    /// Every contest, in definition order.
-    pub contests: Vec<ZeroContest>,
+    /// How many contests the report lists.
+    pub contests: u64,
+    /// `SHA-256("tally.v2.zero-report\0" || canonical JSON of every contest at zero)`, hex.
+    pub report_digest: String,
 }
+
+/// The domain separation prefix of [`ZeroReport::report_digest`].
+pub const ZERO_REPORT_DOMAIN: &[u8] = b"tally.v2.zero-report\0";
 
 /// One contest at zero.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,36 +133,47 @@ pub struct ZeroCandidate {
     pub votes: u64,
 }
 
-/// The zero report of a definition: every contest with no unit reported, no ballot and no
-/// vote.
+/// The zero report's act for a definition: its digest and that of [`zero_contests`].
 pub fn zero_report(definition: &Definition) -> ZeroReport {
+    let contests = zero_contests(definition);
+    let value = serde_json::to_value(&contests).expect("a report always converts to JSON");
+    let mut hasher = Sha256::new();
+    hasher.update(ZERO_REPORT_DOMAIN);
+    hasher.update(serde_json::to_vec(&value).expect("a report always encodes"));
     ZeroReport {
         election: definition.election.id.clone(),
         mode: definition.election.mode,
         definition_digest: crate::canonical::digest(definition).to_string(),
-        contests: definition
-            .contests
-            .iter()
-            .map(|c| ZeroContest {
-                contest: c.id.clone(),
-                name: c.name.clone(),
-                seats: c.seats,
-                registered_voters: c.registered_voters,
-                units_expected: definition.units_serving_count(&c.id) as u64,
-                units_reported: 0,
-                ballots_collected: 0,
-                candidates: c
-                    .candidates
-                    .iter()
-                    .map(|x| ZeroCandidate {
-                        candidate: x.id.clone(),
-                        name: x.name.clone(),
-                        votes: 0,
-                    })
-                    .collect(),
-            })
-            .collect(),
+        contests: contests.len() as u64,
+        report_digest: hex::encode(hasher.finalize()),
     }
+}
+
+/// Every contest of a definition with no unit reported, no ballot and no vote: the report the
+/// officials read before they sign.
+pub fn zero_contests(definition: &Definition) -> Vec<ZeroContest> {
+    definition
+        .contests
+        .iter()
+        .map(|c| ZeroContest {
+            contest: c.id.clone(),
+            name: c.name.clone(),
+            seats: c.seats,
+            registered_voters: c.registered_voters,
+            units_expected: definition.units_serving_count(&c.id) as u64,
+            units_reported: 0,
+            ballots_collected: 0,
+            candidates: c
+                .candidates
+                .iter()
+                .map(|x| ZeroCandidate {
+                    candidate: x.id.clone(),
+                    name: x.name.clone(),
+                    votes: 0,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Whether the record takes a zero report now: it is [`zero_report`] of the definition in
@@ -197,30 +215,13 @@ pub fn check_zero_report(
                 report.definition_digest, expected.definition_digest
             ),
         );
-    } else if report.contests != expected.contests {
-        let first = report
-            .contests
-            .iter()
-            .zip(&expected.contests)
-            .find(|(a, b)| a != b)
-            .map_or_else(
-                || {
-                    format!(
-                        "{} contests where the definition has {}",
-                        report.contests.len(),
-                        expected.contests.len()
-                    )
-                },
-                |(a, _)| {
-                    format!(
-                        "contest {} is not as the definition in force has it, at zero",
-                        a.contest
-                    )
-                },
-            );
+    } else if *report != expected {
         problem(
-            "contests",
-            format!("{first}; prepare it with `tally zero-report prepare`"),
+            "report_digest",
+            format!(
+                "is not the digest of the definition's {} contests at zero ({}); prepare it with `tally zero-report prepare`",
+                expected.contests, expected.report_digest
+            ),
         );
     }
     if problems.is_empty() {
@@ -763,30 +764,10 @@ pub fn describe(body: &ActBody) -> Vec<String> {
             }
             lines
         }
-        ActBody::ZeroReport(z) => {
-            let mut lines = vec![format!(
-                "the zero report of election {} ({}), definition {}: every contest at zero before the first sheet",
-                z.election, z.mode, z.definition_digest
-            )];
-            for c in &z.contests {
-                lines.push(format!(
-                    "  {} {}: {} seat(s), {} registered voters, {} of {} units reported, {} ballots, {}",
-                    c.contest,
-                    c.name,
-                    c.seats,
-                    c.registered_voters,
-                    c.units_reported,
-                    c.units_expected,
-                    c.ballots_collected,
-                    c.candidates
-                        .iter()
-                        .map(|x| format!("{} {}", x.name, x.votes))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            lines
-        }
+        ActBody::ZeroReport(z) => vec![format!(
+            "the zero report of election {} ({}): its {} contests at zero before the first sheet (report digest {}), under definition {}",
+            z.election, z.mode, z.contests, z.report_digest, z.definition_digest
+        )],
     }
 }
 

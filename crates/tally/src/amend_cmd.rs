@@ -238,6 +238,23 @@ pub fn zero_report(command: ZeroReportCommand) -> Result<Outcome> {
                     tally_core::definition::Mode::Rehearsal.banner()
                 );
             }
+            for c in tally_core::act::zero_contests(&definition) {
+                say!(
+                    "  {} {}: {} seat(s), {} registered voters, {} of {} units reported, {} ballots; {}",
+                    c.contest,
+                    c.name,
+                    c.seats,
+                    c.registered_voters,
+                    c.units_reported,
+                    c.units_expected,
+                    c.ballots_collected,
+                    c.candidates
+                        .iter()
+                        .map(|x| format!("{} {}", x.name, x.votes))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             for line in describe(&file.act) {
                 say!("{line}");
             }

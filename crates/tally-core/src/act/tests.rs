@@ -411,3 +411,48 @@ fn the_amended_definition_is_checked_as_a_file() {
     );
     assert_eq!(found.len(), 2, "{messages:?}");
 }
+
+// Goal: the record takes the zero report only as the definition in force has it at zero,
+// before the first sheet, once; the report lists every contest at zero.
+// Method: check the report of the fixture, of an amended definition against the original,
+// after sheets, and a second time.
+#[test]
+fn the_zero_report_is_of_the_definition_in_force_before_any_sheet() {
+    let d = definition();
+    let report = zero_report(&d);
+    assert_eq!(report.contests, 2);
+    let contests = zero_contests(&d);
+    assert!(contests.iter().all(|c| c.units_reported == 0
+        && c.ballots_collected == 0
+        && c.candidates.iter().all(|x| x.votes == 0)));
+    assert!(check_zero_report(&d, &report, false, None).is_ok());
+    let amended = amend(
+        &d,
+        &amendment(
+            "A-1",
+            vec![Change::RegisteredVoters {
+                contest: ContestId::new("T1-C2"),
+                registered_voters: 801,
+            }],
+        ),
+        3,
+        &never_polled,
+    )
+    .unwrap();
+    let stale = problems(check_zero_report(&amended, &report, false, None).unwrap_err());
+    assert!(stale[0].starts_with("definition_digest: is "), "{stale:?}");
+    let late = problems(check_zero_report(&d, &report, true, Some(4)).unwrap_err());
+    assert!(
+        late.iter()
+            .any(|p| p.contains("already recorded (log index 4)")),
+        "{late:?}"
+    );
+    assert!(
+        late.iter().any(|p| p.contains("before the first sheet")),
+        "{late:?}"
+    );
+    let mut forged = report.clone();
+    forged.contests = 1;
+    let forged = problems(check_zero_report(&d, &forged, false, None).unwrap_err());
+    assert!(forged[0].starts_with("report_digest: "), "{forged:?}");
+}
