@@ -367,6 +367,25 @@ async fn cluster_results(
                     tally_table::percent(county.voted, county.registered_voters)
                 );
             }
+            // The amendments the result reflects, as the county's result says.
+            let amendments = serde_json::from_str::<serde_json::Value>(&r.result_json)
+                .ok()
+                .and_then(|v| {
+                    serde_json::from_value::<Vec<tally_core::definition::AmendmentNote>>(
+                        v["amendments"].clone(),
+                    )
+                    .ok()
+                })
+                .unwrap_or_default();
+            for a in &amendments {
+                say!(
+                    "under amendment {} (log index {}): {}; {}",
+                    a.id,
+                    a.log_index,
+                    a.reason,
+                    a.changes.join("; ")
+                );
+            }
             say_part!("{}", table.render());
             for c in &r.conflicts {
                 say!(
