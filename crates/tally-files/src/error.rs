@@ -43,13 +43,13 @@ pub enum Error {
     )]
     UnsignedSheetFile {
         path: PathBuf,
-        cause: tally_proto::Error,
+        cause: Box<tally_proto::Error>,
     },
     /// A file given as a bundle does not decode as one.
     #[error("{path} is not a readable sheet bundle: {}", chain(.cause))]
     NotABundle {
         path: PathBuf,
-        cause: tally_proto::Error,
+        cause: Box<tally_proto::Error>,
     },
     /// `tally gen` writes only into a new or empty folder.
     #[error("{path} is not empty; give a new folder to generate into")]

@@ -179,6 +179,7 @@ pub fn read_bundles(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<tally_proto::
                 let looks_like_sheet_file = std::str::from_utf8(&bytes)
                     .is_ok_and(|t| t.contains("unit =") || t.contains("unit="));
                 let path = path.clone();
+                let cause = Box::new(cause);
                 if looks_like_sheet_file {
                     Error::UnsignedSheetFile { path, cause }
                 } else {

@@ -292,8 +292,10 @@ pub fn unknown_key(def: &Definition, signed: &SignedSheet) -> Error {
             key_id: signed.key_id,
             claimed: signed.claimed_label(),
             unit: retired.unit.clone(),
-            amendment: retired.amendment.clone(),
-            log_index: retired.log_index,
+            replaced_by: format!(
+                "amendment {} (log index {})",
+                retired.amendment, retired.log_index
+            ),
         },
         None => Error::UnknownKey {
             key_id: signed.key_id,

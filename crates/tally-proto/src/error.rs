@@ -68,14 +68,14 @@ pub enum Error {
     UnknownKey { key_id: KeyId, claimed: String },
     /// E214: the key was the unit's until an amendment replaced it.
     #[error(
-        "E214 {claimed} is signed with the key {key_id}, which amendment {amendment} replaced as unit {unit}'s key (log index {log_index}); sheets recorded before stand, and from then on the unit signs with its new key: install it on the device and sign the sheet again"
+        "E214 {claimed} is signed with the key {key_id}, which {replaced_by} replaced as unit {unit}'s key; sheets recorded before stand, and from then on the unit signs with its new key: install it on the device and sign the sheet again"
     )]
     KeyReplaced {
         key_id: KeyId,
         claimed: String,
         unit: UnitId,
-        amendment: String,
-        log_index: u64,
+        /// `amendment A-003 (log index 412)`.
+        replaced_by: String,
     },
     /// E205: the key belongs to a unit other than the one the sheet reports for.
     #[error(
