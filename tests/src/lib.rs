@@ -597,3 +597,51 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+// ---- the committee and keys of a generated county (SAMPLE ONLY secrets)
+
+/// Writes each committee official's secret key of the generated county in `county` (its
+/// official-keys.csv) to `OFFICIAL.key` in `out`; returns each official's id and key file,
+/// in order.
+pub fn official_key_files(county: &Path, out: &Path) -> Vec<(String, PathBuf)> {
+    read(&county.join("official-keys.csv"))
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("official,"))
+        .map(|line| {
+            let (id, secret) = line
+                .split_once(',')
+                .unwrap_or_else(|| panic!("official-keys.csv row {line:?}"));
+            let path = out.join(format!("{id}.key"));
+            std::fs::write(&path, format!("{secret}\n")).expect("the key file is written");
+            (id.to_owned(), path)
+        })
+        .collect()
+}
+
+/// The registered secret key of `unit` in the generated county in `county` (unit-keys.csv).
+pub fn unit_secret_key(county: &Path, unit: &str) -> ed25519_dalek::SigningKey {
+    let keys = read(&county.join("unit-keys.csv"));
+    let secret = keys
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{unit},")))
+        .unwrap_or_else(|| panic!("unit-keys.csv has no row for {unit}"));
+    let seed: [u8; 32] = hex::decode(secret.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .unwrap_or_else(|| panic!("unit-keys.csv: {unit}'s key is not 64 hex digits"));
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+}
+
+/// `tally keygen --out PATH` in `cwd`; returns the public key it prints (64 hex digits).
+pub fn keygen(cwd: &Path, path: &Path) -> String {
+    let run = run(
+        cwd,
+        [OsStr::new("keygen"), OsStr::new("--out"), path.as_os_str()],
+    );
+    run.assert_code(0);
+    run.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public key (put it in the unit's public_key field): "))
+        .unwrap_or_else(|| panic!("no public key in {}", run.dump()))
+        .to_owned()
+}

@@ -90,13 +90,7 @@ fn a_replaced_unit_key_goes_through_the_township() {
 
     // The committee replaces the key.
     let new_key_path = work.join("new.key");
-    let (code, out, err) = output(work, &["keygen", "--out", text(&new_key_path)]);
-    assert_eq!(code, 0, "{out}{err}");
-    let public_key = out
-        .lines()
-        .find_map(|l| l.strip_prefix("public key (put it in the unit's public_key field): "))
-        .unwrap()
-        .to_owned();
+    let public_key = tally_tests::keygen(work, &new_key_path);
     let amendment = work.join("A-2.json");
     let (code, out, err) = output(
         work,
@@ -118,11 +112,10 @@ fn a_replaced_unit_key_goes_through_the_township() {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
-    let officials = std::fs::read_to_string(folder.join("official-keys.csv")).unwrap();
-    for line in officials.lines().filter(|l| l.starts_with('O')).take(3) {
-        let (id, secret) = line.split_once(',').unwrap();
-        let key = work.join(format!("{id}.key"));
-        std::fs::write(&key, format!("{secret}\n")).unwrap();
+    for (id, key) in tally_tests::official_key_files(&folder, work)
+        .iter()
+        .take(3)
+    {
         let (code, out, err) = output(
             work,
             &[
@@ -182,14 +175,7 @@ fn a_replaced_unit_key_goes_through_the_township() {
     corrected.version = 2;
     corrected.replaces_version = Some(1);
     let old_bundle = work.join("old.sheets");
-    let unit_keys = std::fs::read_to_string(folder.join("unit-keys.csv")).unwrap();
-    let old_secret = unit_keys
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{unit},")))
-        .unwrap();
-    let old_key = ed25519_dalek::SigningKey::from_bytes(
-        &hex::decode(old_secret.trim()).unwrap().try_into().unwrap(),
-    );
+    let old_key = tally_tests::unit_secret_key(&folder, &unit);
     std::fs::write(
         &old_bundle,
         tally_proto::write_bundle(&[tally_proto::sign(

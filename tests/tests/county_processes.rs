@@ -770,18 +770,8 @@ fn a_unit_key_replaced_by_amendment_counts_from_its_log_index() {
     assert_eq!(count(&report, "accepted"), 1, "{report}");
 
     // The device's new key, and the committee's keys (SAMPLE ONLY in the generated county).
-    let (code, stdout, stderr) = output(&dir, &["keygen", "--out", "new.key"]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    let public_key = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("public key (put it in the unit's public_key field): "))
-        .unwrap_or_else(|| panic!("no public key in {stdout}"))
-        .to_owned();
-    let officials = std::fs::read_to_string(dir.join("county/official-keys.csv")).unwrap();
-    for line in officials.lines().filter(|l| l.starts_with('O')) {
-        let (id, secret) = line.split_once(',').unwrap();
-        std::fs::write(dir.join(format!("{id}.key")), format!("{secret}\n")).unwrap();
-    }
+    let public_key = tally_tests::keygen(&dir, Path::new("new.key"));
+    tally_tests::official_key_files(&dir.join("county"), &dir);
     let amend = |args: &[&str]| output(&dir, &[&["amend"], args].concat());
     let (code, stdout, stderr) = amend(&[
         "replace-key",
@@ -853,14 +843,7 @@ fn a_unit_key_replaced_by_amendment_counts_from_its_log_index() {
     let mut corrected = first.clone();
     corrected.version = 2;
     corrected.replaces_version = Some(1);
-    let unit_keys = std::fs::read_to_string(dir.join("county/unit-keys.csv")).unwrap();
-    let old_secret = unit_keys
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{unit},")))
-        .unwrap_or_else(|| panic!("unit-keys.csv has {unit}"));
-    let old_key = ed25519_dalek::SigningKey::from_bytes(
-        &hex::decode(old_secret.trim()).unwrap().try_into().unwrap(),
-    );
+    let old_key = tally_tests::unit_secret_key(&dir.join("county"), unit.as_str());
     write(
         "old-key.sheets",
         &[tally_proto::sign(
@@ -929,25 +912,6 @@ fn others_len(dir: &Path) -> u64 {
         .len() as u64
 }
 
-/// The unit's registered secret key, from the generated county's unit-keys.csv (SAMPLE ONLY).
-fn unit_secret_key(dir: &Path, unit: &str) -> ed25519_dalek::SigningKey {
-    let unit_keys = std::fs::read_to_string(dir.join("county/unit-keys.csv")).unwrap();
-    let secret = unit_keys
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{unit},")))
-        .unwrap_or_else(|| panic!("unit-keys.csv has {unit}"));
-    ed25519_dalek::SigningKey::from_bytes(&hex::decode(secret.trim()).unwrap().try_into().unwrap())
-}
-
-/// Writes each official's secret key of the generated county to `O<n>.key` in `dir`.
-fn official_key_files(dir: &Path) {
-    let officials = std::fs::read_to_string(dir.join("county/official-keys.csv")).unwrap();
-    for line in officials.lines().filter(|l| l.starts_with('O')) {
-        let (id, secret) = line.split_once(',').unwrap();
-        std::fs::write(dir.join(format!("{id}.key")), format!("{secret}\n")).unwrap();
-    }
-}
-
 // Goal: an official cluster takes no sheet before its zero report, and never a rehearsal's:
 // it waits for the committee's signed report of every contest at zero; with it recorded, a
 // sheet signed during the rehearsal (the same election id, the same unit key) is refused
@@ -988,7 +952,7 @@ fn an_official_cluster_starts_from_its_zero_report_and_refuses_rehearsal_sheets(
     });
     assert!(waiting.contains("正式 / OFFICIAL"), "{waiting}");
 
-    official_key_files(&dir);
+    tally_tests::official_key_files(&dir.join("county"), &dir);
     let zero = |args: &[&str]| output(&dir, &[&["zero-report"], args].concat());
     let (code, stdout, stderr) = zero(&[
         "prepare",
@@ -1054,7 +1018,7 @@ fn an_official_cluster_starts_from_its_zero_report_and_refuses_rehearsal_sheets(
 
     let definition = tally_files::load_definition(&dir.join("county/election.toml")).unwrap();
     let sheet = tally_proto::decode_sheet(&sheets[0].sheet).unwrap();
-    let key = unit_secret_key(&dir, sheet.unit.as_str());
+    let key = tally_tests::unit_secret_key(&dir.join("county"), sheet.unit.as_str());
     let official = tally_proto::sign(&sheet, &key, &definition.election);
     std::fs::write(
         dir.join("official.sheets"),

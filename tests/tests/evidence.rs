@@ -466,11 +466,10 @@ fn amendments_in_the_evidence_and_a_bundle_forged_from_another_definition() {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
-    let officials = std::fs::read_to_string(folder.join("official-keys.csv")).unwrap();
-    for line in officials.lines().filter(|l| l.starts_with('O')).skip(2) {
-        let (id, secret) = line.split_once(',').unwrap();
-        let key = work.join(format!("{id}.key"));
-        std::fs::write(&key, format!("{secret}\n")).unwrap();
+    for (id, key) in tally_tests::official_key_files(&folder, work)
+        .iter()
+        .skip(2)
+    {
         let (code, out, err) = output(
             work,
             &[

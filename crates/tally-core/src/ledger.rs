@@ -136,6 +136,13 @@ impl Ledger {
         &self.conflicts
     }
 
+    /// Whether polling has begun in a contest: a sheet of it is counted or in conflict.
+    /// (Scans the ledger: for the rare committee act, not for every sheet.)
+    pub fn polled(&self, contest: &crate::ids::ContestId) -> bool {
+        self.counted().any(|s| s.contest == *contest)
+            || self.conflicts.iter().any(|c| c.sheet.contest == *contest)
+    }
+
     /// The number of slots with a counted sheet (not counting older versions or conflicts).
     pub fn len(&self) -> usize {
         self.slots.len()

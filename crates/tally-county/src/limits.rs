@@ -180,6 +180,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 10, "County 5, Admin 4, Raft 1");
+        assert_eq!(checked, 12, "County 7, Admin 4, Raft 1");
     }
 }

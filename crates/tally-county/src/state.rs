@@ -332,15 +332,10 @@ impl CountyState {
             }
             ActBody::Amendment(amendment) => {
                 let ledger = &self.ledger;
-                let polled = |contest: &tally_core::ids::ContestId| {
-                    ledger.counted().any(|s| s.contest == *contest)
-                        || ledger
-                            .conflicts()
-                            .iter()
-                            .any(|c| c.sheet.contest == *contest)
-                };
-                let amended = tally_core::act::amend(&self.definition, &amendment, index, &polled)
-                    .map_err(|e| e.to_string())?;
+                let amended = tally_core::act::amend(&self.definition, &amendment, index, &|c| {
+                    ledger.polled(c)
+                })
+                .map_err(|e| e.to_string())?;
                 self.definition = Arc::new(amended);
             }
         }

@@ -795,12 +795,8 @@ fn replay_offline(
                 let tally_core::act::ActBody::Amendment(amendment) = body else {
                     continue;
                 };
-                let polled = |c: &tally_core::ids::ContestId| {
-                    ledger.counted().any(|s| s.contest == *c)
-                        || ledger.conflicts().iter().any(|x| x.sheet.contest == *c)
-                };
                 definition = Some(
-                    tally_core::act::amend(d, &amendment, record.log_index, &polled)
+                    tally_core::act::amend(d, &amendment, record.log_index, &|c| ledger.polled(c))
                         .map_err(|e| e.to_string())?,
                 );
             }

@@ -416,72 +416,51 @@ pub fn write_bundle(
 
     let mut chain = String::new();
     for (position, record) in records.iter().enumerate() {
-        if let Some(founding) = &record.founding {
+        let bare = RecordLine {
+            position: position as u64,
+            log_index: record.log_index,
+            key_id: String::new(),
+            signature: String::new(),
+            sheet: String::new(),
+            founding: None,
+            batch: None,
+            act: None,
+            election_id: String::new(),
+            mode: String::new(),
+            head: hex::encode(&record.head),
+        };
+        let line = if let Some(founding) = &record.founding {
             let text = String::from_utf8(founding.definition.clone()).map_err(|_| {
                 malformed(format!(
                     "chain record {position}: the founding definition is not UTF-8 JSON"
                 ))
             })?;
-            let line = RecordLine {
-                position: position as u64,
-                log_index: record.log_index,
-                key_id: String::new(),
-                signature: String::new(),
-                sheet: String::new(),
+            RecordLine {
                 founding: Some(text),
-                batch: None,
-                act: None,
-                election_id: String::new(),
-                mode: String::new(),
-                head: hex::encode(&record.head),
-            };
-            chain.push_str(
-                &serde_json::to_string(&line)
-                    .map_err(Error::json("encoding a chain record".into()))?,
-            );
-            chain.push('\n');
-            continue;
-        }
-        if let Some(act) = &record.act {
-            let line = RecordLine {
-                position: position as u64,
-                log_index: record.log_index,
-                key_id: String::new(),
-                signature: String::new(),
-                sheet: String::new(),
-                founding: None,
-                batch: None,
+                ..bare
+            }
+        } else if let Some(act) = &record.act {
+            RecordLine {
                 act: Some(
                     ActLine::from_pb(act)
                         .map_err(|e| malformed(format!("chain record {position}: {e}")))?,
                 ),
-                election_id: String::new(),
-                mode: String::new(),
-                head: hex::encode(&record.head),
-            };
-            chain.push_str(
-                &serde_json::to_string(&line)
-                    .map_err(Error::json("encoding a chain record".into()))?,
-            );
-            chain.push('\n');
-            continue;
-        }
-        let signed = record
-            .sheet
-            .as_ref()
-            .ok_or_else(|| malformed(format!("chain record {position} carries no sheet")))?;
-        let line = RecordLine {
-            position: position as u64,
-            log_index: record.log_index,
-            key_id: hex::encode(&signed.key_id),
-            signature: hex::encode(&signed.signature),
-            sheet: hex::encode(&signed.sheet),
-            founding: None,
-            batch: record.batch.as_ref().map(BatchLine::from_pb),
-            act: None,
-            election_id: signed.election_id.clone(),
-            mode: mode_text(signed.mode).to_owned(),
-            head: hex::encode(&record.head),
+                ..bare
+            }
+        } else {
+            let signed = record
+                .sheet
+                .as_ref()
+                .ok_or_else(|| malformed(format!("chain record {position} carries no sheet")))?;
+            RecordLine {
+                key_id: hex::encode(&signed.key_id),
+                signature: hex::encode(&signed.signature),
+                sheet: hex::encode(&signed.sheet),
+                batch: record.batch.as_ref().map(BatchLine::from_pb),
+                election_id: signed.election_id.clone(),
+                mode: mode_text(signed.mode).to_owned(),
+                ..bare
+            }
         };
         chain.push_str(
             &serde_json::to_string(&line).map_err(Error::json("encoding a chain record".into()))?,
@@ -1060,15 +1039,10 @@ fn replay(
                     return Ok(definition.clone());
                 }
             };
-            let polled = |contest: &tally_core::ids::ContestId| {
-                ledger.counted().any(|s| s.contest == *contest)
-                    || ledger
-                        .conflicts()
-                        .iter()
-                        .any(|c| c.sheet.contest == *contest)
-            };
-            tally_core::act::amend(&definition, &amendment, line.log_index, &polled)
-                .map_err(|e| e.to_string())
+            tally_core::act::amend(&definition, &amendment, line.log_index, &|c| {
+                ledger.polled(c)
+            })
+            .map_err(|e| e.to_string())
         });
         match applied {
             Ok(amended) => definition = amended,
