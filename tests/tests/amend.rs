@@ -127,7 +127,7 @@ fn a_replaced_unit_key_goes_through_the_township() {
                 "--official",
                 id,
                 "--key",
-                text(&key),
+                text(key),
             ],
         );
         assert_eq!(code, 0, "{out}{err}");
