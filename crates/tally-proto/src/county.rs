@@ -617,7 +617,7 @@ mod tests {
             record_from_pb(both)
                 .unwrap_err()
                 .to_string()
-                .contains("are both set")
+                .contains("has more than one set")
         );
         let mut none = record_to_pb(&founding);
         none.founding = None;
@@ -625,7 +625,45 @@ mod tests {
             record_from_pb(none)
                 .unwrap_err()
                 .to_string()
-                .contains("are both missing")
+                .contains("are all missing")
+        );
+
+        // A committee act: its command and its record, every signature kept.
+        let act = SignedAct {
+            body: br#"{"type":"amendment"}"#.to_vec(),
+            signatures: vec![
+                OfficialSignature {
+                    official: "O1".into(),
+                    signature: [1; 64],
+                },
+                OfficialSignature {
+                    official: "O3".into(),
+                    signature: [3; 64],
+                },
+            ],
+        };
+        assert_eq!(
+            decode_command(&encode_act(&act)).unwrap(),
+            CountyCommand::Act(act.clone())
+        );
+        let recorded = ChainRecord {
+            log_index: 9,
+            act: Act::Committee(std::sync::Arc::new(act.clone())),
+            head: [9; 32],
+            batch: None,
+        };
+        assert_eq!(
+            decode_chain_record(&encode_chain_record(&recorded)).unwrap(),
+            recorded
+        );
+        assert_eq!(recorded.act.digest(), act.link_digest());
+        let mut short = act_to_pb(&act);
+        short.signatures[1].signature.pop();
+        assert!(
+            act_from_pb(short)
+                .unwrap_err()
+                .to_string()
+                .contains("signatures[1].signature")
         );
     }
 
