@@ -452,6 +452,8 @@ fn dashboard(
         "mode": status.mode,
         "mode_banner": tally_core::definition::Mode::banner_of(&status.mode),
         "definition_digest": status.definition_digest,
+        "amendments": status.amendments,
+        "zero_report_log_index": status.zero_report_log_index,
         "county": {
             "id": county_id,
             "name": result.county.name,

@@ -74,6 +74,10 @@ pub struct ReplicaRow {
     pub definition_digest: Option<String>,
     pub election_id: Option<String>,
     pub mode: Option<String>,
+    /// The amendments of the definition in force on the replica, by id.
+    pub amendments: Option<Vec<String>>,
+    /// The log index of the zero report; 0 while none is recorded.
+    pub zero_report_log_index: Option<u64>,
 }
 
 /// One township as `tally status` shows it.
@@ -374,6 +378,8 @@ pub async fn gather(args: &StatusArgs) -> Result<StatusReport> {
                 definition_digest: None,
                 election_id: None,
                 mode: None,
+                amendments: None,
+                zero_report_log_index: None,
             },
             Some(s) => {
                 let lag = match &leader {
@@ -402,6 +408,8 @@ pub async fn gather(args: &StatusArgs) -> Result<StatusReport> {
                     definition_digest: Some(s.definition_digest),
                     election_id: Some(s.election_id),
                     mode: Some(s.mode),
+                    amendments: Some(s.amendments),
+                    zero_report_log_index: Some(s.zero_report_log_index),
                 }
             }
         })
@@ -430,6 +438,22 @@ pub async fn gather(args: &StatusArgs) -> Result<StatusReport> {
             "the replicas report different founding definitions ({}): they are not one cluster's replicas",
             digests.join(", ")
         ));
+    }
+    // An official election counts nothing before its zero report: the night cannot start.
+    let founded_official = replicas.iter().find(|r| {
+        r.mode.as_deref() == Some("official")
+            && r.definition_digest
+                .as_deref()
+                .is_some_and(|d| !d.is_empty())
+    });
+    if founded_official.is_some()
+        && !replicas
+            .iter()
+            .any(|r| r.zero_report_log_index.is_some_and(|i| i > 0))
+    {
+        problems.push(
+            "the official count waits for the zero report: no sheet is taken before it; the committee prepares it (`tally zero-report prepare`), k officials sign it and an operator submits it".to_owned(),
+        );
     }
     Ok(StatusReport {
         replicas,
