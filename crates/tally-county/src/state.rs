@@ -381,15 +381,24 @@ impl CountyState {
         if self.founding.is_some() {
             return false;
         }
-        let definition = match tally_core::canonical::decode("the founding definition", encoding) {
-            Ok(definition) => definition,
-            Err(e) => {
-                tracing::error!(log_index = index, "the founding act does not decode: {e}");
-                return false;
+        // Nearly always the founding definition is the one this state was made with (a
+        // replica with another stops: `crate::replica`), and then that one is kept rather than
+        // decoded again: a canonical encoding decodes to the definition it came from, and the
+        // decode of a county's few megabytes (JSON, TOML, the loader) peaks at some 85 MB of
+        // heap for 12,000 polling units, most of which the allocator keeps from the process.
+        let definition = if tally_core::canonical::encode(&self.definition) == encoding {
+            Arc::clone(&self.definition)
+        } else {
+            match tally_core::canonical::decode("the founding definition", encoding) {
+                Ok(definition) => Arc::new(definition),
+                Err(e) => {
+                    tracing::error!(log_index = index, "the founding act does not decode: {e}");
+                    return false;
+                }
             }
         };
         let digest = digest_of(encoding);
-        self.definition = Arc::new(definition);
+        self.definition = definition;
         self.founding = Some(digest);
         let head = chain_link(&self.head(), index, &digest.0);
         self.records.push(ChainRecord {
@@ -1146,6 +1155,36 @@ mod tests {
         assert_eq!(restored.fingerprint(), state.fingerprint());
         assert_eq!(restored.definition().amended, state.definition().amended);
         assert_eq!(restored.results().0, result);
+    }
+
+    // Goal: a founding of the state's own definition keeps that definition (shared, not
+    // decoded again), and the state is the one a decoded founding gives.
+    // Method: found a state made with the test definition and one made with another, with the
+    // test definition's encoding; apply the same ingest to both; compare.
+    #[test]
+    fn founding_of_the_own_definition_keeps_it() {
+        let ours = definition();
+        let mut other = (*ours).clone();
+        other.contests[0].registered_voters += 1;
+        let mut kept = CountyState::new(ours.clone());
+        let mut decoded = CountyState::new(Arc::new(other));
+        let found = Command::Found {
+            definition: tally_core::canonical::encode(&ours),
+        };
+        let more = ingest(vec![signed(1, 1, 100), signed(2, 1, 50)]);
+        for state in [&mut kept, &mut decoded] {
+            state.apply(LogIndex::new(1), &found);
+            state.apply(LogIndex::new(2), &more);
+        }
+        assert!(Arc::ptr_eq(&kept.definition(), &ours));
+        assert!(!Arc::ptr_eq(&decoded.definition(), &ours));
+        assert_eq!(
+            tally_core::canonical::encode(&decoded.definition()),
+            tally_core::canonical::encode(&ours)
+        );
+        assert_eq!(kept.founding(), decoded.founding());
+        assert_eq!(kept.fingerprint(), decoded.fingerprint());
+        assert_eq!(kept.results(), decoded.results());
     }
 
     // Goal: the countersigned batch stays in the chain: on the first sheet its command

@@ -6,8 +6,12 @@
 //!   first so [`raft::Storage::term`] reads 8 bytes and parses nothing.
 //! - `meta`: `schema_version` (decimal text, [`SCHEMA_VERSION`]), `cluster_id`, `replica_id`
 //!   (the identity; all three written when the directory is created),
-//!   `hard_state`, `conf_state`, `snapshot_metadata` (rust-protobuf), `snapshot_data` (the
-//!   state image, `tally.v1.CountySnapshot`), `applied_index` (u64 big-endian).
+//!   `hard_state`, `conf_state`, `snapshot_metadata` (rust-protobuf), `applied_index` (u64
+//!   big-endian).
+//! - `snapshot`: `snapshot_data`, the state image (`tally.v1.CountySnapshot`). It is
+//!   megabytes (the founding definition and every sheet up to the last compaction), so it has
+//!   a table of its own: redb copies, checksums and writes a whole leaf whenever a key in it
+//!   changes, and `meta` changes on every commit (the hard state, the applied index).
 //! - `chain`: chain position (0 for the first sheet ever recorded) → `tally.v1.ChainRecord`:
 //!   the signed sheet, the log index that recorded it and the chain head after it. Positions
 //!   the snapshot image covers are dropped when it is taken; the rows are the records after it.
@@ -21,7 +25,8 @@
 //! checked at every open: a database of a newer version than this binary knows is refused
 //! (its tables may mean something else), naming the file and both versions. A database
 //! without one was made by the release before versions were recorded, whose layout is
-//! version 1: it is read as version 1, and the version is written.
+//! version 1. Version 1 kept `snapshot_data` in `meta`; an older database is migrated when it
+//! is opened (the image moves to `snapshot`) and stamped with this version.
 //!
 //! # Durability
 //! - [`DiskStorage::persist`] (log, hard state, snapshot), [`DiskStorage::compact`],
@@ -64,6 +69,8 @@ use tally_proto::county::{decode_chain_record, decode_image, encode_chain_record
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The state image alone (see the module documentation).
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const CHAIN: TableDefinition<u64, &[u8]> = TableDefinition::new("chain");
 /// Records of the networked replica beside raft's own (peer addresses, peers' incarnations).
 const NODE: TableDefinition<&str, &[u8]> = TableDefinition::new("node");
@@ -73,14 +80,15 @@ const META_REPLICA_ID: &str = "replica_id";
 const META_HARD_STATE: &str = "hard_state";
 const META_CONF_STATE: &str = "conf_state";
 const META_SNAPSHOT_METADATA: &str = "snapshot_metadata";
-const META_SNAPSHOT_DATA: &str = "snapshot_data";
+/// The state image's key, in `snapshot` (in `meta` in version 1).
+const SNAPSHOT_DATA: &str = "snapshot_data";
 const META_APPLIED_INDEX: &str = "applied_index";
 const META_INCARNATION: &str = "incarnation";
 const META_SCHEMA_VERSION: &str = "schema_version";
 
 /// The version of the table layout this binary reads and writes (see the module documentation).
 /// A database without one is version 1, the layout of the release before versions were kept.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Bytes of a data directory's incarnation: random, made when the directory is created.
 pub const INCARNATION_BYTES: usize = 16;
@@ -220,10 +228,11 @@ impl DiskStorage {
         txn.set_durability(Durability::Immediate).map_err(db)?;
         let cache = {
             // Opening each table in a write transaction creates it, so later read
-            // transactions always find all three.
+            // transactions always find them all.
             txn.open_table(LOG).map_err(db)?;
             txn.open_table(CHAIN).map_err(db)?;
             txn.open_table(NODE).map_err(db)?;
+            let mut images = txn.open_table(SNAPSHOT).map_err(db)?;
             let mut meta = txn.open_table(META).map_err(db)?;
             let stored_version = match meta.get(META_SCHEMA_VERSION).map_err(db)? {
                 Some(v) => Some(
@@ -242,15 +251,19 @@ impl DiskStorage {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                Some(_) => {}
-                // New, or made by the release before versions were recorded, whose layout is
-                // version 1 (this binary's): either way the layout is this binary's. A binary
-                // with a later version must migrate an unversioned database from version 1.
-                None => {
+                Some(SCHEMA_VERSION) => {}
+                // New, version 1, or made by the release before versions were recorded, whose
+                // layout is version 1: the image moves out of `meta` (a new database has
+                // none), in the transaction that stamps this version.
+                Some(_) | None => {
+                    if let Some(image) = meta.remove(SNAPSHOT_DATA).map_err(db)? {
+                        images.insert(SNAPSHOT_DATA, image.value()).map_err(db)?;
+                    }
                     meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_bytes())
                         .map_err(db)?;
                 }
             }
+            drop(images);
             let stored_cluster = meta
                 .get(META_CLUSTER_ID)
                 .map_err(db)?
@@ -422,6 +435,7 @@ impl DiskStorage {
             let mut log = txn.open_table(LOG).map_err(db)?;
             let mut meta = txn.open_table(META).map_err(db)?;
             let mut chain = txn.open_table(CHAIN).map_err(db)?;
+            let mut images = txn.open_table(SNAPSHOT).map_err(db)?;
             if let Some(snapshot) = snapshot {
                 let metadata = snapshot.get_metadata();
                 if metadata.index <= next.snapshot_metadata.index {
@@ -445,7 +459,8 @@ impl DiskStorage {
                 next.chain_stored = image.records.len() as u64;
                 meta.insert(META_SNAPSHOT_METADATA, encode_pb(metadata).as_slice())
                     .map_err(db)?;
-                meta.insert(META_SNAPSHOT_DATA, &snapshot.data[..])
+                images
+                    .insert(SNAPSHOT_DATA, &snapshot.data[..])
                     .map_err(db)?;
                 meta.insert(META_CONF_STATE, encode_pb(&next.conf_state).as_slice())
                     .map_err(db)?;
@@ -583,8 +598,8 @@ impl DiskStorage {
     pub fn load_state(&self, definition: Arc<Definition>) -> Result<CountyState, Error> {
         let cache = self.cache();
         let txn = self.database.begin_read().map_err(db)?;
-        let meta = txn.open_table(META).map_err(db)?;
-        let mut state = match meta.get(META_SNAPSHOT_DATA).map_err(db)? {
+        let images = txn.open_table(SNAPSHOT).map_err(db)?;
+        let mut state = match images.get(SNAPSHOT_DATA).map_err(db)? {
             Some(image) => {
                 CountyState::restore(definition, image.value()).map_err(Error::stored_state)?
             }
@@ -672,7 +687,9 @@ impl DiskStorage {
             let mut meta = txn.open_table(META).map_err(db)?;
             meta.insert(META_SNAPSHOT_METADATA, encode_pb(&metadata).as_slice())
                 .map_err(db)?;
-            meta.insert(META_SNAPSHOT_DATA, state.snapshot_bytes().as_slice())
+            let mut images = txn.open_table(SNAPSHOT).map_err(db)?;
+            images
+                .insert(SNAPSHOT_DATA, state.snapshot_bytes().as_slice())
                 .map_err(db)?;
             meta.insert(META_APPLIED_INDEX, index.to_be_bytes().as_slice())
                 .map_err(db)?;
@@ -767,7 +784,8 @@ fn load_cache(txn: &redb::WriteTransaction) -> Result<Cache, Error> {
     if let Some(v) = meta.get(META_APPLIED_INDEX).map_err(db)? {
         cache.applied_index = decode_u64("applied index", v.value())?;
     }
-    let image_records = match meta.get(META_SNAPSHOT_DATA).map_err(db)? {
+    let images = txn.open_table(SNAPSHOT).map_err(db)?;
+    let image_records = match images.get(SNAPSHOT_DATA).map_err(db)? {
         Some(v) => decode_image(v.value())
             .map_err(|e| corrupt("snapshot data", e))?
             .records
@@ -909,8 +927,8 @@ impl raft::Storage for DiskStorage {
             self.stored_term(index)?
         };
         let txn = self.database.begin_read().map_err(db)?;
-        let meta = txn.open_table(META).map_err(db)?;
-        let mut image = match meta.get(META_SNAPSHOT_DATA).map_err(db)? {
+        let images = txn.open_table(SNAPSHOT).map_err(db)?;
+        let mut image = match images.get(SNAPSHOT_DATA).map_err(db)? {
             Some(v) => decode_image(v.value()).map_err(|e| corrupt("snapshot data", e))?,
             None => tally_proto::county::StateImage {
                 applied_index: 0,
@@ -1544,7 +1562,7 @@ mod tests {
 
     // Goal: every county database records its schema version; one written by a newer release
     // is refused with an error naming the file, both versions and what to do, and one made
-    // before versions were recorded opens as version 1 and is stamped so.
+    // before versions were recorded opens as version 1 and is stamped with this version.
     // Method: create a database and read the stamp; set it to one past this binary's and
     // reopen; remove it and reopen.
     #[test]
@@ -1580,13 +1598,81 @@ mod tests {
             "the old database is read as it is"
         );
         drop(storage);
-        assert_eq!(stored_version(dir.path()), Some("1".to_owned()));
+        assert_eq!(stored_version(dir.path()), Some(SCHEMA_VERSION.to_string()));
 
         set_stored_version(dir.path(), Some("one"));
         let err = DiskStorage::open(dir.path(), &identity(1)).err().unwrap();
         assert!(
             err.to_string().contains("schema version is corrupt"),
             "{err}"
+        );
+    }
+
+    // Goal: a version 1 database, whose state image is in `meta`, opens as the same replica:
+    // the image moves to `snapshot` and the version is stamped.
+    // Method: store, compact and save a state; move the image back into `meta` and stamp
+    // version 1, as that release left it; reopen and compare the state and the tables.
+    #[test]
+    fn version_one_image_moves_out_of_meta() {
+        let dir = TempDir::new().unwrap();
+        let entries = vec![
+            found_entry(2, 1),
+            command_entry(3, 1, vec![signed(1, 1, 100), signed(2, 1, 50)]),
+            command_entry(4, 1, vec![signed(3, 1, 7)]),
+        ];
+        let mut state = CountyState::new(definition());
+        {
+            let storage = DiskStorage::open(dir.path(), &identity(1)).unwrap();
+            storage.bootstrap(&[1, 2, 3].map(ReplicaId::new)).unwrap();
+            storage.persist(None, &entries, None).unwrap();
+            for entry in &entries[..2] {
+                apply(&mut state, entry);
+            }
+            let conf_state = storage.initial_state().unwrap().conf_state;
+            storage.compact(&state, &conf_state).unwrap();
+            apply(&mut state, &entries[2]);
+            storage.save_applied(&state).unwrap();
+        }
+        {
+            let database = Database::create(dir.path().join(DATABASE_FILE)).unwrap();
+            let txn = database.begin_write().unwrap();
+            {
+                let mut images = txn.open_table(SNAPSHOT).unwrap();
+                let image = images
+                    .remove(SNAPSHOT_DATA)
+                    .unwrap()
+                    .unwrap()
+                    .value()
+                    .to_vec();
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(SNAPSHOT_DATA, image.as_slice()).unwrap();
+                meta.insert(META_SCHEMA_VERSION, "1".as_bytes()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let storage = DiskStorage::open(dir.path(), &identity(1)).unwrap();
+        assert_eq!(storage.snapshot_metadata().index, 3);
+        assert_eq!(
+            storage.load_state(definition()).unwrap().fingerprint(),
+            state.fingerprint()
+        );
+        drop(storage);
+        assert_eq!(stored_version(dir.path()), Some(SCHEMA_VERSION.to_string()));
+        let database = Database::create(dir.path().join(DATABASE_FILE)).unwrap();
+        let txn = database.begin_read().unwrap();
+        assert!(
+            txn.open_table(META)
+                .unwrap()
+                .get(SNAPSHOT_DATA)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            txn.open_table(SNAPSHOT)
+                .unwrap()
+                .get(SNAPSHOT_DATA)
+                .unwrap()
+                .is_some()
         );
     }
 }
