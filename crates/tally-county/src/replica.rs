@@ -141,7 +141,8 @@ pub struct Replica {
     /// This replica's own definition, as loaded from its file: proposed as the founding act by
     /// a first leader, and checked against the founding one (docs/design/record.md).
     local: Arc<Definition>,
-    local_encoding: Arc<Vec<u8>>,
+    /// Its digest. The encoding itself (megabytes for a large county) is made only when the
+    /// founding is proposed, and not kept.
     local_digest: DefinitionDigest,
     /// The term in which this replica last proposed the founding act, so it proposes it once
     /// per term of its leadership until it is applied.
@@ -213,8 +214,7 @@ impl Replica {
         definition: Arc<Definition>,
         options: Options,
     ) -> Result<Self, Error> {
-        let local_encoding = Arc::new(tally_core::canonical::encode(&definition));
-        let local_digest = tally_core::canonical::digest_of(&local_encoding);
+        let local_digest = tally_core::canonical::digest(&definition);
         let state = storage
             .load_state(definition.clone())
             .map_err(Error::storage)?;
@@ -233,7 +233,6 @@ impl Replica {
             proposals_in_flight: HashMap::new(),
             options,
             local: definition,
-            local_encoding,
             local_digest,
             founding_proposed: None,
         })
@@ -250,7 +249,7 @@ impl Replica {
             return;
         }
         let command = Command::Found {
-            definition: self.local_encoding.to_vec(),
+            definition: tally_core::canonical::encode(&self.local),
         };
         // No context: nobody waits for this outcome; the state says whether it was founded.
         if self.raw.propose(Vec::new(), command.encode()).is_ok() {
