@@ -39,6 +39,12 @@ pub const SIGNATURES_MAX: usize = 64;
 pub enum ActBody {
     Amendment(Amendment),
     ZeroReport(ZeroReport),
+    /// A decision on what the count leaves open (docs/design/committee.md).
+    Decision(crate::committee::Decision),
+    /// Contests' results determined valid, and locked.
+    Confirmation(crate::committee::Confirmation),
+    /// A confirmed contest reopened, with the reason.
+    Reopening(crate::committee::Reopening),
 }
 
 impl ActBody {
@@ -63,6 +69,20 @@ impl ActBody {
         match self {
             ActBody::Amendment(a) => (&a.election, a.mode),
             ActBody::ZeroReport(z) => (&z.election, z.mode),
+            ActBody::Decision(d) => (&d.election, d.mode),
+            ActBody::Confirmation(c) => (&c.election, c.mode),
+            ActBody::Reopening(r) => (&r.election, r.mode),
+        }
+    }
+
+    /// The act's own id: the committee's number for it (`zero-report` for the zero report).
+    pub fn id(&self) -> &str {
+        match self {
+            ActBody::Amendment(a) => &a.id,
+            ActBody::ZeroReport(_) => "zero-report",
+            ActBody::Decision(d) => &d.id,
+            ActBody::Confirmation(c) => &c.id,
+            ActBody::Reopening(r) => &r.id,
         }
     }
 
@@ -71,6 +91,9 @@ impl ActBody {
         match self {
             ActBody::Amendment(a) => format!("amendment {}", a.id),
             ActBody::ZeroReport(_) => "the zero report".to_owned(),
+            ActBody::Decision(d) => format!("decision {}", d.id),
+            ActBody::Confirmation(c) => format!("confirmation {}", c.id),
+            ActBody::Reopening(r) => format!("reopening {}", r.id),
         }
     }
 }
@@ -768,6 +791,74 @@ pub fn describe(body: &ActBody) -> Vec<String> {
             "the zero report of election {} ({}): its {} contests at zero before the first sheet (report digest {}), under definition {}",
             z.election, z.mode, z.contests, z.report_digest, z.definition_digest
         )],
+        ActBody::Decision(d) => {
+            let what = match &d.decide {
+                crate::committee::DecisionKind::KeepSheet {
+                    unit,
+                    round,
+                    version,
+                    sheet_digest,
+                } => format!(
+                    "of the conflicting sheets of unit {unit}, round {round}, version {version}, the one with digest {sheet_digest} counts"
+                ),
+                crate::committee::DecisionKind::CutoffTie { round, chosen } => format!(
+                    "after round {round}, the further election lists, of the tied: {}",
+                    chosen
+                        .iter()
+                        .map(person_text)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                crate::committee::DecisionKind::WriteIns { merge, invalid } => {
+                    let mut parts: Vec<String> = merge
+                        .iter()
+                        .map(|m| {
+                            format!("count {} as {}", m.names.join(" / "), person_text(&m.into))
+                        })
+                        .collect();
+                    if !invalid.is_empty() {
+                        parts.push(format!("rule {} invalid", invalid.join(" / ")));
+                    }
+                    format!("written-in names: {}", parts.join("; "))
+                }
+                crate::committee::DecisionKind::VoidRound { round } => {
+                    format!("round {round} is void (选举无效) and held again")
+                }
+                crate::committee::DecisionKind::Review { code, at, note } => {
+                    format!("warning {code} at {at} reviewed: {note}")
+                }
+            };
+            vec![
+                format!(
+                    "decision {} of election {} ({}) on contest {}: {}",
+                    d.id, d.election, d.mode, d.contest, d.reason
+                ),
+                format!("  {what}"),
+            ]
+        }
+        ActBody::Confirmation(c) => {
+            let mut lines = vec![format!(
+                "confirmation {} of election {} ({}): the results below are determined valid (确认选举结果有效), as of log index {} (chain head {})",
+                c.id, c.election, c.mode, c.log_index, c.head
+            )];
+            lines.extend(
+                c.contests
+                    .iter()
+                    .map(|x| format!("  contest {}: result {}", x.contest, x.result_digest)),
+            );
+            lines
+        }
+        ActBody::Reopening(r) => vec![format!(
+            "reopening {} of election {} ({}): contest {} reopened, lifting confirmation {}: {}",
+            r.id, r.election, r.mode, r.contest, r.confirmation, r.reason
+        )],
+    }
+}
+
+fn person_text(person: &crate::results::Person) -> String {
+    match person {
+        crate::results::Person::Candidate(id) => format!("candidate {id}"),
+        crate::results::Person::WriteIn(name) => format!("the written-in name {name}"),
     }
 }
 

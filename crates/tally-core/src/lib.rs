@@ -14,6 +14,8 @@
 //! - [`toml_text`]: a value's line and key in a TOML file's text, for messages.
 //! - [`validate`]: checks on a sheet, with stable codes, errors apart from warnings.
 //! - [`ledger`]: the set of accepted sheets; exactly-once, versions and conflicts.
+//! - [`act`]: the committee's signed acts; [`committee`]: its decisions, confirmations and locks;
+//!   [`record`]: an act applied to the record, the one copy of what each act means.
 //! - [`results`]: the Election Law outcome per contest, and township and county summaries.
 //! - [`congress`]: total seats of a congress from population (Art 12).
 //! - [`apportion`]: seat apportionment by population or votes, in exact integer arithmetic.
@@ -21,11 +23,13 @@
 pub mod act;
 pub mod apportion;
 pub mod canonical;
+pub mod committee;
 pub mod congress;
 pub mod definition;
 pub mod error;
 pub mod ids;
 pub mod ledger;
+pub mod record;
 pub mod results;
 pub mod sheet;
 pub mod sheet_file;

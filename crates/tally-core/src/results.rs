@@ -60,6 +60,7 @@
 //! Everything is integer arithmetic and ordered collections: the same ledger contents give the
 //! same result, byte for byte.
 
+use crate::committee::{ContestDecisions, Decisions};
 use crate::congress::Level;
 use crate::definition::{Contest, Definition, RevoteRule, Rules};
 use crate::ids::{CandidateId, ContestId, TownshipId};
@@ -86,7 +87,7 @@ pub enum RoundKind {
 
 /// Someone who can receive votes: a candidate on the ballot, or a written-in person by the
 /// name voters wrote, as counted ([`crate::sheet::counting_name`]: NFC, spaces collapsed).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub enum Person {
     Candidate(CandidateId),
     WriteIn(String),
@@ -156,6 +157,8 @@ pub enum RoundStatus {
     TurnoutFailed { voted: u64, registered: u64 },
     /// Counted under the round's rule; see `elected` and `follow_up`.
     Decided,
+    /// Declared void by the committee for a violation of the law (选举无效), held again.
+    VoidByCommittee { decision: String },
 }
 
 /// What a decided (or void) round leaves to do.
@@ -234,6 +237,16 @@ pub struct ContestResult {
     pub vacancies: u32,
     /// The round called for that is not yet decided (also while its sheets are arriving).
     pub next_round: Option<NextRound>,
+    /// The committee's decisions, confirmations and reopenings on this contest, in record
+    /// order (docs/design/committee.md).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<crate::committee::DecisionNote>,
+    /// The confirmation in force: the result is locked as its officials signed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<crate::committee::Lock>,
+    /// Sheets recorded after the lock (labels), never counted while it holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after_lock: Vec<String>,
 }
 
 /// Figures over a set of contests. Units are counted per contest: a unit serving a county
@@ -336,12 +349,69 @@ pub struct ElectionResult {
     pub amendments: Vec<crate::definition::AmendmentNote>,
 }
 
-/// Computes every contest's outcome and the summaries. Deterministic: depends only on the
-/// definition and the ledger's counted sheets.
+/// Computes every contest's outcome and the summaries, before any decision of the committee.
+/// Deterministic: depends only on the definition and the ledger's counted sheets.
 pub fn compute(definition: &Definition, ledger: &Ledger) -> ElectionResult {
+    compute_with(definition, ledger, &Decisions::default())
+}
+
+/// Computes every contest's outcome under the committee's decisions so far: written-in names
+/// adjudicated, rounds voided, further-election lists decided, and each confirmed contest as
+/// it was confirmed (only the sheets counted then; later arrivals are listed, not counted).
+/// Deterministic: depends only on the definition, the ledger and the decisions.
+pub fn compute_with(
+    definition: &Definition,
+    ledger: &Ledger,
+    decisions: &Decisions,
+) -> ElectionResult {
     let mut findings = Vec::new();
     let mut by_contest: BTreeMap<&ContestId, BTreeMap<u32, Vec<&TallySheet>>> = BTreeMap::new();
+    let mut after_lock: BTreeMap<&ContestId, Vec<String>> = BTreeMap::new();
+    // A locked contest counts the versions counted when it was confirmed, whatever came since.
+    let mut counted: Vec<&TallySheet> = Vec::new();
     for sheet in ledger.counted() {
+        let lock = decisions
+            .contest(&sheet.contest)
+            .and_then(|d| d.lock.as_ref());
+        let Some(lock) = lock else {
+            counted.push(sheet);
+            continue;
+        };
+        let slot = sheet.slot();
+        let frozen = lock.counted.get(&slot).copied();
+        if frozen == Some(sheet.version) {
+            counted.push(sheet);
+            continue;
+        }
+        if let Some(version) = frozen {
+            if let Some(recorded) = ledger.versions(&slot).find(|r| r.sheet.version == version) {
+                counted.push(&recorded.sheet);
+            }
+        }
+        let late = after_lock.entry(&sheet.contest).or_default();
+        for recorded in ledger
+            .versions(&slot)
+            .filter(|r| frozen.is_none_or(|v| r.sheet.version > v))
+        {
+            late.push(recorded.sheet.label());
+        }
+    }
+    for (id, d) in decisions.contests() {
+        if let Some(lock) = &d.lock {
+            for c in ledger
+                .conflicts()
+                .iter()
+                .skip(lock.conflicts_before)
+                .filter(|c| &c.slot.contest == id)
+            {
+                after_lock
+                    .entry(id)
+                    .or_default()
+                    .push(format!("{} (in conflict)", c.sheet.label()));
+            }
+        }
+    }
+    for sheet in counted {
         let Some(contest) = definition.contest(&sheet.contest) else {
             findings.push(sheet_finding(
                 sheet,
@@ -383,7 +453,14 @@ pub fn compute(definition: &Definition, ledger: &Ledger) -> ElectionResult {
         .iter()
         .map(|contest| {
             let sheets = by_contest.get(&contest.id).unwrap_or(&empty);
-            contest_result(definition, contest, sheets, &mut findings)
+            let decided = decisions.contest(&contest.id);
+            let mut result = contest_result(definition, contest, sheets, decided, &mut findings);
+            if let Some(d) = decided {
+                result.decisions = d.notes.clone();
+                result.confirmed = d.lock.clone();
+            }
+            result.after_lock = after_lock.remove(&contest.id).unwrap_or_default();
+            result
         })
         .collect();
 
@@ -463,6 +540,7 @@ fn contest_result(
     definition: &Definition,
     contest: &Contest,
     sheets_by_round: &BTreeMap<u32, Vec<&TallySheet>>,
+    decided: Option<&ContestDecisions>,
     findings: &mut Vec<Finding>,
 ) -> ContestResult {
     let mut spec = NextRound {
@@ -487,7 +565,7 @@ fn contest_result(
             next_round = Some(spec);
             break ContestStatus::AwaitingRound;
         }
-        let round = count_round(definition, contest, &spec, sheets, findings);
+        let round = count_round(definition, contest, &spec, sheets, decided, findings);
         elected.extend(round.elected.iter().cloned());
         let pending = round.status == RoundStatus::Pending;
         let follow_up = round.follow_up.clone();
@@ -504,7 +582,21 @@ fn contest_result(
                 vacancies += seats;
                 break ContestStatus::Decided;
             }
-            FollowUp::FurtherCandidatesTie { .. } => break ContestStatus::CommitteeDecision,
+            FollowUp::FurtherCandidatesTie {
+                seats,
+                listed,
+                places: _,
+                tied: _,
+            } => match decided.and_then(|d| d.cutoff.get(&spec.round)) {
+                // The committee chose who of the tied take the open places.
+                Some(chosen) => NextRound {
+                    round: spec.round + 1,
+                    kind: RoundKind::Further,
+                    seats,
+                    candidates: listed.iter().chain(chosen).cloned().collect(),
+                },
+                None => break ContestStatus::CommitteeDecision,
+            },
             FollowUp::HeldAgain => NextRound {
                 round: spec.round + 1,
                 kind: match spec.kind {
@@ -579,6 +671,9 @@ fn contest_result(
         elected,
         vacancies,
         next_round,
+        decisions: Vec::new(),
+        confirmed: None,
+        after_lock: Vec::new(),
     }
 }
 
@@ -587,6 +682,7 @@ fn count_round(
     contest: &Contest,
     spec: &NextRound,
     sheets: &[&TallySheet],
+    decided: Option<&ContestDecisions>,
     findings: &mut Vec<Finding>,
 ) -> RoundResult {
     let rules = &definition.rules;
@@ -651,12 +747,17 @@ fn count_round(
             *v = v.saturating_add(c.approvals);
         }
         for w in &sheet.write_ins {
-            let v = votes
-                // Counted under the counting name (NFC, spaces collapsed), never the raw bytes:
-                // two spellings of one name are one person here, at the county, at the
-                // township and offline alike.
-                .entry(Person::WriteIn(w.counting_name()))
-                .or_default();
+            // Counted under the counting name (NFC, spaces collapsed), never the raw bytes:
+            // two spellings of one name are one person here, at the county, at the township
+            // and offline alike. Beyond that, the committee's adjudication decides (merged
+            // spellings, names ruled invalid).
+            let name = w.counting_name();
+            let person = match decided.and_then(|d| d.write_ins.get(&name)) {
+                Some(Some(person)) => person.clone(),
+                Some(None) => continue,
+                None => Person::WriteIn(name),
+            };
+            let v = votes.entry(person).or_default();
             *v = v.saturating_add(w.votes);
         }
     }
@@ -706,6 +807,14 @@ fn count_round(
         follow_up: FollowUp::None,
     };
     contest_warnings(contest, spec.round, rules, &counted, &result, findings);
+    // A round the committee declared void is void whoever has reported.
+    if let Some(decision) = decided.and_then(|d| d.voided.get(&spec.round)) {
+        result.status = RoundStatus::VoidByCommittee {
+            decision: decision.clone(),
+        };
+        result.follow_up = FollowUp::HeldAgain;
+        return result;
+    }
     if result.units_reported < units_expected {
         return result;
     }

@@ -138,6 +138,16 @@ pub enum Code {
     DefinitionDiffers,
     #[serde(rename = "E214")]
     KeyReplaced,
+    #[serde(rename = "E401")]
+    DecisionNotNeeded,
+    #[serde(rename = "E402")]
+    OpenMatters,
+    #[serde(rename = "E406")]
+    ReopenWithoutReason,
+    #[serde(rename = "E407")]
+    ContestLocked,
+    #[serde(rename = "E408")]
+    ConfirmationStale,
     #[serde(rename = "W301")]
     CollectedOverIssued,
     #[serde(rename = "W302")]
@@ -154,7 +164,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 39] = [
+    pub const ALL: [Code; 44] = [
         Code::BallotsNotBalanced,
         Code::BlankOverValid,
         Code::VotesOverValid,
@@ -188,6 +198,11 @@ impl Code {
         Code::NoElection,
         Code::DefinitionDiffers,
         Code::KeyReplaced,
+        Code::DecisionNotNeeded,
+        Code::OpenMatters,
+        Code::ReopenWithoutReason,
+        Code::ContestLocked,
+        Code::ConfirmationStale,
         Code::CollectedOverIssued,
         Code::ManyVoidBallots,
         Code::IssuedCollectedGap,
@@ -231,6 +246,11 @@ impl Code {
             Code::NoElection => "E212",
             Code::DefinitionDiffers => "E213",
             Code::KeyReplaced => "E214",
+            Code::DecisionNotNeeded => "E401",
+            Code::OpenMatters => "E402",
+            Code::ReopenWithoutReason => "E406",
+            Code::ContestLocked => "E407",
+            Code::ConfirmationStale => "E408",
             Code::CollectedOverIssued => "W301",
             Code::ManyVoidBallots => "W302",
             Code::IssuedCollectedGap => "W303",
@@ -295,6 +315,19 @@ impl Code {
                 "the forwarding township's definition is not the county's founding one"
             }
             Code::KeyReplaced => "signed with a unit key that an amendment replaced",
+            Code::DecisionNotNeeded => {
+                "a committee decision on a matter that is not open (or given twice, or without a reason)"
+            }
+            Code::OpenMatters => "a confirmation of a contest with open matters",
+            Code::ReopenWithoutReason => {
+                "a reopening without a reason, or of a contest that is not confirmed"
+            }
+            Code::ContestLocked => {
+                "the contest is confirmed and locked; a decision or amendment needs a reopening first"
+            }
+            Code::ConfirmationStale => {
+                "the confirmation is not for this record's result, chain head or log index"
+            }
             Code::CollectedOverIssued => {
                 "more ballots collected than issued: the whole contest is void (Art 44)"
             }

@@ -611,6 +611,12 @@ impl pb::county_server::County for CountyService {
                 tally_core::act::ActBody::ZeroReport(report) => {
                     tally_core::act::check_zero_report(&definition, report, recorded, zero_report)?;
                 }
+                // Whether a decision, confirmation or reopening is needed and holds is the
+                // record's to decide when it applies (it depends on the ledger and the
+                // decisions before it); a refusal then changes nothing and says why.
+                tally_core::act::ActBody::Decision(_)
+                | tally_core::act::ActBody::Confirmation(_)
+                | tally_core::act::ActBody::Reopening(_) => {}
             }
             Ok::<_, tally_core::Error>(body)
         })
@@ -622,10 +628,7 @@ impl pb::county_server::County for CountyService {
         })?
         .map_err(|e| Status::invalid_argument(format!("{e}\nnothing was recorded")))?;
         let label = body.label();
-        let id = match &body {
-            tally_core::act::ActBody::Amendment(amendment) => amendment.id.clone(),
-            tally_core::act::ActBody::ZeroReport(_) => "zero-report".to_owned(),
-        };
+        let id = body.id().to_owned();
         let applied = within(
             WRITE_DEADLINE,
             "recording the act",

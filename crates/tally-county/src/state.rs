@@ -26,11 +26,12 @@ use crate::ids::LogIndex;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
-use tally_core::act::{ActBody, SignedAct};
+use tally_core::act::SignedAct;
 use tally_core::canonical::{DefinitionDigest, digest_of};
+use tally_core::committee::Decisions;
 use tally_core::definition::{Definition, Mode};
 use tally_core::ledger::{ConflictRecord, Digest, Ledger, Submission};
-use tally_core::results::{ElectionResult, compute};
+use tally_core::results::{ElectionResult, compute_with};
 use tally_core::validate::{self, Code};
 use tally_proto::county::{StateImage, decode_image, encode_image};
 use tally_proto::{SignedSheet, decode_sheet};
@@ -209,6 +210,8 @@ pub struct CountyState {
     /// sheet before it (docs/design/record.md).
     zero_report: Option<u64>,
     ledger: Ledger,
+    /// The committee's decisions, confirmations and reopenings (docs/design/committee.md).
+    decisions: Decisions,
     /// The evidence in chain order, each with the head after it; the last one's is the head.
     records: Records,
     applied_index: u64,
@@ -221,6 +224,7 @@ impl CountyState {
             founding: None,
             zero_report: None,
             ledger: Ledger::new(),
+            decisions: Decisions::default(),
             records: Records::default(),
             applied_index: 0,
         }
@@ -316,28 +320,21 @@ impl CountyState {
                 "the cluster was not founded when this act was applied; submit it again".into(),
             );
         }
-        let (body, _signers) =
-            tally_core::act::check(&self.definition, act).map_err(|e| e.to_string())?;
-        match body {
-            ActBody::ZeroReport(report) => {
-                let recorded = !self.ledger.is_empty() || !self.ledger.conflicts().is_empty();
-                tally_core::act::check_zero_report(
-                    &self.definition,
-                    &report,
-                    recorded,
-                    self.zero_report,
-                )
-                .map_err(|e| e.to_string())?;
-                self.zero_report = Some(index);
-            }
-            ActBody::Amendment(amendment) => {
-                let ledger = &self.ledger;
-                let amended = tally_core::act::amend(&self.definition, &amendment, index, &|c| {
-                    ledger.polled(c)
-                })
-                .map_err(|e| e.to_string())?;
-                self.definition = Arc::new(amended);
-            }
+        let records = &self.records;
+        let head_at = |i: u64| Some(head_at(records, i));
+        let amended = tally_core::record::apply(
+            tally_core::record::Parts {
+                definition: &self.definition,
+                ledger: &mut self.ledger,
+                zero_report: &mut self.zero_report,
+                decisions: &mut self.decisions,
+            },
+            index,
+            act,
+            &head_at,
+        )?;
+        if let Some(amended) = amended {
+            self.definition = Arc::new(amended);
         }
         let act = Arc::new(act.clone());
         let head = chain_link(&self.head(), index, &act.link_digest());
@@ -601,9 +598,18 @@ impl CountyState {
             .collect()
     }
 
-    /// The election result of the counted sheets, with the chain head it reflects.
+    /// The election result of the counted sheets under the committee's decisions, with the
+    /// chain head it reflects.
     pub fn results(&self) -> (ElectionResult, ChainHead) {
-        (compute(&self.definition, &self.ledger), self.chain_head())
+        (
+            compute_with(&self.definition, &self.ledger, &self.decisions),
+            self.chain_head(),
+        )
+    }
+
+    /// The committee's decisions so far.
+    pub fn decisions(&self) -> &Decisions {
+        &self.decisions
     }
 
     /// Refused sheets that claimed a recorded slot and version, in arrival order.
@@ -655,6 +661,16 @@ impl CountyState {
         hasher.update(self.snapshot_bytes());
         hasher.finalize().into()
     }
+}
+
+/// The chain head after the last record at or before log index `index` (the empty chain's
+/// head before the first).
+fn head_at(records: &Records, index: u64) -> [u8; 32] {
+    records
+        .iter()
+        .take_while(|r| r.log_index <= index)
+        .last()
+        .map_or(CHAIN_HEAD_EMPTY, |r| r.head)
 }
 
 fn refused(error: &tally_proto::Error) -> SheetOutcome {

@@ -64,6 +64,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
+use tally_core::committee::Decisions;
 use tally_core::definition::Definition;
 use tally_core::results::ElectionResult;
 use tally_proto::SignedSheet;
@@ -697,9 +698,9 @@ pub fn verify_anchored(bundle: &Path, anchors: &Anchors) -> Result<VerifyReport>
     let records = check_chain(bundle, &manifest, &mut findings)?;
     let founding = founding_definition(&records, files_definition, &mut findings);
     let definition_digest = tally_core::canonical::digest(&founding);
-    let (recomputed, definition) = replay(founding, &records, &mut findings);
+    let (recomputed, definition, decisions) = replay(founding, &records, &mut findings);
     check_countersignatures(&definition, &records, &mut findings);
-    let result = check_results(bundle, &definition, &recomputed, &mut findings)?;
+    let result = check_results(bundle, &definition, &recomputed, &decisions, &mut findings)?;
     let mut matched = Vec::new();
     if let Some(announced) = digest_anchor {
         if announced == definition_digest.0 {
@@ -989,7 +990,7 @@ fn replay(
     founding: Definition,
     records: &[ChainRecordRead],
     findings: &mut Findings,
-) -> (intake::Intake, Definition) {
+) -> (intake::Intake, Definition, Decisions) {
     let positions: Vec<&RecordLine> = records
         .iter()
         .filter(|(_, s, _)| s.is_some())
@@ -1004,6 +1005,15 @@ fn replay(
     let mut stretch: Vec<SignedSheet> = Vec::new();
     let mut numbered = 0;
     let mut zero_report: Option<u64> = None;
+    let mut decisions = Decisions::default();
+    // The chain head at a log index, as the records carry it (their links were checked).
+    let head_at = |index: u64| {
+        records
+            .iter()
+            .take_while(|(line, _, _)| line.log_index <= index)
+            .filter_map(|(_, _, head)| *head)
+            .last()
+    };
     for (line, signed, _) in records {
         if let Some(signed) = signed {
             if definition.election.mode == tally_core::definition::Mode::Official
@@ -1026,26 +1036,23 @@ fn replay(
         intake::intake_into(&mut recomputed, &definition, "record", numbered, &stretch);
         numbered += stretch.len();
         stretch.clear();
+        // The same function as every replica of the county applies it with.
         let applied = act.decode().and_then(|act| {
-            let (body, _) = tally_core::act::check(&definition, &act).map_err(|e| e.to_string())?;
-            let ledger = &recomputed.ledger;
-            let amendment = match body {
-                tally_core::act::ActBody::Amendment(amendment) => amendment,
-                tally_core::act::ActBody::ZeroReport(report) => {
-                    let recorded = !ledger.is_empty() || !ledger.conflicts().is_empty();
-                    tally_core::act::check_zero_report(&definition, &report, recorded, zero_report)
-                        .map_err(|e| e.to_string())?;
-                    zero_report = Some(line.log_index);
-                    return Ok(definition.clone());
-                }
-            };
-            tally_core::act::amend(&definition, &amendment, line.log_index, &|c| {
-                ledger.polled(c)
-            })
-            .map_err(|e| e.to_string())
+            tally_core::record::apply(
+                tally_core::record::Parts {
+                    definition: &definition,
+                    ledger: &mut recomputed.ledger,
+                    zero_report: &mut zero_report,
+                    decisions: &mut decisions,
+                },
+                line.log_index,
+                &act,
+                &head_at,
+            )
         });
         match applied {
-            Ok(amended) => definition = amended,
+            Ok(Some(amended)) => definition = amended,
+            Ok(None) => {}
             Err(e) => findings.push(Finding {
                 record: Some(line.position),
                 log_index: Some(line.log_index),
@@ -1091,7 +1098,7 @@ fn replay(
             ),
         ));
     }
-    (recomputed, definition)
+    (recomputed, definition, decisions)
 }
 
 /// Step 5: the results, recomputed from the definition and the rebuilt ledger, against the
@@ -1100,9 +1107,10 @@ fn check_results(
     bundle: &Path,
     definition: &Definition,
     recomputed: &intake::Intake,
+    decisions: &Decisions,
     findings: &mut Findings,
 ) -> Result<ElectionResult> {
-    let result = tally_core::results::compute(definition, &recomputed.ledger);
+    let result = tally_core::results::compute_with(definition, &recomputed.ledger, decisions);
     let ours = serde_json::to_value(&result)
         .map_err(Error::json("encoding the recomputed result".into()))?;
     let results_path = bundle.join(RESULTS_FILE);

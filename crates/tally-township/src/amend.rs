@@ -84,8 +84,12 @@ fn apply(township: &Township, act: pb::CommitteeAct, log_index: u64) {
                     .map(|d| (amendment.id, Arc::new(d)))
                     .map_err(|e| e.to_string())
             }
-            // The zero report changes no definition; the county takes sheets after it.
-            ActBody::ZeroReport(_) => Ok(("the zero report".to_owned(), definition.clone())),
+            // The zero report and the committee's decisions change no definition: the zero
+            // report opens the count, the decisions are the county's to apply to its results.
+            other @ (ActBody::ZeroReport(_)
+            | ActBody::Decision(_)
+            | ActBody::Confirmation(_)
+            | ActBody::Reopening(_)) => Ok((other.label(), definition.clone())),
         });
     match applied {
         Ok((id, amended)) => {

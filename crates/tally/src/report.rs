@@ -614,6 +614,9 @@ fn round_state(contest: &ContestResult, round: &RoundResult) -> String {
             thousands(*collected),
             thousands(*issued)
         ),
+        (RoundStatus::VoidByCommittee { decision }, _) => format!(
+            "{round_label}VOID by the committee's decision {decision} (选举无效); hold the vote again"
+        ),
         (RoundStatus::TurnoutFailed { voted, registered }, _) => format!(
             "{round_label}INVALID (Art 45): {} of {} voted, not more than half; hold the vote again",
             thousands(*voted),
@@ -719,6 +722,7 @@ pub fn results_csv(result: &ElectionResult) -> Table {
                         RoundStatus::Pending => "pending",
                         RoundStatus::VoidArt44 { .. } => "void-art44",
                         RoundStatus::TurnoutFailed { .. } => "turnout-failed",
+                        RoundStatus::VoidByCommittee { .. } => "void-by-committee",
                         RoundStatus::Decided => "decided",
                     }
                     .into(),
