@@ -21,7 +21,7 @@ use crate::definition::{Definition, Mode};
 use crate::ids::{ContestId, UnitId};
 use crate::ledger::{Digest, Ledger};
 use crate::results::{ContestResult, ContestStatus, ElectionResult, FollowUp, Person, RoundStatus};
-use crate::sheet::{Round, SheetSlot};
+use crate::sheet::{Round, SheetSlot, TallySheet};
 use crate::validate::{Code, Finding, Severity};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -166,8 +166,8 @@ pub struct ContestDecisions {
     pub cutoff: BTreeMap<u32, Vec<Person>>,
     /// `(code, at)` of reviewed warnings → the note.
     pub reviewed: BTreeMap<(String, String), String>,
-    /// Conflicts resolved: `(slot, version)`.
-    pub kept: BTreeSet<(SheetSlot, u32)>,
+    /// Conflicts decided: `(slot, version)` → the digest of the sheet that counts.
+    pub kept: BTreeMap<(SheetSlot, u32), Digest>,
     pub lock: Option<Lock>,
 }
 
@@ -242,6 +242,16 @@ impl Decisions {
         self.contests.iter()
     }
 
+    /// The sheet that counts in `sheet`'s place: the one the committee chose where that
+    /// slot and version were in conflict, else `sheet` itself.
+    pub fn effective<'a>(&self, ledger: &'a Ledger, sheet: &'a TallySheet) -> &'a TallySheet {
+        self.contests
+            .get(&sheet.contest)
+            .and_then(|d| d.kept.get(&(sheet.slot(), sheet.version)))
+            .and_then(|digest| ledger.chosen(&sheet.slot(), sheet.version, digest))
+            .unwrap_or(sheet)
+    }
+
     /// Whether `contest` is confirmed and locked.
     pub fn locked(&self, contest: &ContestId) -> bool {
         self.contests.get(contest).is_some_and(|c| c.lock.is_some())
@@ -254,12 +264,11 @@ impl Decisions {
 
     /// Applies a decision recorded at `log_index`, after checking it is needed now (E401),
     /// the contest is not locked (E407), and the decision itself holds. `result` is the
-    /// result of the record just before it. A `keep-sheet` changes which sheet counts in
-    /// `ledger`. Nothing changes unless it is taken.
+    /// result of the record just before it. Nothing changes unless it is taken.
     pub fn decide(
         &mut self,
         definition: &Definition,
-        ledger: &mut Ledger,
+        ledger: &Ledger,
         result: &ElectionResult,
         log_index: u64,
         decision: &Decision,
@@ -324,13 +333,15 @@ impl Decisions {
                 };
                 let digest = parse_digest(sheet_digest)
                     .map_err(|e| not_needed(format!("sheet_digest {e}")))?;
-                if entry.kept.contains(&(slot.clone(), *version)) {
+                if entry.kept.contains_key(&(slot.clone(), *version)) {
                     return Err(not_needed(format!(
                         "the conflict of unit {unit}, round {round}, version {version} is already decided"
                     )));
                 }
-                ledger.keep(&slot, *version, &digest).map_err(not_needed)?;
-                entry.kept.insert((slot, *version));
+                ledger
+                    .conflict_choice(&slot, *version, &digest)
+                    .map_err(not_needed)?;
+                entry.kept.insert((slot, *version), digest);
                 format!(
                     "of the conflicting sheets of unit {unit}, round {round}, version {version}, sheet {} counts; the others stay recorded, set aside",
                     &sheet_digest[..16.min(sheet_digest.len())]
@@ -463,11 +474,18 @@ impl Decisions {
                 format!("round {round} is void (选举无效) and held again")
             }
             DecisionKind::Review { code, at, note } => {
-                let open: Vec<(String, String)> =
-                    warnings(definition, ledger, &result.findings, &decision.contest)
-                        .into_iter()
-                        .map(|f| (f.code.as_str().to_owned(), f.sheet))
-                        .collect();
+                let open: Vec<(String, String)> = warnings(
+                    definition,
+                    ledger,
+                    self,
+                    &result.findings,
+                    Some(&decision.contest),
+                )
+                .remove(&decision.contest)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| (f.code.as_str().to_owned(), f.sheet))
+                .collect();
                 let key = (code.clone(), at.clone());
                 if !open.contains(&key) {
                     return Err(not_needed(format!(
@@ -550,8 +568,11 @@ impl Decisions {
                     format!("{label}: contest {} is confirmed already", c.contest),
                 ));
             }
+            let warned = warnings(definition, ledger, self, &result.findings, Some(&c.contest))
+                .remove(&c.contest)
+                .unwrap_or_default();
             let open: Vec<String> = self
-                .matters(definition, ledger, result, contest)
+                .matters(definition, ledger, contest, &warned)
                 .into_iter()
                 .filter(|m| m.blocking)
                 .map(|m| m.what)
@@ -676,13 +697,36 @@ impl Decisions {
         Ok(())
     }
 
-    /// What waits for the committee in one contest, blocking first.
-    pub fn matters(
+    /// What waits for the committee, contest by contest in definition order, blocking matters
+    /// first within each: conflicts, cut-off ties, warnings, write-ins, arrivals after a lock,
+    /// and contests ready to confirm. (A contest still counting waits for its units, not for
+    /// the committee, and is not listed unless something else in it waits.)
+    pub fn pending(
         &self,
         definition: &Definition,
         ledger: &Ledger,
         result: &ElectionResult,
+    ) -> Vec<Matter> {
+        let mut warned = warnings(definition, ledger, self, &result.findings, None);
+        result
+            .contests
+            .iter()
+            .flat_map(|c| {
+                let w = warned.remove(&c.contest).unwrap_or_default();
+                self.matters(definition, ledger, c, &w)
+            })
+            .filter(|m| m.kind != "pending")
+            .collect()
+    }
+
+    /// What waits for the committee in one contest, blocking first; `warned` are the
+    /// contest's warnings ([`warnings`]).
+    pub fn matters(
+        &self,
+        definition: &Definition,
+        ledger: &Ledger,
         contest: &ContestResult,
+        warned: &[Finding],
     ) -> Vec<Matter> {
         let id = &contest.contest;
         let decided = self.contests.get(id);
@@ -708,7 +752,7 @@ impl Decisions {
             return out;
         }
         for c in ledger.conflicts().iter().filter(|c| c.slot.contest == *id) {
-            if decided.is_some_and(|d| d.kept.contains(&(c.slot.clone(), c.version))) {
+            if decided.is_some_and(|d| d.kept.contains_key(&(c.slot.clone(), c.version))) {
                 continue;
             }
             out.push(matter(
@@ -744,7 +788,7 @@ impl Decisions {
             }
         }
         let reviewed = decided.map(|d| &d.reviewed);
-        for f in warnings(definition, ledger, &result.findings, id) {
+        for f in warned {
             let key = (f.code.as_str().to_owned(), f.sheet.clone());
             if reviewed.is_some_and(|r| r.contains_key(&key)) {
                 continue;
@@ -819,22 +863,40 @@ impl DecisionKind {
 pub fn warnings(
     definition: &Definition,
     ledger: &Ledger,
+    decisions: &Decisions,
     findings: &[Finding],
-    contest: &ContestId,
-) -> Vec<Finding> {
-    let mut out: Vec<Finding> = ledger
+    only: Option<&ContestId>,
+) -> BTreeMap<ContestId, Vec<Finding>> {
+    let mut out: BTreeMap<ContestId, Vec<Finding>> = BTreeMap::new();
+    for sheet in ledger
         .counted()
-        .filter(|s| s.contest == *contest)
-        .flat_map(|s| crate::validate::check_sheet(definition, s))
+        .filter(|s| only.is_none_or(|c| s.contest == *c))
+    {
+        let sheet = decisions.effective(ledger, sheet);
+        let found: Vec<Finding> = crate::validate::check_sheet(definition, sheet)
+            .into_iter()
+            .filter(|f| f.severity() == Severity::Warning)
+            .collect();
+        if !found.is_empty() {
+            out.entry(sheet.contest.clone()).or_default().extend(found);
+        }
+    }
+    // The result's own findings of a contest are `contest C, round r`.
+    for f in findings
+        .iter()
         .filter(|f| f.severity() == Severity::Warning)
-        .collect();
-    let at = format!("contest {contest}, round ");
-    out.extend(
-        findings
-            .iter()
-            .filter(|f| f.severity() == Severity::Warning && f.sheet.starts_with(&at))
-            .cloned(),
-    );
+    {
+        let Some(rest) = f.sheet.strip_prefix("contest ") else {
+            continue;
+        };
+        let Some((contest, _)) = rest.split_once(", round ") else {
+            continue;
+        };
+        let contest = ContestId::new(contest.to_owned());
+        if only.is_none_or(|c| *c == contest) {
+            out.entry(contest).or_default().push(f.clone());
+        }
+    }
     out
 }
 

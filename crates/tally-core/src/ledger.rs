@@ -7,8 +7,8 @@
 //!   as no two different sheets claim the same slot and version (a conflict).
 //! - A conflict never changes what counts by itself: the sheet first recorded for that slot
 //!   and version keeps its place and the other is kept in [`Ledger::conflicts`] for the
-//!   committee, whose decision ([`Ledger::keep`]) may put the other in its place; neither is
-//!   ever dropped.
+//!   committee, whose decision may count the other instead ([`Ledger::chosen`]); the ledger
+//!   itself is not changed by it.
 //! - Submitting a sheet already recorded (same digest) changes nothing.
 //!
 //! The ledger trusts its caller: signatures are verified and [`crate::validate::check_sheet`]
@@ -145,57 +145,59 @@ impl Ledger {
             || self.conflicts.iter().any(|c| c.sheet.contest == *contest)
     }
 
-    /// The committee's decision on a conflict: of the sheets recorded for `slot` and
-    /// `version` (the one in place and those in conflict with it), the one with `digest`
-    /// counts. If it is not the one in place, the two swap: the chosen sheet takes the slot and
-    /// the one it displaces is kept in the conflicts, so both stay recorded. Refused (with why)
-    /// when there is no such conflict or no such sheet.
-    pub fn keep(&mut self, slot: &SheetSlot, version: u32, digest: &Digest) -> Result<(), String> {
+    /// Whether the committee may choose the sheet with `digest` for `slot` and `version`:
+    /// there is a conflict there, and the sheet is one of those in it (the one in place or
+    /// one refused). The ledger itself never changes: the choice is the committee's decision
+    /// ([`crate::committee`]), which the results apply ([`Ledger::chosen`]).
+    pub fn conflict_choice(
+        &self,
+        slot: &SheetSlot,
+        version: u32,
+        digest: &Digest,
+    ) -> Result<(), String> {
         let unit = &slot.unit;
         let round = slot.round.0;
-        let Some(recorded) = self.slots.get_mut(slot).and_then(|v| v.get_mut(&version)) else {
+        let Some(recorded) = self.slots.get(slot).and_then(|v| v.get(&version)) else {
             return Err(format!(
                 "no sheet is recorded for unit {unit}, round {round}, version {version}"
             ));
         };
-        let in_conflict: Vec<usize> = self
+        let in_conflict: Vec<&ConflictRecord> = self
             .conflicts
             .iter()
-            .enumerate()
-            .filter(|(_, c)| c.slot == *slot && c.version == version)
-            .map(|(i, _)| i)
+            .filter(|c| c.slot == *slot && c.version == version)
             .collect();
         if in_conflict.is_empty() {
             return Err(format!(
                 "the sheet of unit {unit}, round {round}, version {version} is in conflict with no other; there is nothing to choose"
             ));
         }
-        if recorded.digest == *digest {
+        if recorded.digest == *digest || in_conflict.iter().any(|c| c.conflicting == *digest) {
             return Ok(());
         }
-        let Some(&chosen) = in_conflict
-            .iter()
-            .find(|&&i| self.conflicts[i].conflicting == *digest)
-        else {
-            return Err(format!(
-                "no sheet of unit {unit}, round {round}, version {version} has digest {}; the sheets are {} (recorded) and {}",
-                hex::encode(digest),
-                hex::encode(recorded.digest),
-                in_conflict
-                    .iter()
-                    .map(|&i| hex::encode(self.conflicts[i].conflicting))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        };
-        let conflict = &mut self.conflicts[chosen];
-        std::mem::swap(&mut recorded.sheet, &mut conflict.sheet);
-        std::mem::swap(&mut recorded.digest, &mut conflict.conflicting);
-        let now = recorded.digest;
-        for &i in &in_conflict {
-            self.conflicts[i].existing = now;
+        Err(format!(
+            "no sheet of unit {unit}, round {round}, version {version} has digest {}; the sheets are {} (recorded first) and {}",
+            hex::encode(digest),
+            hex::encode(recorded.digest),
+            in_conflict
+                .iter()
+                .map(|c| hex::encode(c.conflicting))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
+    /// The sheet the committee chose for `slot` and `version` (the digest it named): the one
+    /// recorded first, or the conflicting one kept beside it.
+    pub fn chosen(&self, slot: &SheetSlot, version: u32, digest: &Digest) -> Option<&TallySheet> {
+        let recorded = self.slots.get(slot).and_then(|v| v.get(&version))?;
+        if recorded.digest == *digest {
+            return Some(&recorded.sheet);
         }
-        Ok(())
+        self.conflicts
+            .iter()
+            .find(|c| c.slot == *slot && c.version == version && c.conflicting == *digest)
+            .map(|c| &c.sheet)
     }
 
     /// The number of slots with a counted sheet (not counting older versions or conflicts).

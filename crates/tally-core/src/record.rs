@@ -2,9 +2,9 @@
 //! is decided, for every replica of the county, for `tally verify`'s replay and for the
 //! simulation's offline replay, so they cannot disagree.
 //!
-//! The record's parts an act may change are the definition in force, the ledger (a decision on
-//! a conflict chooses which sheet counts), the zero report's log index and the committee's
-//! decisions. Nothing changes unless the act is taken as a whole.
+//! The record's parts an act may change are the definition in force, the zero report's log
+//! index and the committee's decisions; the ledger of sheets is read, never changed (a
+//! decision on a conflict names the sheet that counts, and the results apply it). Nothing changes unless the act is taken as a whole.
 
 use crate::act::{self, ActBody, Change, SignedAct};
 use crate::committee::Decisions;
@@ -16,7 +16,7 @@ use crate::validate::Code;
 /// What of the record an act may change.
 pub struct Parts<'a> {
     pub definition: &'a Definition,
-    pub ledger: &'a mut Ledger,
+    pub ledger: &'a Ledger,
     pub zero_report: &'a mut Option<u64>,
     pub decisions: &'a mut Decisions,
 }

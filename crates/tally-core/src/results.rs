@@ -370,6 +370,7 @@ pub fn compute_with(
     // A locked contest counts the versions counted when it was confirmed, whatever came since.
     let mut counted: Vec<&TallySheet> = Vec::new();
     for sheet in ledger.counted() {
+        let sheet = decisions.effective(ledger, sheet);
         let lock = decisions
             .contest(&sheet.contest)
             .and_then(|d| d.lock.as_ref());
@@ -385,7 +386,7 @@ pub fn compute_with(
         }
         if let Some(version) = frozen {
             if let Some(recorded) = ledger.versions(&slot).find(|r| r.sheet.version == version) {
-                counted.push(&recorded.sheet);
+                counted.push(decisions.effective(ledger, &recorded.sheet));
             }
         }
         let late = after_lock.entry(&sheet.contest).or_default();

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tally_core::ledger::{Digest, Ledger, Submission};
-use tally_core::results::{ElectionResult, compute};
+use tally_core::results::{ElectionResult, compute_with};
 use tally_rpc::pb;
 
 /// The full results at one log index, the conflicts recorded up to it, and the state view they
@@ -31,6 +31,8 @@ pub struct ResultsAt {
     pub result: ElectionResult,
     pub chain: ChainHead,
     pub conflicts: Vec<pb::ConflictNotice>,
+    /// What waits for the committee at this log index.
+    pub matters: Vec<tally_core::committee::Matter>,
     pub view: StateView,
     /// When the view was taken.
     pub taken: tokio::time::Instant,
@@ -101,13 +103,17 @@ impl Mirror {
                 log_index: self.conflict_at.get(&c.conflicting).copied().unwrap_or(0),
             })
             .collect();
-        let result = compute(&view.definition, &self.ledger);
+        let result = compute_with(&view.definition, &self.ledger, &view.decisions);
+        let matters = view
+            .decisions
+            .pending(&view.definition, &self.ledger, &result);
         // An ElectionResult is plain data (strings, numbers, lists): it always serializes.
         let result_json = serde_json::to_string(&result).unwrap_or_default();
         ResultsAt {
             result,
             chain: view.chain,
             conflicts,
+            matters,
             view,
             taken,
             result_json,

@@ -769,6 +769,12 @@ fn results_response(at: &ResultsAt, filter: &Filter, replica: ReplicaId) -> pb::
             .collect(),
         result_json,
         replica_id: replica.get(),
+        matters: at
+            .matters
+            .iter()
+            .filter(|m| contests.iter().any(|k| k.contest == m.contest))
+            .map(tally_rpc::results::matter)
+            .collect(),
     }
 }
 

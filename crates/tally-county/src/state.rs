@@ -150,6 +150,8 @@ impl std::fmt::Debug for Records {
 #[derive(Debug, Clone)]
 pub struct StateView {
     pub definition: Arc<Definition>,
+    /// The committee's decisions at the view's log index (shared, copied on a change).
+    pub decisions: Arc<Decisions>,
     pub records: Records,
     pub chain: ChainHead,
 }
@@ -210,8 +212,9 @@ pub struct CountyState {
     /// sheet before it (docs/design/record.md).
     zero_report: Option<u64>,
     ledger: Ledger,
-    /// The committee's decisions, confirmations and reopenings (docs/design/committee.md).
-    decisions: Decisions,
+    /// The committee's decisions, confirmations and reopenings (docs/design/committee.md);
+    /// shared with the views, copied when an act changes them.
+    decisions: Arc<Decisions>,
     /// The evidence in chain order, each with the head after it; the last one's is the head.
     records: Records,
     applied_index: u64,
@@ -224,7 +227,7 @@ impl CountyState {
             founding: None,
             zero_report: None,
             ledger: Ledger::new(),
-            decisions: Decisions::default(),
+            decisions: Arc::default(),
             records: Records::default(),
             applied_index: 0,
         }
@@ -325,9 +328,9 @@ impl CountyState {
         let amended = tally_core::record::apply(
             tally_core::record::Parts {
                 definition: &self.definition,
-                ledger: &mut self.ledger,
+                ledger: &self.ledger,
                 zero_report: &mut self.zero_report,
-                decisions: &mut self.decisions,
+                decisions: Arc::make_mut(&mut self.decisions),
             },
             index,
             act,
@@ -584,6 +587,7 @@ impl CountyState {
     pub fn view(&self) -> StateView {
         StateView {
             definition: Arc::clone(&self.definition),
+            decisions: Arc::clone(&self.decisions),
             records: self.records.clone(),
             chain: self.chain_head(),
         }

@@ -1041,7 +1041,7 @@ fn replay(
             tally_core::record::apply(
                 tally_core::record::Parts {
                     definition: &definition,
-                    ledger: &mut recomputed.ledger,
+                    ledger: &recomputed.ledger,
                     zero_report: &mut zero_report,
                     decisions: &mut decisions,
                 },

@@ -86,5 +86,23 @@ pub fn contest_result(c: &ContestResult) -> pb::ContestResult {
                 round: e.round,
             })
             .collect(),
+        result_digest: tally_core::committee::result_digest(c).to_vec(),
+        confirmation: c
+            .confirmed
+            .as_ref()
+            .map(|l| l.confirmation.clone())
+            .unwrap_or_default(),
+        after_lock: c.after_lock.len() as u32,
+    }
+}
+
+/// One matter waiting for the committee.
+pub fn matter(m: &tally_core::committee::Matter) -> pb::CommitteeMatter {
+    pb::CommitteeMatter {
+        contest_id: m.contest.to_string(),
+        kind: m.kind.to_owned(),
+        blocking: m.blocking,
+        what: m.what.clone(),
+        how: m.how.clone(),
     }
 }
