@@ -1028,3 +1028,282 @@ fn an_official_cluster_starts_from_its_zero_report_and_refuses_rehearsal_sheets(
     let report = submit_bundle(&cluster, "official.sheets", &[]);
     assert_eq!(count(&report, "accepted"), 1, "{report}");
 }
+
+// Goal: the committee closes a contest through the real cluster. A conflict keeps the contest
+// from being confirmed (listed by `tally committee pending`, which exits 3; a confirmation is
+// not even prepared); a decision on a contest that does not need it is refused (E401); the
+// committee keeps the second sheet, and the result counts it; confirmed, the contest is
+// locked: a version 2 sent afterwards is recorded as an after-lock arrival and changes
+// nothing; reopened with a reason, it counts, and the contest waits to be confirmed again;
+// the exported evidence replays every decision and verifies.
+// Method: the generated county; only the sheets of one county-level contest are submitted,
+// so it is decided; a second version-1 sheet of one of its units (two candidates' approvals
+// swapped), signed with the unit's key, makes the conflict; every act is prepared, signed by
+// three officials and submitted with the CLI.
+#[test]
+fn the_committee_decides_confirms_and_reopens_a_contest() {
+    let cluster = Cluster::start();
+    let dir = cluster.path().to_path_buf();
+    let sheets = tally_files::read_bundles(&[dir.join("county/sheets.sheets")])
+        .unwrap()
+        .remove(0)
+        .1;
+    let definition = tally_files::load_definition(&dir.join("county/election.toml")).unwrap();
+    let contest = definition
+        .contests
+        .iter()
+        .find(|c| c.level == tally_core::congress::Level::County)
+        .unwrap()
+        .id
+        .clone();
+    let of_contest: Vec<_> = sheets
+        .into_iter()
+        .filter(|s| tally_proto::decode_sheet(&s.sheet).unwrap().contest == contest)
+        .collect();
+    let write = |name: &str, signed: &[tally_proto::SignedSheet]| {
+        std::fs::write(dir.join(name), tally_proto::write_bundle(signed)).unwrap();
+    };
+    write("contest.sheets", &of_contest);
+    cluster.wait_for("the founding", CLUSTER_READY_DEADLINE, || {
+        let report = submit_bundle(&cluster, "contest.sheets", &[]);
+        match count(&report, "accepted") as usize == of_contest.len() {
+            true => Ok(()),
+            false => Err(report.to_string()),
+        }
+    });
+    // The conflict: the same unit, round and version, two candidates' approvals swapped.
+    let first = tally_proto::decode_sheet(&of_contest[0].sheet).unwrap();
+    let key = tally_tests::unit_secret_key(&dir.join("county"), first.unit.as_str());
+    let mut other = first.clone();
+    let (a, b) = (other.candidates[0].approvals, other.candidates[1].approvals);
+    assert_ne!(a, b, "the swap must change the sheet: {first:?}");
+    other.candidates[0].approvals = b;
+    other.candidates[1].approvals = a;
+    let conflicting = tally_proto::sign(&other, &key, &definition.election);
+    let chosen = hex::encode(conflicting.digest());
+    write("conflict.sheets", &[conflicting]);
+    let report = submit_bundle(&cluster, "conflict.sheets", &[]);
+    assert_eq!(count(&report, "conflicts"), 1, "{report}");
+
+    let servers = cluster.servers();
+    let run = |args: &[&str]| output(&dir, args);
+    let with_cluster = |args: &[&str]| -> (i32, String, String) {
+        run(&[args, &["--servers", &servers, "--pki", "pki"]].concat())
+    };
+    let pending = || {
+        let (code, stdout, stderr) = with_cluster(&["committee", "pending", "--format", "json"]);
+        let value: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}{stderr}"));
+        (
+            code,
+            value["matters"].as_array().cloned().unwrap_or_default(),
+        )
+    };
+    let (code, matters) = pending();
+    assert_eq!(code, 3, "{matters:?}");
+    assert!(
+        matters.iter().any(|m| m["kind"] == "conflict"
+            && m["blocking"] == true
+            && m["contest"] == contest.as_str()
+            && m["what"].as_str().unwrap().contains(&chosen)),
+        "{matters:?}"
+    );
+    let (code, stdout, stderr) = with_cluster(&[
+        "committee",
+        "confirm",
+        "-d",
+        "county/election.toml",
+        "--id",
+        "K-0",
+        "--contest",
+        contest.as_str(),
+        "--out",
+        "K-0.json",
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("E402") && stderr.contains("differ"),
+        "{stderr}"
+    );
+    assert!(!dir.join("K-0.json").exists());
+
+    tally_tests::official_key_files(&dir.join("county"), &dir);
+    let sign_and_submit = |file: &str| {
+        for official in ["O1", "O3", "O5"] {
+            let key = format!("{official}.key");
+            let (code, stdout, stderr) = run(&[
+                "committee",
+                "sign",
+                file,
+                "-d",
+                "county/election.toml",
+                "--official",
+                official,
+                "--key",
+                &key,
+            ]);
+            assert_eq!(code, 0, "{stdout}{stderr}");
+        }
+        with_cluster(&["committee", "submit", file, "-d", "county/election.toml"])
+    };
+    let contest_result = || -> Value {
+        let (code, stdout, stderr) = with_cluster(&[
+            "cluster",
+            "results",
+            "--contest",
+            contest.as_str(),
+            "--format",
+            "json",
+        ]);
+        // 3 while the county holds conflicts, as for the clerk's `tally results`.
+        assert!(code == 0 || code == 3, "{code}: {stdout}{stderr}");
+        let v: Value = serde_json::from_str(&stdout).unwrap();
+        v["contests"][0].clone()
+    };
+    let votes = |result: &Value| result["rounds"][0]["votes"].clone();
+    let before = contest_result();
+
+    // A decision on a matter that is not open: refused, nothing recorded.
+    let (code, stdout, stderr) = run(&[
+        "committee",
+        "void-round",
+        "-d",
+        "county/election.toml",
+        "--id",
+        "D-0",
+        "--contest",
+        contest.as_str(),
+        "--round",
+        "2",
+        "--reason",
+        "测试",
+        "--out",
+        "D-0.json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = sign_and_submit("D-0.json");
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("E401"), "{stderr}");
+
+    let (code, stdout, stderr) = run(&[
+        "committee",
+        "keep-sheet",
+        "-d",
+        "county/election.toml",
+        "--id",
+        "D-1",
+        "--contest",
+        contest.as_str(),
+        "--unit",
+        first.unit.as_str(),
+        "--sheet-digest",
+        &chosen,
+        "--reason",
+        "经核对原始选票，第二份报告单正确",
+        "--out",
+        "D-1.json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = sign_and_submit("D-1.json");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let decided = contest_result();
+    assert_ne!(votes(&decided), votes(&before), "the kept sheet counts");
+    assert_eq!(decided["decisions"][0]["id"], "D-1", "{decided}");
+    let (code, matters) = pending();
+    assert_eq!(code, 3);
+    assert!(
+        matters
+            .iter()
+            .any(|m| m["kind"] == "ready" && m["contest"] == contest.as_str()),
+        "{matters:?}"
+    );
+
+    let (code, stdout, stderr) = with_cluster(&[
+        "committee",
+        "confirm",
+        "-d",
+        "county/election.toml",
+        "--id",
+        "K-1",
+        "--contest",
+        contest.as_str(),
+        "--out",
+        "K-1.json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = sign_and_submit("K-1.json");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let confirmed = contest_result();
+    assert_eq!(confirmed["confirmed"]["confirmation"], "K-1", "{confirmed}");
+
+    // After the lock: recorded, listed, not counted.
+    let mut late = other.clone();
+    late.version = 2;
+    late.replaces_version = Some(1);
+    late.candidates[0].approvals = a;
+    late.candidates[1].approvals = b;
+    write(
+        "late.sheets",
+        &[tally_proto::sign(&late, &key, &definition.election)],
+    );
+    let report = submit_bundle(&cluster, "late.sheets", &[]);
+    assert_eq!(count(&report, "accepted"), 1, "{report}");
+    let locked = contest_result();
+    assert_eq!(votes(&locked), votes(&confirmed), "the lock holds");
+    assert_eq!(
+        locked["after_lock"].as_array().map(Vec::len),
+        Some(1),
+        "{locked}"
+    );
+
+    let (code, stdout, stderr) = run(&[
+        "committee",
+        "reopen",
+        "-d",
+        "county/election.toml",
+        "--id",
+        "R-1",
+        "--contest",
+        contest.as_str(),
+        "--confirmation",
+        "K-1",
+        "--reason",
+        "",
+        "--out",
+        "R-0.json",
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("E406"), "{stderr}");
+    let (code, stdout, stderr) = run(&[
+        "committee",
+        "reopen",
+        "-d",
+        "county/election.toml",
+        "--id",
+        "R-1",
+        "--contest",
+        contest.as_str(),
+        "--confirmation",
+        "K-1",
+        "--reason",
+        "该选区送来更正报告单，重新审核",
+        "--out",
+        "R-1.json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = sign_and_submit("R-1.json");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let reopened = contest_result();
+    assert_eq!(
+        votes(&reopened),
+        votes(&before),
+        "version 2 (the first figures) counts now"
+    );
+    assert!(reopened.get("confirmed").is_none(), "{reopened}");
+
+    let (code, stdout, stderr) =
+        with_cluster(&["export", "-d", "county/election.toml", "--out", "evidence"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = run(&["verify", "evidence"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}

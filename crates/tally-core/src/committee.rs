@@ -763,8 +763,8 @@ impl Decisions {
                     c.slot.unit,
                     c.slot.round.0,
                     c.version,
-                    &hex::encode(c.existing)[..16],
-                    &hex::encode(c.conflicting)[..16]
+                    hex::encode(c.existing),
+                    hex::encode(c.conflicting)
                 ),
                 format!(
                     "tally committee keep-sheet --contest {id} --unit {} --round {} --version {} --sheet-digest HEX --reason ...",

@@ -271,7 +271,7 @@ pub fn zero_report(command: ZeroReportCommand) -> Result<Outcome> {
     }
 }
 
-fn act(command: ActCommand) -> Result<Outcome> {
+pub(crate) fn act(command: ActCommand) -> Result<Outcome> {
     match command {
         ActCommand::Show { file, definition } => {
             let definition = load_definition(&definition)?;
@@ -329,7 +329,7 @@ fn prepare_file(args: &PrepareArgs, change: Change) -> Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-fn write_new(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_new(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
         .write(true)

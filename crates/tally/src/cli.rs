@@ -115,6 +115,10 @@ enum Command {
     /// offline, then submit it to the county before the first sheet.
     #[command(subcommand)]
     ZeroReport(crate::amend_cmd::ZeroReportCommand),
+    /// The committee closes the count: list what waits for it, prepare a decision, a
+    /// confirmation or a reopening; each official signs it offline; submit it once k have.
+    #[command(subcommand)]
+    Committee(crate::committee_cmd::CommitteeCommand),
     /// Look at and administer the county cluster (as an operator).
     #[command(subcommand)]
     Cluster(crate::county_cmd::ClusterCommand),
@@ -294,6 +298,7 @@ fn run(command: Command) -> Result<Outcome> {
         Command::Cluster(command) => crate::county_cmd::cluster(command),
         Command::Amend(command) => crate::amend_cmd::run(command),
         Command::ZeroReport(command) => crate::amend_cmd::zero_report(command),
+        Command::Committee(command) => crate::committee_cmd::run(command),
         Command::Export {
             client,
             operator,

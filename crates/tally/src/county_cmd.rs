@@ -270,12 +270,12 @@ where
     bail!("no replica could take the call:\n  {}", errors.join("\n  "))
 }
 
-async fn cluster_results(
+/// The county's results, from the first replica that answers (an unavailable one is skipped).
+pub(crate) async fn fetch_results(
     client: &ClientArgs,
     files: &TlsFiles,
     request: pb::ResultsRequest,
-    format: crate::report::Format,
-) -> Result<Outcome> {
+) -> Result<pb::ResultsResponse> {
     let tls = client_config(files)?;
     let mut errors = Vec::new();
     let mut response = None;
@@ -298,12 +298,21 @@ async fn cluster_results(
             Err(status) => bail!("{address}: {}", status.message()),
         }
     }
-    let Some(r) = response else {
-        bail!(
+    response.ok_or_else(|| {
+        anyhow!(
             "no replica could answer:\n  {}\n(--stale reads a replica's own state without a majority)",
             errors.join("\n  ")
-        );
-    };
+        )
+    })
+}
+
+async fn cluster_results(
+    client: &ClientArgs,
+    files: &TlsFiles,
+    request: pb::ResultsRequest,
+    format: crate::report::Format,
+) -> Result<Outcome> {
+    let r = fetch_results(client, files, request).await?;
     match format {
         crate::report::Format::Json => say!("{}", r.result_json),
         crate::report::Format::Table | crate::report::Format::Csv => {

@@ -30,6 +30,7 @@ pub mod amend_cmd;
 pub mod certs_cmd;
 pub mod cli;
 pub mod client;
+pub mod committee_cmd;
 pub mod county_cmd;
 pub mod demo;
 pub mod demo_net;
