@@ -615,3 +615,180 @@ fn amendments_in_the_evidence_and_a_bundle_forged_from_another_definition() {
         .collect();
     assert_eq!(kinds, ["anchor", "anchor"], "{anchored:#}");
 }
+
+// Goal: the committee's decisions and confirmations are in the evidence and `tally verify`
+// replays them: the bundle verifies as exported, and a decision altered after signing, a
+// decision removed, or a confirmation removed is each caught.
+// Method: a cluster takes the county's sheets; the committee rules a written-in name of a
+// decided contest invalid (`tally committee write-ins`), then confirms the contest, each
+// signed by 3 of the 5 officials; export and verify; then three forged copies, each relinked
+// and its manifest fixed: the decision's reason changed; the decision's record removed (the
+// confirmation no longer matches the result it signed); the confirmation's record removed
+// (the claimed results say confirmed).
+#[test]
+fn decisions_and_confirmations_in_the_evidence() {
+    let root = tally_tests::tempdir();
+    let work = root.path();
+    let mut county = tally_tests::lay_out_county(&work.join("net"), &params(), Default::default());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(county.start_county())
+        .expect("the cluster elects a leader");
+    let servers = tally_tests::servers(&county);
+    let pki = county.layout.pki.to_str().unwrap().to_owned();
+    let folder = county.layout.county.clone();
+    let definition = folder.join("election.toml");
+    let definition = definition.to_str().unwrap();
+    let (code, out, err) = tally_tests::submit(&county, work, &folder.join("sheets.sheets"));
+    assert!(code == 0 || code == 3, "submit: {code}\n{out}\n{err}");
+
+    let cluster = |args: &[&str]| {
+        output(
+            work,
+            &[args, &["--servers", &servers, "--pki", &pki]].concat(),
+        )
+    };
+    let (_, results, _) = cluster(&["cluster", "results", "--format", "json"]);
+    let results: Value = serde_json::from_str(&results).unwrap();
+    let (contest, name) = results["contests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "Decided" && c["rounds"].as_array().unwrap().len() == 1)
+        .find_map(|c| {
+            let name = c["rounds"][0]["votes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find_map(|v| v["person"]["WriteIn"].as_str())?;
+            Some((c["contest"].as_str()?.to_owned(), name.to_owned()))
+        })
+        .expect("a decided contest with a written-in name");
+    let keys = tally_tests::official_key_files(&folder, work);
+    let prepare_sign_submit = |prepare: &[&str], file: &str| {
+        let (code, out, err) = output(work, prepare);
+        assert_eq!(code, 0, "{out}{err}");
+        for (id, key) in keys.iter().take(3) {
+            let (code, out, err) = output(
+                work,
+                &[
+                    "committee",
+                    "sign",
+                    file,
+                    "-d",
+                    definition,
+                    "--official",
+                    id,
+                    "--key",
+                    key.to_str().unwrap(),
+                ],
+            );
+            assert_eq!(code, 0, "{out}{err}");
+        }
+        let (code, out, err) = cluster(&["committee", "submit", file, "-d", definition]);
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    prepare_sign_submit(
+        &[
+            "committee",
+            "write-ins",
+            "-d",
+            definition,
+            "--id",
+            "D-1",
+            "--contest",
+            &contest,
+            "--invalid",
+            &name,
+            "--reason",
+            "所写姓名无法辨认",
+            "--out",
+            "D-1.json",
+        ],
+        "D-1.json",
+    );
+    let confirm = [
+        &[
+            "committee",
+            "confirm",
+            "-d",
+            definition,
+            "--id",
+            "K-1",
+            "--contest",
+            &contest,
+        ][..],
+        &["--out", "K-1.json", "--servers", &servers, "--pki", &pki],
+    ]
+    .concat();
+    prepare_sign_submit(&confirm, "K-1.json");
+
+    let bundle = work.join("bundle");
+    let (code, out, err) = cluster(&[
+        "export",
+        "-d",
+        definition,
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "export: {out}\n{err}");
+    county.fleet.stop_all();
+    let (code, report) = verify(work, &bundle);
+    assert_eq!(code, 0, "{report:#}");
+    let lines = read_lines(&bundle);
+    let acts: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.act.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(acts.len(), 2, "the decision and the confirmation");
+    let (decision, confirmation) = (acts[0], acts[1]);
+
+    // 1. The decision's reason changed after the officials signed.
+    let changed = work.join("changed-decision");
+    copy_dir(&bundle, &changed);
+    let mut forged = lines.clone();
+    let body = &mut forged[decision].act.as_mut().unwrap().body;
+    *body = body.replace("所写姓名无法辨认", "所写姓名无效");
+    relink(&changed, &mut forged);
+    let (code, report) = verify(work, &changed);
+    assert_eq!(code, 3, "{report:#}");
+    let found = findings(&report);
+    assert!(!found.iter().any(|f| f["kind"] == "chain"), "{report:#}");
+    assert!(
+        found.iter().any(|f| f["kind"] == "act"
+            && f["record"].as_u64() == Some(decision as u64)
+            && f["message"].as_str().unwrap().contains("does not verify")),
+        "{report:#}"
+    );
+
+    // 2. The decision removed: the confirmation no longer applies to the record, and the
+    // claimed results are not the record's.
+    let removed = work.join("removed-decision");
+    copy_dir(&bundle, &removed);
+    let mut forged = lines.clone();
+    forged.remove(decision);
+    relink(&removed, &mut forged);
+    let (code, report) = verify(work, &removed);
+    assert_eq!(code, 3, "{report:#}");
+    let found = findings(&report);
+    assert!(
+        found
+            .iter()
+            .any(|f| f["kind"] == "act" && f["message"].as_str().unwrap().contains("E408")),
+        "{report:#}"
+    );
+    assert!(found.iter().any(|f| f["kind"] == "result"), "{report:#}");
+
+    // 3. The confirmation removed: the claimed results say the contest is confirmed.
+    let unconfirmed = work.join("removed-confirmation");
+    copy_dir(&bundle, &unconfirmed);
+    let mut forged = lines.clone();
+    forged.remove(confirmation);
+    relink(&unconfirmed, &mut forged);
+    let (code, report) = verify(work, &unconfirmed);
+    assert_eq!(code, 3, "{report:#}");
+    let found = findings(&report);
+    assert!(found.iter().any(|f| f["kind"] == "result"), "{report:#}");
+}
