@@ -232,6 +232,17 @@ fn metrics_and_dashboard_in_a_browser() {
         "{:#}",
         dashboard["replicas"]
     );
+    // The committee's side: the conflict waits for it and blocks its contest's confirmation.
+    let committee = &dashboard["committee"];
+    assert!(
+        committee["blocking"].as_u64().unwrap() >= 1,
+        "{committee:#}"
+    );
+    assert!(
+        committee["waiting"].as_u64() >= committee["blocking"].as_u64(),
+        "{committee:#}"
+    );
+    assert_eq!(committee["confirmed"], 0, "{committee:#}");
     let alerts = dashboard["alerts"].to_string();
     let silent_name = &county.generated.townships.last().unwrap().name;
     assert!(alerts.contains(silent_name.as_str()), "{alerts}");
@@ -319,6 +330,7 @@ fn metrics_and_dashboard_in_a_browser() {
         format!("定义 definition {}", &digest[..16]),
         "签名验证失败".to_owned(),
         "冲突计票单".to_owned(),
+        "委员会确认 Confirmed".to_owned(),
     ];
     let mut elected = 0;
     for contest in &results.contests {

@@ -260,6 +260,11 @@ fn dashboard(
                 "elected": c.elected.iter().map(|e| json!({"name": e.name, "votes": e.votes, "round": e.round})).collect::<Vec<_>>(),
                 "seats_filled": c.seats_filled,
                 "vacancies": c.vacancies,
+                // The committee (docs/design/committee.md): the confirmation in force, sheets
+                // recorded after it, and what waits in this contest.
+                "confirmation": c.confirmed.as_ref().map(|l| l.confirmation.clone()),
+                "after_lock": c.after_lock.len(),
+                "waiting": at.matters.iter().filter(|m| m.contest == c.contest).count(),
             })
         })
         .collect();
@@ -446,7 +451,29 @@ fn dashboard(
         );
     }
 
+    let confirmed = result
+        .contests
+        .iter()
+        .filter(|c| c.confirmed.is_some())
+        .count();
+    let after_lock: usize = result.contests.iter().map(|c| c.after_lock.len()).sum();
+    let blocking = at.matters.iter().filter(|m| m.blocking).count();
+    if after_lock > 0 {
+        alert(
+            "warning",
+            format!(
+                "{after_lock} 份计票单在选区确认后送达（未计入，除非委员会重新开启该选区）· sheets arrived after a contest was confirmed"
+            ),
+        );
+    }
     json!({
+        "committee": {
+            "contests": result.contests.len(),
+            "confirmed": confirmed,
+            "waiting": at.matters.len(),
+            "blocking": blocking,
+            "after_lock": after_lock,
+        },
         "election": result.election,
         "election_id": status.election_id,
         "mode": status.mode,

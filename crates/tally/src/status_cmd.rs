@@ -118,11 +118,27 @@ pub struct RefusedSheet {
     pub code: String,
 }
 
+/// The committee's side of the count, from the county's results (docs/design/committee.md).
+#[derive(Serialize, Default)]
+pub struct CommitteeRow {
+    pub contests: u64,
+    pub confirmed: u64,
+    /// Matters waiting for the committee, a contest ready to confirm included.
+    pub waiting: u64,
+    /// Of them, those that keep a contest from being confirmed.
+    pub blocking: u64,
+    /// Sheets recorded for confirmed contests after their lock.
+    pub after_lock: u64,
+    /// Why the results could not be read, if they could not.
+    pub error: String,
+}
+
 /// What `tally status` found.
 #[derive(Serialize)]
 pub struct StatusReport {
     pub replicas: Vec<ReplicaRow>,
     pub townships: Vec<TownshipRow>,
+    pub committee: CommitteeRow,
     /// Everything that needs attention, one sentence each; empty when all is well.
     pub problems: Vec<String>,
 }
@@ -455,11 +471,65 @@ pub async fn gather(args: &StatusArgs) -> Result<StatusReport> {
             "the official count waits for the zero report: no sheet is taken before it; the committee prepares it (`tally zero-report prepare`), k officials sign it and an operator submits it".to_owned(),
         );
     }
+    let committee = committee_row(&args.client, &files, &replicas).await;
+    if committee.waiting > 0 {
+        problems.push(format!(
+            "{} matter(s) wait for the committee ({} keep a contest from being confirmed); {} of {} contests confirmed: `tally committee pending`",
+            committee.waiting, committee.blocking, committee.confirmed, committee.contests
+        ));
+    }
+    if committee.after_lock > 0 {
+        problems.push(format!(
+            "{} sheet(s) arrived for confirmed contests after their lock; they count only if the committee reopens the contest",
+            committee.after_lock
+        ));
+    }
     Ok(StatusReport {
         replicas,
         townships,
+        committee,
         problems,
     })
+}
+
+/// What waits for the committee, from one replica's results as it has applied them (a
+/// stale read: status must answer while the cluster has no leader). Nothing to say before the
+/// founding, or when no replica answers (the replica rows say so).
+async fn committee_row(
+    client: &crate::client::ClientArgs,
+    files: &tally_net::TlsFiles,
+    replicas: &[ReplicaRow],
+) -> CommitteeRow {
+    let founded = replicas.iter().any(|r| {
+        r.definition_digest
+            .as_deref()
+            .is_some_and(|d| !d.is_empty())
+    });
+    if !founded {
+        return CommitteeRow::default();
+    }
+    let request = pb::ResultsRequest {
+        stale: true,
+        ..Default::default()
+    };
+    match crate::county_cmd::fetch_results(client, files, request).await {
+        Ok(r) => CommitteeRow {
+            contests: r.contests.len() as u64,
+            confirmed: r
+                .contests
+                .iter()
+                .filter(|c| !c.confirmation.is_empty())
+                .count() as u64,
+            waiting: r.matters.len() as u64,
+            blocking: r.matters.iter().filter(|m| m.blocking).count() as u64,
+            after_lock: r.contests.iter().map(|c| u64::from(c.after_lock)).sum(),
+            error: String::new(),
+        },
+        Err(e) => CommitteeRow {
+            error: format!("{e:#}"),
+            ..Default::default()
+        },
+    }
 }
 
 /// `tally status`.
@@ -600,6 +670,20 @@ fn print_table(report: &StatusReport) {
         for t in report.townships.iter().filter(|t| !t.last_error.is_empty()) {
             say!("township {}: last error: {}", t.township, t.last_error);
         }
+    }
+    let c = &report.committee;
+    if c.contests > 0 {
+        say!(
+            "committee: {} of {} contests confirmed, {} matter(s) waiting ({} blocking), {} after-lock arrival(s)",
+            c.confirmed,
+            c.contests,
+            c.waiting,
+            c.blocking,
+            c.after_lock
+        );
+    }
+    if !c.error.is_empty() {
+        say!("committee: the results could not be read: {}", c.error);
     }
     if report.problems.is_empty() {
         say!("all well");
