@@ -209,6 +209,11 @@ pub struct Matter {
     pub what: String,
     /// A command that prepares the decision, where one applies.
     pub how: String,
+    /// For a warning: its code and where it is (what `tally committee review` names).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub code: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub at: String,
 }
 
 /// The warnings that keep a contest from being confirmed until reviewed: a unit that found
@@ -737,6 +742,8 @@ impl Decisions {
             blocking,
             what,
             how,
+            code: String::new(),
+            at: String::new(),
         };
         let locked = decided.and_then(|d| d.lock.as_ref());
         if let Some(lock) = locked {
@@ -773,6 +780,9 @@ impl Decisions {
             ));
         }
         for r in &contest.rounds {
+            if decided.is_some_and(|d| d.cutoff.contains_key(&r.round)) {
+                continue;
+            }
             if let FollowUp::FurtherCandidatesTie { tied, places, .. } = &r.follow_up {
                 let def = definition.contest(id);
                 out.push(matter(
@@ -793,12 +803,16 @@ impl Decisions {
             if reviewed.is_some_and(|r| r.contains_key(&key)) {
                 continue;
             }
-            out.push(matter(
+            out.push(Matter {
+                code: f.code.as_str().to_owned(),
+                at: f.sheet.clone(),
+                ..matter(
                 "warning",
                 BLOCKING_WARNINGS.contains(&f.code),
                 format!("{} at {}: {}", f.code.as_str(), f.sheet, f.message),
                 format!("tally committee review --contest {id} --code {} --at {:?} --note ... --reason ...", f.code.as_str(), f.sheet),
-            ));
+            )
+            });
         }
         let adjudicated = decided.map(|d| &d.write_ins);
         let open_names: Vec<String> = written_in(contest)

@@ -104,5 +104,7 @@ pub fn matter(m: &tally_core::committee::Matter) -> pb::CommitteeMatter {
         blocking: m.blocking,
         what: m.what.clone(),
         how: m.how.clone(),
+        code: m.code.clone(),
+        at: m.at.clone(),
     }
 }

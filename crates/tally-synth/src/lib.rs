@@ -516,12 +516,15 @@ fn find_contest(
 fn planted(g: &Generated) -> Vec<Planted> {
     let mut used = Vec::new();
     let mut out = Vec::new();
-    let wanted: [(&str, Level, u32, usize); 5] = [
+    // New cases go at the end, so the contests of the earlier ones stay where they were.
+    let wanted: [(&str, Level, u32, usize); 7] = [
         ("tie", Level::Township, 2, 3),
         ("further", Level::Township, 2, 3),
         ("vacancy", Level::Township, 1, 2),
         ("void-art44", Level::County, 2, 3),
         ("turnout", Level::Township, 3, 4),
+        ("cutoff-tie", Level::Township, 3, 5),
+        ("write-in", Level::Township, 2, 3),
     ];
     for (what, level, seats, candidates) in wanted {
         if let Some(i) = find_contest(g, level, seats, candidates, &used) {
@@ -559,6 +562,19 @@ fn plant_scenarios(g: &mut Generated, _rng: &mut Rng) {
             }
             "void-art44" => format!(
                 "{} {}: one unit found more ballots in the box than it issued; the vote is void as a whole (Art 44) and held again in round 2",
+                c.id, c.name
+            ),
+            "cutoff-tie" => {
+                // A passes; the further election for 2 seats lists 3: B, C, and one of D and
+                // E, who have exactly the same votes at every unit.
+                c.shares = vec![700, 400, 350, 300, 300];
+                format!(
+                    "{} {}: only one candidate passes; the further election's list of three ties at its last place (the 4th and 5th candidates); the committee decides who stands (tally committee cutoff-tie), then round 2 is the further election, voted with the 4th",
+                    c.id, c.name
+                )
+            }
+            "write-in" => format!(
+                "{} {}: voters wrote in one person spelled two ways (刘华, 刘桦); the committee merges the spellings (tally committee write-ins)",
                 c.id, c.name
             ),
             _ => format!(
@@ -686,6 +702,28 @@ fn first_round_sheets(g: &Generated, rng: &mut Rng) -> Vec<TallySheet> {
             };
             let all: Vec<usize> = (0..contest.candidates.len()).collect();
             let mut sheet = make_sheet(rng, unit, contest, 1, &all, &contest.shares, turnout, 0);
+            if what == Some("write-in") {
+                // One spelling at the contest's first unit, the other at its second (or at
+                // the first too, when one unit serves the contest).
+                let units = units_of(g, contest_id);
+                let second = units.get(1).unwrap_or(&units[0]);
+                let mut spelled = Vec::new();
+                if units[0].id == unit.id {
+                    spelled.push(("刘华", 4));
+                }
+                if second.id == unit.id {
+                    spelled.push(("刘桦", 3));
+                }
+                if !spelled.is_empty() {
+                    sheet.write_ins = spelled
+                        .into_iter()
+                        .map(|(name, votes)| WriteIn {
+                            name: name.to_owned(),
+                            votes,
+                        })
+                        .collect();
+                }
+            }
             if what == Some("void-art44") && units_of(g, contest_id)[0].id == unit.id {
                 // Three ballots too many in the box: legal data, void contest (Art 44).
                 sheet.ballots_collected = sheet.ballots_issued + 3;
@@ -701,8 +739,14 @@ fn add_scenario_sheets(g: &mut Generated, rng: &mut Rng) {
     let mut extra = Vec::new();
     for p in planted(g) {
         let contest = &g.contests[p.contest];
+        if p.what == "write-in" {
+            // Decided in round 1; the committee only adjudicates the names.
+            continue;
+        }
         let (candidates, shares): (Vec<usize>, Vec<u64>) = match p.what {
             "tie" => (vec![1, 2], vec![610, 330]),
+            // The further election between B, C and D (the committee's choice of the tied).
+            "cutoff-tie" => (vec![1, 2, 3], vec![600, 450, 300]),
             "further" => (vec![1, 2], vec![560, 380]),
             "vacancy" => (vec![0, 1], vec![300, 280]),
             _ => (

@@ -487,6 +487,8 @@ fn pending(
                         "blocking": m.blocking,
                         "what": m.what,
                         "how": m.how,
+                        "code": m.code,
+                        "at": m.at,
                     })
                 })
                 .collect();

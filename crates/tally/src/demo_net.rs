@@ -406,7 +406,10 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
     say!("\n7. The county's result, read from the cluster (linearizable)\n");
     let outcome = county_results(county).await?;
 
-    say!("\n8. Seats (Art 12) and the apportionment of county seats to townships\n");
+    say!("\n8. The committee closes the count: decisions, confirmation, publication\n");
+    crate::demo_committee::run(county).await?;
+
+    say!("\n9. Seats (Art 12) and the apportionment of county seats to townships\n");
     report::definition_seats(
         &county.definition,
         county.definition.rules.apportionment,
@@ -414,7 +417,7 @@ async fn drive(args: &DemoArgs, county: &mut LocalCounty, waves: &Waves) -> Resu
         Format::Table,
     )?;
 
-    say!("\n9. Replication status\n");
+    say!("\n10. Replication status\n");
     let (servers, pki, files) = county.operator_client()?;
     let client = ClientArgs { servers, pki };
     // The restarted replica may still be catching up for a moment; status says so.

@@ -33,6 +33,7 @@ pub mod client;
 pub mod committee_cmd;
 pub mod county_cmd;
 pub mod demo;
+pub mod demo_committee;
 pub mod demo_net;
 pub mod evidence_cmd;
 pub mod outcome;

@@ -207,6 +207,10 @@ fn a_cutoff_tie_is_decided_and_the_contest_proceeds() {
     let next = c.next_round.as_ref().unwrap();
     assert_eq!((next.round, next.kind), (2, RoundKind::Further));
     assert_eq!(next.candidates, vec![cand("B"), cand("C"), cand("E")]);
+    assert!(
+        !r.matters().iter().any(|m| m.kind == "cutoff-tie"),
+        "decided, the tie no longer waits"
+    );
     assert_eq!(c.decisions.len(), 1);
     assert!(c.decisions[0].what.contains('E'), "{:?}", c.decisions[0]);
     // The same id again is a replay.
