@@ -132,7 +132,7 @@ pub struct DecisionNote {
     /// `reopening`.
     pub kind: String,
     pub reason: String,
-    /// What it decided, in plain words.
+    /// What it decided, in plain words (Chinese: the official papers print it).
     pub what: String,
 }
 
@@ -348,7 +348,7 @@ impl Decisions {
                     .map_err(not_needed)?;
                 entry.kept.insert((slot, *version), digest);
                 format!(
-                    "of the conflicting sheets of unit {unit}, round {round}, version {version}, sheet {} counts; the others stay recorded, set aside",
+                    "投票单位 {unit} 第 {round} 轮第 {version} 版的冲突计票单中，采用摘要为 {} 的一份；其余仍存于记录，不计入",
                     &sheet_digest[..16.min(sheet_digest.len())]
                 )
             }
@@ -384,7 +384,7 @@ impl Decisions {
                 }
                 entry.cutoff.insert(*round, chosen.clone());
                 format!(
-                    "the further election after round {round} lists {} and, of the tied, {}",
+                    "第 {round} 轮后的另行选举候选人：{}，以及票数相等者中的 {}",
                     names(listed, contest_def),
                     names(chosen, contest_def)
                 )
@@ -449,7 +449,7 @@ impl Decisions {
                             .or_insert(Some(into.clone()));
                     }
                     parts.push(format!(
-                        "{} counted as {}",
+                        "另选他人 {} 计为 {}",
                         m.names.join(" / "),
                         into.name(contest_def)
                     ));
@@ -460,9 +460,9 @@ impl Decisions {
                         .insert(crate::sheet::counting_name(name), None);
                 }
                 if !invalid.is_empty() {
-                    parts.push(format!("{} ruled invalid", invalid.join(" / ")));
+                    parts.push(format!("另选他人 {} 无效", invalid.join(" / ")));
                 }
-                parts.join("; ")
+                parts.join("；")
             }
             DecisionKind::VoidRound { round } => {
                 let last = contest.rounds.last().map(|r| r.round);
@@ -476,7 +476,7 @@ impl Decisions {
                     return Err(not_needed(format!("round {round} is void already")));
                 }
                 entry.voided.insert(*round, decision.id.clone());
-                format!("round {round} is void (选举无效) and held again")
+                format!("第 {round} 轮选举无效，重新选举")
             }
             DecisionKind::Review { code, at, note } => {
                 let open: Vec<(String, String)> = warnings(
@@ -508,7 +508,7 @@ impl Decisions {
                     ));
                 }
                 entry.reviewed.insert(key, note.clone());
-                format!("warning {code} at {at} reviewed: {note}")
+                format!("警示 {code}（{at}）已审查：{note}")
             }
         };
         entry.notes.push(DecisionNote {
@@ -629,7 +629,7 @@ impl Decisions {
                 kind: "confirmation".into(),
                 reason: String::new(),
                 what: format!(
-                    "the result is confirmed valid (确认选举结果有效) as of log index {}",
+                    "确认选举结果有效（依据日志索引 {} 时的结果）",
                     confirmation.log_index
                 ),
             });
@@ -677,10 +677,7 @@ impl Decisions {
             log_index,
             kind: "reopening".into(),
             reason: reopening.reason.clone(),
-            what: format!(
-                "confirmation {} lifted; the contest must be confirmed again",
-                reopening.confirmation
-            ),
+            what: format!("撤销确认 {}，该选区须重新确认", reopening.confirmation),
         });
         self.ids.insert(reopening.id.clone());
         Ok(())

@@ -33,6 +33,7 @@ pub mod record;
 pub mod results;
 pub mod sheet;
 pub mod sheet_file;
+pub mod strokes;
 pub mod toml_text;
 pub mod validate;
 

@@ -688,6 +688,24 @@ pub fn verify_bundle(bundle: &Path) -> Result<VerifyReport> {
 /// after one of its records (the bundle is the announced chain, or extends it). A mismatch is
 /// an `anchor` finding; an anchor that is not 64 hex digits is an error.
 pub fn verify_anchored(bundle: &Path, anchors: &Anchors) -> Result<VerifyReport> {
+    verify_replayed(bundle, anchors).map(|(report, _)| report)
+}
+
+/// The record as `tally verify` replayed it: what printed papers are made from, so that they
+/// say only what the evidence proves.
+pub struct Replayed {
+    /// The definition in force at the end (the founding one and every amendment).
+    pub definition: Definition,
+    /// The sheets as recorded, each once.
+    pub ledger: tally_core::ledger::Ledger,
+    /// The committee's decisions, confirmations and reopenings.
+    pub decisions: Decisions,
+    /// The result recomputed from the three.
+    pub result: ElectionResult,
+}
+
+/// [`verify_anchored`], and the record it replayed.
+pub fn verify_replayed(bundle: &Path, anchors: &Anchors) -> Result<(VerifyReport, Replayed)> {
     let digest_anchor = Anchors::parse(&anchors.definition_digest, "--definition-digest")?;
     let head_anchor = Anchors::parse(&anchors.chain_head, "--head")?;
     let manifest = read_manifest(bundle)?;
@@ -735,7 +753,7 @@ pub fn verify_anchored(bundle: &Path, anchors: &Anchors) -> Result<VerifyReport>
         }
     }
     let findings_total = findings.total();
-    Ok(VerifyReport {
+    let report = VerifyReport {
         bundle: bundle.display().to_string(),
         election: manifest.election,
         definition_digest: definition_digest.to_string(),
@@ -756,7 +774,16 @@ pub fn verify_anchored(bundle: &Path, anchors: &Anchors) -> Result<VerifyReport>
         anchored: digest_anchor.is_some() || head_anchor.is_some(),
         anchors: matched,
         amendments: definition.amended.amendments.clone(),
-    })
+    };
+    Ok((
+        report,
+        Replayed {
+            definition,
+            ledger: recomputed.ledger,
+            decisions,
+            result,
+        },
+    ))
 }
 
 /// The manifest, in a format this version reads.

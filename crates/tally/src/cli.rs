@@ -145,17 +145,8 @@ enum Command {
     Verify {
         /// The bundle folder `tally export` wrote.
         bundle: PathBuf,
-        /// The founding definition's digest as the committee announced it (64 hex digits).
-        #[arg(long, value_name = "HEX")]
-        definition_digest: Option<String>,
-        /// A chain head the committee announced (64 hex digits): it must be the head after one
-        /// of the bundle's records.
-        #[arg(long, value_name = "HEX")]
-        head: Option<String>,
-        /// The committee's announcement as a file: JSON with definition_digest and chain_head
-        /// (the flags above take precedence).
-        #[arg(long, value_name = "FILE")]
-        published: Option<PathBuf>,
+        #[command(flatten)]
+        anchors: crate::evidence_cmd::AnchorArgs,
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -314,23 +305,9 @@ fn run(command: Command) -> Result<Outcome> {
         }),
         Command::Verify {
             bundle,
-            definition_digest,
-            head,
-            published,
+            anchors,
             format,
-        } => {
-            let mut anchors = match published {
-                Some(path) => tally_evidence::Anchors::read_published(&path)?,
-                None => tally_evidence::Anchors::default(),
-            };
-            if definition_digest.is_some() {
-                anchors.definition_digest = definition_digest;
-            }
-            if head.is_some() {
-                anchors.chain_head = head;
-            }
-            crate::evidence_cmd::verify(&bundle, &anchors, format)
-        }
+        } => crate::evidence_cmd::verify(&bundle, &anchors.anchors()?, format),
         Command::Status(args) => crate::status_cmd::run(args),
         Command::Publish(args) => crate::publish::run(args),
         Command::Submit(args) => crate::county_cmd::submit(args),

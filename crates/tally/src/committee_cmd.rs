@@ -145,6 +145,18 @@ pub enum CommitteeCommand {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Print the official papers (选举结果报告单, 当选代表名单 in surname-stroke order, 当选证书)
+    /// as A4 HTML from an evidence bundle (`tally export`), after verifying it; the lists hold
+    /// confirmed contests only, the others go on drafts marked 未确认 / DRAFT.
+    Papers {
+        /// The bundle folder `tally export` wrote.
+        bundle: PathBuf,
+        #[command(flatten)]
+        anchors: crate::evidence_cmd::AnchorArgs,
+        /// The folder to write (new or empty).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     #[command(flatten)]
     Act(ActCommand),
 }
@@ -280,6 +292,19 @@ pub fn run(command: CommitteeCommand) -> Result<Outcome> {
                     reason,
                 }),
             )
+        }
+        CommitteeCommand::Papers {
+            bundle,
+            anchors,
+            out,
+        } => {
+            let papers = crate::papers::run(&bundle, &anchors.anchors()?, &out)?;
+            crate::papers::say_written(&papers, &out);
+            Ok(if papers.draft_deputies > 0 {
+                Outcome::Findings
+            } else {
+                Outcome::Clean
+            })
         }
         CommitteeCommand::Act(command) => crate::amend_cmd::act(command),
     }

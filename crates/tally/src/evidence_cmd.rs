@@ -75,6 +75,38 @@ pub fn export(args: ExportArgs) -> Result<Outcome> {
 }
 
 /// `tally verify BUNDLE`.
+/// What the committee announced, to check a bundle against (docs/evidence.md, "Anchors").
+#[derive(clap::Args)]
+pub struct AnchorArgs {
+    /// The founding definition's digest as the committee announced it (64 hex digits).
+    #[arg(long, value_name = "HEX")]
+    definition_digest: Option<String>,
+    /// A chain head the committee announced (64 hex digits): it must be the head after one
+    /// of the bundle's records.
+    #[arg(long, value_name = "HEX")]
+    head: Option<String>,
+    /// The committee's announcement as a file: JSON with definition_digest and chain_head
+    /// (the flags above take precedence).
+    #[arg(long, value_name = "FILE")]
+    published: Option<std::path::PathBuf>,
+}
+
+impl AnchorArgs {
+    pub fn anchors(self) -> Result<tally_evidence::Anchors> {
+        let mut anchors = match &self.published {
+            Some(path) => tally_evidence::Anchors::read_published(path)?,
+            None => tally_evidence::Anchors::default(),
+        };
+        if self.definition_digest.is_some() {
+            anchors.definition_digest = self.definition_digest;
+        }
+        if self.head.is_some() {
+            anchors.chain_head = self.head;
+        }
+        Ok(anchors)
+    }
+}
+
 pub fn verify(bundle: &Path, anchors: &tally_evidence::Anchors, format: Format) -> Result<Outcome> {
     let report = tally_evidence::verify_anchored(bundle, anchors)?;
     print_report(&report, format)?;

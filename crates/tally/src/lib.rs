@@ -38,6 +38,7 @@ pub mod demo_net;
 pub mod evidence_cmd;
 pub mod outcome;
 pub mod output;
+pub mod papers;
 pub mod publish;
 pub mod report;
 pub mod status_cmd;

@@ -212,7 +212,11 @@ fn a_cutoff_tie_is_decided_and_the_contest_proceeds() {
         "decided, the tie no longer waits"
     );
     assert_eq!(c.decisions.len(), 1);
-    assert!(c.decisions[0].what.contains('E'), "{:?}", c.decisions[0]);
+    assert!(
+        c.decisions[0].what.contains('E'),
+        "the chosen, by name: {:?}",
+        c.decisions[0]
+    );
     // The same id again is a replay.
     let again = r
         .decide(&decision(
