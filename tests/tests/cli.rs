@@ -857,6 +857,7 @@ fn networked_demo_counts_every_sheet_once_and_stops_its_servers() {
         "刘华 and 刘桦 are one person",
         "warning W301 in T03-C02",
         "679 of 679 contests confirmed; 0 matter(s) keep a contest from being confirmed",
+        "选举结果报告单, 1547 deputies on the lists of confirmed contests, 0 on drafts",
         "published:",
         "10. Replication status",
     ] {

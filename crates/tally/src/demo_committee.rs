@@ -3,7 +3,8 @@
 //! It lists what waits; decides the further election's tie at the cut-off (the first tied in
 //! definition order stands, as the sample's round 2 was voted), merges the two spellings of
 //! the planted written-in person, reviews each blocking warning; confirms the county level
-//! and each township's contests; and publishes the confirmed results.
+//! and each township's contests; exports the evidence and prints the official papers from it
+//! (`tally committee papers`); and publishes the results.
 
 use crate::say;
 use anyhow::{Context, Result, anyhow, bail};
@@ -310,11 +311,30 @@ pub async fn run(county: &LocalCounty) -> Result<()> {
         say!("   {line}");
     }
 
+    // The official papers, from the evidence the county exports, verified first.
+    let evidence = county.layout.root.join("evidence");
+    let papers = county.layout.root.join("papers");
+    let definition = clerk.definition.display().to_string();
+    clerk.cluster(&[
+        "export",
+        "-d",
+        &definition,
+        "--out",
+        &evidence.display().to_string(),
+    ])?;
+    let written = clerk.tally(&[
+        "committee",
+        "papers",
+        &evidence.display().to_string(),
+        "--out",
+        &papers.display().to_string(),
+    ])?;
+    say!("   {}", written.lines().next().unwrap_or_default());
     let published = county.layout.root.join("published");
     let out = published.display().to_string();
     clerk.cluster(&["publish", "--out", &out])?;
     say!(
-        "   published: {} (当选代表名单 per congress, printable; CSV and JSON of every result)",
+        "   published: {} (CSV and JSON of every result, and the lists as HTML)",
         published.display()
     );
     Ok(())

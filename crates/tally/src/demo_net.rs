@@ -597,6 +597,13 @@ fn explain(county: &LocalCounty) {
     say!("  servers/         replica-N.toml and township-T.toml; their data in servers/data/");
     say!("  villages/UNIT/   each polling unit's config, journal and log");
     say!("  logs/            each server's log");
+    say!(
+        "  committee/       the committee's acts (decisions, confirmations), each signed by 3 officials"
+    );
+    say!("  evidence/        the county's evidence bundle (`tally verify evidence`)");
+    say!(
+        "  papers/          the official papers printed from it: reports, lists of the elected, certificates"
+    );
     let servers = setup
         .replica_addresses
         .values()
