@@ -20,6 +20,7 @@ use crate::definition::{
     UnitKind, parse_public_key,
 };
 use crate::ids::{CandidateId, ContestId, KeyId, TownshipId, UnitId, check_id};
+use crate::validate::Code;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -360,12 +361,12 @@ pub fn check(definition: &Definition, act: &SignedAct) -> Result<(ActBody, Vec<S
             ),
         ));
     }
-    let Some(committee) = &definition.committee else {
-        problems.push(problem(
-            "signatures",
-            "the definition names no committee ([committee] with its officials), so no act can be signed".into(),
-        ));
-        return Err(Error::Definition(problems));
+    let (committee, whose) = match committee_for(definition, &body) {
+        Ok(found) => found,
+        Err(e) => {
+            problems.push(problem("signatures", e));
+            return Err(Error::Definition(problems));
+        }
     };
     if act.signatures.len() > SIGNATURES_MAX {
         problems.push(problem(
@@ -381,12 +382,23 @@ pub fn check(definition: &Definition, act: &SignedAct) -> Result<(ActBody, Vec<S
     for (i, s) in act.signatures.iter().enumerate() {
         let field = format!("signatures[{i}]");
         let Some(official) = committee.official(&s.official) else {
+            let elsewhere = all_committees(definition)
+                .into_iter()
+                .find(|(c, _)| c.official(&s.official).is_some())
+                .map(|(_, name)| name);
             problems.push(problem(
                 &field,
-                format!(
-                    "is by {:?}, who is not an official of the committee (the definition's [[committee.officials]])",
-                    s.official
-                ),
+                match elsewhere {
+                    Some(other) => format!(
+                        "{} is by {}, an official of {other}, not of {whose}, whose act this is",
+                        Code::AnotherCommittee.as_str(),
+                        s.official
+                    ),
+                    None => format!(
+                        "is by {:?}, who is not an official of {whose} (the definition's committees)",
+                        s.official
+                    ),
+                },
             ));
             continue;
         };
@@ -421,7 +433,8 @@ pub fn check(definition: &Definition, act: &SignedAct) -> Result<(ActBody, Vec<S
         problems.push(problem(
             "signatures",
             format!(
-                "{} valid signature(s) of the {k} the committee's threshold asks for; more officials sign it with `tally amend sign`",
+                "{} {} valid signature(s) of the {k} {whose}'s threshold asks for; more of its officials sign it (`tally committee sign`, `tally amend sign`)",
+                Code::TooFewSignatures.as_str(),
                 signers.len()
             ),
         ));
@@ -431,6 +444,82 @@ pub fn check(definition: &Definition, act: &SignedAct) -> Result<(ActBody, Vec<S
     } else {
         Err(Error::Definition(problems))
     }
+}
+
+/// The committee an act belongs to, and its name for messages: the county committee for an
+/// amendment and the zero report; for a decision, a confirmation or a reopening, the committee
+/// of its contests (a township-level contest's township committee where the definition names
+/// one, else the county committee). A confirmation of contests of different committees
+/// belongs to none (E404).
+pub fn committee_for<'a>(
+    definition: &'a Definition,
+    body: &ActBody,
+) -> Result<(std::borrow::Cow<'a, crate::definition::Committee>, String), String> {
+    use std::borrow::Cow;
+    let county = || -> Result<(Cow<'a, crate::definition::Committee>, String), String> {
+        definition
+            .committee
+            .as_ref()
+            .map(|c| (Cow::Borrowed(c), "the county election committee".to_owned()))
+            .ok_or_else(|| {
+                "the definition names no committee ([committee] with its officials), so no act can be signed".to_owned()
+            })
+    };
+    let of_contest =
+        |id: &ContestId| -> Result<(Cow<'a, crate::definition::Committee>, String), String> {
+            let contest = definition
+                .contest(id)
+                .ok_or_else(|| format!("contest {id} is not in the definition"))?;
+            match definition.township_committee(&contest.township) {
+                Some(t) if contest.level == crate::congress::Level::Township => Ok((
+                    Cow::Owned(t.committee()),
+                    format!("the election committee of township {}", t.township),
+                )),
+                _ => county(),
+            }
+        };
+    match body {
+        ActBody::Amendment(_) | ActBody::ZeroReport(_) => county(),
+        ActBody::Decision(d) => of_contest(&d.contest),
+        ActBody::Reopening(r) => of_contest(&r.contest),
+        ActBody::Confirmation(c) => {
+            let mut found: Option<(Cow<'a, crate::definition::Committee>, String)> = None;
+            for x in &c.contests {
+                let this = of_contest(&x.contest)?;
+                match &found {
+                    Some((_, whose)) if *whose != this.1 => {
+                        return Err(format!(
+                            "{} confirmation {} names contests of {whose} and of {}; each committee confirms its own contests in an act of its own",
+                            Code::AnotherCommittee.as_str(),
+                            c.id,
+                            this.1
+                        ));
+                    }
+                    Some(_) => {}
+                    None => found = Some(this),
+                }
+            }
+            match found {
+                Some(found) => Ok(found),
+                None => county(),
+            }
+        }
+    }
+}
+
+/// Every committee of the definition with its name: the county's, then the townships'.
+fn all_committees(definition: &Definition) -> Vec<(crate::definition::Committee, String)> {
+    definition
+        .committee
+        .iter()
+        .map(|c| (c.clone(), "the county election committee".to_owned()))
+        .chain(definition.township_committees.iter().map(|t| {
+            (
+                t.committee(),
+                format!("the election committee of township {}", t.township),
+            )
+        }))
+        .collect()
 }
 
 /// The definition in force after `amendment`, applied at `log_index`: each change checked

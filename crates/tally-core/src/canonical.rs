@@ -197,7 +197,13 @@ pub fn first_difference(ours: &Definition, theirs: &Definition) -> Option<String
     if a == b {
         return None;
     }
-    for part in ["election", "rules", "county", "committee"] {
+    for part in [
+        "election",
+        "rules",
+        "county",
+        "committee",
+        "township_committees",
+    ] {
         if let Some(d) = differs(&a[part], &b[part]) {
             return Some(format!("{part}: {d}"));
         }

@@ -279,6 +279,26 @@ impl Committee {
     }
 }
 
+/// A township's election committee (乡镇选举委员会): it confirms the township-level results
+/// and decides on the township-level contests (docs/design/committee.md), with officials of
+/// its own and its own threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TownshipCommittee {
+    pub township: TownshipId,
+    pub threshold: u32,
+    pub officials: Vec<Official>,
+}
+
+impl TownshipCommittee {
+    /// As a committee: its threshold and officials.
+    pub fn committee(&self) -> Committee {
+        Committee {
+            threshold: self.threshold,
+            officials: self.officials.clone(),
+        }
+    }
+}
+
 /// What amendments made of the founding definition (crate::act): not part of its canonical
 /// encoding (the record holds the amendments themselves), carried so that every check and
 /// result under an amended definition can say so.
@@ -322,6 +342,11 @@ pub struct Definition {
     /// election (its zero report is signed by them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub committee: Option<Committee>,
+    /// The townships' own election committees, for their township-level contests; a township
+    /// without one is served by the county committee. Written only when there are some, so a
+    /// definition without them keeps its digest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub township_committees: Vec<TownshipCommittee>,
     /// What amendments changed; empty for a definition as loaded.
     #[serde(skip)]
     pub amended: Amended,
@@ -371,6 +396,17 @@ impl Definition {
                 .committee
                 .as_ref()
                 .is_some_and(|c| c.officials.iter().any(|o| o.key_id == *key_id))
+            || self
+                .township_committees
+                .iter()
+                .any(|c| c.officials.iter().any(|o| o.key_id == *key_id))
+    }
+
+    /// The township's own committee, if the definition names one.
+    pub fn township_committee(&self, township: &TownshipId) -> Option<&TownshipCommittee> {
+        self.township_committees
+            .iter()
+            .find(|c| c.township == *township)
     }
     /// The township whose registered countersigning key has this id. Unit keys and township
     /// keys never coincide (the loader refuses that), so a key id names one signer at most.
@@ -456,6 +492,17 @@ struct RawDefinition {
     /// CSV with columns id,name,kind,township,contests,public_key (contests separated by ';').
     units_csv: Option<toml::Spanned<String>>,
     committee: Option<toml::Spanned<RawCommittee>>,
+    #[serde(default)]
+    township_committees: Vec<toml::Spanned<RawTownshipCommittee>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTownshipCommittee {
+    township: String,
+    threshold: u32,
+    #[serde(default)]
+    officials: Vec<RawOfficial>,
 }
 
 #[derive(Deserialize)]
@@ -848,6 +895,14 @@ pub fn load(
         &townships,
         &units,
     );
+    let township_committees = check_township_committees(
+        &mut loader,
+        &source,
+        raw.township_committees,
+        committee.as_ref(),
+        &townships,
+        &units,
+    );
     check_every_contest_served(&mut loader, &contests, &units);
     check_seats_and_rules(
         &mut loader,
@@ -868,6 +923,7 @@ pub fn load(
         contests: contests.list.into_iter().map(|(_, c)| c).collect(),
         units: units.list,
         committee,
+        township_committees,
         amended: Amended::default(),
         township_index: townships.index,
         contest_index: contests.index,
@@ -1442,27 +1498,123 @@ fn check_committee(
     };
     let origin = source.origin("committee.".into(), raw.span().start);
     let raw = raw.into_inner();
-    let mut officials: Vec<Official> = Vec::new();
-    for (i, o) in raw.officials.into_iter().enumerate() {
-        let field = |name: &str| format!("officials[{i}].{name}");
-        loader.check_id(&origin, &field("id"), &o.id);
-        loader.check_name(&origin, &field("name"), &o.name);
-        if officials.iter().any(|p| p.id == o.id) {
+    let officials = check_officials(loader, &origin, raw.officials, &[], townships, units);
+    check_threshold(loader, &origin, "committee", raw.threshold, officials.len());
+    Some(Committee {
+        threshold: raw.threshold,
+        officials,
+    })
+}
+
+/// The townships' committees: each of a township of the definition, once; officials as the
+/// county committee's (a key and an id of their own, among every committee's).
+fn check_township_committees(
+    loader: &mut Loader,
+    source: &Source<'_>,
+    raw: Vec<toml::Spanned<RawTownshipCommittee>>,
+    county: Option<&Committee>,
+    townships: &Townships,
+    units: &Units,
+) -> Vec<TownshipCommittee> {
+    let mut out: Vec<TownshipCommittee> = Vec::new();
+    for (i, raw) in raw.into_iter().enumerate() {
+        let origin = source.origin(format!("township_committees[{i}]."), raw.span().start);
+        let raw = raw.into_inner();
+        let township = TownshipId::new(raw.township.clone());
+        if !townships.index.contains_key(&township) {
             loader.error(
                 &origin,
+                "township",
+                format!("township {township} is not in the definition"),
+            );
+        } else if out.iter().any(|c| c.township == township) {
+            loader.error(
+                &origin,
+                "township",
+                format!("township {township} has a committee already; name one per township"),
+            );
+        }
+        let others: Vec<&Official> = county
+            .into_iter()
+            .flat_map(|c| c.officials.iter())
+            .chain(out.iter().flat_map(|c| c.officials.iter()))
+            .collect();
+        let officials = check_officials(loader, &origin, raw.officials, &others, townships, units);
+        check_threshold(
+            loader,
+            &origin,
+            &format!("township_committees[{i}]"),
+            raw.threshold,
+            officials.len(),
+        );
+        out.push(TownshipCommittee {
+            township,
+            threshold: raw.threshold,
+            officials,
+        });
+    }
+    out
+}
+
+fn check_threshold(loader: &mut Loader, origin: &Origin, table: &str, threshold: u32, n: usize) {
+    let n = n as u32;
+    if n == 0 {
+        loader.error(
+            origin,
+            "officials",
+            format!(
+                "names no official; list each in {table}.officials with id, name and public_key"
+            ),
+        );
+    } else if threshold == 0 || threshold > n {
+        loader.error(
+            origin,
+            "threshold",
+            format!(
+                "is {threshold}; with {n} officials it must be 1 to {n} (how many must sign an act)"
+            ),
+        );
+    }
+}
+
+/// A committee's officials: ids and keys of their own, not used by `others` (the officials of
+/// the committees read before), by a polling unit or by a township.
+fn check_officials(
+    loader: &mut Loader,
+    origin: &Origin,
+    raw: Vec<RawOfficial>,
+    others: &[&Official],
+    townships: &Townships,
+    units: &Units,
+) -> Vec<Official> {
+    let mut officials: Vec<Official> = Vec::new();
+    for (i, o) in raw.into_iter().enumerate() {
+        let field = |name: &str| format!("officials[{i}].{name}");
+        loader.check_id(origin, &field("id"), &o.id);
+        loader.check_name(origin, &field("name"), &o.name);
+        if officials.iter().any(|p| p.id == o.id) || others.iter().any(|p| p.id == o.id) {
+            loader.error(
+                origin,
                 &field("id"),
-                format!("official {} is named twice", o.id),
+                format!(
+                    "official {} is named twice; every official, of every committee, has an id of their own",
+                    o.id
+                ),
             );
         }
         let public_key = match parse_public_key(&o.public_key) {
             Ok(key) => key,
             Err(e) => {
-                loader.error(&origin, &field("public_key"), e);
+                loader.error(origin, &field("public_key"), e);
                 continue;
             }
         };
         let key_id = KeyId::of(&public_key);
-        let other = if let Some(p) = officials.iter().find(|p| p.key_id == key_id) {
+        let other = if let Some(p) = officials
+            .iter()
+            .chain(others.iter().copied())
+            .find(|p| p.key_id == key_id)
+        {
             Some(format!("official {}", p.id))
         } else if let Some(&u) = units.key_index.get(&key_id) {
             Some(format!("polling unit {}", units.list[u].id))
@@ -1474,7 +1626,7 @@ fn check_committee(
         };
         if let Some(other) = other {
             loader.error(
-                &origin,
+                origin,
                 &field("public_key"),
                 format!("is also the key of {other}; every official signs with a key of their own (`tally keygen`)"),
             );
@@ -1486,27 +1638,7 @@ fn check_committee(
             key_id,
         });
     }
-    let n = officials.len() as u32;
-    if n == 0 {
-        loader.error(
-            &origin,
-            "officials",
-            "names no official; list each as [[committee.officials]] with id, name and public_key",
-        );
-    } else if raw.threshold == 0 || raw.threshold > n {
-        loader.error(
-            &origin,
-            "threshold",
-            format!(
-                "is {}; with {n} officials it must be 1 to {n} (how many must sign an act)",
-                raw.threshold
-            ),
-        );
-    }
-    Some(Committee {
-        threshold: raw.threshold,
-        officials,
-    })
+    officials
 }
 
 /// Cross-check: every contest is served by at least one polling unit.

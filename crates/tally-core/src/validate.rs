@@ -142,6 +142,10 @@ pub enum Code {
     DecisionNotNeeded,
     #[serde(rename = "E402")]
     OpenMatters,
+    #[serde(rename = "E403")]
+    TooFewSignatures,
+    #[serde(rename = "E404")]
+    AnotherCommittee,
     #[serde(rename = "E406")]
     ReopenWithoutReason,
     #[serde(rename = "E407")]
@@ -164,7 +168,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 44] = [
+    pub const ALL: [Code; 46] = [
         Code::BallotsNotBalanced,
         Code::BlankOverValid,
         Code::VotesOverValid,
@@ -200,6 +204,8 @@ impl Code {
         Code::KeyReplaced,
         Code::DecisionNotNeeded,
         Code::OpenMatters,
+        Code::TooFewSignatures,
+        Code::AnotherCommittee,
         Code::ReopenWithoutReason,
         Code::ContestLocked,
         Code::ConfirmationStale,
@@ -248,6 +254,8 @@ impl Code {
             Code::KeyReplaced => "E214",
             Code::DecisionNotNeeded => "E401",
             Code::OpenMatters => "E402",
+            Code::TooFewSignatures => "E403",
+            Code::AnotherCommittee => "E404",
             Code::ReopenWithoutReason => "E406",
             Code::ContestLocked => "E407",
             Code::ConfirmationStale => "E408",
@@ -319,6 +327,12 @@ impl Code {
                 "a committee decision on a matter that is not open (or given twice, or without a reason)"
             }
             Code::OpenMatters => "a confirmation of a contest with open matters",
+            Code::TooFewSignatures => {
+                "a committee act with fewer valid signatures than its committee's threshold"
+            }
+            Code::AnotherCommittee => {
+                "a committee act signed by an official of another committee than the one it belongs to"
+            }
             Code::ReopenWithoutReason => {
                 "a reopening without a reason, or of a contest that is not confirmed"
             }

@@ -357,7 +357,7 @@ fn show(definition: &Definition, file: &ActFile) {
     for line in describe(&file.act) {
         say!("{line}");
     }
-    let k = definition.committee.as_ref().map_or(0, |c| c.threshold);
+    let k = tally_core::act::committee_for(definition, &file.act).map_or(0, |(c, _)| c.threshold);
     let signed: Vec<&str> = file
         .signatures
         .iter()
@@ -383,12 +383,11 @@ fn sign(path: &Path, definition: &Path, official: &str, key: &Path) -> Result<Ou
     let definition = load_definition(definition)?;
     let mut file = read_act(path)?;
     let key = read_secret_key(key)?;
-    let Some(committee) = &definition.committee else {
-        bail!("the definition names no committee, so there is no official {official} to sign as");
-    };
+    let (committee, whose) =
+        tally_core::act::committee_for(&definition, &file.act).map_err(|e| anyhow!("{e}"))?;
     let Some(member) = committee.official(official) else {
         bail!(
-            "{official} is not an official of the committee; the definition names {}",
+            "{official} is not an official of {whose}, whose act this is; it names {}",
             committee
                 .officials
                 .iter()

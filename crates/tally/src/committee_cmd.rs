@@ -365,12 +365,12 @@ fn write_act(
     out: &std::path::Path,
     body: ActBody,
 ) -> Result<Outcome> {
-    let Some(committee) = &definition.committee else {
-        bail!(
-            "{} names no committee ([committee] with its officials and threshold), so nobody can sign this",
+    let (committee, whose) = tally_core::act::committee_for(definition, &body).map_err(|e| {
+        anyhow!(
+            "{e}\nno act file was written ({})",
             definition_path.display()
-        );
-    };
+        )
+    })?;
     let file = ActFile::new(body);
     write_new(out, &file.text())?;
     say!("wrote {}:", out.display());
@@ -378,7 +378,7 @@ fn write_act(
         say!("  {line}");
     }
     say!(
-        "next: {} official(s) sign it, each with `tally committee sign {} --definition {} --official ID --key KEY`; then `tally committee submit`. Whether it is needed and holds is checked by the county when it is submitted.",
+        "next: {} official(s) of {whose} sign it, each with `tally committee sign {} --definition {} --official ID --key KEY`; then `tally committee submit`. Whether it is needed and holds is checked by the county when it is submitted.",
         committee.threshold,
         out.display(),
         definition_path.display()

@@ -13,7 +13,14 @@ fn public(n: u8) -> String {
 /// Township T1 with two contests (T1-C1, 2 seats, candidates A, B, C, F; T1-C2, 1 seat, D and E), units U1 and U2
 /// (keys 1 and 2), and a committee of three officials (keys 101..103), two of whom must sign.
 fn definition() -> Definition {
-    let toml = format!(
+    load("am.toml", &definition_text(), &mut |p| {
+        Err(format!("no {p}"))
+    })
+    .expect("the fixture loads")
+}
+
+fn definition_text() -> String {
+    format!(
         r#"
 [election]
 id = "AM-2026"
@@ -78,8 +85,7 @@ public_key = "{u2}"
         o3 = public(103),
         u1 = public(1),
         u2 = public(2),
-    );
-    load("am.toml", &toml, &mut |p| Err(format!("no {p}"))).expect("the fixture loads")
+    )
 }
 
 fn amendment(id: &str, changes: Vec<Change>) -> Amendment {
@@ -455,4 +461,78 @@ fn the_zero_report_is_of_the_definition_in_force_before_any_sheet() {
     forged.contests = 1;
     let forged = problems(check_zero_report(&d, &forged, false, None).unwrap_err());
     assert!(forged[0].starts_with("report_digest: "), "{forged:?}");
+}
+
+/// The fixture with township T1's own committee (officials T1-O1..T1-O3, keys 111..113, two
+/// of whom sign), and `extra` TOML after it.
+fn with_township_committee(extra: &str) -> Result<Definition, Error> {
+    let text = format!(
+        "{}\n[[township_committees]]\ntownship = \"T1\"\nthreshold = 2\nofficials = [\n  {{ id = \"T1-O1\", name = \"主任\", public_key = \"{}\" }},\n  {{ id = \"T1-O2\", name = \"委员\", public_key = \"{}\" }},\n  {{ id = \"T1-O3\", name = \"委员\", public_key = \"{}\" }},\n]\n{extra}",
+        definition_text(),
+        public(111),
+        public(112),
+        public(113),
+    );
+    load("am.toml", &text, &mut |p| Err(format!("no {p}")))
+}
+
+// Goal: a township's own committee decides on its township-level contests: its officials'
+// signatures count there, the county committee's are refused as another committee's (E404),
+// too few are E403; the county committee still signs amendments. The loader refuses a
+// committee of an unknown township, an official id or a key used twice.
+#[test]
+fn a_township_committee_signs_its_own_contests_acts() {
+    let d = with_township_committee("").expect("the fixture with a township committee loads");
+    assert_eq!(d.township_committees.len(), 1);
+    let decision = ActBody::Decision(crate::committee::Decision {
+        election: "AM-2026".into(),
+        mode: Mode::Rehearsal,
+        id: "D-1".into(),
+        contest: "T1-C1".into(),
+        reason: "审查".into(),
+        decide: crate::committee::DecisionKind::VoidRound { round: 1 },
+    });
+    let (_, signers) = check(&d, &signed(&decision, &[("T1-O1", 111), ("T1-O3", 113)]))
+        .expect("two of the township's officials sign its contest's decision");
+    assert_eq!(signers, ["T1-O1", "T1-O3"]);
+
+    let county = problems(check(&d, &signed(&decision, &[("O1", 101), ("O2", 102)])).unwrap_err());
+    assert!(
+        county
+            .iter()
+            .any(|p| p.contains("E404") && p.contains("O1") && p.contains("township T1")),
+        "{county:?}"
+    );
+    let few = problems(check(&d, &signed(&decision, &[("T1-O2", 112)])).unwrap_err());
+    assert!(few.iter().any(|p| p.contains("E403")), "{few:?}");
+
+    let change = ActBody::Amendment(amendment(
+        "A-1",
+        vec![Change::RegisteredVoters {
+            contest: "T1-C1".into(),
+            registered_voters: 901,
+        }],
+    ));
+    assert!(check(&d, &signed(&change, &[("O1", 101), ("O2", 102)])).is_ok());
+    let township =
+        problems(check(&d, &signed(&change, &[("T1-O1", 111), ("T1-O2", 112)])).unwrap_err());
+    assert!(township.iter().any(|p| p.contains("E404")), "{township:?}");
+
+    // The loader: an unknown township, an id and a key of another committee's official.
+    let bad = format!(
+        "\n[[township_committees]]\ntownship = \"T9\"\nthreshold = 1\nofficials = [{{ id = \"O1\", name = \"重\", public_key = \"{}\" }}, {{ id = \"T9-O2\", name = \"重\", public_key = \"{}\" }}]\n",
+        public(120),
+        public(111),
+    );
+    let found = problems(with_township_committee(&bad).unwrap_err());
+    for expected in [
+        "township T9 is not in the definition",
+        "official O1 is named twice",
+        "is also the key of official T1-O1",
+    ] {
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "{expected:?} in {found:?}"
+        );
+    }
 }
