@@ -84,10 +84,117 @@ fn papers_from_the_evidence_in_chromium() {
         )
     };
 
+    let keys = tally_tests::official_key_files(&folder, work);
+    let sign_and_submit = |file: &str| {
+        for (id, key) in keys.iter().take(3) {
+            let (code, out, err) = output(
+                work,
+                &[
+                    "committee",
+                    "sign",
+                    file,
+                    "-d",
+                    definition,
+                    "--official",
+                    id,
+                    "--key",
+                    key.to_str().unwrap(),
+                ],
+            );
+            assert_eq!(code, 0, "{out}{err}");
+        }
+        let (code, out, err) = cluster(&["committee", "submit", file, "-d", definition]);
+        assert_eq!(code, 0, "{out}{err}");
+    };
+
+    // A recount of one county-level unit's round: ordered, then typed by two clerks.
+    let loaded = tally_files::load_definition(&folder.join("election.toml")).unwrap();
+    let signed = tally_files::read_bundles(&[folder.join("sheets.sheets")]).unwrap();
+    let recounted = signed[0]
+        .1
+        .iter()
+        .map(|s| tally_proto::decode_sheet(&s.sheet).unwrap())
+        .find(|s| {
+            loaded.contest(&s.contest).unwrap().level == tally_core::congress::Level::County
+                && s.candidates.len() >= 2
+                && s.candidates[0].approvals > 0
+        })
+        .expect("a county-level sheet");
+    let (contest, unit) = (recounted.contest.to_string(), recounted.unit.to_string());
+    let (code, out, err) = output(
+        work,
+        &[
+            "committee",
+            "order-recount",
+            "-d",
+            definition,
+            "--id",
+            "D-1",
+            "--contest",
+            &contest,
+            "--unit",
+            &unit,
+            "--reason",
+            "选票数存疑，重新清点",
+            "--out",
+            "D-1.json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    sign_and_submit("D-1.json");
+    let mut answers: Vec<String> = [
+        recounted.registered_voters,
+        recounted.ballots_issued,
+        recounted.ballots_collected,
+        recounted.ballots_void,
+        recounted.ballots_valid,
+        recounted.ballots_blank,
+        recounted.proxies,
+    ]
+    .iter()
+    .map(u64::to_string)
+    .collect();
+    let before = recounted.candidates[0].approvals;
+    for (i, c) in recounted.candidates.iter().enumerate() {
+        // One ballot found to be the second candidate's, not the first's.
+        let approvals = match i {
+            0 => c.approvals - 1,
+            1 => c.approvals + 1,
+            _ => c.approvals,
+        };
+        answers.push(approvals.to_string());
+    }
+    answers.extend([
+        "0".to_owned(),
+        recounted.scrutineers.join("、"),
+        recounted.counters.join("、"),
+        "2026-11-29 10:00".to_owned(),
+    ]);
+    let typed = [answers.clone(), answers].concat().join("\n") + "\n";
+    let mut recount = Command::new(tally_tests::tally_binary());
+    recount.current_dir(work).args([
+        "committee",
+        "recount",
+        "-d",
+        definition,
+        "--id",
+        "D-2",
+        "--contest",
+        &contest,
+        "--unit",
+        &unit,
+        "--reason",
+        "重新清点后以更正数为准",
+        "--out",
+        "D-2.json",
+    ]);
+    let run = tally_tests::Run::with_input(&mut recount, &typed);
+    assert_eq!(run.code, 0, "{}", run.dump());
+    sign_and_submit("D-2.json");
+
     // Confirm the county level's ready contests.
     let (_, pending, _) = cluster(&["committee", "pending", "--format", "json"]);
     let pending: Value = serde_json::from_str(&pending).unwrap();
-    let loaded = tally_files::load_definition(&folder.join("election.toml")).unwrap();
     let county_level: Vec<String> = pending["matters"]
         .as_array()
         .unwrap()
@@ -99,6 +206,10 @@ fn papers_from_the_evidence_in_chromium() {
         })
         .collect();
     assert!(county_level.len() >= 2, "{pending:#}");
+    assert!(
+        county_level.contains(&contest),
+        "the recounted contest is ready: {pending:#}"
+    );
     let mut confirm = vec![
         "committee",
         "confirm",
@@ -114,28 +225,7 @@ fn papers_from_the_evidence_in_chromium() {
     }
     let (code, out, err) = cluster(&confirm);
     assert_eq!(code, 0, "{out}{err}");
-    for (id, key) in tally_tests::official_key_files(&folder, work)
-        .iter()
-        .take(3)
-    {
-        let (code, out, err) = output(
-            work,
-            &[
-                "committee",
-                "sign",
-                "K-1.json",
-                "-d",
-                definition,
-                "--official",
-                id,
-                "--key",
-                key.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(code, 0, "{out}{err}");
-    }
-    let (code, out, err) = cluster(&["committee", "submit", "K-1.json", "-d", definition]);
-    assert_eq!(code, 0, "{out}{err}");
+    sign_and_submit("K-1.json");
 
     let bundle = work.join("bundle");
     let (code, out, err) = cluster(&[
@@ -262,6 +352,24 @@ fn papers_from_the_evidence_in_chromium() {
     );
     let county_contests = contests.iter().filter(|c| c["level"] == "county").count();
     assert!(pdf_pages(&std::fs::read(&pdf).unwrap()) >= county_contests);
+
+    // The corrigendum of the recount: the original and the corrected figures side by side.
+    let corrigenda = chromium("--dump-dom", &papers.join("corrigenda-county.html"));
+    assert!(
+        corrigenda.contains("计票更正单") && corrigenda.contains(&unit),
+        "{corrigenda}"
+    );
+    assert!(
+        corrigenda.contains(&format!(
+            "<td class=\"n\">{before}</td><td class=\"n\">{}</td><td>更正</td>",
+            before - 1
+        )),
+        "{corrigenda}"
+    );
+    assert!(
+        corrigenda.contains("重新清点后以更正数为准"),
+        "{corrigenda}"
+    );
 
     // Evidence that does not verify prints nothing: here results.json no longer has the
     // SHA-256 the manifest gives.

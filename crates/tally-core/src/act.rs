@@ -913,6 +913,30 @@ pub fn describe(body: &ActBody) -> Vec<String> {
                 crate::committee::DecisionKind::VoidRound { round } => {
                     format!("round {round} is void (选举无效) and held again")
                 }
+                crate::committee::DecisionKind::OrderRecount { unit, round } => {
+                    format!("the ballots of unit {unit}, round {round} are to be recounted")
+                }
+                crate::committee::DecisionKind::Recount { sheet } => format!(
+                    "the recount of unit {}, round {}: {} issued, {} collected, {} void, {} valid; {}",
+                    sheet.unit,
+                    sheet.round.0,
+                    sheet.ballots_issued,
+                    sheet.ballots_collected,
+                    sheet.ballots_void,
+                    sheet.ballots_valid,
+                    sheet
+                        .candidates
+                        .iter()
+                        .map(|c| format!("{} {}", c.candidate, c.approvals))
+                        .chain(
+                            sheet
+                                .write_ins
+                                .iter()
+                                .map(|w| format!("{} {}", w.name, w.votes))
+                        )
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 crate::committee::DecisionKind::Review { code, at, note } => {
                     format!("warning {code} at {at} reviewed: {note}")
                 }

@@ -70,6 +70,13 @@ pub enum DecisionKind {
     },
     /// The round is void for a violation of the law (破坏选举 → 选举无效) and held again.
     VoidRound { round: u32 },
+    /// A unit's sheet of one round is to be recounted (a conflict, or a doubt the committee
+    /// has): the contest waits for the recount.
+    OrderRecount { unit: UnitId, round: u32 },
+    /// The committee's recount of a unit's round, entered by double entry and signed by its
+    /// officials: it counts in place of the unit's sheet from now on; the corrigendum prints
+    /// the original and the corrected figures side by side, and both stay in the record.
+    Recount { sheet: TallySheet },
     /// A warning on the contest reviewed; the note prints with it.
     Review {
         code: String,
@@ -136,6 +143,16 @@ pub struct DecisionNote {
     pub what: String,
 }
 
+/// A recount the committee entered, and the sheet it corrects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recounted {
+    pub decision: String,
+    pub log_index: u64,
+    /// The sheet that counted before (the unit's, or an earlier recount).
+    pub original: Option<TallySheet>,
+    pub sheet: TallySheet,
+}
+
 /// A contest's confirmation in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lock {
@@ -168,6 +185,10 @@ pub struct ContestDecisions {
     pub reviewed: BTreeMap<(String, String), String>,
     /// Conflicts decided: `(slot, version)` → the digest of the sheet that counts.
     pub kept: BTreeMap<(SheetSlot, u32), Digest>,
+    /// Recounts ordered and not yet entered: slot → the order's id.
+    pub recount_ordered: BTreeMap<SheetSlot, String>,
+    /// Recounts entered: slot → the recount, counted in place of the unit's sheet.
+    pub recounted: BTreeMap<SheetSlot, Recounted>,
     pub lock: Option<Lock>,
 }
 
@@ -247,12 +268,18 @@ impl Decisions {
         self.contests.iter()
     }
 
-    /// The sheet that counts in `sheet`'s place: the one the committee chose where that
-    /// slot and version were in conflict, else `sheet` itself.
-    pub fn effective<'a>(&self, ledger: &'a Ledger, sheet: &'a TallySheet) -> &'a TallySheet {
-        self.contests
-            .get(&sheet.contest)
-            .and_then(|d| d.kept.get(&(sheet.slot(), sheet.version)))
+    /// The sheet that counts in `sheet`'s place: the committee's recount of the slot if it
+    /// entered one; else the one it chose where that slot and version were in conflict; else
+    /// `sheet` itself.
+    pub fn effective<'a>(&'a self, ledger: &'a Ledger, sheet: &'a TallySheet) -> &'a TallySheet {
+        let Some(d) = self.contests.get(&sheet.contest) else {
+            return sheet;
+        };
+        if let Some(r) = d.recounted.get(&sheet.slot()) {
+            return &r.sheet;
+        }
+        d.kept
+            .get(&(sheet.slot(), sheet.version))
             .and_then(|digest| ledger.chosen(&sheet.slot(), sheet.version, digest))
             .unwrap_or(sheet)
     }
@@ -477,6 +504,71 @@ impl Decisions {
                 }
                 entry.voided.insert(*round, decision.id.clone());
                 format!("第 {round} 轮选举无效，重新选举")
+            }
+            DecisionKind::OrderRecount { unit, round } => {
+                let slot = SheetSlot {
+                    unit: unit.clone(),
+                    contest: decision.contest.clone(),
+                    round: Round(*round),
+                };
+                if ledger.versions(&slot).next().is_none() {
+                    return Err(not_needed(format!(
+                        "no sheet of unit {unit} for round {round} is recorded: there is nothing to recount"
+                    )));
+                }
+                if entry.recount_ordered.contains_key(&slot) {
+                    return Err(not_needed(format!(
+                        "a recount of unit {unit}, round {round} is ordered already"
+                    )));
+                }
+                entry.recount_ordered.insert(slot, decision.id.clone());
+                format!("投票单位 {unit} 第 {round} 轮的选票须重新清点，结果待选举委员会录入")
+            }
+            DecisionKind::Recount { sheet } => {
+                let slot = sheet.slot();
+                if sheet.contest != decision.contest {
+                    return Err(not_needed(format!(
+                        "the recounted sheet is of contest {}, not of {}",
+                        sheet.contest, decision.contest
+                    )));
+                }
+                if !entry.recount_ordered.contains_key(&slot) {
+                    return Err(not_needed(format!(
+                        "no recount of unit {}, round {} is ordered (tally committee order-recount first)",
+                        sheet.unit, sheet.round.0
+                    )));
+                }
+                let errors: Vec<String> = crate::validate::check_sheet(definition, sheet)
+                    .into_iter()
+                    .filter(Finding::is_error)
+                    .map(|f| format!("{} {}: {}", f.code.as_str(), f.field, f.message))
+                    .collect();
+                if !errors.is_empty() {
+                    return Err(refuse(
+                        Code::RecountSheetInvalid,
+                        format!(
+                            "{label}: the recounted sheet of unit {}, round {} fails its checks: {}",
+                            sheet.unit,
+                            sheet.round.0,
+                            errors.join("; ")
+                        ),
+                    ));
+                }
+                let original = ledger.get(&slot).map(|s| self.effective(ledger, s).clone());
+                entry.recount_ordered.remove(&slot);
+                entry.recounted.insert(
+                    slot,
+                    Recounted {
+                        decision: decision.id.clone(),
+                        log_index,
+                        original,
+                        sheet: sheet.clone(),
+                    },
+                );
+                format!(
+                    "投票单位 {} 第 {} 轮重新清点的结果计入（更正单列出原数与更正数）",
+                    sheet.unit, sheet.round.0
+                )
             }
             DecisionKind::Review { code, at, note } => {
                 let open: Vec<(String, String)> = warnings(
@@ -756,7 +848,11 @@ impl Decisions {
             return out;
         }
         for c in ledger.conflicts().iter().filter(|c| c.slot.contest == *id) {
-            if decided.is_some_and(|d| d.kept.contains_key(&(c.slot.clone(), c.version))) {
+            if decided.is_some_and(|d| {
+                d.kept.contains_key(&(c.slot.clone(), c.version))
+                    || d.recount_ordered.contains_key(&c.slot)
+                    || d.recounted.contains_key(&c.slot)
+            }) {
                 continue;
             }
             out.push(matter(
@@ -773,6 +869,20 @@ impl Decisions {
                 format!(
                     "tally committee keep-sheet --contest {id} --unit {} --round {} --version {} --sheet-digest HEX --reason ...",
                     c.slot.unit, c.slot.round.0, c.version
+                ),
+            ));
+        }
+        for (slot, order) in decided.into_iter().flat_map(|d| d.recount_ordered.iter()) {
+            out.push(matter(
+                "recount",
+                true,
+                format!(
+                    "{order}: the recount of unit {}, round {} is to be entered",
+                    slot.unit, slot.round.0
+                ),
+                format!(
+                    "tally committee recount --contest {id} --unit {} --round {} --reason ... (double entry)",
+                    slot.unit, slot.round.0
                 ),
             ));
         }
@@ -864,6 +974,8 @@ impl DecisionKind {
             DecisionKind::CutoffTie { .. } => "cutoff-tie",
             DecisionKind::WriteIns { .. } => "write-ins",
             DecisionKind::VoidRound { .. } => "void-round",
+            DecisionKind::OrderRecount { .. } => "order-recount",
+            DecisionKind::Recount { .. } => "recount",
             DecisionKind::Review { .. } => "review",
         }
     }

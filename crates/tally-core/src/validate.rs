@@ -146,6 +146,8 @@ pub enum Code {
     TooFewSignatures,
     #[serde(rename = "E404")]
     AnotherCommittee,
+    #[serde(rename = "E405")]
+    RecountSheetInvalid,
     #[serde(rename = "E406")]
     ReopenWithoutReason,
     #[serde(rename = "E407")]
@@ -168,7 +170,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 46] = [
+    pub const ALL: [Code; 47] = [
         Code::BallotsNotBalanced,
         Code::BlankOverValid,
         Code::VotesOverValid,
@@ -206,6 +208,7 @@ impl Code {
         Code::OpenMatters,
         Code::TooFewSignatures,
         Code::AnotherCommittee,
+        Code::RecountSheetInvalid,
         Code::ReopenWithoutReason,
         Code::ContestLocked,
         Code::ConfirmationStale,
@@ -256,6 +259,7 @@ impl Code {
             Code::OpenMatters => "E402",
             Code::TooFewSignatures => "E403",
             Code::AnotherCommittee => "E404",
+            Code::RecountSheetInvalid => "E405",
             Code::ReopenWithoutReason => "E406",
             Code::ContestLocked => "E407",
             Code::ConfirmationStale => "E408",
@@ -332,6 +336,9 @@ impl Code {
             }
             Code::AnotherCommittee => {
                 "a committee act signed by an official of another committee than the one it belongs to"
+            }
+            Code::RecountSheetInvalid => {
+                "the committee's recounted sheet fails a check of its figures"
             }
             Code::ReopenWithoutReason => {
                 "a reopening without a reason, or of a contest that is not confirmed"

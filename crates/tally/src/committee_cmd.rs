@@ -85,6 +85,27 @@ pub enum CommitteeCommand {
         #[arg(long)]
         round: u32,
     },
+    /// Prepare: order the recount of a unit's ballots of one round (a conflict, or a doubt);
+    /// the contest waits for the recount.
+    OrderRecount {
+        #[command(flatten)]
+        decide: DecideArgs,
+        #[arg(long)]
+        unit: String,
+        #[arg(long, default_value_t = 1)]
+        round: u32,
+    },
+    /// Prepare: the recount of a unit's round, typed by two clerks of the committee (double
+    /// entry at the prompts, as `tally village fill`): it counts in place of the unit's sheet;
+    /// the papers print the corrigendum.
+    Recount {
+        #[command(flatten)]
+        decide: DecideArgs,
+        #[arg(long)]
+        unit: String,
+        #[arg(long, default_value_t = 1)]
+        round: u32,
+    },
     /// Prepare: mark a warning reviewed, with the note the report prints.
     Review {
         #[command(flatten)]
@@ -231,6 +252,25 @@ pub fn run(command: CommitteeCommand) -> Result<Outcome> {
                 .collect::<Result<Vec<_>>>()?;
             Ok(DecisionKind::WriteIns { merge, invalid })
         }),
+        CommitteeCommand::OrderRecount {
+            decide,
+            unit,
+            round,
+        } => prepare_decision(&decide, |_| {
+            Ok(DecisionKind::OrderRecount {
+                unit: UnitId::new(unit),
+                round,
+            })
+        }),
+        CommitteeCommand::Recount {
+            decide,
+            unit,
+            round,
+        } => {
+            let definition = load_definition(&decide.definition)?;
+            let sheet = recount_by_double_entry(&definition, &decide.contest, &unit, round)?;
+            prepare_decision(&decide, |_| Ok(DecisionKind::Recount { sheet }))
+        }
         CommitteeCommand::VoidRound { decide, round } => {
             prepare_decision(&decide, |_| Ok(DecisionKind::VoidRound { round }))
         }
@@ -308,6 +348,58 @@ pub fn run(command: CommitteeCommand) -> Result<Outcome> {
         }
         CommitteeCommand::Act(command) => crate::amend_cmd::act(command),
     }
+}
+
+/// Two clerks of the committee type the recounted sheet at the prompts; the agreed sheet, or
+/// why there is none (its figures are checked again when the record applies it, E405).
+fn recount_by_double_entry(
+    definition: &Definition,
+    contest: &str,
+    unit: &str,
+    round: u32,
+) -> Result<tally_core::sheet::TallySheet> {
+    use std::io::IsTerminal;
+    let unit_id = UnitId::new(unit);
+    let Some(unit) = definition.unit(&unit_id) else {
+        bail!("unit {unit_id} is not in the definition");
+    };
+    let contest_id = ContestId::new(contest);
+    let Some(contest) = definition
+        .contest(&contest_id)
+        .filter(|c| unit.contests.contains(&c.id))
+    else {
+        bail!("--contest {contest_id}: unit {unit_id} does not report that contest");
+    };
+    if round == 0 {
+        bail!("--round 0: rounds start at 1");
+    }
+    let form = tally_village::fill::Form {
+        definition,
+        unit,
+        contest,
+        round: tally_core::sheet::Round(round),
+    };
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut prompter = tally_village::fill::Prompter {
+        terminal: stdin.is_terminal() && stdout.is_terminal(),
+        echo: !stdin.is_terminal(),
+        input: stdin.lock(),
+        output: stdout.lock(),
+    };
+    let sheet = form.fill(&mut prompter)?;
+    let errors: Vec<String> = tally_core::validate::check_sheet(definition, &sheet)
+        .into_iter()
+        .filter(|f| f.is_error())
+        .map(|f| f.to_string())
+        .collect();
+    if !errors.is_empty() {
+        bail!(
+            "E405 the recounted figures do not add up, so no decision file was written:\n  {}",
+            errors.join("\n  ")
+        );
+    }
+    Ok(sheet)
 }
 
 /// A candidate of the contest by id (or by name when it is one candidate's), else a

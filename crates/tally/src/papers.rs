@@ -149,6 +149,7 @@ pub struct Papers {
     pub reports: usize,
     pub confirmed_deputies: usize,
     pub draft_deputies: usize,
+    pub corrigenda: usize,
 }
 
 /// `tally committee papers`: verify the bundle, then write the papers into `out`.
@@ -192,6 +193,7 @@ fn write(report: &VerifyReport, replayed: &Replayed, out: &Path) -> Result<Paper
         reports: 0,
         confirmed_deputies: 0,
         draft_deputies: 0,
+        corrigenda: 0,
     };
     let mut save = |name: String, text: String| -> Result<()> {
         let path = out.join(name);
@@ -233,6 +235,28 @@ fn write(report: &VerifyReport, replayed: &Replayed, out: &Path) -> Result<Paper
             save(
                 format!("elected-{key}-draft.html"),
                 frame.page(&title, &list, true),
+            )?;
+        }
+
+        // 更正单: every recount the committee entered, original and corrected side by side.
+        let mut corrigenda = String::new();
+        for c in &contests {
+            let Some(decided) = replayed.decisions.contest(&c.contest) else {
+                continue;
+            };
+            for (slot, r) in &decided.recounted {
+                corrigenda.push_str(&corrigendum(d, c, slot, r));
+                papers.corrigenda += 1;
+            }
+        }
+        if !corrigenda.is_empty() {
+            save(
+                format!("corrigenda-{key}.html"),
+                frame.page(
+                    &format!("{area}人民代表大会代表选举计票更正单"),
+                    &corrigenda,
+                    false,
+                ),
             )?;
         }
 
@@ -344,6 +368,112 @@ fn elected_list(
         escape(&committee)
     );
     body
+}
+
+/// One recount's 更正单: the sheet that counted before and the committee's recount, figure by
+/// figure.
+fn corrigendum(
+    d: &Definition,
+    c: &ContestResult,
+    slot: &tally_core::sheet::SheetSlot,
+    r: &tally_core::committee::Recounted,
+) -> String {
+    let unit = d
+        .unit(&slot.unit)
+        .map_or_else(|| slot.unit.to_string(), |u| format!("{} {}", u.id, u.name));
+    let reason = c
+        .decisions
+        .iter()
+        .find(|n| n.id == r.decision)
+        .map_or("", |n| n.reason.as_str());
+    let mut rows: Vec<(String, Option<u64>, u64)> = Vec::new();
+    let o = r.original.as_ref();
+    let s = &r.sheet;
+    for (label, original, corrected) in [
+        (
+            "登记选民",
+            o.map(|o| o.registered_voters),
+            s.registered_voters,
+        ),
+        ("发出选票", o.map(|o| o.ballots_issued), s.ballots_issued),
+        (
+            "收回选票",
+            o.map(|o| o.ballots_collected),
+            s.ballots_collected,
+        ),
+        ("无效票", o.map(|o| o.ballots_void), s.ballots_void),
+        ("有效票", o.map(|o| o.ballots_valid), s.ballots_valid),
+        ("空白票", o.map(|o| o.ballots_blank), s.ballots_blank),
+    ] {
+        rows.push((label.to_owned(), original, corrected));
+    }
+    let contest = d.contest(&c.contest);
+    let name_of = |id: &tally_core::ids::CandidateId| {
+        contest
+            .and_then(|k| k.candidates.iter().find(|x| &x.id == id))
+            .map_or_else(|| id.to_string(), |x| x.name.clone())
+    };
+    for cand in &s.candidates {
+        let before = o.and_then(|o| {
+            o.candidates
+                .iter()
+                .find(|x| x.candidate == cand.candidate)
+                .map(|x| x.approvals)
+        });
+        rows.push((name_of(&cand.candidate), before, cand.approvals));
+    }
+    let mut names: Vec<String> = s.write_ins.iter().map(|w| w.name.clone()).collect();
+    for w in o.into_iter().flat_map(|o| o.write_ins.iter()) {
+        if !names.contains(&w.name) {
+            names.push(w.name.clone());
+        }
+    }
+    for name in names {
+        let of = |sheet: &tally_core::sheet::TallySheet| {
+            sheet
+                .write_ins
+                .iter()
+                .find(|w| w.name == name)
+                .map_or(0, |w| w.votes)
+        };
+        rows.push((format!("{name}（另选他人）"), o.map(|o| of(o)), of(s)));
+    }
+    let mut b = String::new();
+    let _ = writeln!(b, "<div class=\"paper\">\n<h1>计票更正单</h1>");
+    let _ = writeln!(
+        b,
+        "<p class=\"sub\">{} {} · 投票单位 {} · 第 {} 轮</p>",
+        escape(c.contest.as_str()),
+        escape(&c.name),
+        escape(&unit),
+        slot.round.0
+    );
+    let _ = writeln!(
+        b,
+        "<p>选举委员会决定 {}（日志索引 {}）：重新清点选票，以下列更正数为准。理由：{}</p>",
+        escape(&r.decision),
+        r.log_index,
+        escape(reason)
+    );
+    let _ = writeln!(
+        b,
+        "<table><thead><tr><th>项目</th><th class=\"n\">原数</th><th class=\"n\">更正数</th><th>变化</th></tr></thead><tbody>"
+    );
+    for (label, before, after) in rows {
+        let changed = before != Some(after);
+        let _ = writeln!(
+            b,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{after}</td><td>{}</td></tr>",
+            escape(&label),
+            before.map_or_else(|| "—".to_owned(), |v| v.to_string()),
+            if changed { "更正" } else { "" }
+        );
+    }
+    let _ = writeln!(
+        b,
+        "</tbody></table>\n<p>原报告单与更正数均保存在选举记录中。</p>\n<div class=\"signatures\"><p>选举委员会（盖章）</p><p>主任（签名）：______________________</p></div>\n</div>"
+    );
+    b
 }
 
 /// One constituency's 选举结果报告单.
@@ -490,11 +620,12 @@ fn contest_report(d: &Definition, replayed: &Replayed, c: &ContestResult) -> Str
 /// Prints what was written.
 pub fn say_written(papers: &Papers, out: &Path) {
     say!(
-        "wrote the papers in {}: {} 选举结果报告单, {} deputies on the lists of confirmed contests, {} on drafts (未确认 / DRAFT)",
+        "wrote the papers in {}: {} 选举结果报告单, {} deputies on the lists of confirmed contests, {} on drafts (未确认 / DRAFT), {} 计票更正单",
         out.display(),
         papers.reports,
         papers.confirmed_deputies,
-        papers.draft_deputies
+        papers.draft_deputies,
+        papers.corrigenda
     );
     for f in &papers.files {
         say!("  {}", f.display());

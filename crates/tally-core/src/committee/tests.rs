@@ -516,3 +516,70 @@ fn decision_acts_round_trip_in_the_canonical_encoding() {
         assert_eq!(crate::act::ActBody::decode(&bytes).unwrap(), body);
     }
 }
+
+// Goal: a recount. A conflict is settled by ordering a recount (the conflict no longer waits,
+// the recount does, blocking confirmation); a recounted sheet that fails its checks is E405;
+// without an order it is E401; entered, it counts in place of the unit's sheet, the ledger
+// keeps both, and the decision keeps the original figures for the corrigendum.
+#[test]
+fn a_recount_is_ordered_entered_and_counts() {
+    let mut r = Record::new(single(3));
+    r.submit(sheet(&r.d, 1, &CLEAR), 1);
+    let mut other = sheet(&r.d, 1, &CLEAR);
+    other.candidates[3].approvals = 330;
+    r.submit(other, 2);
+    let mut recounted = sheet(&r.d, 1, &CLEAR);
+    recounted.candidates[2].approvals = 100; // C falls, D passes: D is elected instead
+    recounted.candidates[3].approvals = 330;
+    let enter = |id: &str, sheet: TallySheet| decision(id, DecisionKind::Recount { sheet });
+
+    let refused = r.decide(&enter("D-1", recounted.clone())).unwrap_err();
+    assert_eq!(refused.code, Code::DecisionNotNeeded);
+    assert!(refused.message.contains("order-recount"), "{refused}");
+
+    r.decide(&decision(
+        "D-2",
+        DecisionKind::OrderRecount {
+            unit: "U1".into(),
+            round: 1,
+        },
+    ))
+    .unwrap();
+    let kinds: Vec<&str> = r
+        .matters()
+        .iter()
+        .filter(|m| m.blocking)
+        .map(|m| m.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["recount"],
+        "the ordered recount waits, the conflict no longer"
+    );
+
+    let mut wrong = recounted.clone();
+    wrong.ballots_valid += 1; // void + valid no longer equal collected
+    let refused = r.decide(&enter("D-3", wrong)).unwrap_err();
+    assert_eq!(refused.code, Code::RecountSheetInvalid);
+    assert!(refused.message.contains("E101"), "{refused}");
+
+    r.decide(&enter("D-4", recounted.clone())).unwrap();
+    let c = &r.result().contests[0];
+    let names: Vec<&str> = c.elected.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["A", "B", "D"]);
+    assert_eq!(r.ledger.counted().count(), 1);
+    assert_eq!(
+        r.ledger.conflicts().len(),
+        1,
+        "both unit sheets stay recorded"
+    );
+    let done = &r.decisions.contest(&"C1".into()).unwrap().recounted;
+    let entered = done.values().next().unwrap();
+    assert_eq!(entered.sheet, recounted);
+    assert_eq!(
+        entered.original.as_ref().unwrap().candidates[2].approvals,
+        320,
+        "the original figures, for the corrigendum"
+    );
+    assert!(r.matters().iter().all(|m| !m.blocking));
+}
