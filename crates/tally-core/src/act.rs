@@ -41,7 +41,7 @@ pub enum ActBody {
     Amendment(Amendment),
     ZeroReport(ZeroReport),
     /// A decision on what the count leaves open (docs/design/committee.md).
-    Decision(crate::committee::Decision),
+    Decision(Box<crate::committee::Decision>),
     /// Contests' results determined valid, and locked.
     Confirmation(crate::committee::Confirmation),
     /// A confirmed contest reopened, with the reason.

@@ -3,7 +3,7 @@
 //! lock that confirmation puts on the contest, and the reopening that lifts it.
 //!
 //! Each is a committee act ([`crate::act`]), signed by k of the committee's officials and
-//! applied by [`Decisions::apply`] in record order, alike at every replica and in
+//! applied by [`crate::record::apply`] in record order, alike at every replica and in
 //! `tally verify`. The result is then [`crate::results::compute_with`] of the definition in
 //! force, the ledger and these decisions: a pure function of the record.
 //!

@@ -384,10 +384,10 @@ pub fn compute_with(
             counted.push(sheet);
             continue;
         }
-        if let Some(version) = frozen {
-            if let Some(recorded) = ledger.versions(&slot).find(|r| r.sheet.version == version) {
-                counted.push(decisions.effective(ledger, &recorded.sheet));
-            }
+        if let Some(version) = frozen
+            && let Some(recorded) = ledger.versions(&slot).find(|r| r.sheet.version == version)
+        {
+            counted.push(decisions.effective(ledger, &recorded.sheet));
         }
         let late = after_lock.entry(&sheet.contest).or_default();
         for recorded in ledger

@@ -447,7 +447,7 @@ fn prepare_decision(
         &definition,
         &args.definition,
         &args.out,
-        ActBody::Decision(decision),
+        ActBody::Decision(Box::new(decision)),
     )
 }
 

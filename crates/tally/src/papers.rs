@@ -436,7 +436,7 @@ fn corrigendum(
                 .find(|w| w.name == name)
                 .map_or(0, |w| w.votes)
         };
-        rows.push((format!("{name}（另选他人）"), o.map(|o| of(o)), of(s)));
+        rows.push((format!("{name}（另选他人）"), o.map(&of), of(s)));
     }
     let mut b = String::new();
     let _ = writeln!(b, "<div class=\"paper\">\n<h1>计票更正单</h1>");

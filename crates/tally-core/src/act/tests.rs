@@ -484,14 +484,14 @@ fn with_township_committee(extra: &str) -> Result<Definition, Error> {
 fn a_township_committee_signs_its_own_contests_acts() {
     let d = with_township_committee("").expect("the fixture with a township committee loads");
     assert_eq!(d.township_committees.len(), 1);
-    let decision = ActBody::Decision(crate::committee::Decision {
+    let decision = ActBody::Decision(Box::new(crate::committee::Decision {
         election: "AM-2026".into(),
         mode: Mode::Rehearsal,
         id: "D-1".into(),
         contest: "T1-C1".into(),
         reason: "审查".into(),
         decide: crate::committee::DecisionKind::VoidRound { round: 1 },
-    });
+    }));
     let (_, signers) = check(&d, &signed(&decision, &[("T1-O1", 111), ("T1-O3", 113)]))
         .expect("two of the township's officials sign its contest's decision");
     assert_eq!(signers, ["T1-O1", "T1-O3"]);

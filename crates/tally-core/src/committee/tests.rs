@@ -492,7 +492,7 @@ fn a_round_declared_void_is_held_again() {
 #[test]
 fn decision_acts_round_trip_in_the_canonical_encoding() {
     let bodies = [
-        crate::act::ActBody::Decision(decision(
+        crate::act::ActBody::Decision(Box::new(decision(
             "D-7",
             DecisionKind::WriteIns {
                 merge: vec![Merge {
@@ -501,7 +501,7 @@ fn decision_acts_round_trip_in_the_canonical_encoding() {
                 }],
                 invalid: vec![],
             },
-        )),
+        ))),
         crate::act::ActBody::Reopening(Reopening {
             election: "test".into(),
             mode: Mode::Official,
