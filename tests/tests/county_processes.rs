@@ -1235,6 +1235,14 @@ fn the_committee_decides_confirms_and_reopens_a_contest() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     let confirmed = contest_result();
     assert_eq!(confirmed["confirmed"]["confirmation"], "K-1", "{confirmed}");
+    // The table shows the decisions where it shows the contest.
+    let (_, table, _) = with_cluster(&["cluster", "results", "--contest", contest.as_str()]);
+    for id in ["D-1", "K-1"] {
+        assert!(
+            table.contains(&format!("committee: {contest} {id} (log index ")),
+            "{table}"
+        );
+    }
 
     // After the lock: recorded, listed, not counted.
     let mut late = other.clone();

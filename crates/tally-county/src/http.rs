@@ -263,6 +263,7 @@ fn dashboard(
                 // The committee (docs/design/committee.md): the confirmation in force, sheets
                 // recorded after it, and what waits in this contest.
                 "confirmation": c.confirmed.as_ref().map(|l| l.confirmation.clone()),
+                "decisions": c.decisions.iter().map(|n| json!({"id": n.id, "kind": n.kind, "what": n.what, "reason": n.reason})).collect::<Vec<_>>(),
                 "after_lock": c.after_lock.len(),
                 "waiting": at.matters.iter().filter(|m| m.contest == c.contest).count(),
             })

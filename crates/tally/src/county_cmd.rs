@@ -396,6 +396,31 @@ async fn cluster_results(
                 );
             }
             say_part!("{}", table.render());
+            // The committee's decisions, confirmations and reopenings, contest by contest.
+            let result: serde_json::Value =
+                serde_json::from_str(&r.result_json).unwrap_or_default();
+            for c in result["contests"].as_array().into_iter().flatten() {
+                for n in c["decisions"].as_array().into_iter().flatten() {
+                    say!(
+                        "committee: {} {} (log index {}): {}{}",
+                        c["contest"].as_str().unwrap_or_default(),
+                        n["id"].as_str().unwrap_or_default(),
+                        n["log_index"],
+                        n["what"].as_str().unwrap_or_default(),
+                        n["reason"]
+                            .as_str()
+                            .filter(|r| !r.is_empty())
+                            .map_or_else(String::new, |r| format!("（理由：{r}）"))
+                    );
+                }
+                if let Some(late) = c["after_lock"].as_array().filter(|l| !l.is_empty()) {
+                    say!(
+                        "committee: {} confirmed; {} sheet(s) arrived after the lock, not counted",
+                        c["contest"].as_str().unwrap_or_default(),
+                        late.len()
+                    );
+                }
+            }
             for c in &r.conflicts {
                 say!(
                     "conflict: unit {} contest {} round {} version {}: counted sheet {}, conflicting sheet {} (log index {}) — not counted; the committee decides",
