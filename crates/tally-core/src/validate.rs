@@ -363,6 +363,41 @@ impl Code {
             }
         }
     }
+
+    /// What a finding with this code does, for the table of findings: an error refuses the
+    /// sheet (E1xx numbers that cannot all be true, E2xx identity and authenticity) or the
+    /// committee act (E4xx); a warning counts the sheet and flags it for the committee, and
+    /// W301 and W306 keep its contest from being confirmed until the committee reviews them.
+    pub fn effect(self) -> &'static str {
+        match self.as_str().as_bytes()[..2] {
+            [b'E', b'1'] => "refuses the sheet (its numbers)",
+            [b'E', b'2'] => "refuses the sheet (who signed it, for what)",
+            [b'E', b'4'] => "refuses the committee act; nothing changes",
+            _ if crate::committee::BLOCKING_WARNINGS.contains(&self) => {
+                "counts the sheet; blocks the contest's confirmation until reviewed"
+            }
+            _ => "counts the sheet; shown to the committee",
+        }
+    }
+}
+
+/// The table of findings, as `docs/findings.md` holds it (a test keeps the two the same):
+/// every code with what it means and what it does.
+pub fn findings_table() -> String {
+    let mut out = String::from(
+        "# Findings\n\nEvery check has a stable code. This table is generated from \
+         `crates/tally-core/src/validate.rs` (`tally codes` prints it; a test keeps this file \
+         the same).\n\n| code | meaning | effect |\n|---|---|---|\n",
+    );
+    for code in Code::ALL {
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            code.as_str(),
+            code.summary(),
+            code.effect()
+        ));
+    }
+    out
 }
 
 impl fmt::Display for Code {
@@ -943,6 +978,18 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
 
 #[cfg(test)]
 mod tests {
+    // Goal: docs/findings.md is the table the code gives (every code, its meaning and what it
+    // does), so the document cannot drift from validate.rs. Method: compare the two whole;
+    // when they differ, `cargo run -p tally -- codes > docs/findings.md` writes it again.
+    #[test]
+    fn docs_findings_md_is_the_table_of_the_code() {
+        let doc = include_str!("../../../docs/findings.md");
+        assert!(
+            doc == super::findings_table(),
+            "docs/findings.md differs from the code's table: run `cargo run -p tally -- codes > docs/findings.md`"
+        );
+    }
+
     use super::*;
     use crate::results::testkit::{ContestSpec, UnitSpec, clean_sheet, definition};
     use crate::sheet::{CandidateCount, Round, WriteIn};

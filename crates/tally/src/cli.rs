@@ -119,6 +119,9 @@ enum Command {
     /// confirmation or a reopening; each official signs it offline; submit it once k have.
     #[command(subcommand)]
     Committee(crate::committee_cmd::CommitteeCommand),
+    /// Print the table of findings: every E and W code, what it means and what it does
+    /// (docs/findings.md is this table).
+    Codes,
     /// Look at and administer the county cluster (as an operator).
     #[command(subcommand)]
     Cluster(crate::county_cmd::ClusterCommand),
@@ -290,6 +293,10 @@ fn run(command: Command) -> Result<Outcome> {
         Command::Amend(command) => crate::amend_cmd::run(command),
         Command::ZeroReport(command) => crate::amend_cmd::zero_report(command),
         Command::Committee(command) => crate::committee_cmd::run(command),
+        Command::Codes => {
+            crate::say_part!("{}", tally_core::validate::findings_table());
+            Ok(Outcome::Clean)
+        }
         Command::Export {
             client,
             operator,
