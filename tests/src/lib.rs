@@ -645,3 +645,48 @@ pub fn keygen(cwd: &Path, path: &Path) -> String {
         .unwrap_or_else(|| panic!("no public key in {}", run.dump()))
         .to_owned()
 }
+
+/// Has three of the generated county's officials sign the committee act `file` (in `cwd`),
+/// each with the key `official_key_files` wrote, then submits it to the cluster at
+/// `servers`; panics with what the CLI said if any step fails.
+pub fn sign_and_submit_act(
+    cwd: &Path,
+    file: &str,
+    definition: &str,
+    keys: &[(String, PathBuf)],
+    servers: &str,
+    pki: &str,
+) {
+    for (id, key) in keys.iter().take(3) {
+        let (code, out, err) = output(
+            cwd,
+            &[
+                "committee",
+                "sign",
+                file,
+                "-d",
+                definition,
+                "--official",
+                id,
+                "--key",
+                key.to_str().expect("paths here are UTF-8"),
+            ],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, out, err) = output(
+        cwd,
+        &[
+            "committee",
+            "submit",
+            file,
+            "-d",
+            definition,
+            "--servers",
+            servers,
+            "--pki",
+            pki,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -668,25 +668,7 @@ fn decisions_and_confirmations_in_the_evidence() {
     let prepare_sign_submit = |prepare: &[&str], file: &str| {
         let (code, out, err) = output(work, prepare);
         assert_eq!(code, 0, "{out}{err}");
-        for (id, key) in keys.iter().take(3) {
-            let (code, out, err) = output(
-                work,
-                &[
-                    "committee",
-                    "sign",
-                    file,
-                    "-d",
-                    definition,
-                    "--official",
-                    id,
-                    "--key",
-                    key.to_str().unwrap(),
-                ],
-            );
-            assert_eq!(code, 0, "{out}{err}");
-        }
-        let (code, out, err) = cluster(&["committee", "submit", file, "-d", definition]);
-        assert_eq!(code, 0, "{out}{err}");
+        tally_tests::sign_and_submit_act(work, file, definition, &keys, &servers, &pki);
     };
     prepare_sign_submit(
         &[

@@ -86,25 +86,7 @@ fn papers_from_the_evidence_in_chromium() {
 
     let keys = tally_tests::official_key_files(&folder, work);
     let sign_and_submit = |file: &str| {
-        for (id, key) in keys.iter().take(3) {
-            let (code, out, err) = output(
-                work,
-                &[
-                    "committee",
-                    "sign",
-                    file,
-                    "-d",
-                    definition,
-                    "--official",
-                    id,
-                    "--key",
-                    key.to_str().unwrap(),
-                ],
-            );
-            assert_eq!(code, 0, "{out}{err}");
-        }
-        let (code, out, err) = cluster(&["committee", "submit", file, "-d", definition]);
-        assert_eq!(code, 0, "{out}{err}");
+        tally_tests::sign_and_submit_act(work, file, definition, &keys, &servers, &pki);
     };
 
     // A recount of one county-level unit's round: ordered, then typed by two clerks.

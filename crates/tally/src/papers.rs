@@ -12,6 +12,7 @@
 //!
 //! Every page carries the election, its mode, the log index and the chain head it reflects.
 
+use crate::publish::{escape, file_safe};
 use crate::say;
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
@@ -87,33 +88,6 @@ impl Frame<'_> {
             escape(self.head),
         )
     }
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn file_safe(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn round_kind(kind: RoundKind) -> &'static str {

@@ -311,7 +311,7 @@ pub fn write_all(published: &Published, json: &serde_json::Value, out: &Path) ->
     })
 }
 
-fn file_safe(id: &str) -> String {
+pub(crate) fn file_safe(id: &str) -> String {
     id.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
@@ -324,7 +324,7 @@ fn file_safe(id: &str) -> String {
 }
 
 /// Text for HTML (element content and attribute values).
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
