@@ -1044,3 +1044,49 @@ fn certs_reuses_the_ca_for_an_added_township() {
     nothing.assert_code(EXIT_FAILURE);
     nothing.assert_stderr_contains("nothing to make");
 }
+
+// Goal: the vendor's small contract of two commands. `tally keygen --format json` prints the
+// public key and key id a script needs (and they are the key file's); `tally seats --help`
+// lists the apportionment methods, and a method that is not one is a usage error (exit 2)
+// naming them. Method: run each; read the key file back.
+#[test]
+fn keygen_json_and_seats_method_names() {
+    let dir = tempdir();
+    let run = tally_in(
+        dir.path(),
+        ["keygen", "--out", "unit.key", "--format", "json"],
+    );
+    run.assert_code(EXIT_SUCCESS);
+    let printed: Value = serde_json::from_str(&run.stdout).expect("keygen --format json is JSON");
+    let key = tally_files::read_secret_key(&dir.path().join("unit.key")).unwrap();
+    let public = key.verifying_key();
+    assert_eq!(printed["public_key"], hex::encode(public.as_bytes()));
+    assert_eq!(
+        printed["key_id"],
+        tally_core::ids::KeyId::of(&public).to_string()
+    );
+
+    let help = tally_in(dir.path(), ["seats", "--help"]);
+    help.assert_code(EXIT_SUCCESS);
+    for method in tally_core::apportion::Method::ALL {
+        help.assert_stdout_contains(method.name());
+    }
+    let wrong = tally_in(
+        dir.path(),
+        [
+            "seats",
+            "--weights",
+            "w.csv",
+            "--total",
+            "5",
+            "--method",
+            "hondt",
+        ],
+    );
+    wrong.assert_code(2);
+    assert!(
+        wrong.stderr.contains("d-hondt") && wrong.stderr.contains("sainte-lague"),
+        "{}",
+        wrong.dump()
+    );
+}

@@ -1697,6 +1697,58 @@ mod tests {
         );
     }
 
+    // Goal: W301 (a unit collected more ballots than it issued) and Art 44 agree: the warning
+    // flags the unit, and the contest is void only when its totals over all units show more
+    // collected than issued. Method: two stations, one 3 ballots over and the other 5 under
+    // (the totals are not over: decided, W301 on the first); then both over (void).
+    #[test]
+    fn w301_at_one_unit_and_art44_on_the_totals() {
+        let d = definition(
+            &[ContestSpec::new("C1", 1, 2, 1000)],
+            &[
+                UnitSpec::new("U1", "station", &["C1"]),
+                UnitSpec::new("U2", "station", &["C1"]),
+            ],
+            "",
+        );
+        let unit_sheet = |unit: &str, collected_minus_issued: i64| {
+            let mut s = clean_sheet(&d, unit, "C1");
+            s.ballots_collected = s
+                .ballots_issued
+                .checked_add_signed(collected_minus_issued)
+                .unwrap();
+            s.ballots_valid = s.ballots_collected - s.ballots_void;
+            s.candidates[0].approvals = s.ballots_valid * 2 / 3;
+            s.candidates[1].approvals = s.ballots_valid / 4;
+            s
+        };
+        let over = unit_sheet("U1", 3);
+        let w301: Vec<_> = check_sheet(&d, &over)
+            .into_iter()
+            .filter(|f| f.code == Code::CollectedOverIssued)
+            .collect();
+        assert_eq!(w301.len(), 1);
+        assert!(
+            w301[0].message.contains("contest C1's totals"),
+            "{}",
+            w301[0].message
+        );
+
+        let r = run(&d, vec![over.clone(), unit_sheet("U2", -5)]);
+        assert_eq!(r.contests[0].rounds[0].status, RoundStatus::Decided);
+        assert_eq!(r.contests[0].status, ContestStatus::Decided);
+
+        let r = run(&d, vec![over, unit_sheet("U2", 1)]);
+        assert!(
+            matches!(
+                r.contests[0].rounds[0].status,
+                RoundStatus::VoidArt44 { .. }
+            ),
+            "{:?}",
+            r.contests[0].rounds[0].status
+        );
+    }
+
     // Goal: a written-in person can win a first round, and write-ins are merged by counting
     // name (trimmed, NFC).
     // Method: two stations report "王五" with and without a trailing space.

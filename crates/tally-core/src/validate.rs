@@ -350,7 +350,7 @@ impl Code {
                 "the confirmation is not for this record's result, chain head or log index"
             }
             Code::CollectedOverIssued => {
-                "more ballots collected than issued: the whole contest is void (Art 44)"
+                "more ballots collected than issued at a unit; the contest is void (Art 44) if its totals show it too"
             }
             Code::ManyVoidBallots => "many void ballots",
             Code::IssuedCollectedGap => "many issued ballots were not collected",
@@ -727,7 +727,7 @@ pub fn check_sheet(definition: &Definition, sheet: &TallySheet) -> Vec<Finding> 
             Code::CollectedOverIssued,
             "ballots_collected",
             format!(
-                "VOIDS THE WHOLE CONTEST: {} ballots collected but only {} issued; under Art 44 contest {} must be held again unless this sheet is wrong",
+                "{} ballots collected but only {} issued at this unit; Art 44 is applied to contest {}'s totals over all its units: if they too show more ballots collected than issued, the contest's vote is void and held again (the result says so); check this sheet against the paper",
                 sheet.ballots_collected, sheet.ballots_issued, sheet.contest
             ),
         );
@@ -1424,7 +1424,10 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].code, Code::CollectedOverIssued);
         assert!(!f[0].is_error());
-        assert!(f[0].message.contains("VOIDS THE WHOLE CONTEST"));
+        assert!(
+            f[0].message
+                .contains("Art 44 is applied to contest C1's totals")
+        );
 
         // 5% of 600 is 30: 30 void is fine, 31 warns.
         let mut s = clean_sheet(&d, "U1", "C1");

@@ -32,6 +32,10 @@ enum Command {
         /// Where to write the secret key (never overwritten).
         #[arg(long, short)]
         out: PathBuf,
+        /// How to print the public key and key id: text, or json (`{"secret_key_file",
+        /// "public_key", "key_id"}`) for scripts.
+        #[arg(long, value_enum, default_value_t = KeygenFormat::Text)]
+        format: KeygenFormat,
     },
     /// Sign and verify tally sheets.
     #[command(subcommand)]
@@ -59,7 +63,7 @@ enum Command {
         #[arg(long)]
         total: Option<u32>,
         /// The method; defaults to the definition's, or largest-remainder-hare.
-        #[arg(long)]
+        #[arg(long, value_parser = method_names())]
         method: Option<String>,
         /// Minimum seats per row (with --weights).
         #[arg(long, default_value_t = 0)]
@@ -70,9 +74,8 @@ enum Command {
         /// Treat weights as votes for lists and give no seats to a list under this percentage.
         #[arg(long)]
         threshold_percent: Option<u32>,
-        /// How a tie is resolved: report, definition-order or larger-weight-first.
-        /// Defaults to the definition's recorded rule, or report.
-        #[arg(long)]
+        /// How a tie is resolved. Defaults to the definition's recorded rule, or report.
+        #[arg(long, value_parser = ["report", "definition-order", "larger-weight-first"])]
         tie_rule: Option<String>,
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -222,7 +225,7 @@ pub fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<Outcome> {
     match command {
-        Command::Keygen { out } => keygen(&out),
+        Command::Keygen { out, format } => keygen(&out, format),
         Command::Sheet(SheetCommand::Sign {
             definition,
             key,
@@ -323,7 +326,21 @@ fn run(command: Command) -> Result<Outcome> {
     }
 }
 
-fn keygen(out: &Path) -> Result<Outcome> {
+/// The apportionment methods by name, so `--help` lists them and another name is a usage
+/// error (exit 2).
+fn method_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        tally_core::apportion::Method::ALL.map(tally_core::apportion::Method::name),
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeygenFormat {
+    Text,
+    Json,
+}
+
+fn keygen(out: &Path, format: KeygenFormat) -> Result<Outcome> {
     let mut seed = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
@@ -335,12 +352,25 @@ fn keygen(out: &Path) -> Result<Outcome> {
         ),
     )?;
     let public = key.verifying_key();
-    crate::say!("secret key written to {}", out.display());
-    crate::say!(
-        "public key (put it in the unit's public_key field): {}",
-        hex::encode(public.as_bytes())
-    );
-    crate::say!("key id: {}", tally_core::ids::KeyId::of(&public));
+    let key_id = tally_core::ids::KeyId::of(&public);
+    match format {
+        KeygenFormat::Json => crate::say!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "secret_key_file": out.display().to_string(),
+                "public_key": hex::encode(public.as_bytes()),
+                "key_id": key_id.to_string(),
+            }))?
+        ),
+        KeygenFormat::Text => {
+            crate::say!("secret key written to {}", out.display());
+            crate::say!(
+                "public key (put it in the unit's public_key field): {}",
+                hex::encode(public.as_bytes())
+            );
+            crate::say!("key id: {key_id}");
+        }
+    }
     Ok(Outcome::Clean)
 }
 
