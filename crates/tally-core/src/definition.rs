@@ -42,6 +42,11 @@ pub struct Rules {
     /// election's ballot, in vote order with the candidates. The law speaks of candidates; the
     /// default (`false`) lists candidates only (written-in people may still be written in again).
     pub further_election_lists_write_ins: bool,
+    /// What the one third a further election's winner needs (不得少于选票的三分之一) is of:
+    /// `collected`, the ballots cast in that round (the default, the rulebook's reading), or
+    /// `issued`, the people who voted (stricter whenever ballots went missing). A one-third
+    /// revote (`revote_rule = "one-third"`) uses the same base.
+    pub further_election_threshold_base: ThresholdBase,
     /// How a revote (再次投票) between people tied for the last seat(s) is decided. Art 45 says
     /// the one with more votes wins (以得票多的当选); the default `plurality` follows it.
     pub revote_rule: RevoteRule,
@@ -70,6 +75,7 @@ impl Default for Rules {
             mobile_box_scrutineers_min: 2,
             further_election_turnout_required: true,
             further_election_lists_write_ins: false,
+            further_election_threshold_base: ThresholdBase::Collected,
             revote_rule: RevoteRule::Plurality,
             revote_turnout_required: true,
             apportionment: Method::LargestRemainderHare,
@@ -78,6 +84,25 @@ impl Default for Rules {
             void_ballots_warn_percent: 5,
             issued_collected_gap_warn_percent: 2,
             turnout_outlier_warn_points: 25,
+        }
+    }
+}
+
+/// What a further election's one-third threshold is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThresholdBase {
+    /// The ballots collected in the round (所投的票数, the ballots cast).
+    Collected,
+    /// The ballots issued in the round (the people who voted).
+    Issued,
+}
+
+impl ThresholdBase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThresholdBase::Collected => "collected",
+            ThresholdBase::Issued => "issued",
         }
     }
 }

@@ -62,7 +62,7 @@
 
 use crate::committee::{ContestDecisions, Decisions};
 use crate::congress::Level;
-use crate::definition::{Contest, Definition, RevoteRule, Rules};
+use crate::definition::{Contest, Definition, RevoteRule, Rules, ThresholdBase};
 use crate::ids::{CandidateId, ContestId, TownshipId};
 use crate::ledger::Ledger;
 use crate::sheet::{ROUND_MAX, TallySheet};
@@ -121,6 +121,14 @@ pub struct ElectedPerson {
     pub votes: u64,
     /// The round the person was elected in.
     pub round: u32,
+}
+
+/// The base a one-third threshold was measured against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Threshold {
+    pub base: crate::definition::ThresholdBase,
+    /// The ballots of that base in the round.
+    pub ballots: u64,
 }
 
 /// A round the outcome so far calls for.
@@ -197,9 +205,13 @@ pub struct RoundResult {
     pub totals: RoundTotals,
     /// Votes per person, most first; ties in definition order, then write-ins by name.
     pub votes: Vec<PersonVotes>,
-    /// The fewest votes that can win under this round's rule, for the ballots issued so far
-    /// (1 for a `plurality` revote: any votes can win it).
+    /// The fewest votes that can win under this round's rule, for the ballots so far (1 for
+    /// a `plurality` revote: any votes can win it).
     pub votes_needed: u64,
+    /// For a one-third threshold (a further election, a one-third revote): what the third is
+    /// of, `collected` or `issued` (`rules.further_election_threshold_base`), and that count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Threshold>,
     pub status: RoundStatus,
     pub elected: Vec<ElectedPerson>,
     pub follow_up: FollowUp,
@@ -786,12 +798,20 @@ fn count_round(
 
     let units_expected = definition.units_serving_count(&contest.id);
     let issued = totals.ballots_issued;
-    let votes_needed = match (spec.kind, rules.revote_rule) {
-        (RoundKind::First | RoundKind::Repeat, _) => issued / 2 + 1,
-        (RoundKind::Revote, RevoteRule::Plurality) => 1,
-        (RoundKind::Further, _) | (RoundKind::Revote, RevoteRule::OneThird) => {
-            issued.div_ceil(3).max(1)
-        }
+    let third_of = match rules.further_election_threshold_base {
+        ThresholdBase::Collected => totals.ballots_collected,
+        ThresholdBase::Issued => issued,
+    };
+    let (votes_needed, threshold) = match (spec.kind, rules.revote_rule) {
+        (RoundKind::First | RoundKind::Repeat, _) => (issued / 2 + 1, None),
+        (RoundKind::Revote, RevoteRule::Plurality) => (1, None),
+        (RoundKind::Further, _) | (RoundKind::Revote, RevoteRule::OneThird) => (
+            third_of.div_ceil(3).max(1),
+            Some(Threshold {
+                base: rules.further_election_threshold_base,
+                ballots: third_of,
+            }),
+        ),
     };
     let mut result = RoundResult {
         round: spec.round,
@@ -803,6 +823,7 @@ fn count_round(
         totals,
         votes,
         votes_needed,
+        threshold,
         status: RoundStatus::Pending,
         elected: Vec::new(),
         follow_up: FollowUp::None,
@@ -841,7 +862,7 @@ fn count_round(
         result.follow_up = FollowUp::HeldAgain;
     } else {
         result.status = RoundStatus::Decided;
-        let (elected, follow_up) = decide(contest, rules, spec, &result.votes, issued);
+        let (elected, follow_up) = decide(contest, rules, spec, &result.votes, issued, third_of);
         result.elected = elected
             .into_iter()
             .map(|pv| ElectedPerson {
@@ -923,19 +944,21 @@ fn decide<'a>(
     spec: &NextRound,
     votes: &'a [PersonVotes],
     issued: u64,
+    third_of: u64,
 ) -> (Vec<&'a PersonVotes>, FollowUp) {
     let issued = u128::from(issued);
+    let third_of = u128::from(third_of);
     let qualifies = |pv: &PersonVotes| {
         let v = u128::from(pv.votes);
         pv.votes > 0
             && match spec.kind {
                 RoundKind::First | RoundKind::Repeat => v * 2 > issued,
-                RoundKind::Further => v * 3 >= issued,
+                RoundKind::Further => v * 3 >= third_of,
                 RoundKind::Revote => {
                     spec.candidates.contains(&pv.person)
                         && match rules.revote_rule {
                             RevoteRule::Plurality => true,
-                            RevoteRule::OneThird => v * 3 >= issued,
+                            RevoteRule::OneThird => v * 3 >= third_of,
                         }
                 }
             }
@@ -1695,6 +1718,41 @@ mod tests {
                 places: 1
             }
         );
+    }
+
+    // Goal: the one third a further election's winner needs is of the ballots collected in
+    // that round by default (the rulebook's reading), of those issued when the definition says
+    // so; the round says which. Method: round 2 with 600 issued and 570 collected; B has 195:
+    // 195 * 3 = 585 is at least 570 but below 600.
+    #[test]
+    fn further_election_third_of_collected_or_issued() {
+        let votes = [("A", 400), ("B", 200), ("C", 150)];
+        for (rules, ballots, needed, elected) in [
+            ("", 570, 190, vec!["A", "B"]),
+            (
+                r#"further_election_threshold_base = "issued""#,
+                600,
+                200,
+                vec!["A"],
+            ),
+        ] {
+            let d = single(2, 3, 1000, rules);
+            let first = sheet(&d, 1, 620, 620, 0, &votes);
+            let r = run(
+                &d,
+                vec![first, sheet(&d, 2, 600, 570, 0, &[("B", 195), ("C", 180)])],
+            );
+            let c = &r.contests[0];
+            let round = &c.rounds[1];
+            assert_eq!(round.kind, RoundKind::Further);
+            assert_eq!(
+                round.threshold.as_ref().map(|t| t.ballots),
+                Some(ballots),
+                "{rules}"
+            );
+            assert_eq!(round.votes_needed, needed, "{rules}");
+            assert_eq!(elected_letters(c), elected, "{rules}");
+        }
     }
 
     // Goal: W301 (a unit collected more ballots than it issued) and Art 44 agree: the warning

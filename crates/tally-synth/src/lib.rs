@@ -858,6 +858,7 @@ law_revision = "2020"
 seat_rounding = "floor"
 mobile_box_scrutineers_min = 2
 further_election_turnout_required = true
+further_election_threshold_base = "collected"
 apportionment = "largest-remainder-hare"
 apportionment_tie_rule = "report"
 record_disapprovals = false

@@ -582,8 +582,21 @@ pub fn contest_state(contest: &ContestResult) -> String {
         .map_or_else(|| "no round".into(), |round| round_state(contest, round))
 }
 
-/// Where one round of a contest stands.
+/// Where one round of a contest stands, with the one-third threshold it was decided by.
 fn round_state(contest: &ContestResult, round: &RoundResult) -> String {
+    let state = round_state_only(contest, round);
+    match &round.threshold {
+        Some(t) if round.status == RoundStatus::Decided => format!(
+            "{state} (one third of {} ballots {}: {} votes needed)",
+            thousands(t.ballots),
+            t.base.as_str(),
+            thousands(round.votes_needed)
+        ),
+        _ => state,
+    }
+}
+
+fn round_state_only(contest: &ContestResult, round: &RoundResult) -> String {
     let names = |people: &[Person]| -> String {
         people
             .iter()
