@@ -571,18 +571,15 @@ impl Decisions {
                 )
             }
             DecisionKind::Review { code, at, note } => {
-                let open: Vec<(String, String)> = warnings(
-                    definition,
-                    ledger,
-                    self,
-                    &result.findings,
-                    Some(&decision.contest),
-                )
-                .remove(&decision.contest)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|f| (f.code.as_str().to_owned(), f.sheet))
-                .collect();
+                let open: Vec<(String, String)> =
+                    warnings(definition, ledger, self, &result.findings, &|c| {
+                        *c == decision.contest
+                    })
+                    .remove(&decision.contest)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|f| (f.code.as_str().to_owned(), f.sheet))
+                    .collect();
                 let key = (code.clone(), at.clone());
                 if !open.contains(&key) {
                     return Err(not_needed(format!(
@@ -665,9 +662,11 @@ impl Decisions {
                     format!("{label}: contest {} is confirmed already", c.contest),
                 ));
             }
-            let warned = warnings(definition, ledger, self, &result.findings, Some(&c.contest))
-                .remove(&c.contest)
-                .unwrap_or_default();
+            let warned = warnings(definition, ledger, self, &result.findings, &|x| {
+                *x == c.contest
+            })
+            .remove(&c.contest)
+            .unwrap_or_default();
             let open: Vec<String> = self
                 .matters(definition, ledger, contest, &warned)
                 .into_iter()
@@ -795,13 +794,25 @@ impl Decisions {
     /// first within each: conflicts, cut-off ties, warnings, write-ins, arrivals after a lock,
     /// and contests ready to confirm. (A contest still counting waits for its units, not for
     /// the committee, and is not listed unless something else in it waits.)
+    ///
+    /// Warnings are reviewed once a contest is decided, so they are gathered for decided
+    /// contests only: while the night's sheets arrive, the county's results (which list what
+    /// waits) do not check every counted sheet again.
     pub fn pending(
         &self,
         definition: &Definition,
         ledger: &Ledger,
         result: &ElectionResult,
     ) -> Vec<Matter> {
-        let mut warned = warnings(definition, ledger, self, &result.findings, None);
+        let decided: BTreeSet<&ContestId> = result
+            .contests
+            .iter()
+            .filter(|c| c.status == ContestStatus::Decided)
+            .map(|c| &c.contest)
+            .collect();
+        let mut warned = warnings(definition, ledger, self, &result.findings, &|c| {
+            decided.contains(c)
+        });
         result
             .contests
             .iter()
@@ -988,13 +999,10 @@ pub fn warnings(
     ledger: &Ledger,
     decisions: &Decisions,
     findings: &[Finding],
-    only: Option<&ContestId>,
+    only: &dyn Fn(&ContestId) -> bool,
 ) -> BTreeMap<ContestId, Vec<Finding>> {
     let mut out: BTreeMap<ContestId, Vec<Finding>> = BTreeMap::new();
-    for sheet in ledger
-        .counted()
-        .filter(|s| only.is_none_or(|c| s.contest == *c))
-    {
+    for sheet in ledger.counted().filter(|s| only(&s.contest)) {
         let sheet = decisions.effective(ledger, sheet);
         let found: Vec<Finding> = crate::validate::check_sheet(definition, sheet)
             .into_iter()
@@ -1016,7 +1024,7 @@ pub fn warnings(
             continue;
         };
         let contest = ContestId::new(contest.to_owned());
-        if only.is_none_or(|c| *c == contest) {
+        if only(&contest) {
             out.entry(contest).or_default().push(f.clone());
         }
     }

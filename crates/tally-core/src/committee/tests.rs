@@ -129,7 +129,8 @@ impl Record {
             &self.ledger,
             &self.decisions,
             &result.findings,
-            None,
+            // As `pending` does: warnings wait until the contest is decided.
+            &|_| result.contests[0].status == ContestStatus::Decided,
         )
         .remove(&"C1".into())
         .unwrap_or_default();
