@@ -16,8 +16,8 @@
 
 use crate::Error;
 use crate::definition::{
-    AmendmentNote, Definition, DefinitionProblem, Election, Mode, PollingUnit, RetiredKey,
-    UnitKind, parse_public_key,
+    AmendmentNote, Committee, Definition, DefinitionProblem, Election, Mode, PollingUnit,
+    RetiredKey, UnitKind, parse_public_key,
 };
 use crate::ids::{CandidateId, ContestId, KeyId, TownshipId, UnitId, check_id};
 use crate::validate::Code;
@@ -454,36 +454,33 @@ pub fn check(definition: &Definition, act: &SignedAct) -> Result<(ActBody, Vec<S
 pub fn committee_for<'a>(
     definition: &'a Definition,
     body: &ActBody,
-) -> Result<(std::borrow::Cow<'a, crate::definition::Committee>, String), String> {
-    use std::borrow::Cow;
-    let county = || -> Result<(Cow<'a, crate::definition::Committee>, String), String> {
+) -> Result<(&'a Committee, String), String> {
+    let county = || -> Result<(&'a Committee, String), String> {
         definition
             .committee
             .as_ref()
-            .map(|c| (Cow::Borrowed(c), "the county election committee".to_owned()))
+            .map(|c| (c, COUNTY_COMMITTEE.to_owned()))
             .ok_or_else(|| {
                 "the definition names no committee ([committee] with its officials), so no act can be signed".to_owned()
             })
     };
-    let of_contest =
-        |id: &ContestId| -> Result<(Cow<'a, crate::definition::Committee>, String), String> {
-            let contest = definition
-                .contest(id)
-                .ok_or_else(|| format!("contest {id} is not in the definition"))?;
-            match definition.township_committee(&contest.township) {
-                Some(t) if contest.level == crate::congress::Level::Township => Ok((
-                    Cow::Owned(t.committee()),
-                    format!("the election committee of township {}", t.township),
-                )),
-                _ => county(),
+    let of_contest = |id: &ContestId| -> Result<(&'a Committee, String), String> {
+        let contest = definition
+            .contest(id)
+            .ok_or_else(|| format!("contest {id} is not in the definition"))?;
+        match definition.township_committee(&contest.township) {
+            Some(t) if contest.level == crate::congress::Level::Township => {
+                Ok((&t.committee, township_committee_name(t)))
             }
-        };
+            _ => county(),
+        }
+    };
     match body {
         ActBody::Amendment(_) | ActBody::ZeroReport(_) => county(),
         ActBody::Decision(d) => of_contest(&d.contest),
         ActBody::Reopening(r) => of_contest(&r.contest),
         ActBody::Confirmation(c) => {
-            let mut found: Option<(Cow<'a, crate::definition::Committee>, String)> = None;
+            let mut found: Option<(&'a Committee, String)> = None;
             for x in &c.contests {
                 let this = of_contest(&x.contest)?;
                 match &found {
@@ -507,18 +504,24 @@ pub fn committee_for<'a>(
     }
 }
 
+const COUNTY_COMMITTEE: &str = "the county election committee";
+
+fn township_committee_name(t: &crate::definition::TownshipCommittee) -> String {
+    format!("the election committee of township {}", t.township)
+}
+
 /// Every committee of the definition with its name: the county's, then the townships'.
-fn all_committees(definition: &Definition) -> Vec<(crate::definition::Committee, String)> {
+fn all_committees(definition: &Definition) -> Vec<(&Committee, String)> {
     definition
         .committee
         .iter()
-        .map(|c| (c.clone(), "the county election committee".to_owned()))
-        .chain(definition.township_committees.iter().map(|t| {
-            (
-                t.committee(),
-                format!("the election committee of township {}", t.township),
-            )
-        }))
+        .map(|c| (c, COUNTY_COMMITTEE.to_owned()))
+        .chain(
+            definition
+                .township_committees
+                .iter()
+                .map(|t| (&t.committee, township_committee_name(t))),
+        )
         .collect()
 }
 

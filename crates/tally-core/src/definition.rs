@@ -310,18 +310,9 @@ impl Committee {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TownshipCommittee {
     pub township: TownshipId,
-    pub threshold: u32,
-    pub officials: Vec<Official>,
-}
-
-impl TownshipCommittee {
-    /// As a committee: its threshold and officials.
-    pub fn committee(&self) -> Committee {
-        Committee {
-            threshold: self.threshold,
-            officials: self.officials.clone(),
-        }
-    }
+    /// Its threshold and officials, written beside `township` (as the file has them).
+    #[serde(flatten)]
+    pub committee: Committee,
 }
 
 /// What amendments made of the founding definition (crate::act): not part of its canonical
@@ -424,7 +415,7 @@ impl Definition {
             || self
                 .township_committees
                 .iter()
-                .any(|c| c.officials.iter().any(|o| o.key_id == *key_id))
+                .any(|c| c.committee.officials.iter().any(|o| o.key_id == *key_id))
     }
 
     /// The township's own committee, if the definition names one.
@@ -1562,7 +1553,7 @@ fn check_township_committees(
         let others: Vec<&Official> = county
             .into_iter()
             .flat_map(|c| c.officials.iter())
-            .chain(out.iter().flat_map(|c| c.officials.iter()))
+            .chain(out.iter().flat_map(|c| c.committee.officials.iter()))
             .collect();
         let officials = check_officials(loader, &origin, raw.officials, &others, townships, units);
         check_threshold(
@@ -1574,8 +1565,10 @@ fn check_township_committees(
         );
         out.push(TownshipCommittee {
             township,
-            threshold: raw.threshold,
-            officials,
+            committee: Committee {
+                threshold: raw.threshold,
+                officials,
+            },
         });
     }
     out
