@@ -15,12 +15,15 @@
 use crate::publish::{escape, file_safe};
 use crate::say;
 use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tally_core::committee::DecisionNote;
 use tally_core::congress::Level;
 use tally_core::definition::{Definition, Mode};
+use tally_core::ids::ContestId;
 use tally_core::results::{ContestResult, ElectionResult, Person, RoundKind, RoundStatus};
+use tally_core::sheet::TallySheet;
 use tally_core::strokes::surname_order;
 use tally_evidence::{Anchors, Replayed, VerifyReport};
 
@@ -177,10 +180,18 @@ fn write(report: &VerifyReport, replayed: &Replayed, out: &Path) -> Result<Paper
     };
 
     // 选举结果报告单: every constituency, one page each, in one file per congress.
+    // The sheets that count, by contest, gathered once (each as the committee's decisions
+    // have it: a kept sheet, a recount).
+    let mut counted: BTreeMap<&ContestId, Vec<&TallySheet>> = BTreeMap::new();
+    for sheet in replayed.ledger.counted() {
+        let sheet = replayed.decisions.effective(&replayed.ledger, sheet);
+        counted.entry(&sheet.contest).or_default().push(sheet);
+    }
     for (area, level, contests) in congresses(d, result) {
         let mut body = String::new();
         for c in &contests {
-            body.push_str(&contest_report(d, replayed, c));
+            let sheets = counted.get(&c.contest).map_or(&[][..], Vec::as_slice);
+            body.push_str(&contest_report(d, c, sheets));
         }
         let key = file_safe(&area_key(level, contests[0]));
         save(
@@ -450,8 +461,8 @@ fn corrigendum(
     b
 }
 
-/// One constituency's 选举结果报告单.
-fn contest_report(d: &Definition, replayed: &Replayed, c: &ContestResult) -> String {
+/// One constituency's 选举结果报告单; `sheets` are the sheets that count in it.
+fn contest_report(d: &Definition, c: &ContestResult, sheets: &[&TallySheet]) -> String {
     let mut b = String::new();
     let _ = writeln!(b, "<div class=\"paper\">");
     let _ = writeln!(b, "<h1>选举结果报告单</h1>");
@@ -563,12 +574,7 @@ fn contest_report(d: &Definition, replayed: &Replayed, c: &ContestResult) -> Str
     );
     // The scrutineers and counters each unit named on the sheets that count.
     let mut signers = String::new();
-    for sheet in replayed
-        .ledger
-        .counted()
-        .filter(|s| s.contest == c.contest)
-        .map(|s| replayed.decisions.effective(&replayed.ledger, s))
-    {
+    for sheet in sheets {
         let unit = d
             .unit(&sheet.unit)
             .map_or_else(|| sheet.unit.to_string(), |u| u.name.clone());
